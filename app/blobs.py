@@ -1,0 +1,143 @@
+"""Files in GridFS: streaming writes with size/sha256/crc32, swap-then-delete replacement, streamed reads."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import zlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bson import ObjectId
+from bson.errors import InvalidId
+from fastapi import HTTPException
+from gridfs import AsyncGridFSBucket
+from gridfs.asynchronous.grid_file import AsyncGridOut
+from gridfs.errors import NoFile
+
+from app.uploads import IncomingFile
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file completely written to GridFS, and what we learned while writing it."""
+
+    file_id: ObjectId
+    size: int
+    sha256: str
+    crc32: int
+    filename: str
+    content_type: str
+    uploaded_at: datetime
+
+    def fields(self, id_field: str) -> dict[str, Any]:
+        """The document fields that point at this file."""
+        return {
+            id_field: str(self.file_id),
+            "size": self.size,
+            "sha256": self.sha256,
+            "crc32": self.crc32,
+            "filename": self.filename,
+            "content_type": self.content_type,
+            "uploaded_at": self.uploaded_at,
+        }
+
+
+async def store(
+    bucket: AsyncGridFSBucket,
+    incoming: IncomingFile,
+    *,
+    default_filename: str,
+    max_bytes: int,
+    owner: dict[str, Any],
+) -> StoredFile:
+    """Stream `incoming` into a new GridFS file; nothing is left behind if it fails or is too large.
+
+    GridFS writes its files document only on close, so until then a crashed upload leaves just
+    orphan chunks that no document points to (the sweep removes them).
+    """
+    filename = incoming.filename or default_filename
+    grid_in = bucket.open_upload_stream(filename, metadata={"content_type": incoming.content_type, "owner": owner})
+    digest = hashlib.sha256()
+    crc = 0
+    size = 0
+    try:
+        async for chunk in incoming.chunks:
+            size += len(chunk)
+            if size > max_bytes:
+                raise HTTPException(413, f"the file is larger than the {max_bytes}-byte limit")
+            digest.update(chunk)
+            crc = zlib.crc32(chunk, crc)
+            await grid_in.write(chunk)
+        sha = digest.hexdigest()
+        await grid_in.set("sha256", sha)
+        await grid_in.close()
+    except BaseException:
+        await _abort(grid_in)
+        raise
+    return StoredFile(
+        file_id=grid_in._id,
+        size=size,
+        sha256=sha,
+        crc32=crc,
+        filename=filename,
+        content_type=incoming.content_type,
+        uploaded_at=datetime.now(UTC),
+    )
+
+
+async def _abort(grid_in: Any) -> None:
+    try:
+        await grid_in.abort()
+    except Exception:  # the database may be the reason we are aborting
+        log.warning("could not remove the chunks of an aborted upload %s; the sweep will", grid_in._id)
+
+
+def parse_file_id(value: Any) -> Any:
+    """Stored ids are strings (aerOS); GridFS wants the ObjectId back when it is one."""
+    if isinstance(value, str):
+        try:
+            return ObjectId(value)
+        except InvalidId:
+            return value
+    return value
+
+
+async def delete_file(bucket: AsyncGridFSBucket, file_id: Any) -> None:
+    if file_id is None:
+        return
+    try:
+        await bucket.delete(parse_file_id(file_id))
+    except NoFile:
+        pass
+
+
+async def open_file(bucket: AsyncGridFSBucket, file_id: Any) -> AsyncGridOut | None:
+    if file_id is None:
+        return None
+    try:
+        return await bucket.open_download_stream(parse_file_id(file_id))
+    except NoFile:
+        return None
+
+
+async def read_range(grid_out: AsyncGridOut, start: int, length: int) -> AsyncIterator[bytes]:
+    """Yield `length` bytes from `start`, a GridFS chunk at a time, then close the reader."""
+    try:
+        if start:
+            await grid_out.seek(start)
+        remaining = length
+        while remaining > 0:
+            chunk = await grid_out.readchunk()
+            if not chunk:
+                raise OSError(f"GridFS file {grid_out._id} ended {remaining} bytes early")
+            if len(chunk) > remaining:
+                chunk = chunk[:remaining]
+            remaining -= len(chunk)
+            yield chunk
+    finally:
+        await grid_out.close()

@@ -1,0 +1,54 @@
+"""Service settings, read from environment variables prefixed ``FLREPO_``."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; each field is the env var ``FLREPO_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="FLREPO_", extra="ignore")
+
+    mongodb_url: str = Field(
+        default="mongodb://localhost:27017",
+        description="MongoDB connection string (credentials, replica set, options).",
+    )
+    db_name: str = Field(default="repository", description="Database holding the metadata collections.")
+    gridfs_db_name: str = Field(default="repository_grid", description="Database holding the GridFS buckets.")
+    host: str = Field(default="0.0.0.0", description="Bind address of `flrepo serve`.")
+    port: int = Field(default=9012, ge=1, le=65535, description="Bind port of `flrepo serve`.")
+    max_upload_bytes: int = Field(
+        default=8 * 1024**3, ge=0, description="Largest accepted file upload in bytes (413 above it)."
+    )
+    list_cap: int = Field(default=1000, ge=1, description="Most items a list returns, and the default page size.")
+    log_level: str = Field(default="INFO", description="Python logging level.")
+    db_timeout_ms: int = Field(
+        default=3000,
+        ge=100,
+        description="Server-selection timeout: how long a request waits for an unavailable database before 503.",
+    )
+    gridfs_chunk_bytes: int = Field(
+        default=255 * 1024, ge=1024, le=15 * 1024 * 1024, description="GridFS chunk size for new files."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aeros_fallback(cls, data: object) -> object:
+        # aerOS deployments configure the database with DB_ADDRESS / DB_PORT; honour them when
+        # FLREPO_MONGODB_URL is not set so their ConfigMaps keep working.
+        if isinstance(data, dict) and "mongodb_url" not in data and "FLREPO_MONGODB_URL" not in os.environ:
+            address = os.environ.get("DB_ADDRESS")
+            if address:
+                port = os.environ.get("DB_PORT", "27017")
+                data = {**data, "mongodb_url": f"mongodb://{address}:{port}"}
+        return data
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,97 @@
+"""An embedded MongoDB wire-protocol server for development and tests: FerretDB on SQLite.
+
+The binary is built from `tools/ferretdb` (a Go program embedding FerretDB v1.24.2); see DESIGN.md §3.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOL_DIR = ROOT / "tools" / "ferretdb"
+BINARY = ROOT / "tools" / "bin" / "ferretdb"
+# FerretDB v1.24.2 is built with go1.24.x; newer Go releases may not build its dependencies.
+GO_TOOLCHAIN = "go1.24.3"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ferretdb_binary(build: bool = True) -> Path:
+    """Path of the FerretDB binary, building it with Go when missing."""
+    override = os.environ.get("FLREPO_FERRETDB_BIN")
+    if override:
+        return Path(override)
+    if BINARY.exists():
+        return BINARY
+    if not build:
+        raise FileNotFoundError(f"{BINARY} is missing; run `make ferretdb`")
+    go = shutil.which("go")
+    if go is None:
+        raise FileNotFoundError(f"{BINARY} is missing and Go is not installed to build it")
+    log.info("building FerretDB into %s (first time only)", BINARY)
+    env = {**os.environ, "GOTOOLCHAIN": os.environ.get("GOTOOLCHAIN", GO_TOOLCHAIN), "CGO_ENABLED": "0"}
+    subprocess.run([go, "build", "-o", str(BINARY), "."], cwd=TOOL_DIR, env=env, check=True)
+    return BINARY
+
+
+class EmbeddedMongo:
+    """A FerretDB process listening on 127.0.0.1; `url` is its MongoDB connection string."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, log_file: Path | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.log_file = log_file or self.data_dir.with_suffix(".log")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/"
+
+    def start(self, timeout: float = 30.0) -> EmbeddedMongo:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        binary = ferretdb_binary()
+        with open(self.log_file, "ab") as out:
+            self.process = subprocess.Popen(
+                [str(binary), "-listen", f"127.0.0.1:{self.port}", "-dir", str(self.data_dir)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"FerretDB exited with {self.process.returncode}; see {self.log_file}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"FerretDB did not listen on port {self.port} within {timeout}s")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def __enter__(self) -> EmbeddedMongo:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,88 @@
+"""HTTP responses for stored files: Content-Length/Type/Disposition, ETag, HEAD and single Range."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import Request, Response
+from fastapi.responses import StreamingResponse
+from gridfs.asynchronous.grid_file import AsyncGridOut
+from starlette.background import BackgroundTask
+
+from app.blobs import read_range
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def content_disposition(filename: str) -> str:
+    # RFC 6266: an ASCII fallback for old clients, the exact UTF-8 name for the rest.
+    fallback = "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\' else "_" for ch in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
+    """Return (start, end inclusive) for one satisfiable range, None to send everything,
+    or "unsatisfiable". Multi-range requests get the whole file, which RFC 9110 allows."""
+    if not header:
+        return None
+    match = _RANGE.match(header.strip())
+    if not match:
+        return None
+    first, last = match.groups()
+    if first == "" and last == "":
+        return None
+    if first == "":
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            return "unsatisfiable"
+        return max(size - suffix, 0), size - 1
+    start = int(first)
+    end = int(last) if last else size - 1
+    if start >= size or end < start:
+        return "unsatisfiable"
+    return start, min(end, size - 1)
+
+
+def file_response(
+    request: Request,
+    grid_out: AsyncGridOut,
+    doc: dict[str, Any],
+    *,
+    default_filename: str,
+    media_type: str | None = None,
+) -> Response:
+    size: int = grid_out.length
+    sha = doc.get("sha256") or (grid_out.metadata or {}).get("sha256") or getattr(grid_out, "sha256", None)
+    headers = {
+        "Accept-Ranges": "bytes",
+        "Content-Disposition": content_disposition(doc.get("filename") or grid_out.filename or default_filename),
+        # Downloads are attachments, never rendered: stored bytes must not run as a page here.
+        "X-Content-Type-Options": "nosniff",
+    }
+    if sha:
+        headers["ETag"] = f'"{sha}"'
+    media = media_type or doc.get("content_type") or "application/octet-stream"
+
+    wanted = parse_range(request.headers.get("range"), size)
+    if wanted == "unsatisfiable":
+        headers["Content-Range"] = f"bytes */{size}"
+        return _closing(grid_out, Response(status_code=416, headers=headers, media_type=media))
+    status = 200
+    start, length = 0, size
+    if isinstance(wanted, tuple):
+        start, end = wanted
+        length = end - start + 1
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    headers["Content-Length"] = str(length)
+    if request.method == "HEAD":
+        return _closing(grid_out, Response(status_code=status, headers=headers, media_type=media))
+    return StreamingResponse(read_range(grid_out, start, length), status_code=status, headers=headers, media_type=media)
+
+
+def _closing(grid_out: AsyncGridOut, response: Response) -> Response:
+    # Bodiless answers still hold a GridFS reader; close it once the response is sent.
+    response.background = BackgroundTask(grid_out.close)
+    return response

@@ -1,0 +1,38 @@
+"""Exception handlers: every error is JSON `{"detail": ...}` with the status that fits it."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
+
+log = logging.getLogger(__name__)
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("database unavailable during %s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse({"detail": "database unavailable, try again later"}, status_code=503)
+
+
+async def _duplicate(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": "an item with the same key already exists"}, status_code=409)
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    log.error("database error during %s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse({"detail": "database error"}, status_code=500)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error during %s %s", request.method, request.url.path)
+    return JSONResponse({"detail": "internal error"}, status_code=500)
+
+
+def install(app: FastAPI) -> None:
+    # Starlette picks the handler of the most specific class in the exception's MRO.
+    app.add_exception_handler(ConnectionFailure, _database_unavailable)
+    app.add_exception_handler(DuplicateKeyError, _duplicate)
+    app.add_exception_handler(PyMongoError, _database_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,58 @@
+"""Input rules shared by every schema: identifiers and user-supplied document keys.
+
+aerOS accepted anything; these rules keep names usable in URL paths and keep user data from
+being read as MongoDB operators (`$set`) or dotted paths (`a.b`) in queries and updates.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, StringConstraints
+
+MAX_IDENTIFIER = 128
+MAX_KEY = 256
+MAX_DEPTH = 16
+
+
+def _has_control(value: str) -> bool:
+    return any(ord(ch) < 32 or ord(ch) == 127 for ch in value)
+
+
+def check_identifier(value: str) -> str:
+    if "/" in value:
+        raise ValueError("must not contain '/'")
+    if value.startswith("$"):
+        raise ValueError("must not start with '$'")
+    if _has_control(value):
+        raise ValueError("must not contain NUL or control characters")
+    return value
+
+
+Identifier = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_IDENTIFIER),
+    AfterValidator(check_identifier),
+]
+
+
+def check_keys(value: Any, depth: int = 0) -> Any:
+    """Reject keys MongoDB would treat as operators or paths, and unbounded nesting."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str) or not key:
+                raise ValueError("keys must be non-empty strings")
+            if key.startswith("$") or "." in key:
+                raise ValueError(f"key {key!r} must not start with '$' or contain '.'")
+            if len(key) > MAX_KEY or _has_control(key):
+                raise ValueError(f"key {key[:32]!r} is too long or contains control characters")
+            check_keys(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            check_keys(item, depth + 1)
+    return value
+
+
+SafeDict = Annotated[dict[str, Any], AfterValidator(check_keys)]

@@ -1,0 +1,66 @@
+// Command ferretdb runs FerretDB v1 with its SQLite backend as a MongoDB wire-protocol server
+// for flrepo's tests and `make run`.
+//
+// We embed github.com/FerretDB/FerretDB/ferretdb from our own main package because
+// `go install .../cmd/ferretdb` panics on a missing build/version/version.txt (FerretDB #2982).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/FerretDB/FerretDB/ferretdb"
+)
+
+func main() {
+	listen := flag.String("listen", "127.0.0.1:27017", "TCP address to listen on (host:port)")
+	dir := flag.String("dir", "./ferretdb-data", "directory holding the SQLite databases (created if missing)")
+	logLevel := flag.String("log-level", "warn", "log level: debug, info, warn or error")
+	flag.Parse()
+
+	abs, err := filepath.Abs(*dir)
+	if err != nil {
+		fail("resolve data directory", err)
+	}
+	// FerretDB's SQLite handler requires an existing directory given as a file: URI with a trailing slash.
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		fail("create data directory", err)
+	}
+
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fail("parse -log-level", err)
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	f, err := ferretdb.New(&ferretdb.Config{
+		Listener:  ferretdb.ListenerConfig{TCP: *listen},
+		Logger:    logger,
+		Handler:   "sqlite",
+		SQLiteURL: "file:" + abs + "/",
+	})
+	if err != nil {
+		fail("start FerretDB", err)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	// The listener is bound by New; announce the URI so callers can wait for this line.
+	fmt.Println(f.MongoDBURI())
+
+	if err := f.Run(ctx); err != nil {
+		fail("run FerretDB", err)
+	}
+}
+
+func fail(what string, err error) {
+	fmt.Fprintf(os.Stderr, "ferretdb: %s: %v\n", what, err)
+	os.Exit(1)
+}
