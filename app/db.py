@@ -90,6 +90,10 @@ class Database:
                 await self.meta[name].create_index([(k, ASCENDING) for k in keys], unique=True, name="natural_key")
             await self.models.create_index([("uploaded_at", DESCENDING)], name="uploaded_at")
             await self.results.create_index([("weights_id", ASCENDING)], name="weights_id")
+            # GridFS would create these lazily on the first upload; doing it here keeps index
+            # builds out of concurrent first uploads.
+            await self.grid["fs.files"].create_index([("filename", ASCENDING), ("uploadDate", ASCENDING)])
+            await self.grid["fs.chunks"].create_index([("files_id", ASCENDING), ("n", ASCENDING)], unique=True)
             self._indexes_ready = True
             log.info("indexes ready in %s", self.meta.name)
 

@@ -5,6 +5,8 @@ Routers describe the HTTP surface (paths, bodies, aerOS names); this module hold
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -47,6 +49,21 @@ MODELS = Kind("models", "model", "model_id")
 RESULTS = Kind("results", "training result", "weights_id")
 STRATEGIES = Kind("strategies", "strategy", "strategy_id")
 TRANSFORMATIONS = Kind("transformations", "transformation", "storage_id")
+
+
+# Per-item locks around "switch the document, delete the old file". MongoDB's findAndModify is
+# atomic on its own, but FerretDB (the embedded store) reads and writes it in separate steps, so
+# concurrent replacements in one process could both see the same old file and leak a new one.
+_item_locks: weakref.WeakValueDictionary[tuple[str, ...], asyncio.Lock] = weakref.WeakValueDictionary()
+
+
+def _item_lock(kind: Kind, key: dict[str, Any]) -> asyncio.Lock:
+    ident = (kind.collection, *(str(key[k]) for k in kind.keys))
+    lock = _item_locks.get(ident)
+    if lock is None:
+        lock = asyncio.Lock()
+        _item_locks[ident] = lock
+    return lock
 
 
 def now() -> datetime:
@@ -94,19 +111,19 @@ async def update(db: Database, kind: Kind, key: dict[str, Any], fields: dict[str
     doc = await db.collection(kind.collection).find_one_and_update(
         key,
         {"$set": {**fields, "updated_at": now()}},
-        projection=NO_ID,
+        # No projection: FerretDB does not implement it for findAndModify.
         return_document=ReturnDocument.AFTER,
     )
     if doc is None:
         raise kind.not_found(key)
+    doc.pop("_id", None)
     return doc
 
 
-async def upload(request: Request, db: Database, kind: Kind, key: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+async def upload(request: Request, db: Database, kind: Kind, key: dict[str, Any], max_bytes: int) -> None:
     """Store the request's file, then point the document at it, then delete the file it replaced.
 
-    The new file is complete before the document switches, so a reader always gets a whole file;
-    the swap is one atomic find-and-modify, so each replaced file is deleted exactly once.
+    The new file is complete before the document switches, so a reader always gets a whole file.
     """
     coll = db.collection(kind.collection)
     # Refuse early, before a multi-GB body is read, when the item does not exist.
@@ -121,15 +138,32 @@ async def upload(request: Request, db: Database, kind: Kind, key: dict[str, Any]
         owner={"collection": kind.collection, **key},
     )
     try:
-        before = await coll.find_one_and_update(key, {"$set": {**stored.fields(kind.file_field), "updated_at": now()}})
+        async with _item_lock(kind, key):
+            replaced = await _switch_file(coll, kind, key, stored)
     except BaseException:
         await blobs.delete_file(db.bucket, stored.file_id)
         raise
-    if before is None:  # deleted while we were uploading
-        await blobs.delete_file(db.bucket, stored.file_id)
-        raise kind.not_found(key)
-    await blobs.delete_file(db.bucket, before.get(kind.file_field))
-    return before
+    await blobs.delete_file(db.bucket, replaced)
+
+
+async def _switch_file(coll: Any, kind: Kind, key: dict[str, Any], stored: blobs.StoredFile) -> Any:
+    """Point the document at `stored` by compare-and-swap on the current file id; return the old id.
+
+    The swap only succeeds against the id we read, so each replaced file has exactly one owner
+    that deletes it, even with writers in other processes. (findAndModify's pre-image would do on
+    MongoDB, but FerretDB can return a stale one under concurrent load.)
+    """
+    for _ in range(20):
+        current = await coll.find_one(key, {kind.file_field: 1})
+        if current is None:
+            raise kind.not_found(key)  # deleted while we were uploading
+        old = current.get(kind.file_field)
+        result = await coll.update_one(
+            {**key, kind.file_field: old}, {"$set": {**stored.fields(kind.file_field), "updated_at": now()}}
+        )
+        if result.matched_count:
+            return old
+    raise HTTPException(503, f"{kind.describe(key)} is being replaced too often; try again")
 
 
 async def download(
@@ -155,7 +189,8 @@ async def download(
 
 
 async def delete(db: Database, kind: Kind, key: dict[str, Any]) -> None:
-    doc = await db.collection(kind.collection).find_one_and_delete(key)
+    async with _item_lock(kind, key):
+        doc = await db.collection(kind.collection).find_one_and_delete(key)
     if doc is None:
         raise kind.not_found(key)
     await blobs.delete_file(db.bucket, doc.get(kind.file_field))
