@@ -28,21 +28,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def ferretdb_binary(build: bool = True) -> Path:
+def ferretdb_binary(allow_build: bool = True) -> Path:
     """Path of the FerretDB binary, building it with Go when missing."""
     override = os.environ.get("FLREPO_FERRETDB_BIN")
     if override:
         return Path(override)
     if BINARY.exists():
         return BINARY
-    if not build:
+    if not allow_build:
         raise FileNotFoundError(f"{BINARY} is missing; run `make ferretdb`")
     go = shutil.which("go")
     if go is None:
         raise FileNotFoundError(f"{BINARY} is missing and Go is not installed to build it")
     log.info("building FerretDB into %s (first time only)", BINARY)
-    env = {**os.environ, "GOTOOLCHAIN": os.environ.get("GOTOOLCHAIN", GO_TOOLCHAIN), "CGO_ENABLED": "0"}
-    subprocess.run([go, "build", "-o", str(BINARY), "."], cwd=TOOL_DIR, env=env, check=True)
+    env = {**os.environ, "CGO_ENABLED": "0"}
+    build = [go, "build", "-o", str(BINARY), "."]
+    if subprocess.run(build, cwd=TOOL_DIR, env=env, check=False).returncode != 0:
+        # The machine's Go may be too new for FerretDB's dependencies: use the release's own
+        # toolchain, which the Go module proxy serves.
+        log.warning("building FerretDB with the local Go failed; retrying with %s", GO_TOOLCHAIN)
+        subprocess.run(build, cwd=TOOL_DIR, env={**env, "GOTOOLCHAIN": GO_TOOLCHAIN}, check=True)
     return BINARY
 
 

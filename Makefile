@@ -1,0 +1,48 @@
+# Entry points used by the README and .ci/run. Everything installs into .venv on first use.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+FERRETDB := tools/bin/ferretdb
+PORT ?= 9013
+
+.PHONY: help venv ferretdb run test lint format clean
+
+help:
+	@echo "make run     - the API on http://127.0.0.1:$(PORT)/docs with an embedded FerretDB (SQLite) store"
+	@echo "make test    - the test suite against a real MongoDB wire-protocol server"
+	@echo "make lint    - ruff check and format check"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(PY)
+	$(PY) -m pip install -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# FerretDB v1.24.2 embedded in a tiny Go program (DESIGN.md §3). The local Go is tried first,
+# then the toolchain FerretDB was released with, fetched through the Go module proxy.
+$(FERRETDB): tools/ferretdb/main.go tools/ferretdb/go.mod tools/ferretdb/go.sum
+	cd tools/ferretdb && (CGO_ENABLED=0 go build -o ../bin/ferretdb . || CGO_ENABLED=0 GOTOOLCHAIN=go1.24.3 go build -o ../bin/ferretdb .)
+
+ferretdb: $(FERRETDB)
+
+# Development server: anonymous, local data in .flrepo-data/, Swagger UI at /docs.
+run: venv ferretdb
+	$(VENV)/bin/flrepo serve --embedded --host 127.0.0.1 --port $(PORT)
+
+test: venv ferretdb
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check app tests
+	$(VENV)/bin/ruff format --check app tests
+
+format: venv
+	$(VENV)/bin/ruff check --fix app tests
+	$(VENV)/bin/ruff format app tests
+
+clean:
+	rm -rf $(VENV) tools/bin .flrepo-data .pytest_cache
