@@ -70,11 +70,15 @@ class ModelIn(_Body):
     )
 
 
-class ModelOut(FileInfo):
+class _ModelCore(BaseModel):
     model_name: str
     model_version: str
     meta: dict[str, Any]
     model_id: str | None = Field(default=None, description="GridFS id of the model file (aerOS field).")
+
+
+class ModelOut(FileInfo, _ModelCore):
+    """A model as stored: the aerOS fields, then what the service records about its file."""
 
 
 # --- training results ---------------------------------------------------------------------
@@ -108,13 +112,17 @@ class TrainingResultIn(_Body):
         return self
 
 
-class TrainingResultOut(FileInfo):
+class _TrainingResultCore(BaseModel):
     model_name: str
     model_version: str
     training_id: str
     configuration_id: str
     results: dict[str, ResultValue]
     weights_id: str | None = Field(default=None, description="GridFS id of the final weights (aerOS field).")
+
+
+class TrainingResultOut(FileInfo, _TrainingResultCore):
+    """A training result as stored."""
 
 
 # --- strategies ---------------------------------------------------------------------------
@@ -144,11 +152,15 @@ class StrategyMetaIn(_Body):
     strategy_description: Description | None = None
 
 
-class StrategyOut(FileInfo):
+class _StrategyCore(BaseModel):
     strategy_name: str
     strategy_description: str | None = None
     meta: dict[str, Any]
     strategy_id: str | None = Field(default=None, description="GridFS id of the strategy file (aerOS field).")
+
+
+class StrategyOut(FileInfo, _StrategyCore):
+    """A strategy as stored."""
 
 
 # --- transformations ----------------------------------------------------------------------
@@ -206,7 +218,7 @@ class TransformationUpdate(TransformationFields):
     model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [_TRANSFORMATION_EXAMPLE]})
 
 
-class TransformationOut(FileInfo):
+class _TransformationCore(BaseModel):
     id: str
     description: str | None = None
     parameter_types: dict[str, str]
@@ -214,6 +226,10 @@ class TransformationOut(FileInfo):
     outputs: list[str]
     needs: dict[str, Any]
     storage_id: str | None = Field(default=None, description="GridFS id of the transformation file (aerOS field).")
+
+
+class TransformationOut(FileInfo, _TransformationCore):
+    """A transformation as stored."""
 
 
 # --- service ------------------------------------------------------------------------------
