@@ -21,6 +21,7 @@ NATURAL_KEYS: dict[str, tuple[str, ...]] = {
     "results": ("model_name", "model_version", "training_id"),
     "strategies": ("strategy_name",),
     "transformations": ("id",),
+    "tasks": ("task_id",),
 }
 
 
@@ -74,6 +75,10 @@ class Database:
     @property
     def transformations(self) -> AsyncCollection:
         return self.meta["transformations"]
+
+    @property
+    def tasks(self) -> AsyncCollection:
+        return self.meta["tasks"]
 
     async def ensure_indexes(self) -> None:
         """Create the indexes once; later calls return at once.

@@ -11,7 +11,7 @@ from fastapi_offline import FastAPIOffline
 from pymongo.errors import PyMongoError
 
 from app import __version__, errors
-from app.api import health, models, strategies, training_results, transformations
+from app.api import health, models, strategies, tasks, training_results, transformations
 from app.config import Settings, get_settings
 from app.db import Database
 
@@ -33,6 +33,7 @@ TAGS = [
     {"name": "training results", "description": "Outcomes of FL trainings and their final weights."},
     {"name": "strategies", "description": "FL aggregation strategies (serialized objects)."},
     {"name": "transformations", "description": "Data transformations used by local executions."},
+    {"name": "tasks", "description": "FL training plans and the live status their training collector reports."},
     {"name": "service", "description": "Health and readiness."},
 ]
 
@@ -65,6 +66,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     errors.install(app)
-    for module in (models, training_results, strategies, transformations, health):
+    for module in (models, training_results, strategies, transformations, tasks, health):
         app.include_router(module.router)
     return app

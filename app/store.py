@@ -29,7 +29,13 @@ class Kind:
 
     collection: str
     label: str
-    file_field: str
+    file_field: str | None = None  # the aerOS field holding the GridFS id; None: no file
+
+    @property
+    def id_field(self) -> str:
+        if self.file_field is None:
+            raise TypeError(f"a {self.label} has no file")
+        return self.file_field
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -49,6 +55,7 @@ MODELS = Kind("models", "model", "model_id")
 RESULTS = Kind("results", "training result", "weights_id")
 STRATEGIES = Kind("strategies", "strategy", "strategy_id")
 TRANSFORMATIONS = Kind("transformations", "transformation", "storage_id")
+TASKS = Kind("tasks", "task")
 
 
 # Per-item locks around "switch the document, delete the old file". MongoDB's findAndModify is
@@ -72,7 +79,9 @@ def now() -> datetime:
 
 async def create(db: Database, kind: Kind, doc: dict[str, Any]) -> dict[str, Any]:
     stamp = now()
-    stored = {**doc, kind.file_field: None, "created_at": stamp, "updated_at": stamp}
+    stored = {**doc, "created_at": stamp, "updated_at": stamp}
+    if kind.file_field:
+        stored[kind.file_field] = None
     try:
         # The unique index decides races between concurrent creates: exactly one insert wins.
         await db.collection(kind.collection).insert_one(stored)
@@ -154,12 +163,12 @@ async def _switch_file(coll: Any, kind: Kind, key: dict[str, Any], stored: blobs
     MongoDB, but FerretDB can return a stale one under concurrent load.)
     """
     for _ in range(20):
-        current = await coll.find_one(key, {kind.file_field: 1})
+        current = await coll.find_one(key, {kind.id_field: 1})
         if current is None:
             raise kind.not_found(key)  # deleted while we were uploading
-        old = current.get(kind.file_field)
+        old = current.get(kind.id_field)
         result = await coll.update_one(
-            {**key, kind.file_field: old}, {"$set": {**stored.fields(kind.file_field), "updated_at": now()}}
+            {**key, kind.id_field: old}, {"$set": {**stored.fields(kind.id_field), "updated_at": now()}}
         )
         if result.matched_count:
             return old
@@ -177,7 +186,7 @@ async def download(
     # reading the document once more then finds the new one.
     for _ in range(3):
         doc = await get(db, kind, key)
-        file_id = doc.get(kind.file_field)
+        file_id = doc.get(kind.id_field)
         if file_id is None:
             raise HTTPException(404, f"{kind.describe(key)} has no file yet")
         grid_out = await blobs.open_file(db.bucket, file_id)
@@ -193,4 +202,5 @@ async def delete(db: Database, kind: Kind, key: dict[str, Any]) -> None:
         doc = await db.collection(kind.collection).find_one_and_delete(key)
     if doc is None:
         raise kind.not_found(key)
-    await blobs.delete_file(db.bucket, doc.get(kind.file_field))
+    if kind.file_field:
+        await blobs.delete_file(db.bucket, doc.get(kind.file_field))
