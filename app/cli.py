@@ -50,6 +50,20 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys_create(args: argparse.Namespace) -> int:
+    import json
+    import secrets
+
+    from app.auth import Role, new_key
+
+    key_id = args.id or f"{args.role}-{secrets.token_hex(3)}"
+    key, entry = new_key(key_id, Role.parse(args.role))
+    # The key is shown once; only its hash goes into the keys file.
+    sys.stdout.write(f"key:   {key}\nentry: {json.dumps(entry)}\n")
+    sys.stderr.write("add the entry to the file named by FLREPO_API_KEYS_FILE; the key is not stored anywhere\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flrepo", description="The FL Repository.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -63,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--data-dir", default=".flrepo-data", help="where --embedded keeps its data")
     serve.set_defaults(func=_serve)
+
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
+    create = keys.add_parser("create", help="make a new API key; prints it once, with its keys-file entry")
+    create.add_argument("--role", required=True, choices=["reader", "writer", "admin"])
+    create.add_argument("--id", default=None, help="the key's id in logs and audit (default: role-<random>)")
+    create.set_defaults(func=_keys_create)
     return parser
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from pathlib import Path
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +32,14 @@ class Settings(BaseSettings):
         default=3000,
         ge=100,
         description="Server-selection timeout: how long a request waits for an unavailable database before 503.",
+    )
+    api_keys_file: Path | None = Field(
+        default=None, description="JSON or YAML list of {id, role, sha256} API key entries; unset: no keys."
+    )
+    anonymous_role: str | None = Field(
+        default=None,
+        pattern="^(none|reader|writer|admin)$",
+        description="Role of requests without a key (default: none when keys are configured, else admin).",
     )
     gridfs_chunk_bytes: int = Field(
         default=255 * 1024, ge=1024, le=15 * 1024 * 1024, description="GridFS chunk size for new files."

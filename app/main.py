@@ -6,12 +6,14 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 from pymongo.errors import PyMongoError
 
 from app import __version__, errors
 from app.api import health, models, strategies, tasks, training_results, transformations
+from app.api.deps import problems
+from app.auth import KeyStore, authorize
 from app.config import Settings, get_settings
 from app.db import Database
 
@@ -65,7 +67,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.keys = KeyStore.from_settings(settings.api_keys_file, settings.anonymous_role)
     errors.install(app)
-    for module in (models, training_results, strategies, transformations, tasks, health):
-        app.include_router(module.router)
+    for module in (models, training_results, strategies, transformations, tasks):
+        app.include_router(module.router, dependencies=[Depends(authorize)], responses=problems(401, 403))
+    app.include_router(health.router)
     return app

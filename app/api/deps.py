@@ -46,6 +46,8 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 Page = Annotated[Paging, Depends(get_paging)]
 
 _PROBLEMS = {
+    401: "Missing or invalid API key",
+    403: "The API key's role does not allow this",
     404: "No such item",
     409: "Conflict with an existing item",
     413: "File or body too large",
