@@ -145,3 +145,10 @@ async def authorize(
         raise HTTPException(403, f"this operation needs the {needed.label} role")
     request.state.principal = principal
     return principal
+
+
+async def require_admin(principal: Annotated[Principal, Depends(authorize)]) -> Principal:
+    """For admin tools that are reads (audit): GET alone would only need a reader."""
+    if principal.role < Role.ADMIN:
+        raise HTTPException(403, "this operation needs the admin role")
+    return principal

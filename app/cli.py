@@ -16,6 +16,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from app.devdb import EmbeddedMongo
     from app.main import create_app
+    from app.observability import configure_logging
 
     overrides: dict[str, object] = {}
     if args.host:
@@ -28,7 +29,7 @@ def _serve(args: argparse.Namespace) -> int:
         embedded = EmbeddedMongo(data / "ferretdb", log_file=data / "ferretdb.log").start()
         overrides["mongodb_url"] = embedded.url
     settings = Settings(**overrides)  # type: ignore[arg-type]
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format == "json")
     log = logging.getLogger("flrepo")
     if embedded:
         log.info("embedded FerretDB (SQLite) at %s, data in %s", embedded.url, embedded.data_dir)
@@ -41,6 +42,8 @@ def _serve(args: argparse.Namespace) -> int:
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level.lower(),
+            log_config=None,  # keep our JSON handler; our middleware writes the access log
+            access_log=False,
             proxy_headers=True,
             forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
         )

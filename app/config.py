@@ -41,6 +41,13 @@ class Settings(BaseSettings):
         pattern="^(none|reader|writer|admin)$",
         description="Role of requests without a key (default: none when keys are configured, else admin).",
     )
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest JSON request body in bytes (413 above it)."
+    )
+    log_format: str = Field(default="json", pattern="^(json|text)$", description="json or text log lines.")
+    cors_origins: list[str] = Field(
+        default_factory=list, description='Origins allowed by CORS, as a JSON list (e.g. ["https://ui.example"]).'
+    )
     gridfs_chunk_bytes: int = Field(
         default=255 * 1024, ge=1024, le=15 * 1024 * 1024, description="GridFS chunk size for new files."
     )

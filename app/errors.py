@@ -11,7 +11,14 @@ from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 log = logging.getLogger(__name__)
 
 
+def _count(request: Request, kind: str) -> None:
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.db_errors.labels(kind).inc()
+
+
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    _count(request, "unavailable")
     log.warning("database unavailable during %s %s: %s", request.method, request.url.path, exc)
     return JSONResponse({"detail": "database unavailable, try again later"}, status_code=503)
 
@@ -21,6 +28,7 @@ async def _duplicate(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    _count(request, "error")
     log.error("database error during %s %s: %s", request.method, request.url.path, exc)
     return JSONResponse({"detail": "database error"}, status_code=500)
 

@@ -6,16 +6,20 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Response
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo.errors import PyMongoError
 
 from app import __version__, errors
-from app.api import health, models, strategies, tasks, training_results, transformations
+from app.api import audit, health, models, strategies, tasks, training_results, transformations
+from app.api.audit import audit_writer
 from app.api.deps import problems
 from app.auth import KeyStore, authorize
 from app.config import Settings, get_settings
 from app.db import Database
+from app.observability import Metrics, RequestContext
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +72,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.keys = KeyStore.from_settings(settings.api_keys_file, settings.anonymous_role)
+    app.state.metrics = Metrics.create()
     errors.install(app)
     for module in (models, training_results, strategies, transformations, tasks):
         app.include_router(module.router, dependencies=[Depends(authorize)], responses=problems(401, 403))
+    app.include_router(audit.router)
     app.include_router(health.router)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "HEAD", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Range", "X-Request-ID", "X-Filename"],
+            expose_headers=["X-Total-Count", "X-Request-ID", "ETag", "Content-Range", "Content-Disposition"],
+        )
+    app.add_middleware(
+        RequestContext,
+        metrics=app.state.metrics,
+        max_body_bytes=settings.max_body_bytes,
+        audit=audit_writer(app),
+    )
     return app
