@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(
         default_factory=list, description='Origins allowed by CORS, as a JSON list (e.g. ["https://ui.example"]).'
     )
+    sweep_interval_s: float = Field(
+        default=3600, ge=0, description="Seconds between orphan-file sweeps (also one at start-up); 0 disables."
+    )
+    sweep_grace_s: float = Field(
+        default=3600, ge=0, description="Only GridFS data untouched for this long is swept (protects live uploads)."
+    )
     gridfs_chunk_bytes: int = Field(
         default=255 * 1024, ge=1024, le=15 * 1024 * 1024, description="GridFS chunk size for new files."
     )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+from datetime import timedelta
 
 from fastapi import Depends, FastAPI, Response
 from fastapi.middleware.cors import CORSMiddleware
@@ -20,6 +22,7 @@ from app.auth import KeyStore, authorize
 from app.config import Settings, get_settings
 from app.db import Database
 from app.observability import Metrics, RequestContext
+from app.sweep import sweep_forever
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +60,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # Start anyway: /health answers, /ready says 503, and the first request that reaches
             # the database creates the indexes once it is back.
             log.warning("database not reachable at start-up (%s); will retry on demand", exc)
+        sweeper = None
+        if settings.sweep_interval_s > 0:
+            grace = timedelta(seconds=settings.sweep_grace_s)
+            sweeper = asyncio.create_task(sweep_forever(db, settings.sweep_interval_s, grace))
         try:
             yield
         finally:
+            if sweeper:
+                sweeper.cancel()
+                with suppress(asyncio.CancelledError):
+                    await sweeper
             await db.close()
 
     # FastAPIOffline serves Swagger UI and ReDoc assets from the package, not a CDN.
