@@ -5,12 +5,13 @@ PY := $(VENV)/bin/python
 FERRETDB := tools/bin/ferretdb
 PORT ?= 9013
 
-.PHONY: help venv ferretdb run test lint format clean
+.PHONY: help venv ferretdb run test lint format fuzz fuzz-nightly clean
 
 help:
 	@echo "make run     - the API on http://127.0.0.1:$(PORT)/docs with an embedded FerretDB (SQLite) store"
 	@echo "make test    - the test suite against a real MongoDB wire-protocol server"
 	@echo "make lint    - ruff check and format check"
+	@echo "make fuzz    - schemathesis against the OpenAPI document (SEED=, EXAMPLES=)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,9 +37,16 @@ run: venv ferretdb
 test: venv ferretdb
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# Property-based fuzzing of every operation with schemathesis (seed and case count are printed).
+fuzz: venv ferretdb
+	$(PY) tools/fuzz.py --examples $(or $(EXAMPLES),25) $(if $(SEED),--seed $(SEED))
+
+fuzz-nightly: venv ferretdb
+	$(PY) tools/fuzz.py --examples 500 $(if $(SEED),--seed $(SEED))
+
 lint: venv
-	$(VENV)/bin/ruff check app tests
-	$(VENV)/bin/ruff format --check app tests
+	$(VENV)/bin/ruff check app tests tools bench
+	$(VENV)/bin/ruff format --check app tests tools bench
 
 format: venv
 	$(VENV)/bin/ruff check --fix app tests

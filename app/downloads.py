@@ -51,7 +51,6 @@ def file_response(
     doc: dict[str, Any],
     *,
     default_filename: str,
-    media_type: str | None = None,
 ) -> Response:
     size: int = grid_out.length
     sha = doc.get("sha256") or (grid_out.metadata or {}).get("sha256") or getattr(grid_out, "sha256", None)
@@ -63,7 +62,9 @@ def file_response(
     }
     if sha:
         headers["ETag"] = f'"{sha}"'
-    media = media_type or doc.get("content_type") or "application/octet-stream"
+    # Always octet-stream: the uploader's declared type is recorded in the document but never
+    # echoed, so stored bytes cannot be served as a page or script from this origin.
+    media = "application/octet-stream"
 
     wanted = parse_range(request.headers.get("range"), size)
     if wanted == "unsatisfiable":

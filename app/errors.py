@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
-from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
+
+BAD_VALUE = 2  # MongoDB error code
 
 
 def _count(request: Request, kind: str) -> None:
@@ -28,6 +32,9 @@ async def _duplicate(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, OperationFailure) and exc.code == BAD_VALUE:
+        # The store refused a value the request carried: the input is invalid, not the service.
+        return JSONResponse({"detail": f"the database refused a value: {exc.details.get('errmsg', '')}"[:500]}, 422)
     _count(request, "error")
     log.error("database error during %s %s: %s", request.method, request.url.path, exc)
     return JSONResponse({"detail": "database error"}, status_code=500)
@@ -38,7 +45,16 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "internal error"}, status_code=500)
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        # FastAPI answers 400 to a body it cannot decode; for this API that is invalid input.
+        exc = StarletteHTTPException(422, f"invalid request body: {exc.detail}", headers=exc.headers)
+    return await http_exception_handler(request, exc)
+
+
 def install(app: FastAPI) -> None:
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     # Starlette picks the handler of the most specific class in the exception's MRO.
     app.add_exception_handler(ConnectionFailure, _database_unavailable)
     app.add_exception_handler(DuplicateKeyError, _duplicate)

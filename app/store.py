@@ -180,7 +180,6 @@ async def download(
     db: Database,
     kind: Kind,
     key: dict[str, Any],
-    media_type: str | None = None,
 ) -> Response:
     # A replacement may delete the file between reading the document and opening the file;
     # reading the document once more then finds the new one.
@@ -191,9 +190,7 @@ async def download(
             raise HTTPException(404, f"{kind.describe(key)} has no file yet")
         grid_out = await blobs.open_file(db.bucket, file_id)
         if grid_out is not None:
-            return file_response(
-                request, grid_out, doc, default_filename=kind.default_filename(key), media_type=media_type
-            )
+            return file_response(request, grid_out, doc, default_filename=kind.default_filename(key))
     raise HTTPException(404, f"the file of {kind.describe(key)} is missing")
 
 

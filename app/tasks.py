@@ -11,11 +11,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from app.validation import Identifier, SafeDict
+from app.validation import Identifier, SafeDict, check_keys
 
 Text = Annotated[str, StringConstraints(max_length=2000)]
+MetricValues = Annotated[dict[str, float | int | str | bool], AfterValidator(check_keys)]
 
 
 class Phase(StrEnum):
@@ -57,6 +58,11 @@ class TrainingConfig(BaseModel):
     epochs: int = Field(default=1, ge=1, le=10_000)
     batch_size: int = Field(default=32, ge=1, le=1_000_000)
     learning_rate: float = Field(default=0.1, gt=0, le=100)
+
+    @model_validator(mode="after")
+    def _check_extra_keys(self) -> TrainingConfig:
+        check_keys(self.model_extra or {})
+        return self
 
 
 class TaskIn(BaseModel):
@@ -106,13 +112,13 @@ class Participant(BaseModel):
     node_id: Annotated[str, StringConstraints(min_length=1, max_length=256)]
     samples: int = Field(default=0, ge=0)
     last_round: int = Field(default=0, ge=0)
-    metrics: dict[str, float | int | str | bool] = Field(default_factory=dict)
+    metrics: MetricValues = Field(default_factory=dict)
 
 
 class RoundRecord(BaseModel):
     round: int = Field(ge=1)
     loss: float | None = None
-    metrics: dict[str, float | int | str | bool] = Field(default_factory=dict)
+    metrics: MetricValues = Field(default_factory=dict)
     participants: int = Field(default=0, ge=0)
     failures: int = Field(default=0, ge=0)
     duration_s: float | None = Field(default=None, ge=0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, StringConstraints
+from pydantic import AfterValidator, StringConstraints, WithJsonSchema
 
 MAX_IDENTIFIER = 128
 MAX_KEY = 256
@@ -16,7 +16,8 @@ MAX_DEPTH = 16
 
 
 def _has_control(value: str) -> bool:
-    return any(ord(ch) < 32 or ord(ch) == 127 for ch in value)
+    # C0, DEL and C1 controls: invisible in logs and UIs, and some stores drop them.
+    return any(ord(ch) < 32 or 127 <= ord(ch) <= 159 for ch in value)
 
 
 def check_identifier(value: str) -> str:
@@ -29,10 +30,15 @@ def check_identifier(value: str) -> str:
     return value
 
 
+# The same rules as a JSON-schema pattern, so clients and fuzzers see them in the OpenAPI document.
+IDENTIFIER_PATTERN = r"^[^$/\x00-\x1f\x7f-\x9f][^/\x00-\x1f\x7f-\x9f]*$"
+KEY_PATTERN = r"^[^$.\x00-\x1f\x7f-\x9f][^.\x00-\x1f\x7f-\x9f]*$"
+
 Identifier = Annotated[
     str,
     StringConstraints(min_length=1, max_length=MAX_IDENTIFIER),
     AfterValidator(check_identifier),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_IDENTIFIER, "pattern": IDENTIFIER_PATTERN}),
 ]
 
 
@@ -51,8 +57,21 @@ def check_keys(value: Any, depth: int = 0) -> Any:
             check_keys(item, depth + 1)
     elif isinstance(value, list):
         for item in value:
+            if isinstance(item, list):
+                # MongoDB allows arrays of arrays, FerretDB (a supported store) does not.
+                raise ValueError("arrays directly inside arrays are not supported; wrap the inner one in an object")
             check_keys(item, depth + 1)
     return value
 
 
-SafeDict = Annotated[dict[str, Any], AfterValidator(check_keys)]
+SafeDict = Annotated[
+    dict[str, Any],
+    AfterValidator(check_keys),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "propertyNames": {"pattern": KEY_PATTERN, "maxLength": MAX_KEY},
+            "additionalProperties": True,
+        }
+    ),
+]

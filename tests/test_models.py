@@ -338,3 +338,30 @@ async def test_concurrent_uploads_leave_one_whole_file(client, raw_db):
     assert meta["sha256"] == sha(r.content)
     files, chunks = grid_counts(raw_db)
     assert files == 1 and chunks == 2
+
+
+async def test_undecodable_body_is_422_not_400(client):
+    r = await client.post("/model", content=b"\x11\x06(\xff\xfe", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "invalid request body" in r.json()["detail"]
+    r = await client.post("/model", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+
+
+async def test_download_is_always_octet_stream(client):
+    await make_model(client)
+    r = await client.put("/model/m/v1", files={"file": ("page.html", b"<script>alert(1)</script>", "text/html")})
+    assert r.status_code == 204
+    r = await client.get("/model/m/v1")
+    assert r.headers["content-type"] == "application/octet-stream"
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["content-disposition"].startswith("attachment;")
+    meta = (await client.get("/model/meta", params={"model_name": "m", "model_version": "v1"})).json()
+    assert meta["content_type"] == "text/html"  # recorded, never echoed
+
+
+async def test_values_a_supported_store_would_refuse_are_422(client):
+    for meta in ({"library": "k", "grid": [[1, 2], [3, 4]]}, {"library": "k", "c1\x9c": 1}):
+        r = await client.post("/model", json={"model_name": "a", "model_version": "v", "meta": meta})
+        assert r.status_code == 422, r.text
+    ok = {"library": "k", "grid": [{"row": [1, 2]}, {"row": [3, 4]}]}
+    assert (await client.post("/model", json={"model_name": "a", "model_version": "v", "meta": ok})).status_code == 201

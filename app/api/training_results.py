@@ -82,7 +82,17 @@ async def upload_weights(
 @router.get(
     "/training-results/weights/{model_name}/{model_version}/{training_id}",
     response_class=Response,
-    responses={**FILE_RESPONSE, **problems(404, 416)},
+    responses={
+        **FILE_RESPONSE,
+        200: {
+            "description": "The weights, streamed; with `encoding=base64` a JSON string of base64 text",
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                "application/json": {"schema": {"type": "string", "contentEncoding": "base64"}},
+            },
+        },
+        **problems(404, 416),
+    },
 )
 @router.head(
     "/training-results/weights/{model_name}/{model_version}/{training_id}",
@@ -103,7 +113,7 @@ async def download_weights(
     """The final weights, streamed as `application/octet-stream`."""
     key = _key(model_name, model_version, training_id)
     if encoding != "base64":
-        return await store.download(request, db, RESULTS, key, media_type="application/octet-stream")
+        return await store.download(request, db, RESULTS, key)
     doc = await store.get(db, RESULTS, key)
     grid_out = await blobs.open_file(db.bucket, doc.get(RESULTS.file_field))
     if grid_out is None:

@@ -1,0 +1,89 @@
+"""Property-based API fuzzing: schemathesis against the service's own OpenAPI document.
+
+Starts the API on an embedded FerretDB, runs schemathesis (zero 5xx, responses conforming to
+the documented status codes, content types and schemas), prints the seed and the case count.
+Usage: python tools/fuzz.py [--examples N] [--seed S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from app.devdb import EmbeddedMongo, free_port
+
+CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--examples", type=int, default=25, help="max examples per operation and phase")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: a new one, printed)")
+    args = parser.parse_args()
+    seed = args.seed if args.seed is not None else random.randrange(2**31)
+
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedMongo(Path(tmp) / "db") as mongo:
+        port = free_port()
+        env = {**os.environ, "FLREPO_MONGODB_URL": mongo.url, "FLREPO_LOG_LEVEL": "WARNING"}
+        server = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(Path(tmp) / "server.log", "wb"),
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    print("fuzz: the API did not start", file=sys.stderr)
+                    return 1
+                time.sleep(0.2)
+            command = [
+                str(Path(sys.executable).parent / "schemathesis"),
+                "run",
+                f"{base}/openapi.json",
+                "--checks",
+                CHECKS,
+                "--phases",
+                "examples,coverage,fuzzing",
+                "--max-examples",
+                str(args.examples),
+                "--seed",
+                str(seed),
+                "--workers",
+                "2",
+                "--no-color",
+            ]
+            print(f"fuzz: seed={seed} examples={args.examples}: {' '.join(command)}", flush=True)
+            result = subprocess.run(command, capture_output=True, text=True, check=False)
+            print(result.stdout[-20000:])
+            print(result.stderr[-5000:], file=sys.stderr)
+            cases = re.search(r"(\d+) generated", result.stdout)
+            print(f"fuzz: seed={seed} cases={cases.group(1) if cases else '?'} exit={result.returncode}")
+            if server.poll() is not None:
+                print("fuzz: the API process died during the run", file=sys.stderr)
+                return 1
+            return result.returncode
+        finally:
+            server.terminate()
+            server.wait(10)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
