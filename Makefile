@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 FERRETDB := tools/bin/ferretdb
 PORT ?= 9013
 
-.PHONY: help venv ferretdb run test lint format fuzz fuzz-nightly clean
+.PHONY: help venv ferretdb run test lint format fuzz fuzz-nightly loadtest clean
 
 help:
 	@echo "make run     - the API on http://127.0.0.1:$(PORT)/docs with an embedded FerretDB (SQLite) store"
@@ -43,6 +43,10 @@ fuzz: venv ferretdb
 
 fuzz-nightly: venv ferretdb
 	$(PY) tools/fuzz.py --examples 500 $(if $(SEED),--seed $(SEED))
+
+# Bounded load test on loopback: 16 clients for 60 s, then every surviving file is verified.
+loadtest: venv ferretdb
+	$(PY) bench/loadtest.py --clients $(or $(CLIENTS),16) --seconds $(or $(SECONDS),60)
 
 lint: venv
 	$(VENV)/bin/ruff check app tests tools bench
