@@ -16,6 +16,7 @@ from fastapi import HTTPException
 from gridfs import AsyncGridFSBucket
 from gridfs.asynchronous.grid_file import AsyncGridOut
 from gridfs.errors import NoFile
+from pymongo.errors import PyMongoError
 
 from app.uploads import IncomingFile
 
@@ -114,6 +115,18 @@ async def delete_file(bucket: AsyncGridFSBucket, file_id: Any) -> None:
         await bucket.delete(parse_file_id(file_id))
     except NoFile:
         pass
+
+
+async def discard_file(bucket: AsyncGridFSBucket, file_id: Any) -> None:
+    """Delete a file nothing points to any more; on a database error leave it to the sweep.
+
+    Used after the document has already changed: the request has succeeded, and failing it now
+    would tell the client its change was lost when it was not.
+    """
+    try:
+        await delete_file(bucket, file_id)
+    except PyMongoError as exc:
+        log.warning("could not delete replaced file %s (the sweep will): %s", file_id, exc)
 
 
 async def open_file(bucket: AsyncGridFSBucket, file_id: Any) -> AsyncGridOut | None:

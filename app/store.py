@@ -152,7 +152,7 @@ async def upload(request: Request, db: Database, kind: Kind, key: dict[str, Any]
     except BaseException:
         await blobs.delete_file(db.bucket, stored.file_id)
         raise
-    await blobs.delete_file(db.bucket, replaced)
+    await blobs.discard_file(db.bucket, replaced)
 
 
 async def _switch_file(coll: Any, kind: Kind, key: dict[str, Any], stored: blobs.StoredFile) -> Any:
@@ -200,4 +200,4 @@ async def delete(db: Database, kind: Kind, key: dict[str, Any]) -> None:
     if doc is None:
         raise kind.not_found(key)
     if kind.file_field:
-        await blobs.delete_file(db.bucket, doc.get(kind.file_field))
+        await blobs.discard_file(db.bucket, doc.get(kind.file_field))

@@ -29,6 +29,9 @@ func main() {
 		fail("resolve data directory", err)
 	}
 	// FerretDB's SQLite handler requires an existing directory given as a file: URI with a trailing slash.
+	// _txlock=immediate makes every transaction take the write lock at BEGIN: with the default
+	// deferred BEGIN, concurrent writers (GridFS chunk inserts beside deletes) fail with
+	// SQLITE_BUSY when a read transaction tries to upgrade, which busy_timeout cannot retry.
 	if err := os.MkdirAll(abs, 0o755); err != nil {
 		fail("create data directory", err)
 	}
@@ -43,7 +46,7 @@ func main() {
 		Listener:  ferretdb.ListenerConfig{TCP: *listen},
 		Logger:    logger,
 		Handler:   "sqlite",
-		SQLiteURL: "file:" + abs + "/",
+		SQLiteURL: "file:" + abs + "/?_txlock=immediate",
 	})
 	if err != nil {
 		fail("start FerretDB", err)
