@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 FERRETDB := tools/bin/ferretdb
 PORT ?= 9013
 
-.PHONY: help venv ferretdb run test lint format fuzz fuzz-nightly loadtest clean
+.PHONY: help venv ferretdb helm run test lint format fuzz fuzz-nightly loadtest clean
 
 help:
 	@echo "make run     - the API on http://127.0.0.1:$(PORT)/docs with an embedded FerretDB (SQLite) store"
@@ -30,11 +30,18 @@ $(FERRETDB): tools/ferretdb/main.go tools/ferretdb/go.mod tools/ferretdb/go.sum
 
 ferretdb: $(FERRETDB)
 
+# helm v3 built from the Go module proxy (no registry here ships it); used by the chart tests.
+HELM := tools/bin/helm
+$(HELM): tools/install_helm.sh
+	tools/install_helm.sh
+
+helm: $(HELM)
+
 # Development server: anonymous, local data in .flrepo-data/, Swagger UI at /docs.
 run: venv ferretdb
 	$(VENV)/bin/flrepo serve --embedded --host 127.0.0.1 --port $(PORT)
 
-test: venv ferretdb
+test: venv ferretdb helm
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # Property-based fuzzing of every operation with schemathesis (seed and case count are printed).
@@ -45,7 +52,7 @@ fuzz-nightly: venv ferretdb
 	$(PY) tools/fuzz.py --examples 500 $(if $(SEED),--seed $(SEED))
 
 # Bounded load test on loopback: 16 clients for 60 s, then every surviving file is verified.
-loadtest: venv ferretdb
+loadtest: venv ferretdb helm
 	$(PY) bench/loadtest.py --clients $(or $(CLIENTS),16) --seconds $(or $(SECONDS),60)
 
 lint: venv

@@ -51,13 +51,12 @@ def entries_for(docs: list[dict[str, Any]]) -> list[Entry]:
 
 
 async def _chunks(db: Database, entry: Entry) -> AsyncIterator[bytes]:
-    grid_out = await blobs.open_file(db.bucket, entry.file_id)
-    if grid_out is None:
+    file_doc = await blobs.open_file(db, entry.file_id)
+    if file_doc is None:
         raise OSError(f"{entry.name}: file disappeared while the archive was being written")
-    if grid_out.length != entry.size:
-        await grid_out.close()
+    if file_doc["length"] != entry.size:
         raise OSError(f"{entry.name}: file changed while the archive was being written")
-    async for chunk in blobs.read_range(grid_out, 0, entry.size):
+    async for chunk in blobs.read_range(db, file_doc, 0, entry.size):
         yield chunk
 
 

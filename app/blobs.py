@@ -14,10 +14,12 @@ from bson import ObjectId
 from bson.errors import InvalidId
 from fastapi import HTTPException
 from gridfs import AsyncGridFSBucket
-from gridfs.asynchronous.grid_file import AsyncGridOut
 from gridfs.errors import NoFile
 from pymongo.errors import PyMongoError
 
+from app import gridio
+from app.db import Database
+from app.gridio import GridWriter, find_file
 from app.uploads import IncomingFile
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,7 @@ class StoredFile:
 
 
 async def store(
-    bucket: AsyncGridFSBucket,
+    db: Database,
     incoming: IncomingFile,
     *,
     default_filename: str,
@@ -58,31 +60,30 @@ async def store(
 ) -> StoredFile:
     """Stream `incoming` into a new GridFS file; nothing is left behind if it fails or is too large.
 
-    GridFS writes its files document only on close, so until then a crashed upload leaves just
-    orphan chunks that no document points to (the sweep removes them).
+    The files document is written last, so until then a crashed upload leaves just orphan
+    chunks that no document points to (the sweep removes them).
     """
     filename = incoming.filename or default_filename
-    grid_in = bucket.open_upload_stream(filename, metadata={"content_type": incoming.content_type, "owner": owner})
+    writer = GridWriter(
+        db.grid, filename, db.chunk_bytes, metadata={"content_type": incoming.content_type, "owner": owner}
+    )
     digest = hashlib.sha256()
     crc = 0
-    size = 0
     try:
         async for chunk in incoming.chunks:
-            size += len(chunk)
-            if size > max_bytes:
+            if writer.length + len(chunk) > max_bytes:
                 raise HTTPException(413, f"the file is larger than the {max_bytes}-byte limit")
             digest.update(chunk)
             crc = zlib.crc32(chunk, crc)
-            await grid_in.write(chunk)
+            await writer.write(chunk)
         sha = digest.hexdigest()
-        await grid_in.set("sha256", sha)
-        await grid_in.close()
+        await writer.close(sha256=sha)
     except BaseException:
-        await _abort(grid_in)
+        await _abort(writer)
         raise
     return StoredFile(
-        file_id=grid_in._id,
-        size=size,
+        file_id=writer.file_id,
+        size=writer.length,
         sha256=sha,
         crc32=crc,
         filename=filename,
@@ -91,11 +92,11 @@ async def store(
     )
 
 
-async def _abort(grid_in: Any) -> None:
+async def _abort(writer: GridWriter) -> None:
     try:
-        await grid_in.abort()
+        await writer.abort()
     except Exception:  # the database may be the reason we are aborting
-        log.warning("could not remove the chunks of an aborted upload %s; the sweep will", grid_in._id)
+        log.warning("could not remove the chunks of an aborted upload %s; the sweep will", writer.file_id)
 
 
 def parse_file_id(value: Any) -> Any:
@@ -129,28 +130,13 @@ async def discard_file(bucket: AsyncGridFSBucket, file_id: Any) -> None:
         log.warning("could not delete replaced file %s (the sweep will): %s", file_id, exc)
 
 
-async def open_file(bucket: AsyncGridFSBucket, file_id: Any) -> AsyncGridOut | None:
+async def open_file(db: Database, file_id: Any) -> dict[str, Any] | None:
+    """The GridFS files document of `file_id`, or None when there is none."""
     if file_id is None:
         return None
-    try:
-        return await bucket.open_download_stream(parse_file_id(file_id))
-    except NoFile:
-        return None
+    return await find_file(db.grid, parse_file_id(file_id))
 
 
-async def read_range(grid_out: AsyncGridOut, start: int, length: int) -> AsyncIterator[bytes]:
-    """Yield `length` bytes from `start`, a GridFS chunk at a time, then close the reader."""
-    try:
-        if start:
-            await grid_out.seek(start)
-        remaining = length
-        while remaining > 0:
-            chunk = await grid_out.readchunk()
-            if not chunk:
-                raise OSError(f"GridFS file {grid_out._id} ended {remaining} bytes early")
-            if len(chunk) > remaining:
-                chunk = chunk[:remaining]
-            remaining -= len(chunk)
-            yield chunk
-    finally:
-        await grid_out.close()
+def read_range(db: Database, file_doc: dict[str, Any], start: int, length: int) -> AsyncIterator[bytes]:
+    """`length` bytes of the file from `start`, a chunk at a time."""
+    return gridio.read_range(db.grid, file_doc, start, length)

@@ -67,6 +67,33 @@ def _keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dump_or_restore(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from pymongo.errors import PyMongoError
+
+    from app import dump as archive_ops
+    from app.observability import configure_logging
+
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format == "json")
+    log = logging.getLogger("flrepo")
+    archive = Path(args.archive)
+    try:
+        if args.command == "dump":
+            report = asyncio.run(archive_ops.dump(settings, archive))
+        else:
+            report = asyncio.run(archive_ops.restore(settings, archive, force=args.force))
+    except archive_ops.TargetNotEmptyError as exc:
+        log.error("%s", exc)
+        return 2
+    except (archive_ops.DumpError, PyMongoError, OSError) as exc:
+        log.error("%s failed: %s", args.command, exc)
+        return 1
+    sys.stdout.write(report.summary() + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flrepo", description="The FL Repository.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -80,6 +107,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--data-dir", default=".flrepo-data", help="where --embedded keeps its data")
     serve.set_defaults(func=_serve)
+
+    dump = sub.add_parser(
+        "dump",
+        help="write every document and file of the repository to a portable archive (tar; .tar.gz compresses)",
+    )
+    dump.add_argument("archive", help="the archive to write, e.g. flrepo-backup.tar.gz")
+    dump.set_defaults(func=_dump_or_restore)
+    restore = sub.add_parser(
+        "restore",
+        help="verify an archive from `flrepo dump` (every sha256), then restore it into an empty database",
+    )
+    restore.add_argument("archive", help="the archive to restore")
+    restore.add_argument(
+        "--force",
+        action="store_true",
+        help="merge into a non-empty database: archived items replace items with the same key, others stay",
+    )
+    restore.set_defaults(func=_dump_or_restore)
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
     create = keys.add_parser("create", help="make a new API key; prints it once, with its keys-file entry")

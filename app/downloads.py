@@ -8,10 +8,9 @@ from urllib.parse import quote
 
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
-from gridfs.asynchronous.grid_file import AsyncGridOut
-from starlette.background import BackgroundTask
 
 from app.blobs import read_range
+from app.db import Database
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -47,16 +46,17 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
 
 def file_response(
     request: Request,
-    grid_out: AsyncGridOut,
+    db: Database,
+    file_doc: dict[str, Any],
     doc: dict[str, Any],
     *,
     default_filename: str,
 ) -> Response:
-    size: int = grid_out.length
-    sha = doc.get("sha256") or (grid_out.metadata or {}).get("sha256") or getattr(grid_out, "sha256", None)
+    size = int(file_doc["length"])
+    sha = doc.get("sha256") or file_doc.get("sha256")
     headers = {
         "Accept-Ranges": "bytes",
-        "Content-Disposition": content_disposition(doc.get("filename") or grid_out.filename or default_filename),
+        "Content-Disposition": content_disposition(doc.get("filename") or file_doc.get("filename") or default_filename),
         # Downloads are attachments, never rendered: stored bytes must not run as a page here.
         "X-Content-Type-Options": "nosniff",
     }
@@ -69,7 +69,7 @@ def file_response(
     wanted = parse_range(request.headers.get("range"), size)
     if wanted == "unsatisfiable":
         headers["Content-Range"] = f"bytes */{size}"
-        return _closing(grid_out, Response(status_code=416, headers=headers, media_type=media))
+        return Response(status_code=416, headers=headers, media_type=media)
     status = 200
     start, length = 0, size
     if isinstance(wanted, tuple):
@@ -79,11 +79,6 @@ def file_response(
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     headers["Content-Length"] = str(length)
     if request.method == "HEAD":
-        return _closing(grid_out, Response(status_code=status, headers=headers, media_type=media))
-    return StreamingResponse(read_range(grid_out, start, length), status_code=status, headers=headers, media_type=media)
-
-
-def _closing(grid_out: AsyncGridOut, response: Response) -> Response:
-    # Bodiless answers still hold a GridFS reader; close it once the response is sent.
-    response.background = BackgroundTask(grid_out.close)
-    return response
+        return Response(status_code=status, headers=headers, media_type=media)
+    body = read_range(db, file_doc, start, length)
+    return StreamingResponse(body, status_code=status, headers=headers, media_type=media)

@@ -140,7 +140,7 @@ async def upload(request: Request, db: Database, kind: Kind, key: dict[str, Any]
         raise kind.not_found(key)
     incoming = await incoming_file(request, max_bytes)
     stored = await blobs.store(
-        db.bucket,
+        db,
         incoming,
         default_filename=kind.default_filename(key),
         max_bytes=max_bytes,
@@ -188,9 +188,9 @@ async def download(
         file_id = doc.get(kind.id_field)
         if file_id is None:
             raise HTTPException(404, f"{kind.describe(key)} has no file yet")
-        grid_out = await blobs.open_file(db.bucket, file_id)
-        if grid_out is not None:
-            return file_response(request, grid_out, doc, default_filename=kind.default_filename(key))
+        file_doc = await blobs.open_file(db, file_id)
+        if file_doc is not None:
+            return file_response(request, db, file_doc, doc, default_filename=kind.default_filename(key))
     raise HTTPException(404, f"the file of {kind.describe(key)} is missing")
 
 

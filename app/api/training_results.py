@@ -115,13 +115,13 @@ async def download_weights(
     if encoding != "base64":
         return await store.download(request, db, RESULTS, key)
     doc = await store.get(db, RESULTS, key)
-    grid_out = await blobs.open_file(db.bucket, doc.get(RESULTS.file_field))
-    if grid_out is None:
+    file_doc = await blobs.open_file(db, doc.get(RESULTS.file_field))
+    if file_doc is None:
         raise HTTPException(404, f"{RESULTS.describe(key)} has no weights yet")
-    size = grid_out.length
+    size = int(file_doc["length"])
     length = 2 + 4 * -(-size // 3)
     return StreamingResponse(
-        _base64_json(blobs.read_range(grid_out, 0, size)),
+        _base64_json(blobs.read_range(db, file_doc, 0, size)),
         media_type="application/json",
         headers={"Content-Length": str(length)},
     )

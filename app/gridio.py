@@ -1,0 +1,126 @@
+"""GridFS files written and read chunk by chunk, in the standard GridFS layout, with bounded memory.
+
+PyMongo's GridIn batches up to 32 MiB of chunks before it inserts them, and GridOut's cursor
+fetches up to ~25 MiB per batch; per request that is more memory than the service should hold.
+These write and read the same `fs.files` / `fs.chunks` documents (any GridFS reader, including
+`AsyncGridFSBucket`, sees the files), a few chunks per round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from bson import Binary, Int64, ObjectId
+from pymongo.asynchronous.database import AsyncDatabase
+
+# Chunks per insert_many and per cursor batch: ~1 MiB per round trip with 255 KiB chunks.
+BATCH_CHUNKS = 4
+
+
+class GridWriter:
+    """Writes one new GridFS file; the files document appears only in `close`, so an unfinished
+    upload is never visible as a file (just chunks, which the sweep removes)."""
+
+    def __init__(
+        self,
+        grid: AsyncDatabase,
+        filename: str,
+        chunk_size: int,
+        metadata: dict[str, Any] | None,
+        file_id: Any = None,
+    ) -> None:
+        self.file_id = file_id if file_id is not None else ObjectId()
+        self._files = grid["fs.files"]
+        self._chunks = grid["fs.chunks"]
+        self._filename = filename
+        self._chunk_size = chunk_size
+        self._metadata = metadata
+        self._buffer = bytearray()
+        self._pending: list[dict[str, Any]] = []
+        self._n = 0
+        self.length = 0
+
+    async def write(self, data: bytes) -> None:
+        self._buffer += data
+        self.length += len(data)
+        size = self._chunk_size
+        if len(self._buffer) < size:
+            return
+        whole = len(self._buffer) // size * size
+        view = memoryview(self._buffer)
+        for offset in range(0, whole, size):
+            self._pending.append(
+                {"files_id": self.file_id, "n": self._n, "data": Binary(bytes(view[offset : offset + size]))}
+            )
+            self._n += 1
+        view.release()
+        del self._buffer[:whole]
+        if len(self._pending) >= BATCH_CHUNKS:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if self._pending:
+            batch, self._pending = self._pending, []
+            await self._chunks.insert_many(batch, ordered=True)
+
+    async def close(self, **extra: Any) -> None:
+        if self._buffer:
+            self._pending.append({"files_id": self.file_id, "n": self._n, "data": Binary(bytes(self._buffer))})
+            self._n += 1
+            self._buffer.clear()
+        await self._flush()
+        await self._files.insert_one(
+            {
+                "_id": self.file_id,
+                "length": Int64(self.length),
+                "chunkSize": self._chunk_size,
+                "uploadDate": datetime.now(UTC),
+                "filename": self._filename,
+                "metadata": self._metadata,
+                **extra,
+            }
+        )
+
+    async def abort(self) -> None:
+        self._pending.clear()
+        await self._chunks.delete_many({"files_id": self.file_id})
+
+
+async def find_file(grid: AsyncDatabase, file_id: Any) -> dict[str, Any] | None:
+    return await grid["fs.files"].find_one({"_id": file_id})
+
+
+async def read_range(grid: AsyncDatabase, file_doc: dict[str, Any], start: int, length: int) -> AsyncIterator[bytes]:
+    """Yield `length` bytes of the file from `start`, fetching only the chunks that hold them."""
+    if length <= 0:
+        return
+    size = int(file_doc["chunkSize"])
+    first, last = start // size, (start + length - 1) // size
+    cursor = (
+        grid["fs.chunks"]
+        .find({"files_id": file_doc["_id"], "n": {"$gte": first, "$lte": last}}, {"_id": 0, "n": 1, "data": 1})
+        .sort([("n", 1)])
+        .batch_size(BATCH_CHUNKS)
+    )
+    expected, skip, remaining = first, start - first * size, length
+    try:
+        async for chunk in cursor:
+            if chunk["n"] != expected:
+                raise OSError(f"GridFS file {file_doc['_id']} is missing chunk {expected}")
+            data = bytes(chunk["data"])
+            if skip:
+                data = data[skip:]
+                skip = 0
+            if len(data) > remaining:
+                data = data[:remaining]
+            remaining -= len(data)
+            expected += 1
+            yield data
+            if remaining == 0:
+                break
+    finally:
+        await cursor.close()
+    if remaining:
+        raise OSError(f"GridFS file {file_doc['_id']} ended {remaining} bytes early")

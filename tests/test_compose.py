@@ -1,0 +1,206 @@
+"""docker-compose.yml, the Dockerfiles and the database image's init scripts, checked without a Docker engine."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pymongo.uri_parser import parse_uri
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "docker-compose.yml"
+# ${NAME}, ${NAME:-default}, ${NAME:?error}
+VARIABLE = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?:(?P<op>:[-?])(?P<arg>[^}]*))?\}")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def env_example() -> dict[str, str]:
+    values = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, value = line.partition("=")
+            values[name.strip()] = value.strip()
+    return values
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's variable substitution, enough for this file."""
+
+    def sub(match: re.Match[str]) -> str:
+        name, op, arg = match["name"], match["op"], match["arg"]
+        if env.get(name):
+            return env[name]
+        if op == ":-":
+            return arg
+        raise KeyError(f"{name} is required: {arg}")
+
+    return VARIABLE.sub(sub, value)
+
+
+def test_services_and_container_names_match_aeros(compose):
+    services = compose["services"]
+    assert set(services) == {"flrepository", "repositorydb"}
+    assert services["flrepository"]["container_name"] == "flrepository"
+    assert services["repositorydb"]["container_name"] == "flrepositorydb"
+    assert services["flrepository"]["build"] == "."
+    assert services["repositorydb"]["build"] == "./mongo_db"
+    assert services["flrepository"]["image"] == "aeros/fl_repository:latest"
+    assert services["repositorydb"]["image"] == "aeros/fl_repository_db:latest"
+
+
+def test_api_published_on_9013_and_database_on_no_host_port(compose):
+    services = compose["services"]
+    assert services["flrepository"]["ports"] == ["9013:9012"]
+    assert "ports" not in services["repositorydb"], "MongoDB must not be published on the host"
+    assert "network_mode" not in services["repositorydb"]
+
+
+def test_healthchecks_and_start_order(compose):
+    api, db = compose["services"]["flrepository"], compose["services"]["repositorydb"]
+    assert "/health" in " ".join(api["healthcheck"]["test"])
+    assert db["healthcheck"]["test"] == ["CMD", "flrepo-db-healthcheck"]
+    for check in (api["healthcheck"], db["healthcheck"]):
+        assert {"interval", "timeout", "retries"} <= set(check)
+    assert api["depends_on"] == {"repositorydb": {"condition": "service_healthy"}}
+    image = (ROOT / "mongo_db" / "Dockerfile").read_text()
+    assert "COPY healthcheck.sh /usr/local/bin/flrepo-db-healthcheck" in image
+
+
+def test_env_wiring_credentials_come_from_dotenv(compose):
+    api_env = compose["services"]["flrepository"]["environment"]
+    db_env = compose["services"]["repositorydb"]["environment"]
+    env = env_example()
+    resolved = {k: interpolate(v, env) for k, v in api_env.items()}
+    uri = parse_uri(resolved["FLREPO_MONGODB_URL"])
+    assert uri["nodelist"] == [("repositorydb", 27017)]
+    assert (uri["username"], uri["password"]) == (env["FLREPO_DB_USERNAME"], env["FLREPO_DB_PASSWORD"])
+    assert uri["options"]["authSource"] == "admin"
+    assert resolved["FLREPO_DB_NAME"] == "repository" and resolved["FLREPO_GRIDFS_DB_NAME"] == "repository_grid"
+    for key in ("FLREPO_LOG_LEVEL", "FLREPO_MAX_UPLOAD_BYTES", "FLREPO_LIST_CAP"):
+        assert key in api_env
+    db_resolved = {k: interpolate(v, env) for k, v in db_env.items()}
+    assert db_resolved["MONGO_INITDB_ROOT_USERNAME"] == env["MONGO_ROOT_USERNAME"]
+    assert db_resolved["MONGO_INITDB_ROOT_PASSWORD"] == env["MONGO_ROOT_PASSWORD"]
+    assert db_resolved["MONGO_INITDB_APP_USERNAME"] == env["FLREPO_DB_USERNAME"]
+    assert db_resolved["MONGO_INITDB_APP_DATABASES"] == "repository,repository_grid"
+    # No literal credential in the file: every secret is a ${...} taken from .env.
+    for value in (api_env["FLREPO_MONGODB_URL"], *(db_env[k] for k in db_env if "PASSWORD" in k)):
+        assert "${" in value
+    # A missing .env fails loudly instead of starting MongoDB without a password.
+    with pytest.raises(KeyError, match="MONGO_ROOT_PASSWORD"):
+        interpolate(db_env["MONGO_INITDB_ROOT_PASSWORD"], {})
+
+
+def test_every_required_variable_is_in_env_example_and_dotenv_is_ignored(compose):
+    required = {m["name"] for m in VARIABLE.finditer(COMPOSE.read_text()) if m["op"] != ":-"}
+    assert required <= set(env_example()), required - set(env_example())
+    ignored = (ROOT / ".gitignore").read_text().split()
+    assert ".env" in ignored
+
+
+def test_named_volume_holds_the_data(compose):
+    assert "repositorydb-data" in compose["volumes"]
+    assert "repositorydb-data:/data/db" in compose["services"]["repositorydb"]["volumes"]
+
+
+def test_compose_config_validates_when_a_compose_cli_is_installed():
+    if shutil.which("docker-compose"):
+        command = ["docker-compose"]
+    elif (
+        shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+    ):
+        command = ["docker", "compose"]
+    else:
+        pytest.skip("no docker-compose / docker compose CLI here; the YAML checks above still ran")
+    result = subprocess.run(
+        [*command, "-f", str(COMPOSE), "--env-file", str(ROOT / ".env.example"), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_api_dockerfile_is_multi_stage_non_root_and_healthchecked():
+    text = (ROOT / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", text, re.MULTILINE)
+    assert len(stages) >= 2, "wheels in one stage, runtime in the next"
+    base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", text, re.MULTILINE)
+    assert base and "slim" in base[1]
+    user = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
+    assert user and not user[-1].startswith(("root", "0")), user
+    assert re.search(r"^EXPOSE 9012$", text, re.MULTILINE)
+    assert re.search(r"^HEALTHCHECK .*", text, re.MULTILINE) and "/health" in text
+    assert re.search(r'^CMD \["flrepo", "serve"\]', text, re.MULTILINE)
+    assert "[test]" not in text and "[dev]" not in text and ".[" not in text, "no extras in the image"
+    ignore = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines() if ln.strip()[:1] not in ("", "#")]
+    assert ignore[0] == "*" and "!app/" in ignore and "!pyproject.toml" in ignore, "an allow-list build context"
+
+
+def test_database_image_restores_the_dump_on_first_start_only():
+    text = (ROOT / "mongo_db" / "Dockerfile").read_text()
+    assert re.search(r"^FROM \$\{MONGO_IMAGE\}", text, re.MULTILINE) and "ARG MONGO_IMAGE=mongo:7" in text
+    assert "/docker-entrypoint-initdb.d/" in text  # the official image runs these on an empty volume only
+    assert "db.dum[p]" in text  # builds with and without a dump
+    script = (ROOT / "mongo_db" / "restore-dump.sh").read_text()
+    assert "mongorestore" in script and "--archive=" in script
+    assert not re.search(r"^\s*exit\b", script, re.MULTILINE), "sourced by the entrypoint: no exit"
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is needed to run the init script")
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, None),
+        (b"plain archive", "--archive={dump} --nsExclude=admin.* --nsExclude=config.* --nsExclude=local.* --drop"),
+        (
+            b"\x1f\x8bgzip",
+            "--archive={dump} --gzip --nsExclude=admin.* --nsExclude=config.* --nsExclude=local.* --drop",
+        ),
+    ],
+)
+def test_restore_script_runs_mongorestore_only_when_a_dump_exists(tmp_path: Path, content, expected):
+    fake = tmp_path / "bin" / "mongorestore"
+    fake.parent.mkdir()
+    log = tmp_path / "calls"
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    dump = tmp_path / "db.dump"
+    if content is not None:
+        dump.write_bytes(content)
+    (tmp_path / "admin.x").touch()  # a file that `admin.*` would match if the script globbed
+    env = {
+        **os.environ,
+        "PATH": f"{fake.parent}:{os.environ['PATH']}",
+        "FLREPO_DB_DUMP": str(dump),
+        "FLREPO_RESTORE_ARGS": "--drop",
+    }
+    # Sourced under the entrypoint's own shell options, as the official image does.
+    script = ROOT / "mongo_db" / "restore-dump.sh"
+    result = subprocess.run(
+        ["bash", "-c", f'set -Eeuo pipefail; . "{script}"; echo sourced-fine'],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0 and result.stdout.rstrip().endswith("sourced-fine"), result.stderr
+    if expected is None:
+        assert not log.exists()
+    else:
+        assert log.read_text().strip() == "--host 127.0.0.1 --port 27017 " + expected.format(dump=dump)
