@@ -60,6 +60,19 @@ def new_key(key_id: str, role: Role) -> tuple[str, dict[str, str]]:
     return key, {"id": key_id, "role": role.label, "sha256": hash_key(key)}
 
 
+def append_key(path: Path, entry: dict[str, str]) -> None:
+    """Add an entry to a keys file (created if missing), refusing a duplicate id."""
+    existing: list[dict[str, Any]] = []
+    if path.exists() and path.read_text().strip():
+        existing = [{"id": k.id, "role": k.role.label, "sha256": k.sha256} for k in load_keys(path)]
+    if any(e["id"] == entry["id"] for e in existing):
+        raise ValueError(f"{path} already has a key with id {entry['id']!r}")
+    entries = [*existing, entry]
+    text = json.dumps(entries, indent=2) + "\n" if path.suffix == ".json" else yaml.safe_dump(entries, sort_keys=False)
+    path.write_text(text)
+    path.chmod(0o600)
+
+
 def load_keys(path: Path) -> list[ApiKey]:
     text = path.read_text()
     data: Any = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)

@@ -57,13 +57,21 @@ def _keys_create(args: argparse.Namespace) -> int:
     import json
     import secrets
 
-    from app.auth import Role, new_key
+    from app.auth import Role, append_key, new_key
 
     key_id = args.id or f"{args.role}-{secrets.token_hex(3)}"
     key, entry = new_key(key_id, Role.parse(args.role))
-    # The key is shown once; only its hash goes into the keys file.
+    if args.file:
+        try:
+            append_key(Path(args.file), entry)
+        except ValueError as exc:
+            sys.stderr.write(f"flrepo keys: {exc}\n")
+            return 1
+        sys.stderr.write(f"added key {key_id!r} ({args.role}) to {args.file}; restart or redeploy the API to load it\n")
+    else:
+        sys.stderr.write("add the entry to the file named by FLREPO_API_KEYS_FILE; the key is not stored anywhere\n")
+    # The key is shown once; only its hash is kept.
     sys.stdout.write(f"key:   {key}\nentry: {json.dumps(entry)}\n")
-    sys.stderr.write("add the entry to the file named by FLREPO_API_KEYS_FILE; the key is not stored anywhere\n")
     return 0
 
 
@@ -130,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     create = keys.add_parser("create", help="make a new API key; prints it once, with its keys-file entry")
     create.add_argument("--role", required=True, choices=["reader", "writer", "admin"])
     create.add_argument("--id", default=None, help="the key's id in logs and audit (default: role-<random>)")
+    create.add_argument("--file", help="also append the entry to this keys file (JSON or YAML; created if missing)")
     create.set_defaults(func=_keys_create)
     return parser
 

@@ -137,3 +137,17 @@ def test_cli_keys_create_prints_key_once_and_its_entry(capsys):
     key = re.search(r"^key:\s+(\S+)$", out, re.M).group(1)
     entry = json.loads(re.search(r"^entry: (.+)$", out, re.M).group(1))
     assert entry == {"id": "ci-reader", "role": "reader", "sha256": hash_key(key)}
+
+
+def test_cli_keys_create_appends_to_a_keys_file(tmp_path, capsys):
+    from app.cli import main
+
+    path = tmp_path / "keys.yaml"
+    assert main(["keys", "create", "--role", "admin", "--id", "ops", "--file", str(path)]) == 0
+    assert main(["keys", "create", "--role", "reader", "--id", "dash", "--file", str(path)]) == 0
+    keys = {k.id: k for k in load_keys(path)}
+    assert keys["ops"].role == Role.ADMIN and keys["dash"].role == Role.READER
+    assert main(["keys", "create", "--role", "reader", "--id", "dash", "--file", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert out.count("key:") == 2 and "flr_" in out
+    assert "flr_" not in path.read_text()  # only hashes are stored
