@@ -8,7 +8,9 @@ These write and read the same `fs.files` / `fs.chunks` documents (any GridFS rea
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +19,15 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 # Chunks per insert_many and per cursor batch: ~1 MiB per round trip with 255 KiB chunks.
 BATCH_CHUNKS = 4
+# Chunks written here get the _id "<files_id>:<n>" (GridFS readers find chunks by files_id and n
+# and never look at their _id), and their files document says so. Reading them back by _id is
+# what FerretDB can answer from its primary key; any other filter there scans every chunk of
+# every file.
+CHUNK_IDS = "files_id:n"
+
+
+def chunk_id(file_id: Any, n: int) -> str:
+    return f"{file_id}:{n}"
 
 
 class GridWriter:
@@ -51,14 +62,23 @@ class GridWriter:
         whole = len(self._buffer) // size * size
         view = memoryview(self._buffer)
         for offset in range(0, whole, size):
-            self._pending.append(
-                {"files_id": self.file_id, "n": self._n, "data": Binary(bytes(view[offset : offset + size]))}
-            )
-            self._n += 1
+            self._pending.append(self._chunk(bytes(view[offset : offset + size])))
         view.release()
         del self._buffer[:whole]
         if len(self._pending) >= BATCH_CHUNKS:
             await self._flush()
+
+    def _chunk(self, data: bytes) -> dict[str, Any]:
+        # "at": when the chunk was written, so the sweep can tell a dead upload from a slow one.
+        doc = {
+            "_id": chunk_id(self.file_id, self._n),
+            "files_id": self.file_id,
+            "n": self._n,
+            "data": Binary(data),
+            "at": datetime.now(UTC),
+        }
+        self._n += 1
+        return doc
 
     async def _flush(self) -> None:
         if self._pending:
@@ -67,8 +87,7 @@ class GridWriter:
 
     async def close(self, **extra: Any) -> None:
         if self._buffer:
-            self._pending.append({"files_id": self.file_id, "n": self._n, "data": Binary(bytes(self._buffer))})
-            self._n += 1
+            self._pending.append(self._chunk(bytes(self._buffer)))
             self._buffer.clear()
         await self._flush()
         await self._files.insert_one(
@@ -79,6 +98,7 @@ class GridWriter:
                 "uploadDate": datetime.now(UTC),
                 "filename": self._filename,
                 "metadata": self._metadata,
+                "chunk_ids": CHUNK_IDS,
                 **extra,
             }
         )
@@ -98,29 +118,59 @@ async def read_range(grid: AsyncDatabase, file_doc: dict[str, Any], start: int, 
         return
     size = int(file_doc["chunkSize"])
     first, last = start // size, (start + length - 1) // size
+    chunks = _chunks_by_id if file_doc.get("chunk_ids") == CHUNK_IDS else _chunks_by_query
+    skip, remaining = start - first * size, length
+    async for data in chunks(grid, file_doc["_id"], first, last):
+        if skip:
+            data = data[skip:]
+            skip = 0
+        if len(data) > remaining:
+            data = data[:remaining]
+        remaining -= len(data)
+        yield data
+        if remaining == 0:
+            return
+    raise OSError(f"GridFS file {file_doc['_id']} ended {remaining} bytes early")
+
+
+async def _chunks_by_id(grid: AsyncDatabase, file_id: Any, first: int, last: int) -> AsyncIterator[bytes]:
+    coll = grid["fs.chunks"]
+
+    async def fetch(n: int) -> bytes:
+        doc = await coll.find_one({"_id": chunk_id(file_id, n)}, {"data": 1})
+        if doc is None:
+            raise OSError(f"GridFS file {file_id} is missing chunk {n}")
+        return bytes(doc["data"])
+
+    # Fetch the next chunk while the current one is being sent.
+    ahead = asyncio.ensure_future(fetch(first))
+    try:
+        for n in range(first, last + 1):
+            data = await ahead
+            if n < last:
+                ahead = asyncio.ensure_future(fetch(n + 1))
+            yield data
+    finally:
+        if not ahead.done():
+            ahead.cancel()
+            with suppress(asyncio.CancelledError, OSError):
+                await ahead
+
+
+async def _chunks_by_query(grid: AsyncDatabase, file_id: Any, first: int, last: int) -> AsyncIterator[bytes]:
+    """Files written by other GridFS clients (e.g. restored from aerOS): the standard query."""
     cursor = (
         grid["fs.chunks"]
-        .find({"files_id": file_doc["_id"], "n": {"$gte": first, "$lte": last}}, {"_id": 0, "n": 1, "data": 1})
+        .find({"files_id": file_id, "n": {"$gte": first, "$lte": last}}, {"_id": 0, "n": 1, "data": 1})
         .sort([("n", 1)])
         .batch_size(BATCH_CHUNKS)
     )
-    expected, skip, remaining = first, start - first * size, length
+    expected = first
     try:
         async for chunk in cursor:
             if chunk["n"] != expected:
-                raise OSError(f"GridFS file {file_doc['_id']} is missing chunk {expected}")
-            data = bytes(chunk["data"])
-            if skip:
-                data = data[skip:]
-                skip = 0
-            if len(data) > remaining:
-                data = data[:remaining]
-            remaining -= len(data)
+                raise OSError(f"GridFS file {file_id} is missing chunk {expected}")
             expected += 1
-            yield data
-            if remaining == 0:
-                break
+            yield bytes(chunk["data"])
     finally:
         await cursor.close()
-    if remaining:
-        raise OSError(f"GridFS file {file_doc['_id']} ended {remaining} bytes early")

@@ -69,8 +69,9 @@ async def sweep(db: Database, grace: timedelta) -> SweepReport:
     for files_id in await chunks.distinct("files_id"):
         if await files.count_documents({"_id": files_id}, limit=1):
             continue
-        newest = await chunks.find_one({"files_id": files_id}, {"_id": 1}, sort=[("_id", -1)])
-        if newest is not None and _older_than(newest["_id"], cutoff):
+        newest = await chunks.find_one({"files_id": files_id}, {"_id": 1, "at": 1}, sort=[("n", -1)])
+        # Our chunks carry their write time in "at"; other writers' ObjectId _ids carry it too.
+        if newest is not None and _older_than(newest.get("at", newest["_id"]), cutoff):
             result = await chunks.delete_many({"files_id": files_id})
             report.orphan_chunk_sets += 1
             report.chunks_removed += result.deleted_count
