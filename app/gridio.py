@@ -9,6 +9,8 @@ These write and read the same `fs.files` / `fs.chunks` documents (any GridFS rea
 from __future__ import annotations
 
 import asyncio
+import itertools
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from datetime import UTC, datetime
@@ -24,6 +26,8 @@ BATCH_CHUNKS = 4
 # what FerretDB can answer from its primary key; any other filter there scans every chunk of
 # every file.
 CHUNK_IDS = "files_id:n"
+# Chunk look-ups in flight while reading by _id.
+PREFETCH = 4
 
 
 def chunk_id(file_id: Any, n: int) -> str:
@@ -142,19 +146,24 @@ async def _chunks_by_id(grid: AsyncDatabase, file_id: Any, first: int, last: int
             raise OSError(f"GridFS file {file_id} is missing chunk {n}")
         return bytes(doc["data"])
 
-    # Fetch the next chunk while the current one is being sent.
-    ahead = asyncio.ensure_future(fetch(first))
+    # Keep a few look-ups in flight: each is a round trip, and the store can serve them in
+    # parallel while the current chunk is being sent. Memory stays at PREFETCH chunks.
+    window: deque[asyncio.Future[bytes]] = deque()
+    upcoming = iter(range(first, last + 1))
     try:
-        for n in range(first, last + 1):
-            data = await ahead
-            if n < last:
-                ahead = asyncio.ensure_future(fetch(n + 1))
+        for n in itertools.islice(upcoming, PREFETCH):
+            window.append(asyncio.ensure_future(fetch(n)))
+        while window:
+            data = await window.popleft()
+            for n in itertools.islice(upcoming, 1):
+                window.append(asyncio.ensure_future(fetch(n)))
             yield data
     finally:
-        if not ahead.done():
-            ahead.cancel()
+        for pending in window:
+            pending.cancel()
+        for pending in window:
             with suppress(asyncio.CancelledError, OSError):
-                await ahead
+                await pending
 
 
 async def _chunks_by_query(grid: AsyncDatabase, file_id: Any, first: int, last: int) -> AsyncIterator[bytes]:
