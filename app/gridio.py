@@ -8,11 +8,7 @@ These write and read the same `fs.files` / `fs.chunks` documents (any GridFS rea
 
 from __future__ import annotations
 
-import asyncio
-import itertools
-from collections import deque
 from collections.abc import AsyncIterator
-from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,16 +17,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 # Chunks per insert_many and per cursor batch: ~1 MiB per round trip with 255 KiB chunks.
 BATCH_CHUNKS = 4
-# Chunks written here get the _id "<files_id>:<n>" (GridFS readers find chunks by files_id and n
-# and never look at their _id), and their files document says so. Reading them back by _id is
-# what FerretDB can answer from its primary key; any other filter there scans every chunk of
-# every file.
-CHUNK_IDS = "files_id:n"
-# Chunk look-ups in flight while reading by _id.
-PREFETCH = 4
 
 
 def chunk_id(file_id: Any, n: int) -> str:
+    """Chunks written here get the _id "<files_id>:<n>", so a retried insert of a chunk is a
+    duplicate, never a second copy. GridFS readers find chunks by files_id and n only."""
     return f"{file_id}:{n}"
 
 
@@ -102,7 +93,6 @@ class GridWriter:
                 "uploadDate": datetime.now(UTC),
                 "filename": self._filename,
                 "metadata": self._metadata,
-                "chunk_ids": CHUNK_IDS,
                 **extra,
             }
         )
@@ -122,9 +112,8 @@ async def read_range(grid: AsyncDatabase, file_doc: dict[str, Any], start: int, 
         return
     size = int(file_doc["chunkSize"])
     first, last = start // size, (start + length - 1) // size
-    chunks = _chunks_by_id if file_doc.get("chunk_ids") == CHUNK_IDS else _chunks_by_query
     skip, remaining = start - first * size, length
-    async for data in chunks(grid, file_doc["_id"], first, last):
+    async for data in _chunks(grid, file_doc["_id"], first, last):
         if skip:
             data = data[skip:]
             skip = 0
@@ -137,37 +126,10 @@ async def read_range(grid: AsyncDatabase, file_doc: dict[str, Any], start: int, 
     raise OSError(f"GridFS file {file_doc['_id']} ended {remaining} bytes early")
 
 
-async def _chunks_by_id(grid: AsyncDatabase, file_id: Any, first: int, last: int) -> AsyncIterator[bytes]:
-    coll = grid["fs.chunks"]
-
-    async def fetch(n: int) -> bytes:
-        doc = await coll.find_one({"_id": chunk_id(file_id, n)}, {"data": 1})
-        if doc is None:
-            raise OSError(f"GridFS file {file_id} is missing chunk {n}")
-        return bytes(doc["data"])
-
-    # Keep a few look-ups in flight: each is a round trip, and the store can serve them in
-    # parallel while the current chunk is being sent. Memory stays at PREFETCH chunks.
-    window: deque[asyncio.Future[bytes]] = deque()
-    upcoming = iter(range(first, last + 1))
-    try:
-        for n in itertools.islice(upcoming, PREFETCH):
-            window.append(asyncio.ensure_future(fetch(n)))
-        while window:
-            data = await window.popleft()
-            for n in itertools.islice(upcoming, 1):
-                window.append(asyncio.ensure_future(fetch(n)))
-            yield data
-    finally:
-        for pending in window:
-            pending.cancel()
-        for pending in window:
-            with suppress(asyncio.CancelledError, OSError):
-                await pending
-
-
-async def _chunks_by_query(grid: AsyncDatabase, file_id: Any, first: int, last: int) -> AsyncIterator[bytes]:
-    """Files written by other GridFS clients (e.g. restored from aerOS): the standard query."""
+async def _chunks(grid: AsyncDatabase, file_id: Any, first: int, last: int) -> AsyncIterator[bytes]:
+    # One query per read. (FerretDB v1 on SQLite answers every chunk query, even one by _id, by
+    # scanning the whole chunks table, so one query per file beats one per chunk there; on
+    # MongoDB the (files_id, n) index serves it.)
     cursor = (
         grid["fs.chunks"]
         .find({"files_id": file_id, "n": {"$gte": first, "$lte": last}}, {"_id": 0, "n": 1, "data": 1})
