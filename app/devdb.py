@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -51,6 +52,21 @@ def ferretdb_binary(allow_build: bool = True) -> Path:
     return BINARY
 
 
+def _die_with_parent() -> None:
+    """Runs in the child before exec: have Linux send it SIGTERM when its parent dies.
+
+    `flrepo serve --embedded` ends by re-raising SIGTERM (uvicorn does), which skips `finally`
+    blocks; without this the database process would outlive the API.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 class EmbeddedMongo:
     """A FerretDB process listening on 127.0.0.1; `url` is its MongoDB connection string."""
 
@@ -72,6 +88,7 @@ class EmbeddedMongo:
                 [str(binary), "-listen", f"127.0.0.1:{self.port}", "-dir", str(self.data_dir)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
