@@ -109,6 +109,73 @@ def test_every_required_variable_is_in_env_example_and_dotenv_is_ignored(compose
     assert ".env" in ignored
 
 
+def secret_target(entry: str | dict[str, Any]) -> tuple[str, str]:
+    """(secret name, path in the container) of a service's `secrets:` entry, as Compose mounts it."""
+    if isinstance(entry, str):
+        return entry, f"/run/secrets/{entry}"
+    target = entry.get("target") or entry["source"]
+    return entry["source"], target if target.startswith("/") else f"/run/secrets/{target}"
+
+
+def test_api_keys_file_is_a_read_only_secret_named_by_flrepo_api_keys_file(compose):
+    api = compose["services"]["flrepository"]
+    mounted = dict(secret_target(entry) for entry in api["secrets"])
+    keys_file = api["environment"]["FLREPO_API_KEYS_FILE"]
+    assert keys_file in mounted.values(), (keys_file, mounted)
+    (name,) = [n for n, path in mounted.items() if path == keys_file]
+    # A file-based secret: Compose (v1.29 and v2) bind-mounts it read-only, no swarm needed.
+    definition = compose["secrets"][name]
+    assert set(definition) == {"file"}
+    assert interpolate(definition["file"], {}) == "./api-keys.yaml"
+    assert interpolate(definition["file"], env_example()) == env_example()["FLREPO_API_KEYS_PATH"]
+    assert interpolate(definition["file"], {"FLREPO_API_KEYS_PATH": "/etc/flrepo/keys.json"}) == "/etc/flrepo/keys.json"
+    # Only the API gets the keys; the database has nothing to do with them.
+    assert "secrets" not in compose["services"]["repositorydb"]
+    # The API's root filesystem stays read-only; the keys file is the only thing mounted in.
+    assert api["read_only"] is True and "volumes" not in api
+
+
+def test_anonymous_role_defaults_to_none(compose):
+    value = compose["services"]["flrepository"]["environment"]["FLREPO_ANONYMOUS_ROLE"]
+    assert interpolate(value, {}) == "none", "without .env, requests without a key must be refused"
+    assert interpolate(value, env_example()) == "none" == env_example()["FLREPO_ANONYMOUS_ROLE"]
+    # Legacy aerOS clients: one line in .env gives requests without a key a role.
+    assert interpolate(value, {"FLREPO_ANONYMOUS_ROLE": "writer"}) == "writer"
+
+
+def test_env_example_explains_the_first_admin_key_and_legacy_clients():
+    text = (ROOT / ".env.example").read_text()
+    assert "flrepo keys create --role admin --id ops --file api-keys.yaml" in text
+    assert "docker run" in text and "chmod 644 api-keys.yaml" in text
+    assert "FLREPO_ANONYMOUS_ROLE=none" in text and "reader" in text and "writer" in text
+    deploy = (ROOT / "docs" / "DEPLOY.md").read_text()
+    assert "flrepo keys create --role admin --id ops --file api-keys.yaml" in deploy
+    assert "FLREPO_ANONYMOUS_ROLE=writer" in deploy
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".json"])
+def test_a_keys_file_made_by_the_cli_works_where_compose_mounts_it(tmp_path: Path, suffix: str, compose, capsys):
+    """`flrepo keys create --file` output, mounted under the secret's name (no suffix), is loaded."""
+    from app.auth import KeyStore, Role, hash_key
+    from app.cli import main
+
+    host_file = tmp_path / f"api-keys{suffix}"
+    keys = {}
+    for role, key_id in (("admin", "ops"), ("writer", "collector")):
+        assert main(["keys", "create", "--role", role, "--id", key_id, "--file", str(host_file)]) == 0
+        keys[key_id] = re.search(r"^key:\s+(\S+)$", capsys.readouterr().out, re.MULTILINE)[1]
+    assert not any(key in host_file.read_text() for key in keys.values()), "only hashes in the keys file"
+    container_path = tmp_path / compose["services"]["flrepository"]["environment"]["FLREPO_API_KEYS_FILE"].lstrip("/")
+    container_path.parent.mkdir(parents=True)
+    container_path.write_bytes(host_file.read_bytes())
+    store = KeyStore.from_settings(container_path, "none")
+    assert store.anonymous == Role.NONE
+    assert store.lookup(keys["ops"]).role == Role.ADMIN
+    assert store.lookup(keys["collector"]).role == Role.WRITER
+    assert store.lookup(keys["ops"]).sha256 == hash_key(keys["ops"])
+    assert store.lookup("flr_not-a-key") is None
+
+
 def test_named_volume_holds_the_data(compose):
     assert "repositorydb-data" in compose["volumes"]
     assert "repositorydb-data:/data/db" in compose["services"]["repositorydb"]["volumes"]
@@ -132,6 +199,36 @@ def test_compose_config_validates_when_a_compose_cli_is_installed():
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_compose_cli_resolves_the_keys_secret_and_the_anonymous_role(tmp_path: Path):
+    if not shutil.which("docker-compose"):
+        pytest.skip("no docker-compose (1.29) CLI here; the YAML checks above still ran")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLREPO_", "MONGO_", "COMPOSE_"))}
+
+    def config(**extra: str) -> dict[str, Any]:
+        result = subprocess.run(
+            ["docker-compose", "-f", str(COMPOSE), "--env-file", str(ROOT / ".env.example"), "config"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**env, **extra},
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        return yaml.safe_load(result.stdout)
+
+    resolved = config()
+    api = resolved["services"]["flrepository"]
+    assert resolved["secrets"]["api_keys"]["file"] == str(ROOT / "api-keys.yaml")
+    assert api["secrets"] == [{"source": "api_keys"}]
+    assert api["environment"]["FLREPO_API_KEYS_FILE"] == "/run/secrets/api_keys"
+    assert api["environment"]["FLREPO_ANONYMOUS_ROLE"] == "none"
+    elsewhere = tmp_path / "keys.yaml"
+    resolved = config(FLREPO_ANONYMOUS_ROLE="reader", FLREPO_API_KEYS_PATH=str(elsewhere))
+    assert resolved["secrets"]["api_keys"]["file"] == str(elsewhere)
+    assert resolved["services"]["flrepository"]["environment"]["FLREPO_ANONYMOUS_ROLE"] == "reader"
 
 
 def test_api_dockerfile_is_multi_stage_non_root_and_healthchecked():

@@ -101,6 +101,70 @@ else a new random one. Call with (list $ "valueGiven" "secret-key").
 {{- end }}
 {{- end }}
 
+{{/* API keys: the Secret holding the keys file, and the file's name (also its key in the Secret). */}}
+{{- define "flrepository.auth.keysSecretName" -}}
+{{- if .Values.auth.existingSecret }}
+{{- .Values.auth.existingSecret }}
+{{- else }}
+{{- printf "%s-api-keys" (include "flrepository.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "flrepository.auth.keysFileName" -}}
+{{- if .Values.auth.existingSecret }}
+{{- .Values.auth.existingSecretKey }}
+{{- else }}
+{{- "api-keys.yaml" }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when the chart makes the keys file itself (auth on, no existingSecret). */}}
+{{- define "flrepository.auth.chartKeys" -}}
+{{- if and .Values.auth.enabled (not .Values.auth.existingSecret) }}true{{ end }}
+{{- end }}
+
+{{/* "true" when the chart generates an admin key (auth on, neither keys nor existingSecret given). */}}
+{{- define "flrepository.auth.generated" -}}
+{{- if and (include "flrepository.auth.chartKeys" .) (not .Values.auth.keys) }}true{{ end }}
+{{- end }}
+
+{{/* The Secret holding the generated admin key in plain (for the operator), under key api-key. */}}
+{{- define "flrepository.auth.adminKeySecretName" -}}
+{{- printf "%s-admin-key" (include "flrepository.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The generated admin key: the one already in the release's admin-key Secret (so upgrades keep it),
+else a new random one. Made once per render and remembered in .Values.auth, so the keys file, the
+admin-key Secret and the pod's checksum annotation all see the same key.
+*/}}
+{{- define "flrepository.auth.adminKey" -}}
+{{- if not (hasKey .Values.auth "generatedAdminKey") }}
+{{- $key := "" }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "flrepository.auth.adminKeySecretName" .) }}
+{{- if and $existing (index ($existing.data | default dict) "api-key") }}
+{{- $key = index $existing.data "api-key" | b64dec }}
+{{- else }}
+{{- $key = printf "flr_%s" (randAlphaNum 43) }}
+{{- end }}
+{{- $_ := set .Values.auth "generatedAdminKey" $key }}
+{{- end }}
+{{- index .Values.auth "generatedAdminKey" }}
+{{- end }}
+
+{{/* The keys file the chart makes: auth.keys as given, else one admin entry for the generated key. */}}
+{{- define "flrepository.auth.keysFile" -}}
+{{- $entries := list }}
+{{- if .Values.auth.keys }}
+{{- range .Values.auth.keys }}
+{{- $entries = append $entries (dict "id" (toString .id) "role" .role "sha256" (lower .sha256)) }}
+{{- end }}
+{{- else }}
+{{- $entries = list (dict "id" "admin" "role" "admin" "sha256" (include "flrepository.auth.adminKey" . | sha256sum)) }}
+{{- end }}
+{{- toYaml $entries }}
+{{- end }}
+
 {{/* Fail early on values that cannot work. */}}
 {{- define "flrepository.validate" -}}
 {{- if and (not .Values.mongodb.enabled) (not .Values.externalMongodb.existingSecret) (not .Values.externalMongodb.url) }}
@@ -108,5 +172,23 @@ else a new random one. Call with (list $ "valueGiven" "secret-key").
 {{- end }}
 {{- if and (eq .Values.service.type "NodePort") .Values.service.nodePort (or (lt (int .Values.service.nodePort) 30000) (gt (int .Values.service.nodePort) 32767)) }}
 {{- fail "service.nodePort must be within 30000-32767 (the default NodePort range)" }}
+{{- end }}
+{{- if dig "existingSecret" "" (.Values.apiKeys | default dict) }}
+{{- fail "apiKeys.existingSecret is now auth.existingSecret (and apiKeys.key auth.existingSecretKey); see values.yaml" }}
+{{- end }}
+{{- range $name := list "FLREPO_API_KEYS_FILE" "FLREPO_ANONYMOUS_ROLE" }}
+{{- if hasKey ($.Values.config.extra | default dict) $name }}
+{{- fail (printf "config.extra.%s: set authentication with auth.* instead (auth.keys, auth.existingSecret, auth.anonymousRole)" $name) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.auth.existingSecret .Values.auth.keys }}
+{{- fail "auth.keys and auth.existingSecret are both set: give the keys one way only" }}
+{{- end }}
+{{- $ids := dict }}
+{{- range .Values.auth.keys }}
+{{- if hasKey $ids (toString .id) }}
+{{- fail (printf "auth.keys: id %q appears twice" (toString .id)) }}
+{{- end }}
+{{- $_ := set $ids (toString .id) true }}
 {{- end }}
 {{- end }}
