@@ -102,6 +102,61 @@ def _dump_or_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fl_setup(args: argparse.Namespace) -> tuple[object, object]:
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    from app.fl.repo import Repo
+    from app.observability import configure_logging
+    from app.signing import Keyring
+
+    configure_logging(os.environ.get("FLREPO_LOG_LEVEL", "INFO"), json_logs=False)
+    return Repo(args.repo, api_key=args.api_key), Keyring.from_env()
+
+
+def _collector(args: argparse.Namespace) -> int:
+    repo, keyring = _fl_setup(args)
+    from app.fl import collector
+
+    return collector.run(repo, args.task, args.address, keyring, args.allow_unsigned)  # type: ignore[arg-type]
+
+
+def _local_exec(args: argparse.Namespace) -> int:
+    repo, keyring = _fl_setup(args)
+    from app.fl import local_exec
+    from app.fl.data import parse_partition, partition
+
+    index, parts = parse_partition(args.data)
+    x, y = partition(index, parts)
+    local_exec.run(repo, args.task, args.server, x, y, keyring, args.allow_unsigned, seed=index)  # type: ignore[arg-type]
+    return 0
+
+
+def _seed(args: argparse.Namespace) -> int:
+    repo, keyring = _fl_setup(args)
+    from app.fl.catalogue import seed
+
+    report = seed(repo, keyring)  # type: ignore[arg-type]
+    for item in report["added"]:
+        sys.stdout.write(f"added {item}\n")
+    for item in report["kept"]:
+        sys.stdout.write(f"kept  {item} (already there)\n")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    from app.fl import demo
+
+    return demo.main(rounds=args.rounds, clients=args.clients, strategy=args.strategy)
+
+
+def _add_fl_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repo", default=os.environ.get("FLREPO_URL", "http://127.0.0.1:9013"), help="repository URL")
+    parser.add_argument("--api-key", default=os.environ.get("FLREPO_API_KEY"), help="API key (FLREPO_API_KEY)")
+    parser.add_argument(
+        "--allow-unsigned", action="store_true", help="load strategies/transformations without a valid signature"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flrepo", description="The FL Repository.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -133,6 +188,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="merge into a non-empty database: archived items replace items with the same key, others stay",
     )
     restore.set_defaults(func=_dump_or_restore)
+
+    collector = sub.add_parser("collector", help="run a task's training collector (Flower server)")
+    collector.add_argument("--task", required=True, help="task id")
+    collector.add_argument("--address", default="0.0.0.0:8080", help="Flower server address (HOST:PORT)")
+    _add_fl_options(collector)
+    collector.set_defaults(func=_collector)
+
+    local = sub.add_parser("local-exec", help="run a local execution (Flower client) for a task")
+    local.add_argument("--task", required=True, help="task id")
+    local.add_argument("--server", required=True, help="the collector's Flower address (HOST:PORT)")
+    local.add_argument("--data", required=True, help="local data: digits:K/N, part K of N of the digits set")
+    _add_fl_options(local)
+    local.set_defaults(func=_local_exec)
+
+    seed = sub.add_parser("seed", help="upload the signed catalogue of strategies and transformations")
+    _add_fl_options(seed)
+    seed.set_defaults(func=_seed)
+
+    demo = sub.add_parser("demo", help="federated training end to end on an embedded store (about a minute)")
+    demo.add_argument("--rounds", type=int, default=5)
+    demo.add_argument("--clients", type=int, default=3)
+    demo.add_argument("--strategy", default="fedavg", help="a catalogue strategy, e.g. fedprox, fedmedian")
+    demo.set_defaults(func=_demo)
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
     create = keys.add_parser("create", help="make a new API key; prints it once, with its keys-file entry")

@@ -197,6 +197,7 @@ class TransformationFields(_Body):
     default_values: SafeDict
     outputs: list[Annotated[str, StringConstraints(max_length=256)]]
     needs: Needs
+    meta: SafeDict = Field(default_factory=dict, description="Service field (not in aerOS): e.g. the signature.")
 
     @model_validator(mode="after")
     def _check_parameter_keys(self) -> TransformationFields:
@@ -225,6 +226,7 @@ class _TransformationCore(BaseModel):
     default_values: dict[str, Any]
     outputs: list[str]
     needs: dict[str, Any]
+    meta: dict[str, Any] = Field(default_factory=dict)
     storage_id: str | None = Field(default=None, description="GridFS id of the transformation file (aerOS field).")
 
 

@@ -34,8 +34,7 @@ from gridfs import AsyncGridFSBucket
 from pymongo import AsyncMongoClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from app.devdb import EmbeddedMongo, free_port
-from bench.server import api_server
+from app.devdb import EmbeddedMongo, api_server, free_port
 
 MIB = 1024 * 1024
 BLOCK = os.urandom(16 * MIB)  # files are this block repeated: no generator cost inside the timing
