@@ -5,12 +5,13 @@ PY := $(VENV)/bin/python
 FERRETDB := tools/bin/ferretdb
 PORT ?= 9013
 
-.PHONY: help venv ferretdb helm run test lint format fuzz fuzz-nightly loadtest clean
+.PHONY: help venv ferretdb helm run test lint format fuzz fuzz-nightly loadtest demo bench bench-full clean
 
 help:
 	@echo "make run     - the API on http://127.0.0.1:$(PORT)/docs with an embedded FerretDB (SQLite) store"
 	@echo "make test    - the test suite against a real MongoDB wire-protocol server"
 	@echo "make lint    - ruff check and format check"
+	@echo "make demo    - federated training end to end (collector + 3 local executions)"
 	@echo "make fuzz    - schemathesis against the OpenAPI document (SEED=, EXAMPLES=)"
 
 $(PY):
@@ -50,6 +51,17 @@ fuzz: venv ferretdb
 
 fuzz-nightly: venv ferretdb
 	$(PY) tools/fuzz.py --examples 500 $(if $(SEED),--seed $(SEED))
+
+# Federated learning end to end on the embedded store.
+demo: venv ferretdb
+	$(VENV)/bin/flrepo demo
+
+# Benchmarks: quick mode (CI: they still run) and full mode (the figures, appended to RESULTS.md).
+bench: venv ferretdb
+	$(PY) bench/bench.py --mode quick
+
+bench-full: venv ferretdb
+	$(PY) bench/bench.py --mode full --out bench/RESULTS.md
 
 # Bounded load test on loopback: 16 clients for 60 s, then every surviving file is verified.
 loadtest: venv ferretdb helm
