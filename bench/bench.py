@@ -344,7 +344,7 @@ def federated(mongo_url: str, tmp: Path, rounds: int, clients: int, repeats: int
     import secrets as _secrets
 
     from app.fl.catalogue import seed
-    from app.fl.demo import fl_env, register_model, start_training
+    from app.fl.demo import digits_task, fl_env, register_model, start_training
     from app.fl.repo import Repo
     from app.signing import Keyring
 
@@ -356,21 +356,12 @@ def federated(mongo_url: str, tmp: Path, rounds: int, clients: int, repeats: int
         seed(repo, Keyring("bench", {"bench": key.encode()}))
         register_model(repo, "digits", "v1")
         env = {**fl_env(url, key), "FLREPO_SIGNING_KEY_ID": "bench"}
-        plan = {
-            "model": {"model_name": "digits", "model_version": "v1"},
-            "strategy": {"strategy_name": "fedavg"},
-            "transformations": [{"id": "flrepo.min_max_scaling", "parameters": {"low": 0, "high": 16}}],
-            "rounds": rounds,
-            "min_participants": clients,
-            "round_timeout": 120,
-            "training": {"epochs": 2, "batch_size": 32, "learning_rate": 0.5},
-        }
         env_bare = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "GRPC_VERBOSITY": "ERROR"}
         bare = [sys.executable, "-m", "app.fl.bare"]
         for i in range(repeats):
             # Alternate the two so drift in the machine's speed hits both alike.
             started = time.monotonic()
-            repo.post("/tasks", {**plan, "task_id": f"bench-{i}"})
+            repo.post("/tasks", digits_task(f"bench-{i}", "fedavg", rounds, clients))
             collector, workers = start_training(url, f"bench-{i}", clients, env, tmp)
             for proc in [collector, *workers]:
                 proc.wait(300)

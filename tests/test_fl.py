@@ -14,7 +14,7 @@ import pytest
 from app.devdb import api_server
 from app.fl.catalogue import seed
 from app.fl.data import parse_partition, partition
-from app.fl.demo import accuracy, fl_env, register_model, start_training
+from app.fl.demo import accuracy, digits_task, fl_env, register_model, start_training
 from app.fl.repo import Repo
 from app.fl.weights import from_npz
 from app.signing import Keyring
@@ -36,18 +36,7 @@ def fl(settings, tmp_path):
 
 
 def _task(repo, task_id, strategy="fedavg", rounds=2, clients=2, **extra):
-    body = {
-        "task_id": task_id,
-        "model": {"model_name": "digits", "model_version": "v1"},
-        "strategy": {"strategy_name": strategy},
-        "transformations": [{"id": "flrepo.min_max_scaling", "parameters": {"low": 0, "high": 16}}],
-        "rounds": rounds,
-        "min_participants": clients,
-        "round_timeout": 60,
-        "training": {"epochs": 2, "batch_size": 32, "learning_rate": 0.5},
-        **extra,
-    }
-    return repo.post("/tasks", body)
+    return repo.post("/tasks", digits_task(task_id, strategy, rounds, clients, round_timeout=60, **extra))
 
 
 def _run(fl, task_id, clients, timeout=120, during=None):

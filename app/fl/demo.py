@@ -72,6 +72,23 @@ def start_training(
     return collector, workers
 
 
+def digits_task(
+    task_id: str, strategy: str = "fedavg", rounds: int = 5, clients: int = 3, **overrides: Any
+) -> dict[str, Any]:
+    """The demo's task plan: the digits model, min-max scaling, `clients` participants."""
+    return {
+        "task_id": task_id,
+        "model": {"model_name": "digits", "model_version": "v1"},
+        "strategy": {"strategy_name": strategy},
+        "transformations": [{"id": "flrepo.min_max_scaling", "parameters": {"low": 0, "high": 16}}],
+        "rounds": rounds,
+        "min_participants": clients,
+        "round_timeout": 120,
+        "training": {"epochs": 2, "batch_size": 32, "learning_rate": 0.5},
+        **overrides,
+    }
+
+
 def register_model(repo: Repo, name: str, version: str) -> None:
     repo.post(
         "/model",
@@ -132,19 +149,7 @@ def main(rounds: int = 5, clients: int = 3, strategy: str = "fedavg") -> int:
             report = seed(repo, Keyring("demo", {"demo": signing_key.encode()}))
             print(f"catalogue: {len(report['added'])} signed items added")
             register_model(repo, "digits", "v1")
-            task = repo.post(
-                "/tasks",
-                {
-                    "task_id": "digits-demo",
-                    "model": {"model_name": "digits", "model_version": "v1"},
-                    "strategy": {"strategy_name": strategy},
-                    "transformations": [{"id": "flrepo.min_max_scaling", "parameters": {"low": 0, "high": 16}}],
-                    "rounds": rounds,
-                    "min_participants": clients,
-                    "round_timeout": 120,
-                    "training": {"epochs": 2, "batch_size": 32, "learning_rate": 0.5},
-                },
-            )
+            task = repo.post("/tasks", digits_task("digits-demo", strategy, rounds, clients))
             initial = accuracy(repo.download("/model/digits/v1"))
             print(
                 f"task {task['task_id']}: {strategy}, {clients} local executions, {rounds} rounds; "
