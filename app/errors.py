@@ -34,7 +34,9 @@ async def _duplicate(request: Request, exc: Exception) -> JSONResponse:
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, OperationFailure) and exc.code == BAD_VALUE:
         # The store refused a value the request carried: the input is invalid, not the service.
-        return JSONResponse({"detail": f"the database refused a value: {exc.details.get('errmsg', '')}"[:500]}, 422)
+        return JSONResponse(
+            {"detail": f"the database refused a value: {(exc.details or {}).get('errmsg', '')}"[:500]}, 422
+        )
     _count(request, "error")
     log.error("database error during %s %s: %s", request.method, request.url.path, exc)
     return JSONResponse({"detail": "database error"}, status_code=500)

@@ -181,7 +181,7 @@ class Needs(BaseModel):
         return self
 
 
-_TRANSFORMATION_EXAMPLE = {
+_TRANSFORMATION_EXAMPLE: dict[str, Any] = {
     "id": "application.tests.categorical_transformation",
     "description": "The class transforming y data into categorical data",
     "parameter_types": {"categories": "int"},

@@ -128,7 +128,7 @@ async def delete_model(model_name: Name, model_version: Version, db: DB) -> Resp
     return Response(status_code=204)
 
 
-_AVAILABLE = {MODELS.file_field: {"$ne": None}}
+_AVAILABLE: dict[str, Any] = {MODELS.id_field: {"$ne": None}}
 
 
 @router.get("/models/available", response_model=list[ModelOut], responses=problems())

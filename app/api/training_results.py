@@ -115,7 +115,7 @@ async def download_weights(
     if encoding != "base64":
         return await store.download(request, db, RESULTS, key)
     doc = await store.get(db, RESULTS, key)
-    file_doc = await blobs.open_file(db, doc.get(RESULTS.file_field))
+    file_doc = await blobs.open_file(db, doc.get(RESULTS.id_field))
     if file_doc is None:
         raise HTTPException(404, f"{RESULTS.describe(key)} has no weights yet")
     size = int(file_doc["length"])

@@ -41,7 +41,7 @@ STRATEGIES: dict[str, tuple[str, dict[str, Any]]] = {
 
 def _parameters(cls: type) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name, param in inspect.signature(cls.__init__).parameters.items():
+    for name, param in inspect.signature(cls).parameters.items():
         if name == "self" or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
             continue
         default = param.default
