@@ -70,6 +70,7 @@ loadtest: venv ferretdb helm
 lint: venv
 	$(VENV)/bin/ruff check app tests tools bench
 	$(VENV)/bin/ruff format --check app tests tools bench
+	$(VENV)/bin/mypy app
 
 format: venv
 	$(VENV)/bin/ruff check --fix app tests
