@@ -22,6 +22,27 @@ RUN pip wheel --wheel-dir /wheels . \
  && /opt/flrepo/bin/pip uninstall --yes pip \
  && find /opt/flrepo -name '__pycache__' -prune -exec rm -rf {} +
 
+# Training collectors and local executions (`docker build --target fl .`): the same package with
+# its `fl` extra (Flower, NumPy, scikit-learn, cloudpickle). Not part of the API image below.
+FROM ${PYTHON_IMAGE} AS fl
+ARG UID=10001
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY app ./app
+RUN python -m venv /opt/flrepo \
+ && /opt/flrepo/bin/pip install '.[fl]' \
+ && /opt/flrepo/bin/pip uninstall --yes pip \
+ && rm -rf /src \
+ && groupadd --system --gid "${UID}" flrepo \
+ && useradd --system --uid "${UID}" --gid "${UID}" --no-create-home --home-dir /nonexistent \
+            --shell /usr/sbin/nologin flrepo
+ENV PATH=/opt/flrepo/bin:$PATH PYTHONUNBUFFERED=1 FLWR_TELEMETRY_ENABLED=0
+USER ${UID}:${UID}
+WORKDIR /tmp
+ENTRYPOINT ["flrepo"]
+
+# The API image: the last stage, so a plain `docker build .` (and compose's `build: .`) makes it.
 FROM ${PYTHON_IMAGE} AS runtime
 ARG UID=10001
 LABEL org.opencontainers.image.title="flrepo" \

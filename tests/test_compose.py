@@ -49,7 +49,7 @@ def interpolate(value: str, env: dict[str, str]) -> str:
 
 
 def test_services_and_container_names_match_aeros(compose):
-    services = compose["services"]
+    services = {name: s for name, s in compose["services"].items() if not s.get("profiles")}
     assert set(services) == {"flrepository", "repositorydb"}
     assert services["flrepository"]["container_name"] == "flrepository"
     assert services["repositorydb"]["container_name"] == "flrepositorydb"
@@ -242,7 +242,9 @@ def test_api_dockerfile_is_multi_stage_non_root_and_healthchecked():
     assert re.search(r"^EXPOSE 9012$", text, re.MULTILINE)
     assert re.search(r"^HEALTHCHECK .*", text, re.MULTILINE) and "/health" in text
     assert re.search(r'^CMD \["flrepo", "serve"\]', text, re.MULTILINE)
-    assert "[test]" not in text and "[dev]" not in text and ".[" not in text, "no extras in the image"
+    # The API image (every stage but the separate `fl` target) installs no extra.
+    api_text = re.sub(r"FROM \S+ AS fl\n.*?(?=\nFROM )", "", text, flags=re.S)
+    assert "[test]" not in api_text and "[dev]" not in api_text and ".[" not in api_text, "no extras in the image"
     ignore = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines() if ln.strip()[:1] not in ("", "#")]
     assert ignore[0] == "*" and "!app/" in ignore and "!pyproject.toml" in ignore, "an allow-list build context"
 
@@ -301,3 +303,37 @@ def test_restore_script_runs_mongorestore_only_when_a_dump_exists(tmp_path: Path
         assert not log.exists()
     else:
         assert log.read_text().strip() == "--host 127.0.0.1 --port 27017 " + expected.format(dump=dump)
+
+
+FL_SERVICES = {"seed", "collector", "local-exec-1", "local-exec-2", "local-exec-3"}
+
+
+def test_fl_profile_runs_collector_and_three_local_executions(compose):
+    services = compose["services"]
+    fl = {name: s for name, s in services.items() if s.get("profiles")}
+    assert set(fl) == FL_SERVICES
+    for name, service in fl.items():
+        assert service["profiles"] == ["fl"], name
+        assert service["build"] == {"context": ".", "target": "fl"}, name
+        assert "ports" not in service, name  # the Flower port stays on the compose network
+        assert service["depends_on"]["flrepository"]["condition"] == "service_healthy", name
+        env = service["environment"]
+        assert {"FLREPO_API_KEY", "FLREPO_SIGNING_KEY", "FLREPO_VERIFY_KEYS"} <= set(env), name
+        assert "http://flrepository:9012" in service["command"], name
+    collector = services["collector"]["command"]
+    assert collector[0] == "collector" and collector[collector.index("--address") + 1] == "0.0.0.0:8080"
+    parts = sorted(services[f"local-exec-{k}"]["command"][-1] for k in (1, 2, 3))
+    assert parts == ["digits:1/3", "digits:2/3", "digits:3/3"]
+    for k in (1, 2, 3):
+        command = services[f"local-exec-{k}"]["command"]
+        assert command[command.index("--server") + 1] == "collector:8080"
+
+
+def test_dockerfile_builds_the_api_last_and_an_fl_target():
+    stages = re.findall(r"^FROM \S+ AS (\w+)", (ROOT / "Dockerfile").read_text(), re.M)
+    assert stages[-1] == "runtime" and "fl" in stages
+    text = (ROOT / "Dockerfile").read_text()
+    fl_stage = text.split("AS fl\n", 1)[1].split("\nFROM ", 1)[0]
+    assert "'.[fl]'" in fl_stage and "USER ${UID}:${UID}" in fl_stage
+    api_stage = text.rsplit("AS runtime", 1)[1]
+    assert "[fl]" not in api_stage and "[test]" not in api_stage
