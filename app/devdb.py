@@ -124,6 +124,18 @@ class EmbeddedMongo:
         self.stop()
 
 
+def reap(processes: list[subprocess.Popen[bytes]], timeout: float = 10, terminate: bool = False) -> None:
+    """Wait for each process (after SIGTERM when `terminate`), killing any that outlives `timeout`."""
+    for proc in processes:
+        if terminate and proc.poll() is None:
+            proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def wait_ready(base: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -165,10 +177,6 @@ def api_server(
         wait_ready(base)
         yield base, proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        reap([proc], terminate=True)
         if mongo:
             mongo.stop()

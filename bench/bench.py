@@ -35,7 +35,7 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import ProtocolError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from app.devdb import EmbeddedMongo, api_server, free_port
+from app.devdb import EmbeddedMongo, api_server, free_port, reap
 
 MIB = 1024 * 1024
 NOTES: set[str] = set()  # caveats found while measuring, printed with the report
@@ -538,11 +538,7 @@ def main() -> int:
                     wait_ready_minimal(f"http://127.0.0.1:{port}")
                     meta = metadata(api, f"http://127.0.0.1:{port}", cfg["models"], cfg["seconds"], cfg["levels"], tmp)
                 finally:
-                    minimal.terminate()
-                    try:
-                        minimal.wait(10)
-                    except subprocess.TimeoutExpired:
-                        minimal.kill()
+                    reap([minimal], terminate=True)
             fed = federated(mongo.url, tmp, 5, 3, cfg["fl_repeats"])
             print(f"bench: federated {fed}", flush=True)
     text = report(args.mode, info, tp, mem, meta, fed)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from app.devdb import api_server
+from app.devdb import api_server, reap
 from app.fl.catalogue import seed
 from app.fl.data import parse_partition, partition
 from app.fl.demo import accuracy, digits_task, fl_env, register_model, start_training
@@ -50,11 +49,7 @@ def _run(fl, task_id, clients, timeout=120, during=None):
             assert time.monotonic() < deadline, "collector did not finish"
             time.sleep(0.2)
     finally:
-        for proc in [collector, *workers]:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        reap([collector, *workers], timeout=30)
     return repo.task(task_id), collector.returncode
 
 

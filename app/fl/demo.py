@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app.devdb import EmbeddedMongo, api_server, free_port
+from app.devdb import EmbeddedMongo, api_server, free_port, reap
 from app.fl.catalogue import seed
 from app.fl.data import held_out
 from app.fl.repo import Repo
@@ -159,11 +159,7 @@ def main(rounds: int = 5, clients: int = 3, strategy: str = "fedavg") -> int:
             try:
                 final_task = watch(repo, task["task_id"], collector, timeout=600)
             finally:
-                for proc in [collector, *workers]:
-                    try:
-                        proc.wait(30)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
+                reap([collector, *workers], timeout=30)
             if final_task["phase"] != "Succeeded":
                 reason = final_task["conditions"][-1] if final_task["conditions"] else {}
                 print(f"task {final_task['phase']}: {reason.get('reason')}: {reason.get('message')}")
