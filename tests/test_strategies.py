@@ -43,3 +43,10 @@ async def test_unknown_and_invalid(client):
     assert (await client.get("/strategy/nope")).status_code == 404
     assert (await client.post("/strategy", json={})).status_code == 422
     assert (await client.post("/strategy", json={"strategy_name": "$bad"})).status_code == 422
+
+
+async def test_single_metadata(client):
+    assert (await client.get("/strategy/meta/fedavg")).status_code == 404
+    await client.post("/strategy", json=STRATEGY)
+    r = await client.get("/strategy/meta/fedavg")
+    assert r.status_code == 200 and r.json()["meta"] == {"class": "FedAvg"} and r.json()["strategy_id"] is None

@@ -87,3 +87,11 @@ async def test_lists_and_delete(client, raw_db):
     assert grid_counts(raw_db) == (0, 0)
     assert (await client.delete("/training-results/md_keras/v1/1")).status_code == 404
     assert (await client.get("/training-results/weights/md_keras/v1/1")).status_code == 404
+
+
+async def test_single_metadata(client):
+    assert (await client.get("/training-results/md_keras/v1/1")).status_code == 404
+    await client.post("/training-results", json=RESULT)
+    r = await client.get("/training-results/md_keras/v1/1")
+    assert r.status_code == 200 and r.json()["results"] == RESULT["results"] and r.json()["weights_id"] is None
+    assert (await client.get("/training-results/md_keras/v1/2")).status_code == 404

@@ -52,3 +52,10 @@ async def test_required_fields(client):
     assert {"parameter_types", "default_values", "outputs", "needs"} <= missing
     bad_needs = {**TRANSFORMATION, "needs": {"RAM": -1}}
     assert (await client.post("/transformation", json=bad_needs)).status_code == 422
+
+
+async def test_single_metadata(client):
+    assert (await client.get(f"/transformation/meta/{T_ID}")).status_code == 404
+    await client.post("/transformation", json=TRANSFORMATION)
+    r = await client.get(f"/transformation/meta/{T_ID}")
+    assert r.status_code == 200 and r.json()["outputs"] == TRANSFORMATION["outputs"] and r.json()["id"] == T_ID

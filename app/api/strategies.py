@@ -51,6 +51,12 @@ async def list_strategies(db: DB, page: Page, response: Response) -> list[dict[s
     return await store.page(db, STRATEGIES, response, query={}, limit=page.limit, offset=page.offset)
 
 
+@router.get("/strategy/meta/{strategy_name}", response_model=StrategyOut, responses=problems(404))
+async def get_strategy_meta(strategy_name: Name, db: DB) -> dict[str, Any]:
+    """One strategy's metadata (GET /strategy/{name} is the file, as in aerOS)."""
+    return await store.get(db, STRATEGIES, _key(strategy_name))
+
+
 @router.get(
     "/strategy/{strategy_name}",
     response_class=Response,

@@ -52,6 +52,18 @@ async def list_model_training_results(
     return await store.page(db, RESULTS, response, query=query, limit=page.limit, offset=page.offset)
 
 
+@router.get(
+    "/training-results/{model_name}/{model_version}/{training_id}",
+    response_model=TrainingResultOut,
+    responses=problems(404),
+)
+async def get_training_result(
+    model_name: Name, model_version: Version, training_id: TrainingId, db: DB
+) -> dict[str, Any]:
+    """One training result's metadata."""
+    return await store.get(db, RESULTS, _key(model_name, model_version, training_id))
+
+
 @router.put(
     "/training-results/{model_name}/{model_version}/{training_id}/{configuration_id}",
     status_code=204,

@@ -60,6 +60,12 @@ async def list_transformations(db: DB, page: Page, response: Response) -> list[d
     return await store.page(db, TRANSFORMATIONS, response, query={}, limit=page.limit, offset=page.offset)
 
 
+@router.get("/transformation/meta/{transformation_id}", response_model=TransformationOut, responses=problems(404))
+async def get_transformation_meta(transformation_id: TransformationId, db: DB) -> dict[str, Any]:
+    """One transformation's metadata (GET /transformation/{id} is the file, as in aerOS)."""
+    return await store.get(db, TRANSFORMATIONS, _key(transformation_id))
+
+
 @router.get(
     "/transformation/{transformation_id}",
     response_class=Response,
