@@ -66,7 +66,13 @@ def file_response(
     # echoed, so stored bytes cannot be served as a page or script from this origin.
     media = "application/octet-stream"
 
-    wanted = parse_range(request.headers.get("range"), size)
+    range_header = request.headers.get("range")
+    if_range = request.headers.get("if-range")
+    # If-Range (RFC 9110 §13.1.5): resume only while the file is the one the client started
+    # with; otherwise send it whole so the client restarts instead of splicing two files.
+    if if_range is not None and (not sha or if_range.strip() != f'"{sha}"'):
+        range_header = None
+    wanted = parse_range(range_header, size)
     if wanted == "unsatisfiable":
         headers["Content-Range"] = f"bytes */{size}"
         return Response(status_code=416, headers=headers, media_type=media)

@@ -162,6 +162,18 @@ async def test_head_and_ranges(client):
     assert r.status_code == 200 and r.content == data
 
 
+async def test_if_range_resumes_only_the_same_file(client):
+    await make_model(client)
+    data = payload(1000)
+    await upload(client, "/model/m/v1", data)
+    same = {"Range": "bytes=600-", "If-Range": f'"{sha(data)}"'}
+    r = await client.get("/model/m/v1", headers=same)
+    assert r.status_code == 206 and r.content == data[600:]
+    # The file changed since the client started: the whole new file, not a splice of two.
+    r = await client.get("/model/m/v1", headers={"Range": "bytes=600-", "If-Range": '"0000"'})
+    assert r.status_code == 200 and r.content == data
+
+
 async def test_range_across_chunk_boundary(client):
     await make_model(client)
     data = payload(CHUNK * 3)
