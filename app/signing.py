@@ -50,11 +50,15 @@ def _payload(kind: str, name: str, sha256: str, size: int) -> bytes:
 
 def sign(keyring: Keyring, kind: str, name: str, data: bytes) -> dict[str, Any]:
     """The metadata fields that sign `data` as the `kind` artifact called `name`."""
+    return sign_digest(keyring, kind, name, hashlib.sha256(data).hexdigest(), len(data))
+
+
+def sign_digest(keyring: Keyring, kind: str, name: str, sha256: str, size: int) -> dict[str, Any]:
+    """The same, from a digest computed while streaming (files too large to hold in memory)."""
     if keyring.signing_id is None:
         raise SignatureError("no signing key: set FLREPO_SIGNING_KEY (and FLREPO_SIGNING_KEY_ID)")
-    sha = hashlib.sha256(data).hexdigest()
-    mac = hmac.new(keyring.keys[keyring.signing_id], _payload(kind, name, sha, len(data)), hashlib.sha256)
-    return {"signature": mac.hexdigest(), "key_id": keyring.signing_id, "sha256": sha, "size": len(data)}
+    mac = hmac.new(keyring.keys[keyring.signing_id], _payload(kind, name, sha256, size), hashlib.sha256)
+    return {"signature": mac.hexdigest(), "key_id": keyring.signing_id, "sha256": sha256, "size": size}
 
 
 def verify(keyring: Keyring, kind: str, name: str, data: bytes, meta: dict[str, Any], allow_unsigned: bool) -> None:
