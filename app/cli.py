@@ -1,4 +1,4 @@
-"""`flrepo` command line: `flrepo serve` runs the API."""
+"""`flrepo` command line: `flrepo serve` runs the API; app.cli_client adds the collection commands."""
 
 from __future__ import annotations
 
@@ -218,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--id", default=None, help="the key's id in logs and audit (default: role-<random>)")
     create.add_argument("--file", help="also append the entry to this keys file (JSON or YAML; created if missing)")
     create.set_defaults(func=_keys_create)
+
+    from app.cli_client import register
+
+    register(sub)  # models, results, strategies, transformations, tasks
     return parser
 
 

@@ -63,6 +63,13 @@ def sign_digest(keyring: Keyring, kind: str, name: str, sha256: str, size: int) 
 
 def verify(keyring: Keyring, kind: str, name: str, data: bytes, meta: dict[str, Any], allow_unsigned: bool) -> None:
     """Raise SignatureError unless `data` is exactly what a known key signed for this item."""
+    verify_digest(keyring, kind, name, hashlib.sha256(data).hexdigest(), len(data), meta, allow_unsigned)
+
+
+def verify_digest(
+    keyring: Keyring, kind: str, name: str, sha: str, size: int, meta: dict[str, Any], allow_unsigned: bool
+) -> None:
+    """The same, from the sha256 and size of a file that was streamed to disk."""
     if allow_unsigned:
         log.warning("loading %s %r WITHOUT checking its signature (allow_unsigned)", kind, name)
         return
@@ -71,9 +78,8 @@ def verify(keyring: Keyring, kind: str, name: str, data: bytes, meta: dict[str, 
     key = keyring.keys.get(str(meta.get("key_id")))
     if key is None:
         raise SignatureError(f"{kind} {name!r} is signed with unknown key id {meta.get('key_id')!r}")
-    sha = hashlib.sha256(data).hexdigest()
-    if meta.get("size") != len(data) or meta.get("sha256") != sha:
+    if meta.get("size") != size or meta.get("sha256") != sha:
         raise SignatureError(f"{kind} {name!r}: the downloaded file does not match its signed size and sha256")
-    expected = hmac.new(key, _payload(kind, name, sha, len(data)), hashlib.sha256).hexdigest()
+    expected = hmac.new(key, _payload(kind, name, sha, size), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, str(meta["signature"])):
         raise SignatureError(f"{kind} {name!r}: bad signature for key id {meta['key_id']!r}")
