@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from app.client import RepositoryClient
 from app.config import Settings
 
 
@@ -102,39 +103,38 @@ def _dump_or_restore(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fl_setup(args: argparse.Namespace) -> tuple[object, object]:
+def _fl_setup(args: argparse.Namespace) -> RepositoryClient:
+    """The SDK client for the FL commands; signing keys come from FLREPO_SIGNING_KEY / FLREPO_VERIFY_KEYS."""
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    from app.fl.repo import Repo
     from app.observability import configure_logging
-    from app.signing import Keyring
 
     configure_logging(os.environ.get("FLREPO_LOG_LEVEL", "INFO"), json_logs=False)
-    return Repo(args.repo, api_key=args.api_key), Keyring.from_env()
+    return RepositoryClient(args.repo, api_key=args.api_key)
 
 
 def _collector(args: argparse.Namespace) -> int:
-    repo, keyring = _fl_setup(args)
     from app.fl import collector
 
-    return collector.run(repo, args.task, args.address, keyring, args.allow_unsigned)  # type: ignore[arg-type]
+    with _fl_setup(args) as repo:
+        return collector.run(repo, args.task, args.address, args.allow_unsigned)
 
 
 def _local_exec(args: argparse.Namespace) -> int:
-    repo, keyring = _fl_setup(args)
     from app.fl import local_exec
     from app.fl.data import parse_partition, partition
 
     index, parts = parse_partition(args.data)
     x, y = partition(index, parts)
-    local_exec.run(repo, args.task, args.server, x, y, keyring, args.allow_unsigned, seed=index)  # type: ignore[arg-type]
+    with _fl_setup(args) as repo:
+        local_exec.run(repo, args.task, args.server, x, y, args.allow_unsigned, seed=index)
     return 0
 
 
 def _seed(args: argparse.Namespace) -> int:
-    repo, keyring = _fl_setup(args)
     from app.fl.catalogue import seed
 
-    report = seed(repo, keyring)  # type: ignore[arg-type]
+    with _fl_setup(args) as repo:
+        report = seed(repo)
     for item in report["added"]:
         sys.stdout.write(f"added {item}\n")
     for item in report["kept"]:

@@ -373,17 +373,17 @@ def federated(mongo_url: str, tmp: Path, rounds: int, clients: int, repeats: int
     """Wall time of a FedAvg task through the repository vs. the same training with bare Flower."""
     import secrets as _secrets
 
+    from app.client import RepositoryClient
     from app.fl.catalogue import seed
     from app.fl.demo import digits_task, fl_env, register_model, start_training
-    from app.fl.repo import Repo
     from app.signing import Keyring
 
     repo_times, bare_times = [], []
     env_db = {"FLREPO_DB_NAME": "fl", "FLREPO_GRIDFS_DB_NAME": "fl_grid", "FLREPO_LOG_LEVEL": "ERROR"}
     with api_server(tmp, mongo_url, **env_db) as (url, _):
         key = _secrets.token_hex(16)
-        repo = Repo(url)
-        seed(repo, Keyring("bench", {"bench": key.encode()}))
+        repo = RepositoryClient(url, keyring=Keyring("bench", {"bench": key.encode()}))
+        seed(repo)
         register_model(repo, "digits", "v1")
         env = {**fl_env(url, key), "FLREPO_SIGNING_KEY_ID": "bench"}
         env_bare = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "GRPC_VERBOSITY": "ERROR"}
@@ -391,11 +391,11 @@ def federated(mongo_url: str, tmp: Path, rounds: int, clients: int, repeats: int
         for i in range(repeats):
             # Alternate the two so drift in the machine's speed hits both alike.
             started = time.monotonic()
-            repo.post("/tasks", digits_task(f"bench-{i}", "fedavg", rounds, clients))
+            repo.create_task(digits_task(f"bench-{i}", "fedavg", rounds, clients))
             collector, workers = start_training(url, f"bench-{i}", clients, env, tmp)
             for proc in [collector, *workers]:
                 proc.wait(300)
-            if repo.task(f"bench-{i}")["phase"] != "Succeeded":
+            if repo.get_task(f"bench-{i}").phase != "Succeeded":
                 raise RuntimeError(f"repository task bench-{i} did not succeed; logs in {tmp}")
             repo_times.append(time.monotonic() - started)
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.client import RepositoryClient, calls
 from app.devdb import api_server, reap
 from app.fl.catalogue import seed
 from app.fl.data import parse_partition, partition
 from app.fl.demo import accuracy, digits_task, fl_env, register_model, start_training
-from app.fl.repo import Repo
 from app.fl.weights import from_npz
 from app.signing import Keyring
 
@@ -26,8 +26,8 @@ def fl(settings, tmp_path):
     env = {"FLREPO_DB_NAME": settings.db_name, "FLREPO_GRIDFS_DB_NAME": settings.gridfs_db_name}
     with api_server(tmp_path, settings.mongodb_url, **env) as (url, _):
         key = secrets.token_hex(16)
-        repo = Repo(url)
-        seed(repo, Keyring("test", {"test": key.encode()}))
+        repo = RepositoryClient(url, keyring=Keyring("test", {"test": key.encode()}))
+        seed(repo)
         register_model(repo, "digits", "v1")
         env = {**fl_env(url, key), "FLREPO_SIGNING_KEY_ID": "test"}
         yield repo, url, env, tmp_path
@@ -35,7 +35,7 @@ def fl(settings, tmp_path):
 
 
 def _task(repo, task_id, strategy="fedavg", rounds=2, clients=2, **extra):
-    return repo.post("/tasks", digits_task(task_id, strategy, rounds, clients, round_timeout=60, **extra))
+    return repo.create_task(digits_task(task_id, strategy, rounds, clients, round_timeout=60, **extra))
 
 
 def _run(fl, task_id, clients, timeout=120, during=None):
@@ -45,12 +45,12 @@ def _run(fl, task_id, clients, timeout=120, during=None):
     try:
         while collector.poll() is None:
             if during:
-                during(repo.task(task_id), workers)
+                during(repo.get_task(task_id).model_dump(mode="json"), workers)
             assert time.monotonic() < deadline, "collector did not finish"
             time.sleep(0.2)
     finally:
         reap([collector, *workers], timeout=30)
-    return repo.task(task_id), collector.returncode
+    return repo.get_task(task_id).model_dump(mode="json"), collector.returncode
 
 
 def _logs(logs: Path) -> str:
@@ -61,7 +61,7 @@ def _logs(logs: Path) -> str:
 def test_training_end_to_end(fl, strategy):
     repo, _, _, logs = fl
     _task(repo, f"t-{strategy}", strategy=strategy)
-    initial = accuracy(repo.download("/model/digits/v1"))
+    initial = accuracy(repo.read(calls.model_file("digits", "v1")))
     task, code = _run(fl, f"t-{strategy}", clients=2)
     assert code == 0 and task["phase"] == "Succeeded", _logs(logs)
     assert [c["type"] for c in task["conditions"]] == ["Running", "Succeeded"]
@@ -72,12 +72,12 @@ def test_training_end_to_end(fl, strategy):
     expected = sorted(int(len(partition(k, 2)[1]) * 0.8) for k in range(2))
     assert sorted(p["samples"] for p in task["participants"]) == expected
 
-    result = repo.get("/training-results/digits/v1")[0]
+    result = repo.list_model_training_results("digits", "v1")[0].model_dump()
     assert result["training_id"] == f"t-{strategy}" and result["results"]["rounds"] == 2
     assert isinstance(result["results"]["final_loss"], float) and result["results"]["strategy"] == strategy
     assert task["result"] == {"model_name": "digits", "model_version": "v1", "training_id": f"t-{strategy}"}
-    weights = repo.download(f"/training-results/weights/digits/v1/t-{strategy}")
-    final_weights, initial_weights = from_npz(weights), from_npz(repo.download("/model/digits/v1"))
+    weights = repo.read(calls.weights_download("digits", "v1", f"t-{strategy}"))
+    final_weights, initial_weights = from_npz(weights), from_npz(repo.read(calls.model_file("digits", "v1")))
     assert not np.allclose(final_weights[0], initial_weights[0])
     # Measured: initial ~0.11, after two rounds ~0.88-0.92 on the held-out digits.
     final = accuracy(weights)
@@ -100,7 +100,7 @@ def test_tampered_strategy_fails_the_task_with_a_clear_reason(fl, raw_db):
     assert code == 1 and task["phase"] == "Failed", _logs(logs)
     assert task["conditions"][-1]["reason"] == "SignatureError"
     assert "does not match its signed size and sha256" in task["conditions"][-1]["message"]
-    assert repo.get("/training-results") == []
+    assert list(repo.list_training_results()) == []
 
 
 def test_a_client_that_dies_is_tolerated(fl):

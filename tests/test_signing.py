@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
+from app.client import IntegrityError, RepositoryClient
 from app.fl.catalogue import STRATEGIES, seed, strategy_artifact
-from app.fl.repo import Repo, RepositoryError
 from app.signing import Keyring, SignatureError, sign, verify
 
 KEYS = Keyring("k1", {"k1": b"secret-one"})
@@ -63,34 +63,35 @@ def test_key_rotation_from_environment():
 
 
 def test_tampered_file_in_gridfs_is_refused(live_server, raw_db):
-    repo = Repo(live_server.url)
-    seed(repo, KEYS)
-    assert repo.load_strategy("fedavg", KEYS).__class__.__name__ == "FedAvg"
+    repo = RepositoryClient(live_server.url, keyring=KEYS)
+    seed(repo)
+    assert repo.load_strategy("fedavg").__class__.__name__ == "FedAvg"
     file_id = raw_db[1]["fs.files"].find_one({"filename": "fedavg.pkl"})["_id"]
     chunk = raw_db[1]["fs.chunks"].find_one({"files_id": file_id})
     data = bytearray(chunk["data"])
     data[-1] ^= 0xFF
     raw_db[1]["fs.chunks"].update_one({"_id": chunk["_id"]}, {"$set": {"data": bytes(data)}})
     # The server's recorded sha256 (the ETag) catches it first ...
-    with pytest.raises(RepositoryError, match="ETag"):
-        repo.load_strategy("fedavg", KEYS)
+    with pytest.raises(IntegrityError, match="ETag"):
+        repo.load_strategy("fedavg")
     # ... and without it, the signature does.
     raw_db[1]["fs.files"].update_one({"_id": file_id}, {"$unset": {"sha256": ""}})
     raw_db[0]["strategies"].update_one({"strategy_name": "fedavg"}, {"$unset": {"sha256": ""}})
     with pytest.raises(SignatureError):
-        repo.load_strategy("fedavg", KEYS)
-    with pytest.raises(SignatureError):
-        repo.load_strategy("fedprox", Keyring("k1", {"k1": b"wrong"}))
+        repo.load_strategy("fedavg")
+    with RepositoryClient(live_server.url, keyring=Keyring("k1", {"k1": b"wrong"})) as wrong:
+        with pytest.raises(SignatureError):
+            wrong.load_strategy("fedprox")
     repo.close()
 
 
 def test_seed_is_idempotent_and_loads_in_a_fresh_process(live_server):
-    repo = Repo(live_server.url)
-    first = seed(repo, KEYS)
+    repo = RepositoryClient(live_server.url, keyring=KEYS)
+    first = seed(repo)
     assert len(first["added"]) == len(STRATEGIES) + 3 and first["kept"] == []
-    second = seed(repo, KEYS)
+    second = seed(repo)
     assert second["added"] == [] and len(second["kept"]) == len(first["added"])
-    meta = repo.strategy_meta("fedprox")["meta"]
+    meta = repo.get_strategy("fedprox").meta
     assert meta["class"] == "flwr.server.strategy.FedProx" and "proximal_mu" in meta["parameters"]
     assert meta["flwr"].startswith("1.41")
     repo.close()
@@ -99,17 +100,17 @@ import json, os
 os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
 import numpy as np
 from flwr.server.strategy import Strategy
-from app.fl.repo import Repo
+from app.client import RepositoryClient
 from app.signing import Keyring
-repo = Repo({live_server.url!r}); keys = Keyring("k1", {{"k1": b"secret-one"}})
+repo = RepositoryClient({live_server.url!r}, keyring=Keyring("k1", {{"k1": b"secret-one"}}))
 out = {{}}
 for name in {sorted(STRATEGIES)!r}:
-    s = repo.load_strategy(name, keys)
+    s = repo.load_strategy(name)
     out[name] = isinstance(s, Strategy) and type(s).__name__
-t = repo.load_transformation("flrepo.min_max_scaling", keys)(low=0, high=16)
+t = repo.load_transformation("flrepo.min_max_scaling")(low=0, high=16)
 x, y = t(np.array([[0.0, 8.0, 16.0]]), np.array([1]))
 out["scaled"] = x.tolist()
-onehot = repo.load_transformation("flrepo.one_hot_labels", keys)(categories=3)
+onehot = repo.load_transformation("flrepo.one_hot_labels")(categories=3)
 out["onehot"] = onehot(x, np.array([2]))[1].tolist()
 print(json.dumps(out))
 """

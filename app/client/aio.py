@@ -160,6 +160,12 @@ class AsyncRepositoryClient:
         finally:
             await asyncio.to_thread(target.suspend)
 
+    async def read(self, path: str, **options: Any) -> bytes:
+        """A (small) file's bytes, verified like any download."""
+        buffer = io.BytesIO()
+        await self.download(path, buffer, **options)
+        return buffer.getvalue()
+
     async def upload_model(self, model_name: str, model_version: str, source: Source, **options: Any) -> None:
         """Upload (or replace) a model's file; `options`: filename, progress."""
         await self.upload(calls.model_file(model_name, model_version), source, **options)
@@ -233,9 +239,7 @@ class AsyncRepositoryClient:
     async def _load(self, kind: Kind, name: str, allow_unsigned: bool) -> Any:
         item = await self.send(artifacts.get_call(kind, name))
         artifacts.check_loadable(kind, name, item)
-        buffer = io.BytesIO()
-        await self.download(artifacts.file_path(kind, name), buffer)
-        data = buffer.getvalue()
+        data = await self.read(artifacts.file_path(kind, name))
         return await asyncio.to_thread(
             artifacts.unpickle_verified, self.keyring, kind, name, data, item.meta, allow_unsigned
         )

@@ -167,6 +167,12 @@ class RepositoryClient:
         finally:
             target.suspend()
 
+    def read(self, path: str, **options: Any) -> bytes:
+        """A (small) file's bytes, verified like any download."""
+        buffer = io.BytesIO()
+        self.download(path, buffer, **options)
+        return buffer.getvalue()
+
     def upload_model(self, model_name: str, model_version: str, source: Source, **options: Any) -> None:
         """Upload (or replace) a model's file; `options`: filename, progress."""
         self.upload(calls.model_file(model_name, model_version), source, **options)
@@ -235,6 +241,5 @@ class RepositoryClient:
     def _load(self, kind: Kind, name: str, allow_unsigned: bool) -> Any:
         item = self.send(artifacts.get_call(kind, name))
         artifacts.check_loadable(kind, name, item)
-        buffer = io.BytesIO()
-        self.download(artifacts.file_path(kind, name), buffer)
-        return artifacts.unpickle_verified(self.keyring, kind, name, buffer.getvalue(), item.meta, allow_unsigned)
+        data = self.read(artifacts.file_path(kind, name))
+        return artifacts.unpickle_verified(self.keyring, kind, name, data, item.meta, allow_unsigned)

@@ -23,7 +23,7 @@ TRAINING = {"epochs": 2, "batch_size": 32, "learning_rate": 0.5}
 
 
 class _NoRepo:
-    def status(self, *args: object, **kwargs: object) -> None:
+    def update_task_status(self, *args: object, **kwargs: object) -> None:
         return None
 
 

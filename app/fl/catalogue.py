@@ -9,6 +9,7 @@ with an empty placeholder that the collector replaces.
 from __future__ import annotations
 
 import inspect
+import io
 import logging
 from typing import Any
 
@@ -17,9 +18,9 @@ import flwr
 from flwr.common import Parameters
 from flwr.server import strategy as flwr_strategy
 
-from app.fl.repo import Repo, RepositoryError
+from app.client import Conflict, NotFound, RepositoryClient
+from app.client.artifacts import Kind
 from app.fl.transformations import BUILTIN
-from app.signing import Keyring, sign
 
 log = logging.getLogger(__name__)
 
@@ -59,38 +60,47 @@ def strategy_artifact(name: str) -> tuple[bytes, dict[str, Any]]:
     return data, meta
 
 
-def seed(repo: Repo, keyring: Keyring) -> dict[str, list[str]]:
-    """Upload every built-in item that is not there yet; report what was added and what was kept."""
+def _has_file(repo: RepositoryClient, kind: Kind, name: str) -> bool | None:
+    """True with a file, False registered without one (an interrupted seed), None when absent."""
+    try:
+        item = repo.get_strategy(name) if kind == "strategy" else repo.get_transformation(name)
+    except NotFound:
+        return None
+    return item.size is not None
+
+
+def seed(repo: RepositoryClient) -> dict[str, list[str]]:
+    """Upload, signed with the client's key, every built-in item that is not there yet; report what
+    was added and what was kept. An item registered without its file is completed."""
     report: dict[str, list[str]] = {"added": [], "kept": []}
-    existing = {s["strategy_name"] for s in repo.get("/strategy")}
     for name, (class_name, _) in STRATEGIES.items():
-        if name in existing:
+        state = _has_file(repo, "strategy", name)
+        if state:
             report["kept"].append(f"strategy {name}")
             continue
         data, meta = strategy_artifact(name)
-        body = {
-            "strategy_name": name,
-            "strategy_description": f"Flower {class_name}",
-            "meta": {**meta, **sign(keyring, "strategy", name, data)},
-        }
-        try:
-            repo.post("/strategy", body)
-        except RepositoryError as exc:  # created meanwhile by another seeder
-            log.info("strategy %s: %s", name, exc)
-        repo.upload(f"/strategy/{name}", data, f"{name}.pkl")
+        if state is None:
+            try:
+                repo.create_strategy(name, f"Flower {class_name}", meta)
+            except Conflict:  # created meanwhile by another seeder
+                log.info("strategy %s was created concurrently", name)
+        repo.upload_strategy(name, io.BytesIO(data), filename=f"{name}.pkl", sign=True)
         report["added"].append(f"strategy {name}")
-    existing = {t["id"] for t in repo.get("/transformation")}
     for cls in BUILTIN:
         item = dict(cls.AEROS)
-        if item["id"] in existing:
-            report["kept"].append(f"transformation {item['id']}")
+        transformation_id = item.pop("id")
+        state = _has_file(repo, "transformation", transformation_id)
+        if state:
+            report["kept"].append(f"transformation {transformation_id}")
             continue
         data = cloudpickle.dumps(cls)
-        item["meta"] = {
-            "class": f"{cls.__module__}.{cls.__qualname__}",
-            **sign(keyring, "transformation", item["id"], data),
-        }
-        repo.post("/transformation", item)
-        repo.upload(f"/transformation/{item['id']}", data, f"{item['id']}.pkl")
-        report["added"].append(f"transformation {item['id']}")
+        if state is None:
+            try:
+                item["meta"] = {"class": f"{cls.__module__}.{cls.__qualname__}"}
+                repo.create_transformation(transformation_id, **item)
+            except Conflict:
+                log.info("transformation %s was created concurrently", transformation_id)
+        filename = f"{transformation_id}.pkl"
+        repo.upload_transformation(transformation_id, io.BytesIO(data), filename=filename, sign=True)
+        report["added"].append(f"transformation {transformation_id}")
     return report

@@ -7,6 +7,7 @@ stores the outcome as an aerOS training result with the final weights as .npz.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import time
@@ -27,10 +28,9 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
-from app.fl.repo import Repo, RepositoryError
+from app.client import RepositoryClient, RepositoryError, calls
 from app.fl.trainer import SoftmaxRegression
 from app.fl.weights import Weights, from_npz, to_npz
-from app.signing import Keyring
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def _weighted(results: list[tuple[int, dict[str, Scalar]]]) -> dict[str, Scalar]
 class ReportingStrategy(Strategy):
     """Wraps the task's strategy: same decisions, plus a status report to the repository per round."""
 
-    def __init__(self, inner: Strategy, repo: Repo, task_id: str, fit_config: dict[str, Scalar]) -> None:
+    def __init__(self, inner: Strategy, repo: RepositoryClient, task_id: str, fit_config: dict[str, Scalar]) -> None:
         self.inner = inner
         self.repo = repo
         self.task_id = task_id
@@ -121,7 +121,7 @@ class ReportingStrategy(Strategy):
             "duration_s": round(time.monotonic() - self._round_started, 3),
         }
         try:
-            self.repo.status(
+            self.repo.update_task_status(
                 self.task_id,
                 current_round=server_round,
                 participants=list(self._participants.values()),
@@ -161,32 +161,30 @@ def configure(strategy: Strategy, task: dict[str, Any], initial: Weights) -> Non
         setattr(strategy, key, value)
 
 
-def initial_weights(repo: Repo, task: dict[str, Any]) -> Weights:
-    model = task["model"]
-    meta = repo.get("/model/meta", model_name=model["model_name"], model_version=model["model_version"])
-    if meta.get("model_id"):
-        return from_npz(repo.download(f"/model/{model['model_name']}/{model['model_version']}"))
+def initial_weights(repo: RepositoryClient, task: dict[str, Any]) -> Weights:
+    name, version = task["model"]["model_name"], task["model"]["model_version"]
+    model = repo.get_model(name, version)
+    if model.model_id:
+        return from_npz(repo.read(calls.model_file(name, version)))
     # A registered model without weights starts from the built-in trainer's initialisation.
-    return SoftmaxRegression().initial_weights(
-        int(meta["meta"].get("features", 64)), int(meta["meta"].get("classes", 10))
-    )
+    return SoftmaxRegression().initial_weights(int(model.meta.get("features", 64)), int(model.meta.get("classes", 10)))
 
 
-def run(repo: Repo, task_id: str, address: str, keyring: Keyring, allow_unsigned: bool = False) -> int:
+def run(repo: RepositoryClient, task_id: str, address: str, allow_unsigned: bool = False) -> int:
     """Run the task to its end; 0 when it Succeeded, 1 when it Failed (the task says why)."""
-    task = repo.task(task_id)
+    task = repo.get_task(task_id).model_dump()
     model = task["model"]
-    result_key = f"/training-results/{model['model_name']}/{model['model_version']}/{task_id}"
+    name, version = model["model_name"], model["model_version"]
     result_created = False
     try:
-        strategy = repo.load_strategy(task["strategy"]["strategy_name"], keyring, allow_unsigned)
+        strategy = repo.load_strategy(task["strategy"]["strategy_name"], allow_unsigned=allow_unsigned)
         if not isinstance(strategy, Strategy):
             raise TypeError(f"strategy {task['strategy']['strategy_name']!r} is a {type(strategy).__name__}")
         initial = initial_weights(repo, task)
         configure(strategy, task, initial)
         fit_config: dict[str, Scalar] = {k: v for k, v in task["training"].items() if isinstance(v, int | float | str)}
         reporting = ReportingStrategy(strategy, repo, task_id, fit_config)
-        repo.status(task_id, phase="Running", reason="ServerStarted", message=f"Flower server on {address}")
+        repo.update_task_status(task_id, phase="Running", reason="ServerStarted", message=f"Flower server on {address}")
         flwr.server.start_server(
             server_address=address,
             config=flwr.server.ServerConfig(num_rounds=int(task["rounds"]), round_timeout=task.get("round_timeout")),
@@ -209,13 +207,11 @@ def run(repo: Repo, task_id: str, address: str, keyring: Keyring, allow_unsigned
             "participants_ratio": float(task["participants_ratio"]),
         }
         results = {k: v for k, v in results.items() if v is not None}
-        repo.post(
-            "/training-results",
-            {**model, "training_id": task_id, "configuration_id": task["configuration_id"], "results": results},
-        )
+        repo.create_training_result(name, version, task_id, results, task["configuration_id"])
         result_created = True
-        repo.upload(f"{result_key}/{task['configuration_id']}", to_npz(final), "weights.npz")
-        repo.status(
+        weights = io.BytesIO(to_npz(final))
+        repo.upload_weights(name, version, task_id, task["configuration_id"], weights, filename="weights.npz")
+        repo.update_task_status(
             task_id,
             phase="Succeeded",
             reason="TrainingComplete",
@@ -227,11 +223,11 @@ def run(repo: Repo, task_id: str, address: str, keyring: Keyring, allow_unsigned
         log.exception("task %s failed", task_id)
         if result_created:  # nothing half-written is presented as a result
             try:
-                repo.delete(result_key)
+                repo.delete_training_result(name, version, task_id)
             except RepositoryError:
-                log.warning("could not remove the incomplete training result %s", result_key)
+                log.warning("could not remove the incomplete training result %s/%s/%s", name, version, task_id)
         try:
-            repo.status(task_id, phase="Failed", reason=type(exc).__name__, message=str(exc)[:2000])
+            repo.update_task_status(task_id, phase="Failed", reason=type(exc).__name__, message=str(exc)[:2000])
         except RepositoryError as report_error:
             log.error("could not mark task %s Failed: %s", task_id, report_error)
         return 1

@@ -7,6 +7,7 @@ prints a table row per round while it runs, then the final accuracy on held-out 
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 import subprocess
@@ -16,10 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from app.client import RepositoryClient, calls
 from app.devdb import EmbeddedMongo, api_server, free_port, reap
 from app.fl.catalogue import seed
 from app.fl.data import held_out
-from app.fl.repo import Repo
 from app.fl.trainer import SoftmaxRegression
 from app.fl.weights import from_npz, to_npz
 from app.signing import Keyring
@@ -89,21 +90,10 @@ def digits_task(
     }
 
 
-def register_model(repo: Repo, name: str, version: str) -> None:
-    repo.post(
-        "/model",
-        {
-            "model_name": name,
-            "model_version": version,
-            "meta": {
-                "library": "numpy",
-                "description": "softmax regression on 8x8 digits",
-                "features": 64,
-                "classes": 10,
-            },
-        },
-    )
-    repo.upload(f"/model/{name}/{version}", to_npz(SoftmaxRegression().initial_weights(64, 10)), "initial.npz")
+def register_model(repo: RepositoryClient, name: str, version: str) -> None:
+    repo.create_model(name, version, "numpy", description="softmax regression on 8x8 digits", features=64, classes=10)
+    initial = io.BytesIO(to_npz(SoftmaxRegression().initial_weights(64, 10)))
+    repo.upload_model(name, version, initial, filename="initial.npz")
 
 
 def accuracy(weights_npz: bytes) -> float:
@@ -112,13 +102,13 @@ def accuracy(weights_npz: bytes) -> float:
     return metrics["accuracy"]
 
 
-def watch(repo: Repo, task_id: str, collector: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
+def watch(repo: RepositoryClient, task_id: str, collector: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
     """Print each finished round; return the task once it has finished."""
     shown = 0
     deadline = time.monotonic() + timeout
     print(f"{'round':>5} {'participants':>12} {'loss':>8} {'accuracy':>9} {'seconds':>8}")
     while True:
-        task = repo.task(task_id)
+        task = repo.get_task(task_id).model_dump()
         for record in task["history"][shown:]:
             acc = record["metrics"].get("accuracy")
             print(
@@ -131,7 +121,7 @@ def watch(repo: Repo, task_id: str, collector: subprocess.Popen[bytes], timeout:
             return task
         if collector.poll() is not None and task["phase"] not in ("Succeeded", "Failed"):
             time.sleep(1)
-            return repo.task(task_id)
+            return repo.get_task(task_id).model_dump()
         if time.monotonic() > deadline:
             raise TimeoutError(f"task {task_id} did not finish within {timeout:.0f} s")
         time.sleep(0.5)
@@ -145,12 +135,12 @@ def main(rounds: int = 5, clients: int = 3, strategy: str = "fedavg") -> int:
         with EmbeddedMongo(tmp / "db", log_file=tmp / "ferretdb.log") as mongo, api_server(tmp, mongo.url) as (url, _):
             print(f"repository: {url} (embedded FerretDB), logs in {tmp}")
             env = fl_env(url, signing_key)
-            repo = Repo(url)
-            report = seed(repo, Keyring("demo", {"demo": signing_key.encode()}))
+            repo = RepositoryClient(url, keyring=Keyring("demo", {"demo": signing_key.encode()}))
+            report = seed(repo)
             print(f"catalogue: {len(report['added'])} signed items added")
             register_model(repo, "digits", "v1")
-            task = repo.post("/tasks", digits_task("digits-demo", strategy, rounds, clients))
-            initial = accuracy(repo.download("/model/digits/v1"))
+            task = repo.create_task(digits_task("digits-demo", strategy, rounds, clients)).model_dump()
+            initial = accuracy(repo.read(calls.model_file("digits", "v1")))
             print(
                 f"task {task['task_id']}: {strategy}, {clients} local executions, {rounds} rounds; "
                 f"initial accuracy {initial:.4f}"
@@ -165,8 +155,8 @@ def main(rounds: int = 5, clients: int = 3, strategy: str = "fedavg") -> int:
                 print(f"task {final_task['phase']}: {reason.get('reason')}: {reason.get('message')}")
                 return 1
             result = final_task["result"]
-            path = f"/training-results/weights/{result['model_name']}/{result['model_version']}/{result['training_id']}"
-            final = accuracy(repo.download(path))
+            path = calls.weights_download(result["model_name"], result["model_version"], result["training_id"])
+            final = accuracy(repo.read(path))
             print(f"final accuracy on held-out data: {final:.4f} (initial {initial:.4f})")
             print(f"training result: GET {url}/training-results/{result['model_name']}/{result['model_version']}")
             print(f"weights: curl -o weights.npz {url}{path}")

@@ -14,11 +14,10 @@ import numpy as np
 from flwr.client import NumPyClient
 from numpy.typing import NDArray
 
-from app.fl.repo import Repo
+from app.client import RepositoryClient
 from app.fl.trainer import SoftmaxRegression, Trainer
 from app.fl.transformations import train_validation_split
 from app.fl.weights import Weights
-from app.signing import Keyring
 
 log = logging.getLogger(__name__)
 
@@ -43,28 +42,27 @@ class LocalExecution(NumPyClient):
 
 
 def prepare_data(
-    repo: Repo, task: dict[str, Any], x: NDArray[Any], y: NDArray[Any], keyring: Keyring, allow_unsigned: bool
+    repo: RepositoryClient, task: dict[str, Any], x: NDArray[Any], y: NDArray[Any], allow_unsigned: bool
 ) -> tuple[NDArray[Any], NDArray[Any]]:
     for ref in task.get("transformations") or []:
-        loaded = repo.load_transformation(ref["id"], keyring, allow_unsigned)
+        loaded = repo.load_transformation(ref["id"], allow_unsigned=allow_unsigned)
         transform = loaded(**(ref.get("parameters") or {})) if isinstance(loaded, type) else loaded
         x, y = transform(x, y)
     return np.asarray(x, dtype=np.float64), np.asarray(y)
 
 
 def run(
-    repo: Repo,
+    repo: RepositoryClient,
     task_id: str,
     server: str,
     x: NDArray[Any],
     y: NDArray[Any],
-    keyring: Keyring,
     allow_unsigned: bool = False,
     seed: int = 0,
     trainer: Trainer | None = None,
 ) -> None:
-    task = repo.task(task_id)
-    x, y = prepare_data(repo, task, x, y, keyring, allow_unsigned)
+    task = repo.get_task(task_id).model_dump()
+    x, y = prepare_data(repo, task, x, y, allow_unsigned)
     client = LocalExecution(trainer or SoftmaxRegression(), x, y, seed)
     log.info("local execution for task %s: %d training samples, server %s", task_id, len(client.y_train), server)
     flwr.client.start_client(server_address=server, client=client.to_client(), insecure=True, max_wait_time=60)
