@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fl_options(seed)
     seed.set_defaults(func=_seed)
 
-    demo = sub.add_parser("demo", help="federated training end to end on an embedded store (about a minute)")
+    demo = sub.add_parser("demo", help="federated training end to end on an embedded store (a few seconds)")
     demo.add_argument("--rounds", type=int, default=5)
     demo.add_argument("--clients", type=int, default=3)
     demo.add_argument("--strategy", default="fedavg", help="a catalogue strategy, e.g. fedprox, fedmedian")

@@ -426,7 +426,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     common = argparse.ArgumentParser(add_help=False)
     _common(common)
     for spec in COLLECTIONS:
-        parser = sub.add_parser(spec.command, help=f"{spec.noun}s in a running repository (list, show, create, ...)")
+        parser = sub.add_parser(spec.command, help=f"{spec.command} in a running repository (list, show, create, ...)")
         actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
         listing = actions.add_parser("list", parents=[common], help=f"list {spec.command}")
