@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 FERRETDB := tools/bin/ferretdb
 PORT ?= 9013
 
-.PHONY: help venv ferretdb helm run test lint format fuzz fuzz-nightly loadtest demo bench bench-full clean
+.PHONY: help venv ferretdb helm run test lint format fuzz fuzz-nightly loadtest demo bench bench-full bench-sdk clean
 
 help:
 	@echo "make run     - the API on http://127.0.0.1:$(PORT)/docs with an embedded FerretDB (SQLite) store"
@@ -62,6 +62,10 @@ bench: venv ferretdb
 
 bench-full: venv ferretdb
 	$(PY) bench/bench.py --mode full --out bench/RESULTS.md
+
+# The SDK's transfer rate against plain httpx streaming (MIB= file size).
+bench-sdk: venv ferretdb
+	$(PY) bench/sdk.py --mib $(or $(MIB),64)
 
 # Bounded load test on loopback: 16 clients for 60 s, then every surviving file is verified.
 loadtest: venv ferretdb helm
