@@ -15,7 +15,7 @@ from app.client.artifacts import Kind
 from app.client.calls import Call
 from app.client.endpoint import SyncEndpoint
 from app.client.retry import Attempts, Retry
-from app.client.transfer import CHUNK, Dest, Download, Downloaded, Progress, Source, Upload
+from app.client.transfer import Dest, Download, Downloaded, Progress, Source, Upload
 from app.signing import Keyring
 
 T = TypeVar("T")
@@ -157,7 +157,7 @@ class RepositoryClient:
                             delay = plan.after_response(response) or 0.0
                         else:
                             target.begin(response)
-                            for chunk in response.iter_bytes(CHUNK):
+                            for chunk in response.iter_bytes():  # as received: a cut loses nothing already here
                                 target.write(chunk)
                             return target.finish()
                 except httpx.TransportError as exc:
