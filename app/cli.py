@@ -131,10 +131,22 @@ def _local_exec(args: argparse.Namespace) -> int:
 
 
 def _seed(args: argparse.Namespace) -> int:
+    from app.cli_client import USAGE, exit_code
+    from app.client import RepositoryError
     from app.fl.catalogue import seed
+    from app.signing import SignatureError
 
     with _fl_setup(args) as repo:
-        report = seed(repo)
+        if repo.keyring.signing_id is None:
+            sys.stderr.write(
+                "flrepo seed: the catalogue is signed: set FLREPO_SIGNING_KEY (and FLREPO_SIGNING_KEY_ID)\n"
+            )
+            return USAGE
+        try:
+            report = seed(repo)
+        except (RepositoryError, SignatureError) as exc:
+            sys.stderr.write(f"flrepo seed: {exc}\n")
+            return exit_code(exc)
     for item in report["added"]:
         sys.stdout.write(f"added {item}\n")
     for item in report["kept"]:

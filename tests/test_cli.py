@@ -243,3 +243,16 @@ def test_entry_point_in_a_fresh_process(live_server, tmp_path):
         [sys.executable, "-m", "app.cli", "models", "show", "p", "v9"], capture_output=True, text=True, env=env
     )
     assert missing.returncode == NOT_FOUND and missing.stdout == "" and "not found" in missing.stderr
+
+
+def test_seed_needs_a_signing_key_and_reports(live_server, monkeypatch, capsys):
+    monkeypatch.delenv("FLREPO_SIGNING_KEY", raising=False)
+    assert main(["seed", "--repo", live_server.url]) == USAGE
+    assert "FLREPO_SIGNING_KEY" in capsys.readouterr().err
+    assert main(["strategies", "list", "--url", live_server.url, "-O", "json"]) == OK
+    assert json.loads(capsys.readouterr().out) == []  # nothing half-seeded
+    monkeypatch.setenv("FLREPO_SIGNING_KEY", "k")
+    assert main(["seed", "--repo", live_server.url]) == OK
+    assert "added strategy fedavg" in capsys.readouterr().out
+    assert main(["seed", "--repo", live_server.url]) == OK
+    assert "kept  strategy fedavg (already there)" in capsys.readouterr().out
