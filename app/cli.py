@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from app.client import RepositoryClient
@@ -112,11 +113,25 @@ def _fl_setup(args: argparse.Namespace) -> RepositoryClient:
     return RepositoryClient(args.repo, api_key=args.api_key)
 
 
+def _fl_errors(command: str, run: Callable[[], int]) -> int:
+    """An unreachable repository, an unknown task or a bad signature: one line and an exit code
+    (the same codes as the collection commands), not a traceback."""
+    from app.cli_client import exit_code
+    from app.client import RepositoryError
+    from app.signing import SignatureError
+
+    try:
+        return run()
+    except (RepositoryError, SignatureError) as exc:
+        sys.stderr.write(f"flrepo {command}: {exc}\n")
+        return exit_code(exc)
+
+
 def _collector(args: argparse.Namespace) -> int:
     from app.fl import collector
 
     with _fl_setup(args) as repo:
-        return collector.run(repo, args.task, args.address, args.allow_unsigned)
+        return _fl_errors("collector", lambda: collector.run(repo, args.task, args.address, args.allow_unsigned))
 
 
 def _local_exec(args: argparse.Namespace) -> int:
@@ -125,16 +140,26 @@ def _local_exec(args: argparse.Namespace) -> int:
 
     index, parts = parse_partition(args.data)
     x, y = partition(index, parts)
-    with _fl_setup(args) as repo:
+
+    def run() -> int:
         local_exec.run(repo, args.task, args.server, x, y, args.allow_unsigned, seed=index)
-    return 0
+        return 0
+
+    with _fl_setup(args) as repo:
+        return _fl_errors("local-exec", run)
 
 
 def _seed(args: argparse.Namespace) -> int:
-    from app.cli_client import USAGE, exit_code
-    from app.client import RepositoryError
+    from app.cli_client import USAGE
     from app.fl.catalogue import seed
-    from app.signing import SignatureError
+
+    def run() -> int:
+        report = seed(repo)
+        for item in report["added"]:
+            sys.stdout.write(f"added {item}\n")
+        for item in report["kept"]:
+            sys.stdout.write(f"kept  {item} (already there)\n")
+        return 0
 
     with _fl_setup(args) as repo:
         if repo.keyring.signing_id is None:
@@ -142,16 +167,7 @@ def _seed(args: argparse.Namespace) -> int:
                 "flrepo seed: the catalogue is signed: set FLREPO_SIGNING_KEY (and FLREPO_SIGNING_KEY_ID)\n"
             )
             return USAGE
-        try:
-            report = seed(repo)
-        except (RepositoryError, SignatureError) as exc:
-            sys.stderr.write(f"flrepo seed: {exc}\n")
-            return exit_code(exc)
-    for item in report["added"]:
-        sys.stdout.write(f"added {item}\n")
-    for item in report["kept"]:
-        sys.stdout.write(f"kept  {item} (already there)\n")
-    return 0
+        return _fl_errors("seed", run)
 
 
 def _demo(args: argparse.Namespace) -> int:

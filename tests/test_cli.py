@@ -256,3 +256,12 @@ def test_seed_needs_a_signing_key_and_reports(live_server, monkeypatch, capsys):
     assert "added strategy fedavg" in capsys.readouterr().out
     assert main(["seed", "--repo", live_server.url]) == OK
     assert "kept  strategy fedavg (already there)" in capsys.readouterr().out
+
+
+def test_fl_commands_fail_with_a_line_and_an_exit_code(live_server, capsys):
+    assert main(["collector", "--task", "nope", "--repo", live_server.url]) == NOT_FOUND
+    assert "flrepo collector:" in capsys.readouterr().err
+    closed = f"http://127.0.0.1:{free_port()}"
+    assert main(["local-exec", "--task", "t", "--server", "127.0.0.1:1", "--data", "digits:1/2", "--repo", closed]) == (
+        UNAVAILABLE
+    )
