@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydantic import BaseModel
 from rich.console import Console
@@ -44,7 +44,6 @@ from app.client import (
     Unavailable,
     calls,
 )
-from app.client.transfer import Downloaded
 from app.signing import verify_digest
 
 log = logging.getLogger("flrepo")
@@ -303,12 +302,13 @@ def _cell(item: dict[str, Any], column: str) -> str:
     return json.dumps(value) if isinstance(value, dict | list) else str(value)
 
 
-def emit(args: argparse.Namespace, value: Any, columns: tuple[str, ...] = ()) -> None:
-    """Print `value` as JSON (scripts) or as a table / key-value list (people)."""
+def emit(args: argparse.Namespace, value: Any, columns: tuple[str, ...] = (), to_stderr: bool = False) -> None:
+    """Print `value` as JSON (scripts) or as a table / key-value list (people); on stderr when
+    stdout carries a file."""
     if args.output == "json":
-        sys.stdout.write(json.dumps(_plain(value), indent=2, default=str) + "\n")
+        (sys.stderr if to_stderr else sys.stdout).write(json.dumps(_plain(value), indent=2, default=str) + "\n")
         return
-    console = Console(soft_wrap=False)
+    console = Console(soft_wrap=False, stderr=to_stderr)
     if isinstance(value, list):
         table = Table(*(c.split(".")[-1] for c in columns))
         for item in value:
@@ -369,11 +369,19 @@ def _delete(spec: Collection, repo: RepositoryClient, args: argparse.Namespace) 
 
 def _upload(spec: Collection, repo: RepositoryClient, args: argparse.Namespace) -> None:
     keys = _keys(spec, args)
-    source = Path(args.file)
-    if not source.is_file():
-        raise UsageError(f"{source}: no such file")
-    with progress_bar(args, f"upload {source.name}") as progress:
-        options = {"filename": args.filename, "progress": progress}
+    source: Path | BinaryIO
+    if args.file == "-":  # a pipe is sent chunked, as it comes
+        source, label = sys.stdin.buffer, args.filename or "stdin.bin"
+        signing = spec.signed and not args.unsigned and repo.keyring.signing_id
+        if signing and not source.seekable():
+            raise UsageError("a signed upload reads its file twice: give a path or redirect a file, not a pipe")
+    else:
+        source = Path(args.file)
+        label = source.name
+        if not source.is_file():
+            raise UsageError(f"{source}: no such file")
+    with progress_bar(args, f"upload {label}") as progress:
+        options: dict[str, Any] = {"filename": args.filename or label, "progress": progress}
         if spec.signed == "strategy":
             repo.upload_strategy(keys[0], source, sign=False if args.unsigned else None, **options)
         elif spec.signed == "transformation":
@@ -382,23 +390,37 @@ def _upload(spec: Collection, repo: RepositoryClient, args: argparse.Namespace) 
             assert spec.upload_path is not None
             repo.upload(spec.upload_path(keys, args), source, **options)
     item = spec.show(repo, keys)
-    emit(args, {"uploaded": str(source), "size": getattr(item, "size", None), "sha256": getattr(item, "sha256", None)})
+    emit(
+        args, {"uploaded": str(args.file), "size": getattr(item, "size", None), "sha256": getattr(item, "sha256", None)}
+    )
 
 
 def _download(spec: Collection, repo: RepositoryClient, args: argparse.Namespace) -> None:
     keys = _keys(spec, args)
     assert spec.file_path is not None
     item = spec.show(repo, keys)
-    if getattr(item, "size", None) is None:
+    size, sha = getattr(item, "size", None), getattr(item, "sha256", None)
+    if size is None:
         raise NotFound(f"{spec.noun} {'/'.join(keys)} has no file yet")
-    dest = Path(args.dest or getattr(item, "filename", None) or "-".join(keys))
+    meta: dict[str, Any] = getattr(item, "meta", {})
+    if spec.signed and sha:
+        # Fail before moving a byte when the recorded file is not what was signed.
+        verify_digest(repo.keyring, spec.signed, keys[0], sha, size, meta, args.allow_unsigned)
+    if args.dest == "-":  # bytes go out as they arrive; the exit code says whether they verified
+        with progress_bar(args, "download") as progress:
+            done = repo.download(spec.file_path(keys), sys.stdout.buffer, progress=progress, resume=False)
+        sys.stdout.buffer.flush()
+        emit(args, {"path": "-", "size": done.size, "sha256": done.sha256, "verified": True}, to_stderr=True)
+        return
+    name = getattr(item, "filename", None) or "-".join(keys)
+    dest = Path(args.dest or name)
     if dest.is_dir():
-        dest = dest / (getattr(item, "filename", None) or "-".join(keys))
+        dest = dest / name
     with progress_bar(args, f"download {dest.name}") as progress:
-        done: Downloaded = repo.download(spec.file_path(keys), dest, progress=progress, resume=not args.restart)
+        done = repo.download(spec.file_path(keys), dest, progress=progress, resume=not args.restart)
     if spec.signed:
         try:
-            verify_digest(repo.keyring, spec.signed, keys[0], done.sha256, done.size, item.meta, args.allow_unsigned)  # type: ignore[attr-defined]
+            verify_digest(repo.keyring, spec.signed, keys[0], done.sha256, done.size, meta, args.allow_unsigned)
         except SignatureError:
             dest.unlink(missing_ok=True)  # nothing unverified is left where code could load it
             raise
@@ -455,7 +477,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             continue
         upload = actions.add_parser("upload", parents=[common], help=f"upload (or replace) a {spec.noun}'s file")
         _key_arguments(upload, spec.keys)
-        upload.add_argument("file", help="the file to upload (streamed)")
+        upload.add_argument("file", help="the file to upload (streamed); - reads standard input")
         upload.add_argument("--filename", help="name recorded for the file (default: its own)")
         if spec.command == "results":
             upload.add_argument("--configuration-id", default="1", help="must equal the result's")
@@ -465,7 +487,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
         download = actions.add_parser("download", parents=[common], help=f"download a {spec.noun}'s file, verified")
         _key_arguments(download, spec.keys)
-        download.add_argument("-o", "--dest", help="file or directory (default: the recorded file name, here)")
+        download.add_argument(
+            "-o", "--dest", help="file or directory (default: the recorded file name, here); - writes standard output"
+        )
         download.add_argument("--restart", action="store_true", help="ignore a partial download and start over")
         if spec.signed:
             download.add_argument(

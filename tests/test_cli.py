@@ -265,3 +265,30 @@ def test_fl_commands_fail_with_a_line_and_an_exit_code(live_server, capsys):
     assert main(["local-exec", "--task", "t", "--server", "127.0.0.1:1", "--data", "digits:1/2", "--repo", closed]) == (
         UNAVAILABLE
     )
+
+
+def test_pipes_in_and_out(live_server, tmp_path, monkeypatch):
+    """`upload ... -` reads standard input; `download -o -` writes the bytes to standard output."""
+    base = [sys.executable, "-m", "app.cli"]
+    env = {**os.environ, "FLREPO_URL": live_server.url}
+    env.pop("FLREPO_SIGNING_KEY", None)
+    data = os.urandom(1_500_000)
+    assert main(["models", "create", "m", "v1", "--library", "numpy", "--url", live_server.url]) == OK
+    up = subprocess.run(
+        [*base, "models", "upload", "m", "v1", "-", "-O", "json"], input=data, capture_output=True, env=env
+    )
+    assert up.returncode == OK, up.stderr
+    assert json.loads(up.stdout)["sha256"] == hashlib.sha256(data).hexdigest()
+    down = subprocess.run(
+        [*base, "models", "download", "m", "v1", "-o", "-", "-O", "json"], capture_output=True, env=env
+    )
+    assert down.returncode == OK and down.stdout == data  # nothing but the file on stdout
+    assert json.loads(down.stderr)["verified"] is True
+    # A signed upload needs to read its file twice: a pipe is refused with a usage error.
+    signed = subprocess.run(
+        [*base, "strategies", "upload", "s", "-"],
+        input=b"x",
+        capture_output=True,
+        env={**env, "FLREPO_SIGNING_KEY": "k"},
+    )
+    assert signed.returncode == USAGE and b"pipe" in signed.stderr

@@ -176,7 +176,7 @@ class Download:
         self.etag = None
 
     def _restart(self) -> None:
-        self.offset = 0
+        written, self.offset = self.offset, 0
         self.sha = hashlib.sha256()
         self.hashed = 0
         if self.path is not None:
@@ -187,7 +187,7 @@ class Download:
         elif self.handle is not None and self.handle.seekable():
             self.handle.seek(self.base)
             self.handle.truncate()
-        elif self.handle is not None and self.base != self.handle.tell():
+        elif written:  # a pipe: what went out cannot be taken back
             raise RepositoryError("the file changed on the server and the destination cannot be rewound")
 
     def write(self, chunk: bytes) -> None:
