@@ -26,6 +26,7 @@ from app.client import (
     NotFound,
     Page,
     RepositoryClient,
+    RepositoryError,
     Retry,
     SignatureError,
     TooLarge,
@@ -437,3 +438,11 @@ async def test_signatures_through_the_sdk(live_server, flavour):
     finally:
         for client in (publisher, stranger, nobody):
             await call(client.close if flavour == "sync" else client.aclose)
+
+
+def test_an_answer_that_is_not_the_api_is_a_clear_error():
+    """Something else on the port (a proxy's login page): a RepositoryError naming the host."""
+    page = httpx.MockTransport(lambda request: httpx.Response(200, html="<html>login</html>"))
+    with RepositoryClient("http://proxy.example", transport=page) as repo:
+        with pytest.raises(RepositoryError, match=r"unexpected answer.*is proxy\.example an FL repository"):
+            repo.list_models()

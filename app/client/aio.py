@@ -70,7 +70,7 @@ class AsyncRepositoryClient:
             else:
                 wait = plan.after_response(response)
                 if wait is None:
-                    return call.parse(response)
+                    return calls.read(call, response)
                 delay = wait
             await asyncio.sleep(delay)
 

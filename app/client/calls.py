@@ -15,6 +15,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel
 
+from app.client.errors import RepositoryError
 from app.schemas import ModelOut, StrategyOut, TrainingResultOut, TransformationOut
 from app.tasks import TaskIn, TaskOut
 
@@ -41,6 +42,19 @@ class Call(Generic[R]):
     # Safe to send twice: reads and whole-value replacements. Creates, deletes and task status
     # reports (which append to the history) are sent once; see the clients' retry loop.
     idempotent: bool = False
+
+
+def read(call: Call[R], response: httpx.Response) -> R:
+    """The call's typed result; an answer that is not what the API documents (a proxy's HTML page,
+    a different service on that port) becomes a RepositoryError rather than a parsing traceback."""
+    try:
+        return call.parse(response)
+    except ValueError as exc:  # json.JSONDecodeError and pydantic.ValidationError are ValueErrors
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RepositoryError(
+            f"{call.method} {call.path}: unexpected answer ({first_line}); is {response.url.host} an FL repository?",
+            status=response.status_code,
+        ) from exc
 
 
 def seg(value: str) -> str:

@@ -77,7 +77,7 @@ class RepositoryClient:
             else:
                 wait = plan.after_response(response)
                 if wait is None:
-                    return call.parse(response)
+                    return calls.read(call, response)
                 delay = wait
             time.sleep(delay)
 
