@@ -154,7 +154,7 @@ class AsyncRepositoryClient:
                                 await asyncio.to_thread(target.write, chunk)
                             return await asyncio.to_thread(target.finish)
                 except httpx.TransportError as exc:
-                    await asyncio.to_thread(target.suspend)
+                    await asyncio.to_thread(target.pause)
                     delay = plan.after_error(exc)
                 await asyncio.sleep(delay)
         finally:

@@ -161,7 +161,7 @@ class RepositoryClient:
                                 target.write(chunk)
                             return target.finish()
                 except httpx.TransportError as exc:
-                    target.suspend()
+                    target.pause()
                     delay = plan.after_error(exc)
                 time.sleep(delay)
         finally:

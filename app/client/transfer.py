@@ -45,7 +45,8 @@ class Upload:
             self.start = 0
         else:
             self.path = None
-            self.filename = filename or Path(str(getattr(source, "name", "") or "upload.bin")).name
+            name = getattr(source, "name", None)  # an int for os.fdopen'ed descriptors and pipes
+            self.filename = filename or (Path(name).name if isinstance(name, str) and name else "upload.bin")
             self.start = source.tell() if source.seekable() else 0
             self.size = _remaining(source)
 
@@ -120,6 +121,7 @@ class Download:
         self.offset = 0
         self.sha = hashlib.sha256()
         self.hashed = 0  # bytes of the file that `sha` has seen
+        self.finished = False
         if isinstance(dest, str | os.PathLike):
             self.path: Path | None = Path(dest)
             self.part = self.path.with_name(self.path.name + ".part")
@@ -208,6 +210,7 @@ class Download:
             self.discard()
             why = f"{self.offset} of {self.total} bytes" if short else f"sha256 {sha}, ETag {expected}"
             raise IntegrityError(f"download does not match what the server announced ({why}); removed")
+        self.finished = True
         if self.path is None:
             return Downloaded(None, self.offset, sha)
         assert self.handle is not None
@@ -219,13 +222,17 @@ class Download:
         self.tag.unlink(missing_ok=True)
         return Downloaded(self.path, self.offset, sha)
 
-    def suspend(self) -> None:
-        """Interrupted: keep the part (and its ETag) for the next attempt or a later resume."""
+    def pause(self) -> None:
+        """Between two attempts of one call: close the part, keep it and the state to resume from."""
         if self.path is not None and self.handle is not None:
             self.handle.close()
             self.handle = None
-            if not self.resume:
-                self.discard()
+
+    def suspend(self) -> None:
+        """The call ends: keep an unfinished part for a later call only when resuming is wanted."""
+        self.pause()
+        if self.path is not None and not self.finished and not self.resume:
+            self.discard()
 
     def discard(self) -> None:
         """Remove every trace of a download that cannot be trusted."""
