@@ -131,12 +131,32 @@ class RequestContext:
                     raise _BodyTooLarge(self.max_body_bytes)
             return message
 
+        async def write_audit() -> None:
+            route = getattr(scope.get("route"), "path", None)
+            if not (self.audit and method in MUTATIONS and status < 400 and route):
+                return
+            principal = scope.get("state", {}).get("principal")
+            await self.audit(
+                {
+                    "time": datetime.now(UTC),
+                    "key_id": getattr(principal, "key_id", None),
+                    "role": getattr(getattr(principal, "role", None), "label", None),
+                    "method": method,
+                    "path": path,
+                    "route": route,
+                    "status": status,
+                    "request_id": request_id,
+                }
+            )
+
         async def tagging_send(message: Message) -> None:
             nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                # Before the client hears of the change: GET /audit right after it shows it.
+                await write_audit()
             elif message["type"] == "http.response.body":
                 self.metrics.bytes_out.inc(len(message.get("body", b"")))
             await send(message)
@@ -175,19 +195,6 @@ class RequestContext:
                     }
                 },
             )
-            if self.audit and method in MUTATIONS and status < 400 and label != "unmatched":
-                await self.audit(
-                    {
-                        "time": datetime.now(UTC),
-                        "key_id": key_id,
-                        "role": getattr(getattr(principal, "role", None), "label", None),
-                        "method": method,
-                        "path": path,
-                        "route": label,
-                        "status": status,
-                        "request_id": request_id,
-                    }
-                )
             request_id_var.reset(token)
 
 

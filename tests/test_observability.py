@@ -120,3 +120,36 @@ async def test_audit_trail_records_who_changed_what(mongo_url, tmp_path):
                 assert len(only) == 1
     finally:
         drop(settings)
+
+
+async def test_audit_line_is_written_before_the_client_hears_of_the_change(app, raw_db):
+    """The audit line is in the database when the response starts, so GET /audit right after a
+    change shows it (read-your-writes), however the server schedules the rest of the request."""
+    body = json.dumps(BODY).encode()
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/model",
+        "raw_path": b"/model",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"t"), (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))],
+        "client": ("127.0.0.1", 1),
+        "server": ("t", 80),
+    }
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    audited_at_start: list[int] = []
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            assert message["status"] == 201
+            audited_at_start.append(raw_db[0]["audit"].count_documents({"method": "POST", "route": "/model"}))
+
+    await app(scope, receive, send)
+    assert audited_at_start == [1]
