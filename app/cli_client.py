@@ -44,6 +44,7 @@ from app.client import (
     Unavailable,
     calls,
 )
+from app.observability import StderrHandler
 from app.signing import verify_digest
 
 log = logging.getLogger("flrepo")
@@ -427,11 +428,22 @@ def _download(spec: Collection, repo: RepositoryClient, args: argparse.Namespace
     emit(args, {"path": str(done.path), "size": done.size, "sha256": done.sha256, "verified": True})
 
 
+def _log_to_stderr() -> None:
+    """Warnings (e.g. an unsigned upload) as `flrepo: ...` lines on stderr, unless the process
+    (an embedding program, a test runner) has configured logging already."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = StderrHandler()
+        handler.setFormatter(logging.Formatter("flrepo: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(os.environ.get("FLREPO_LOG_LEVEL", "WARNING").upper())
+
+
 def _run(
     action: Callable[[Collection, RepositoryClient, argparse.Namespace], None], spec: Collection
 ) -> Callable[..., int]:
     def run(args: argparse.Namespace) -> int:
-        logging.basicConfig(level=os.environ.get("FLREPO_LOG_LEVEL", "WARNING"), format="flrepo: %(message)s")
+        _log_to_stderr()
         try:
             with RepositoryClient(args.url, args.api_key or None, timeout=args.timeout) as repo:
                 action(spec, repo, args)
