@@ -61,16 +61,24 @@ class AsyncRepositoryClient:
 
     async def send(self, call: Call[T]) -> T:
         """Send one call, repeating it per the retry policy, and read its typed result."""
-        plan = Attempts(self.retry, call.idempotent, self.base_url)
+        response = await self._request(call.method, call.path, call.idempotent, params=call.params, json=call.json)
+        return calls.read(call, response)
+
+    async def _request(
+        self, method: str, path: str, idempotent: bool, upload: Upload | None = None, **kw: Any
+    ) -> httpx.Response:
+        """One request with the retry policy; an upload is read afresh for every attempt."""
+        plan = Attempts(self.retry, idempotent, self.base_url)
         while True:
             try:
-                response = await self.http.request(call.method, call.path, params=call.params, json=call.json)
+                content = _chunks(upload) if upload else None
+                response = await self.http.request(method, path, content=content, **kw)
             except httpx.TransportError as exc:
                 delay = plan.after_error(exc)
             else:
                 wait = plan.after_response(response)
                 if wait is None:
-                    return calls.read(call, response)
+                    return response
                 delay = wait
             await asyncio.sleep(delay)
 
@@ -119,18 +127,7 @@ class AsyncRepositoryClient:
         await self._put(path, await asyncio.to_thread(Upload, source, filename, progress))
 
     async def _put(self, path: str, upload: Upload) -> None:
-        plan = Attempts(self.retry, upload.repeatable, self.base_url)
-        while True:
-            try:
-                response = await self.http.put(path, content=_chunks(upload), headers=upload.headers)
-            except httpx.TransportError as exc:
-                delay = plan.after_error(exc)
-            else:
-                wait = plan.after_response(response)
-                if wait is None:
-                    return
-                delay = wait
-            await asyncio.sleep(delay)
+        await self._request("PUT", path, upload.repeatable, upload, headers=upload.headers)
 
     async def download(
         self, path: str, dest: Dest, *, progress: Progress | None = None, resume: bool = True

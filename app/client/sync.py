@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import time
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -68,16 +69,23 @@ class RepositoryClient:
 
     def send(self, call: Call[T]) -> T:
         """Send one call, repeating it per the retry policy, and read its typed result."""
-        plan = Attempts(self.retry, call.idempotent, self.base_url)
+        response = self._request(call.method, call.path, call.idempotent, params=call.params, json=call.json)
+        return calls.read(call, response)
+
+    def _request(
+        self, method: str, path: str, idempotent: bool, body: Callable[[], Iterator[bytes]] | None = None, **kw: Any
+    ) -> httpx.Response:
+        """One request with the retry policy; `body` makes a fresh request body for every attempt."""
+        plan = Attempts(self.retry, idempotent, self.base_url)
         while True:
             try:
-                response = self.http.request(call.method, call.path, params=call.params, json=call.json)
+                response = self.http.request(method, path, content=body() if body else None, **kw)
             except httpx.TransportError as exc:
                 delay = plan.after_error(exc)
             else:
                 wait = plan.after_response(response)
                 if wait is None:
-                    return calls.read(call, response)
+                    return response
                 delay = wait
             time.sleep(delay)
 
@@ -126,18 +134,7 @@ class RepositoryClient:
         self._put(path, Upload(source, filename, progress))
 
     def _put(self, path: str, upload: Upload) -> None:
-        plan = Attempts(self.retry, upload.repeatable, self.base_url)
-        while True:
-            try:
-                response = self.http.put(path, content=upload.chunks(), headers=upload.headers)
-            except httpx.TransportError as exc:
-                delay = plan.after_error(exc)
-            else:
-                wait = plan.after_response(response)
-                if wait is None:
-                    return
-                delay = wait
-            time.sleep(delay)
+        self._request("PUT", path, upload.repeatable, upload.chunks, headers=upload.headers)
 
     def download(self, path: str, dest: Dest, *, progress: Progress | None = None, resume: bool = True) -> Downloaded:
         """Stream GET `path` into `dest` (a path or a binary file object), checking the sha256 in
