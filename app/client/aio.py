@@ -236,7 +236,8 @@ class AsyncRepositoryClient:
     async def _load(self, kind: Kind, name: str, allow_unsigned: bool) -> Any:
         item = await self.send(artifacts.get_call(kind, name))
         artifacts.check_loadable(kind, name, item)
-        data = await self.read(artifacts.file_path(kind, name))
+        buffer = io.BytesIO()
+        done = await self.download(artifacts.file_path(kind, name), buffer)
         return await asyncio.to_thread(
-            artifacts.unpickle_verified, self.keyring, kind, name, data, item.meta, allow_unsigned
+            artifacts.unpickle_verified, self.keyring, kind, name, buffer.getvalue(), done, item.meta, allow_unsigned
         )

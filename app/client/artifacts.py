@@ -11,9 +11,9 @@ from typing import Any, Literal
 from app.client import calls
 from app.client.calls import Call
 from app.client.errors import TooLarge
-from app.client.transfer import Upload
+from app.client.transfer import Downloaded, Upload
 from app.schemas import StrategyOut, TransformationOut
-from app.signing import Keyring, SignatureError, sign_digest, verify
+from app.signing import Keyring, SignatureError, sign_digest, verify_digest
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,10 @@ def check_loadable(kind: Kind, name: str, item: StrategyOut | TransformationOut)
 
 
 def unpickle_verified(
-    keyring: Keyring, kind: Kind, name: str, data: bytes, meta: dict[str, Any], allow_unsigned: bool
+    keyring: Keyring, kind: Kind, name: str, data: bytes, done: Downloaded, meta: dict[str, Any], allow_unsigned: bool
 ) -> Any:
-    """Verify size, sha256 and signature, and only then unpickle (raises SignatureError)."""
-    verify(keyring, kind, name, data, meta, allow_unsigned)
+    """Verify size, sha256 (as hashed while `data` was downloaded) and signature, and only then unpickle."""
+    verify_digest(keyring, kind, name, done.sha256, done.size, meta, allow_unsigned)
     try:
         import cloudpickle
     except ImportError as exc:  # the server's install has no reason to carry it

@@ -238,5 +238,6 @@ class RepositoryClient:
     def _load(self, kind: Kind, name: str, allow_unsigned: bool) -> Any:
         item = self.send(artifacts.get_call(kind, name))
         artifacts.check_loadable(kind, name, item)
-        data = self.read(artifacts.file_path(kind, name))
-        return artifacts.unpickle_verified(self.keyring, kind, name, data, item.meta, allow_unsigned)
+        buffer = io.BytesIO()
+        done = self.download(artifacts.file_path(kind, name), buffer)
+        return artifacts.unpickle_verified(self.keyring, kind, name, buffer.getvalue(), done, item.meta, allow_unsigned)
