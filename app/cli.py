@@ -150,7 +150,6 @@ def _local_exec(args: argparse.Namespace) -> int:
 
 
 def _seed(args: argparse.Namespace) -> int:
-    from app.cli_client import USAGE
     from app.fl.catalogue import seed
 
     def run() -> int:
@@ -162,11 +161,6 @@ def _seed(args: argparse.Namespace) -> int:
         return 0
 
     with _fl_setup(args) as repo:
-        if repo.keyring.signing_id is None:
-            sys.stderr.write(
-                "flrepo seed: the catalogue is signed: set FLREPO_SIGNING_KEY (and FLREPO_SIGNING_KEY_ID)\n"
-            )
-            return USAGE
         return _fl_errors("seed", run)
 
 

@@ -45,7 +45,7 @@ from app.client import (
     calls,
 )
 from app.observability import StderrHandler
-from app.signing import verify_digest
+from app.signing import NoSigningKey, verify_digest
 
 log = logging.getLogger("flrepo")
 
@@ -56,6 +56,7 @@ EXIT_CODES: list[tuple[type[Exception], int]] = [
     (Conflict, CONFLICT),
     (Unavailable, UNAVAILABLE),
     (IntegrityError, INTEGRITY),
+    (NoSigningKey, USAGE),  # before its base class: a setup problem, not a bad file
     (SignatureError, INTEGRITY),
     (Unauthorized, DENIED),
     (Forbidden, DENIED),

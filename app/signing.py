@@ -23,6 +23,10 @@ class SignatureError(Exception):
     """The artifact is unsigned, signed by an unknown key, or does not match its signature."""
 
 
+class NoSigningKey(SignatureError):
+    """Signing was asked for but no publisher key is configured (a setup problem, not a bad file)."""
+
+
 @dataclass(frozen=True)
 class Keyring:
     signing_id: str | None
@@ -43,6 +47,12 @@ class Keyring:
             keys[signing_id] = env["FLREPO_SIGNING_KEY"].encode()
         return cls(signing_id, keys)
 
+    def require_signing(self, why: str = "signing") -> str:
+        """The signing key id, or NoSigningKey saying what needed it."""
+        if self.signing_id is None:
+            raise NoSigningKey(f"{why}: no signing key: set FLREPO_SIGNING_KEY (and FLREPO_SIGNING_KEY_ID)")
+        return self.signing_id
+
 
 def _payload(kind: str, name: str, sha256: str, size: int) -> bytes:
     return f"flrepo-artifact-v1\n{kind}\n{name}\n{sha256}\n{size}".encode()
@@ -55,10 +65,9 @@ def sign(keyring: Keyring, kind: str, name: str, data: bytes) -> dict[str, Any]:
 
 def sign_digest(keyring: Keyring, kind: str, name: str, sha256: str, size: int) -> dict[str, Any]:
     """The same, from a digest computed while streaming (files too large to hold in memory)."""
-    if keyring.signing_id is None:
-        raise SignatureError("no signing key: set FLREPO_SIGNING_KEY (and FLREPO_SIGNING_KEY_ID)")
-    mac = hmac.new(keyring.keys[keyring.signing_id], _payload(kind, name, sha256, size), hashlib.sha256)
-    return {"signature": mac.hexdigest(), "key_id": keyring.signing_id, "sha256": sha256, "size": size}
+    key_id = keyring.require_signing()
+    mac = hmac.new(keyring.keys[key_id], _payload(kind, name, sha256, size), hashlib.sha256)
+    return {"signature": mac.hexdigest(), "key_id": key_id, "sha256": sha256, "size": size}
 
 
 def verify(keyring: Keyring, kind: str, name: str, data: bytes, meta: dict[str, Any], allow_unsigned: bool) -> None:

@@ -37,8 +37,7 @@ def signature(keyring: Keyring, kind: Kind, name: str, upload: Upload, sign: boo
     if sign is False or (sign is None and keyring.signing_id is None):
         log.warning("uploading %s %r unsigned: clients will refuse to load it (set FLREPO_SIGNING_KEY)", kind, name)
         return None
-    if keyring.signing_id is None:
-        raise SignatureError("signing requested but no signing key: set FLREPO_SIGNING_KEY (and FLREPO_SIGNING_KEY_ID)")
+    keyring.require_signing(f"signing {kind} {name!r}")  # before reading the file
     if not upload.repeatable:
         raise SignatureError("a signed upload reads its source twice: give a path or a seekable file")
     digest = upload.digest()

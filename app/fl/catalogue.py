@@ -21,7 +21,6 @@ from flwr.server import strategy as flwr_strategy
 from app.client import Conflict, NotFound, RepositoryClient
 from app.client.artifacts import Kind
 from app.fl.transformations import BUILTIN
-from app.signing import SignatureError
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +72,7 @@ def _has_file(repo: RepositoryClient, kind: Kind, name: str) -> bool | None:
 def seed(repo: RepositoryClient) -> dict[str, list[str]]:
     """Upload, signed with the client's key, every built-in item that is not there yet; report what
     was added and what was kept. An item registered without its file is completed."""
-    if repo.keyring.signing_id is None:  # checked first, so nothing is left half-seeded
-        raise SignatureError("seeding signs the catalogue: set FLREPO_SIGNING_KEY (and FLREPO_SIGNING_KEY_ID)")
+    repo.keyring.require_signing("the signed catalogue")  # checked first, so nothing is left half-seeded
     report: dict[str, list[str]] = {"added": [], "kept": []}
     for name, (class_name, _) in STRATEGIES.items():
         state = _has_file(repo, "strategy", name)
