@@ -57,9 +57,6 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever sys.stderr is when a record is emitted, not when the handler was made:
     a command run in-process (tests, embedding code) may have swapped and since closed it."""
 
-    def __init__(self) -> None:
-        super().__init__()
-
     @property  # type: ignore[override]
     def stream(self) -> Any:
         return sys.stderr

@@ -18,7 +18,7 @@ import flwr
 from flwr.common import Parameters
 from flwr.server import strategy as flwr_strategy
 
-from app.client import Conflict, NotFound, RepositoryClient
+from app.client import Conflict, NotFound, RepositoryClient, artifacts
 from app.client.artifacts import Kind
 from app.fl.transformations import BUILTIN
 
@@ -63,7 +63,7 @@ def strategy_artifact(name: str) -> tuple[bytes, dict[str, Any]]:
 def _has_file(repo: RepositoryClient, kind: Kind, name: str) -> bool | None:
     """True with a file, False registered without one (an interrupted seed), None when absent."""
     try:
-        item = repo.get_strategy(name) if kind == "strategy" else repo.get_transformation(name)
+        item = repo.send(artifacts.get_call(kind, name))
     except NotFound:
         return None
     return item.size is not None
