@@ -172,8 +172,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _add_fl_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--repo", default=os.environ.get("FLREPO_URL", "http://127.0.0.1:9013"), help="repository URL")
-    parser.add_argument("--api-key", default=os.environ.get("FLREPO_API_KEY"), help="API key (FLREPO_API_KEY)")
+    # Left unset, the SDK reads FLREPO_URL / FLREPO_API_KEY (app.client.sync.client_options).
+    parser.add_argument("--repo", help="repository URL (default: FLREPO_URL, else http://127.0.0.1:9013)")
+    parser.add_argument("--api-key", help="API key (default: FLREPO_API_KEY)")
     parser.add_argument(
         "--allow-unsigned", action="store_true", help="load strategies/transformations without a valid signature"
     )

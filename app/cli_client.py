@@ -44,10 +44,16 @@ from app.client import (
     Unavailable,
     calls,
 )
+from app.client.sync import DEFAULT_URL
 from app.observability import StderrHandler
 from app.signing import NoSigningKey, verify_digest
 
 log = logging.getLogger("flrepo")
+
+
+class UsageError(Exception):
+    """A bad argument the parser could not catch (e.g. a file that does not exist)."""
+
 
 # Exit codes scripts can rely on (argparse already exits 2 on a usage error).
 OK, ERROR, USAGE, NOT_FOUND, CONFLICT, UNAVAILABLE, INTEGRITY, DENIED, TOO_LARGE = range(9)
@@ -62,18 +68,15 @@ EXIT_CODES: list[tuple[type[Exception], int]] = [
     (Forbidden, DENIED),
     (TooLarge, TOO_LARGE),
     (Invalid, USAGE),
+    (UsageError, USAGE),
 ]
-
-
-class UsageError(Exception):
-    """A bad argument the parser could not catch (e.g. a --meta that is not JSON)."""
 
 
 def exit_code(exc: Exception) -> int:
     for cls, code in EXIT_CODES:
         if isinstance(exc, cls):
             return code
-    return USAGE if isinstance(exc, UsageError) else ERROR
+    return ERROR
 
 
 # --- arguments --------------------------------------------------------------------------------
@@ -98,8 +101,9 @@ def json_object(text: str) -> dict[str, Any]:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("connection and output")
-    group.add_argument("--url", default=os.environ.get("FLREPO_URL", "http://127.0.0.1:9013"), help="FLREPO_URL")
-    group.add_argument("--api-key", default=os.environ.get("FLREPO_API_KEY"), help="FLREPO_API_KEY")
+    # Left unset, the SDK reads FLREPO_URL / FLREPO_API_KEY (app.client.sync.client_options).
+    group.add_argument("--url", help=f"default: FLREPO_URL, else {DEFAULT_URL}")
+    group.add_argument("--api-key", help="default: FLREPO_API_KEY")
     group.add_argument("--output", "-O", choices=["table", "json"], default="table", help="default: table")
     group.add_argument("--timeout", type=float, default=60.0, help="seconds per network operation")
     progress = group.add_mutually_exclusive_group()
