@@ -15,10 +15,10 @@ WORKDIR /src
 # Only what the wheel needs (README.md is the package's long description); see .dockerignore.
 COPY pyproject.toml README.md ./
 COPY app ./app
-# Extras (test, fl, dev) are not requested, so none of them is built or installed.
-RUN pip wheel --wheel-dir /wheels . \
+# Only the `server` extra (the REST service); test, fl and dev are not built or installed.
+RUN pip wheel --wheel-dir /wheels '.[server]' \
  && python -m venv /opt/flrepo \
- && /opt/flrepo/bin/pip install --no-index --find-links=/wheels flrepo \
+ && /opt/flrepo/bin/pip install --no-index --find-links=/wheels 'flrepo[server]' \
  && /opt/flrepo/bin/pip uninstall --yes pip \
  && find /opt/flrepo -name '__pycache__' -prune -exec rm -rf {} +
 

@@ -74,7 +74,7 @@ loadtest: venv ferretdb helm
 lint: venv
 	$(VENV)/bin/ruff check app tests tools bench
 	$(VENV)/bin/ruff format --check app tests tools bench
-	$(VENV)/bin/mypy app
+	$(VENV)/bin/mypy app/flrepo
 
 format: venv
 	$(VENV)/bin/ruff check --fix app tests

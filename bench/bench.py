@@ -35,7 +35,7 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import ProtocolError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from app.devdb import EmbeddedMongo, api_server, free_port, reap
+from flrepo.server.embedded import EmbeddedMongo, api_server, free_port, reap
 
 MIB = 1024 * 1024
 NOTES: set[str] = set()  # caveats found while measuring, printed with the report
@@ -373,10 +373,10 @@ def federated(mongo_url: str, tmp: Path, rounds: int, clients: int, repeats: int
     """Wall time of a FedAvg task through the repository vs. the same training with bare Flower."""
     import secrets as _secrets
 
-    from app.client import RepositoryClient
-    from app.fl.catalogue import seed
-    from app.fl.demo import digits_task, fl_env, register_model, start_training
-    from app.signing import Keyring
+    from flrepo.client import RepositoryClient
+    from flrepo.fl.catalogue import seed
+    from flrepo.fl.demo import digits_task, fl_env, register_model, start_training
+    from flrepo.signing import Keyring
 
     repo_times, bare_times = [], []
     env_db = {"FLREPO_DB_NAME": "fl", "FLREPO_GRIDFS_DB_NAME": "fl_grid", "FLREPO_LOG_LEVEL": "ERROR"}
@@ -387,7 +387,7 @@ def federated(mongo_url: str, tmp: Path, rounds: int, clients: int, repeats: int
         register_model(repo, "digits", "v1")
         env = {**fl_env(url, key), "FLREPO_SIGNING_KEY_ID": "bench"}
         env_bare = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "GRPC_VERBOSITY": "ERROR"}
-        bare = [sys.executable, "-m", "app.fl.bare"]
+        bare = [sys.executable, "-m", "flrepo.fl.bare"]
         for i in range(repeats):
             # Alternate the two so drift in the machine's speed hits both alike.
             started = time.monotonic()

@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from app.devdb import api_server
+from flrepo.server.embedded import api_server
 
 log = logging.getLogger("loadtest")
 MIB = 1024 * 1024

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import httpx
 
-from app.client import AsyncRepositoryClient, RepositoryClient
-from app.devdb import api_server
+from flrepo.client import AsyncRepositoryClient, RepositoryClient
+from flrepo.server.embedded import api_server
 
 log = logging.getLogger("bench.sdk")
 MIB = 1024 * 1024

@@ -1,12 +1,24 @@
-"""Small helpers shared by the API tests."""
+"""Factories and helpers shared by the tests (import these; never import conftest)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import time
+import uuid
 from typing import Any
 
 import httpx
+import uvicorn
+from fastapi import FastAPI
+from pymongo import MongoClient
+
+from flrepo.server.embedded import free_port
+from flrepo.server.main import create_app
+from flrepo.server.settings import Settings
+
+__all__ = ["LiveServer", "create_app", "drop", "grid_counts", "make_model", "make_settings", "payload", "sha", "upload"]
 
 CHUNK = 255 * 1024  # GridFS default chunk size
 
@@ -37,3 +49,44 @@ def grid_counts(raw_db: tuple[Any, Any]) -> tuple[int, int]:
     """(files, chunks) in the test's GridFS bucket."""
     grid = raw_db[1]
     return grid["fs.files"].count_documents({}), grid["fs.chunks"].count_documents({})
+
+
+def make_settings(mongo_url: str, **overrides: object) -> Settings:
+    name = f"t{uuid.uuid4().hex[:12]}"
+    values: dict[str, object] = {
+        "mongodb_url": mongo_url,
+        "db_name": name,
+        "gridfs_db_name": f"{name}_grid",
+        "db_timeout_ms": 2000,
+        **overrides,
+    }
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def drop(settings: Settings) -> None:
+    with MongoClient(settings.mongodb_url, serverSelectionTimeoutMS=2000) as client:
+        client.drop_database(settings.db_name)
+        client.drop_database(settings.gridfs_db_name)
+
+
+class LiveServer:
+    """uvicorn serving an app in a background thread, for clients that need a real socket."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("live server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)

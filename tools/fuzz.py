@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from app.devdb import EmbeddedMongo, free_port
+from flrepo.server.embedded import EmbeddedMongo, free_port
 
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 
@@ -36,7 +36,7 @@ def main() -> int:
         port = free_port()
         env = {**os.environ, "FLREPO_MONGODB_URL": mongo.url, "FLREPO_LOG_LEVEL": "WARNING"}
         server = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "flrepo.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=open(Path(tmp) / "server.log", "wb"),

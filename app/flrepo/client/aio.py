@@ -1,0 +1,243 @@
+"""AsyncRepositoryClient: the same SDK for asyncio code. File reads and writes run in worker
+threads so the event loop never blocks on disk."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from flrepo.client import artifacts, calls
+from flrepo.client.artifacts import Kind
+from flrepo.client.calls import Call
+from flrepo.client.endpoint import AsyncEndpoint
+from flrepo.client.retry import Attempts, Retry
+from flrepo.client.sync import client_options
+from flrepo.client.transfer import Dest, Download, Downloaded, Progress, Source, Upload
+from flrepo.signing import Keyring
+
+T = TypeVar("T")
+
+
+async def _chunks(upload: Upload) -> AsyncIterator[bytes]:
+    pieces = upload.chunks()
+    while (chunk := await asyncio.to_thread(next, pieces, None)) is not None:
+        yield chunk
+
+
+class AsyncRepositoryClient:
+    """The asyncio twin of RepositoryClient: the same methods, to be awaited."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        retry: Retry | None = None,
+        keyring: Keyring | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        options = client_options(base_url, api_key, timeout)
+        self.base_url: str = options["base_url"]
+        self.http = httpx.AsyncClient(transport=transport, **options)
+        self.retry = retry or Retry()
+        self.keyring = keyring if keyring is not None else Keyring.from_env()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def __aenter__(self) -> AsyncRepositoryClient:
+        return self
+
+    async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        await self.aclose()
+
+    # --- sending ------------------------------------------------------------------------------
+
+    async def send(self, call: Call[T]) -> T:
+        """Send one call, repeating it per the retry policy, and read its typed result."""
+        response = await self._request(call.method, call.path, call.idempotent, params=call.params, json=call.json)
+        return calls.read(call, response)
+
+    async def _request(
+        self, method: str, path: str, idempotent: bool, upload: Upload | None = None, **kw: Any
+    ) -> httpx.Response:
+        """One request with the retry policy; an upload is read afresh for every attempt."""
+        plan = Attempts(self.retry, idempotent, self.base_url)
+        while True:
+            try:
+                content = _chunks(upload) if upload else None
+                response = await self.http.request(method, path, content=content, **kw)
+            except httpx.TransportError as exc:
+                delay = plan.after_error(exc)
+            else:
+                wait = plan.after_response(response)
+                if wait is None:
+                    return response
+                delay = wait
+            await asyncio.sleep(delay)
+
+    health = AsyncEndpoint(calls.health)
+    ready = AsyncEndpoint(calls.ready)
+
+    list_models = AsyncEndpoint(calls.list_models)
+    available_models = AsyncEndpoint(calls.available_models)
+    get_model = AsyncEndpoint(calls.get_model)
+    create_model = AsyncEndpoint(calls.create_model)
+    update_model_meta = AsyncEndpoint(calls.update_model_meta)
+    delete_model = AsyncEndpoint(calls.delete_model)
+
+    list_training_results = AsyncEndpoint(calls.list_training_results)
+    list_model_training_results = AsyncEndpoint(calls.list_model_training_results)
+    get_training_result = AsyncEndpoint(calls.get_training_result)
+    create_training_result = AsyncEndpoint(calls.create_training_result)
+    delete_training_result = AsyncEndpoint(calls.delete_training_result)
+
+    list_strategies = AsyncEndpoint(calls.list_strategies)
+    get_strategy = AsyncEndpoint(calls.get_strategy)
+    create_strategy = AsyncEndpoint(calls.create_strategy)
+    update_strategy_meta = AsyncEndpoint(calls.update_strategy_meta)
+    delete_strategy = AsyncEndpoint(calls.delete_strategy)
+
+    list_transformations = AsyncEndpoint(calls.list_transformations)
+    get_transformation = AsyncEndpoint(calls.get_transformation)
+    create_transformation = AsyncEndpoint(calls.create_transformation)
+    update_transformation_meta = AsyncEndpoint(calls.update_transformation_meta)
+    delete_transformation = AsyncEndpoint(calls.delete_transformation)
+
+    list_tasks = AsyncEndpoint(calls.list_tasks)
+    get_task = AsyncEndpoint(calls.get_task)
+    create_task = AsyncEndpoint(calls.create_task)
+    update_task_status = AsyncEndpoint(calls.update_task_status)
+    delete_task = AsyncEndpoint(calls.delete_task)
+
+    list_audit = AsyncEndpoint(calls.list_audit)
+
+    # --- files --------------------------------------------------------------------------------
+
+    async def upload(
+        self, path: str, source: Source, *, filename: str | None = None, progress: Progress | None = None
+    ) -> None:
+        """Stream `source` (a path or a binary file object) to PUT `path` as a raw body."""
+        await self._put(path, await asyncio.to_thread(Upload, source, filename, progress))
+
+    async def _put(self, path: str, upload: Upload) -> None:
+        await self._request("PUT", path, upload.repeatable, upload, headers=upload.headers)
+
+    async def download(
+        self, path: str, dest: Dest, *, progress: Progress | None = None, resume: bool = True
+    ) -> Downloaded:
+        """Stream GET `path` into `dest`, verified and resumable, as RepositoryClient.download."""
+        target = await asyncio.to_thread(Download, dest, progress, resume)
+        plan = Attempts(self.retry, True, self.base_url)
+        try:
+            while True:
+                try:
+                    async with self.http.stream("GET", path, headers=target.request_headers()) as response:
+                        if response.status_code == 416 and target.offset:
+                            await asyncio.to_thread(target.unsatisfiable)
+                            continue
+                        if response.status_code >= 400:
+                            await response.aread()
+                            delay = plan.after_response(response) or 0.0
+                        else:
+                            await asyncio.to_thread(target.begin, response)
+                            async for chunk in response.aiter_bytes():  # as received: a cut loses nothing
+                                await asyncio.to_thread(target.write, chunk)
+                            return await asyncio.to_thread(target.finish)
+                except httpx.TransportError as exc:
+                    await asyncio.to_thread(target.pause)
+                    delay = plan.after_error(exc)
+                await asyncio.sleep(delay)
+        finally:
+            await asyncio.to_thread(target.suspend)
+
+    async def read(self, path: str, **options: Any) -> bytes:
+        """A (small) file's bytes, verified like any download."""
+        buffer = io.BytesIO()
+        await self.download(path, buffer, **options)
+        return buffer.getvalue()
+
+    async def upload_model(self, model_name: str, model_version: str, source: Source, **options: Any) -> None:
+        """Upload (or replace) a model's file; `options`: filename, progress."""
+        await self.upload(calls.model_file(model_name, model_version), source, **options)
+
+    async def download_model(self, model_name: str, model_version: str, dest: Dest, **options: Any) -> Downloaded:
+        """Download a model's file, verified; `options`: progress, resume."""
+        return await self.download(calls.model_file(model_name, model_version), dest, **options)
+
+    async def upload_weights(
+        self,
+        model_name: str,
+        model_version: str,
+        training_id: str,
+        configuration_id: str,
+        source: Source,
+        **options: Any,
+    ) -> None:
+        """Upload a training result's final weights (the configuration id must match the result's)."""
+        path = calls.weights_upload(model_name, model_version, training_id, configuration_id)
+        await self.upload(path, source, **options)
+
+    async def download_weights(
+        self, model_name: str, model_version: str, training_id: str, dest: Dest, **options: Any
+    ) -> Downloaded:
+        """Download a training result's weights, verified."""
+        return await self.download(calls.weights_download(model_name, model_version, training_id), dest, **options)
+
+    async def download_models_archive(self, filename: str, dest: Dest, **options: Any) -> Downloaded:
+        """Every model file in one archive; `filename` ends in .zip, .tar or .tar.gz."""
+        return await self.download(calls.models_archive(filename), dest, **options)
+
+    async def download_strategy(self, strategy_name: str, dest: Dest, **options: Any) -> Downloaded:
+        """Download a strategy's file as bytes, verified against its ETag (not unpickled)."""
+        return await self.download(calls.strategy_file(strategy_name), dest, **options)
+
+    async def download_transformation(self, transformation_id: str, dest: Dest, **options: Any) -> Downloaded:
+        """Download a transformation's file as bytes, verified against its ETag (not unpickled)."""
+        return await self.download(calls.transformation_file(transformation_id), dest, **options)
+
+    # --- signed artifacts ---------------------------------------------------------------------
+
+    async def upload_strategy(
+        self, strategy_name: str, source: Source, *, sign: bool | None = None, **options: Any
+    ) -> None:
+        """Upload a strategy's file and store its signature in `meta`."""
+        upload = await asyncio.to_thread(lambda: Upload(source, **options))
+        await self._upload_artifact("strategy", strategy_name, upload, sign)
+
+    async def upload_transformation(
+        self, transformation_id: str, source: Source, *, sign: bool | None = None, **options: Any
+    ) -> None:
+        """Upload a transformation's file and store its signature in `meta`."""
+        upload = await asyncio.to_thread(lambda: Upload(source, **options))
+        await self._upload_artifact("transformation", transformation_id, upload, sign)
+
+    async def _upload_artifact(self, kind: Kind, name: str, upload: Upload, sign: bool | None) -> None:
+        fields = await asyncio.to_thread(artifacts.signature, self.keyring, kind, name, upload, sign)
+        await self._put(artifacts.file_path(kind, name), upload)
+        if fields:
+            current = await self.send(artifacts.get_call(kind, name))
+            await self.send(artifacts.signed_meta_call(kind, name, current, fields))
+
+    async def load_strategy(self, strategy_name: str, *, allow_unsigned: bool = False) -> Any:
+        """The strategy object, after checking size, sha256 and signature (SignatureError otherwise)."""
+        return await self._load("strategy", strategy_name, allow_unsigned)
+
+    async def load_transformation(self, transformation_id: str, *, allow_unsigned: bool = False) -> Any:
+        """The transformation object, after the same checks."""
+        return await self._load("transformation", transformation_id, allow_unsigned)
+
+    async def _load(self, kind: Kind, name: str, allow_unsigned: bool) -> Any:
+        item = await self.send(artifacts.get_call(kind, name))
+        artifacts.check_loadable(kind, name, item)
+        buffer = io.BytesIO()
+        done = await self.download(artifacts.file_path(kind, name), buffer)
+        return await asyncio.to_thread(
+            artifacts.unpickle_verified, self.keyring, kind, name, buffer.getvalue(), done, item.meta, allow_unsigned
+        )

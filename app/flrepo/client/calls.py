@@ -1,0 +1,342 @@
+"""The shape of every JSON call, written once for both clients.
+
+Each function here builds a `Call`: method, path, query, body and how to read the answer into a
+typed value. `RepositoryClient` and `AsyncRepositoryClient` only differ in how they send it, so a
+new endpoint is one function here plus one line in each client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel
+
+from flrepo.client.errors import RepositoryError
+from flrepo.schemas import ModelOut, StrategyOut, TrainingResultOut, TransformationOut
+from flrepo.schemas.tasks import TaskIn, TaskOut
+
+T = TypeVar("T")
+R = TypeVar("R", covariant=True)
+M = TypeVar("M", bound=BaseModel)
+
+
+class Page(list[T]):
+    """A list of items plus `total`, the number of matching items on the server (X-Total-Count)."""
+
+    def __init__(self, items: list[T], total: int | None) -> None:
+        super().__init__(items)
+        self.total = total
+
+
+@dataclass(frozen=True)
+class Call(Generic[R]):
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], R]
+    params: dict[str, Any] = field(default_factory=dict)
+    json: Any = None
+    # Safe to send twice: reads and whole-value replacements. Creates, deletes and task status
+    # reports (which append to the history) are sent once; see the clients' retry loop.
+    idempotent: bool = False
+
+
+def read(call: Call[R], response: httpx.Response) -> R:
+    """The call's typed result; an answer that is not what the API documents (a proxy's HTML page,
+    a different service on that port) becomes a RepositoryError rather than a parsing traceback."""
+    try:
+        return call.parse(response)
+    except ValueError as exc:  # json.JSONDecodeError and pydantic.ValidationError are ValueErrors
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RepositoryError(
+            f"{call.method} {call.path}: unexpected answer ({first_line}); is {response.url.host} an FL repository?",
+            status=response.status_code,
+        ) from exc
+
+
+def seg(value: str) -> str:
+    """One path segment, percent-encoded (identifiers may hold spaces, '?', '#', '%')."""
+    return quote(value, safe="")
+
+
+def _one(model: type[M]) -> Callable[[httpx.Response], M]:
+    return lambda response: model.model_validate(response.json())
+
+
+def _page(model: type[M]) -> Callable[[httpx.Response], Page[M]]:
+    def parse(response: httpx.Response) -> Page[M]:
+        total = response.headers.get("x-total-count")
+        items = [model.model_validate(item) for item in response.json()]
+        return Page(items, int(total) if total and total.isdigit() else None)
+
+    return parse
+
+
+def _nothing(response: httpx.Response) -> None:
+    return None
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    return dict(response.json())
+
+
+def _paging(limit: int | None, offset: int, **more: Any) -> dict[str, Any]:
+    params = {key: value for key, value in more.items() if value is not None}
+    if limit is not None:
+        params["limit"] = limit
+    if offset:
+        params["offset"] = offset
+    return params
+
+
+def _get(path: str, parse: Callable[[httpx.Response], T], **params: Any) -> Call[T]:
+    return Call("GET", path, parse, params=params, idempotent=True)
+
+
+# --- service ------------------------------------------------------------------------------------
+
+
+def health() -> Call[dict[str, Any]]:
+    """Liveness: `{"status": "ok"}` while the process serves."""
+    return _get("/health", _json)
+
+
+def ready() -> Call[dict[str, Any]]:
+    """Readiness: raises Unavailable while the database is unreachable."""
+    return _get("/ready", _json)
+
+
+# --- models -------------------------------------------------------------------------------------
+
+
+def list_models(trained: bool | None = None, limit: int | None = None, offset: int = 0) -> Call[Page[ModelOut]]:
+    """Models; `trained=True`/`False` keeps those with/without training results."""
+    params = _paging(limit, offset, trained=None if trained is None else str(trained).lower())
+    return _get("/model", _page(ModelOut), **params)
+
+
+def available_models(limit: int | None = None, offset: int = 0) -> Call[Page[ModelOut]]:
+    """Models that have a file, newest first."""
+    return _get("/models/available", _page(ModelOut), **_paging(limit, offset))
+
+
+def get_model(model_name: str, model_version: str) -> Call[ModelOut]:
+    """One model's metadata."""
+    return _get("/model/meta", _one(ModelOut), model_name=model_name, model_version=model_version)
+
+
+def create_model(model_name: str, model_version: str, library: str, **meta: Any) -> Call[ModelOut]:
+    """Register a model; `library` tells local executions which trainer to use, `meta` adds keys."""
+    body = {"model_name": model_name, "model_version": model_version, "meta": {"library": library, **meta}}
+    return Call("POST", "/model", _one(ModelOut), json=body)
+
+
+def update_model_meta(model_name: str, model_version: str, meta: dict[str, Any]) -> Call[None]:
+    """Replace a model's `meta` (it must keep `library`)."""
+    path = f"/model/meta/{seg(model_name)}/{seg(model_version)}"
+    return Call("PUT", path, _nothing, json={"meta": meta}, idempotent=True)
+
+
+def delete_model(model_name: str, model_version: str) -> Call[None]:
+    """Delete a model and its file."""
+    return Call("DELETE", f"/model/{seg(model_name)}/{seg(model_version)}", _nothing)
+
+
+# --- training results ---------------------------------------------------------------------------
+
+
+def list_training_results(limit: int | None = None, offset: int = 0) -> Call[Page[TrainingResultOut]]:
+    """All training results."""
+    return _get("/training-results", _page(TrainingResultOut), **_paging(limit, offset))
+
+
+def list_model_training_results(
+    model_name: str, model_version: str, limit: int | None = None, offset: int = 0
+) -> Call[Page[TrainingResultOut]]:
+    """The training results of one model."""
+    path = f"/training-results/{seg(model_name)}/{seg(model_version)}"
+    return _get(path, _page(TrainingResultOut), **_paging(limit, offset))
+
+
+def get_training_result(model_name: str, model_version: str, training_id: str) -> Call[TrainingResultOut]:
+    """One training result's metadata."""
+    path = f"/training-results/{seg(model_name)}/{seg(model_version)}/{seg(training_id)}"
+    return _get(path, _one(TrainingResultOut))
+
+
+def create_training_result(
+    model_name: str,
+    model_version: str,
+    training_id: str,
+    results: dict[str, str | bool | int | float],
+    configuration_id: str = "1",
+) -> Call[TrainingResultOut]:
+    """Record a training result (its weights are uploaded separately)."""
+    body = {
+        "model_name": model_name,
+        "model_version": model_version,
+        "training_id": training_id,
+        "configuration_id": configuration_id,
+        "results": results,
+    }
+    return Call("POST", "/training-results", _one(TrainingResultOut), json=body)
+
+
+def delete_training_result(model_name: str, model_version: str, training_id: str) -> Call[None]:
+    """Delete a training result and its weights."""
+    path = f"/training-results/{seg(model_name)}/{seg(model_version)}/{seg(training_id)}"
+    return Call("DELETE", path, _nothing)
+
+
+# --- strategies ---------------------------------------------------------------------------------
+
+
+def list_strategies(limit: int | None = None, offset: int = 0) -> Call[Page[StrategyOut]]:
+    """All aggregation strategies."""
+    return _get("/strategy", _page(StrategyOut), **_paging(limit, offset))
+
+
+def get_strategy(strategy_name: str) -> Call[StrategyOut]:
+    """One strategy's metadata."""
+    return _get(f"/strategy/meta/{seg(strategy_name)}", _one(StrategyOut))
+
+
+def create_strategy(
+    strategy_name: str, description: str | None = None, meta: dict[str, Any] | None = None
+) -> Call[StrategyOut]:
+    """Register a strategy (upload its file with `upload_strategy`, which signs it)."""
+    body = {"strategy_name": strategy_name, "strategy_description": description, "meta": meta or {}}
+    return Call("POST", "/strategy", _one(StrategyOut), json=body)
+
+
+def update_strategy_meta(strategy_name: str, meta: dict[str, Any], description: str | None = None) -> Call[None]:
+    """Replace a strategy's `meta` (and its description when given)."""
+    body: dict[str, Any] = {"meta": meta}
+    if description is not None:
+        body["strategy_description"] = description
+    return Call("PUT", f"/strategy/meta/{seg(strategy_name)}", _nothing, json=body, idempotent=True)
+
+
+def delete_strategy(strategy_name: str) -> Call[None]:
+    """Delete a strategy and its file."""
+    return Call("DELETE", f"/strategy/{seg(strategy_name)}", _nothing)
+
+
+# --- transformations ----------------------------------------------------------------------------
+
+
+def list_transformations(limit: int | None = None, offset: int = 0) -> Call[Page[TransformationOut]]:
+    """All data transformations."""
+    return _get("/transformation", _page(TransformationOut), **_paging(limit, offset))
+
+
+def get_transformation(transformation_id: str) -> Call[TransformationOut]:
+    """One transformation's metadata."""
+    return _get(f"/transformation/meta/{seg(transformation_id)}", _one(TransformationOut))
+
+
+def transformation_body(
+    parameter_types: dict[str, str] | None = None,
+    default_values: dict[str, Any] | None = None,
+    outputs: list[str] | None = None,
+    needs: dict[str, Any] | None = None,
+    description: str | None = None,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The aerOS transformation metadata, with empty defaults for what is left out."""
+    return {
+        "description": description,
+        "parameter_types": parameter_types or {},
+        "default_values": default_values or {},
+        "outputs": outputs or [],
+        "needs": needs or {},
+        "meta": meta or {},
+    }
+
+
+def create_transformation(transformation_id: str, **fields: Any) -> Call[TransformationOut]:
+    """Register a transformation; `fields` are those of `transformation_body`."""
+    body = {"id": transformation_id, **transformation_body(**fields)}
+    return Call("POST", "/transformation", _one(TransformationOut), json=body)
+
+
+def update_transformation_meta(transformation_id: str, **fields: Any) -> Call[None]:
+    """Replace a transformation's whole metadata; `fields` are those of `transformation_body`."""
+    path = f"/transformation/meta/{seg(transformation_id)}"
+    return Call("PUT", path, _nothing, json=transformation_body(**fields), idempotent=True)
+
+
+def delete_transformation(transformation_id: str) -> Call[None]:
+    """Delete a transformation and its file."""
+    return Call("DELETE", f"/transformation/{seg(transformation_id)}", _nothing)
+
+
+# --- tasks --------------------------------------------------------------------------------------
+
+
+def list_tasks(phase: str | None = None, limit: int | None = None, offset: int = 0) -> Call[Page[TaskOut]]:
+    """FL tasks, optionally only those in one phase (Pending, Running, Succeeded, Failed)."""
+    return _get("/tasks", _page(TaskOut), **_paging(limit, offset, phase=phase))
+
+
+def get_task(task_id: str) -> Call[TaskOut]:
+    """One task with its live status."""
+    return _get(f"/tasks/{seg(task_id)}", _one(TaskOut))
+
+
+def create_task(task: TaskIn | dict[str, Any]) -> Call[TaskOut]:
+    """Create a task (phase Pending); every referenced item must exist with its file."""
+    body = task.model_dump(mode="json", exclude_none=True) if isinstance(task, TaskIn) else task
+    return Call("POST", "/tasks", _one(TaskOut), json=body)
+
+
+def update_task_status(task_id: str, **fields: Any) -> Call[TaskOut]:
+    """Report a task's status (phase, round record, participants, result...); sent once."""
+    return Call("PUT", f"/tasks/{seg(task_id)}/status", _one(TaskOut), json=fields)
+
+
+def delete_task(task_id: str) -> Call[None]:
+    """Delete a task that is not running."""
+    return Call("DELETE", f"/tasks/{seg(task_id)}", _nothing)
+
+
+# --- audit --------------------------------------------------------------------------------------
+
+
+def list_audit(
+    key_id: str | None = None, since: str | None = None, limit: int | None = None, offset: int = 0
+) -> Call[list[dict[str, Any]]]:
+    """The audit log of changes (admin keys only)."""
+    return _get("/audit", lambda r: list(r.json()), **_paging(limit, offset, key_id=key_id, since=since))
+
+
+# --- file paths ---------------------------------------------------------------------------------
+# Uploads and downloads stream, so the clients handle them apart from the JSON calls above; these
+# are their paths, shared too.
+
+
+def model_file(model_name: str, model_version: str) -> str:
+    return f"/model/{seg(model_name)}/{seg(model_version)}"
+
+
+def weights_upload(model_name: str, model_version: str, training_id: str, configuration_id: str) -> str:
+    return f"/training-results/{seg(model_name)}/{seg(model_version)}/{seg(training_id)}/{seg(configuration_id)}"
+
+
+def weights_download(model_name: str, model_version: str, training_id: str) -> str:
+    return f"/training-results/weights/{seg(model_name)}/{seg(model_version)}/{seg(training_id)}"
+
+
+def strategy_file(strategy_name: str) -> str:
+    return f"/strategy/{seg(strategy_name)}"
+
+
+def transformation_file(transformation_id: str) -> str:
+    return f"/transformation/{seg(transformation_id)}"
+
+
+def models_archive(filename: str) -> str:
+    return f"/models/download/shell/{seg(filename)}"

@@ -1,0 +1,243 @@
+"""RepositoryClient: the blocking SDK (scripts, the CLI, training collectors and local executions)."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from flrepo.client import artifacts, calls
+from flrepo.client.artifacts import Kind
+from flrepo.client.calls import Call
+from flrepo.client.endpoint import SyncEndpoint
+from flrepo.client.retry import Attempts, Retry
+from flrepo.client.transfer import Dest, Download, Downloaded, Progress, Source, Upload
+from flrepo.signing import Keyring
+
+T = TypeVar("T")
+DEFAULT_URL = "http://127.0.0.1:9013"
+
+
+def client_options(base_url: str | None, api_key: str | None, timeout: float) -> dict[str, Any]:
+    """httpx options shared by both clients; FLREPO_URL / FLREPO_API_KEY fill what is not given."""
+    url = (base_url or os.environ.get("FLREPO_URL") or DEFAULT_URL).rstrip("/")
+    key = api_key if api_key is not None else os.environ.get("FLREPO_API_KEY")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    # Connecting should be quick; reads may wait on a large file being written server-side.
+    return {"base_url": url, "headers": headers, "timeout": httpx.Timeout(timeout, connect=min(timeout, 10.0))}
+
+
+class RepositoryClient:
+    """Every endpoint of the FL repository, with typed results and typed errors (app.client.errors).
+
+    `base_url` defaults to FLREPO_URL, `api_key` to FLREPO_API_KEY (sent as a Bearer token), and
+    the signing keys come from FLREPO_SIGNING_KEY / FLREPO_SIGNING_KEY_ID / FLREPO_VERIFY_KEYS
+    unless `keyring` is given. Use it as a context manager, or call `close()`.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        retry: Retry | None = None,
+        keyring: Keyring | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        options = client_options(base_url, api_key, timeout)
+        self.base_url: str = options["base_url"]
+        self.http = httpx.Client(transport=transport, **options)
+        self.retry = retry or Retry()
+        self.keyring = keyring if keyring is not None else Keyring.from_env()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> RepositoryClient:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    # --- sending ------------------------------------------------------------------------------
+
+    def send(self, call: Call[T]) -> T:
+        """Send one call, repeating it per the retry policy, and read its typed result."""
+        response = self._request(call.method, call.path, call.idempotent, params=call.params, json=call.json)
+        return calls.read(call, response)
+
+    def _request(
+        self, method: str, path: str, idempotent: bool, body: Callable[[], Iterator[bytes]] | None = None, **kw: Any
+    ) -> httpx.Response:
+        """One request with the retry policy; `body` makes a fresh request body for every attempt."""
+        plan = Attempts(self.retry, idempotent, self.base_url)
+        while True:
+            try:
+                response = self.http.request(method, path, content=body() if body else None, **kw)
+            except httpx.TransportError as exc:
+                delay = plan.after_error(exc)
+            else:
+                wait = plan.after_response(response)
+                if wait is None:
+                    return response
+                delay = wait
+            time.sleep(delay)
+
+    health = SyncEndpoint(calls.health)
+    ready = SyncEndpoint(calls.ready)
+
+    list_models = SyncEndpoint(calls.list_models)
+    available_models = SyncEndpoint(calls.available_models)
+    get_model = SyncEndpoint(calls.get_model)
+    create_model = SyncEndpoint(calls.create_model)
+    update_model_meta = SyncEndpoint(calls.update_model_meta)
+    delete_model = SyncEndpoint(calls.delete_model)
+
+    list_training_results = SyncEndpoint(calls.list_training_results)
+    list_model_training_results = SyncEndpoint(calls.list_model_training_results)
+    get_training_result = SyncEndpoint(calls.get_training_result)
+    create_training_result = SyncEndpoint(calls.create_training_result)
+    delete_training_result = SyncEndpoint(calls.delete_training_result)
+
+    list_strategies = SyncEndpoint(calls.list_strategies)
+    get_strategy = SyncEndpoint(calls.get_strategy)
+    create_strategy = SyncEndpoint(calls.create_strategy)
+    update_strategy_meta = SyncEndpoint(calls.update_strategy_meta)
+    delete_strategy = SyncEndpoint(calls.delete_strategy)
+
+    list_transformations = SyncEndpoint(calls.list_transformations)
+    get_transformation = SyncEndpoint(calls.get_transformation)
+    create_transformation = SyncEndpoint(calls.create_transformation)
+    update_transformation_meta = SyncEndpoint(calls.update_transformation_meta)
+    delete_transformation = SyncEndpoint(calls.delete_transformation)
+
+    list_tasks = SyncEndpoint(calls.list_tasks)
+    get_task = SyncEndpoint(calls.get_task)
+    create_task = SyncEndpoint(calls.create_task)
+    update_task_status = SyncEndpoint(calls.update_task_status)
+    delete_task = SyncEndpoint(calls.delete_task)
+
+    list_audit = SyncEndpoint(calls.list_audit)
+
+    # --- files --------------------------------------------------------------------------------
+
+    def upload(
+        self, path: str, source: Source, *, filename: str | None = None, progress: Progress | None = None
+    ) -> None:
+        """Stream `source` (a path or a binary file object) to PUT `path` as a raw body."""
+        self._put(path, Upload(source, filename, progress))
+
+    def _put(self, path: str, upload: Upload) -> None:
+        self._request("PUT", path, upload.repeatable, upload.chunks, headers=upload.headers)
+
+    def download(self, path: str, dest: Dest, *, progress: Progress | None = None, resume: bool = True) -> Downloaded:
+        """Stream GET `path` into `dest` (a path or a binary file object), checking the sha256 in
+        the ETag. A path is written as `<dest>.part` and renamed when complete; a dropped
+        connection resumes from where it stopped, and so does a later call after an interruption."""
+        target = Download(dest, progress, resume)
+        plan = Attempts(self.retry, True, self.base_url)
+        try:
+            while True:
+                try:
+                    with self.http.stream("GET", path, headers=target.request_headers()) as response:
+                        if response.status_code == 416 and target.offset:
+                            target.unsatisfiable()
+                            continue
+                        if response.status_code >= 400:
+                            response.read()
+                            delay = plan.after_response(response) or 0.0
+                        else:
+                            target.begin(response)
+                            for chunk in response.iter_bytes():  # as received: a cut loses nothing already here
+                                target.write(chunk)
+                            return target.finish()
+                except httpx.TransportError as exc:
+                    target.pause()
+                    delay = plan.after_error(exc)
+                time.sleep(delay)
+        finally:
+            target.suspend()
+
+    def read(self, path: str, **options: Any) -> bytes:
+        """A (small) file's bytes, verified like any download."""
+        buffer = io.BytesIO()
+        self.download(path, buffer, **options)
+        return buffer.getvalue()
+
+    def upload_model(self, model_name: str, model_version: str, source: Source, **options: Any) -> None:
+        """Upload (or replace) a model's file; `options`: filename, progress."""
+        self.upload(calls.model_file(model_name, model_version), source, **options)
+
+    def download_model(self, model_name: str, model_version: str, dest: Dest, **options: Any) -> Downloaded:
+        """Download a model's file, verified; `options`: progress, resume."""
+        return self.download(calls.model_file(model_name, model_version), dest, **options)
+
+    def upload_weights(
+        self,
+        model_name: str,
+        model_version: str,
+        training_id: str,
+        configuration_id: str,
+        source: Source,
+        **options: Any,
+    ) -> None:
+        """Upload a training result's final weights (the configuration id must match the result's)."""
+        self.upload(calls.weights_upload(model_name, model_version, training_id, configuration_id), source, **options)
+
+    def download_weights(
+        self, model_name: str, model_version: str, training_id: str, dest: Dest, **options: Any
+    ) -> Downloaded:
+        """Download a training result's weights, verified."""
+        return self.download(calls.weights_download(model_name, model_version, training_id), dest, **options)
+
+    def download_models_archive(self, filename: str, dest: Dest, **options: Any) -> Downloaded:
+        """Every model file in one archive; `filename` ends in .zip, .tar or .tar.gz."""
+        return self.download(calls.models_archive(filename), dest, **options)
+
+    def download_strategy(self, strategy_name: str, dest: Dest, **options: Any) -> Downloaded:
+        """Download a strategy's file as bytes, verified against its ETag (not unpickled)."""
+        return self.download(calls.strategy_file(strategy_name), dest, **options)
+
+    def download_transformation(self, transformation_id: str, dest: Dest, **options: Any) -> Downloaded:
+        """Download a transformation's file as bytes, verified against its ETag (not unpickled)."""
+        return self.download(calls.transformation_file(transformation_id), dest, **options)
+
+    # --- signed artifacts ---------------------------------------------------------------------
+
+    def upload_strategy(self, strategy_name: str, source: Source, *, sign: bool | None = None, **options: Any) -> None:
+        """Upload a strategy's file and store its signature in `meta` (see artifacts.signature)."""
+        self._upload_artifact("strategy", strategy_name, Upload(source, **options), sign)
+
+    def upload_transformation(
+        self, transformation_id: str, source: Source, *, sign: bool | None = None, **options: Any
+    ) -> None:
+        """Upload a transformation's file and store its signature in `meta`."""
+        self._upload_artifact("transformation", transformation_id, Upload(source, **options), sign)
+
+    def _upload_artifact(self, kind: Kind, name: str, upload: Upload, sign: bool | None) -> None:
+        fields = artifacts.signature(self.keyring, kind, name, upload, sign)
+        self._put(artifacts.file_path(kind, name), upload)
+        if fields:
+            current = self.send(artifacts.get_call(kind, name))
+            self.send(artifacts.signed_meta_call(kind, name, current, fields))
+
+    def load_strategy(self, strategy_name: str, *, allow_unsigned: bool = False) -> Any:
+        """The strategy object, after checking size, sha256 and signature (SignatureError otherwise)."""
+        return self._load("strategy", strategy_name, allow_unsigned)
+
+    def load_transformation(self, transformation_id: str, *, allow_unsigned: bool = False) -> Any:
+        """The transformation object, after the same checks."""
+        return self._load("transformation", transformation_id, allow_unsigned)
+
+    def _load(self, kind: Kind, name: str, allow_unsigned: bool) -> Any:
+        item = self.send(artifacts.get_call(kind, name))
+        artifacts.check_loadable(kind, name, item)
+        buffer = io.BytesIO()
+        done = self.download(artifacts.file_path(kind, name), buffer)
+        return artifacts.unpickle_verified(self.keyring, kind, name, buffer.getvalue(), done, item.meta, allow_unsigned)

@@ -1,0 +1,160 @@
+"""FL tasks: a training plan plus the status its training collector reports, round by round.
+
+The status follows the Kubernetes FederatedLearning task of the seeds: a `phase`
+(Pending → Running → Succeeded | Failed), `conditions` with transition times, start and
+completion times, the current round, participants and a per-round history.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from flrepo.schemas.identifiers import Identifier, SafeDict, check_keys
+
+Text = Annotated[str, StringConstraints(max_length=2000)]
+MetricValues = Annotated[dict[str, float | int | str | bool], AfterValidator(check_keys)]
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+# Which phases a task may be in for each requested phase; terminal phases accept nothing.
+ALLOWED_FROM: dict[Phase, tuple[Phase, ...]] = {
+    Phase.PENDING: (Phase.PENDING,),
+    Phase.RUNNING: (Phase.PENDING, Phase.RUNNING),
+    Phase.SUCCEEDED: (Phase.RUNNING,),
+    Phase.FAILED: (Phase.PENDING, Phase.RUNNING),
+}
+TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
+
+
+class ModelRef(BaseModel):
+    model_name: Identifier
+    model_version: Identifier
+
+
+class StrategyRef(BaseModel):
+    strategy_name: Identifier
+
+
+class TransformationRef(BaseModel):
+    id: Identifier
+    parameters: SafeDict = Field(default_factory=dict, description="Overrides of the transformation's defaults.")
+
+
+class TrainingConfig(BaseModel):
+    """What each local execution does per round; extra keys are passed to the trainer as they are."""
+
+    model_config = ConfigDict(extra="allow")
+
+    epochs: int = Field(default=1, ge=1, le=10_000)
+    batch_size: int = Field(default=32, ge=1, le=1_000_000)
+    learning_rate: float = Field(default=0.1, gt=0, le=100)
+
+    @model_validator(mode="after")
+    def _check_extra_keys(self) -> TrainingConfig:
+        check_keys(self.model_extra or {})
+        return self
+
+
+class TaskIn(BaseModel):
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [
+                {
+                    "task_id": "digits-fedavg",
+                    "model": {"model_name": "digits", "model_version": "v1"},
+                    "strategy": {"strategy_name": "fedavg"},
+                    "strategy_conf": {"fraction_fit": 1.0},
+                    "transformations": [{"id": "flrepo.standard_scaling", "parameters": {}}],
+                    "rounds": 5,
+                    "min_participants": 3,
+                    "participants_ratio": 1.0,
+                    "round_timeout": 120,
+                    "training": {"epochs": 2, "batch_size": 32, "learning_rate": 0.1},
+                    "configuration_id": "1",
+                }
+            ]
+        },
+    )
+
+    task_id: Identifier | None = Field(default=None, description="Generated when left out.")
+    model: ModelRef
+    strategy: StrategyRef
+    strategy_conf: SafeDict = Field(default_factory=dict, description="Keyword overrides for the strategy.")
+    transformations: list[TransformationRef] = Field(default_factory=list, max_length=64)
+    rounds: int = Field(default=3, ge=1, le=10_000)
+    min_participants: int = Field(default=2, ge=1, le=100_000)
+    participants_ratio: float = Field(default=1.0, gt=0, le=1)
+    round_timeout: float | None = Field(default=None, gt=0, le=86_400, description="Seconds per round.")
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    configuration_id: Identifier = "1"
+
+
+class Condition(BaseModel):
+    type: str
+    status: str
+    reason: str | None = None
+    message: str | None = None
+    last_transition_time: datetime
+
+
+class Participant(BaseModel):
+    node_id: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    samples: int = Field(default=0, ge=0)
+    last_round: int = Field(default=0, ge=0)
+    metrics: MetricValues = Field(default_factory=dict)
+
+
+class RoundRecord(BaseModel):
+    round: int = Field(ge=1)
+    loss: float | None = None
+    metrics: MetricValues = Field(default_factory=dict)
+    participants: int = Field(default=0, ge=0)
+    failures: int = Field(default=0, ge=0)
+    duration_s: float | None = Field(default=None, ge=0)
+
+
+class ResultRef(BaseModel):
+    model_name: str
+    model_version: str
+    training_id: str
+
+
+class StatusUpdate(BaseModel):
+    """What a collector reports; every field is optional and only given ones change."""
+
+    phase: Phase | None = None
+    reason: Annotated[str, StringConstraints(max_length=128)] | None = None
+    message: Text | None = None
+    current_round: int | None = Field(default=None, ge=0)
+    participants: list[Participant] | None = Field(default=None, max_length=10_000)
+    round: RoundRecord | None = Field(default=None, description="Appended to the history.")
+    result: ResultRef | None = None
+
+
+class TaskOut(TaskIn):
+    task_id: str
+    phase: Phase
+    conditions: list[Condition] = Field(default_factory=list)
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    current_round: int = 0
+    participants: list[Participant] = Field(default_factory=list)
+    history: list[RoundRecord] = Field(default_factory=list)
+    result: ResultRef | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+def to_dict(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="python")

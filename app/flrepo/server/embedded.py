@@ -1,0 +1,182 @@
+"""An embedded MongoDB wire-protocol server for development and tests: FerretDB on SQLite.
+
+The binary is built from `tools/ferretdb` (a Go program embedding FerretDB v1.24.2); see DESIGN.md §3.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[3]  # the checkout: app/flrepo/server/embedded.py
+TOOL_DIR = ROOT / "tools" / "ferretdb"
+BINARY = ROOT / "tools" / "bin" / "ferretdb"
+# FerretDB v1.24.2 is built with go1.24.x; newer Go releases may not build its dependencies.
+GO_TOOLCHAIN = "go1.24.3"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ferretdb_binary(allow_build: bool = True) -> Path:
+    """Path of the FerretDB binary, building it with Go when missing."""
+    override = os.environ.get("FLREPO_FERRETDB_BIN")
+    if override:
+        return Path(override)
+    if BINARY.exists():
+        return BINARY
+    if not allow_build:
+        raise FileNotFoundError(f"{BINARY} is missing; run `make ferretdb`")
+    go = shutil.which("go")
+    if go is None:
+        raise FileNotFoundError(f"{BINARY} is missing and Go is not installed to build it")
+    log.info("building FerretDB into %s (first time only)", BINARY)
+    env = {**os.environ, "CGO_ENABLED": "0"}
+    build = [go, "build", "-o", str(BINARY), "."]
+    if subprocess.run(build, cwd=TOOL_DIR, env=env, check=False).returncode != 0:
+        # The machine's Go may be too new for FerretDB's dependencies: use the release's own
+        # toolchain, which the Go module proxy serves.
+        log.warning("building FerretDB with the local Go failed; retrying with %s", GO_TOOLCHAIN)
+        subprocess.run(build, cwd=TOOL_DIR, env={**env, "GOTOOLCHAIN": GO_TOOLCHAIN}, check=True)
+    return BINARY
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: have Linux send it SIGTERM when its parent dies.
+
+    `flrepo serve --embedded` ends by re-raising SIGTERM (uvicorn does), which skips `finally`
+    blocks; without this the database process would outlive the API.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class EmbeddedMongo:
+    """A FerretDB process listening on 127.0.0.1; `url` is its MongoDB connection string."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, log_file: Path | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.log_file = log_file or self.data_dir.with_suffix(".log")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/"
+
+    def start(self, timeout: float = 30.0) -> EmbeddedMongo:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        binary = ferretdb_binary()
+        with open(self.log_file, "ab") as out:
+            self.process = subprocess.Popen(
+                [str(binary), "-listen", f"127.0.0.1:{self.port}", "-dir", str(self.data_dir)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"FerretDB exited with {self.process.returncode}; see {self.log_file}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"FerretDB did not listen on port {self.port} within {timeout}s")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def __enter__(self) -> EmbeddedMongo:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def reap(processes: list[subprocess.Popen[bytes]], timeout: float = 10, terminate: bool = False) -> None:
+    """Wait for each process (after SIGTERM when `terminate`), killing any that outlives `timeout`."""
+    for proc in processes:
+        if terminate and proc.poll() is None:
+            proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_ready(base: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{base} did not become ready")
+
+
+@contextmanager
+def api_server(
+    workdir: Path, mongo_url: str | None = None, **env: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Yield (base URL, process) of `flrepo serve` on a free port; its own FerretDB unless given a URL."""
+    mongo = None
+    if mongo_url is None:
+        mongo = EmbeddedMongo(workdir / "db", log_file=workdir / "ferretdb.log").start()
+        mongo_url = mongo.url
+    port = free_port()
+    environment = {
+        **os.environ,
+        "FLREPO_MONGODB_URL": mongo_url,
+        "FLREPO_LOG_LEVEL": "WARNING",
+        "FLREPO_SWEEP_INTERVAL_S": "0",
+        **env,
+    }
+    with open(workdir / "server.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flrepo.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base)
+        yield base, proc
+    finally:
+        reap([proc], terminate=True)
+        if mongo:
+            mongo.stop()

@@ -1,0 +1,112 @@
+"""The FastAPI application: `create_app(settings)`; the lifespan opens and closes the database."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from datetime import timedelta
+
+from fastapi import Depends, FastAPI, Response
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pymongo.errors import PyMongoError
+
+from flrepo import __version__
+from flrepo.server import errors
+from flrepo.server.auth import KeyStore, authorize
+from flrepo.server.deps import problems
+from flrepo.server.observability import Metrics, RequestContext
+from flrepo.server.routes import audit, health, models, strategies, tasks, training_results, transformations
+from flrepo.server.routes.audit import audit_writer
+from flrepo.server.settings import Settings, get_settings
+from flrepo.server.storage.db import Database
+from flrepo.server.storage.sweep import sweep_forever
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+The FL Repository stores the reusable parts of federated learning — ML models, training results,
+aggregation strategies and data transformations — as MongoDB documents with their files in GridFS.
+It speaks the aerOS / ASSIST-IoT FL Repository API, so existing training collectors and local
+executions work unchanged.
+
+Files upload as multipart field `file` (or a raw `application/octet-stream` body) and download
+streamed with `Content-Length`, `ETag` (the SHA-256), `HEAD` and `Range` support.
+Lists take `limit` and `offset` and report the total in `X-Total-Count`.
+"""
+
+TAGS = [
+    {"name": "models", "description": "ML models: metadata and model files."},
+    {"name": "training results", "description": "Outcomes of FL trainings and their final weights."},
+    {"name": "strategies", "description": "FL aggregation strategies (serialized objects)."},
+    {"name": "transformations", "description": "Data transformations used by local executions."},
+    {"name": "tasks", "description": "FL training plans and the live status their training collector reports."},
+    {"name": "service", "description": "Health and readiness."},
+]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database.connect(settings)
+        app.state.db = db
+        try:
+            await db.ensure_indexes()
+        except PyMongoError as exc:
+            # Start anyway: /health answers, /ready says 503, and the first request that reaches
+            # the database creates the indexes once it is back.
+            log.warning("database not reachable at start-up (%s); will retry on demand", exc)
+        sweeper = None
+        if settings.sweep_interval_s > 0:
+            grace = timedelta(seconds=settings.sweep_grace_s)
+            sweeper = asyncio.create_task(sweep_forever(db, settings.sweep_interval_s, grace))
+        try:
+            yield
+        finally:
+            if sweeper:
+                sweeper.cancel()
+                with suppress(asyncio.CancelledError):
+                    await sweeper
+            await db.close()
+
+    # FastAPIOffline serves Swagger UI and ReDoc assets from the package, not a CDN.
+    app = FastAPIOffline(
+        title="flrepo — FL Repository",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.keys = KeyStore.from_settings(settings.api_keys_file, settings.anonymous_role)
+    app.state.metrics = Metrics.create()
+    errors.install(app)
+    for module in (models, training_results, strategies, transformations, tasks):
+        app.include_router(module.router, dependencies=[Depends(authorize)], responses=problems(401, 403))
+    app.include_router(audit.router)
+    app.include_router(health.router)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "HEAD", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Range", "X-Request-ID", "X-Filename"],
+            expose_headers=["X-Total-Count", "X-Request-ID", "ETag", "Content-Range", "Content-Disposition"],
+        )
+    app.add_middleware(
+        RequestContext,
+        metrics=app.state.metrics,
+        max_body_bytes=settings.max_body_bytes,
+        audit=audit_writer(app),
+    )
+    return app

@@ -1,0 +1,163 @@
+"""ML models: metadata in `models`, the model file in GridFS (aerOS paths and field names)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response
+
+from flrepo.schemas import ModelIn, ModelMeta, ModelOut
+from flrepo.schemas.identifiers import Identifier
+from flrepo.server.deps import DB, FILE_RESPONSE, Page, SettingsDep, problems
+from flrepo.server.http.archive import archive_response
+from flrepo.server.http.uploads import UPLOAD_OPENAPI
+from flrepo.server.repository import items as store
+from flrepo.server.repository.items import MODELS
+
+router = APIRouter(tags=["models"])
+
+Name = Annotated[Identifier, Path(description="Model name")]
+Version = Annotated[Identifier, Path(description="Model version")]
+
+
+def _key(name: str, version: str) -> dict[str, Any]:
+    return {"model_name": name, "model_version": version}
+
+
+@router.post("/model", status_code=201, response_model=ModelOut, responses=problems(409))
+async def create_model(body: ModelIn, db: DB) -> dict[str, Any]:
+    """Add the metadata of a new initial model."""
+    return await store.create(db, MODELS, body.model_dump())
+
+
+@router.put(
+    "/model/meta/{model_name}/{model_version}",
+    status_code=204,
+    responses=problems(404),
+)
+async def update_model_meta(
+    model_name: Name,
+    model_version: Version,
+    db: DB,
+    body: Annotated[
+        dict[str, Any],
+        Body(
+            description='The new `meta` object, or `{"meta": {...}}` as aerOS clients send it.',
+            examples=[{"library": "keras", "description": "A CNN for CIFAR-10"}],
+        ),
+    ],
+) -> Response:
+    """Replace the metadata of a model."""
+    raw = body.get("meta") if isinstance(body.get("meta"), dict) and set(body) <= set(ModelOut.model_fields) else body
+    try:
+        meta = ModelMeta.model_validate(raw)
+    except ValueError as exc:
+        raise HTTPException(422, _errors(exc)) from None
+    await store.update(db, MODELS, _key(model_name, model_version), {"meta": meta.model_dump()})
+    return Response(status_code=204)
+
+
+def _errors(exc: ValueError) -> Any:
+    errors = getattr(exc, "errors", None)
+    return errors(include_url=False, include_context=False) if callable(errors) else str(exc)
+
+
+@router.put(
+    "/model/{model_name}/{model_version}",
+    status_code=204,
+    responses=problems(404, 413),
+    openapi_extra=UPLOAD_OPENAPI,
+)
+async def upload_model(
+    model_name: Name, model_version: Version, request: Request, db: DB, settings: SettingsDep
+) -> Response:
+    """Create or replace the model's file (multipart field `file`, or a raw octet-stream body)."""
+    await store.upload(request, db, MODELS, _key(model_name, model_version), settings.max_upload_bytes)
+    return Response(status_code=204)
+
+
+@router.get("/model", response_model=list[ModelOut], responses=problems())
+async def list_models(
+    db: DB,
+    page: Page,
+    response: Response,
+    trained: Annotated[
+        bool | None, Query(description="Only models with (true) or without (false) training results.")
+    ] = None,
+) -> list[dict[str, Any]]:
+    """The metadata of all models (`X-Total-Count` holds the total)."""
+    query: dict[str, Any] = {}
+    if trained is not None:
+        # One aggregation finds every trained (name, version) pair, instead of a query per model.
+        cursor = await db.results.aggregate(
+            [{"$group": {"_id": {"model_name": "$model_name", "model_version": "$model_version"}}}]
+        )
+        pairs = [row["_id"] for row in await cursor.to_list()]
+        if trained:
+            query = {"$or": pairs} if pairs else {"_id": {"$in": []}}
+        elif pairs:
+            query = {"$nor": pairs}
+    return await store.page(db, MODELS, response, query=query, limit=page.limit, offset=page.offset)
+
+
+@router.get("/model/meta", response_model=ModelOut, responses=problems(404))
+async def get_model_meta(
+    db: DB,
+    model_name: Annotated[Identifier, Query()],
+    model_version: Annotated[Identifier, Query()],
+) -> dict[str, Any]:
+    """The metadata of one model (query parameters, as aerOS clients call it)."""
+    return await store.get(db, MODELS, _key(model_name, model_version))
+
+
+@router.get(
+    "/model/{model_name}/{model_version}",
+    response_class=Response,
+    responses={**FILE_RESPONSE, **problems(404, 416)},
+)
+@router.head("/model/{model_name}/{model_version}", response_class=Response, include_in_schema=False)
+async def download_model(model_name: Name, model_version: Version, request: Request, db: DB) -> Response:
+    """The model file, streamed (supports HEAD and a single Range)."""
+    return await store.download(request, db, MODELS, _key(model_name, model_version))
+
+
+@router.delete("/model/{model_name}/{model_version}", status_code=204, responses=problems(404))
+async def delete_model(model_name: Name, model_version: Version, db: DB) -> Response:
+    """Delete a model's metadata and its file."""
+    await store.delete(db, MODELS, _key(model_name, model_version))
+    return Response(status_code=204)
+
+
+_AVAILABLE: dict[str, Any] = {MODELS.id_field: {"$ne": None}}
+
+
+@router.get("/models/available", response_model=list[ModelOut], responses=problems())
+async def available_models(db: DB, page: Page, response: Response) -> list[dict[str, Any]]:
+    """Models that have a file, newest upload first."""
+    return await store.page(
+        db, MODELS, response, query=_AVAILABLE, limit=page.limit, offset=page.offset, sort=[("uploaded_at", -1)]
+    )
+
+
+@router.get(
+    "/models/download/shell/{filename}",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "One archive with every available model's file",
+            "content": {
+                "application/zip": {"schema": {"type": "string", "format": "binary"}},
+                "application/x-tar": {"schema": {"type": "string", "format": "binary"}},
+                "application/gzip": {"schema": {"type": "string", "format": "binary"}},
+            },
+        },
+        **problems(),
+    },
+)
+async def download_all_models(
+    filename: Annotated[str, Path(min_length=1, max_length=255, description="Archive name; .zip, .tar or .tar.gz")],
+    db: DB,
+) -> Response:
+    """Every available model's file in one streamed archive, newest first: `{name}/{version}/{file}`."""
+    docs = await db.models.find(_AVAILABLE, store.NO_ID).sort([("uploaded_at", -1)]).to_list()
+    return await archive_response(db, filename, docs)

@@ -1,0 +1,160 @@
+"""Training results: aggregated metrics in `results`, the final weights in GridFS."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from flrepo.schemas import TrainingResultIn, TrainingResultOut
+from flrepo.schemas.identifiers import Identifier
+from flrepo.server.deps import DB, FILE_RESPONSE, Page, SettingsDep, problems
+from flrepo.server.http.uploads import UPLOAD_OPENAPI
+from flrepo.server.repository import items as store
+from flrepo.server.repository.items import RESULTS
+from flrepo.server.storage import blobs
+
+router = APIRouter(tags=["training results"])
+
+Name = Annotated[Identifier, Path(description="Model name")]
+Version = Annotated[Identifier, Path(description="Model version")]
+TrainingId = Annotated[Identifier, Path(description="Training id")]
+
+
+def _key(name: str, version: str, training_id: str) -> dict[str, Any]:
+    return {"model_name": name, "model_version": version, "training_id": training_id}
+
+
+@router.post("/training-results", status_code=201, response_model=TrainingResultOut, responses=problems(409))
+async def create_training_result(body: TrainingResultIn, db: DB) -> dict[str, Any]:
+    """Record a training's results; values keep their JSON types (strings stay strings)."""
+    return await store.create(db, RESULTS, body.model_dump())
+
+
+@router.get("/training-results", response_model=list[TrainingResultOut], responses=problems())
+async def list_training_results(db: DB, page: Page, response: Response) -> list[dict[str, Any]]:
+    """All training results (`X-Total-Count` holds the total)."""
+    return await store.page(db, RESULTS, response, query={}, limit=page.limit, offset=page.offset)
+
+
+@router.get(
+    "/training-results/{model_name}/{model_version}",
+    response_model=list[TrainingResultOut],
+    responses=problems(),
+)
+async def list_model_training_results(
+    model_name: Name, model_version: Version, db: DB, page: Page, response: Response
+) -> list[dict[str, Any]]:
+    """The training results of one model (an empty list when it has none)."""
+    query = {"model_name": model_name, "model_version": model_version}
+    return await store.page(db, RESULTS, response, query=query, limit=page.limit, offset=page.offset)
+
+
+@router.get(
+    "/training-results/{model_name}/{model_version}/{training_id}",
+    response_model=TrainingResultOut,
+    responses=problems(404),
+)
+async def get_training_result(
+    model_name: Name, model_version: Version, training_id: TrainingId, db: DB
+) -> dict[str, Any]:
+    """One training result's metadata."""
+    return await store.get(db, RESULTS, _key(model_name, model_version, training_id))
+
+
+@router.put(
+    "/training-results/{model_name}/{model_version}/{training_id}/{configuration_id}",
+    status_code=204,
+    responses=problems(404, 409, 413),
+    openapi_extra=UPLOAD_OPENAPI,
+)
+async def upload_weights(
+    model_name: Name,
+    model_version: Version,
+    training_id: TrainingId,
+    configuration_id: Annotated[Identifier, Path(description="Must equal the result's configuration_id")],
+    request: Request,
+    db: DB,
+    settings: SettingsDep,
+) -> Response:
+    """Create or replace the final weights of a training result."""
+    key = _key(model_name, model_version, training_id)
+    doc = await store.get(db, RESULTS, key)
+    if doc.get("configuration_id") != configuration_id:
+        raise HTTPException(
+            409,
+            f"{RESULTS.describe(key)} has configuration_id={doc.get('configuration_id')!r}, not {configuration_id!r}",
+        )
+    await store.upload(request, db, RESULTS, {**key, "configuration_id": configuration_id}, settings.max_upload_bytes)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/training-results/weights/{model_name}/{model_version}/{training_id}",
+    response_class=Response,
+    responses={
+        **FILE_RESPONSE,
+        200: {
+            "description": "The weights, streamed; with `encoding=base64` a JSON string of base64 text",
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                "application/json": {"schema": {"type": "string", "contentEncoding": "base64"}},
+            },
+        },
+        **problems(404, 416),
+    },
+)
+@router.head(
+    "/training-results/weights/{model_name}/{model_version}/{training_id}",
+    response_class=Response,
+    include_in_schema=False,
+)
+async def download_weights(
+    model_name: Name,
+    model_version: Version,
+    training_id: TrainingId,
+    request: Request,
+    db: DB,
+    encoding: Annotated[
+        Literal["binary", "base64"] | None,
+        Query(description="`base64`: the aerOS 1.1.0 body, a JSON string of base64 text, for legacy readers."),
+    ] = None,
+) -> Response:
+    """The final weights, streamed as `application/octet-stream`."""
+    key = _key(model_name, model_version, training_id)
+    if encoding != "base64":
+        return await store.download(request, db, RESULTS, key)
+    doc = await store.get(db, RESULTS, key)
+    file_doc = await blobs.open_file(db, doc.get(RESULTS.id_field))
+    if file_doc is None:
+        raise HTTPException(404, f"{RESULTS.describe(key)} has no weights yet")
+    size = int(file_doc["length"])
+    length = 2 + 4 * -(-size // 3)
+    return StreamingResponse(
+        _base64_json(blobs.read_range(db, file_doc, 0, size)),
+        media_type="application/json",
+        headers={"Content-Length": str(length)},
+    )
+
+
+async def _base64_json(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    # A JSON string: `response.json()` gives the base64 text, and b64decode(response.content)
+    # works too because the decoder skips the quotes.
+    yield b'"'
+    carry = b""
+    async for chunk in chunks:
+        data = carry + chunk
+        cut = len(data) - len(data) % 3
+        carry = data[cut:]
+        yield base64.b64encode(data[:cut])
+    yield base64.b64encode(carry) + b'"'
+
+
+@router.delete("/training-results/{model_name}/{model_version}/{training_id}", status_code=204, responses=problems(404))
+async def delete_training_result(model_name: Name, model_version: Version, training_id: TrainingId, db: DB) -> Response:
+    """Delete a training result and its weights."""
+    await store.delete(db, RESULTS, _key(model_name, model_version, training_id))
+    return Response(status_code=204)

@@ -1,0 +1,109 @@
+"""The database handle: client, collections, GridFS bucket and the indexes they rely on."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from gridfs import AsyncGridFSBucket
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+
+from flrepo.server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Natural keys of each collection; unique indexes on them are what make concurrent creates safe.
+NATURAL_KEYS: dict[str, tuple[str, ...]] = {
+    "models": ("model_name", "model_version"),
+    "results": ("model_name", "model_version", "training_id"),
+    "strategies": ("strategy_name",),
+    "transformations": ("id",),
+    "tasks": ("task_id",),
+}
+
+
+@dataclass
+class Database:
+    """Everything a request needs to reach MongoDB; one per application."""
+
+    client: AsyncMongoClient
+    meta: AsyncDatabase
+    grid: AsyncDatabase
+    bucket: AsyncGridFSBucket
+    chunk_bytes: int
+    _indexes_ready: bool = False
+    _index_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @classmethod
+    def connect(cls, settings: Settings) -> Database:
+        # The client connects lazily, so the service starts even while the database is down;
+        # serverSelectionTimeoutMS bounds how long a request waits before it answers 503.
+        client: AsyncMongoClient = AsyncMongoClient(
+            settings.mongodb_url,
+            serverSelectionTimeoutMS=settings.db_timeout_ms,
+            connectTimeoutMS=settings.db_timeout_ms,
+            tz_aware=True,
+            appname="flrepo",
+        )
+        grid = client[settings.gridfs_db_name]
+        return cls(
+            client=client,
+            meta=client[settings.db_name],
+            grid=grid,
+            bucket=AsyncGridFSBucket(grid, chunk_size_bytes=settings.gridfs_chunk_bytes),
+            chunk_bytes=settings.gridfs_chunk_bytes,
+        )
+
+    def collection(self, name: str) -> AsyncCollection:
+        return self.meta[name]
+
+    @property
+    def models(self) -> AsyncCollection:
+        return self.meta["models"]
+
+    @property
+    def results(self) -> AsyncCollection:
+        return self.meta["results"]
+
+    @property
+    def strategies(self) -> AsyncCollection:
+        return self.meta["strategies"]
+
+    @property
+    def transformations(self) -> AsyncCollection:
+        return self.meta["transformations"]
+
+    @property
+    def tasks(self) -> AsyncCollection:
+        return self.meta["tasks"]
+
+    async def ensure_indexes(self) -> None:
+        """Create the indexes once; later calls return at once.
+
+        Called before every database-backed request, so a service that started while the
+        database was down still gets its unique indexes before it accepts a write.
+        """
+        if self._indexes_ready:
+            return
+        async with self._index_lock:
+            if self._indexes_ready:
+                return
+            for name, keys in NATURAL_KEYS.items():
+                await self.meta[name].create_index([(k, ASCENDING) for k in keys], unique=True, name="natural_key")
+            await self.models.create_index([("uploaded_at", DESCENDING)], name="uploaded_at")
+            await self.results.create_index([("weights_id", ASCENDING)], name="weights_id")
+            # GridFS would create these lazily on the first upload; doing it here keeps index
+            # builds out of concurrent first uploads.
+            await self.grid["fs.files"].create_index([("filename", ASCENDING), ("uploadDate", ASCENDING)])
+            await self.grid["fs.chunks"].create_index([("files_id", ASCENDING), ("n", ASCENDING)], unique=True)
+            self._indexes_ready = True
+            log.info("indexes ready in %s", self.meta.name)
+
+    async def ping(self) -> None:
+        await self.client.admin.command("ping")
+
+    async def close(self) -> None:
+        await self.client.close()

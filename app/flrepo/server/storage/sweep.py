@@ -1,0 +1,96 @@
+"""Removing GridFS data that no document points to.
+
+An upload that dies (client gone, process killed) leaves chunks without a files document,
+because GridFS writes that document only when the file is closed; a crash between closing a file
+and switching the document to it leaves a whole unreferenced file. Both are removed here, once
+they are older than a grace period, so an upload still in progress is never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bson import ObjectId
+from pymongo.errors import PyMongoError
+
+from flrepo.server.repository.items import MODELS, RESULTS, STRATEGIES, TRANSFORMATIONS
+from flrepo.server.storage.blobs import parse_file_id
+from flrepo.server.storage.db import Database
+
+log = logging.getLogger(__name__)
+
+FILE_KINDS = (MODELS, RESULTS, STRATEGIES, TRANSFORMATIONS)
+
+
+@dataclass
+class SweepReport:
+    orphan_files: int = 0
+    orphan_chunk_sets: int = 0
+    chunks_removed: int = 0
+
+
+async def referenced_ids(db: Database) -> set[Any]:
+    ids: set[Any] = set()
+    for kind in FILE_KINDS:
+        field = kind.id_field
+        async for doc in db.collection(kind.collection).find({field: {"$ne": None}}, {field: 1, "_id": 0}):
+            ids.add(parse_file_id(doc[field]))
+    return ids
+
+
+def _older_than(value: Any, cutoff: datetime) -> bool:
+    if isinstance(value, ObjectId):
+        return value.generation_time < cutoff
+    if isinstance(value, datetime):
+        stamp = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return stamp < cutoff
+    return False
+
+
+async def sweep(db: Database, grace: timedelta) -> SweepReport:
+    """Delete unreferenced files and chunk sets whose last write is older than `grace`."""
+    report = SweepReport()
+    cutoff = datetime.now(UTC) - grace
+    files = db.grid["fs.files"]
+    chunks = db.grid["fs.chunks"]
+    # Read the references after listing the files: a file switched in meanwhile is then seen.
+    candidates = [doc async for doc in files.find({}, {"_id": 1, "uploadDate": 1})]
+    referenced = await referenced_ids(db)
+    for doc in candidates:
+        if doc["_id"] not in referenced and _older_than(doc.get("uploadDate"), cutoff):
+            await db.bucket.delete(doc["_id"])
+            report.orphan_files += 1
+    # Chunk sets whose files document was never written: an upload that did not finish.
+    # (distinct + one newest-chunk look-up each: FerretDB has no $max accumulator in $group.)
+    for files_id in await chunks.distinct("files_id"):
+        if await files.count_documents({"_id": files_id}, limit=1):
+            continue
+        newest = await chunks.find_one({"files_id": files_id}, {"_id": 1, "at": 1}, sort=[("n", -1)])
+        # Our chunks carry their write time in "at"; other writers' ObjectId _ids carry it too.
+        if newest is not None and _older_than(newest.get("at", newest["_id"]), cutoff):
+            result = await chunks.delete_many({"files_id": files_id})
+            report.orphan_chunk_sets += 1
+            report.chunks_removed += result.deleted_count
+    if report.orphan_files or report.orphan_chunk_sets:
+        log.info(
+            "sweep removed %d orphan files and %d unfinished uploads (%d chunks)",
+            report.orphan_files,
+            report.orphan_chunk_sets,
+            report.chunks_removed,
+        )
+    return report
+
+
+async def sweep_forever(db: Database, interval: float, grace: timedelta) -> None:
+    """Sweep now and then every `interval` seconds; database outages only delay it."""
+    while True:
+        try:
+            await db.ensure_indexes()
+            await sweep(db, grace)
+        except PyMongoError as exc:
+            log.warning("sweep skipped: %s", exc)
+        await asyncio.sleep(interval)

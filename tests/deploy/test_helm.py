@@ -1,0 +1,471 @@
+"""The Helm chart: `helm lint` and `helm template` succeed, and the rendered manifests say what they must.
+
+helm comes from tools/install_helm.sh (tools/bin/helm), else $HELM_BIN, else PATH. Without it the
+tests skip — except under CI=true, where a missing helm is a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "flrepository"
+RELEASE = "flrepository"
+
+
+@cache
+def helm_binary() -> str | None:
+    candidates = [os.environ.get("HELM_BIN"), str(ROOT / "tools" / "bin" / "helm"), shutil.which("helm")]
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    binary = helm_binary()
+    if binary is None:
+        message = "helm not found: run tools/install_helm.sh (builds the pinned helm into tools/bin)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + "; CI must check the chart", pytrace=False)
+        pytest.skip(message)
+    return binary
+
+
+def run(helm: str, *args: str) -> str:
+    result = subprocess.run([helm, *args], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, f"helm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def render(helm: str, *values: str, values_file: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    sets = [arg for value in values for arg in ("--set", value)]
+    with tempfile.TemporaryDirectory() as tmp:
+        if values_file is not None:
+            path = Path(tmp) / "values.yaml"
+            path.write_text(yaml.safe_dump(values_file))
+            sets += ["--values", str(path)]
+        out = run(helm, "template", RELEASE, str(CHART), "--namespace", "fl", *sets)
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def refused(helm: str, *values: str, values_file: dict[str, Any] | None = None) -> str:
+    """helm template's error output for values that must not render."""
+    sets = [arg for value in values for arg in ("--set", value)]
+    with tempfile.TemporaryDirectory() as tmp:
+        if values_file is not None:
+            path = Path(tmp) / "values.yaml"
+            path.write_text(yaml.safe_dump(values_file))
+            sets += ["--values", str(path)]
+        result = subprocess.run(
+            [helm, "template", RELEASE, str(CHART), *sets], capture_output=True, text=True, timeout=120, check=False
+        )
+    assert result.returncode != 0, f"rendered although it should not: {values} {values_file}"
+    return result.stderr
+
+
+def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+
+
+def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = find(docs, kind, name)
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {[d['metadata']['name'] for d in found]}"
+    return found[0]
+
+
+def container(workload: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(c for c in workload["spec"]["template"]["spec"]["containers"] if c["name"] == name)
+
+
+def env_of(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in c.get("env", [])}
+
+
+def test_lint_passes_strict(helm: str) -> None:
+    run(helm, "lint", "--strict", str(CHART))
+    run(helm, "lint", "--strict", str(CHART), "--set", "mongodb.enabled=false,externalMongodb.existingSecret=atlas")
+
+
+def test_api_service_is_nodeport_30001_and_mongodb_is_never_exposed(helm: str) -> None:
+    docs = render(helm)
+    api = one(docs, "Service", RELEASE)
+    assert api["spec"]["type"] == "NodePort"
+    assert api["spec"]["ports"] == [
+        {"name": "http", "port": 9012, "targetPort": "http", "protocol": "TCP", "nodePort": 30001}
+    ]
+    mongo = one(docs, "Service", f"{RELEASE}-mongodb")
+    assert mongo["spec"]["type"] == "ClusterIP" and mongo["spec"]["clusterIP"] == "None"
+    assert all("nodePort" not in p for p in mongo["spec"]["ports"])
+    # The only NodePort of the whole chart is the API's.
+    node_ports = [d["metadata"]["name"] for d in find(docs, "Service") if d["spec"].get("type") == "NodePort"]
+    assert node_ports == [RELEASE]
+    policy = one(docs, "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "mongodb"
+
+
+def test_api_deployment_probes_resources_and_non_root(helm: str) -> None:
+    docs = render(helm)
+    deployment = one(docs, "Deployment", RELEASE)
+    api = container(deployment, "api")
+    assert api["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert api["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+    assert api["ports"][0]["containerPort"] == 9012
+    assert {"cpu", "memory"} <= set(api["resources"]["requests"]) and {"cpu", "memory"} <= set(
+        api["resources"]["limits"]
+    )
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["automountServiceAccountToken"] is False
+    assert api["securityContext"]["allowPrivilegeEscalation"] is False
+    assert api["securityContext"]["readOnlyRootFilesystem"] is True
+    assert api["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    # The pod template changes (and pods roll) when settings or credentials do.
+    assert {"checksum/config", "checksum/secret"} <= set(deployment["spec"]["template"]["metadata"]["annotations"])
+
+
+def test_settings_come_from_repository_configmap_and_credentials_from_the_secret(helm: str) -> None:
+    docs = render(helm)
+    configmap = one(docs, "ConfigMap", "repository-configmap")
+    assert configmap["data"]["FLREPO_DB_NAME"] == "repository"
+    assert configmap["data"]["FLREPO_GRIDFS_DB_NAME"] == "repository_grid"
+    for key in ("FLREPO_LOG_LEVEL", "FLREPO_MAX_UPLOAD_BYTES", "FLREPO_LIST_CAP"):
+        assert key in configmap["data"]
+    assert all(isinstance(v, str) for v in configmap["data"].values())
+    assert not any("MONGODB_URL" in k or "PASSWORD" in k for k in configmap["data"]), "secrets in the ConfigMap"
+
+    secret = one(docs, "Secret", f"{RELEASE}-mongodb")
+    assert {
+        "mongodb-root-username",
+        "mongodb-root-password",
+        "mongodb-username",
+        "mongodb-password",
+        "mongodb-url",
+    } <= set(secret["data"])
+    url = base64.b64decode(secret["data"]["mongodb-url"]).decode()
+    user = base64.b64decode(secret["data"]["mongodb-username"]).decode()
+    password = base64.b64decode(secret["data"]["mongodb-password"]).decode()
+    assert url == f"mongodb://{user}:{password}@{RELEASE}-mongodb.fl.svc:27017/?authSource=admin"
+    assert len(password) >= 24  # generated when not given
+
+    api = container(one(docs, "Deployment", RELEASE), "api")
+    assert api["envFrom"] == [{"configMapRef": {"name": "repository-configmap"}}]
+    assert env_of(api)["FLREPO_MONGODB_URL"]["valueFrom"] == {
+        "secretKeyRef": {"name": f"{RELEASE}-mongodb", "key": "mongodb-url"}
+    }
+    mongo = container(one(docs, "StatefulSet", f"{RELEASE}-mongodb"), "mongodb")
+    env = env_of(mongo)
+    for name, key in {
+        "MONGO_INITDB_ROOT_USERNAME": "mongodb-root-username",
+        "MONGO_INITDB_ROOT_PASSWORD": "mongodb-root-password",
+        "MONGO_INITDB_APP_USERNAME": "mongodb-username",
+        "MONGO_INITDB_APP_PASSWORD": "mongodb-password",
+    }.items():
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": f"{RELEASE}-mongodb", "key": key}
+    # No literal credentials anywhere in a workload.
+    for workload in (*find(docs, "Deployment"), *find(docs, "StatefulSet")):
+        for c in workload["spec"]["template"]["spec"]["containers"]:
+            assert all("value" not in e or "PASSWORD" not in e["name"] for e in c.get("env", []))
+
+
+def test_mongodb_statefulset_uses_mongo7_with_a_sized_claim(helm: str) -> None:
+    docs = render(helm, "mongodb.persistence.size=20Gi", "mongodb.persistence.storageClass=fast")
+    sts = one(docs, "StatefulSet", f"{RELEASE}-mongodb")
+    assert sts["spec"]["serviceName"] == f"{RELEASE}-mongodb"
+    mongo = container(sts, "mongodb")
+    assert mongo["image"] == "mongo:7.0"
+    assert {"startupProbe", "readinessProbe", "livenessProbe"} <= set(mongo)
+    assert sts["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    assert claim["spec"]["storageClassName"] == "fast"
+    mounts = {m["name"]: m["mountPath"] for m in mongo["volumeMounts"]}
+    assert mounts["data"] == "/data/db" and mounts["initdb"] == "/docker-entrypoint-initdb.d"
+    initdb = one(docs, "ConfigMap", f"{RELEASE}-mongodb-initdb")
+    shipped = (ROOT / "mongo_db" / "20-create-app-user.js").read_text()
+    assert initdb["data"]["20-create-app-user.js"] == shipped.rstrip("\n")
+    assert (CHART / "files" / "create-app-user.js").read_text() == shipped, "keep the two init scripts identical"
+
+
+def test_external_mongodb_from_an_existing_secret_replaces_the_statefulset(helm: str) -> None:
+    docs = render(
+        helm,
+        "mongodb.enabled=false",
+        "externalMongodb.existingSecret=atlas-uri",
+        "externalMongodb.existingSecretKey=uri",
+        "replicaCount=3",
+    )
+    assert not find(docs, "StatefulSet") and not find(docs, "NetworkPolicy")
+    # No MongoDB Secret: the only Secrets left are the API keys (auth is on by default).
+    assert sorted(d["metadata"]["name"] for d in find(docs, "Secret")) == [
+        f"{RELEASE}-admin-key",
+        f"{RELEASE}-api-keys",
+    ]
+    assert not find(docs, "Service", f"{RELEASE}-mongodb")
+    deployment = one(docs, "Deployment", RELEASE)
+    assert deployment["spec"]["replicas"] == 3
+    assert env_of(container(deployment, "api"))["FLREPO_MONGODB_URL"]["valueFrom"] == {
+        "secretKeyRef": {"name": "atlas-uri", "key": "uri"}
+    }
+
+
+def test_values_that_cannot_work_are_refused(helm: str) -> None:
+    for values in (["mongodb.enabled=false"], ["service.nodePort=80"], ["service.type=Public"]):
+        sets = [arg for value in values for arg in ("--set", value)]
+        result = subprocess.run(
+            [helm, "template", RELEASE, str(CHART), *sets], capture_output=True, text=True, timeout=120, check=False
+        )
+        assert result.returncode != 0, values
+
+
+def test_config_values_reach_the_configmap(helm: str) -> None:
+    docs = render(
+        helm,
+        "config.logLevel=DEBUG",
+        "config.listCap=50",
+        'config.extra.FLREPO_CORS_ORIGINS=["https://ui.example"]',
+        "service.type=ClusterIP",
+    )
+    data = one(docs, "ConfigMap", "repository-configmap")["data"]
+    assert data["FLREPO_LOG_LEVEL"] == "DEBUG" and data["FLREPO_LIST_CAP"] == "50"
+    assert data["FLREPO_CORS_ORIGINS"] == '["https://ui.example"]'
+    service = one(docs, "Service", RELEASE)
+    assert service["spec"]["type"] == "ClusterIP" and "nodePort" not in service["spec"]["ports"][0]
+
+
+# --- Authentication: on by default, with a working generated admin key. ---
+
+KEYS_SECRET = f"{RELEASE}-api-keys"
+ADMIN_SECRET = f"{RELEASE}-admin-key"
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def decode(secret: dict[str, Any]) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+
+
+def keys_mount(docs: list[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
+    """(FLREPO_API_KEYS_FILE, the Secret mounted there, that volume) of the API pods."""
+    deployment = one(docs, "Deployment", RELEASE)
+    api = container(deployment, "api")
+    keys_file = env_of(api)["FLREPO_API_KEYS_FILE"]["value"]
+    (mount,) = [m for m in api["volumeMounts"] if keys_file.startswith(m["mountPath"].rstrip("/") + "/")]
+    assert mount["readOnly"] is True
+    volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+    filename = keys_file[len(mount["mountPath"].rstrip("/")) + 1 :]
+    assert volume["secret"]["items"] == [{"key": filename, "path": filename}]
+    return keys_file, volume["secret"]["secretName"], volume
+
+
+def test_auth_is_on_by_default_with_a_generated_admin_key(helm: str) -> None:
+    docs = render(helm)
+    keys_file, secret_name, _ = keys_mount(docs)
+    assert secret_name == KEYS_SECRET
+    api = container(one(docs, "Deployment", RELEASE), "api")
+    assert env_of(api)["FLREPO_ANONYMOUS_ROLE"]["value"] == "none"
+    # Probes stay on the two routes that need no key.
+    assert api["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert api["readinessProbe"]["httpGet"]["path"] == "/ready"
+    annotations = one(docs, "Deployment", RELEASE)["spec"]["template"]["metadata"]["annotations"]
+    assert HEX64.match(annotations["checksum/api-keys"]), "pods roll when the keys change"
+
+    keys_secret = decode(one(docs, "Secret", KEYS_SECRET))
+    assert set(keys_secret) == {Path(keys_file).name}
+    (entry,) = yaml.safe_load(keys_secret[Path(keys_file).name])
+    assert entry["role"] == "admin" and entry["id"] == "admin"
+    assert HEX64.match(entry["sha256"])
+
+    admin = decode(one(docs, "Secret", ADMIN_SECRET))
+    key = admin["api-key"]
+    assert len(key) >= 40 and key.startswith("flr_")
+    assert hashlib.sha256(key.encode()).hexdigest() == entry["sha256"]
+    # The plain key is in its own Secret only: not in the keys file, an env var or anywhere else.
+    for doc in docs:
+        if doc["kind"] == "Secret" and doc["metadata"]["name"] == ADMIN_SECRET:
+            continue
+        text = yaml.safe_dump(doc)
+        encoded = base64.b64encode(key.encode()).decode()
+        assert key not in text and encoded not in text, f"the admin key leaks into {doc['kind']} {doc['metadata']}"
+        if doc["kind"] == "Secret":
+            assert all(key not in value for value in decode(doc).values()), doc["metadata"]["name"]
+    # Only the helm test pod reads it, from the Secret.
+    test_pod = one(docs, "Pod")
+    env = env_of(test_pod["spec"]["containers"][0])
+    assert env["FLREPO_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": ADMIN_SECRET, "key": "api-key"}
+    assert env["EXPECT_401_WITHOUT_KEY"]["value"] == "1"
+
+
+def test_each_render_generates_a_new_key_and_the_chart_keeps_it_on_upgrade(helm: str) -> None:
+    first = decode(one(render(helm), "Secret", ADMIN_SECRET))["api-key"]
+    second = decode(one(render(helm), "Secret", ADMIN_SECRET))["api-key"]
+    assert first != second, "a random key per install"
+    # Without a cluster `lookup` finds nothing; check that it asks for the very Secret the chart renders.
+    helpers = (CHART / "templates" / "_helpers.tpl").read_text()
+    assert 'lookup "v1" "Secret" .Release.Namespace (include "flrepository.auth.adminKeySecretName" .)' in helpers
+    assert 'index $existing.data "api-key"' in helpers
+
+
+async def test_rendered_keys_file_loads_and_the_generated_key_opens_the_api(helm: str, mongo_url: str, tmp_path):
+    """What the operator reads from the admin-key Secret really works against the rendered keys file."""
+    import httpx
+
+    from flrepo.server.auth import KeyStore, Role, load_keys
+    from flrepo.server.main import create_app
+    from tests.helpers import drop, make_settings
+
+    docs = render(helm)
+    keys_file, secret_name, _ = keys_mount(docs)
+    path = tmp_path / Path(keys_file).name  # same name, so the same JSON/YAML choice as in the pod
+    path.write_text(decode(one(docs, "Secret", secret_name))[path.name])
+    (loaded,) = load_keys(path)
+    assert loaded.id == "admin" and loaded.role == Role.ADMIN
+    key = decode(one(docs, "Secret", ADMIN_SECRET))["api-key"]
+    assert KeyStore([loaded], Role.NONE).lookup(key) == loaded
+
+    api_env = env_of(container(one(docs, "Deployment", RELEASE), "api"))
+    settings = make_settings(mongo_url, api_keys_file=path, anonymous_role=api_env["FLREPO_ANONYMOUS_ROLE"]["value"])
+    app = create_app(settings)
+    try:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                assert (await client.get("/health")).status_code == 200
+                assert (await client.get("/ready")).status_code == 200
+                assert (await client.get("/model")).status_code == 401
+                assert (await client.get("/model", headers={"Authorization": "Bearer flr_wrong"})).status_code == 401
+                assert (await client.get("/model", headers={"Authorization": f"Bearer {key}"})).status_code == 200
+                assert (await client.get("/model", headers={"X-API-Key": key})).status_code == 200
+                created = await client.post(
+                    "/model",
+                    json={"model_name": "m", "model_version": "1", "meta": {"library": "keras"}},
+                    headers={"X-API-Key": key},
+                )
+                assert created.status_code == 201, created.text
+                assert (await client.delete("/model/m/1", headers={"X-API-Key": key})).status_code in (200, 204)
+    finally:
+        drop(settings)
+
+
+def test_given_keys_are_exactly_the_entries_and_nothing_is_generated(helm: str) -> None:
+    entries = [
+        {"id": "ops", "role": "admin", "sha256": hashlib.sha256(b"ops-key").hexdigest().upper()},
+        {"id": "collector", "role": "writer", "sha256": hashlib.sha256(b"collector-key").hexdigest()},
+        {"id": "viewer", "role": "reader", "sha256": hashlib.sha256(b"viewer-key").hexdigest()},
+    ]
+    docs = render(helm, values_file={"auth": {"keys": entries}})
+    keys_file, secret_name, _ = keys_mount(docs)
+    assert secret_name == KEYS_SECRET
+    rendered = yaml.safe_load(decode(one(docs, "Secret", KEYS_SECRET))[Path(keys_file).name])
+    assert rendered == [{**e, "sha256": e["sha256"].lower()} for e in entries]
+    assert not find(docs, "Secret", ADMIN_SECRET), "no generated key when keys are given"
+    test_env = env_of(one(docs, "Pod")["spec"]["containers"][0])
+    assert "FLREPO_API_KEY" not in test_env and test_env["EXPECT_401_WITHOUT_KEY"]["value"] == "1"
+
+
+def test_existing_secret_is_mounted_and_nothing_is_generated(helm: str) -> None:
+    docs = render(helm, "auth.existingSecret=flrepo-keys")
+    keys_file, secret_name, _ = keys_mount(docs)
+    assert (secret_name, keys_file) == ("flrepo-keys", "/etc/flrepo/keys/api-keys.yaml")
+    assert not find(docs, "Secret", KEYS_SECRET) and not find(docs, "Secret", ADMIN_SECRET)
+    docs = render(helm, "auth.existingSecret=flrepo-keys", "auth.existingSecretKey=keys.json")
+    keys_file, secret_name, _ = keys_mount(docs)
+    assert (secret_name, keys_file) == ("flrepo-keys", "/etc/flrepo/keys/keys.json")
+
+
+def test_anonymous_role_for_legacy_clients(helm: str) -> None:
+    docs = render(helm, "auth.anonymousRole=writer")
+    assert env_of(container(one(docs, "Deployment", RELEASE), "api"))["FLREPO_ANONYMOUS_ROLE"]["value"] == "writer"
+    assert env_of(one(docs, "Pod")["spec"]["containers"][0])["EXPECT_401_WITHOUT_KEY"]["value"] == ""
+    keys_mount(docs)  # keys still work beside the anonymous role
+
+
+def test_auth_disabled_renders_no_keys_file(helm: str) -> None:
+    docs = render(helm, "auth.enabled=false")
+    assert not find(docs, "Secret", KEYS_SECRET) and not find(docs, "Secret", ADMIN_SECRET)
+    deployment = one(docs, "Deployment", RELEASE)
+    api = container(deployment, "api")
+    env = env_of(api)
+    assert "FLREPO_API_KEYS_FILE" not in env
+    assert env["FLREPO_ANONYMOUS_ROLE"]["value"] == "admin"
+    assert [m["name"] for m in api["volumeMounts"]] == ["tmp"]
+    assert [v["name"] for v in deployment["spec"]["template"]["spec"]["volumes"]] == ["tmp"]
+    assert "checksum/api-keys" not in deployment["spec"]["template"]["metadata"]["annotations"]
+    assert "FLREPO_API_KEY" not in env_of(one(docs, "Pod")["spec"]["containers"][0])
+
+
+def test_notes_tell_how_to_get_the_key_and_warn_when_open(helm: str, tmp_path: Path) -> None:
+    # helm template does not print NOTES.txt: render it as an ordinary template of a copy.
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)
+    (chart / "templates" / "NOTES.txt").rename(chart / "templates" / "notes.txt")
+
+    def notes(*values: str) -> str:
+        sets = [arg for value in values for arg in ("--set", value)]
+        result = subprocess.run(
+            [helm, "template", RELEASE, str(chart), "-n", "fl", "--show-only", "templates/notes.txt", "--debug", *sets],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        # Not YAML, so helm reports a parse error after printing it with --debug.
+        return result.stdout
+
+    default = notes()
+    assert f"kubectl get secret {ADMIN_SECRET} --namespace fl -o jsonpath='{{.data.api-key}}' | base64 -d" in default
+    assert "Authorize" in default and "WARNING" not in default
+    assert "WARNING: requests without a key get the reader role" in notes("auth.anonymousRole=reader")
+    open_notes = notes("auth.enabled=false")
+    assert "WARNING: auth.enabled is false" in open_notes and ADMIN_SECRET not in open_notes
+
+
+@pytest.mark.parametrize(
+    ("values", "values_file", "message"),
+    [
+        (["auth.anonymousRole=guest"], None, "anonymousRole"),
+        (["auth.existingSecretKey=a/b"], None, "existingSecretKey"),
+        (["auth.enable=false"], None, "additional properties 'enable'"),
+        ([], {"auth": {"keys": [{"id": "x", "role": "root", "sha256": "0" * 64}]}}, "/auth/keys/0/role"),
+        ([], {"auth": {"keys": [{"id": "x", "role": "admin", "sha256": "not-a-hash"}]}}, "/auth/keys/0/sha256"),
+        ([], {"auth": {"keys": [{"id": "x", "role": "admin", "key": "plain"}]}}, "missing property 'sha256'"),
+        (
+            [],
+            {"auth": {"keys": [{"id": "x", "role": "admin", "sha256": "0" * 64}] * 2}},
+            "appears twice",
+        ),
+        (
+            ["auth.existingSecret=k"],
+            {"auth": {"keys": [{"id": "x", "role": "admin", "sha256": "0" * 64}]}},
+            "one way only",
+        ),
+        (["config.extra.FLREPO_ANONYMOUS_ROLE=reader"], None, "auth.anonymousRole"),
+        (["config.extra.FLREPO_API_KEYS_FILE=/k"], None, "auth.keys"),
+        (["apiKeys.existingSecret=old"], None, "auth.existingSecret"),
+    ],
+)
+def test_auth_values_that_cannot_work_are_refused(helm: str, values, values_file, message) -> None:
+    assert message in refused(helm, *values, values_file=values_file)
+
+
+def test_lint_passes_for_every_auth_mode(helm: str) -> None:
+    for values in (
+        ["auth.enabled=false"],
+        ["auth.existingSecret=flrepo-keys"],
+        ["auth.anonymousRole=reader"],
+        [f"auth.keys[0].id=ops,auth.keys[0].role=admin,auth.keys[0].sha256={'a' * 64}"],
+    ):
+        run(helm, "lint", "--strict", str(CHART), *[arg for value in values for arg in ("--set", value)])

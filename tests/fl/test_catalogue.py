@@ -1,0 +1,105 @@
+"""The signed catalogue: seeding, tamper detection in GridFS, loading in a fresh process, and items
+seeded before the package was renamed from `app` to `flrepo`."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flrepo.client import IntegrityError, RepositoryClient
+from flrepo.fl import transformations
+from flrepo.fl.catalogue import STRATEGIES, seed, strategy_artifact
+from flrepo.server.backup.dump import restore
+from flrepo.signing import Keyring, SignatureError
+
+KEYS = Keyring("k1", {"k1": b"secret-one"})
+# `flrepo seed` (flwr 1.41) into a fresh store, then `flrepo dump`, made with the package still named
+# `app` (commit 7548ff0) and signed with this key: its transformations were pickled as `app.fl....`.
+SEEDED_BEFORE_RENAME = Path(__file__).resolve().parents[1] / "data" / "seeded-before-rename.tar.gz"
+PRE_RENAME_KEYS = Keyring(None, {"fixture": b"pre-rename-fixture-key"})
+
+
+def test_tampered_file_in_gridfs_is_refused(live_server, raw_db):
+    repo = RepositoryClient(live_server.url, keyring=KEYS)
+    seed(repo)
+    assert repo.load_strategy("fedavg").__class__.__name__ == "FedAvg"
+    file_id = raw_db[1]["fs.files"].find_one({"filename": "fedavg.pkl"})["_id"]
+    chunk = raw_db[1]["fs.chunks"].find_one({"files_id": file_id})
+    data = bytearray(chunk["data"])
+    data[-1] ^= 0xFF
+    raw_db[1]["fs.chunks"].update_one({"_id": chunk["_id"]}, {"$set": {"data": bytes(data)}})
+    # The server's recorded sha256 (the ETag) catches it first ...
+    with pytest.raises(IntegrityError, match="ETag"):
+        repo.load_strategy("fedavg")
+    # ... and without it, the signature does.
+    raw_db[1]["fs.files"].update_one({"_id": file_id}, {"$unset": {"sha256": ""}})
+    raw_db[0]["strategies"].update_one({"strategy_name": "fedavg"}, {"$unset": {"sha256": ""}})
+    with pytest.raises(SignatureError):
+        repo.load_strategy("fedavg")
+    with RepositoryClient(live_server.url, keyring=Keyring("k1", {"k1": b"wrong"})) as wrong:
+        with pytest.raises(SignatureError):
+            wrong.load_strategy("fedprox")
+    repo.close()
+
+
+def test_seed_is_idempotent_and_loads_in_a_fresh_process(live_server):
+    repo = RepositoryClient(live_server.url, keyring=KEYS)
+    first = seed(repo)
+    assert len(first["added"]) == len(STRATEGIES) + 3 and first["kept"] == []
+    second = seed(repo)
+    assert second["added"] == [] and len(second["kept"]) == len(first["added"])
+    meta = repo.get_strategy("fedprox").meta
+    assert meta["class"] == "flwr.server.strategy.FedProx" and "proximal_mu" in meta["parameters"]
+    assert meta["flwr"] == importlib.metadata.version("flwr")  # the flwr that pickled it
+    repo.close()
+    code = f"""
+import json, os
+os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
+import numpy as np
+from flwr.server.strategy import Strategy
+from flrepo.client import RepositoryClient
+from flrepo.fl import transformations
+from flrepo.server.backup.dump import restore
+from flrepo.signing import Keyring, SignatureError
+repo = RepositoryClient({live_server.url!r}, keyring=Keyring("k1", {{"k1": b"secret-one"}}))
+out = {{}}
+for name in {sorted(STRATEGIES)!r}:
+    s = repo.load_strategy(name)
+    out[name] = isinstance(s, Strategy) and type(s).__name__
+t = repo.load_transformation("flrepo.min_max_scaling")(low=0, high=16)
+x, y = t(np.array([[0.0, 8.0, 16.0]]), np.array([1]))
+out["scaled"] = x.tolist()
+onehot = repo.load_transformation("flrepo.one_hot_labels")(categories=3)
+out["onehot"] = onehot(x, np.array([2]))[1].tolist()
+print(json.dumps(out))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    for name in STRATEGIES:
+        assert loaded[name] == STRATEGIES[name][0], name
+    assert loaded["scaled"] == [[0.0, 0.5, 1.0]] and loaded["onehot"] == [[0.0, 0.0, 1.0]]
+
+
+def test_strategy_artifacts_record_their_parameters():
+    _, meta = strategy_artifact("fedavg")
+    assert meta["parameters"]["fraction_fit"] == 1.0 and meta["parameters"]["min_fit_clients"] == 2
+
+
+async def test_items_seeded_before_the_rename_still_load(settings):
+    report = await restore(settings, SEEDED_BEFORE_RENAME)
+    assert report.documents["strategies"] == len(STRATEGIES) and report.documents["transformations"] == 3
+    from tests.helpers import LiveServer, create_app
+
+    with LiveServer(create_app(settings)) as server, RepositoryClient(server.url, keyring=PRE_RENAME_KEYS) as repo:
+        for cls in transformations.BUILTIN:
+            loaded = await asyncio.to_thread(repo.load_transformation, cls.AEROS["id"])
+            assert loaded is cls  # `app.fl.transformations.X` resolved to the class under its new name
+        for name, (class_name, _) in STRATEGIES.items():
+            strategy = await asyncio.to_thread(repo.load_strategy, name)
+            assert type(strategy).__name__ == class_name  # pickled by flwr 1.41, loaded by the pinned flwr

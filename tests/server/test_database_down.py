@@ -1,0 +1,72 @@
+"""The database goes away and comes back: 503 within a bounded time, then recovery on its own."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+
+from flrepo.server.embedded import EmbeddedMongo
+from flrepo.server.main import create_app
+from tests.helpers import make_settings
+
+# A hang detector, not a speed goal: requests must answer long before this.
+BOUND = 15.0
+
+
+async def test_503_while_down_and_recovery(tmp_path):
+    server = EmbeddedMongo(tmp_path / "data", log_file=tmp_path / "ferretdb.log").start()
+    try:
+        settings = make_settings(server.url, db_timeout_ms=1000)
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                body = {"model_name": "m", "model_version": "v", "meta": {"library": "k"}}
+                assert (await client.post("/model", json=body)).status_code == 201
+
+                server.stop()
+                for method, path, kwargs in [
+                    ("GET", "/model", {}),
+                    ("GET", "/model/meta?model_name=m&model_version=v", {}),
+                    ("POST", "/model", {"json": {**body, "model_name": "n"}}),
+                    ("PUT", "/model/m/v", {"files": {"file": ("f", b"data")}}),
+                    ("GET", "/model/m/v", {}),
+                    ("DELETE", "/model/m/v", {}),
+                    ("GET", "/ready", {}),
+                ]:
+                    started = time.monotonic()
+                    r = await client.request(method, path, **kwargs)
+                    assert time.monotonic() - started < BOUND, (method, path)
+                    assert r.status_code == 503, (method, path, r.text)
+                    assert "unavailable" in r.json()["detail"]
+                assert (await client.get("/health")).status_code == 200
+
+                server.start()
+                deadline = time.monotonic() + BOUND
+                while (await client.get("/ready")).status_code != 200:
+                    assert time.monotonic() < deadline, "service did not recover"
+                    await asyncio.sleep(0.2)
+                r = await client.get("/model/meta", params={"model_name": "m", "model_version": "v"})
+                assert r.status_code == 200 and r.json()["meta"]["library"] == "k"
+    finally:
+        server.stop()
+
+
+async def test_starts_while_database_down_and_creates_indexes_later(tmp_path):
+    server = EmbeddedMongo(tmp_path / "data", log_file=tmp_path / "ferretdb.log")
+    settings = make_settings(server.url, db_timeout_ms=500)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            assert (await client.get("/health")).status_code == 200
+            assert (await client.get("/ready")).status_code == 503
+            server.start()
+            try:
+                body = {"model_name": "m", "model_version": "v", "meta": {"library": "k"}}
+                codes = [(await client.post("/model", json=body)).status_code for _ in range(2)]
+                assert codes == [201, 409]  # the unique index exists although start-up could not create it
+            finally:
+                server.stop()

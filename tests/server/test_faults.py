@@ -1,0 +1,164 @@
+"""Faults with nothing lost: a server killed mid-upload, orphan sweeps, many concurrent writers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+
+import httpx
+import pytest
+from bson import ObjectId
+
+from flrepo.server.embedded import free_port
+from flrepo.server.storage.db import Database
+from flrepo.server.storage.sweep import sweep
+from tests.helpers import CHUNK, grid_counts, make_model, payload, sha, upload
+
+
+def _start_server(settings, port):
+    env = {
+        **os.environ,
+        "FLREPO_MONGODB_URL": settings.mongodb_url,
+        "FLREPO_DB_NAME": settings.db_name,
+        "FLREPO_GRIDFS_DB_NAME": settings.gridfs_db_name,
+        "FLREPO_SWEEP_INTERVAL_S": "0",
+        "FLREPO_LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flrepo.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("server did not start")
+
+
+def test_sigkill_mid_upload_keeps_previous_file(settings, raw_db):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = _start_server(settings, port)
+    try:
+        httpx.post(f"{base}/model", json={"model_name": "m", "model_version": "v", "meta": {"library": "k"}})
+        old = payload(CHUNK + 10)
+        r = httpx.put(f"{base}/model/m/v", files={"file": ("old.bin", old)})
+        assert r.status_code == 204
+        assert grid_counts(raw_db) == (1, 2)
+
+        sent = threading.Event()
+
+        # PyMongo's GridIn batches up to 32 MiB of chunks per insert, so send well past that
+        # before the kill, then keep the upload going slowly so it cannot finish first.
+        def slow_body():
+            for i in range(2000):
+                yield os.urandom(64 * 1024)
+                if i == 640:
+                    sent.set()
+                time.sleep(0.01 if i > 640 else 0)
+
+        def uploader():
+            try:
+                httpx.put(
+                    f"{base}/model/m/v",
+                    content=slow_body(),
+                    headers={"content-type": "application/octet-stream"},
+                    timeout=30,
+                )
+            except httpx.HTTPError:
+                pass  # the server dies under it
+
+        thread = threading.Thread(target=uploader, daemon=True)
+        thread.start()
+        assert sent.wait(20)
+        deadline = time.monotonic() + 10
+        while grid_counts(raw_db)[1] <= 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert grid_counts(raw_db)[1] > 2, "the killed upload never reached GridFS"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        thread.join(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+    proc = _start_server(settings, port)
+    try:
+        r = httpx.get(f"{base}/model/m/v")
+        assert r.status_code == 200 and sha(r.content) == sha(old)
+        meta = httpx.get(f"{base}/model/meta", params={"model_name": "m", "model_version": "v"}).json()
+        assert meta["size"] == len(old) and meta["filename"] == "old.bin"
+        files, chunks = grid_counts(raw_db)
+        assert files == 1 and chunks > 2  # the dead upload's chunks are still there ...
+
+        async def sweep_now():
+            db = Database.connect(settings)
+            try:
+                return await sweep(db, timedelta(0))
+            finally:
+                await db.close()
+
+        report = asyncio.run(sweep_now())  # ... until the sweep removes them
+        assert report.orphan_chunk_sets == 1 and report.orphan_files == 0
+        assert grid_counts(raw_db) == (1, 2)
+        assert sha(httpx.get(f"{base}/model/m/v").content) == sha(old)
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+async def test_sweep_removes_orphans_and_keeps_referenced(client, app, raw_db):
+    db = app.state.db
+    await make_model(client)
+    kept = payload(CHUNK + 1)
+    await upload(client, "/model/m/v1", kept)
+    # A whole file nobody points to (crash between writing a file and switching to it).
+    orphan_id = await db.bucket.upload_from_stream("orphan.bin", payload(100))
+    # Chunks of an upload that never finished.
+    raw_db[1]["fs.chunks"].insert_many(
+        [{"files_id": ObjectId(), "n": 0, "data": b"x" * 10}, {"files_id": (dead := ObjectId()), "n": 0, "data": b"y"}]
+    )
+    raw_db[1]["fs.chunks"].insert_one({"files_id": dead, "n": 1, "data": b"z"})
+
+    # Within the grace period nothing is touched: it could be an upload in progress.
+    report = await sweep(db, timedelta(hours=1))
+    assert report.orphan_files == 0 and report.orphan_chunk_sets == 0
+    assert grid_counts(raw_db) == (2, 6)
+
+    report = await sweep(db, timedelta(0))
+    assert (report.orphan_files, report.orphan_chunk_sets, report.chunks_removed) == (1, 2, 3)
+    assert grid_counts(raw_db) == (1, 2)
+    assert raw_db[1]["fs.files"].find_one({"_id": orphan_id}) is None
+    assert (await client.get("/model/m/v1")).content == kept
+
+
+@pytest.mark.parametrize("uploads", [50])
+async def test_fifty_concurrent_uploads_to_one_model(client, raw_db, uploads):
+    await make_model(client)
+    blobs = [payload(CHUNK + 1 + i) for i in range(uploads)]
+    responses = await asyncio.gather(*(upload(client, "/model/m/v1", b) for b in blobs))
+    assert [r.status_code for r in responses] == [204] * uploads
+    r = await client.get("/model/m/v1")
+    assert r.content in blobs
+    meta = (await client.get("/model/meta", params={"model_name": "m", "model_version": "v1"})).json()
+    assert meta["sha256"] == sha(r.content) and meta["size"] == len(r.content)
+    assert grid_counts(raw_db) == (1, 2)
+
+
+async def test_two_hundred_concurrent_creates(client):
+    body = {"model_name": "race", "model_version": "v1", "meta": {"library": "k"}}
+    responses = await asyncio.gather(*(client.post("/model", json=body) for _ in range(200)))
+    codes = [r.status_code for r in responses]
+    assert codes.count(201) == 1 and codes.count(409) == 199
