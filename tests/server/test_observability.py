@@ -10,7 +10,7 @@ import yaml
 
 from flrepo.server.auth import hash_key
 from flrepo.server.main import create_app
-from flrepo.server.observability import JsonFormatter, request_id_var
+from flrepo.logs import JsonFormatter, request_id_var
 from tests.helpers import drop, make_settings
 
 BODY = {"model_name": "m", "model_version": "v", "meta": {"library": "k"}}

@@ -45,7 +45,7 @@ from flrepo.client import (
     calls,
 )
 from flrepo.client.sync import DEFAULT_URL
-from flrepo.server.observability import StderrHandler
+from flrepo.logs import StderrHandler
 from flrepo.signing import NoSigningKey, verify_digest
 
 log = logging.getLogger("flrepo")

@@ -16,9 +16,9 @@ from flrepo.server.settings import Settings
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from flrepo.logs import configure_logging
     from flrepo.server.embedded import EmbeddedMongo
     from flrepo.server.main import create_app
-    from flrepo.server.observability import configure_logging
 
     overrides: dict[str, object] = {}
     if args.host:
@@ -82,8 +82,8 @@ def _dump_or_restore(args: argparse.Namespace) -> int:
 
     from pymongo.errors import PyMongoError
 
+    from flrepo.logs import configure_logging
     from flrepo.server.backup import dump as archive_ops
-    from flrepo.server.observability import configure_logging
 
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format == "json")
@@ -107,7 +107,7 @@ def _dump_or_restore(args: argparse.Namespace) -> int:
 def _fl_setup(args: argparse.Namespace) -> RepositoryClient:
     """The SDK client for the FL commands; signing keys come from FLREPO_SIGNING_KEY / FLREPO_VERIFY_KEYS."""
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    from flrepo.server.observability import configure_logging
+    from flrepo.logs import configure_logging
 
     configure_logging(os.environ.get("FLREPO_LOG_LEVEL", "INFO"), json_logs=False)
     return RepositoryClient(args.repo, api_key=args.api_key)

@@ -1,4 +1,7 @@
-"""Exception handlers: every error is JSON `{"detail": ...}` with the status that fits it."""
+"""Exception handlers: every error is JSON `{"detail": ...}` with the status that fits it.
+
+The one place where the store's own errors (flrepo.server.repository.errors) and the driver's become
+HTTP statuses."""
 
 from __future__ import annotations
 
@@ -10,7 +13,18 @@ from fastapi.responses import JSONResponse
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from flrepo.server.repository import errors as store_errors
+
 log = logging.getLogger(__name__)
+
+STATUS_OF: dict[type[store_errors.StoreError], int] = {
+    store_errors.NotFound: 404,
+    store_errors.AlreadyExists: 409,
+    store_errors.Conflict: 409,
+    store_errors.TooLarge: 413,
+    store_errors.Invalid: 422,
+    store_errors.Busy: 503,
+}
 
 BAD_VALUE = 2  # MongoDB error code
 
@@ -19,6 +33,12 @@ def _count(request: Request, kind: str) -> None:
     metrics = getattr(request.app.state, "metrics", None)
     if metrics is not None:
         metrics.db_errors.labels(kind).inc()
+
+
+async def _store_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, store_errors.StoreError)
+    status = next((code for cls, code in STATUS_OF.items() if isinstance(exc, cls)), 500)
+    return JSONResponse({"detail": exc.detail}, status_code=status)
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
@@ -57,6 +77,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(store_errors.StoreError, _store_error)
     # Starlette picks the handler of the most specific class in the exception's MRO.
     app.add_exception_handler(ConnectionFailure, _database_unavailable)
     app.add_exception_handler(DuplicateKeyError, _duplicate)

@@ -64,7 +64,7 @@ from bson.json_util import JSONMode, JSONOptions
 from gridfs.errors import GridFSError
 from pymongo.errors import DuplicateKeyError
 
-from flrepo.server.repository.items import MODELS, RESULTS, STRATEGIES, TASKS, TRANSFORMATIONS, Kind
+from flrepo.server.repository.kinds import MODELS, RESULTS, STRATEGIES, TASKS, TRANSFORMATIONS, Kind
 from flrepo.server.settings import Settings
 from flrepo.server.storage import blobs
 from flrepo.server.storage.db import Database

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,45 +16,11 @@ from pymongo.errors import DuplicateKeyError
 
 from flrepo.server.http.downloads import file_response
 from flrepo.server.http.uploads import incoming_file
+from flrepo.server.repository.kinds import Kind
 from flrepo.server.storage import blobs
-from flrepo.server.storage.db import NATURAL_KEYS, Database
+from flrepo.server.storage.db import Database
 
 NO_ID = {"_id": 0}
-
-
-@dataclass(frozen=True)
-class Kind:
-    """One collection: where it lives, what names it, which aerOS field points at its file."""
-
-    collection: str
-    label: str
-    file_field: str | None = None  # the aerOS field holding the GridFS id; None: no file
-
-    @property
-    def id_field(self) -> str:
-        if self.file_field is None:
-            raise TypeError(f"a {self.label} has no file")
-        return self.file_field
-
-    @property
-    def keys(self) -> tuple[str, ...]:
-        return NATURAL_KEYS[self.collection]
-
-    def describe(self, key: dict[str, Any]) -> str:
-        return f"{self.label} " + ", ".join(f"{k}={key[k]!r}" for k in self.keys)
-
-    def not_found(self, key: dict[str, Any]) -> HTTPException:
-        return HTTPException(404, f"{self.describe(key)} not found")
-
-    def default_filename(self, key: dict[str, Any]) -> str:
-        return "_".join(str(key[k]) for k in self.keys) + ".bin"
-
-
-MODELS = Kind("models", "model", "model_id")
-RESULTS = Kind("results", "training result", "weights_id")
-STRATEGIES = Kind("strategies", "strategy", "strategy_id")
-TRANSFORMATIONS = Kind("transformations", "transformation", "storage_id")
-TASKS = Kind("tasks", "task")
 
 
 # Per-item locks around "switch the document, delete the old file". MongoDB's findAndModify is

@@ -12,7 +12,7 @@ from flrepo.server.deps import DB, FILE_RESPONSE, Page, SettingsDep, problems
 from flrepo.server.http.archive import archive_response
 from flrepo.server.http.uploads import UPLOAD_OPENAPI
 from flrepo.server.repository import items as store
-from flrepo.server.repository.items import MODELS
+from flrepo.server.repository.kinds import MODELS
 
 router = APIRouter(tags=["models"])
 

@@ -11,7 +11,7 @@ from flrepo.schemas.identifiers import Identifier
 from flrepo.schemas.tasks import ALLOWED_FROM, TERMINAL, Phase, StatusUpdate, TaskIn, TaskOut
 from flrepo.server.deps import DB, Page, problems
 from flrepo.server.repository import items as store
-from flrepo.server.repository.items import MODELS, STRATEGIES, TASKS, TRANSFORMATIONS
+from flrepo.server.repository.kinds import MODELS, STRATEGIES, TASKS, TRANSFORMATIONS
 from flrepo.server.storage.db import Database
 
 router = APIRouter(tags=["tasks"])

@@ -14,7 +14,7 @@ from flrepo.schemas.identifiers import Identifier
 from flrepo.server.deps import DB, FILE_RESPONSE, Page, SettingsDep, problems
 from flrepo.server.http.uploads import UPLOAD_OPENAPI
 from flrepo.server.repository import items as store
-from flrepo.server.repository.items import RESULTS
+from flrepo.server.repository.kinds import RESULTS
 from flrepo.server.storage import blobs
 
 router = APIRouter(tags=["training results"])

@@ -11,7 +11,7 @@ from flrepo.schemas.identifiers import Identifier
 from flrepo.server.deps import DB, FILE_RESPONSE, Page, SettingsDep, problems
 from flrepo.server.http.uploads import UPLOAD_OPENAPI
 from flrepo.server.repository import items as store
-from flrepo.server.repository.items import TRANSFORMATIONS
+from flrepo.server.repository.kinds import TRANSFORMATIONS
 
 router = APIRouter(tags=["transformations"])
 

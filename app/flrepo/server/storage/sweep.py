@@ -17,7 +17,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo.errors import PyMongoError
 
-from flrepo.server.repository.items import MODELS, RESULTS, STRATEGIES, TRANSFORMATIONS
+from flrepo.server.repository.kinds import MODELS, RESULTS, STRATEGIES, TRANSFORMATIONS
 from flrepo.server.storage.blobs import parse_file_id
 from flrepo.server.storage.db import Database
 

@@ -1,0 +1,36 @@
+"""What the store can refuse, in its own terms; `flrepo.server.errors` is the one place that maps
+these to HTTP statuses (404, 409, 413, 422, 503)."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base class: the message is meant for the client and names the item."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFound(StoreError):
+    """No such item, or the item has no file yet."""
+
+
+class AlreadyExists(StoreError):
+    """An item with the same natural key exists."""
+
+
+class Conflict(StoreError):
+    """The request contradicts the item's state (a task's phase, a result's configuration id)."""
+
+
+class TooLarge(StoreError):
+    """A file over the configured size limit; nothing of it was kept."""
+
+
+class Invalid(StoreError):
+    """A value the store cannot hold (e.g. a shape the database refuses, a reference to nothing)."""
+
+
+class Busy(StoreError):
+    """The item changed too often while this request tried to change it; try again."""

@@ -1,0 +1,50 @@
+"""The kinds of stored items: which collection holds them, what names one, which aerOS field points
+at its file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flrepo.server.repository.errors import NotFound
+from flrepo.server.storage.db import NATURAL_KEYS
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One collection: where it lives, what names it, which aerOS field holds its GridFS id."""
+
+    collection: str
+    label: str
+    file_field: str | None = None  # the aerOS field holding the GridFS id; None: no file
+
+    @property
+    def id_field(self) -> str:
+        if self.file_field is None:
+            raise TypeError(f"a {self.label} has no file")
+        return self.file_field
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return NATURAL_KEYS[self.collection]
+
+    def key_of(self, doc: dict[str, Any]) -> dict[str, Any]:
+        return {k: doc.get(k) for k in self.keys}
+
+    def describe(self, key: dict[str, Any]) -> str:
+        return f"{self.label} " + ", ".join(f"{k}={key.get(k)!r}" for k in self.keys)
+
+    def not_found(self, key: dict[str, Any]) -> NotFound:
+        return NotFound(f"{self.describe(key)} not found")
+
+    def default_filename(self, key: dict[str, Any]) -> str:
+        return "_".join(str(key.get(k)) for k in self.keys) + ".bin"
+
+
+MODELS = Kind("models", "model", "model_id")
+RESULTS = Kind("results", "training result", "weights_id")
+STRATEGIES = Kind("strategies", "strategy", "strategy_id")
+TRANSFORMATIONS = Kind("transformations", "transformation", "storage_id")
+TASKS = Kind("tasks", "task")
+FILE_KINDS = (MODELS, RESULTS, STRATEGIES, TRANSFORMATIONS)
+ALL_KINDS = (MODELS, RESULTS, STRATEGIES, TRANSFORMATIONS, TASKS)
