@@ -158,3 +158,58 @@ class TaskOut(TaskIn):
 
 def to_dict(model: BaseModel) -> dict[str, Any]:
     return model.model_dump(mode="python")
+
+
+# --- the phase machine ----------------------------------------------------------------------
+
+
+class InvalidTransition(ValueError):
+    """A status update that the task's phase does not allow."""
+
+
+def initial_status() -> dict[str, Any]:
+    """The status fields of a new task: Pending, nothing run yet."""
+    return {
+        "phase": Phase.PENDING.value,
+        "conditions": [],
+        "start_time": None,
+        "completion_time": None,
+        "current_round": 0,
+        "participants": [],
+        "history": [],
+        "result": None,
+    }
+
+
+def transition(phase_now: Phase, update: StatusUpdate, stamp: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The fields to set and the entries to append for `update` on a task in `phase_now`.
+
+    Phases move Pending → Running → Succeeded | Failed (or Pending → Failed); anything else, and
+    any change to a finished task, raises InvalidTransition.
+    """
+    target = update.phase or phase_now
+    if phase_now in TERMINAL or phase_now not in ALLOWED_FROM[target]:
+        raise InvalidTransition(f"is {phase_now.value}; cannot move to {target.value}")
+    fields: dict[str, Any] = {"phase": target.value}
+    if update.current_round is not None:
+        fields["current_round"] = update.current_round
+    if update.participants is not None:
+        fields["participants"] = [p.model_dump() for p in update.participants]
+    if update.result is not None:
+        fields["result"] = update.result.model_dump()
+    pushes: dict[str, Any] = {}
+    if update.round is not None:
+        pushes["history"] = update.round.model_dump()
+    if target != phase_now:
+        if target == Phase.RUNNING:
+            fields["start_time"] = stamp
+        if target in TERMINAL:
+            fields["completion_time"] = stamp
+        pushes["conditions"] = {
+            "type": target.value,
+            "status": "True",
+            "reason": update.reason or target.value,
+            "message": update.message,
+            "last_transition_time": stamp,
+        }
+    return fields, pushes

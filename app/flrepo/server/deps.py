@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Query, Request
+from fastapi import Depends, HTTPException, Query, Request, Response
 
 from flrepo.schemas import Problem
+from flrepo.server.repository.items import Page as ItemPage
 from flrepo.server.settings import Settings
 from flrepo.server.storage.db import Database
 
@@ -39,6 +40,12 @@ def get_paging(
     if limit is not None and limit > settings.list_cap:
         raise HTTPException(422, f"limit must be at most {settings.list_cap}")
     return Paging(limit=limit or settings.list_cap, offset=offset)
+
+
+def listed(response: Response, page: ItemPage) -> list[dict[str, Any]]:
+    """A page's items as the body; its total in `X-Total-Count`."""
+    response.headers["X-Total-Count"] = str(page.total)
+    return page.items
 
 
 DB = Annotated[Database, Depends(get_db)]

@@ -1,6 +1,6 @@
 """Exception handlers: every error is JSON `{"detail": ...}` with the status that fits it.
 
-The one place where the store's own errors (flrepo.server.repository.errors) and the driver's become
+The one place where the store's own errors (flrepo.server.storage.errors) and the driver's become
 HTTP statuses."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from flrepo.server.repository import errors as store_errors
+from flrepo.server.storage import errors as store_errors
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
+from typing import Any
 
 from fastapi import Depends, FastAPI, Response
 from fastapi.middleware.cors import CORSMiddleware
@@ -18,9 +19,12 @@ from flrepo import __version__
 from flrepo.server import errors
 from flrepo.server.auth import KeyStore, authorize
 from flrepo.server.deps import problems
-from flrepo.server.observability import Metrics, RequestContext
+from flrepo.server.metrics import Metrics
+from flrepo.server.middleware.audit import AuditTrail
+from flrepo.server.middleware.body_limit import BodyLimit
+from flrepo.server.middleware.request_context import RequestContext
+from flrepo.server.repository import audit as audit_trail
 from flrepo.server.routes import audit, health, models, strategies, tasks, training_results, transformations
-from flrepo.server.routes.audit import audit_writer
 from flrepo.server.settings import Settings, get_settings
 from flrepo.server.storage.db import Database
 from flrepo.server.storage.sweep import sweep_forever
@@ -103,10 +107,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "Range", "X-Request-ID", "X-Filename"],
             expose_headers=["X-Total-Count", "X-Request-ID", "ETag", "Content-Range", "Content-Disposition"],
         )
-    app.add_middleware(
-        RequestContext,
-        metrics=app.state.metrics,
-        max_body_bytes=settings.max_body_bytes,
-        audit=audit_writer(app),
-    )
+    async def record(entry: dict[str, Any]) -> None:
+        db: Database | None = getattr(app.state, "db", None)
+        if db is not None:
+            await audit_trail.record(db, entry)
+
+    # add_middleware wraps: the last added runs first (RequestContext, then BodyLimit, then AuditTrail).
+    app.add_middleware(AuditTrail, record=record)
+    app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext, metrics=app.state.metrics)
     return app

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 from urllib.parse import quote
 
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
-from flrepo.server.storage.blobs import read_range
-from flrepo.server.storage.db import Database
+from flrepo.server.repository.items import FileView
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -44,19 +42,13 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
     return start, min(end, size - 1)
 
 
-def file_response(
-    request: Request,
-    db: Database,
-    file_doc: dict[str, Any],
-    doc: dict[str, Any],
-    *,
-    default_filename: str,
-) -> Response:
-    size = int(file_doc["length"])
-    sha = doc.get("sha256") or file_doc.get("sha256")
+def file_response(request: Request, view: FileView) -> Response:
+    """The file as an attachment: whole, or one satisfiable Range (206), or 416; HEAD sends headers only."""
+    size = view.size
+    sha = view.sha256
     headers = {
         "Accept-Ranges": "bytes",
-        "Content-Disposition": content_disposition(doc.get("filename") or file_doc.get("filename") or default_filename),
+        "Content-Disposition": content_disposition(view.filename),
         # Downloads are attachments, never rendered: stored bytes must not run as a page here.
         "X-Content-Type-Options": "nosniff",
     }
@@ -86,5 +78,4 @@ def file_response(
     headers["Content-Length"] = str(length)
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers, media_type=media)
-    body = read_range(db, file_doc, start, length)
-    return StreamingResponse(body, status_code=status, headers=headers, media_type=media)
+    return StreamingResponse(view.read(start, length), status_code=status, headers=headers, media_type=media)

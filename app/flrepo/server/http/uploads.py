@@ -9,11 +9,14 @@ A raw `application/octet-stream` body is accepted too (curl --data-binary, the S
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import HTTPException, Request
 from python_multipart.multipart import MultipartParser, parse_options_header
+
+from flrepo.server.storage.blobs import IncomingFile
 
 FILE_FIELD = "file"
 MAX_FILENAME = 255
@@ -22,7 +25,10 @@ MAX_FILENAME = 255
 # this margin over the size limit can be refused before a byte is stored.
 MULTIPART_OVERHEAD = 64 * 1024
 
-UPLOAD_OPENAPI = {
+# Marks an operation whose body is a file streamed to GridFS (not held to the JSON body limit).
+STREAMED_UPLOAD = "x-flrepo-streamed-upload"
+UPLOAD_OPENAPI: dict[str, Any] = {
+    STREAMED_UPLOAD: True,
     "requestBody": {
         "required": True,
         "content": {
@@ -39,13 +45,6 @@ UPLOAD_OPENAPI = {
 }
 
 
-@dataclass
-class IncomingFile:
-    filename: str | None
-    content_type: str
-    chunks: AsyncIterator[bytes]
-
-
 def clean_filename(name: str | None) -> str | None:
     """Keep the last path component, without control characters; None if nothing is left."""
     if not name:
@@ -55,6 +54,12 @@ def clean_filename(name: str | None) -> str | None:
     if name in ("", ".", ".."):
         return None
     return name[:MAX_FILENAME]
+
+
+def streams_upload(route: Any) -> bool:
+    """True for a matched route that takes a streamed file upload."""
+    extra = getattr(route, "openapi_extra", None)
+    return isinstance(extra, dict) and extra.get(STREAMED_UPLOAD) is True
 
 
 @dataclass
@@ -159,6 +164,11 @@ async def incoming_file(request: Request, max_bytes: int) -> IncomingFile:
     if not state.file_found:
         raise HTTPException(422, f"multipart field '{FILE_FIELD}' is required")
     return IncomingFile(state.filename, state.content_type, _multipart_chunks(parser, state, stream))
+
+
+def receiver(request: Request, max_bytes: int) -> Callable[[], Awaitable[IncomingFile]]:
+    """`incoming_file` for later: the store calls it once the target item is known to exist."""
+    return lambda: incoming_file(request, max_bytes)
 
 
 async def _raw_chunks(request: Request) -> AsyncIterator[bytes]:

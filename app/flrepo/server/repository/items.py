@@ -1,48 +1,67 @@
-"""Operations every collection shares: create, read, list, update, attach a file, download, delete.
+"""Operations every collection shares: create, read, list, update, attach a file, open it, delete.
 
-Routers describe the HTTP surface (paths, bodies, aerOS names); this module holds the logic once.
+Routers describe the HTTP surface (paths, bodies, aerOS names); this module holds the logic once
+and knows no HTTP: it raises the store's errors (flrepo.server.storage.errors).
 """
 
 from __future__ import annotations
 
 import asyncio
-import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import HTTPException, Request, Response
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from flrepo.server.http.downloads import file_response
-from flrepo.server.http.uploads import incoming_file
 from flrepo.server.repository.kinds import Kind
 from flrepo.server.storage import blobs
+from flrepo.server.storage.blobs import IncomingFile, StoredFile
 from flrepo.server.storage.db import Database
+from flrepo.server.storage.errors import AlreadyExists, Busy, Conflict, NotFound
 
 NO_ID = {"_id": 0}
-
-
-# Per-item locks around "switch the document, delete the old file". MongoDB's findAndModify is
-# atomic on its own, but FerretDB (the embedded store) reads and writes it in separate steps, so
-# concurrent replacements in one process could both see the same old file and leak a new one.
-_item_locks: weakref.WeakValueDictionary[tuple[str, ...], asyncio.Lock] = weakref.WeakValueDictionary()
-
-
-def _item_lock(kind: Kind, key: dict[str, Any]) -> asyncio.Lock:
-    ident = (kind.collection, *(str(key[k]) for k in kind.keys))
-    lock = _item_locks.get(ident)
-    if lock is None:
-        lock = asyncio.Lock()
-        _item_locks[ident] = lock
-    return lock
+# A compare-and-swap that keeps losing to other writers gives up after this many tries.
+SWAP_ATTEMPTS = 20
 
 
 def now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass
+class Page:
+    """One page of a list and the number of items matching the query."""
+
+    items: list[dict[str, Any]]
+    total: int
+
+
+@dataclass
+class FileView:
+    """An item's stored file, ready to stream: the item, its GridFS files document, and a reader."""
+
+    item: dict[str, Any]
+    file: dict[str, Any]
+    filename: str
+    _db: Database
+
+    @property
+    def size(self) -> int:
+        return int(self.file["length"])
+
+    @property
+    def sha256(self) -> str | None:
+        return self.item.get("sha256") or self.file.get("sha256")
+
+    def read(self, start: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """`length` bytes from `start` (default: to the end), a chunk at a time."""
+        return blobs.read_range(self._db, self.file, start, self.size - start if length is None else length)
+
+
 async def create(db: Database, kind: Kind, doc: dict[str, Any]) -> dict[str, Any]:
+    db.dialect.check_document(doc)
     stamp = now()
     stored = {**doc, "created_at": stamp, "updated_at": stamp}
     if kind.file_field:
@@ -51,8 +70,7 @@ async def create(db: Database, kind: Kind, doc: dict[str, Any]) -> dict[str, Any
         # The unique index decides races between concurrent creates: exactly one insert wins.
         await db.collection(kind.collection).insert_one(stored)
     except DuplicateKeyError:
-        key = {k: doc[k] for k in kind.keys}
-        raise HTTPException(409, f"{kind.describe(key)} already exists") from None
+        raise AlreadyExists(f"{kind.describe(doc)} already exists") from None
     stored.pop("_id", None)
     return stored
 
@@ -64,30 +82,33 @@ async def get(db: Database, kind: Kind, key: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+async def exists(db: Database, kind: Kind, key: dict[str, Any]) -> bool:
+    return bool(await db.collection(kind.collection).count_documents(key, limit=1))
+
+
 async def page(
     db: Database,
     kind: Kind,
-    response: Response,
     *,
     query: dict[str, Any],
     limit: int,
     offset: int,
     sort: list[tuple[str, int]] | None = None,
-) -> list[dict[str, Any]]:
+) -> Page:
     coll = db.collection(kind.collection)
     # _id order is insertion order: stable pages without a separate sort index.
     cursor = coll.find(query, NO_ID).sort(sort or [("_id", 1)]).skip(offset).limit(limit)
     # The count and the page are independent: one round trip's wait instead of two.
     total, docs = await asyncio.gather(coll.count_documents(query), cursor.to_list())
-    response.headers["X-Total-Count"] = str(total)
-    return docs
+    return Page(items=docs, total=total)
 
 
 async def update(db: Database, kind: Kind, key: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    db.dialect.check_document(fields)
     doc = await db.collection(kind.collection).find_one_and_update(
         key,
         {"$set": {**fields, "updated_at": now()}},
-        # No projection: FerretDB does not implement it for findAndModify.
+        # No projection: FerretDB does not implement it for findAndModify, and the _id is dropped below.
         return_document=ReturnDocument.AFTER,
     )
     if doc is None:
@@ -96,16 +117,26 @@ async def update(db: Database, kind: Kind, key: dict[str, Any], fields: dict[str
     return doc
 
 
-async def upload(request: Request, db: Database, kind: Kind, key: dict[str, Any], max_bytes: int) -> None:
-    """Store the request's file, then point the document at it, then delete the file it replaced.
+async def attach(
+    db: Database,
+    kind: Kind,
+    key: dict[str, Any],
+    receive: Callable[[], Awaitable[IncomingFile]],
+    max_bytes: int,
+    *,
+    expect: dict[str, Any] | None = None,
+) -> StoredFile:
+    """Store the file `receive()` yields, point the item at it, then delete the file it replaced.
 
-    The new file is complete before the document switches, so a reader always gets a whole file.
+    The item must exist (and match `expect`, field by field) before a byte of the file is read,
+    so a multi-GB upload to nothing is refused at once. The new file is complete before the item
+    switches to it, so a reader always gets a whole file.
     """
-    coll = db.collection(kind.collection)
-    # Refuse early, before a multi-GB body is read, when the item does not exist.
-    if await coll.count_documents(key, limit=1) == 0:
-        raise kind.not_found(key)
-    incoming = await incoming_file(request, max_bytes)
+    current = await get(db, kind, key)
+    for field_name, wanted in (expect or {}).items():
+        if current.get(field_name) != wanted:
+            raise Conflict(f"{kind.describe(key)} has {field_name}={current.get(field_name)!r}, not {wanted!r}")
+    incoming = await receive()
     stored = await blobs.store(
         db,
         incoming,
@@ -114,57 +145,72 @@ async def upload(request: Request, db: Database, kind: Kind, key: dict[str, Any]
         owner={"collection": kind.collection, **key},
     )
     try:
-        async with _item_lock(kind, key):
-            replaced = await _switch_file(coll, kind, key, stored)
+        async with db.dialect.item_lock(_ident(kind, key)):
+            replaced = await _switch_file(db, kind, {**key, **(expect or {})}, stored)
     except BaseException:
         await blobs.delete_file(db.bucket, stored.file_id)
         raise
     await blobs.discard_file(db.bucket, replaced)
+    return stored
 
 
-async def _switch_file(coll: Any, kind: Kind, key: dict[str, Any], stored: blobs.StoredFile) -> Any:
+def _ident(kind: Kind, key: dict[str, Any]) -> tuple[str, ...]:
+    return (kind.collection, *(str(key.get(k)) for k in kind.keys))
+
+
+async def _switch_file(db: Database, kind: Kind, key: dict[str, Any], stored: StoredFile) -> Any:
     """Point the document at `stored` by compare-and-swap on the current file id; return the old id.
 
     The swap only succeeds against the id we read, so each replaced file has exactly one owner
     that deletes it, even with writers in other processes. (findAndModify's pre-image would do on
     MongoDB, but FerretDB can return a stale one under concurrent load.)
     """
-    for _ in range(20):
+    coll = db.collection(kind.collection)
+    for _ in range(SWAP_ATTEMPTS):
         current = await coll.find_one(key, {kind.id_field: 1})
         if current is None:
-            raise kind.not_found(key)  # deleted while we were uploading
+            raise kind.not_found(key)  # deleted (or changed) while we were uploading
         old = current.get(kind.id_field)
         result = await coll.update_one(
-            {**key, kind.id_field: old}, {"$set": {**stored.fields(kind.id_field), "updated_at": now()}}
+            {"_id": current["_id"], kind.id_field: old},
+            {"$set": {**stored.fields(kind.id_field), "updated_at": now()}},
         )
         if result.matched_count:
             return old
-    raise HTTPException(503, f"{kind.describe(key)} is being replaced too often; try again")
+    raise Busy(f"{kind.describe(key)} is being replaced too often; try again")
 
 
-async def download(
-    request: Request,
-    db: Database,
-    kind: Kind,
-    key: dict[str, Any],
-) -> Response:
+async def open_file(db: Database, kind: Kind, key: dict[str, Any]) -> FileView:
+    """The item's file, ready to stream; NotFound when the item or its file does not exist."""
     # A replacement may delete the file between reading the document and opening the file;
     # reading the document once more then finds the new one.
     for _ in range(3):
         doc = await get(db, kind, key)
         file_id = doc.get(kind.id_field)
         if file_id is None:
-            raise HTTPException(404, f"{kind.describe(key)} has no file yet")
+            raise NotFound(f"{kind.describe(key)} has no file yet")
         file_doc = await blobs.open_file(db, file_id)
         if file_doc is not None:
-            return file_response(request, db, file_doc, doc, default_filename=kind.default_filename(key))
-    raise HTTPException(404, f"the file of {kind.describe(key)} is missing")
+            name = doc.get("filename") or file_doc.get("filename") or kind.default_filename(key)
+            return FileView(item=doc, file=file_doc, filename=name, _db=db)
+    raise NotFound(f"the file of {kind.describe(key)} is missing")
 
 
 async def delete(db: Database, kind: Kind, key: dict[str, Any]) -> None:
-    async with _item_lock(kind, key):
-        doc = await db.collection(kind.collection).find_one_and_delete(key)
-    if doc is None:
-        raise kind.not_found(key)
+    """Delete the item, then its file (compare-and-swap on the file id, so a concurrent replacement
+    cannot leave its new file behind unreferenced)."""
+    coll = db.collection(kind.collection)
+    async with db.dialect.item_lock(_ident(kind, key)):
+        for _ in range(SWAP_ATTEMPTS):
+            doc = await coll.find_one(key, {kind.file_field: 1} if kind.file_field else {"_id": 1})
+            if doc is None:
+                raise kind.not_found(key)
+            match = {"_id": doc["_id"]}
+            if kind.file_field:
+                match[kind.file_field] = doc.get(kind.file_field)
+            if (await coll.delete_one(match)).deleted_count:
+                break
+        else:
+            raise Busy(f"{kind.describe(key)} is being replaced too often; try again")
     if kind.file_field:
         await blobs.discard_file(db.bucket, doc.get(kind.file_field))

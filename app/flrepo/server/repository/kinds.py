@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from flrepo.server.repository.errors import NotFound
-from flrepo.server.storage.db import NATURAL_KEYS
+from flrepo.server.storage.db import FILE_FIELDS, NATURAL_KEYS
+from flrepo.server.storage.errors import NotFound
 
 
 @dataclass(frozen=True)
@@ -16,7 +16,11 @@ class Kind:
 
     collection: str
     label: str
-    file_field: str | None = None  # the aerOS field holding the GridFS id; None: no file
+
+    @property
+    def file_field(self) -> str | None:
+        """The aerOS field holding the GridFS id; None: items of this kind have no file."""
+        return FILE_FIELDS.get(self.collection)
 
     @property
     def id_field(self) -> str:
@@ -41,10 +45,10 @@ class Kind:
         return "_".join(str(key.get(k)) for k in self.keys) + ".bin"
 
 
-MODELS = Kind("models", "model", "model_id")
-RESULTS = Kind("results", "training result", "weights_id")
-STRATEGIES = Kind("strategies", "strategy", "strategy_id")
-TRANSFORMATIONS = Kind("transformations", "transformation", "storage_id")
+MODELS = Kind("models", "model")
+RESULTS = Kind("results", "training result")
+STRATEGIES = Kind("strategies", "strategy")
+TRANSFORMATIONS = Kind("transformations", "transformation")
 TASKS = Kind("tasks", "task")
 FILE_KINDS = (MODELS, RESULTS, STRATEGIES, TRANSFORMATIONS)
 ALL_KINDS = (MODELS, RESULTS, STRATEGIES, TRANSFORMATIONS, TASKS)

@@ -8,10 +8,11 @@ from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Respon
 
 from flrepo.schemas import ModelIn, ModelMeta, ModelOut
 from flrepo.schemas.identifiers import Identifier
-from flrepo.server.deps import DB, FILE_RESPONSE, Page, SettingsDep, problems
+from flrepo.server.deps import DB, FILE_RESPONSE, Page, SettingsDep, listed, problems
 from flrepo.server.http.archive import archive_response
-from flrepo.server.http.uploads import UPLOAD_OPENAPI
-from flrepo.server.repository import items as store
+from flrepo.server.http.downloads import file_response
+from flrepo.server.http.uploads import UPLOAD_OPENAPI, receiver
+from flrepo.server.repository import items, models
 from flrepo.server.repository.kinds import MODELS
 
 router = APIRouter(tags=["models"])
@@ -27,7 +28,7 @@ def _key(name: str, version: str) -> dict[str, Any]:
 @router.post("/model", status_code=201, response_model=ModelOut, responses=problems(409))
 async def create_model(body: ModelIn, db: DB) -> dict[str, Any]:
     """Add the metadata of a new initial model."""
-    return await store.create(db, MODELS, body.model_dump())
+    return await items.create(db, MODELS, body.model_dump())
 
 
 @router.put(
@@ -53,7 +54,7 @@ async def update_model_meta(
         meta = ModelMeta.model_validate(raw)
     except ValueError as exc:
         raise HTTPException(422, _errors(exc)) from None
-    await store.update(db, MODELS, _key(model_name, model_version), {"meta": meta.model_dump()})
+    await items.update(db, MODELS, _key(model_name, model_version), {"meta": meta.model_dump()})
     return Response(status_code=204)
 
 
@@ -72,7 +73,8 @@ async def upload_model(
     model_name: Name, model_version: Version, request: Request, db: DB, settings: SettingsDep
 ) -> Response:
     """Create or replace the model's file (multipart field `file`, or a raw octet-stream body)."""
-    await store.upload(request, db, MODELS, _key(model_name, model_version), settings.max_upload_bytes)
+    limit = settings.max_upload_bytes
+    await items.attach(db, MODELS, _key(model_name, model_version), receiver(request, limit), limit)
     return Response(status_code=204)
 
 
@@ -86,18 +88,7 @@ async def list_models(
     ] = None,
 ) -> list[dict[str, Any]]:
     """The metadata of all models (`X-Total-Count` holds the total)."""
-    query: dict[str, Any] = {}
-    if trained is not None:
-        # One aggregation finds every trained (name, version) pair, instead of a query per model.
-        cursor = await db.results.aggregate(
-            [{"$group": {"_id": {"model_name": "$model_name", "model_version": "$model_version"}}}]
-        )
-        pairs = [row["_id"] for row in await cursor.to_list()]
-        if trained:
-            query = {"$or": pairs} if pairs else {"_id": {"$in": []}}
-        elif pairs:
-            query = {"$nor": pairs}
-    return await store.page(db, MODELS, response, query=query, limit=page.limit, offset=page.offset)
+    return listed(response, await models.page(db, trained=trained, limit=page.limit, offset=page.offset))
 
 
 @router.get("/model/meta", response_model=ModelOut, responses=problems(404))
@@ -107,7 +98,7 @@ async def get_model_meta(
     model_version: Annotated[Identifier, Query()],
 ) -> dict[str, Any]:
     """The metadata of one model (query parameters, as aerOS clients call it)."""
-    return await store.get(db, MODELS, _key(model_name, model_version))
+    return await items.get(db, MODELS, _key(model_name, model_version))
 
 
 @router.get(
@@ -118,25 +109,20 @@ async def get_model_meta(
 @router.head("/model/{model_name}/{model_version}", response_class=Response, include_in_schema=False)
 async def download_model(model_name: Name, model_version: Version, request: Request, db: DB) -> Response:
     """The model file, streamed (supports HEAD and a single Range)."""
-    return await store.download(request, db, MODELS, _key(model_name, model_version))
+    return file_response(request, await items.open_file(db, MODELS, _key(model_name, model_version)))
 
 
 @router.delete("/model/{model_name}/{model_version}", status_code=204, responses=problems(404))
 async def delete_model(model_name: Name, model_version: Version, db: DB) -> Response:
     """Delete a model's metadata and its file."""
-    await store.delete(db, MODELS, _key(model_name, model_version))
+    await items.delete(db, MODELS, _key(model_name, model_version))
     return Response(status_code=204)
-
-
-_AVAILABLE: dict[str, Any] = {MODELS.id_field: {"$ne": None}}
 
 
 @router.get("/models/available", response_model=list[ModelOut], responses=problems())
 async def available_models(db: DB, page: Page, response: Response) -> list[dict[str, Any]]:
     """Models that have a file, newest upload first."""
-    return await store.page(
-        db, MODELS, response, query=_AVAILABLE, limit=page.limit, offset=page.offset, sort=[("uploaded_at", -1)]
-    )
+    return listed(response, await models.page_available(db, limit=page.limit, offset=page.offset))
 
 
 @router.get(
@@ -159,5 +145,4 @@ async def download_all_models(
     db: DB,
 ) -> Response:
     """Every available model's file in one streamed archive, newest first: `{name}/{version}/{file}`."""
-    docs = await db.models.find(_AVAILABLE, store.NO_ID).sort([("uploaded_at", -1)]).to_list()
-    return await archive_response(db, filename, docs)
+    return await archive_response(db, filename, await models.all_available(db))

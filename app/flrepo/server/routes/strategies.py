@@ -11,9 +11,10 @@ from fastapi import APIRouter, Path, Request, Response
 
 from flrepo.schemas import StrategyIn, StrategyMetaIn, StrategyOut
 from flrepo.schemas.identifiers import Identifier
-from flrepo.server.deps import DB, FILE_RESPONSE, Page, SettingsDep, problems
-from flrepo.server.http.uploads import UPLOAD_OPENAPI
-from flrepo.server.repository import items as store
+from flrepo.server.deps import DB, FILE_RESPONSE, Page, SettingsDep, listed, problems
+from flrepo.server.http.downloads import file_response
+from flrepo.server.http.uploads import UPLOAD_OPENAPI, receiver
+from flrepo.server.repository import items
 from flrepo.server.repository.kinds import STRATEGIES
 
 router = APIRouter(tags=["strategies"])
@@ -28,33 +29,34 @@ def _key(name: str) -> dict[str, Any]:
 @router.post("/strategy", status_code=201, response_model=StrategyOut, responses=problems(409))
 async def create_strategy(body: StrategyIn, db: DB) -> dict[str, Any]:
     """Create an aggregation strategy's metadata."""
-    return await store.create(db, STRATEGIES, body.model_dump())
+    return await items.create(db, STRATEGIES, body.model_dump())
 
 
 @router.put("/strategy/meta/{strategy_name}", status_code=204, responses=problems(404))
 async def update_strategy_meta(strategy_name: Name, body: StrategyMetaIn, db: DB) -> Response:
     """Replace the strategy's `meta` (and its description, when given)."""
-    await store.update(db, STRATEGIES, _key(strategy_name), body.model_dump(exclude_unset=True))
+    await items.update(db, STRATEGIES, _key(strategy_name), body.model_dump(exclude_unset=True))
     return Response(status_code=204)
 
 
 @router.put("/strategy/{strategy_name}", status_code=204, responses=problems(404, 413), openapi_extra=UPLOAD_OPENAPI)
 async def upload_strategy(strategy_name: Name, request: Request, db: DB, settings: SettingsDep) -> Response:
     """Create or replace the strategy's file."""
-    await store.upload(request, db, STRATEGIES, _key(strategy_name), settings.max_upload_bytes)
+    limit = settings.max_upload_bytes
+    await items.attach(db, STRATEGIES, _key(strategy_name), receiver(request, limit), limit)
     return Response(status_code=204)
 
 
 @router.get("/strategy", response_model=list[StrategyOut], responses=problems())
 async def list_strategies(db: DB, page: Page, response: Response) -> list[dict[str, Any]]:
     """All strategies (`X-Total-Count` holds the total)."""
-    return await store.page(db, STRATEGIES, response, query={}, limit=page.limit, offset=page.offset)
+    return listed(response, await items.page(db, STRATEGIES, query={}, limit=page.limit, offset=page.offset))
 
 
 @router.get("/strategy/meta/{strategy_name}", response_model=StrategyOut, responses=problems(404))
 async def get_strategy_meta(strategy_name: Name, db: DB) -> dict[str, Any]:
     """One strategy's metadata (GET /strategy/{name} is the file, as in aerOS)."""
-    return await store.get(db, STRATEGIES, _key(strategy_name))
+    return await items.get(db, STRATEGIES, _key(strategy_name))
 
 
 @router.get(
@@ -65,11 +67,11 @@ async def get_strategy_meta(strategy_name: Name, db: DB) -> dict[str, Any]:
 @router.head("/strategy/{strategy_name}", response_class=Response, include_in_schema=False)
 async def download_strategy(strategy_name: Name, request: Request, db: DB) -> Response:
     """The strategy's file, streamed."""
-    return await store.download(request, db, STRATEGIES, _key(strategy_name))
+    return file_response(request, await items.open_file(db, STRATEGIES, _key(strategy_name)))
 
 
 @router.delete("/strategy/{strategy_name}", status_code=204, responses=problems(404))
 async def delete_strategy(strategy_name: Name, db: DB) -> Response:
     """Delete a strategy and its file."""
-    await store.delete(db, STRATEGIES, _key(strategy_name))
+    await items.delete(db, STRATEGIES, _key(strategy_name))
     return Response(status_code=204)

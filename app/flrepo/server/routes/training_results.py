@@ -6,16 +6,16 @@ import base64
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from flrepo.schemas import TrainingResultIn, TrainingResultOut
 from flrepo.schemas.identifiers import Identifier
-from flrepo.server.deps import DB, FILE_RESPONSE, Page, SettingsDep, problems
-from flrepo.server.http.uploads import UPLOAD_OPENAPI
-from flrepo.server.repository import items as store
+from flrepo.server.deps import DB, FILE_RESPONSE, Page, SettingsDep, listed, problems
+from flrepo.server.http.downloads import file_response
+from flrepo.server.http.uploads import UPLOAD_OPENAPI, receiver
+from flrepo.server.repository import items
 from flrepo.server.repository.kinds import RESULTS
-from flrepo.server.storage import blobs
 
 router = APIRouter(tags=["training results"])
 
@@ -31,13 +31,13 @@ def _key(name: str, version: str, training_id: str) -> dict[str, Any]:
 @router.post("/training-results", status_code=201, response_model=TrainingResultOut, responses=problems(409))
 async def create_training_result(body: TrainingResultIn, db: DB) -> dict[str, Any]:
     """Record a training's results; values keep their JSON types (strings stay strings)."""
-    return await store.create(db, RESULTS, body.model_dump())
+    return await items.create(db, RESULTS, body.model_dump())
 
 
 @router.get("/training-results", response_model=list[TrainingResultOut], responses=problems())
 async def list_training_results(db: DB, page: Page, response: Response) -> list[dict[str, Any]]:
     """All training results (`X-Total-Count` holds the total)."""
-    return await store.page(db, RESULTS, response, query={}, limit=page.limit, offset=page.offset)
+    return listed(response, await items.page(db, RESULTS, query={}, limit=page.limit, offset=page.offset))
 
 
 @router.get(
@@ -50,7 +50,7 @@ async def list_model_training_results(
 ) -> list[dict[str, Any]]:
     """The training results of one model (an empty list when it has none)."""
     query = {"model_name": model_name, "model_version": model_version}
-    return await store.page(db, RESULTS, response, query=query, limit=page.limit, offset=page.offset)
+    return listed(response, await items.page(db, RESULTS, query=query, limit=page.limit, offset=page.offset))
 
 
 @router.get(
@@ -62,7 +62,7 @@ async def get_training_result(
     model_name: Name, model_version: Version, training_id: TrainingId, db: DB
 ) -> dict[str, Any]:
     """One training result's metadata."""
-    return await store.get(db, RESULTS, _key(model_name, model_version, training_id))
+    return await items.get(db, RESULTS, _key(model_name, model_version, training_id))
 
 
 @router.put(
@@ -82,13 +82,10 @@ async def upload_weights(
 ) -> Response:
     """Create or replace the final weights of a training result."""
     key = _key(model_name, model_version, training_id)
-    doc = await store.get(db, RESULTS, key)
-    if doc.get("configuration_id") != configuration_id:
-        raise HTTPException(
-            409,
-            f"{RESULTS.describe(key)} has configuration_id={doc.get('configuration_id')!r}, not {configuration_id!r}",
-        )
-    await store.upload(request, db, RESULTS, {**key, "configuration_id": configuration_id}, settings.max_upload_bytes)
+    limit = settings.max_upload_bytes
+    # The path's configuration_id must be the result's own (409 otherwise), checked before any byte is read.
+    expect = {"configuration_id": configuration_id}
+    await items.attach(db, RESULTS, key, receiver(request, limit), limit, expect=expect)
     return Response(status_code=204)
 
 
@@ -124,19 +121,12 @@ async def download_weights(
     ] = None,
 ) -> Response:
     """The final weights, streamed as `application/octet-stream`."""
-    key = _key(model_name, model_version, training_id)
+    view = await items.open_file(db, RESULTS, _key(model_name, model_version, training_id))
     if encoding != "base64":
-        return await store.download(request, db, RESULTS, key)
-    doc = await store.get(db, RESULTS, key)
-    file_doc = await blobs.open_file(db, doc.get(RESULTS.id_field))
-    if file_doc is None:
-        raise HTTPException(404, f"{RESULTS.describe(key)} has no weights yet")
-    size = int(file_doc["length"])
-    length = 2 + 4 * -(-size // 3)
+        return file_response(request, view)
+    length = 2 + 4 * -(-view.size // 3)
     return StreamingResponse(
-        _base64_json(blobs.read_range(db, file_doc, 0, size)),
-        media_type="application/json",
-        headers={"Content-Length": str(length)},
+        _base64_json(view.read()), media_type="application/json", headers={"Content-Length": str(length)}
     )
 
 
@@ -156,5 +146,5 @@ async def _base64_json(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 @router.delete("/training-results/{model_name}/{model_version}/{training_id}", status_code=204, responses=problems(404))
 async def delete_training_result(model_name: Name, model_version: Version, training_id: TrainingId, db: DB) -> Response:
     """Delete a training result and its weights."""
-    await store.delete(db, RESULTS, _key(model_name, model_version, training_id))
+    await items.delete(db, RESULTS, _key(model_name, model_version, training_id))
     return Response(status_code=204)

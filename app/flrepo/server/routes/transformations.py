@@ -8,9 +8,10 @@ from fastapi import APIRouter, HTTPException, Path, Request, Response
 
 from flrepo.schemas import TransformationIn, TransformationOut, TransformationUpdate
 from flrepo.schemas.identifiers import Identifier
-from flrepo.server.deps import DB, FILE_RESPONSE, Page, SettingsDep, problems
-from flrepo.server.http.uploads import UPLOAD_OPENAPI
-from flrepo.server.repository import items as store
+from flrepo.server.deps import DB, FILE_RESPONSE, Page, SettingsDep, listed, problems
+from flrepo.server.http.downloads import file_response
+from flrepo.server.http.uploads import UPLOAD_OPENAPI, receiver
+from flrepo.server.repository import items
 from flrepo.server.repository.kinds import TRANSFORMATIONS
 
 router = APIRouter(tags=["transformations"])
@@ -25,7 +26,7 @@ def _key(transformation_id: str) -> dict[str, Any]:
 @router.post("/transformation", status_code=201, response_model=TransformationOut, responses=problems(409))
 async def create_transformation(body: TransformationIn, db: DB) -> dict[str, Any]:
     """Create a data transformation's metadata."""
-    return await store.create(db, TRANSFORMATIONS, body.model_dump())
+    return await items.create(db, TRANSFORMATIONS, body.model_dump())
 
 
 @router.put("/transformation/meta/{transformation_id}", status_code=204, responses=problems(404))
@@ -35,8 +36,7 @@ async def update_transformation_meta(
     """Replace the transformation's metadata; the id in the path is the key."""
     if body.id is not None and body.id != transformation_id:
         raise HTTPException(422, f"body id {body.id!r} differs from the path id {transformation_id!r}")
-    fields = body.model_dump(exclude={"id"})
-    await store.update(db, TRANSFORMATIONS, _key(transformation_id), fields)
+    await items.update(db, TRANSFORMATIONS, _key(transformation_id), body.model_dump(exclude={"id"}))
     return Response(status_code=204)
 
 
@@ -50,20 +50,21 @@ async def upload_transformation(
     transformation_id: TransformationId, request: Request, db: DB, settings: SettingsDep
 ) -> Response:
     """Create or replace the transformation's file."""
-    await store.upload(request, db, TRANSFORMATIONS, _key(transformation_id), settings.max_upload_bytes)
+    limit = settings.max_upload_bytes
+    await items.attach(db, TRANSFORMATIONS, _key(transformation_id), receiver(request, limit), limit)
     return Response(status_code=204)
 
 
 @router.get("/transformation", response_model=list[TransformationOut], responses=problems())
 async def list_transformations(db: DB, page: Page, response: Response) -> list[dict[str, Any]]:
     """All data transformations (`X-Total-Count` holds the total)."""
-    return await store.page(db, TRANSFORMATIONS, response, query={}, limit=page.limit, offset=page.offset)
+    return listed(response, await items.page(db, TRANSFORMATIONS, query={}, limit=page.limit, offset=page.offset))
 
 
 @router.get("/transformation/meta/{transformation_id}", response_model=TransformationOut, responses=problems(404))
 async def get_transformation_meta(transformation_id: TransformationId, db: DB) -> dict[str, Any]:
     """One transformation's metadata (GET /transformation/{id} is the file, as in aerOS)."""
-    return await store.get(db, TRANSFORMATIONS, _key(transformation_id))
+    return await items.get(db, TRANSFORMATIONS, _key(transformation_id))
 
 
 @router.get(
@@ -74,11 +75,11 @@ async def get_transformation_meta(transformation_id: TransformationId, db: DB) -
 @router.head("/transformation/{transformation_id}", response_class=Response, include_in_schema=False)
 async def download_transformation(transformation_id: TransformationId, request: Request, db: DB) -> Response:
     """The transformation's file, streamed."""
-    return await store.download(request, db, TRANSFORMATIONS, _key(transformation_id))
+    return file_response(request, await items.open_file(db, TRANSFORMATIONS, _key(transformation_id)))
 
 
 @router.delete("/transformation/{transformation_id}", status_code=204, responses=problems(404))
 async def delete_transformation(transformation_id: TransformationId, db: DB) -> Response:
     """Delete a transformation and its file."""
-    await store.delete(db, TRANSFORMATIONS, _key(transformation_id))
+    await items.delete(db, TRANSFORMATIONS, _key(transformation_id))
     return Response(status_code=204)

@@ -12,17 +12,25 @@ from typing import Any
 
 from bson import ObjectId
 from bson.errors import InvalidId
-from fastapi import HTTPException
 from gridfs import AsyncGridFSBucket
 from gridfs.errors import NoFile
 from pymongo.errors import PyMongoError
 
-from flrepo.server.http.uploads import IncomingFile
 from flrepo.server.storage import gridfs as gridio
 from flrepo.server.storage.db import Database
+from flrepo.server.storage.errors import TooLarge
 from flrepo.server.storage.gridfs import GridWriter, find_file
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class IncomingFile:
+    """A file arriving as a stream of chunks (from an HTTP body, an archive, ...)."""
+
+    filename: str | None
+    content_type: str
+    chunks: AsyncIterator[bytes]
 
 
 @dataclass(frozen=True)
@@ -72,7 +80,7 @@ async def store(
     try:
         async for chunk in incoming.chunks:
             if writer.length + len(chunk) > max_bytes:
-                raise HTTPException(413, f"the file is larger than the {max_bytes}-byte limit")
+                raise TooLarge(f"the file is larger than the {max_bytes}-byte limit")
             digest.update(chunk)
             crc = zlib.crc32(chunk, crc)
             await writer.write(chunk)

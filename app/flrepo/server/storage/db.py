@@ -12,6 +12,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from flrepo.server.settings import Settings
+from flrepo.server.storage.dialect import Dialect
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,13 @@ NATURAL_KEYS: dict[str, tuple[str, ...]] = {
     "strategies": ("strategy_name",),
     "transformations": ("id",),
     "tasks": ("task_id",),
+}
+# The aerOS field of each collection that holds its file's GridFS id (as a string).
+FILE_FIELDS: dict[str, str] = {
+    "models": "model_id",
+    "results": "weights_id",
+    "strategies": "strategy_id",
+    "transformations": "storage_id",
 }
 
 
@@ -34,6 +42,8 @@ class Database:
     grid: AsyncDatabase
     bucket: AsyncGridFSBucket
     chunk_bytes: int
+    # MongoDB's rules until the server has said what it is (on first contact, see ensure_indexes).
+    dialect: Dialect = field(default_factory=lambda: Dialect.from_build_info({}))
     _indexes_ready: bool = False
     _index_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -60,26 +70,6 @@ class Database:
     def collection(self, name: str) -> AsyncCollection:
         return self.meta[name]
 
-    @property
-    def models(self) -> AsyncCollection:
-        return self.meta["models"]
-
-    @property
-    def results(self) -> AsyncCollection:
-        return self.meta["results"]
-
-    @property
-    def strategies(self) -> AsyncCollection:
-        return self.meta["strategies"]
-
-    @property
-    def transformations(self) -> AsyncCollection:
-        return self.meta["transformations"]
-
-    @property
-    def tasks(self) -> AsyncCollection:
-        return self.meta["tasks"]
-
     async def ensure_indexes(self) -> None:
         """Create the indexes once; later calls return at once.
 
@@ -91,10 +81,12 @@ class Database:
         async with self._index_lock:
             if self._indexes_ready:
                 return
+            self.dialect = Dialect.from_build_info(await self.client.admin.command("buildInfo"))
+            log.info("store: %s", self.dialect.name)
             for name, keys in NATURAL_KEYS.items():
                 await self.meta[name].create_index([(k, ASCENDING) for k in keys], unique=True, name="natural_key")
-            await self.models.create_index([("uploaded_at", DESCENDING)], name="uploaded_at")
-            await self.results.create_index([("weights_id", ASCENDING)], name="weights_id")
+            await self.meta["models"].create_index([("uploaded_at", DESCENDING)], name="uploaded_at")
+            await self.meta["results"].create_index([("weights_id", ASCENDING)], name="weights_id")
             # GridFS would create these lazily on the first upload; doing it here keeps index
             # builds out of concurrent first uploads.
             await self.grid["fs.files"].create_index([("filename", ASCENDING), ("uploadDate", ASCENDING)])

@@ -17,14 +17,10 @@ from typing import Any
 from bson import ObjectId
 from pymongo.errors import PyMongoError
 
-from flrepo.server.repository.kinds import MODELS, RESULTS, STRATEGIES, TRANSFORMATIONS
 from flrepo.server.storage.blobs import parse_file_id
-from flrepo.server.storage.db import Database
+from flrepo.server.storage.db import FILE_FIELDS, Database
 
 log = logging.getLogger(__name__)
-
-FILE_KINDS = (MODELS, RESULTS, STRATEGIES, TRANSFORMATIONS)
-
 
 @dataclass
 class SweepReport:
@@ -35,9 +31,8 @@ class SweepReport:
 
 async def referenced_ids(db: Database) -> set[Any]:
     ids: set[Any] = set()
-    for kind in FILE_KINDS:
-        field = kind.id_field
-        async for doc in db.collection(kind.collection).find({field: {"$ne": None}}, {field: 1, "_id": 0}):
+    for collection, field in FILE_FIELDS.items():
+        async for doc in db.collection(collection).find({field: {"$ne": None}}, {field: 1, "_id": 0}):
             ids.add(parse_file_id(doc[field]))
     return ids
 

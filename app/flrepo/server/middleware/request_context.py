@@ -1,0 +1,92 @@
+"""Every HTTP request gets an id (echoed as X-Request-ID and in every log line of the request),
+an access-log line, and its count, latency and bytes in the metrics."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from flrepo.logs import request_id_var
+from flrepo.server.metrics import Metrics
+
+log = logging.getLogger("flrepo.access")
+
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def route_label(scope: Scope) -> str:
+    """The matched route's path template (bounded label values), or "unmatched"."""
+    return getattr(scope.get("route"), "path", None) or "unmatched"
+
+
+def principal_of(scope: Scope) -> Any:
+    """Who made the request (set by authorization), or None."""
+    return scope.get("state", {}).get("principal")
+
+
+@dataclass
+class _Exchange:
+    """What one request did, gathered while it runs."""
+
+    status: int = 500
+    received: int = 0
+    sent: int = 0
+
+
+class RequestContext:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if _VALID_REQUEST_ID.match(given) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        scope.setdefault("state", {})["request_id"] = request_id
+        exchange = _Exchange()
+        started = time.perf_counter()
+
+        async def counting_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                exchange.received += len(message.get("body", b""))
+            return message
+
+        async def tagging_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                exchange.status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            elif message["type"] == "http.response.body":
+                exchange.sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tagging_send)
+        finally:
+            self._observe(scope, exchange, time.perf_counter() - started)
+            request_id_var.reset(token)
+
+    def _observe(self, scope: Scope, exchange: _Exchange, elapsed: float) -> None:
+        method, path, route = scope["method"], scope["path"], route_label(scope)
+        self.metrics.requests.labels(method, route, str(exchange.status)).inc()
+        self.metrics.latency.labels(method, route).observe(elapsed)
+        self.metrics.bytes_in.inc(exchange.received)
+        self.metrics.bytes_out.inc(exchange.sent)
+        fields = {
+            "method": method,
+            "path": path,
+            "route": route,
+            "status": exchange.status,
+            "duration_ms": round(elapsed * 1000, 2),
+            "key_id": getattr(principal_of(scope), "key_id", None),
+        }
+        log.info("%s %s %s", method, path, exchange.status, extra={"fields": fields})

@@ -1,0 +1,85 @@
+"""FL tasks in the store: creation with checked references, status updates through the phase
+machine (flrepo.schemas.tasks), deletion of tasks that are not running."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flrepo.schemas.tasks import InvalidTransition, Phase, StatusUpdate, TaskIn, initial_status, transition
+from flrepo.server.repository import items
+from flrepo.server.repository.items import Page
+from flrepo.server.repository.kinds import MODELS, STRATEGIES, TASKS, TRANSFORMATIONS, Kind
+from flrepo.server.storage.db import Database
+from flrepo.server.storage.errors import Conflict, Invalid
+
+
+def _key(task_id: str) -> dict[str, Any]:
+    return {"task_id": task_id}
+
+
+async def _missing(db: Database, kind: Kind, key: dict[str, Any], needs_file: bool) -> str | None:
+    projection = {kind.file_field: 1} if kind.file_field else {"_id": 1}
+    doc = await db.collection(kind.collection).find_one(key, projection)
+    if doc is None:
+        return kind.describe(key)
+    if needs_file and not doc.get(kind.id_field):
+        return f"the file of {kind.describe(key)}"
+    return None
+
+
+async def missing_references(db: Database, body: TaskIn) -> list[str]:
+    """Every reference of the plan that does not exist (or has no file where one is needed)."""
+    checks = [
+        (MODELS, body.model.model_dump(), False),
+        (STRATEGIES, body.strategy.model_dump(), True),
+        *((TRANSFORMATIONS, {"id": ref.id}, True) for ref in body.transformations),
+    ]
+    missing = [await _missing(db, kind, key, needs_file) for kind, key, needs_file in checks]
+    return [m for m in missing if m]
+
+
+async def create(db: Database, body: TaskIn) -> dict[str, Any]:
+    """Register a plan, Pending, after checking that everything it names exists."""
+    missing = await missing_references(db, body)
+    if missing:
+        raise Invalid("unknown references: " + "; ".join(missing))
+    doc = body.model_dump(mode="python")
+    doc["task_id"] = body.task_id or uuid.uuid4().hex
+    doc.update(initial_status())
+    return await items.create(db, TASKS, doc)
+
+
+async def page(db: Database, *, phase: Phase | None, limit: int, offset: int) -> Page:
+    query = {"phase": phase.value} if phase else {}
+    return await items.page(db, TASKS, query=query, limit=limit, offset=offset)
+
+
+async def report(db: Database, task_id: str, update: StatusUpdate) -> dict[str, Any]:
+    """Apply a collector's status update; Conflict when the phase does not allow it."""
+    key = _key(task_id)
+    current = await items.get(db, TASKS, key)
+    phase_now = Phase(current["phase"])
+    stamp = items.now()
+    try:
+        fields, pushes = transition(phase_now, update, stamp)
+    except InvalidTransition as exc:
+        raise Conflict(f"task {task_id!r} {exc}") from None
+    change: dict[str, Any] = {"$set": {**fields, "updated_at": stamp}}
+    if pushes:
+        change["$push"] = pushes
+    db.dialect.check_document(change)
+    # The phase read above is part of the filter: a concurrent transition makes this match nothing.
+    result = await db.collection(TASKS.collection).update_one({**key, "phase": phase_now.value}, change)
+    if result.matched_count == 0:
+        raise Conflict(f"task {task_id!r} changed while this update was applied; read it and retry")
+    return await items.get(db, TASKS, key)
+
+
+async def delete(db: Database, task_id: str) -> None:
+    """Delete a task that is not running (Conflict while it runs, NotFound when there is none)."""
+    key = _key(task_id)
+    result = await db.collection(TASKS.collection).delete_one({**key, "phase": {"$ne": Phase.RUNNING.value}})
+    if result.deleted_count == 0:
+        await items.get(db, TASKS, key)  # NotFound when it does not exist
+        raise Conflict(f"task {task_id!r} is Running; let it finish or fail first")

@@ -1,0 +1,71 @@
+"""What differs between the stores flrepo runs on, in one place.
+
+MongoDB is the production store. FerretDB v1 on SQLite is the embedded store (`flrepo serve
+--embedded`, the tests): it speaks the same wire protocol but refuses arrays nested directly in
+arrays, and applies an update as a read followed by a separate write, so two concurrent
+compare-and-swap updates of one document in one process can both succeed. Which store answers is
+read from `buildInfo` once the database is first reached (FerretDB adds `ferretdbVersion`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from collections.abc import AsyncIterator, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flrepo.server.storage.errors import Invalid
+
+
+@dataclass
+class Dialect:
+    """The rules of one kind of store; `MONGODB` unless `buildInfo` says otherwise."""
+
+    name: str
+    nested_arrays: bool
+    # Updates are atomic per document: compare-and-swap needs no lock of ours.
+    atomic_updates: bool
+    _locks: weakref.WeakValueDictionary[Hashable, asyncio.Lock] = field(
+        default_factory=weakref.WeakValueDictionary, repr=False
+    )
+
+    @classmethod
+    def from_build_info(cls, info: dict[str, Any]) -> Dialect:
+        if "ferretdbVersion" in info or "ferretdb" in info:
+            return cls("ferretdb", nested_arrays=False, atomic_updates=False)
+        return cls("mongodb", nested_arrays=True, atomic_updates=True)
+
+    def check_document(self, doc: Any) -> None:
+        """Raise Invalid for a value this store cannot hold (before anything is written)."""
+        if not self.nested_arrays and _has_nested_array(doc):
+            raise Invalid(
+                "arrays directly inside arrays are not supported by this store (FerretDB); "
+                "wrap the inner array in an object"
+            )
+
+    @contextlib.asynccontextmanager
+    async def item_lock(self, ident: Hashable) -> AsyncIterator[None]:
+        """Serialise "read the document, switch it, delete what it pointed at" for one item.
+
+        Only where updates are not atomic: there, a per-process lock is what keeps two
+        replacements from both seeing the same old file (the embedded store runs as one process).
+        """
+        if self.atomic_updates:
+            yield
+            return
+        lock = self._locks.get(ident)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[ident] = lock
+        async with lock:
+            yield
+
+
+def _has_nested_array(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_has_nested_array(item) for item in value.values())
+    if isinstance(value, list):
+        return any(isinstance(item, list) or _has_nested_array(item) for item in value)
+    return False
