@@ -56,10 +56,8 @@ def check_keys(value: Any, depth: int = 0) -> Any:
                 raise ValueError(f"key {key[:32]!r} is too long or contains control characters")
             check_keys(item, depth + 1)
     elif isinstance(value, list):
+        # Arrays of arrays are valid here; a store that cannot hold them says so (storage/dialect.py).
         for item in value:
-            if isinstance(item, list):
-                # MongoDB allows arrays of arrays, FerretDB (a supported store) does not.
-                raise ValueError("arrays directly inside arrays are not supported; wrap the inner one in an object")
             check_keys(item, depth + 1)
     return value
 

@@ -28,7 +28,7 @@ class Dialect:
     # Updates are atomic per document: compare-and-swap needs no lock of ours.
     atomic_updates: bool
     _locks: weakref.WeakValueDictionary[Hashable, asyncio.Lock] = field(
-        default_factory=weakref.WeakValueDictionary, repr=False
+        default_factory=weakref.WeakValueDictionary, repr=False, compare=False
     )
 
     @classmethod
