@@ -24,6 +24,7 @@ NATURAL_KEYS: dict[str, tuple[str, ...]] = {
     "transformations": ("id",),
     "tasks": ("task_id",),
 }
+FIRST_CHUNKS_INDEX = "first_chunks"
 # The aerOS field of each collection that holds its file's GridFS id (as a string).
 FILE_FIELDS: dict[str, str] = {
     "models": "model_id",
@@ -91,6 +92,9 @@ class Database:
             # builds out of concurrent first uploads.
             await self.grid["fs.files"].create_index([("filename", ASCENDING), ("uploadDate", ASCENDING)])
             await self.grid["fs.chunks"].create_index([("files_id", ASCENDING), ("n", ASCENDING)], unique=True)
+            if not self.dialect.indexed_distinct:
+                # The sweep finds chunk sets by their first chunk where `distinct` would read them all.
+                await self.grid["fs.chunks"].create_index([("n", ASCENDING)], name=FIRST_CHUNKS_INDEX)
             self._indexes_ready = True
             log.info("indexes ready in %s", self.meta.name)
 

@@ -27,6 +27,8 @@ class Dialect:
     nested_arrays: bool
     # Updates are atomic per document: compare-and-swap needs no lock of ours.
     atomic_updates: bool
+    # `distinct` is answered from an index; else it reads (and decodes) every document.
+    indexed_distinct: bool
     _locks: weakref.WeakValueDictionary[Hashable, asyncio.Lock] = field(
         default_factory=weakref.WeakValueDictionary, repr=False, compare=False
     )
@@ -34,8 +36,8 @@ class Dialect:
     @classmethod
     def from_build_info(cls, info: dict[str, Any]) -> Dialect:
         if "ferretdbVersion" in info or "ferretdb" in info:
-            return cls("ferretdb", nested_arrays=False, atomic_updates=False)
-        return cls("mongodb", nested_arrays=True, atomic_updates=True)
+            return cls("ferretdb", nested_arrays=False, atomic_updates=False, indexed_distinct=False)
+        return cls("mongodb", nested_arrays=True, atomic_updates=True, indexed_distinct=True)
 
     def check_document(self, doc: Any) -> None:
         """Raise Invalid for a value this store cannot hold (before anything is written)."""

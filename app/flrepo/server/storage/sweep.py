@@ -46,6 +46,16 @@ def _older_than(value: Any, cutoff: datetime) -> bool:
     return False
 
 
+async def _chunk_sets(db: Database) -> list[Any]:
+    """The files_id of every chunk set in GridFS."""
+    chunks = db.grid["fs.chunks"]
+    if db.dialect.indexed_distinct:
+        return list(await chunks.distinct("files_id"))
+    # Where distinct would decode every stored chunk, read only first chunks (through their index):
+    # chunk 0 is always the first one written, by us, by PyMongo's GridFS and by restore.
+    return [doc["files_id"] async for doc in chunks.find({"n": 0}, {"files_id": 1, "_id": 0})]
+
+
 async def sweep(db: Database, grace: timedelta) -> SweepReport:
     """Delete unreferenced files and chunk sets whose last write is older than `grace`."""
     report = SweepReport()
@@ -60,8 +70,8 @@ async def sweep(db: Database, grace: timedelta) -> SweepReport:
             await db.bucket.delete(doc["_id"])
             report.orphan_files += 1
     # Chunk sets whose files document was never written: an upload that did not finish.
-    # (distinct + one newest-chunk look-up each: FerretDB has no $max accumulator in $group.)
-    for files_id in await chunks.distinct("files_id"):
+    # (one newest-chunk look-up each: FerretDB has no $max accumulator in $group.)
+    for files_id in await _chunk_sets(db):
         if await files.count_documents({"_id": files_id}, limit=1):
             continue
         newest = await chunks.find_one({"files_id": files_id}, {"_id": 1, "at": 1}, sort=[("n", -1)])
