@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flrepo.cli.extras import MissingExtra
 from flrepo.client import (
     Conflict,
     Forbidden,
@@ -34,6 +35,7 @@ EXIT_CODES: list[tuple[type[Exception], int]] = [
     (TooLarge, TOO_LARGE),
     (Invalid, USAGE),
     (UsageError, USAGE),
+    (MissingExtra, USAGE),  # a setup problem, like NoSigningKey
 ]
 
 

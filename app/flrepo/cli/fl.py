@@ -1,4 +1,5 @@
-"""`flrepo collector|local-exec|seed|demo`: the Flower runtime paired with the repository (extra `fl`)."""
+"""`flrepo collector|local-exec|seed|demo`: the Flower runtime paired with the repository. They
+need the extra `fl` (the demo also `server`), so its modules are imported only inside them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from collections.abc import Callable
 
 from flrepo.cli.exit_codes import exit_code
+from flrepo.cli.extras import require_extra
 from flrepo.client import RepositoryClient, RepositoryError
 from flrepo.logs import configure_logging
 from flrepo.signing import SignatureError
@@ -31,6 +33,7 @@ def _fl_errors(command: str, run: Callable[[], int]) -> int:
 
 
 def _collector(args: argparse.Namespace) -> int:
+    require_extra("fl")
     from flrepo.fl import collector
 
     with _fl_setup(args) as repo:
@@ -38,6 +41,7 @@ def _collector(args: argparse.Namespace) -> int:
 
 
 def _local_exec(args: argparse.Namespace) -> int:
+    require_extra("fl")
     from flrepo.fl import local_exec
     from flrepo.fl.data import parse_partition, partition
 
@@ -53,6 +57,7 @@ def _local_exec(args: argparse.Namespace) -> int:
 
 
 def _seed(args: argparse.Namespace) -> int:
+    require_extra("fl")
     from flrepo.fl.catalogue import seed
 
     def run() -> int:
@@ -68,6 +73,7 @@ def _seed(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    require_extra("server", "fl")  # the demo runs its own embedded service
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     from flrepo.fl import demo
 

@@ -5,8 +5,11 @@ results, strategies, transformations, tasks)."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from flrepo.cli import fl, items, server
+from flrepo.cli.exit_codes import exit_code
+from flrepo.cli.extras import MissingExtra
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,4 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except MissingExtra as exc:  # one line naming what to install, not an ImportError traceback
+        sys.stderr.write(f"flrepo {args.command}: {exc}\n")
+        return exit_code(exc)

@@ -1,23 +1,29 @@
 """`flrepo serve`, `flrepo dump|restore` and `flrepo keys create`: the commands that run or
-administer the service itself (extra `server`)."""
+administer the service itself. They need the extra `server`, so its modules are imported only
+inside them: the rest of the CLI works with the core install."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import logging
 import os
+import secrets
 import sys
 from pathlib import Path
 
+from flrepo.cli.extras import require_extra
 from flrepo.logs import configure_logging
-from flrepo.server.settings import Settings
 
 
 def _serve(args: argparse.Namespace) -> int:
+    require_extra("server")
     import uvicorn
 
     from flrepo.server.embedded import EmbeddedMongo
     from flrepo.server.main import create_app
+    from flrepo.server.settings import Settings
 
     overrides: dict[str, object] = {}
     if args.host:
@@ -55,9 +61,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _keys_create(args: argparse.Namespace) -> int:
-    import json
-    import secrets
-
+    require_extra("server")
     from flrepo.server.auth import Role, append_key, new_key
 
     key_id = args.id or f"{args.role}-{secrets.token_hex(3)}"
@@ -77,11 +81,11 @@ def _keys_create(args: argparse.Namespace) -> int:
 
 
 def _dump_or_restore(args: argparse.Namespace) -> int:
-    import asyncio
-
+    require_extra("server")
     from pymongo.errors import PyMongoError
 
     from flrepo.server.backup import dump as archive_ops
+    from flrepo.server.settings import Settings
 
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format == "json")
