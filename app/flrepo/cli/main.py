@@ -10,6 +10,7 @@ import sys
 from flrepo.cli import fl, items, server
 from flrepo.cli.exit_codes import exit_code
 from flrepo.cli.extras import MissingExtra
+from flrepo.cli.output import quiet_http_logs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_http_logs()
     try:
         return int(args.func(args))
     except MissingExtra as exc:  # one line naming what to install, not an ImportError traceback

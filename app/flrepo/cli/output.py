@@ -93,3 +93,11 @@ def log_to_stderr() -> None:
         handler.setFormatter(logging.Formatter("flrepo: %(message)s"))
         root.addHandler(handler)
         root.setLevel(os.environ.get("FLREPO_LOG_LEVEL", "WARNING").upper())
+
+
+def quiet_http_logs() -> None:
+    """httpx logs every request at INFO ("HTTP Request: GET ... 200 OK"), a wall of noise in a
+    terminal: its loggers stay at WARNING unless FLREPO_LOG_LEVEL=DEBUG asks for everything."""
+    debug = os.environ.get("FLREPO_LOG_LEVEL", "").strip().upper() == "DEBUG"
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.NOTSET if debug else logging.WARNING)
