@@ -11,7 +11,7 @@ import sys
 import pytest
 import yaml
 
-from flrepo.cli.collections import CONFLICT, DENIED, INTEGRITY, NOT_FOUND, OK, TOO_LARGE, UNAVAILABLE, USAGE
+from flrepo.cli.exit_codes import CONFLICT, DENIED, INTEGRITY, NOT_FOUND, OK, TOO_LARGE, UNAVAILABLE, USAGE
 from flrepo.cli.main import main
 from flrepo.server.auth import hash_key
 from flrepo.server.embedded import free_port

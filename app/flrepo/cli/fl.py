@@ -1,0 +1,115 @@
+"""`flrepo collector|local-exec|seed|demo`: the Flower runtime paired with the repository. They
+need the extra `fl` (the demo also `server`), so its modules are imported only inside them."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+
+from flrepo.cli.exit_codes import exit_code
+from flrepo.cli.extras import require_extra
+from flrepo.client import RepositoryClient, RepositoryError
+from flrepo.logs import configure_logging
+from flrepo.signing import SignatureError
+
+
+def _fl_setup(args: argparse.Namespace) -> RepositoryClient:
+    """The SDK client for the FL commands; signing keys come from FLREPO_SIGNING_KEY / FLREPO_VERIFY_KEYS."""
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    configure_logging(os.environ.get("FLREPO_LOG_LEVEL", "INFO"), json_logs=False)
+    return RepositoryClient(args.repo, api_key=args.api_key)
+
+
+def _fl_errors(command: str, run: Callable[[], int]) -> int:
+    """An unreachable repository, an unknown task or a bad signature: one line and an exit code
+    (the same codes as the collection commands), not a traceback."""
+    try:
+        return run()
+    except (RepositoryError, SignatureError) as exc:
+        sys.stderr.write(f"flrepo {command}: {exc}\n")
+        return exit_code(exc)
+
+
+def _collector(args: argparse.Namespace) -> int:
+    require_extra("fl")
+    from flrepo.fl import collector
+
+    with _fl_setup(args) as repo:
+        return _fl_errors("collector", lambda: collector.run(repo, args.task, args.address, args.allow_unsigned))
+
+
+def _local_exec(args: argparse.Namespace) -> int:
+    require_extra("fl")
+    from flrepo.fl import local_exec
+    from flrepo.fl.data import parse_partition, partition
+
+    index, parts = parse_partition(args.data)
+    x, y = partition(index, parts)
+
+    def run() -> int:
+        local_exec.run(repo, args.task, args.server, x, y, args.allow_unsigned, seed=index)
+        return 0
+
+    with _fl_setup(args) as repo:
+        return _fl_errors("local-exec", run)
+
+
+def _seed(args: argparse.Namespace) -> int:
+    require_extra("fl")
+    from flrepo.fl.catalogue import seed
+
+    def run() -> int:
+        report = seed(repo)
+        for item in report["added"]:
+            sys.stdout.write(f"added {item}\n")
+        for item in report["kept"]:
+            sys.stdout.write(f"kept  {item} (already there)\n")
+        return 0
+
+    with _fl_setup(args) as repo:
+        return _fl_errors("seed", run)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    require_extra("server", "fl")  # the demo runs its own embedded service
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    from flrepo.fl import demo
+
+    return demo.main(rounds=args.rounds, clients=args.clients, strategy=args.strategy)
+
+
+def _add_fl_options(parser: argparse.ArgumentParser) -> None:
+    # Left unset, the SDK reads FLREPO_URL / FLREPO_API_KEY (flrepo.client.sync.client_options).
+    parser.add_argument("--repo", help="repository URL (default: FLREPO_URL, else http://127.0.0.1:9013)")
+    parser.add_argument("--api-key", help="API key (default: FLREPO_API_KEY)")
+    parser.add_argument(
+        "--allow-unsigned", action="store_true", help="load strategies/transformations without a valid signature"
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the FL commands: collector, local-exec, seed, demo."""
+    collector = sub.add_parser("collector", help="run a task's training collector (Flower server)")
+    collector.add_argument("--task", required=True, help="task id")
+    collector.add_argument("--address", default="0.0.0.0:8080", help="Flower server address (HOST:PORT)")
+    _add_fl_options(collector)
+    collector.set_defaults(func=_collector)
+
+    local = sub.add_parser("local-exec", help="run a local execution (Flower client) for a task")
+    local.add_argument("--task", required=True, help="task id")
+    local.add_argument("--server", required=True, help="the collector's Flower address (HOST:PORT)")
+    local.add_argument("--data", required=True, help="local data: digits:K/N, part K of N of the digits set")
+    _add_fl_options(local)
+    local.set_defaults(func=_local_exec)
+
+    seed = sub.add_parser("seed", help="upload the signed catalogue of strategies and transformations")
+    _add_fl_options(seed)
+    seed.set_defaults(func=_seed)
+
+    demo = sub.add_parser("demo", help="federated training end to end on an embedded store (a few seconds)")
+    demo.add_argument("--rounds", type=int, default=5)
+    demo.add_argument("--clients", type=int, default=3)
+    demo.add_argument("--strategy", default="fedavg", help="a catalogue strategy, e.g. fedprox, fedmedian")
+    demo.set_defaults(func=_demo)

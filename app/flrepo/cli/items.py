@@ -1,0 +1,195 @@
+"""`flrepo models|results|strategies|transformations|tasks ...`: the repository from a terminal.
+
+Every command talks to a running repository through the SDK (flrepo.client) and is written once
+over the Collection specs of flrepo.cli.collections. Output is a table for people or JSON for
+scripts (`--output json`); progress bars go to stderr; the exit code says what happened
+(flrepo.cli.exit_codes, also in docs/CLI.md) so scripts can branch on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from flrepo.cli.collections import COLLECTIONS, Collection, Keys
+from flrepo.cli.exit_codes import OK, UsageError, exit_code
+from flrepo.cli.output import emit, log_to_stderr, progress_bar
+from flrepo.client import NotFound, RepositoryClient, RepositoryError, SignatureError
+from flrepo.client.sync import DEFAULT_URL
+from flrepo.signing import verify_digest
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("connection and output")
+    # Left unset, the SDK reads FLREPO_URL / FLREPO_API_KEY (flrepo.client.sync.client_options).
+    group.add_argument("--url", help=f"default: FLREPO_URL, else {DEFAULT_URL}")
+    group.add_argument("--api-key", help="default: FLREPO_API_KEY")
+    group.add_argument("--output", "-O", choices=["table", "json"], default="table", help="default: table")
+    group.add_argument("--timeout", type=float, default=60.0, help="seconds per network operation")
+    progress = group.add_mutually_exclusive_group()
+    progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show bars")
+    progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress bars")
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def _keys(spec: Collection, args: argparse.Namespace) -> Keys:
+    return [getattr(args, key) for key in spec.keys]
+
+
+def _list(spec: Collection, repo: RepositoryClient, args: argparse.Namespace) -> None:
+    emit(args, spec.listing(repo, args), spec.columns)
+
+
+def _show(spec: Collection, repo: RepositoryClient, args: argparse.Namespace) -> None:
+    emit(args, spec.show(repo, _keys(spec, args)))
+
+
+def _create(spec: Collection, repo: RepositoryClient, args: argparse.Namespace) -> None:
+    emit(args, spec.create(repo, _keys(spec, args), args))
+
+
+def _delete(spec: Collection, repo: RepositoryClient, args: argparse.Namespace) -> None:
+    keys = _keys(spec, args)
+    spec.delete(repo, keys)
+    emit(args, {"deleted": spec.noun, "key": keys})
+
+
+def _upload(spec: Collection, repo: RepositoryClient, args: argparse.Namespace) -> None:
+    keys = _keys(spec, args)
+    source: Path | BinaryIO
+    if args.file == "-":  # a pipe is sent chunked, as it comes
+        source, label = sys.stdin.buffer, args.filename or "stdin.bin"
+        signing = spec.signed and not args.unsigned and repo.keyring.signing_id
+        if signing and not source.seekable():
+            raise UsageError("a signed upload reads its file twice: give a path or redirect a file, not a pipe")
+    else:
+        source = Path(args.file)
+        label = source.name
+        if not source.is_file():
+            raise UsageError(f"{source}: no such file")
+    with progress_bar(args, f"upload {label}") as progress:
+        options: dict[str, Any] = {"filename": args.filename or label, "progress": progress}
+        if spec.signed == "strategy":
+            repo.upload_strategy(keys[0], source, sign=False if args.unsigned else None, **options)
+        elif spec.signed == "transformation":
+            repo.upload_transformation(keys[0], source, sign=False if args.unsigned else None, **options)
+        else:
+            assert spec.upload_path is not None
+            repo.upload(spec.upload_path(keys, args), source, **options)
+    item = spec.show(repo, keys)
+    emit(
+        args, {"uploaded": str(args.file), "size": getattr(item, "size", None), "sha256": getattr(item, "sha256", None)}
+    )
+
+
+def _download(spec: Collection, repo: RepositoryClient, args: argparse.Namespace) -> None:
+    keys = _keys(spec, args)
+    assert spec.file_path is not None
+    item = spec.show(repo, keys)
+    size, sha = getattr(item, "size", None), getattr(item, "sha256", None)
+    if size is None:
+        raise NotFound(f"{spec.noun} {'/'.join(keys)} has no file yet")
+    meta: dict[str, Any] = getattr(item, "meta", {})
+    if spec.signed and sha:
+        # Fail before moving a byte when the recorded file is not what was signed.
+        verify_digest(repo.keyring, spec.signed, keys[0], sha, size, meta, args.allow_unsigned)
+    if args.dest == "-":  # bytes go out as they arrive; the exit code says whether they verified
+        with progress_bar(args, "download") as progress:
+            done = repo.download(spec.file_path(keys), sys.stdout.buffer, progress=progress, resume=False)
+        sys.stdout.buffer.flush()
+        emit(args, {"path": "-", "size": done.size, "sha256": done.sha256, "verified": True}, to_stderr=True)
+        return
+    name = getattr(item, "filename", None) or "-".join(keys)
+    dest = Path(args.dest or name)
+    if dest.is_dir():
+        dest = dest / name
+    with progress_bar(args, f"download {dest.name}") as progress:
+        done = repo.download(spec.file_path(keys), dest, progress=progress, resume=not args.restart)
+    if spec.signed:
+        try:
+            verify_digest(repo.keyring, spec.signed, keys[0], done.sha256, done.size, meta, args.allow_unsigned)
+        except SignatureError:
+            dest.unlink(missing_ok=True)  # nothing unverified is left where code could load it
+            raise
+    emit(args, {"path": str(done.path), "size": done.size, "sha256": done.sha256, "verified": True})
+
+
+def _run(
+    action: Callable[[Collection, RepositoryClient, argparse.Namespace], None], spec: Collection
+) -> Callable[..., int]:
+    def run(args: argparse.Namespace) -> int:
+        log_to_stderr()
+        try:
+            with RepositoryClient(args.url, args.api_key or None, timeout=args.timeout) as repo:
+                action(spec, repo, args)
+        except (RepositoryError, SignatureError, UsageError, OSError, ValueError) as exc:
+            sys.stderr.write(f"flrepo {spec.command}: {exc}\n")
+            return exit_code(exc)
+        return OK
+
+    return run
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add one subcommand per collection, each with list/show/create/delete (+ upload/download)."""
+    common = argparse.ArgumentParser(add_help=False)
+    _common(common)
+    for spec in COLLECTIONS:
+        parser = sub.add_parser(spec.command, help=f"{spec.command} in a running repository (list, show, create, ...)")
+        actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+        listing = actions.add_parser("list", parents=[common], help=f"list {spec.command}")
+        listing.add_argument("--limit", type=int, help="most items (default: the server's cap, 1000)")
+        listing.add_argument("--offset", type=int, default=0)
+        spec.list_options(listing)
+        listing.set_defaults(func=_run(_list, spec))
+
+        show = actions.add_parser("show", parents=[common], help=f"one {spec.noun}'s metadata")
+        _key_arguments(show, spec.keys)
+        show.set_defaults(func=_run(_show, spec))
+
+        create = actions.add_parser("create", parents=[common], help=f"register a {spec.noun}")
+        if spec.command == "tasks":
+            create.add_argument("task_id", nargs="?", default="-", help="task id (default: the spec's, or generated)")
+        else:
+            _key_arguments(create, spec.keys)
+        spec.create_options(create)
+        create.set_defaults(func=_run(_create, spec))
+
+        delete = actions.add_parser("delete", parents=[common], help=f"delete a {spec.noun} and its file")
+        _key_arguments(delete, spec.keys)
+        delete.set_defaults(func=_run(_delete, spec))
+
+        if spec.file_path is None:
+            continue
+        upload = actions.add_parser("upload", parents=[common], help=f"upload (or replace) a {spec.noun}'s file")
+        _key_arguments(upload, spec.keys)
+        upload.add_argument("file", help="the file to upload (streamed); - reads standard input")
+        upload.add_argument("--filename", help="name recorded for the file (default: its own)")
+        if spec.command == "results":
+            upload.add_argument("--configuration-id", default="1", help="must equal the result's")
+        if spec.signed:
+            upload.add_argument("--unsigned", action="store_true", help="do not sign even if FLREPO_SIGNING_KEY is set")
+        upload.set_defaults(func=_run(_upload, spec))
+
+        download = actions.add_parser("download", parents=[common], help=f"download a {spec.noun}'s file, verified")
+        _key_arguments(download, spec.keys)
+        download.add_argument(
+            "-o", "--dest", help="file or directory (default: the recorded file name, here); - writes standard output"
+        )
+        download.add_argument("--restart", action="store_true", help="ignore a partial download and start over")
+        if spec.signed:
+            download.add_argument(
+                "--allow-unsigned", action="store_true", help="keep the file even without a valid signature"
+            )
+        download.set_defaults(func=_run(_download, spec))
+
+
+def _key_arguments(parser: argparse.ArgumentParser, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        parser.add_argument(key)

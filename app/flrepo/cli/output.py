@@ -1,0 +1,103 @@
+"""What the commands write: a table or key/value list for people, or JSON for scripts, on stdout;
+progress bars and log lines on stderr, so stdout stays one document (or a file's bytes)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from flrepo.logs import StderrHandler
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+
+def _cell(item: dict[str, Any], column: str) -> str:
+    value: Any = item
+    for part in column.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if value is None:
+        return ""
+    if column == "sha256":
+        return str(value)[:12]
+    return json.dumps(value) if isinstance(value, dict | list) else str(value)
+
+
+def emit(args: argparse.Namespace, value: Any, columns: tuple[str, ...] = (), to_stderr: bool = False) -> None:
+    """Print `value` as JSON (scripts) or as a table / key-value list (people); on stderr when
+    stdout carries a file."""
+    if args.output == "json":
+        (sys.stderr if to_stderr else sys.stdout).write(json.dumps(_plain(value), indent=2, default=str) + "\n")
+        return
+    console = Console(soft_wrap=False, stderr=to_stderr)
+    if isinstance(value, list):
+        table = Table(*(c.split(".")[-1] for c in columns))
+        for item in value:
+            table.add_row(*(_cell(_plain(item), c) for c in columns))
+        console.print(table)
+        total = getattr(value, "total", None)
+        if total is not None and total != len(value):
+            console.print(f"{len(value)} of {total} shown (use --limit/--offset)")
+        return
+    table = Table.grid(padding=(0, 2))
+    for key, item in _plain(value).items():
+        table.add_row(f"[bold]{key}[/]", json.dumps(item, default=str) if isinstance(item, dict | list) else str(item))
+    console.print(table)
+
+
+@contextmanager
+def progress_bar(args: argparse.Namespace, description: str) -> Iterator[Callable[[int, int | None], None] | None]:
+    """A rich progress bar on stderr while a file moves (shown on a terminal or with --progress)."""
+    console = Console(stderr=True)
+    show = args.progress if args.progress is not None else console.is_terminal
+    if not show:
+        yield None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int | None) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def log_to_stderr() -> None:
+    """Warnings (e.g. an unsigned upload) as `flrepo: ...` lines on stderr, unless the process
+    (an embedding program, a test runner) has configured logging already."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = StderrHandler()
+        handler.setFormatter(logging.Formatter("flrepo: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(os.environ.get("FLREPO_LOG_LEVEL", "WARNING").upper())
+
+
+def quiet_http_logs() -> None:
+    """httpx logs every request at INFO ("HTTP Request: GET ... 200 OK"), a wall of noise in a
+    terminal: its loggers stay at WARNING unless FLREPO_LOG_LEVEL=DEBUG asks for everything."""
+    debug = os.environ.get("FLREPO_LOG_LEVEL", "").strip().upper() == "DEBUG"
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.NOTSET if debug else logging.WARNING)

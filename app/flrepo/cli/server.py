@@ -1,0 +1,151 @@
+"""`flrepo serve`, `flrepo dump|restore` and `flrepo keys create`: the commands that run or
+administer the service itself. They need the extra `server`, so its modules are imported only
+inside them: the rest of the CLI works with the core install."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from flrepo.cli.extras import require_extra
+from flrepo.logs import configure_logging
+
+
+def _serve(args: argparse.Namespace) -> int:
+    require_extra("server")
+    import uvicorn
+
+    from flrepo.server.embedded import EmbeddedMongo
+    from flrepo.server.main import create_app
+    from flrepo.server.settings import Settings
+
+    overrides: dict[str, object] = {}
+    if args.host:
+        overrides["host"] = args.host
+    if args.port:
+        overrides["port"] = args.port
+    embedded: EmbeddedMongo | None = None
+    if args.embedded:
+        data = Path(args.data_dir).resolve()
+        embedded = EmbeddedMongo(data / "ferretdb", log_file=data / "ferretdb.log").start()
+        overrides["mongodb_url"] = embedded.url
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    configure_logging(settings.log_level, settings.log_format == "json")
+    log = logging.getLogger("flrepo")
+    if embedded:
+        log.info("embedded FerretDB (SQLite) at %s, data in %s", embedded.url, embedded.data_dir)
+    log.info(
+        "Swagger UI at http://%s:%d/docs", "127.0.0.1" if settings.host == "0.0.0.0" else settings.host, settings.port
+    )
+    try:
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level.lower(),
+            log_config=None,  # keep our JSON handler; our middleware writes the access log
+            access_log=False,
+            proxy_headers=True,
+            forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+        )
+    finally:
+        if embedded:
+            embedded.stop()
+    return 0
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    require_extra("server")
+    from flrepo.server.auth import Role, append_key, new_key
+
+    key_id = args.id or f"{args.role}-{secrets.token_hex(3)}"
+    key, entry = new_key(key_id, Role.parse(args.role))
+    if args.file:
+        try:
+            append_key(Path(args.file), entry)
+        except ValueError as exc:
+            sys.stderr.write(f"flrepo keys: {exc}\n")
+            return 1
+        sys.stderr.write(f"added key {key_id!r} ({args.role}) to {args.file}; restart or redeploy the API to load it\n")
+    else:
+        sys.stderr.write("add the entry to the file named by FLREPO_API_KEYS_FILE; the key is not stored anywhere\n")
+    # The key is shown once; only its hash is kept.
+    sys.stdout.write(f"key:   {key}\nentry: {json.dumps(entry)}\n")
+    return 0
+
+
+def _dump_or_restore(args: argparse.Namespace) -> int:
+    require_extra("server")
+    from pymongo.errors import PyMongoError
+
+    from flrepo.server.backup import dump as archive_ops
+    from flrepo.server.settings import Settings
+
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format == "json")
+    log = logging.getLogger("flrepo")
+    archive = Path(args.archive)
+    try:
+        if args.command == "dump":
+            report = asyncio.run(archive_ops.dump(settings, archive))
+        else:
+            report = asyncio.run(archive_ops.restore(settings, archive, force=args.force))
+    except archive_ops.TargetNotEmptyError as exc:
+        log.error("%s", exc)
+        return 2
+    except (archive_ops.DumpError, PyMongoError, OSError) as exc:
+        log.error("%s failed: %s", args.command, exc)
+        return 1
+    sys.stdout.write(report.summary() + "\n")
+    return 0
+
+
+def add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add `flrepo serve`."""
+    serve = sub.add_parser("serve", help="run the REST API (settings from FLREPO_* variables)")
+    serve.add_argument("--host", help="bind address (default FLREPO_HOST or 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="bind port (default FLREPO_PORT or 9012)")
+    serve.add_argument(
+        "--embedded",
+        action="store_true",
+        help="start a local FerretDB (SQLite) store instead of connecting to FLREPO_MONGODB_URL",
+    )
+    serve.add_argument("--data-dir", default=".flrepo-data", help="where --embedded keeps its data")
+    serve.set_defaults(func=_serve)
+
+
+def add_dump_restore(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add `flrepo dump` and `flrepo restore`."""
+    dump = sub.add_parser(
+        "dump",
+        help="write every document and file of the repository to a portable archive (tar; .tar.gz compresses)",
+    )
+    dump.add_argument("archive", help="the archive to write, e.g. flrepo-backup.tar.gz")
+    dump.set_defaults(func=_dump_or_restore)
+    restore = sub.add_parser(
+        "restore",
+        help="verify an archive from `flrepo dump` (every sha256), then restore it into an empty database",
+    )
+    restore.add_argument("archive", help="the archive to restore")
+    restore.add_argument(
+        "--force",
+        action="store_true",
+        help="merge into a non-empty database: archived items replace items with the same key, others stay",
+    )
+    restore.set_defaults(func=_dump_or_restore)
+
+
+def add_keys(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add `flrepo keys create`."""
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
+    create = keys.add_parser("create", help="make a new API key; prints it once, with its keys-file entry")
+    create.add_argument("--role", required=True, choices=["reader", "writer", "admin"])
+    create.add_argument("--id", default=None, help="the key's id in logs and audit (default: role-<random>)")
+    create.add_argument("--file", help="also append the entry to this keys file (JSON or YAML; created if missing)")
+    create.set_defaults(func=_keys_create)
