@@ -1,4 +1,4 @@
-"""The Python SDK (app.client), sync and async, against a real server on a socket.
+"""The Python SDK (flrepo.client), sync and async, against a real server on a socket.
 
 Every public method of both clients is called at least once (the last test checks it), with typed
 results and typed errors; streaming uploads and verified downloads (paths, file objects, a pipe, a

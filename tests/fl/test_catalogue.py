@@ -103,3 +103,27 @@ async def test_items_seeded_before_the_rename_still_load(settings):
         for name, (class_name, _) in STRATEGIES.items():
             strategy = await asyncio.to_thread(repo.load_strategy, name)
             assert type(strategy).__name__ == class_name  # pickled by flwr 1.41, loaded by the pinned flwr
+
+
+@pytest.mark.parametrize("own_module", [False, True])
+async def test_a_users_own_app_package_does_not_break_pre_rename_items(settings, tmp_path, monkeypatch, own_module):
+    """With a user's `app` package importable, old items still load; a user's own
+    `app.fl.transformations` (their pickles name it too) keeps its own classes."""
+    package = tmp_path / "app" / "fl"
+    package.mkdir(parents=True)
+    (tmp_path / "app" / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    if own_module:
+        (package / "transformations.py").write_text("class MinMaxScaling:\n    OWNER = 'user'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m == "app" or m.startswith("app.")]:
+        monkeypatch.delitem(sys.modules, name)
+    await restore(settings, SEEDED_BEFORE_RENAME)
+    from tests.helpers import LiveServer, create_app
+
+    with LiveServer(create_app(settings)) as server, RepositoryClient(server.url, keyring=PRE_RENAME_KEYS) as repo:
+        loaded = await asyncio.to_thread(repo.load_transformation, "flrepo.min_max_scaling")
+    if own_module:
+        assert getattr(loaded, "OWNER", None) == "user"
+    else:
+        assert loaded is transformations.MinMaxScaling

@@ -8,9 +8,9 @@ import logging
 import httpx
 import yaml
 
+from flrepo.logs import JsonFormatter, request_id_var
 from flrepo.server.auth import hash_key
 from flrepo.server.main import create_app
-from flrepo.logs import JsonFormatter, request_id_var
 from tests.helpers import drop, make_settings
 
 BODY = {"model_name": "m", "model_version": "v", "meta": {"library": "k"}}

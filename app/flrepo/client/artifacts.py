@@ -24,8 +24,9 @@ Kind = Literal["strategy", "transformation"]
 # Strategies and transformations are small code objects; refuse to pull a huge "pickle" into memory.
 MAX_LOAD_BYTES = 256 * 1024 * 1024
 # Pickles name classes by module path, and this package was imported as `app` before it became
-# `flrepo`: items seeded then refer to e.g. `app.fl.transformations.MinMaxScaling`.
-RENAMED_MODULES = {"app.fl": "flrepo.fl"}
+# `flrepo`: the built-in transformations seeded then are `app.fl.transformations.<class>`. The old
+# name is tried first, so a user's own `app` package still gets its own classes.
+RENAMED_MODULES = {"app.fl.transformations": "flrepo.fl.transformations"}
 
 
 def file_path(kind: Kind, name: str) -> str:
@@ -84,14 +85,11 @@ def unpickle_verified(
     return _RenamingUnpickler(io.BytesIO(data)).load()
 
 
-def renamed_module(module: str) -> str:
-    """The module's current name, for a module path stored before a rename (RENAMED_MODULES)."""
-    for old, new in RENAMED_MODULES.items():
-        if module == old or module.startswith(old + "."):
-            return new + module[len(old) :]
-    return module
-
-
 class _RenamingUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        return super().find_class(renamed_module(module), name)
+        try:
+            return super().find_class(module, name)
+        except (ImportError, AttributeError):
+            if module not in RENAMED_MODULES:
+                raise
+            return super().find_class(RENAMED_MODULES[module], name)

@@ -33,7 +33,7 @@ def client_options(base_url: str | None, api_key: str | None, timeout: float) ->
 
 
 class RepositoryClient:
-    """Every endpoint of the FL repository, with typed results and typed errors (app.client.errors).
+    """Every endpoint of the FL repository, with typed results and typed errors (flrepo.client.errors).
 
     `base_url` defaults to FLREPO_URL, `api_key` to FLREPO_API_KEY (sent as a Bearer token), and
     the signing keys come from FLREPO_SIGNING_KEY / FLREPO_SIGNING_KEY_ID / FLREPO_VERIFY_KEYS
