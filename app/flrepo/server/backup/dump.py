@@ -1,47 +1,4 @@
-"""Portable dump and restore of a whole repository: metadata documents and their GridFS files in one tar.
-
-``flrepo dump ARCHIVE`` / ``flrepo restore ARCHIVE`` exist because ``mongodump``/``mongorestore`` are
-not installed everywhere, and because an archive made through the service's own storage layer can be
-restored into any deployment (another database name, MongoDB or FerretDB, Docker or Kubernetes).
-
-Archive layout (a POSIX/PAX tar; gzip-compressed when the name ends in ``.gz`` or ``.tgz``)::
-
-    files/000001 ...   one member per GridFS file, its bytes exactly as stored
-    manifest.json      MongoDB extended JSON (canonical, so ids, dates and number types survive):
-                         format, version, created_at, source database names,
-                         collections: {models, results, strategies, transformations, tasks: [documents]},
-                         documents_sha256: {collection: sha256 of its documents' canonical JSON},
-                         files: [{member, length, sha256, file: the fs.files document}],
-                         missing_files: [references whose file was already gone at dump time]
-    SHA256SUMS         ``sha256sum -c`` format, one line per member above
-
-Files come first because their digests are only known once they have been streamed; the manifest and
-the checksum list come last for the same reason. Everything streams in chunks both ways: GridFS chunks
-into the tar on dump, tar blocks into GridFS on restore; file I/O runs in worker threads so the event
-loop never blocks on the disk.
-
-Restore is two passes over the archive:
-
-1. **verify** (reads everything, writes nothing): every member's sha256 against ``SHA256SUMS`` and the
-   manifest, every collection's documents against ``documents_sha256``, the manifest's structure. Any
-   mismatch, a truncated or unreadable archive, unknown or duplicate members: :class:`ArchiveError`.
-2. **write**: files first (uploaded with their original GridFS ids, so documents point at them
-   unchanged; their digests are checked again while streaming), then documents (with their original
-   ``_id``), then the files' original ``uploadDate``. Restored files carry a fresh upload date until
-   their documents exist, so a service sweeping orphan files concurrently cannot take them for orphans.
-
-Target database rules:
-
-* by default the target must be empty — no document in any dumped collection and no GridFS file
-  (indexes alone do not count) — else :class:`TargetNotEmptyError` before anything is read or written.
-  If writing fails half-way, what this restore wrote is removed again, leaving the target empty.
-* ``force=True`` merges into a non-empty target: an archived item replaces the item with the same natural
-  key (model name + version, strategy name, ...; the target keeps its ``_id``, the replaced item's file is
-  deleted once nothing points at it), archived items without a counterpart are added, and items only in
-  the target are kept. A GridFS file whose id already exists is kept when its length and sha256 match the
-  archive and refused (before anything is written) otherwise. A failure half-way leaves a partial merge;
-  files without documents are then removed by the service's orphan sweep.
-"""
+"""`flrepo dump`: the repository's documents and files into one archive (format: `backup.format`)."""
 
 from __future__ import annotations
 
@@ -54,17 +11,31 @@ import os
 import tarfile
 import zlib
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from bson import json_util
-from bson.json_util import JSONMode, JSONOptions
 from gridfs.errors import GridFSError
 from pymongo.errors import DuplicateKeyError
 
-from flrepo.server.repository.kinds import MODELS, RESULTS, STRATEGIES, TASKS, TRANSFORMATIONS, Kind
+from flrepo.server.backup.format import (
+    KINDS,
+    MANIFEST,
+    SUMS,
+    ArchiveError,
+    DumpError,
+    DumpReport,
+    FileEntry,
+    Plan,
+    TargetNotEmptyError,
+    file_member,
+    manifest_bytes,
+    parse_manifest,
+    parse_sums,
+    plan_from_manifest,
+    sums_bytes,
+)
+from flrepo.server.repository.kinds import Kind
 from flrepo.server.settings import Settings
 from flrepo.server.storage import blobs
 from flrepo.server.storage.db import Database
@@ -72,80 +43,10 @@ from flrepo.server.storage.gridfs import GridWriter
 
 log = logging.getLogger(__name__)
 
-FORMAT = "flrepo-dump"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-SUMS = "SHA256SUMS"
-FILES_DIR = "files/"
-KINDS: tuple[Kind, ...] = (MODELS, RESULTS, STRATEGIES, TRANSFORMATIONS, TASKS)
 # Reads from the archive; GridFS re-chunks whatever it is given, so this only bounds memory per step.
 READ_BYTES = 1024 * 1024
-# Canonical mode keeps every BSON type distinct (int32/int64/double, dates to the millisecond, ObjectId).
-JSON_OPTIONS = JSONOptions(json_mode=JSONMode.CANONICAL, tz_aware=True, tzinfo=UTC)
 # fs.files fields GridFS sets itself when a file is written; everything else is copied back with set().
 _GRIDFS_OWN_FIELDS = frozenset({"_id", "length", "chunkSize", "uploadDate", "filename", "metadata", "md5"})
-
-
-class DumpError(Exception):
-    """Base class of the errors `flrepo dump` / `flrepo restore` report without a traceback."""
-
-
-class ArchiveError(DumpError):
-    """The archive is corrupt, truncated, tampered with or not an flrepo dump; nothing was written."""
-
-
-class TargetNotEmptyError(DumpError):
-    """Restore without `force` into a database that already holds items; nothing was written."""
-
-
-@dataclass
-class DumpReport:
-    """What a dump wrote or a restore restored."""
-
-    archive: Path
-    documents: dict[str, int] = field(default_factory=dict)
-    files: int = 0
-    file_bytes: int = 0
-    # dump: documents whose file was already gone (kept as they are, pointing at nothing)
-    missing_files: int = 0
-    # restore with force: documents that replaced an existing item / files already present
-    replaced: int = 0
-    files_already_present: int = 0
-
-    def summary(self) -> str:
-        docs = ", ".join(f"{n} {name}" for name, n in self.documents.items())
-        text = f"{self.archive}: {docs}; {self.files} files, {self.file_bytes} bytes"
-        if self.missing_files:
-            text += f"; {self.missing_files} documents point at files that were already missing"
-        if self.replaced:
-            text += f"; {self.replaced} existing items replaced"
-        if self.files_already_present:
-            text += f"; {self.files_already_present} files were already present"
-        return text
-
-
-@dataclass(frozen=True)
-class _FileEntry:
-    member: str
-    length: int
-    sha256: str
-    file: dict[str, Any]  # the fs.files document
-
-    @property
-    def file_id(self) -> Any:
-        return self.file["_id"]
-
-
-@dataclass
-class _Plan:
-    """A verified archive: what pass 2 writes."""
-
-    collections: dict[str, list[dict[str, Any]]]
-    files: list[_FileEntry]
-
-
-def _documents_sha256(docs: list[dict[str, Any]]) -> str:
-    return hashlib.sha256(json_util.dumps(docs, json_options=JSON_OPTIONS).encode()).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------- tar
@@ -310,8 +211,8 @@ async def dump(settings: Settings, archive: Path) -> DumpReport:
         await db.ping()  # fail before creating any file when the database is unreachable
         await writer.open()
         collections: dict[str, list[dict[str, Any]]] = {}
-        entries: list[_FileEntry] = []
-        dumped: dict[Any, _FileEntry] = {}
+        entries: list[FileEntry] = []
+        dumped: dict[Any, FileEntry] = {}
         missing: list[dict[str, Any]] = []
         for kind in KINDS:
             docs: list[dict[str, Any]] = []
@@ -327,20 +228,15 @@ async def dump(settings: Settings, archive: Path) -> DumpReport:
             collections[kind.collection] = docs
             report.documents[kind.collection] = len(docs)
         now = datetime.now(UTC)
-        manifest = {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "created_at": now,
-            "source": {"db_name": settings.db_name, "gridfs_db_name": settings.gridfs_db_name},
-            "collections": collections,
-            "documents_sha256": {name: _documents_sha256(docs) for name, docs in collections.items()},
-            "files": [{"member": e.member, "length": e.length, "sha256": e.sha256, "file": e.file} for e in entries],
-            "missing_files": missing,
-        }
-        manifest_bytes = json_util.dumps(manifest, json_options=JSON_OPTIONS, indent=1).encode()
-        manifest_sha = await writer.add_bytes(MANIFEST, manifest_bytes, now.timestamp())
-        sums = "".join(f"{e.sha256}  {e.member}\n" for e in entries) + f"{manifest_sha}  {MANIFEST}\n"
-        await writer.add_bytes(SUMS, sums.encode(), now.timestamp())
+        manifest = manifest_bytes(
+            created_at=now,
+            source={"db_name": settings.db_name, "gridfs_db_name": settings.gridfs_db_name},
+            collections=collections,
+            files=entries,
+            missing_files=missing,
+        )
+        manifest_sha = await writer.add_bytes(MANIFEST, manifest, now.timestamp())
+        await writer.add_bytes(SUMS, sums_bytes(entries, manifest_sha), now.timestamp())
         await writer.finish()
         await asyncio.to_thread(os.replace, partial, archive)
     except BaseException:
@@ -361,8 +257,8 @@ async def _dump_file(
     writer: _TarWriter,
     kind: Kind,
     doc: dict[str, Any],
-    dumped: dict[Any, _FileEntry],
-    entries: list[_FileEntry],
+    dumped: dict[Any, FileEntry],
+    entries: list[FileEntry],
     missing: list[dict[str, Any]],
 ) -> dict[str, Any] | None:
     """Stream the file `doc` points at into the archive; return the document as finally seen.
@@ -378,7 +274,7 @@ async def _dump_file(
         files_doc = await blobs.open_file(db, file_id)
         if files_doc is not None:
             length = int(files_doc["length"])
-            member = f"{FILES_DIR}{len(entries) + 1:06d}"
+            member = file_member(len(entries) + 1)
             uploaded = files_doc.get("uploadDate")
             mtime = uploaded.timestamp() if isinstance(uploaded, datetime) else 0.0
             try:
@@ -392,7 +288,7 @@ async def _dump_file(
             if files_doc.get("sha256") not in (None, sha):
                 # Dump what is there (a backup of damaged data beats none), but say so loudly.
                 log.error("%s: stored file %s no longer matches its recorded sha256", kind.describe(doc), file_id)
-            entry = _FileEntry(member=member, length=length, sha256=sha, file=files_doc)
+            entry = FileEntry(member=member, length=length, sha256=sha, file=files_doc)
             dumped[file_id] = entry
             entries.append(entry)
             return doc
@@ -447,7 +343,7 @@ async def _refuse_non_empty(db: Database, archive: Path) -> None:
         raise TargetNotEmptyError(f"database {db.grid.name!r} already holds GridFS files; not restoring {archive}")
 
 
-def _verify(archive: Path) -> _Plan:
+def _verify(archive: Path) -> Plan:
     """Pass 1: read the whole archive, check every digest and the manifest; return what to write."""
     if not archive.is_file():
         raise ArchiveError(f"{archive}: no such file")
@@ -481,7 +377,7 @@ def _verify(archive: Path) -> _Plan:
     if manifest_bytes is None or sums_bytes is None:
         raise ArchiveError(f"{archive}: not an flrepo dump (no {MANIFEST} or {SUMS}; truncated?)")
 
-    listed = _parse_sums(archive, sums_bytes)
+    listed = parse_sums(archive, sums_bytes)
     expected_members = set(actual) - {SUMS}
     if set(listed) != expected_members:
         extra = sorted(expected_members - set(listed))
@@ -491,59 +387,10 @@ def _verify(archive: Path) -> _Plan:
     if bad:
         raise ArchiveError(f"{archive}: sha256 mismatch in {', '.join(bad)}; the archive is corrupt")
 
-    try:
-        manifest = json_util.loads(manifest_bytes, json_options=JSON_OPTIONS)
-    except ValueError as exc:
-        raise ArchiveError(f"{archive}: {MANIFEST} is not valid extended JSON ({exc})") from exc
-    return _plan_from_manifest(archive, manifest, actual, sizes)
+    return plan_from_manifest(archive, parse_manifest(archive, manifest_bytes), actual, sizes)
 
 
-def _parse_sums(archive: Path, data: bytes) -> dict[str, str]:
-    listed: dict[str, str] = {}
-    try:
-        text = data.decode()
-    except UnicodeDecodeError as exc:
-        raise ArchiveError(f"{archive}: {SUMS} is not text") from exc
-    for line in text.splitlines():
-        sha, sep, name = line.partition("  ")
-        if not sep or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha) or name in listed:
-            raise ArchiveError(f"{archive}: malformed {SUMS} line {line!r}")
-        listed[name] = sha
-    return listed
-
-
-def _plan_from_manifest(archive: Path, manifest: Any, actual: dict[str, str], sizes: dict[str, int]) -> _Plan:
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ArchiveError(f"{archive}: not an flrepo dump")
-    if manifest.get("version") != FORMAT_VERSION:
-        raise ArchiveError(f"{archive}: dump format version {manifest.get('version')!r} is not supported")
-    try:
-        collections = manifest["collections"]
-        sums = manifest["documents_sha256"]
-        known = {kind.collection for kind in KINDS}
-        if not set(collections) <= known or set(sums) != set(collections):
-            raise ArchiveError(f"{archive}: unexpected collections {sorted(set(collections) - known)}")
-        for name, docs in collections.items():
-            if not isinstance(docs, list) or not all(isinstance(d, dict) and "_id" in d for d in docs):
-                raise ArchiveError(f"{archive}: malformed documents of {name}")
-            if _documents_sha256(docs) != sums[name]:
-                raise ArchiveError(f"{archive}: the documents of {name} do not match their sha256")
-        files = [
-            _FileEntry(member=f["member"], length=int(f["length"]), sha256=f["sha256"], file=f["file"])
-            for f in manifest["files"]
-        ]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ArchiveError(f"{archive}: malformed {MANIFEST} ({exc!r})") from exc
-    members = {name for name in actual if name.startswith(FILES_DIR)}
-    if {f.member for f in files} != members or len(files) != len(members):
-        raise ArchiveError(f"{archive}: the files in {MANIFEST} and in the archive differ")
-    for f in files:
-        if actual[f.member] != f.sha256 or sizes[f.member] != f.length or f.file.get("length") != f.length:
-            raise ArchiveError(f"{archive}: {f.member} does not match its manifest entry")
-    return _Plan(collections=collections, files=files)
-
-
-async def _refuse_conflicting_files(db: Database, plan: _Plan) -> None:
+async def _refuse_conflicting_files(db: Database, plan: Plan) -> None:
     """With force: a GridFS id already in the target must hold the very same bytes."""
     for entry in plan.files:
         existing = await db.grid["fs.files"].find_one({"_id": entry.file_id}, {"length": 1, "sha256": 1})
@@ -553,7 +400,7 @@ async def _refuse_conflicting_files(db: Database, plan: _Plan) -> None:
             raise ArchiveError(f"GridFS file {entry.file_id} exists in the target with different content; not merging")
 
 
-async def _write(db: Database, archive: Path, plan: _Plan, force: bool, report: DumpReport) -> None:
+async def _write(db: Database, archive: Path, plan: Plan, force: bool, report: DumpReport) -> None:
     """Pass 2: files, then documents, then the files' original upload dates."""
     uploaded: list[Any] = []
     inserted: list[tuple[str, Any]] = []
@@ -583,7 +430,7 @@ async def _write(db: Database, archive: Path, plan: _Plan, force: bool, report: 
     report.file_bytes = sum(e.length for e in plan.files)
 
 
-async def _upload_files(db: Database, archive: Path, plan: _Plan, report: DumpReport, uploaded: list[Any]) -> None:
+async def _upload_files(db: Database, archive: Path, plan: Plan, report: DumpReport, uploaded: list[Any]) -> None:
     by_member = {entry.member: entry for entry in plan.files}
     reader = _TarReader(archive)
     await asyncio.to_thread(reader.open)
@@ -602,7 +449,7 @@ async def _upload_files(db: Database, archive: Path, plan: _Plan, report: DumpRe
 
 
 async def _upload_one(
-    db: Database, archive: Path, reader: _TarReader, stream: IO[bytes], entry: _FileEntry, uploaded: list[Any]
+    db: Database, archive: Path, reader: _TarReader, stream: IO[bytes], entry: FileEntry, uploaded: list[Any]
 ) -> None:
     file = entry.file
     writer = GridWriter(
@@ -628,7 +475,7 @@ async def _upload_one(
 
 
 async def _merge_documents(
-    db: Database, kind: Kind, docs: list[dict[str, Any]], plan: _Plan, report: DumpReport
+    db: Database, kind: Kind, docs: list[dict[str, Any]], plan: Plan, report: DumpReport
 ) -> None:
     coll = db.collection(kind.collection)
     archived_files = {entry.file_id for entry in plan.files}
