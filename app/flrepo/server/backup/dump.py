@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import gzip
 import hashlib
 import io
 import logging
 import os
-import tarfile
-import zlib
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -35,6 +31,7 @@ from flrepo.server.backup.format import (
     plan_from_manifest,
     sums_bytes,
 )
+from flrepo.server.backup.tar import TarFileWriter, TarReader
 from flrepo.server.repository.kinds import Kind
 from flrepo.server.settings import Settings
 from flrepo.server.storage import blobs
@@ -43,152 +40,8 @@ from flrepo.server.storage.gridfs import GridWriter
 
 log = logging.getLogger(__name__)
 
-# Reads from the archive; GridFS re-chunks whatever it is given, so this only bounds memory per step.
-READ_BYTES = 1024 * 1024
 # fs.files fields GridFS sets itself when a file is written; everything else is copied back with set().
 _GRIDFS_OWN_FIELDS = frozenset({"_id", "length", "chunkSize", "uploadDate", "filename", "metadata", "md5"})
-
-
-# ---------------------------------------------------------------------------------------------- tar
-
-
-class _TarWriter:
-    """Writes tar members chunk by chunk; each disk write runs in a worker thread.
-
-    `tarfile.addfile` wants a synchronous file object to pull from; writing the headers ourselves lets
-    the data come straight from an async GridFS reader instead.
-    """
-
-    def __init__(self, path: Path, *, compress: bool) -> None:
-        self.path = path
-        self.compress = compress
-        self._raw: IO[bytes] | None = None
-        self._out: IO[bytes] | gzip.GzipFile | None = None
-        self._offset = 0
-
-    async def open(self) -> None:
-        self._raw = await asyncio.to_thread(open, self.path, "wb")
-        if self.compress:
-            # mtime=0: the same content gives the same bytes.
-            self._out = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=6, mtime=0)
-        else:
-            self._out = self._raw
-
-    async def _write(self, data: bytes) -> None:
-        assert self._out is not None
-        await asyncio.to_thread(self._out.write, data)
-        self._offset += len(data)
-
-    async def add(self, name: str, size: int, mtime: float, chunks: AsyncIterator[bytes]) -> str:
-        """Write one member of exactly `size` bytes from `chunks`; return its sha256."""
-        info = tarfile.TarInfo(name)
-        info.size = size
-        info.mtime = int(mtime)
-        info.mode = 0o644
-        await self._write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
-        digest = hashlib.sha256()
-        written = 0
-        async for chunk in chunks:
-            written += len(chunk)
-            if written > size:
-                raise OSError(f"{name}: more than the announced {size} bytes")
-            digest.update(chunk)
-            await self._write(chunk)
-        if written != size:
-            raise OSError(f"{name}: {written} bytes instead of {size}")
-        if size % tarfile.BLOCKSIZE:
-            await self._write(tarfile.NUL * (tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE))
-        return digest.hexdigest()
-
-    async def add_bytes(self, name: str, data: bytes, mtime: float) -> str:
-        async def one() -> AsyncIterator[bytes]:
-            yield data
-
-        return await self.add(name, len(data), mtime, one())
-
-    async def finish(self) -> None:
-        # End-of-archive: two zero blocks, then padding to a whole record, as tar itself writes.
-        end = self._offset + 2 * tarfile.BLOCKSIZE
-        await self._write(tarfile.NUL * (2 * tarfile.BLOCKSIZE + (-end) % tarfile.RECORDSIZE))
-        await self.close()
-
-    async def close(self) -> None:
-        def _close() -> None:
-            if self._out is not None and self._out is not self._raw:
-                self._out.close()
-            if self._raw is not None:
-                self._raw.flush()
-                os.fsync(self._raw.fileno())
-                self._raw.close()
-
-        await asyncio.to_thread(_close)
-        self._out = self._raw = None
-
-
-class _TarReader:
-    """Sequential (streaming) reading of an archive, plain or gzip; members in archive order.
-
-    gzip is undone by the gzip module rather than tarfile's own stream, because only the former
-    checks the gzip trailer (CRC-32 and length): an archive cut off after its last member must
-    still be refused, see `finish`.
-    """
-
-    _DECODE_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error)
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._raw: IO[bytes] | None = None
-        self._src: IO[bytes] | gzip.GzipFile | None = None
-        self._tar: tarfile.TarFile | None = None
-        self._members: Iterator[tarfile.TarInfo] | None = None
-
-    def open(self) -> None:
-        try:
-            self._raw = open(self.path, "rb")
-            gzipped = self._raw.read(2) == b"\x1f\x8b"
-            self._raw.seek(0)
-            self._src = gzip.GzipFile(fileobj=self._raw, mode="rb") if gzipped else self._raw
-            # "r|": a stream, read once front to back, never seeking back.
-            self._tar = tarfile.open(fileobj=self._src, mode="r|")
-        except self._DECODE_ERRORS as exc:
-            self.close()
-            raise ArchiveError(f"{self.path}: not a readable tar archive ({exc})") from exc
-        self._members = iter(self._tar)
-
-    def next_member(self) -> tuple[tarfile.TarInfo, IO[bytes]] | None:
-        assert self._tar is not None and self._members is not None
-        try:
-            member = next(self._members, None)
-        except self._DECODE_ERRORS as exc:
-            raise ArchiveError(f"{self.path}: corrupt or truncated archive ({exc})") from exc
-        if member is None:
-            return None
-        if not member.isfile():
-            raise ArchiveError(f"{self.path}: unexpected member {member.name!r} (not a regular file)")
-        reader = self._tar.extractfile(member)
-        assert reader is not None  # regular files always have a reader
-        return member, reader
-
-    def read(self, reader: IO[bytes], size: int = READ_BYTES) -> bytes:
-        try:
-            return reader.read(size)
-        except self._DECODE_ERRORS as exc:
-            raise ArchiveError(f"{self.path}: corrupt or truncated archive ({exc})") from exc
-
-    def finish(self) -> None:
-        """Read past the end-of-archive marker to the end of the file: a gzip trailer is checked there."""
-        assert self._src is not None
-        try:
-            while self._src.read(READ_BYTES):
-                pass
-        except self._DECODE_ERRORS as exc:
-            raise ArchiveError(f"{self.path}: corrupt or truncated archive ({exc})") from exc
-
-    def close(self) -> None:
-        for handle in (self._tar, self._src, self._raw):
-            if handle is not None:
-                handle.close()
-        self._tar = self._src = self._raw = None
 
 
 # --------------------------------------------------------------------------------------------- dump
@@ -206,7 +59,7 @@ async def dump(settings: Settings, archive: Path) -> DumpReport:
     report = DumpReport(archive=archive)
     db = Database.connect(settings)
     # Decided on the final name: the partial file's name ends in ".partial".
-    writer = _TarWriter(partial, compress=archive.name.endswith((".gz", ".tgz")))
+    writer = TarFileWriter(partial, compress=archive.name.endswith((".gz", ".tgz")))
     try:
         await db.ping()  # fail before creating any file when the database is unreachable
         await writer.open()
@@ -254,7 +107,7 @@ async def dump(settings: Settings, archive: Path) -> DumpReport:
 
 async def _dump_file(
     db: Database,
-    writer: _TarWriter,
+    writer: TarFileWriter,
     kind: Kind,
     doc: dict[str, Any],
     dumped: dict[Any, FileEntry],
@@ -351,7 +204,7 @@ def _verify(archive: Path) -> Plan:
     sizes: dict[str, int] = {}
     manifest_bytes: bytes | None = None
     sums_bytes: bytes | None = None
-    reader = _TarReader(archive)
+    reader = TarReader(archive)
     reader.open()
     try:
         while (item := reader.next_member()) is not None:
@@ -432,7 +285,7 @@ async def _write(db: Database, archive: Path, plan: Plan, force: bool, report: D
 
 async def _upload_files(db: Database, archive: Path, plan: Plan, report: DumpReport, uploaded: list[Any]) -> None:
     by_member = {entry.member: entry for entry in plan.files}
-    reader = _TarReader(archive)
+    reader = TarReader(archive)
     await asyncio.to_thread(reader.open)
     try:
         while (item := await asyncio.to_thread(reader.next_member)) is not None:
@@ -449,7 +302,7 @@ async def _upload_files(db: Database, archive: Path, plan: Plan, report: DumpRep
 
 
 async def _upload_one(
-    db: Database, archive: Path, reader: _TarReader, stream: IO[bytes], entry: FileEntry, uploaded: list[Any]
+    db: Database, archive: Path, reader: TarReader, stream: IO[bytes], entry: FileEntry, uploaded: list[Any]
 ) -> None:
     file = entry.file
     writer = GridWriter(
