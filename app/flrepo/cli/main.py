@@ -83,7 +83,7 @@ def _dump_or_restore(args: argparse.Namespace) -> int:
     from pymongo.errors import PyMongoError
 
     from flrepo.logs import configure_logging
-    from flrepo.server.backup import dump as archive_ops
+    from flrepo.server import backup as archive_ops
 
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format == "json")
