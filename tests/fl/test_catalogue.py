@@ -15,7 +15,7 @@ import pytest
 from flrepo.client import IntegrityError, RepositoryClient
 from flrepo.fl import transformations
 from flrepo.fl.catalogue import STRATEGIES, seed, strategy_artifact
-from flrepo.server.backup.dump import restore
+from flrepo.server.backup import restore
 from flrepo.signing import Keyring, SignatureError
 
 KEYS = Keyring("k1", {"k1": b"secret-one"})
@@ -64,9 +64,7 @@ os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
 import numpy as np
 from flwr.server.strategy import Strategy
 from flrepo.client import RepositoryClient
-from flrepo.fl import transformations
-from flrepo.server.backup.dump import restore
-from flrepo.signing import Keyring, SignatureError
+from flrepo.signing import Keyring
 repo = RepositoryClient({live_server.url!r}, keyring=Keyring("k1", {{"k1": b"secret-one"}}))
 out = {{}}
 for name in {sorted(STRATEGIES)!r}:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
-from flrepo.server.backup.dump import ArchiveError, TargetNotEmptyError, dump, restore
+from flrepo.server.backup import ArchiveError, TargetNotEmptyError, dump, restore
 from flrepo.server.main import create_app
 from flrepo.server.settings import Settings
 from tests.helpers import CHUNK, drop, make_model, make_settings, payload, sha, upload

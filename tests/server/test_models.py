@@ -292,6 +292,8 @@ async def test_download_all_as_tar_and_tgz(client):
     for name, mode, ctype in [("all.tar", "r:", "application/x-tar"), ("all.tar.gz", "r:gz", "application/gzip")]:
         r = await client.get(f"/models/download/shell/{name}")
         assert r.status_code == 200 and r.headers["content-type"] == ctype
+        if name.endswith(".tar"):  # announced up front, exact
+            assert r.headers["content-length"] == str(len(r.content)) and len(r.content) % tarfile.RECORDSIZE == 0
         with tarfile.open(fileobj=io.BytesIO(r.content), mode=mode) as t:
             assert t.getnames() == ["second/v1/second.bin", "first/v1/first.bin"]
             assert t.extractfile("second/v1/second.bin").read() == files["second"]

@@ -84,7 +84,7 @@ def _dump_or_restore(args: argparse.Namespace) -> int:
     require_extra("server")
     from pymongo.errors import PyMongoError
 
-    from flrepo.server.backup import dump as archive_ops
+    from flrepo.server import backup as archive_ops
     from flrepo.server.settings import Settings
 
     settings = Settings()

@@ -107,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "Range", "X-Request-ID", "X-Filename"],
             expose_headers=["X-Total-Count", "X-Request-ID", "ETag", "Content-Range", "Content-Disposition"],
         )
+
     async def record(entry: dict[str, Any]) -> None:
         db: Database | None = getattr(app.state, "db", None)
         if db is not None:

@@ -1,296 +1,34 @@
-"""Portable dump and restore of a whole repository: metadata documents and their GridFS files in one tar.
-
-``flrepo dump ARCHIVE`` / ``flrepo restore ARCHIVE`` exist because ``mongodump``/``mongorestore`` are
-not installed everywhere, and because an archive made through the service's own storage layer can be
-restored into any deployment (another database name, MongoDB or FerretDB, Docker or Kubernetes).
-
-Archive layout (a POSIX/PAX tar; gzip-compressed when the name ends in ``.gz`` or ``.tgz``)::
-
-    files/000001 ...   one member per GridFS file, its bytes exactly as stored
-    manifest.json      MongoDB extended JSON (canonical, so ids, dates and number types survive):
-                         format, version, created_at, source database names,
-                         collections: {models, results, strategies, transformations, tasks: [documents]},
-                         documents_sha256: {collection: sha256 of its documents' canonical JSON},
-                         files: [{member, length, sha256, file: the fs.files document}],
-                         missing_files: [references whose file was already gone at dump time]
-    SHA256SUMS         ``sha256sum -c`` format, one line per member above
-
-Files come first because their digests are only known once they have been streamed; the manifest and
-the checksum list come last for the same reason. Everything streams in chunks both ways: GridFS chunks
-into the tar on dump, tar blocks into GridFS on restore; file I/O runs in worker threads so the event
-loop never blocks on the disk.
-
-Restore is two passes over the archive:
-
-1. **verify** (reads everything, writes nothing): every member's sha256 against ``SHA256SUMS`` and the
-   manifest, every collection's documents against ``documents_sha256``, the manifest's structure. Any
-   mismatch, a truncated or unreadable archive, unknown or duplicate members: :class:`ArchiveError`.
-2. **write**: files first (uploaded with their original GridFS ids, so documents point at them
-   unchanged; their digests are checked again while streaming), then documents (with their original
-   ``_id``), then the files' original ``uploadDate``. Restored files carry a fresh upload date until
-   their documents exist, so a service sweeping orphan files concurrently cannot take them for orphans.
-
-Target database rules:
-
-* by default the target must be empty — no document in any dumped collection and no GridFS file
-  (indexes alone do not count) — else :class:`TargetNotEmptyError` before anything is read or written.
-  If writing fails half-way, what this restore wrote is removed again, leaving the target empty.
-* ``force=True`` merges into a non-empty target: an archived item replaces the item with the same natural
-  key (model name + version, strategy name, ...; the target keeps its ``_id``, the replaced item's file is
-  deleted once nothing points at it), archived items without a counterpart are added, and items only in
-  the target are kept. A GridFS file whose id already exists is kept when its length and sha256 match the
-  archive and refused (before anything is written) otherwise. A failure half-way leaves a partial merge;
-  files without documents are then removed by the service's orphan sweep.
-"""
+"""`flrepo dump`: the repository's documents and files into one archive (format: `backup.format`)."""
 
 from __future__ import annotations
 
 import asyncio
-import gzip
-import hashlib
-import io
 import logging
 import os
-import tarfile
-import zlib
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from bson import json_util
-from bson.json_util import JSONMode, JSONOptions
 from gridfs.errors import GridFSError
-from pymongo.errors import DuplicateKeyError
 
-from flrepo.server.repository.kinds import MODELS, RESULTS, STRATEGIES, TASKS, TRANSFORMATIONS, Kind
+from flrepo.server.backup.format import (
+    KINDS,
+    MANIFEST,
+    SUMS,
+    DumpError,
+    DumpReport,
+    FileEntry,
+    file_member,
+    manifest_bytes,
+    sums_bytes,
+)
+from flrepo.server.backup.tar import TarFileWriter
+from flrepo.server.repository.kinds import Kind
 from flrepo.server.settings import Settings
 from flrepo.server.storage import blobs
 from flrepo.server.storage.db import Database
-from flrepo.server.storage.gridfs import GridWriter
 
 log = logging.getLogger(__name__)
-
-FORMAT = "flrepo-dump"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-SUMS = "SHA256SUMS"
-FILES_DIR = "files/"
-KINDS: tuple[Kind, ...] = (MODELS, RESULTS, STRATEGIES, TRANSFORMATIONS, TASKS)
-# Reads from the archive; GridFS re-chunks whatever it is given, so this only bounds memory per step.
-READ_BYTES = 1024 * 1024
-# Canonical mode keeps every BSON type distinct (int32/int64/double, dates to the millisecond, ObjectId).
-JSON_OPTIONS = JSONOptions(json_mode=JSONMode.CANONICAL, tz_aware=True, tzinfo=UTC)
-# fs.files fields GridFS sets itself when a file is written; everything else is copied back with set().
-_GRIDFS_OWN_FIELDS = frozenset({"_id", "length", "chunkSize", "uploadDate", "filename", "metadata", "md5"})
-
-
-class DumpError(Exception):
-    """Base class of the errors `flrepo dump` / `flrepo restore` report without a traceback."""
-
-
-class ArchiveError(DumpError):
-    """The archive is corrupt, truncated, tampered with or not an flrepo dump; nothing was written."""
-
-
-class TargetNotEmptyError(DumpError):
-    """Restore without `force` into a database that already holds items; nothing was written."""
-
-
-@dataclass
-class DumpReport:
-    """What a dump wrote or a restore restored."""
-
-    archive: Path
-    documents: dict[str, int] = field(default_factory=dict)
-    files: int = 0
-    file_bytes: int = 0
-    # dump: documents whose file was already gone (kept as they are, pointing at nothing)
-    missing_files: int = 0
-    # restore with force: documents that replaced an existing item / files already present
-    replaced: int = 0
-    files_already_present: int = 0
-
-    def summary(self) -> str:
-        docs = ", ".join(f"{n} {name}" for name, n in self.documents.items())
-        text = f"{self.archive}: {docs}; {self.files} files, {self.file_bytes} bytes"
-        if self.missing_files:
-            text += f"; {self.missing_files} documents point at files that were already missing"
-        if self.replaced:
-            text += f"; {self.replaced} existing items replaced"
-        if self.files_already_present:
-            text += f"; {self.files_already_present} files were already present"
-        return text
-
-
-@dataclass(frozen=True)
-class _FileEntry:
-    member: str
-    length: int
-    sha256: str
-    file: dict[str, Any]  # the fs.files document
-
-    @property
-    def file_id(self) -> Any:
-        return self.file["_id"]
-
-
-@dataclass
-class _Plan:
-    """A verified archive: what pass 2 writes."""
-
-    collections: dict[str, list[dict[str, Any]]]
-    files: list[_FileEntry]
-
-
-def _documents_sha256(docs: list[dict[str, Any]]) -> str:
-    return hashlib.sha256(json_util.dumps(docs, json_options=JSON_OPTIONS).encode()).hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------- tar
-
-
-class _TarWriter:
-    """Writes tar members chunk by chunk; each disk write runs in a worker thread.
-
-    `tarfile.addfile` wants a synchronous file object to pull from; writing the headers ourselves lets
-    the data come straight from an async GridFS reader instead.
-    """
-
-    def __init__(self, path: Path, *, compress: bool) -> None:
-        self.path = path
-        self.compress = compress
-        self._raw: IO[bytes] | None = None
-        self._out: IO[bytes] | gzip.GzipFile | None = None
-        self._offset = 0
-
-    async def open(self) -> None:
-        self._raw = await asyncio.to_thread(open, self.path, "wb")
-        if self.compress:
-            # mtime=0: the same content gives the same bytes.
-            self._out = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=6, mtime=0)
-        else:
-            self._out = self._raw
-
-    async def _write(self, data: bytes) -> None:
-        assert self._out is not None
-        await asyncio.to_thread(self._out.write, data)
-        self._offset += len(data)
-
-    async def add(self, name: str, size: int, mtime: float, chunks: AsyncIterator[bytes]) -> str:
-        """Write one member of exactly `size` bytes from `chunks`; return its sha256."""
-        info = tarfile.TarInfo(name)
-        info.size = size
-        info.mtime = int(mtime)
-        info.mode = 0o644
-        await self._write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
-        digest = hashlib.sha256()
-        written = 0
-        async for chunk in chunks:
-            written += len(chunk)
-            if written > size:
-                raise OSError(f"{name}: more than the announced {size} bytes")
-            digest.update(chunk)
-            await self._write(chunk)
-        if written != size:
-            raise OSError(f"{name}: {written} bytes instead of {size}")
-        if size % tarfile.BLOCKSIZE:
-            await self._write(tarfile.NUL * (tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE))
-        return digest.hexdigest()
-
-    async def add_bytes(self, name: str, data: bytes, mtime: float) -> str:
-        async def one() -> AsyncIterator[bytes]:
-            yield data
-
-        return await self.add(name, len(data), mtime, one())
-
-    async def finish(self) -> None:
-        # End-of-archive: two zero blocks, then padding to a whole record, as tar itself writes.
-        end = self._offset + 2 * tarfile.BLOCKSIZE
-        await self._write(tarfile.NUL * (2 * tarfile.BLOCKSIZE + (-end) % tarfile.RECORDSIZE))
-        await self.close()
-
-    async def close(self) -> None:
-        def _close() -> None:
-            if self._out is not None and self._out is not self._raw:
-                self._out.close()
-            if self._raw is not None:
-                self._raw.flush()
-                os.fsync(self._raw.fileno())
-                self._raw.close()
-
-        await asyncio.to_thread(_close)
-        self._out = self._raw = None
-
-
-class _TarReader:
-    """Sequential (streaming) reading of an archive, plain or gzip; members in archive order.
-
-    gzip is undone by the gzip module rather than tarfile's own stream, because only the former
-    checks the gzip trailer (CRC-32 and length): an archive cut off after its last member must
-    still be refused, see `finish`.
-    """
-
-    _DECODE_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error)
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._raw: IO[bytes] | None = None
-        self._src: IO[bytes] | gzip.GzipFile | None = None
-        self._tar: tarfile.TarFile | None = None
-        self._members: Iterator[tarfile.TarInfo] | None = None
-
-    def open(self) -> None:
-        try:
-            self._raw = open(self.path, "rb")
-            gzipped = self._raw.read(2) == b"\x1f\x8b"
-            self._raw.seek(0)
-            self._src = gzip.GzipFile(fileobj=self._raw, mode="rb") if gzipped else self._raw
-            # "r|": a stream, read once front to back, never seeking back.
-            self._tar = tarfile.open(fileobj=self._src, mode="r|")
-        except self._DECODE_ERRORS as exc:
-            self.close()
-            raise ArchiveError(f"{self.path}: not a readable tar archive ({exc})") from exc
-        self._members = iter(self._tar)
-
-    def next_member(self) -> tuple[tarfile.TarInfo, IO[bytes]] | None:
-        assert self._tar is not None and self._members is not None
-        try:
-            member = next(self._members, None)
-        except self._DECODE_ERRORS as exc:
-            raise ArchiveError(f"{self.path}: corrupt or truncated archive ({exc})") from exc
-        if member is None:
-            return None
-        if not member.isfile():
-            raise ArchiveError(f"{self.path}: unexpected member {member.name!r} (not a regular file)")
-        reader = self._tar.extractfile(member)
-        assert reader is not None  # regular files always have a reader
-        return member, reader
-
-    def read(self, reader: IO[bytes], size: int = READ_BYTES) -> bytes:
-        try:
-            return reader.read(size)
-        except self._DECODE_ERRORS as exc:
-            raise ArchiveError(f"{self.path}: corrupt or truncated archive ({exc})") from exc
-
-    def finish(self) -> None:
-        """Read past the end-of-archive marker to the end of the file: a gzip trailer is checked there."""
-        assert self._src is not None
-        try:
-            while self._src.read(READ_BYTES):
-                pass
-        except self._DECODE_ERRORS as exc:
-            raise ArchiveError(f"{self.path}: corrupt or truncated archive ({exc})") from exc
-
-    def close(self) -> None:
-        for handle in (self._tar, self._src, self._raw):
-            if handle is not None:
-                handle.close()
-        self._tar = self._src = self._raw = None
-
-
-# --------------------------------------------------------------------------------------------- dump
 
 
 async def dump(settings: Settings, archive: Path) -> DumpReport:
@@ -305,13 +43,13 @@ async def dump(settings: Settings, archive: Path) -> DumpReport:
     report = DumpReport(archive=archive)
     db = Database.connect(settings)
     # Decided on the final name: the partial file's name ends in ".partial".
-    writer = _TarWriter(partial, compress=archive.name.endswith((".gz", ".tgz")))
+    writer = TarFileWriter(partial, compress=archive.name.endswith((".gz", ".tgz")))
     try:
         await db.ping()  # fail before creating any file when the database is unreachable
         await writer.open()
         collections: dict[str, list[dict[str, Any]]] = {}
-        entries: list[_FileEntry] = []
-        dumped: dict[Any, _FileEntry] = {}
+        entries: list[FileEntry] = []
+        dumped: dict[Any, FileEntry] = {}
         missing: list[dict[str, Any]] = []
         for kind in KINDS:
             docs: list[dict[str, Any]] = []
@@ -327,20 +65,15 @@ async def dump(settings: Settings, archive: Path) -> DumpReport:
             collections[kind.collection] = docs
             report.documents[kind.collection] = len(docs)
         now = datetime.now(UTC)
-        manifest = {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "created_at": now,
-            "source": {"db_name": settings.db_name, "gridfs_db_name": settings.gridfs_db_name},
-            "collections": collections,
-            "documents_sha256": {name: _documents_sha256(docs) for name, docs in collections.items()},
-            "files": [{"member": e.member, "length": e.length, "sha256": e.sha256, "file": e.file} for e in entries],
-            "missing_files": missing,
-        }
-        manifest_bytes = json_util.dumps(manifest, json_options=JSON_OPTIONS, indent=1).encode()
-        manifest_sha = await writer.add_bytes(MANIFEST, manifest_bytes, now.timestamp())
-        sums = "".join(f"{e.sha256}  {e.member}\n" for e in entries) + f"{manifest_sha}  {MANIFEST}\n"
-        await writer.add_bytes(SUMS, sums.encode(), now.timestamp())
+        manifest = manifest_bytes(
+            created_at=now,
+            source={"db_name": settings.db_name, "gridfs_db_name": settings.gridfs_db_name},
+            collections=collections,
+            files=entries,
+            missing_files=missing,
+        )
+        manifest_sha = await writer.add_bytes(MANIFEST, manifest, now.timestamp())
+        await writer.add_bytes(SUMS, sums_bytes(entries, manifest_sha), now.timestamp())
         await writer.finish()
         await asyncio.to_thread(os.replace, partial, archive)
     except BaseException:
@@ -358,11 +91,11 @@ async def dump(settings: Settings, archive: Path) -> DumpReport:
 
 async def _dump_file(
     db: Database,
-    writer: _TarWriter,
+    writer: TarFileWriter,
     kind: Kind,
     doc: dict[str, Any],
-    dumped: dict[Any, _FileEntry],
-    entries: list[_FileEntry],
+    dumped: dict[Any, FileEntry],
+    entries: list[FileEntry],
     missing: list[dict[str, Any]],
 ) -> dict[str, Any] | None:
     """Stream the file `doc` points at into the archive; return the document as finally seen.
@@ -378,7 +111,7 @@ async def _dump_file(
         files_doc = await blobs.open_file(db, file_id)
         if files_doc is not None:
             length = int(files_doc["length"])
-            member = f"{FILES_DIR}{len(entries) + 1:06d}"
+            member = file_member(len(entries) + 1)
             uploaded = files_doc.get("uploadDate")
             mtime = uploaded.timestamp() if isinstance(uploaded, datetime) else 0.0
             try:
@@ -392,7 +125,7 @@ async def _dump_file(
             if files_doc.get("sha256") not in (None, sha):
                 # Dump what is there (a backup of damaged data beats none), but say so loudly.
                 log.error("%s: stored file %s no longer matches its recorded sha256", kind.describe(doc), file_id)
-            entry = _FileEntry(member=member, length=length, sha256=sha, file=files_doc)
+            entry = FileEntry(member=member, length=length, sha256=sha, file=files_doc)
             dumped[file_id] = entry
             entries.append(entry)
             return doc
@@ -407,255 +140,3 @@ async def _dump_file(
         if doc.get(field_name) is None:
             return doc
     raise DumpError(f"{kind.describe(doc)}: its file keeps being replaced; dump again later")
-
-
-# ------------------------------------------------------------------------------------------ restore
-
-
-async def restore(settings: Settings, archive: Path, *, force: bool = False) -> DumpReport:
-    """Restore an archive written by :func:`dump` into the databases named by `settings`.
-
-    Verifies the whole archive before writing anything (:class:`ArchiveError` if any digest, size or
-    structure check fails). Without `force` the target must be empty (:class:`TargetNotEmptyError`);
-    with `force` the archive is merged in, archived items replacing same-key items (module docstring).
-    """
-    archive = Path(archive)
-    db = Database.connect(settings)
-    try:
-        if not force:
-            await _refuse_non_empty(db, archive)
-        plan = await asyncio.to_thread(_verify, archive)
-        if force:
-            await _refuse_conflicting_files(db, plan)
-        report = DumpReport(archive=archive)
-        await db.ensure_indexes()
-        await _write(db, archive, plan, force, report)
-    finally:
-        await db.close()
-    log.info("restored %s", report.summary())
-    return report
-
-
-async def _refuse_non_empty(db: Database, archive: Path) -> None:
-    for kind in KINDS:
-        if await db.collection(kind.collection).count_documents({}, limit=1):
-            raise TargetNotEmptyError(
-                f"database {db.meta.name!r} already holds {kind.collection}; not restoring {archive} "
-                "(restore into an empty database, or merge: force=True, flrepo restore --force)"
-            )
-    if await db.grid["fs.files"].count_documents({}, limit=1):
-        raise TargetNotEmptyError(f"database {db.grid.name!r} already holds GridFS files; not restoring {archive}")
-
-
-def _verify(archive: Path) -> _Plan:
-    """Pass 1: read the whole archive, check every digest and the manifest; return what to write."""
-    if not archive.is_file():
-        raise ArchiveError(f"{archive}: no such file")
-    actual: dict[str, str] = {}
-    sizes: dict[str, int] = {}
-    manifest_bytes: bytes | None = None
-    sums_bytes: bytes | None = None
-    reader = _TarReader(archive)
-    reader.open()
-    try:
-        while (item := reader.next_member()) is not None:
-            member, stream = item
-            if member.name in actual:
-                raise ArchiveError(f"{archive}: member {member.name!r} appears twice")
-            keep = member.name in (MANIFEST, SUMS)
-            kept = io.BytesIO()
-            digest = hashlib.sha256()
-            while chunk := reader.read(stream):
-                digest.update(chunk)
-                if keep:
-                    kept.write(chunk)
-            actual[member.name] = digest.hexdigest()
-            sizes[member.name] = member.size
-            if member.name == MANIFEST:
-                manifest_bytes = kept.getvalue()
-            elif member.name == SUMS:
-                sums_bytes = kept.getvalue()
-        reader.finish()
-    finally:
-        reader.close()
-    if manifest_bytes is None or sums_bytes is None:
-        raise ArchiveError(f"{archive}: not an flrepo dump (no {MANIFEST} or {SUMS}; truncated?)")
-
-    listed = _parse_sums(archive, sums_bytes)
-    expected_members = set(actual) - {SUMS}
-    if set(listed) != expected_members:
-        extra = sorted(expected_members - set(listed))
-        absent = sorted(set(listed) - expected_members)
-        raise ArchiveError(f"{archive}: members not in {SUMS}: {extra}; listed but absent: {absent}")
-    bad = sorted(name for name, sha in listed.items() if actual[name] != sha)
-    if bad:
-        raise ArchiveError(f"{archive}: sha256 mismatch in {', '.join(bad)}; the archive is corrupt")
-
-    try:
-        manifest = json_util.loads(manifest_bytes, json_options=JSON_OPTIONS)
-    except ValueError as exc:
-        raise ArchiveError(f"{archive}: {MANIFEST} is not valid extended JSON ({exc})") from exc
-    return _plan_from_manifest(archive, manifest, actual, sizes)
-
-
-def _parse_sums(archive: Path, data: bytes) -> dict[str, str]:
-    listed: dict[str, str] = {}
-    try:
-        text = data.decode()
-    except UnicodeDecodeError as exc:
-        raise ArchiveError(f"{archive}: {SUMS} is not text") from exc
-    for line in text.splitlines():
-        sha, sep, name = line.partition("  ")
-        if not sep or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha) or name in listed:
-            raise ArchiveError(f"{archive}: malformed {SUMS} line {line!r}")
-        listed[name] = sha
-    return listed
-
-
-def _plan_from_manifest(archive: Path, manifest: Any, actual: dict[str, str], sizes: dict[str, int]) -> _Plan:
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ArchiveError(f"{archive}: not an flrepo dump")
-    if manifest.get("version") != FORMAT_VERSION:
-        raise ArchiveError(f"{archive}: dump format version {manifest.get('version')!r} is not supported")
-    try:
-        collections = manifest["collections"]
-        sums = manifest["documents_sha256"]
-        known = {kind.collection for kind in KINDS}
-        if not set(collections) <= known or set(sums) != set(collections):
-            raise ArchiveError(f"{archive}: unexpected collections {sorted(set(collections) - known)}")
-        for name, docs in collections.items():
-            if not isinstance(docs, list) or not all(isinstance(d, dict) and "_id" in d for d in docs):
-                raise ArchiveError(f"{archive}: malformed documents of {name}")
-            if _documents_sha256(docs) != sums[name]:
-                raise ArchiveError(f"{archive}: the documents of {name} do not match their sha256")
-        files = [
-            _FileEntry(member=f["member"], length=int(f["length"]), sha256=f["sha256"], file=f["file"])
-            for f in manifest["files"]
-        ]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ArchiveError(f"{archive}: malformed {MANIFEST} ({exc!r})") from exc
-    members = {name for name in actual if name.startswith(FILES_DIR)}
-    if {f.member for f in files} != members or len(files) != len(members):
-        raise ArchiveError(f"{archive}: the files in {MANIFEST} and in the archive differ")
-    for f in files:
-        if actual[f.member] != f.sha256 or sizes[f.member] != f.length or f.file.get("length") != f.length:
-            raise ArchiveError(f"{archive}: {f.member} does not match its manifest entry")
-    return _Plan(collections=collections, files=files)
-
-
-async def _refuse_conflicting_files(db: Database, plan: _Plan) -> None:
-    """With force: a GridFS id already in the target must hold the very same bytes."""
-    for entry in plan.files:
-        existing = await db.grid["fs.files"].find_one({"_id": entry.file_id}, {"length": 1, "sha256": 1})
-        if existing is None:
-            continue
-        if existing.get("length") != entry.length or existing.get("sha256") not in (None, entry.sha256):
-            raise ArchiveError(f"GridFS file {entry.file_id} exists in the target with different content; not merging")
-
-
-async def _write(db: Database, archive: Path, plan: _Plan, force: bool, report: DumpReport) -> None:
-    """Pass 2: files, then documents, then the files' original upload dates."""
-    uploaded: list[Any] = []
-    inserted: list[tuple[str, Any]] = []
-    try:
-        await _upload_files(db, archive, plan, report, uploaded)
-        for kind in KINDS:
-            docs = plan.collections.get(kind.collection, [])
-            if force:
-                await _merge_documents(db, kind, docs, plan, report)
-            elif docs:
-                # Recorded first: an insert_many failing half-way has written some of them.
-                inserted.extend((kind.collection, d["_id"]) for d in docs)
-                await db.collection(kind.collection).insert_many(docs, ordered=True)
-            report.documents[kind.collection] = len(docs)
-        # Only now that documents point at them may the files look old to an orphan sweep.
-        restored = set(uploaded)
-        for entry in plan.files:
-            if entry.file_id in restored and isinstance(entry.file.get("uploadDate"), datetime):
-                await db.grid["fs.files"].update_one(
-                    {"_id": entry.file_id}, {"$set": {"uploadDate": entry.file["uploadDate"]}}
-                )
-    except BaseException:
-        if not force:
-            await _undo(db, uploaded, inserted)
-        raise
-    report.files = len(plan.files)
-    report.file_bytes = sum(e.length for e in plan.files)
-
-
-async def _upload_files(db: Database, archive: Path, plan: _Plan, report: DumpReport, uploaded: list[Any]) -> None:
-    by_member = {entry.member: entry for entry in plan.files}
-    reader = _TarReader(archive)
-    await asyncio.to_thread(reader.open)
-    try:
-        while (item := await asyncio.to_thread(reader.next_member)) is not None:
-            member, stream = item
-            entry = by_member.get(member.name)
-            if entry is None:
-                continue  # manifest and checksums: already read in pass 1
-            if await db.grid["fs.files"].count_documents({"_id": entry.file_id}, limit=1):
-                report.files_already_present += 1  # force only: same bytes, checked before writing
-                continue
-            await _upload_one(db, archive, reader, stream, entry, uploaded)
-    finally:
-        await asyncio.to_thread(reader.close)
-
-
-async def _upload_one(
-    db: Database, archive: Path, reader: _TarReader, stream: IO[bytes], entry: _FileEntry, uploaded: list[Any]
-) -> None:
-    file = entry.file
-    writer = GridWriter(
-        db.grid,
-        file.get("filename") or "",
-        int(file.get("chunkSize") or db.chunk_bytes),
-        file.get("metadata"),
-        file_id=entry.file_id,
-    )
-    digest = hashlib.sha256()
-    try:
-        while chunk := await asyncio.to_thread(reader.read, stream):
-            digest.update(chunk)
-            await writer.write(chunk)
-        if digest.hexdigest() != entry.sha256:
-            # The archive changed on disk since pass 1.
-            raise ArchiveError(f"{archive}: {entry.member} changed while being restored")
-        await writer.close(**{key: value for key, value in file.items() if key not in _GRIDFS_OWN_FIELDS})
-    except BaseException:
-        await writer.abort()
-        raise
-    uploaded.append(entry.file_id)
-
-
-async def _merge_documents(
-    db: Database, kind: Kind, docs: list[dict[str, Any]], plan: _Plan, report: DumpReport
-) -> None:
-    coll = db.collection(kind.collection)
-    archived_files = {entry.file_id for entry in plan.files}
-    for doc in docs:
-        key = {k: doc.get(k) for k in kind.keys}
-        existing = await coll.find_one(key)
-        if existing is None:
-            try:
-                await coll.insert_one(doc)
-            except DuplicateKeyError:
-                # Same _id, different natural key (renamed since the dump): keep both, new _id.
-                await coll.insert_one({k: v for k, v in doc.items() if k != "_id"})
-            continue
-        await coll.replace_one({"_id": existing["_id"]}, {k: v for k, v in doc.items() if k != "_id"})
-        report.replaced += 1
-        if kind.file_field:
-            old = blobs.parse_file_id(existing.get(kind.file_field))
-            if old is not None and old != blobs.parse_file_id(doc.get(kind.file_field)) and old not in archived_files:
-                await blobs.delete_file(db.bucket, old)
-
-
-async def _undo(db: Database, uploaded: list[Any], inserted: list[tuple[str, Any]]) -> None:
-    """Remove what a failed restore into an empty target wrote (best effort: the database may be why)."""
-    try:
-        for name, doc_id in inserted:
-            await db.collection(name).delete_one({"_id": doc_id})
-        for file_id in uploaded:
-            await blobs.delete_file(db.bucket, file_id)
-    except Exception:
-        log.exception("could not remove everything a failed restore wrote; the orphan sweep removes the files")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import struct
-import tarfile
 import time
 import zlib
 from collections.abc import AsyncIterator
@@ -18,6 +17,7 @@ from typing import Any
 from fastapi import Response
 from fastapi.responses import StreamingResponse
 
+from flrepo.server.backup.tar import tar_length, tar_stream
 from flrepo.server.http.downloads import content_disposition
 from flrepo.server.storage import blobs
 from flrepo.server.storage.db import Database
@@ -160,29 +160,8 @@ async def _zip_stream(db: Database, entries: list[Entry], headers: list[bytes], 
     yield tail
 
 
-def _tar_header(entry: Entry) -> bytes:
-    info = tarfile.TarInfo(entry.name)
-    info.size = entry.size
-    info.mtime = int(entry.mtime)
-    info.mode = 0o644
-    return info.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="strict")
-
-
-async def _tar_stream(db: Database, entries: list[Entry]) -> AsyncIterator[bytes]:
-    for entry in entries:
-        yield _tar_header(entry)
-        async for chunk in _chunks(db, entry):
-            yield chunk
-        if entry.size % tarfile.BLOCKSIZE:
-            yield b"\0" * (tarfile.BLOCKSIZE - entry.size % tarfile.BLOCKSIZE)
-    yield b"\0" * (2 * tarfile.BLOCKSIZE)
-
-
-def _tar_length(entries: list[Entry]) -> int:
-    total = 2 * tarfile.BLOCKSIZE
-    for entry in entries:
-        total += len(_tar_header(entry)) + -(-entry.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
-    return total
+def _tar(db: Database, entries: list[Entry]) -> AsyncIterator[bytes]:
+    return tar_stream(entries, lambda entry: _chunks(db, entry))
 
 
 async def _gzip(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -200,10 +179,10 @@ async def archive_response(db: Database, filename: str, docs: list[dict[str, Any
     lower = filename.lower()
     headers = {"Content-Disposition": content_disposition(filename), "X-Content-Type-Options": "nosniff"}
     if lower.endswith(".tar.gz") or lower.endswith(".tgz"):
-        return StreamingResponse(_gzip(_tar_stream(db, entries)), media_type="application/gzip", headers=headers)
+        return StreamingResponse(_gzip(_tar(db, entries)), media_type="application/gzip", headers=headers)
     if lower.endswith(".tar"):
-        headers["Content-Length"] = str(_tar_length(entries))
-        return StreamingResponse(_tar_stream(db, entries), media_type="application/x-tar", headers=headers)
+        headers["Content-Length"] = str(tar_length(entries))
+        return StreamingResponse(_tar(db, entries), media_type="application/x-tar", headers=headers)
     await _fill_missing_crc(db, entries)
     local_headers, tail = _zip_layout(entries)
     headers["Content-Length"] = str(sum(len(h) for h in local_headers) + sum(e.size for e in entries) + len(tail))

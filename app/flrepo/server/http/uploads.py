@@ -41,7 +41,7 @@ UPLOAD_OPENAPI: dict[str, Any] = {
             },
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
-    }
+    },
 }
 
 

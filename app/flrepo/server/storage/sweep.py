@@ -22,6 +22,7 @@ from flrepo.server.storage.db import FILE_FIELDS, Database
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class SweepReport:
     orphan_files: int = 0
