@@ -10,62 +10,27 @@ import asyncio
 import struct
 import time
 import zlib
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import Response
 from fastapi.responses import StreamingResponse
 
 from flrepo.server.backup.tar import tar_length, tar_stream
 from flrepo.server.http.downloads import content_disposition
-from flrepo.server.storage import blobs
-from flrepo.server.storage.db import Database
+from flrepo.server.repository.models import ArchiveEntry
 
 _U32 = 0xFFFFFFFF
 
 
-@dataclass
-class Entry:
-    name: str
-    file_id: Any
-    size: int
-    crc32: int | None
-    mtime: float
+Reader = Callable[[ArchiveEntry], AsyncIterator[bytes]]
 
 
-def entries_for(docs: list[dict[str, Any]]) -> list[Entry]:
-    out = []
-    for doc in docs:
-        uploaded = doc.get("uploaded_at")
-        out.append(
-            Entry(
-                name=f"{doc['model_name']}/{doc['model_version']}/{doc.get('filename') or 'model.bin'}",
-                file_id=doc["model_id"],
-                size=int(doc.get("size") or 0),
-                crc32=doc.get("crc32"),
-                mtime=uploaded.timestamp() if uploaded else time.time(),
-            )
-        )
-    return out
-
-
-async def _chunks(db: Database, entry: Entry) -> AsyncIterator[bytes]:
-    file_doc = await blobs.open_file(db, entry.file_id)
-    if file_doc is None:
-        raise OSError(f"{entry.name}: file disappeared while the archive was being written")
-    if file_doc["length"] != entry.size:
-        raise OSError(f"{entry.name}: file changed while the archive was being written")
-    async for chunk in blobs.read_range(db, file_doc, 0, entry.size):
-        yield chunk
-
-
-async def _fill_missing_crc(db: Database, entries: list[Entry]) -> None:
+async def _fill_missing_crc(entries: list[ArchiveEntry], read: Reader) -> None:
     # Files stored before CRC-32 was recorded (e.g. restored from aerOS) need one pass to get it.
     for entry in entries:
         if entry.crc32 is None:
             crc = 0
-            async for chunk in _chunks(db, entry):
+            async for chunk in read(entry):
                 crc = zlib.crc32(chunk, crc)
             entry.crc32 = crc
 
@@ -77,7 +42,7 @@ def _dos_time(ts: float) -> tuple[int, int]:
     ) | t.tm_mday
 
 
-def _zip_layout(entries: list[Entry]) -> tuple[list[bytes], bytes]:
+def _zip_layout(entries: list[ArchiveEntry]) -> tuple[list[bytes], bytes]:
     """Local headers of every entry and the trailing central directory + end records."""
     locals_: list[bytes] = []
     central = bytearray()
@@ -152,16 +117,14 @@ def _zip_layout(entries: list[Entry]) -> tuple[list[bytes], bytes]:
     return locals_, tail
 
 
-async def _zip_stream(db: Database, entries: list[Entry], headers: list[bytes], tail: bytes) -> AsyncIterator[bytes]:
+async def _zip_stream(
+    entries: list[ArchiveEntry], read: Reader, headers: list[bytes], tail: bytes
+) -> AsyncIterator[bytes]:
     for entry, header in zip(entries, headers, strict=True):
         yield header
-        async for chunk in _chunks(db, entry):
+        async for chunk in read(entry):
             yield chunk
     yield tail
-
-
-def _tar(db: Database, entries: list[Entry]) -> AsyncIterator[bytes]:
-    return tar_stream(entries, lambda entry: _chunks(db, entry))
 
 
 async def _gzip(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -174,18 +137,18 @@ async def _gzip(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     yield compressor.flush()
 
 
-async def archive_response(db: Database, filename: str, docs: list[dict[str, Any]]) -> Response:
-    entries = entries_for(docs)
+async def archive_response(filename: str, entries: list[ArchiveEntry], read: Reader) -> Response:
+    """`entries` as one streamed archive, its format chosen by `filename` (.zip, .tar, .tar.gz/.tgz)."""
     lower = filename.lower()
     headers = {"Content-Disposition": content_disposition(filename), "X-Content-Type-Options": "nosniff"}
     if lower.endswith(".tar.gz") or lower.endswith(".tgz"):
-        return StreamingResponse(_gzip(_tar(db, entries)), media_type="application/gzip", headers=headers)
+        return StreamingResponse(_gzip(tar_stream(entries, read)), media_type="application/gzip", headers=headers)
     if lower.endswith(".tar"):
         headers["Content-Length"] = str(tar_length(entries))
-        return StreamingResponse(_tar(db, entries), media_type="application/x-tar", headers=headers)
-    await _fill_missing_crc(db, entries)
+        return StreamingResponse(tar_stream(entries, read), media_type="application/x-tar", headers=headers)
+    await _fill_missing_crc(entries, read)
     local_headers, tail = _zip_layout(entries)
     headers["Content-Length"] = str(sum(len(h) for h in local_headers) + sum(e.size for e in entries) + len(tail))
     return StreamingResponse(
-        _zip_stream(db, entries, local_headers, tail), media_type="application/zip", headers=headers
+        _zip_stream(entries, read, local_headers, tail), media_type="application/zip", headers=headers
     )

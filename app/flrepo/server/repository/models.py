@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from flrepo.server.repository import items
 from flrepo.server.repository.items import NO_ID, Page
 from flrepo.server.repository.kinds import MODELS, RESULTS
+from flrepo.server.storage import blobs
 from flrepo.server.storage.db import Database
 
 AVAILABLE: dict[str, Any] = {MODELS.id_field: {"$ne": None}}
@@ -34,6 +38,41 @@ async def page_available(db: Database, *, limit: int, offset: int) -> Page:
     return await items.page(db, MODELS, query=AVAILABLE, limit=limit, offset=offset, sort=NEWEST_UPLOAD_FIRST)
 
 
-async def all_available(db: Database) -> list[dict[str, Any]]:
-    """Every model that has a file, newest upload first (for the all-models archive)."""
-    return await db.collection(MODELS.collection).find(AVAILABLE, NO_ID).sort(NEWEST_UPLOAD_FIRST).to_list()
+@dataclass
+class ArchiveEntry:
+    """One model file in the all-models archive, named `{name}/{version}/{file}`."""
+
+    name: str
+    file_id: Any
+    size: int
+    crc32: int | None
+    mtime: float
+
+
+async def archive_entries(db: Database) -> list[ArchiveEntry]:
+    """Every model that has a file, newest upload first."""
+    docs = await db.collection(MODELS.collection).find(AVAILABLE, NO_ID).sort(NEWEST_UPLOAD_FIRST).to_list()
+    entries = []
+    for doc in docs:
+        uploaded = doc.get("uploaded_at")
+        entries.append(
+            ArchiveEntry(
+                name=f"{doc['model_name']}/{doc['model_version']}/{doc.get('filename') or 'model.bin'}",
+                file_id=doc[MODELS.id_field],
+                size=int(doc.get("size") or 0),
+                crc32=doc.get("crc32"),
+                mtime=uploaded.timestamp() if uploaded else time.time(),
+            )
+        )
+    return entries
+
+
+async def read_archived(db: Database, entry: ArchiveEntry) -> AsyncIterator[bytes]:
+    """The entry's bytes; OSError when its file vanished or changed since the list was made."""
+    file_doc = await blobs.open_file(db, entry.file_id)
+    if file_doc is None:
+        raise OSError(f"{entry.name}: file disappeared while the archive was being written")
+    if file_doc["length"] != entry.size:
+        raise OSError(f"{entry.name}: file changed while the archive was being written")
+    async for chunk in blobs.read_range(db, file_doc, 0, entry.size):
+        yield chunk

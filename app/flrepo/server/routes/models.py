@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response
@@ -145,4 +146,4 @@ async def download_all_models(
     db: DB,
 ) -> Response:
     """Every available model's file in one streamed archive, newest first: `{name}/{version}/{file}`."""
-    return await archive_response(db, filename, await models.all_available(db))
+    return await archive_response(filename, await models.archive_entries(db), partial(models.read_archived, db))
