@@ -24,12 +24,19 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 
 venv: $(VENV)/.installed
 
-# FerretDB v1.24.2 embedded in a tiny Go program (DESIGN.md §3). The local Go is tried first,
-# then the toolchain FerretDB was released with, fetched through the Go module proxy.
-$(FERRETDB): tools/ferretdb/main.go tools/ferretdb/go.mod tools/ferretdb/go.sum
-	cd tools/ferretdb && (CGO_ENABLED=0 go build -o ../bin/ferretdb . || CGO_ENABLED=0 GOTOOLCHAIN=go1.24.3 go build -o ../bin/ferretdb .)
+# FerretDB v1.24.2 embedded in a tiny Go program (DESIGN.md §3), built from a vendored copy with
+# tools/ferretdb/pushdown.patch applied (tools/ferretdb/README.md). build.sh tries the local Go
+# first, then the toolchain FerretDB was released with, fetched through the Go module proxy.
+FERRETDB_SRC := tools/ferretdb/main.go tools/ferretdb/go.mod tools/ferretdb/go.sum tools/ferretdb/build.sh
+$(FERRETDB): $(FERRETDB_SRC) tools/ferretdb/pushdown.patch
+	tools/ferretdb/build.sh
 
 ferretdb: $(FERRETDB)
+
+# The same program with FerretDB as released (no patch): the "before" column of bench-store.
+FERRETDB_UNPATCHED := tools/bin/ferretdb-unpatched
+$(FERRETDB_UNPATCHED): $(FERRETDB_SRC)
+	tools/ferretdb/build.sh --unpatched
 
 # helm v3 built from the Go module proxy (no registry here ships it); used by the chart tests.
 HELM := tools/bin/helm
