@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 FERRETDB := tools/bin/ferretdb
 PORT ?= 9013
 
-.PHONY: help venv ferretdb helm run test lint format fuzz fuzz-nightly loadtest demo bench bench-full bench-sdk clean
+.PHONY: help venv ferretdb helm run test lint format fuzz fuzz-nightly loadtest demo bench bench-full bench-sdk bench-store clean
 
 help:
 	@echo "make run     - the API on http://127.0.0.1:$(PORT)/docs with an embedded FerretDB (SQLite) store"
@@ -69,6 +69,11 @@ bench: venv ferretdb
 
 bench-full: venv ferretdb
 	$(PY) bench/bench.py --mode full --out bench/RESULTS.md
+
+# The embedded store's latency as it fills (0/200/1024 MiB, 10/5,000 models): FerretDB as released
+# ("before") beside the patched build ("after"). Takes ~25 min; ARGS= e.g. "--out bench/RESULTS.md".
+bench-store: venv ferretdb $(FERRETDB_UNPATCHED)
+	$(PY) bench/store.py --ferretdb-bin before=$(FERRETDB_UNPATCHED) --ferretdb-bin after=$(FERRETDB) $(ARGS)
 
 # The SDK's transfer rate against plain httpx streaming (MIB= file size).
 bench-sdk: venv ferretdb
