@@ -93,4 +93,4 @@ format: venv
 	$(VENV)/bin/ruff format app tests
 
 clean:
-	rm -rf $(VENV) tools/bin .flrepo-data .pytest_cache
+	rm -rf $(VENV) tools/bin tools/ferretdb/vendor .flrepo-data .pytest_cache

@@ -276,9 +276,19 @@ def chunked_read(mongo_url: str, db: str, file_id: str, deadline: float) -> int:
 
 
 def memory(svc: Service, mib: int) -> Memory:
+    """ferretdb's RSS while the big model's file is read chunk by chunk, then through the API (in
+    that order: Go hands freed memory back to the OS only slowly, so the larger peak goes last)."""
     mem = Memory(file_mib=mib)
-    time.sleep(2)
+    time.sleep(5)
     mem.idle_mib = rss_mib(svc.ferretdb_pid)
+    file_id = svc.http.get("/model/meta", params={"model_name": "big", "model_version": "1"}).json()["model_id"]
+    with PeakRSS(svc.ferretdb_pid) as peak:
+        t = time.perf_counter()
+        got = chunked_read(svc.mongo_url, "repository_grid", file_id, time.monotonic() + CHUNKED_LIMIT_S)
+        mem.chunked_seconds = time.perf_counter() - t
+    mem.chunked_peak_mib = peak.peak
+    mem.chunked_mib = got / MIB
+    print(f"  chunk-by-chunk read: {got / MIB:.0f} MiB in {mem.chunked_seconds:.1f} s, RSS peak {peak.peak:.0f} MiB")
     with PeakRSS(svc.ferretdb_pid) as peak:
         t = time.perf_counter()
         got = svc.get("big")
@@ -287,15 +297,6 @@ def memory(svc: Service, mib: int) -> Memory:
         raise RuntimeError(f"GET /model/big/1 returned {got} bytes")
     mem.api_peak_mib = peak.peak
     print(f"  download {mib} MiB: {mem.api_seconds:.1f} s, ferretdb RSS {mem.idle_mib:.0f} -> {peak.peak:.0f} MiB")
-    file_id = svc.http.get("/model/meta", params={"model_name": "big", "model_version": "1"}).json()["model_id"]
-    time.sleep(2)
-    with PeakRSS(svc.ferretdb_pid) as peak:
-        t = time.perf_counter()
-        got = chunked_read(svc.mongo_url, "repository_grid", file_id, time.monotonic() + CHUNKED_LIMIT_S)
-        mem.chunked_seconds = time.perf_counter() - t
-    mem.chunked_peak_mib = peak.peak
-    mem.chunked_mib = got / MIB
-    print(f"  chunk-by-chunk read: {got / MIB:.0f} MiB in {mem.chunked_seconds:.1f} s, RSS peak {peak.peak:.0f} MiB")
     return mem
 
 
@@ -304,6 +305,18 @@ def scenario(label: str, binary: Path, args: argparse.Namespace, root: Path) -> 
     started = time.monotonic()
     mid, big, many = args.mid_mib, args.big_mib, args.models
     print(f"== {label}: {binary}", flush=True)
+
+    if args.memory_only:
+        svc = Service(binary, root / f"{label}-m")
+        try:
+            svc.register_many(["big"])
+            svc.put("big", large(big))
+            run.memory = memory(svc, big)
+        finally:
+            svc.stop()
+            shutil.rmtree(root / f"{label}-m", ignore_errors=True)
+        run.seconds = time.monotonic() - started
+        return run
 
     # Store A: 10 models; the big model's file grows 0 -> mid -> big MiB; then `many` models.
     svc = Service(binary, root / f"{label}-a")
@@ -351,7 +364,6 @@ def ms(seconds: float) -> str:
 
 
 def report(runs: list[Run], args: argparse.Namespace, command: str) -> str:
-    ops = ["GET file", "PUT file", "GET meta"]
     lines = [
         f"## Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC — embedded store vs. what it holds (`bench/store.py`)",
         "",
@@ -362,6 +374,27 @@ def report(runs: list[Run], args: argparse.Namespace, command: str) -> str:
         f"Linux {platform.release()}, python {platform.python_version()}. "
         + "; ".join(f"{r.label}: `{r.binary}` ({r.seconds / 60:.0f} min)" for r in runs)
         + ".",
+    ]
+    if all(r.cells for r in runs):
+        lines += latency_table(runs, args)
+    lines += ["", "ferretdb's resident memory (VmRSS) while a large file is read:", ""]
+    lines += ["| binary | file | idle | one query per chunk: peak RSS, time | API download: peak RSS, time |"]
+    lines += ["|---|---:|---:|---:|---:|"]
+    for r in runs:
+        m = r.memory
+        if m:
+            lines.append(
+                f"| {r.label} | {m.file_mib} MiB | {m.idle_mib:.0f} MiB | {m.chunked_peak_mib:,.0f} MiB, "
+                f"{m.chunked_seconds:.1f} s"
+                + ("" if m.chunked_mib >= m.file_mib else f" (stopped after {m.chunked_mib:.0f} MiB)")
+                + f" | {m.api_peak_mib:,.0f} MiB, {m.api_seconds:.1f} s |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def latency_table(runs: list[Run], args: argparse.Namespace) -> list[str]:
+    ops = ["GET file", "PUT file", "GET meta"]
+    lines = [
         "",
         f"Latency in ms: median / p95 of n requests per cell (n = {args.n}, fewer where a cell's requests "
         f"took over {args.budget:.0f} s in all: at least 3, the n column says; with n < 20 the p95 is the "
@@ -383,19 +416,7 @@ def report(runs: list[Run], args: argparse.Namespace, command: str) -> str:
                 ratio = statistics.median(s) / statistics.median(base[r.label].samples[op])
                 row.append(f"{ms(statistics.median(s))} / {ms(pct(s, 0.95))} (n={len(s)}) **{ratio:.1f}x**")
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "ferretdb's resident memory (VmRSS) while a large file is read:", ""]
-    lines += ["| binary | file | idle | API download: peak RSS, time | one query per chunk: peak RSS, time |"]
-    lines += ["|---|---:|---:|---:|---:|"]
-    for r in runs:
-        m = r.memory
-        if m:
-            lines.append(
-                f"| {r.label} | {m.file_mib} MiB | {m.idle_mib:.0f} MiB | {m.api_peak_mib:,.0f} MiB, "
-                f"{m.api_seconds:.1f} s | {m.chunked_peak_mib:,.0f} MiB, {m.chunked_seconds:.1f} s"
-                + ("" if m.chunked_mib >= m.file_mib else f" (stopped after {m.chunked_mib:.0f} MiB)")
-                + " |"
-            )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def write_results(path: Path, section: str) -> None:
@@ -417,6 +438,7 @@ def main() -> None:
     parser.add_argument("--mid-mib", type=int, default=200)
     parser.add_argument("--big-mib", type=int, default=1024)
     parser.add_argument("--models", type=int, default=5000)
+    parser.add_argument("--memory-only", action="store_true", help="only the RSS measurement, on its own store")
     parser.add_argument("--out", type=Path, help="also write the table at the top of this Markdown file")
     parser.add_argument("--workdir", type=Path, help="where the stores go (default: a temporary directory)")
     args = parser.parse_args()
