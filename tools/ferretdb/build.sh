@@ -31,7 +31,7 @@ export CGO_ENABLED=0
 
 # Run a go command with the local Go, then again with the release's toolchain if that fails.
 go_() {
-  go "$@" || { echo "build.sh: 'go $*' failed with $(go version); retrying with GOTOOLCHAIN=$toolchain" >&2
+  go "$@" || { echo "build.sh: 'go $*' failed with the local Go ($(go version 2>/dev/null || echo 'no go version')); retrying with GOTOOLCHAIN=$toolchain" >&2
                GOTOOLCHAIN=$toolchain go "$@"; }
 }
 
