@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 FERRETDB := tools/bin/ferretdb
 PORT ?= 9013
 
-.PHONY: help venv ferretdb helm run test lint format fuzz fuzz-nightly loadtest demo bench bench-full bench-sdk clean
+.PHONY: help venv ferretdb helm run test lint format fuzz fuzz-nightly loadtest demo bench bench-full bench-sdk bench-store clean
 
 help:
 	@echo "make run     - the API on http://127.0.0.1:$(PORT)/docs with an embedded FerretDB (SQLite) store"
@@ -24,12 +24,19 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 
 venv: $(VENV)/.installed
 
-# FerretDB v1.24.2 embedded in a tiny Go program (DESIGN.md §3). The local Go is tried first,
-# then the toolchain FerretDB was released with, fetched through the Go module proxy.
-$(FERRETDB): tools/ferretdb/main.go tools/ferretdb/go.mod tools/ferretdb/go.sum
-	cd tools/ferretdb && (CGO_ENABLED=0 go build -o ../bin/ferretdb . || CGO_ENABLED=0 GOTOOLCHAIN=go1.24.3 go build -o ../bin/ferretdb .)
+# FerretDB v1.24.2 embedded in a tiny Go program (DESIGN.md §3), built from a vendored copy with
+# tools/ferretdb/pushdown.patch applied (tools/ferretdb/README.md). build.sh tries the local Go
+# first, then the toolchain FerretDB was released with, fetched through the Go module proxy.
+FERRETDB_SRC := tools/ferretdb/main.go tools/ferretdb/go.mod tools/ferretdb/go.sum tools/ferretdb/build.sh
+$(FERRETDB): $(FERRETDB_SRC) tools/ferretdb/pushdown.patch
+	tools/ferretdb/build.sh
 
 ferretdb: $(FERRETDB)
+
+# The same program with FerretDB as released (no patch): the "before" column of bench-store.
+FERRETDB_UNPATCHED := tools/bin/ferretdb-unpatched
+$(FERRETDB_UNPATCHED): $(FERRETDB_SRC)
+	tools/ferretdb/build.sh --unpatched
 
 # helm v3 built from the Go module proxy (no registry here ships it); used by the chart tests.
 HELM := tools/bin/helm
@@ -63,6 +70,11 @@ bench: venv ferretdb
 bench-full: venv ferretdb
 	$(PY) bench/bench.py --mode full --out bench/RESULTS.md
 
+# The embedded store's latency as it fills (0/200/1024 MiB, 10/5,000 models): FerretDB as released
+# ("before") beside the patched build ("after"). Takes ~25 min; ARGS= e.g. "--out bench/RESULTS.md".
+bench-store: venv ferretdb $(FERRETDB_UNPATCHED)
+	$(PY) bench/store.py --ferretdb-bin before=$(FERRETDB_UNPATCHED) --ferretdb-bin after=$(FERRETDB) $(ARGS)
+
 # The SDK's transfer rate against plain httpx streaming (MIB= file size).
 bench-sdk: venv ferretdb
 	$(PY) bench/sdk.py --mib $(or $(MIB),64)
@@ -81,4 +93,4 @@ format: venv
 	$(VENV)/bin/ruff format app tests
 
 clean:
-	rm -rf $(VENV) tools/bin .flrepo-data .pytest_cache
+	rm -rf $(VENV) tools/bin tools/ferretdb/vendor .flrepo-data .pytest_cache

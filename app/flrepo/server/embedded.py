@@ -1,6 +1,7 @@
 """An embedded MongoDB wire-protocol server for development and tests: FerretDB on SQLite.
 
-The binary is built from `tools/ferretdb` (a Go program embedding FerretDB v1.24.2); see DESIGN.md §3.
+The binary is built by `tools/ferretdb/build.sh` (a Go program embedding FerretDB v1.24.2 with a
+small pushdown patch); see DESIGN.md §3 and tools/ferretdb/README.md.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[3]  # the checkout: app/flrepo/server/embedded.py
 TOOL_DIR = ROOT / "tools" / "ferretdb"
 BINARY = ROOT / "tools" / "bin" / "ferretdb"
-# FerretDB v1.24.2 is built with go1.24.x; newer Go releases may not build its dependencies.
-GO_TOOLCHAIN = "go1.24.3"
+# The one build procedure (the Makefile runs it too) and what it builds from: the binary is
+# rebuilt when any of these is newer, as `make ferretdb` would.
+BUILD_SCRIPT = TOOL_DIR / "build.sh"
+BUILD_INPUTS = ("main.go", "go.mod", "go.sum", "build.sh", "pushdown.patch")
 
 
 def free_port() -> int:
@@ -35,26 +38,27 @@ def free_port() -> int:
 
 
 def ferretdb_binary(allow_build: bool = True) -> Path:
-    """Path of the FerretDB binary, building it with Go when missing."""
+    """Path of the FerretDB binary, building it with `tools/ferretdb/build.sh` when missing or stale."""
     override = os.environ.get("FLREPO_FERRETDB_BIN")
     if override:
         return Path(override)
-    if BINARY.exists():
+    if BINARY.exists() and not _stale(BINARY):
         return BINARY
     if not allow_build:
+        if BINARY.exists():
+            log.warning("%s is older than its sources in %s; run `make ferretdb`", BINARY, TOOL_DIR)
+            return BINARY
         raise FileNotFoundError(f"{BINARY} is missing; run `make ferretdb`")
-    go = shutil.which("go")
-    if go is None:
-        raise FileNotFoundError(f"{BINARY} is missing and Go is not installed to build it")
-    log.info("building FerretDB into %s (first time only)", BINARY)
-    env = {**os.environ, "CGO_ENABLED": "0"}
-    build = [go, "build", "-o", str(BINARY), "."]
-    if subprocess.run(build, cwd=TOOL_DIR, env=env, check=False).returncode != 0:
-        # The machine's Go may be too new for FerretDB's dependencies: use the release's own
-        # toolchain, which the Go module proxy serves.
-        log.warning("building FerretDB with the local Go failed; retrying with %s", GO_TOOLCHAIN)
-        subprocess.run(build, cwd=TOOL_DIR, env={**env, "GOTOOLCHAIN": GO_TOOLCHAIN}, check=True)
+    if shutil.which("go") is None:
+        raise FileNotFoundError(f"{BINARY} needs building and Go is not installed to build it")
+    log.info("building FerretDB into %s with %s", BINARY, BUILD_SCRIPT)
+    subprocess.run(["bash", str(BUILD_SCRIPT)], check=True)
     return BINARY
+
+
+def _stale(binary: Path) -> bool:
+    built = binary.stat().st_mtime
+    return any((TOOL_DIR / name).stat().st_mtime > built for name in BUILD_INPUTS if (TOOL_DIR / name).exists())
 
 
 def _die_with_parent() -> None:
