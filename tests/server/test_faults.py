@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -142,6 +142,22 @@ async def test_sweep_removes_orphans_and_keeps_referenced(client, app, raw_db):
     assert grid_counts(raw_db) == (1, 2)
     assert raw_db[1]["fs.files"].find_one({"_id": orphan_id}) is None
     assert (await client.get("/model/m/v1")).content == kept
+
+
+@pytest.mark.parametrize("count", [1, 2, 7, 8, 37])
+async def test_sweep_judges_an_unfinished_upload_by_its_newest_chunk(app, raw_db, count):
+    """A slow upload whose first chunks are old but whose last one is fresh is still in progress."""
+    db = app.state.db
+    files_id = ObjectId()
+    old, fresh = datetime.now(UTC) - timedelta(hours=2), datetime.now(UTC)
+    raw_db[1]["fs.chunks"].insert_many(
+        [{"files_id": files_id, "n": n, "data": b"c", "at": fresh if n == count - 1 else old} for n in range(count)]
+    )
+    report = await sweep(db, timedelta(hours=1))
+    assert report.orphan_chunk_sets == 0 and grid_counts(raw_db) == (0, count)
+    raw_db[1]["fs.chunks"].update_one({"files_id": files_id, "n": count - 1}, {"$set": {"at": old}})
+    report = await sweep(db, timedelta(hours=1))
+    assert (report.orphan_chunk_sets, report.chunks_removed) == (1, count) and grid_counts(raw_db) == (0, 0)
 
 
 @pytest.mark.parametrize("uploads", [50])

@@ -147,4 +147,4 @@ async def open_file(db: Database, file_id: Any) -> dict[str, Any] | None:
 
 def read_range(db: Database, file_doc: dict[str, Any], start: int, length: int) -> AsyncIterator[bytes]:
     """`length` bytes of the file from `start`, a chunk at a time."""
-    return gridio.read_range(db.grid, file_doc, start, length)
+    return gridio.read_range(db.grid, file_doc, start, length, by_chunk=not db.dialect.streams_sorted_reads)

@@ -29,15 +29,23 @@ class Dialect:
     atomic_updates: bool
     # `distinct` is answered from an index; else it reads (and decodes) every document.
     indexed_distinct: bool
+    # A sorted range query streams its results; else the store sorts the whole range in memory first.
+    streams_sorted_reads: bool
     _locks: weakref.WeakValueDictionary[Hashable, asyncio.Lock] = field(
         default_factory=weakref.WeakValueDictionary, repr=False, compare=False
     )
 
     @classmethod
     def from_build_info(cls, info: dict[str, Any]) -> Dialect:
-        if "ferretdbVersion" in info or "ferretdb" in info:
-            return cls("ferretdb", nested_arrays=False, atomic_updates=False, indexed_distinct=False)
-        return cls("mongodb", nested_arrays=True, atomic_updates=True, indexed_distinct=True)
+        # Every rule below is MongoDB's unless FerretDB answers (v1 on SQLite differs in all of them).
+        ferret = "ferretdbVersion" in info or "ferretdb" in info
+        return cls(
+            "ferretdb" if ferret else "mongodb",
+            nested_arrays=not ferret,
+            atomic_updates=not ferret,
+            indexed_distinct=not ferret,
+            streams_sorted_reads=not ferret,
+        )
 
     def check_document(self, doc: Any) -> None:
         """Raise Invalid for a value this store cannot hold (before anything is written)."""

@@ -57,6 +57,34 @@ async def _chunk_sets(db: Database) -> list[Any]:
     return [doc["files_id"] async for doc in chunks.find({"n": 0}, {"files_id": 1, "_id": 0})]
 
 
+async def _last_chunk(db: Database, files_id: Any) -> dict[str, Any] | None:
+    """The chunk with the highest n of a chunk set (its `_id` and `at`)."""
+    chunks = db.grid["fs.chunks"]
+    projection = {"_id": 1, "at": 1}
+    if db.dialect.streams_sorted_reads:
+        return await chunks.find_one({"files_id": files_id}, projection, sort=[("n", -1)])
+
+    # Where a sort would load every chunk of the set into memory: chunks are numbered 0..k-1, so
+    # find k-1 by key look-ups only, doubling then halving (about 2·log2(k) look-ups).
+    async def chunk(n: int) -> dict[str, Any] | None:
+        return await chunks.find_one({"files_id": files_id, "n": n}, projection)
+
+    found = await chunk(0)
+    if found is None:
+        return None
+    low, high = 0, 1  # chunk `low` exists; find the first missing one at or above `high`
+    while (probe := await chunk(high)) is not None:
+        low, found, high = high, probe, high * 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        probe = await chunk(middle)
+        if probe is None:
+            high = middle
+        else:
+            low, found = middle, probe
+    return found
+
+
 async def sweep(db: Database, grace: timedelta) -> SweepReport:
     """Delete unreferenced files and chunk sets whose last write is older than `grace`."""
     report = SweepReport()
@@ -75,7 +103,7 @@ async def sweep(db: Database, grace: timedelta) -> SweepReport:
     for files_id in await _chunk_sets(db):
         if await files.count_documents({"_id": files_id}, limit=1):
             continue
-        newest = await chunks.find_one({"files_id": files_id}, {"_id": 1, "at": 1}, sort=[("n", -1)])
+        newest = await _last_chunk(db, files_id)
         # Our chunks carry their write time in "at"; other writers' ObjectId _ids carry it too.
         if newest is not None and _older_than(newest.get("at", newest["_id"]), cutoff):
             result = await chunks.delete_many({"files_id": files_id})
