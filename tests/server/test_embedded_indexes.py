@@ -20,7 +20,15 @@ from pymongo import ASCENDING, MongoClient
 from pymongo.database import Database
 
 # Winning-plan stages that read through an index (MongoDB 4.x-8.x).
-INDEX_STAGES = {"IXSCAN", "IDHACK", "EXPRESS_IXSCAN", "EXPRESS_IDHACK", "EXPRESS_CLUSTERED_IXSCAN", "COUNT_SCAN"}
+INDEX_STAGES = {
+    "IXSCAN",
+    "DISTINCT_SCAN",
+    "IDHACK",
+    "EXPRESS_IXSCAN",
+    "EXPRESS_IDHACK",
+    "EXPRESS_CLUSTERED_IXSCAN",
+    "COUNT_SCAN",
+}
 
 
 @pytest.fixture(scope="module")
@@ -294,3 +302,24 @@ def test_id_equality_results_match_true_matches(scratch_db: Database) -> None:
             got,
             expected,
         )
+
+
+async def test_the_services_own_chunk_queries_use_its_indexes(settings, mongo_client: MongoClient) -> None:
+    """The read path's per-chunk look-up and the sweep's chunk-set query, on the indexes the service
+    itself creates (ensure_indexes), explained as the service runs them on this store."""
+    from flrepo.server.storage.db import Database as Store
+
+    store = Store.connect(settings)
+    try:
+        await store.ensure_indexes()
+        dialect = store.dialect
+    finally:
+        await store.close()
+    grid = mongo_client[settings.gridfs_db_name]
+    fid = ObjectId()
+    grid["fs.chunks"].insert_many([{"_id": f"{fid}:{n}", "files_id": fid, "n": n, "data": b"x"} for n in range(6)])
+    assert_uses_index(grid, {"find": "fs.chunks", "filter": {"files_id": fid, "n": 3}, "limit": 1})
+    if not dialect.indexed_distinct:  # the sweep reads first chunks instead of a distinct over all of them
+        assert_uses_index(grid, {"find": "fs.chunks", "filter": {"n": 0}, "projection": {"files_id": 1}})
+    else:
+        assert_uses_index(grid, {"distinct": "fs.chunks", "key": "files_id"})
