@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import secrets
+import subprocess
 import sys
 from pathlib import Path
 
@@ -33,7 +34,11 @@ def _serve(args: argparse.Namespace) -> int:
     embedded: EmbeddedMongo | None = None
     if args.embedded:
         data = Path(args.data_dir).resolve()
-        embedded = EmbeddedMongo(data / "ferretdb", log_file=data / "ferretdb.log").start()
+        try:
+            embedded = EmbeddedMongo(data / "ferretdb", log_file=data / "ferretdb.log").start()
+        except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+            sys.stderr.write(f"flrepo serve --embedded: {exc}\n")
+            return 1
         overrides["mongodb_url"] = embedded.url
     settings = Settings(**overrides)  # type: ignore[arg-type]
     configure_logging(settings.log_level, settings.log_format == "json")

@@ -41,6 +41,8 @@ def ferretdb_binary(allow_build: bool = True) -> Path:
     """Path of the FerretDB binary, building it with `tools/ferretdb/build.sh` when missing or stale."""
     override = os.environ.get("FLREPO_FERRETDB_BIN")
     if override:
+        if not Path(override).is_file():
+            raise FileNotFoundError(f"FLREPO_FERRETDB_BIN={override}: no such file")
         return Path(override)
     if BINARY.exists() and not _stale(BINARY):
         return BINARY
@@ -49,6 +51,11 @@ def ferretdb_binary(allow_build: bool = True) -> Path:
             log.warning("%s is older than its sources in %s; run `make ferretdb`", BINARY, TOOL_DIR)
             return BINARY
         raise FileNotFoundError(f"{BINARY} is missing; run `make ferretdb`")
+    if not BUILD_SCRIPT.exists():
+        raise FileNotFoundError(
+            "the embedded store is built from a checkout of flrepo (tools/ferretdb); from an installed "
+            "package, set FLREPO_FERRETDB_BIN to a FerretDB binary or FLREPO_MONGODB_URL to a MongoDB"
+        )
     if shutil.which("go") is None:
         raise FileNotFoundError(f"{BINARY} needs building and Go is not installed to build it")
     log.info("building FerretDB into %s with %s", BINARY, BUILD_SCRIPT)
