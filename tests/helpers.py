@@ -18,7 +18,19 @@ from flrepo.server.embedded import free_port
 from flrepo.server.main import create_app
 from flrepo.server.settings import Settings
 
-__all__ = ["LiveServer", "create_app", "drop", "grid_counts", "make_model", "make_settings", "payload", "sha", "upload"]
+__all__ = [
+    "PLAN",
+    "LiveServer",
+    "create_app",
+    "drop",
+    "grid_counts",
+    "make_model",
+    "make_settings",
+    "make_task_references",
+    "payload",
+    "sha",
+    "upload",
+]
 
 CHUNK = 255 * 1024  # GridFS default chunk size
 
@@ -43,6 +55,29 @@ async def make_model(
 
 async def upload(client: httpx.AsyncClient, path: str, data: bytes, filename: str = "file.bin") -> httpx.Response:
     return await client.put(path, files={"file": (filename, data, "application/octet-stream")})
+
+
+# A task plan over what make_task_references creates.
+PLAN: dict[str, Any] = {
+    "task_id": "t1",
+    "model": {"model_name": "digits", "model_version": "v1"},
+    "strategy": {"strategy_name": "fedavg"},
+    "strategy_conf": {"fraction_fit": 1.0},
+    "transformations": [{"id": "scale", "parameters": {"with_mean": True}}],
+    "rounds": 3,
+    "min_participants": 2,
+    "training": {"epochs": 2, "optimizer": "sgd"},
+}
+
+
+async def make_task_references(client: httpx.AsyncClient) -> None:
+    """The model, strategy and transformation PLAN names (the strategy and transformation with files)."""
+    await make_model(client, "digits", "v1", library="numpy")
+    await client.post("/strategy", json={"strategy_name": "fedavg", "meta": {}})
+    await upload(client, "/strategy/fedavg", b"pickled strategy")
+    t = {"id": "scale", "parameter_types": {}, "default_values": {}, "outputs": ["np.ndarray"], "needs": {}}
+    await client.post("/transformation", json=t)
+    await upload(client, "/transformation/scale", b"pickled transformation")
 
 
 def grid_counts(raw_db: tuple[Any, Any]) -> tuple[int, int]:

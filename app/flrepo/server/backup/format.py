@@ -54,14 +54,14 @@ from typing import Any
 from bson import json_util
 from bson.json_util import JSONMode, JSONOptions
 
-from flrepo.server.repository.kinds import MODELS, RESULTS, STRATEGIES, TASKS, TRANSFORMATIONS, Kind
+from flrepo.server.repository.kinds import ALL_KINDS, Kind
 
 FORMAT = "flrepo-dump"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
 FILES_DIR = "files/"
-KINDS: tuple[Kind, ...] = (MODELS, RESULTS, STRATEGIES, TRANSFORMATIONS, TASKS)
+KINDS: tuple[Kind, ...] = ALL_KINDS
 # Canonical mode keeps every BSON type distinct (int32/int64/double, dates to the millisecond, ObjectId).
 JSON_OPTIONS = JSONOptions(json_mode=JSONMode.CANONICAL, tz_aware=True, tzinfo=UTC)
 

@@ -23,6 +23,7 @@ NATURAL_KEYS: dict[str, tuple[str, ...]] = {
     "strategies": ("strategy_name",),
     "transformations": ("id",),
     "tasks": ("task_id",),
+    "checkpoints": ("task_id", "round"),
 }
 FIRST_CHUNKS_INDEX = "first_chunks"
 # The aerOS field of each collection that holds its file's GridFS id (as a string).
@@ -31,6 +32,7 @@ FILE_FIELDS: dict[str, str] = {
     "results": "weights_id",
     "strategies": "strategy_id",
     "transformations": "storage_id",
+    "checkpoints": "weights_id",
 }
 
 
