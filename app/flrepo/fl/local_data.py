@@ -31,7 +31,10 @@ def load(spec: str, *, label: str = "label", loader: str | None = None) -> Array
     if spec.startswith("digits:"):
         from flrepo.fl.data import parse_partition, partition
 
-        index, parts = parse_partition(spec)
+        try:
+            index, parts = parse_partition(spec)
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
         return partition(index, parts)
     path = Path(spec)
     if not path.is_file():
