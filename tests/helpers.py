@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,14 +24,18 @@ from flrepo.server.settings import Settings
 
 __all__ = [
     "PLAN",
+    "FlSite",
     "LiveServer",
     "create_app",
     "drop",
     "grid_counts",
+    "last_condition",
+    "logs_of",
     "make_model",
     "make_settings",
     "make_task_references",
     "payload",
+    "run_training",
     "sha",
     "upload",
 ]
@@ -125,3 +133,50 @@ class LiveServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+# --- federated training -------------------------------------------------------------------------
+
+
+@dataclass
+class FlSite:
+    """A running API process with the signed catalogue, and what FL processes need to use it."""
+
+    repo: Any  # flrepo.client.RepositoryClient
+    url: str
+    env: dict[str, str]
+    logs: Path
+
+
+def run_training(
+    fl: FlSite,
+    task_id: str,
+    data: list[str],
+    timeout: float = 180,
+    during: Callable[[dict[str, Any], list[subprocess.Popen[bytes]]], None] | None = None,
+) -> tuple[dict[str, Any], int | None]:
+    """Run the task's collector and one local execution per data spec to the end; (task, collector's exit code)."""
+    from flrepo.fl.demo import start_training
+    from flrepo.server.embedded import reap
+
+    collector, workers = start_training(fl.url, task_id, data, fl.env, fl.logs)
+    deadline = time.monotonic() + timeout
+    try:
+        while collector.poll() is None:
+            if during:
+                during(fl.repo.get_task(task_id).model_dump(mode="json"), [collector, *workers])
+            assert time.monotonic() < deadline, "collector did not finish\n" + logs_of(fl.logs)
+            time.sleep(0.2)
+    finally:
+        reap([collector, *workers], timeout=30)
+    return fl.repo.get_task(task_id).model_dump(mode="json"), collector.returncode
+
+
+def logs_of(directory: Path) -> str:
+    """The tail of every log a test's processes wrote (for assertion messages)."""
+    return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted(directory.glob("*.log")))
+
+
+def last_condition(task: dict[str, Any]) -> tuple[str, str]:
+    condition = task["conditions"][-1]
+    return condition["reason"], condition["message"] or ""
