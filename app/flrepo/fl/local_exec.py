@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import flwr
+import grpc
 import numpy as np
 from flwr.client import NumPyClient
 from numpy.typing import NDArray
@@ -27,6 +29,8 @@ from flrepo.fl.transformations import train_validation_split
 from flrepo.schemas.tasks import TERMINAL
 
 log = logging.getLogger(__name__)
+# How long a local execution keeps trying to reach a collector that went away mid-task.
+RECONNECT_SECONDS = 300.0
 
 
 class LocalExecution(NumPyClient):
@@ -107,5 +111,33 @@ def run(
             return 1
         client = LocalExecution(model, x, y, training, seed)
         log.info("local execution for task %s: %d training samples, server %s", task_id, len(client.y_train), server)
-        flwr.client.start_client(server_address=server, client=client.to_client(), insecure=True, max_wait_time=60)
-    return 0
+        return _serve(repo, task_id, server, client)
+
+
+def _serve(repo: RepositoryClient, task_id: str, server: str, client: LocalExecution) -> int:
+    """Take part until the collector ends the training; reconnect when the collector goes away
+    while the task still runs (a collector restarted for the task resumes from its checkpoint)."""
+    lost_since: float | None = None
+    while True:
+        try:
+            flwr.client.start_client(server_address=server, client=client.to_client(), insecure=True, max_wait_time=60)
+            return 0
+        except grpc.RpcError as exc:
+            phase = _phase(repo, task_id)
+            if phase in TERMINAL:
+                return 0 if phase == "Succeeded" else 1
+            lost_since = lost_since or time.monotonic()
+            if time.monotonic() - lost_since > RECONNECT_SECONDS:
+                log.error("task %s: no collector for %.0f s; giving up", task_id, RECONNECT_SECONDS)
+                return 1
+            log.warning(
+                "task %s: lost the collector (%s); reconnecting", task_id, exc.code() if hasattr(exc, "code") else exc
+            )
+            time.sleep(2)
+
+
+def _phase(repo: RepositoryClient, task_id: str) -> str | None:
+    try:
+        return repo.get_task(task_id).phase
+    except RepositoryError:
+        return None
