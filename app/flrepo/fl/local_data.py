@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import importlib
 import io
-import math
 from pathlib import Path
 from typing import Any
 
@@ -75,25 +74,24 @@ def _table(path: Path, header: list[str], body: list[list[Any]], label: str) -> 
             raise DataError(f"{path}: row {r + 2} has {len(row)} values, the header {len(names)}")
         for c, i in enumerate(features):
             x[r, c] = _number(path, row[i], names[i], r + 2)
-    return x, _labels([row[index] for row in body])
+    return x, _labels(path, [row[index] for row in body])
 
 
 def _number(path: Path, value: Any, column: str, row: int) -> float:
+    if value is None or str(value).strip() == "":
+        raise DataError(f"{path}: column {column!r} has an empty value in row {row}")
     try:
-        number = float(value)
+        return float(value)
     except (TypeError, ValueError):
         raise DataError(f"{path}: column {column!r} is not numeric (row {row}: {str(value)[:40]!r})") from None
-    if math.isnan(number) and str(value).strip() == "":
-        raise DataError(f"{path}: column {column!r} has an empty value in row {row}")
-    return number
 
 
-def _labels(values: list[Any]) -> NDArray[Any]:
+def _labels(path: Path, values: list[Any]) -> NDArray[Any]:
     """Integers when every label is a whole number (class ids), else floats (regression targets)."""
     try:
         numbers = np.asarray([float(v) for v in values], dtype=np.float64)
     except (TypeError, ValueError):
-        raise DataError(f"labels must be numbers (first: {str(values[0])[:40]!r})") from None
+        raise DataError(f"{path}: labels must be numbers (first: {str(values[0])[:40]!r})") from None
     if np.all(np.isfinite(numbers)) and np.all(numbers == np.round(numbers)):
         return numbers.astype(np.int64)
     return numbers
