@@ -73,6 +73,11 @@ def client_for(library: str | None) -> type[LocalModel]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
+        if name == "keras" and exc.name in ("tensorflow", "jax"):  # keras is there, its backend is not
+            raise ModelError(
+                f"keras needs a backend ({exc.name} is its choice here): pip install 'flrepo[pytorch]' for torch, "
+                "or set KERAS_BACKEND to an installed one"
+            ) from None
         raise ModelError(f"training {name} models needs {exc.name or 'more'}: pip install 'flrepo[{extra}]'") from None
     cls: type[LocalModel] = getattr(module, class_name)
     return cls
