@@ -17,7 +17,7 @@ from flrepo.server.main import create_app
 from flrepo.server.settings import Settings
 from tests.helpers import CHUNK, drop, make_model, make_settings, payload, sha, upload
 
-COLLECTIONS = ("models", "results", "strategies", "transformations", "tasks")
+COLLECTIONS = ("models", "results", "strategies", "transformations", "tasks", "collectors")
 TRANSFORMATION = {
     "id": "scale",
     "description": "standard scaling",
@@ -75,6 +75,7 @@ async def _populate(client: httpx.AsyncClient) -> dict[str, bytes]:
     assert (await upload(client, "/transformation/scale", files["/transformation/scale"])).status_code == 204
     r = await client.post("/tasks", json=PLAN)
     assert r.status_code == 201, r.text
+    assert (await client.post("/collector", json={"name": "flower", "version": 1, "meta": {}})).status_code == 201
     return files
 
 
@@ -106,7 +107,8 @@ async def test_round_trip_into_an_empty_database(client, settings, target, tmp_p
     files = await _populate(client)
     archive = tmp_path / "repo.tar"
     report = await dump(settings, archive)
-    assert report.documents == {"models": 3, "results": 1, "strategies": 1, "transformations": 1, "tasks": 1}
+    expected = {"models": 3, "results": 1, "strategies": 1, "transformations": 1, "tasks": 1, "collectors": 1}
+    assert report.documents == expected
     assert report.files == 5 and report.file_bytes == sum(len(b) for b in files.values())
     assert not (tmp_path / "repo.tar.partial").exists()
 
@@ -145,7 +147,7 @@ async def test_restore_refuses_a_non_empty_database_unless_forced(client, settin
     await make_model(client, "newer", "v1")
     before = _snapshot(settings)
     report = await restore(settings, archive, force=True)
-    assert report.replaced == 7 and report.files_already_present == 4
+    assert report.replaced == 8 and report.files_already_present == 4  # every dumped item, collector too
     after = _snapshot(settings)
     assert len(after["models"]) == 4
     r = await client.get("/model/digits/v1")

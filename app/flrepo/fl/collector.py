@@ -167,7 +167,8 @@ def initial_weights(repo: RepositoryClient, task: dict[str, Any]) -> Weights:
     if model.model_id:
         return from_npz(repo.read(calls.model_file(name, version)))
     # A registered model without weights starts from the built-in trainer's initialisation.
-    return SoftmaxRegression().initial_weights(int(model.meta.get("features", 64)), int(model.meta.get("classes", 10)))
+    meta = model.meta or {}  # aerOS-era models may have `meta: null`
+    return SoftmaxRegression().initial_weights(int(meta.get("features", 64)), int(meta.get("classes", 10)))
 
 
 def run(repo: RepositoryClient, task_id: str, address: str, allow_unsigned: bool = False) -> int:
