@@ -146,3 +146,11 @@ async def test_duplicates_are_409_and_unknown_items_404(client):
     # aerOS looked the model up before the body: unknown is 404 even with an unusable body.
     assert (await client.put("/model/meta/nope/v1", content=_untyped({"library": None}))).status_code == 404
     assert (await client.put("/model/meta/base/v1", content=_untyped({"library": None}))).status_code == 422
+
+
+async def test_strategy_meta_update_with_null_meta_is_422(client):
+    # aerOS answered 500 (`dict(None)`); the stored metadata must stay as it was.
+    await client.post("/strategy", json=STRATEGY)
+    r = await client.put("/strategy/meta/fedavg", content=_untyped({"meta": None}))
+    assert r.status_code == 422
+    assert (await client.get("/strategy/meta/fedavg")).json()["meta"] == {"k": "v"}
