@@ -308,3 +308,15 @@ def test_flrepo_migrate_exit_code_says_when_files_are_missing(settings: Settings
     cmd = [sys.executable, "-m", "flrepo.cli", "migrate", "--quiet"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 6 and "missing file" in done.stdout
+
+
+def test_the_sdk_reads_legacy_items(live_server, aeros):
+    from flrepo.client import RepositoryClient
+
+    with RepositoryClient(live_server.url) as repo:
+        models = {(m.model_name, m.model_version): m for m in repo.list_models()}
+        assert models[("test", "0")].meta is None and models[("test", "0")].model_id
+        assert repo.get_model("test", "1").meta is None
+        # No ETag to check against before `flrepo migrate`: the download is still whole.
+        assert repo.read("/model/test/0") == aeros.files["model test/0"]
+        assert [s.meta for s in repo.list_strategies() if s.strategy_name == "test-strategy"] == [None]
