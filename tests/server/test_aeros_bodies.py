@@ -154,3 +154,18 @@ async def test_strategy_meta_update_with_null_meta_is_422(client):
     r = await client.put("/strategy/meta/fedavg", content=_untyped({"meta": None}))
     assert r.status_code == 422
     assert (await client.get("/strategy/meta/fedavg")).json()["meta"] == {"k": "v"}
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/model", {**MODEL, "meta": {"library": "keras", "n": 2**64}}),
+        ("/training-results", {**RESULT, "results": {"n": -(2**70)}}),
+        ("/strategy", {**STRATEGY, "meta": {"n": 10**30}}),
+    ],
+)
+async def test_integers_beyond_64_bits_are_422_not_500(client, path, body):
+    # Free-form objects take any JSON number; the store holds 64-bit integers at most.
+    r = await client.post(path, json=body)
+    assert r.status_code == 422 and "64 bits" in r.json()["detail"]
+    assert (await client.get(path)).json() == []
