@@ -24,6 +24,7 @@ from flrepo.server.settings import Settings
 
 __all__ = [
     "PLAN",
+    "AerosData",
     "FlSite",
     "LiveServer",
     "create_app",
@@ -36,6 +37,7 @@ __all__ = [
     "make_task_references",
     "payload",
     "run_training",
+    "seed_aeros",
     "sha",
     "upload",
 ]
@@ -180,3 +182,115 @@ def logs_of(directory: Path) -> str:
 def last_condition(task: dict[str, Any]) -> tuple[str, str]:
     condition = task["conditions"][-1]
     return condition["reason"], condition["message"] or ""
+
+
+# --- a database as aerOS 1.1.0 wrote it ---------------------------------------------------------
+
+
+class AerosData:
+    """What `seed_aeros` wrote: the file payloads by item, and the GridFS ids as stored."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.ids: dict[str, Any] = {}
+
+
+def seed_aeros(raw_db: tuple[Any, Any]) -> AerosData:
+    """Documents and files written exactly as aerOS 1.1.0 writes them.
+
+    Documents are its pydantic v1 models' `.dict(by_alias=True)` (every field present, unset ones null,
+    in the models' field order); files go through `gridfs.GridFS(db_grid).put(data, filename=...)` as
+    its routes do (no size, sha256, content type or upload time beside the item), and the item holds
+    `str(file_id)`. One model holds its id as an ObjectId, as a hand-edited database might.
+    """
+    import gridfs
+
+    meta, grid = raw_db
+    fs = gridfs.GridFS(grid)
+    data = AerosData()
+
+    def put(label: str, size: int, filename: str, **extra: Any) -> str:
+        data.files[label] = payload(size)
+        file_id = fs.put(data.files[label], filename=filename, **extra)
+        data.ids[label] = file_id
+        return str(file_id)
+
+    # MLModel: model_name, model_version, model_id, meta (MLModelData: library, description)
+    meta.models.insert_many(
+        [
+            {
+                "model_name": "base",
+                "model_version": "base2",
+                "model_id": put("model base/base2", 2 * CHUNK + 11, "model/base/base2"),
+                "meta": {"library": "keras", "description": "Test model - a CNN for CIFAR-10"},
+            },
+            {
+                "model_name": "test",
+                "model_version": "0",
+                "model_id": put("model test/0", 1500, "model/test/0"),
+                "meta": None,
+            },
+            {"model_name": "test", "model_version": "1", "model_id": None, "meta": None},
+        ]
+    )
+    put("model oid/1", 700, "model/oid/1")
+    meta.models.insert_one(
+        {"model_name": "oid", "model_version": "1", "model_id": data.ids["model oid/1"], "meta": None}
+    )
+    # MLTrainingResults: model_name, model_version, training_id, results, weights_id, configuration_id
+    weights = put("weights test/0/1", CHUNK + 5, "weights/test/0/1", training_id="1")
+    meta.results.insert_many(
+        [
+            {
+                "model_name": "test",
+                "model_version": "0",
+                "training_id": "1",
+                "results": {"accuracy": "0.9"},
+                "weights_id": weights,
+                "configuration_id": None,
+            },
+            {
+                "model_name": "test",
+                "model_version": "0",
+                "training_id": "2",
+                "results": None,
+                "weights_id": None,
+                "configuration_id": None,
+            },
+        ]
+    )
+    # MLStrategy: meta (from MLStrategyData), strategy_name, strategy_description, strategy_id
+    meta.strategies.insert_many(
+        [
+            {
+                "meta": None,
+                "strategy_name": "test-strategy",
+                "strategy_description": "A test strategy",
+                "strategy_id": put("strategy test-strategy", 900, "strategy/test-strategy"),
+            },
+            {"meta": {"rounds": "3"}, "strategy_name": "name_only", "strategy_description": None, "strategy_id": None},
+        ]
+    )
+    # FLDataTransformation with MachineCapabilities() defaults
+    meta.transformations.insert_one(
+        {
+            "id": "application.tests.categorical_transformation",
+            "description": "The class transforming y data into categorical data",
+            "parameter_types": {"categories": "int"},
+            "default_values": {"categories": 10},
+            "outputs": ["np.ndarray", "np.ndarray"],
+            "needs": {
+                "storage": None,
+                "RAM": None,
+                "GPU": False,
+                "preinstalled_libraries": None,
+                "available_models": None,
+            },
+            "storage_id": put(
+                "transformation categorical", 640, "transformation/application.tests.categorical_transformation"
+            ),
+        }
+    )
+    # MLCollector: meta (from MLCollectorData), name, version, collector_id
+    meta.collectors.insert_one({"meta": {"framework": "flwr"}, "name": "collector", "version": 1, "collector_id": None})
+    return data

@@ -17,7 +17,7 @@ from flrepo.server.main import create_app
 from flrepo.server.settings import Settings
 from tests.helpers import CHUNK, drop, make_model, make_settings, payload, sha, upload
 
-COLLECTIONS = ("models", "results", "strategies", "transformations", "tasks", "checkpoints")
+COLLECTIONS = ("models", "results", "strategies", "transformations", "tasks", "checkpoints", "collectors")
 TRANSFORMATION = {
     "id": "scale",
     "description": "standard scaling",
@@ -79,6 +79,7 @@ async def _populate(client: httpx.AsyncClient) -> dict[str, bytes]:
     assert (await client.put("/tasks/t1/status", json={"phase": "Running"})).status_code == 200
     assert (await client.post("/tasks/t1/checkpoints", json={"round": 1, "loss": 0.5})).status_code == 201
     assert (await upload(client, "/tasks/t1/checkpoints/1", files["/tasks/t1/checkpoints/1"])).status_code == 204
+    assert (await client.post("/collector", json={"name": "flower", "version": 1, "meta": {}})).status_code == 201
     return files
 
 
@@ -111,7 +112,7 @@ async def test_round_trip_into_an_empty_database(client, settings, target, tmp_p
     archive = tmp_path / "repo.tar"
     report = await dump(settings, archive)
     expected = {"models": 3, "results": 1, "strategies": 1, "transformations": 1, "tasks": 1, "checkpoints": 1}
-    assert report.documents == expected
+    assert report.documents == {**expected, "collectors": 1}
     assert report.files == 6 and report.file_bytes == sum(len(b) for b in files.values())
     assert not (tmp_path / "repo.tar.partial").exists()
 
@@ -150,7 +151,7 @@ async def test_restore_refuses_a_non_empty_database_unless_forced(client, settin
     await make_model(client, "newer", "v1")
     before = _snapshot(settings)
     report = await restore(settings, archive, force=True)
-    assert report.replaced == 8 and report.files_already_present == 5  # all but the changed model file
+    assert report.replaced == 9 and report.files_already_present == 5  # every dumped item; all files but one
     after = _snapshot(settings)
     assert len(after["models"]) == 4
     r = await client.get("/model/digits/v1")

@@ -55,7 +55,7 @@ def signed_meta_call(
     kind: Kind, name: str, current: StrategyOut | TransformationOut, fields: dict[str, Any]
 ) -> Call[None]:
     """The metadata update that stores `fields` (the signature) in the item's `meta`, keeping the rest."""
-    meta = {**current.meta, **fields}
+    meta = {**(current.meta or {}), **fields}  # an aerOS-era item may have `meta: null`
     if isinstance(current, StrategyOut):
         return calls.update_strategy_meta(name, meta)
     return calls.update_transformation_meta(
@@ -75,10 +75,16 @@ def check_loadable(kind: Kind, name: str, item: StrategyOut | TransformationOut)
 
 
 def unpickle_verified(
-    keyring: Keyring, kind: Kind, name: str, data: bytes, done: Downloaded, meta: dict[str, Any], allow_unsigned: bool
+    keyring: Keyring,
+    kind: Kind,
+    name: str,
+    data: bytes,
+    done: Downloaded,
+    meta: dict[str, Any] | None,
+    allow_unsigned: bool,
 ) -> Any:
     """Verify size, sha256 (as hashed while `data` was downloaded) and signature, and only then unpickle."""
-    verify_digest(keyring, kind, name, done.sha256, done.size, meta, allow_unsigned)
+    verify_digest(keyring, kind, name, done.sha256, done.size, meta or {}, allow_unsigned)
     # cloudpickle's reconstructors are named inside the pickle and imported while it loads.
     if importlib.util.find_spec("cloudpickle") is None:  # the core install has no reason to carry it
         raise RuntimeError("loading strategies and transformations needs the fl extra: pip install 'flrepo[fl]'")

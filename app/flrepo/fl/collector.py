@@ -211,13 +211,14 @@ def _publish_model(
     """Register the trained model as `output_model_version` with its native file."""
     name, version = task["model"]["model_name"], output_version(task)
     source = repo.get_model(task["model"]["model_name"], task["model"]["model_version"])
-    meta = {k: v for k, v in source.meta.items() if k not in ("library", "signature")}
+    source_meta = source.meta or {}  # aerOS-era models may have `meta: null`
+    meta = {k: v for k, v in source_meta.items() if k not in ("library", "signature")}
     meta.update(trained_from=task["model"]["model_version"], task_id=task["task_id"], rounds=int(task["rounds"]))
     try:
-        repo.create_model(name, version, source.meta.get("library", model.library), **meta)
+        repo.create_model(name, version, source_meta.get("library", model.library), **meta)
     except Conflict:
         existing = repo.get_model(name, version)
-        if existing.meta.get("task_id") != task["task_id"]:  # someone else's model: never replace it
+        if (existing.meta or {}).get("task_id") != task["task_id"]:  # someone else's model: never replace it
             raise ModelError(f"model {name}/{version} exists and was not trained by this task") from None
     model.set_weights(final)
     path = workdir / f"trained{model.suffix}"

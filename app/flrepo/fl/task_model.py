@@ -14,18 +14,19 @@ def fetch_model(repo: RepositoryClient, task: dict[str, Any], workdir: Path) -> 
     """The task's model, loaded; ModelError when it cannot be (no client, wrong file, no file)."""
     name, version = task["model"]["model_name"], task["model"]["model_version"]
     item = repo.get_model(name, version)
-    library = item.meta.get("library")
+    meta = item.meta or {}  # aerOS-era models may have `meta: null`
+    library = meta.get("library")
     client = library_name(library)
     if item.size is None:
         if client == "numpy":
             from flrepo.fl.frameworks.numpy_model import NumpyModel
 
-            return NumpyModel.from_meta(item.meta)
+            return NumpyModel.from_meta(meta)
         raise ModelError(f"model {name}/{version} has no file yet: upload its {library} model first")
     path = workdir / "model"
     repo.download_model(name, version, path)
     try:
-        return open_model(library, path, item.meta)
+        return open_model(library, path, meta)
     except ModelError as exc:
         raise ModelError(f"model {name}/{version}: {exc}") from None
 

@@ -27,6 +27,7 @@ from flrepo.server.repository import audit as audit_trail
 from flrepo.server.routes import (
     audit,
     checkpoints,
+    collectors,
     health,
     models,
     strategies,
@@ -57,6 +58,7 @@ TAGS = [
     {"name": "strategies", "description": "FL aggregation strategies (serialized objects)."},
     {"name": "transformations", "description": "Data transformations used by local executions."},
     {"name": "tasks", "description": "FL training plans and the live status their training collector reports."},
+    {"name": "collectors", "description": "Training collectors registered by name and version (aerOS `/collector`)."},
     {"name": "service", "description": "Health and readiness."},
 ]
 
@@ -99,7 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.keys = KeyStore.from_settings(settings.api_keys_file, settings.anonymous_role)
     app.state.metrics = Metrics.create()
     errors.install(app)
-    for module in (models, training_results, strategies, transformations, tasks, checkpoints):
+    for module in (models, training_results, strategies, transformations, tasks, checkpoints, collectors):
         app.include_router(module.router, dependencies=[Depends(authorize)], responses=problems(401, 403))
     app.include_router(audit.router)
     app.include_router(health.router)

@@ -9,7 +9,7 @@ Archive layout (a POSIX/PAX tar; gzip-compressed when the name ends in ``.gz`` o
     files/000001 ...   one member per GridFS file, its bytes exactly as stored
     manifest.json      MongoDB extended JSON (canonical, so ids, dates and number types survive):
                          format, version, created_at, source database names,
-                         collections: {models, results, strategies, transformations, tasks: [documents]},
+                         collections: {models, results, strategies, transformations, tasks, collectors: [documents]},
                          documents_sha256: {collection: sha256 of its documents' canonical JSON},
                          files: [{member, length, sha256, file: the fs.files document}],
                          missing_files: [references whose file was already gone at dump time]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from flrepo.server.repository import items
@@ -54,14 +55,21 @@ async def archive_entries(db: Database) -> list[ArchiveEntry]:
     docs = await db.collection(MODELS.collection).find(AVAILABLE, NO_ID).sort(NEWEST_UPLOAD_FIRST).to_list()
     entries = []
     for doc in docs:
-        uploaded = doc.get("uploaded_at")
+        size, uploaded = doc.get("size"), doc.get("uploaded_at")
+        if size is None or uploaded is None:
+            # Stored by aerOS (or not yet migrated): the GridFS file knows its length and date.
+            file_doc = await blobs.open_file(db, doc[MODELS.id_field])
+            if file_doc is None:
+                continue  # points at nothing: there is no file to archive
+            size = file_doc["length"] if size is None else size
+            uploaded = uploaded or file_doc.get("uploadDate")
         entries.append(
             ArchiveEntry(
-                name=f"{doc['model_name']}/{doc['model_version']}/{doc.get('filename') or 'model.bin'}",
+                name=f"{doc.get('model_name')}/{doc.get('model_version')}/{doc.get('filename') or 'model.bin'}",
                 file_id=doc[MODELS.id_field],
-                size=int(doc.get("size") or 0),
+                size=int(size),
                 crc32=doc.get("crc32"),
-                mtime=uploaded.timestamp() if uploaded else time.time(),
+                mtime=uploaded.timestamp() if isinstance(uploaded, datetime) else time.time(),
             )
         )
     return entries
