@@ -220,6 +220,13 @@ def test_transformations_results_and_tasks(flrepo, tmp_path, monkeypatch):
     code, out, _ = flrepo("tasks", "list", "--phase", "Pending")
     assert [t["task_id"] for t in _json(out)] == ["job-1"]
     assert _json(flrepo("tasks", "list", "--phase", "Running")[1]) == []
+    code, out, err = flrepo("tasks", "cancel", "job-1", "--message", "wrong data")
+    assert code == OK, err
+    cancelled = _json(out)
+    assert cancelled["phase"] == "Failed" and cancelled["conditions"][-1]["reason"] == "Cancelled"
+    assert cancelled["conditions"][-1]["message"].endswith("wrong data")
+    code, _, err = flrepo("tasks", "cancel", "job-1")
+    assert code == CONFLICT and "nothing to cancel" in err
     assert flrepo("tasks", "delete", "job-1")[0] == OK
     assert flrepo("transformations", "delete", "t.scale")[0] == OK
     assert flrepo("results", "delete", "m", "v1", "r1")[0] == OK

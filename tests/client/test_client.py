@@ -255,7 +255,7 @@ def test_both_clients_expose_every_call_shape_with_the_same_signature():
         and not name.startswith("_")
         and str(fn.__annotations__.get("return", "")).startswith("Call[")
     }
-    assert len(shapes) == 31
+    assert len(shapes) == 32
     for cls, endpoint in ((RepositoryClient, SyncEndpoint), (AsyncRepositoryClient, AsyncEndpoint)):
         endpoints = {name for name, value in vars(cls).items() if isinstance(value, endpoint)}
         assert endpoints == shapes, (cls.__name__, endpoints ^ shapes)
@@ -276,6 +276,7 @@ def test_idempotency_flags_of_the_call_shapes():
         calls.delete_model("m", "v"),
         calls.create_task({}),
         calls.update_task_status("t", phase="Running"),  # appends to the history: never sent twice
+        calls.cancel_task("t"),
         calls.delete_task("t"),
     ):
         assert not call.idempotent, call
@@ -476,6 +477,13 @@ async def test_every_json_call(live_server, connect, flavour):
     assert isinstance(fetched_task, TaskOut) and fetched_task.phase == "Succeeded"
     assert [t.task_id for t in await run(c.list_tasks, phase="Succeeded")] == ["job"]
     assert list(await run(c.list_tasks, phase="Running")) == []
+
+    cancelled = await run(c.cancel_task, other.task_id, "wrong data")
+    assert isinstance(cancelled, TaskOut) and cancelled.phase == "Failed"
+    last = cancelled.conditions[-1]
+    assert (last.reason, last.message) == ("Cancelled", "cancelled by anonymous: wrong data")
+    with pytest.raises(Conflict, match="nothing to cancel"):
+        await run(c.cancel_task, other.task_id)
 
     # --- audit (no keys configured: anonymous requests are admin)
     audit = await run(c.list_audit)

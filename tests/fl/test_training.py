@@ -107,7 +107,7 @@ def test_numpy_training_with_catalogue_strategies(fl, tmp_path, strategy):
     fl.repo.create_task(digits_task(f"t-{strategy}", strategy, rounds=2, clients=2))
     task, code = run_training(fl, f"t-{strategy}", ["digits:1/2", "digits:2/2"])
     assert code == 0 and task["phase"] == "Succeeded", logs_of(fl.logs)
-    assert [c["type"] for c in task["conditions"]] == ["Running", "Succeeded"]
+    assert [c["type"] for c in task["conditions"]] == ["Training", "Completed"]
     assert all(h["participants"] == 2 and h["failures"] == 0 for h in task["history"])
     # Each local execution trains on 80 % of its partition; the task records those sample counts.
     expected = sorted(int(len(partition(k, 2)[1]) * 0.8) for k in range(2))

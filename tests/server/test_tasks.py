@@ -70,7 +70,7 @@ async def test_lifecycle_and_status(client):
     assert r.status_code == 200, r.text
     task = r.json()
     assert task["phase"] == "Running" and task["start_time"]
-    assert task["conditions"][-1]["type"] == "Running" and task["conditions"][-1]["message"] == "collector up"
+    assert task["conditions"][-1]["type"] == "Training" and task["conditions"][-1]["message"] == "collector up"
     assert (await client.delete("/tasks/t1")).status_code == 409
 
     for rnd in (1, 2):
@@ -91,7 +91,7 @@ async def test_lifecycle_and_status(client):
     r = await client.put("/tasks/t1/status", json={"phase": "Succeeded", "result": result})
     task = r.json()
     assert task["phase"] == "Succeeded" and task["completion_time"] and task["result"] == result
-    assert [c["type"] for c in task["conditions"]] == ["Running", "Succeeded"]
+    assert [c["type"] for c in task["conditions"]] == ["Training", "Completed"]
 
     r = await client.put("/tasks/t1/status", json={"phase": "Running"})
     assert r.status_code == 409 and "Succeeded" in r.json()["detail"]
@@ -119,4 +119,4 @@ async def test_concurrent_start_only_one_transition(client):
     rs = await asyncio.gather(*(client.put("/tasks/t1/status", json={"phase": "Running"}) for _ in range(5)))
     assert all(r.status_code in (200, 409) for r in rs)
     task = (await client.get("/tasks/t1")).json()
-    assert [c["type"] for c in task["conditions"]].count("Running") == 1
+    assert [c["type"] for c in task["conditions"]].count("Training") == 1

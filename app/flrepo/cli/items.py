@@ -59,6 +59,10 @@ def _delete(spec: Collection, repo: RepositoryClient, args: argparse.Namespace) 
     emit(args, {"deleted": spec.noun, "key": keys})
 
 
+def _cancel(spec: Collection, repo: RepositoryClient, args: argparse.Namespace) -> None:
+    emit(args, repo.cancel_task(args.task_id, args.message))
+
+
 def _upload(spec: Collection, repo: RepositoryClient, args: argparse.Namespace) -> None:
     keys = _keys(spec, args)
     source: Path | BinaryIO
@@ -164,6 +168,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         delete = actions.add_parser("delete", parents=[common], help=f"delete a {spec.noun} and its file")
         _key_arguments(delete, spec.keys)
         delete.set_defaults(func=_run(_delete, spec))
+
+        if spec.command == "tasks":
+            cancel = actions.add_parser(
+                "cancel", parents=[common], help="end a Pending or Running task (Failed, reason Cancelled)"
+            )
+            _key_arguments(cancel, spec.keys)
+            cancel.add_argument("--message", help="why, recorded in the task's condition")
+            cancel.set_defaults(func=_run(_cancel, spec))
 
         if spec.file_path is None:
             continue

@@ -114,6 +114,7 @@ class AsyncRepositoryClient:
     get_task = AsyncEndpoint(calls.get_task)
     create_task = AsyncEndpoint(calls.create_task)
     update_task_status = AsyncEndpoint(calls.update_task_status)
+    cancel_task = AsyncEndpoint(calls.cancel_task)
     delete_task = AsyncEndpoint(calls.delete_task)
     list_checkpoints = AsyncEndpoint(calls.list_checkpoints)
     create_checkpoint = AsyncEndpoint(calls.create_checkpoint)

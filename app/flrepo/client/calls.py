@@ -298,6 +298,12 @@ def update_task_status(task_id: str, **fields: Any) -> Call[TaskOut]:
     return Call("PUT", f"/tasks/{seg(task_id)}/status", _one(TaskOut), json=fields)
 
 
+def cancel_task(task_id: str, message: str | None = None) -> Call[TaskOut]:
+    """End a Pending or Running task (Failed, reason Cancelled); its collector and local executions stop."""
+    body = {"message": message} if message else None
+    return Call("POST", f"/tasks/{seg(task_id)}/cancel", _one(TaskOut), json=body)
+
+
 def delete_task(task_id: str) -> Call[None]:
     """Delete a task that is not running."""
     return Call("DELETE", f"/tasks/{seg(task_id)}", _nothing)

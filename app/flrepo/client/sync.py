@@ -121,6 +121,7 @@ class RepositoryClient:
     get_task = SyncEndpoint(calls.get_task)
     create_task = SyncEndpoint(calls.create_task)
     update_task_status = SyncEndpoint(calls.update_task_status)
+    cancel_task = SyncEndpoint(calls.cancel_task)
     delete_task = SyncEndpoint(calls.delete_task)
     list_checkpoints = SyncEndpoint(calls.list_checkpoints)
     create_checkpoint = SyncEndpoint(calls.create_checkpoint)

@@ -1,12 +1,16 @@
 """FL tasks: a training plan plus the status its training collector reports, round by round.
 
 The status follows the Kubernetes FederatedLearning task of the seeds: a `phase`
-(Pending → Running → Succeeded | Failed), `conditions` with transition times, start and
-completion times, the current round, participants and a per-round history.
+(Pending → Running → Succeeded | Failed), `conditions` of type Training, Completed or Failed with
+reasons and transition times, start and completion times, the current round, participants with
+counts of active, succeeded and failed ones, and a per-round history. A collector heartbeats into
+the status; a cancelled task is `Failed` with reason `Cancelled`.
 """
 
 from __future__ import annotations
 
+import base64
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -35,6 +39,59 @@ ALLOWED_FROM: dict[Phase, tuple[Phase, ...]] = {
     Phase.FAILED: (Phase.PENDING, Phase.RUNNING),
 }
 TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
+
+# The condition type each phase's transitions are recorded under (the seeds' task CRD).
+CONDITION_TYPES: dict[Phase, str] = {
+    Phase.PENDING: "Pending",
+    Phase.RUNNING: "Training",
+    Phase.SUCCEEDED: "Completed",
+    Phase.FAILED: "Failed",
+}
+# Reasons the service itself, not a collector, gives a task's end.
+CANCELLED = "Cancelled"
+COLLECTOR_LOST = "CollectorLost"
+NOT_ENOUGH_PARTICIPANTS = "NotEnoughParticipants"
+DEFAULT_HEARTBEAT_TIMEOUT = 60.0
+
+# An OpenSSH public key of a Flower SuperNode: ECDSA on a NIST curve (what flower-supernode's
+# --auth-supernode-private-key holds), e.g. "ecdsa-sha2-nistp256 AAAA... site-1".
+_PUBLIC_KEY = re.compile(r"^(ecdsa-sha2-nistp(?:256|384|521)) ([A-Za-z0-9+/]+={0,2})(?: [^\x00-\x1f]*)?$")
+
+
+def check_participant_key(value: str) -> str:
+    value = value.strip()
+    match = _PUBLIC_KEY.match(value)
+    if not match:
+        raise ValueError("must be an OpenSSH ECDSA public key: 'ecdsa-sha2-nistp256 AAAA... [comment]'")
+    try:
+        blob = base64.b64decode(match.group(2), validate=True)
+    except ValueError:
+        raise ValueError("the key's base64 part does not decode") from None
+    # The blob starts with its own algorithm name (a length-prefixed string).
+    name = match.group(1).encode()
+    if blob[4 : 4 + len(name)] != name:
+        raise ValueError(f"the key's data is not an {match.group(1)} key")
+    return value
+
+
+ParticipantKey = Annotated[str, StringConstraints(max_length=2000), AfterValidator(check_participant_key)]
+
+
+def check_pem_certificates(value: str) -> str:
+    if "-----BEGIN CERTIFICATE-----" not in value or "PRIVATE KEY" in value:
+        raise ValueError("must be PEM certificates (-----BEGIN CERTIFICATE-----), never a private key")
+    return value
+
+
+def check_address(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or any(c.isspace() for c in value):
+        raise ValueError("must be HOST:PORT")
+    return value
+
+
+Address = Annotated[str, StringConstraints(min_length=3, max_length=300), AfterValidator(check_address)]
+PemCertificates = Annotated[str, StringConstraints(max_length=64_000), AfterValidator(check_pem_certificates)]
 
 
 class ModelRef(BaseModel):
@@ -116,6 +173,40 @@ class TaskIn(BaseModel):
     checkpoints_kept: int = Field(
         default=3, ge=1, le=1000, description="The newest checkpoints kept (the best one is kept besides them)."
     )
+    heartbeat_timeout: float = Field(
+        default=DEFAULT_HEARTBEAT_TIMEOUT,
+        ge=5,
+        le=86_400,
+        description="Seconds without a heartbeat from the running task's collector after which the service "
+        "marks it Failed (reason CollectorLost).",
+    )
+    participants_timeout: float = Field(
+        default=300,
+        gt=0,
+        le=7 * 86_400,
+        description="Seconds the collector waits for the participants it needs (min_participants, else the "
+        "strategy's minimum) before the task fails (reason NotEnoughParticipants).",
+    )
+    participant_keys: list[ParticipantKey] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description="Message-API runtime: OpenSSH public keys (ECDSA, NIST curve) of the SuperNodes allowed to "
+        "join; any other is refused. Empty: no SuperNode authentication.",
+    )
+
+
+class CancelIn(BaseModel):
+    """Why a task is cancelled (optional)."""
+
+    message: Text | None = None
+
+
+class Heartbeat(BaseModel):
+    """The last sign of life of the task's collector: any status report it sends."""
+
+    time: datetime
+    round: int = Field(default=0, ge=0)
+    collector: str | None = Field(default=None, description="Who reported (host and process).")
 
 
 class Condition(BaseModel):
@@ -173,6 +264,21 @@ class StatusUpdate(BaseModel):
     resumed_from_round: int | None = Field(
         default=None, ge=0, description="The checkpoint a restarted collector resumed."
     )
+    runtime: Literal["legacy", "message"] | None = Field(
+        default=None, description="legacy: Flower's gRPC server (aerOS); message: Flower's SuperLink/SuperNode."
+    )
+    server_address: Address | None = Field(
+        default=None, description="Where participants connect (HOST:PORT), as the collector advertises it."
+    )
+    server_ca: PemCertificates | None = Field(
+        default=None, description="The PEM certificate(s) participants trust for server_address (TLS)."
+    )
+    collector: Annotated[str, StringConstraints(max_length=256)] | None = Field(
+        default=None, description="Who reports (host and process); recorded with the heartbeat."
+    )
+    active: int | None = Field(default=None, ge=0, description="Participants connected now.")
+    succeeded: int | None = Field(default=None, ge=0, description="Participants whose last round succeeded.")
+    failed: int | None = Field(default=None, ge=0, description="Participants whose last round failed.")
 
 
 class TaskOut(TaskIn):
@@ -188,6 +294,13 @@ class TaskOut(TaskIn):
     best: BestRound | None = Field(default=None, description="Kept up to date from the checkpoints.")
     strategy_settings: dict[str, Any] | None = None
     resumed_from_round: int | None = None
+    runtime: str | None = None
+    server_address: str | None = None
+    server_ca: str | None = None
+    heartbeat: Heartbeat | None = None
+    active: int = 0
+    succeeded: int = 0
+    failed: int = 0
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
@@ -223,6 +336,13 @@ def initial_status() -> dict[str, Any]:
         "best": None,
         "strategy_settings": None,
         "resumed_from_round": None,
+        "runtime": None,
+        "server_address": None,
+        "server_ca": None,
+        "heartbeat": None,
+        "active": 0,
+        "succeeded": 0,
+        "failed": 0,
     }
 
 
@@ -246,6 +366,9 @@ def transition(phase_now: Phase, update: StatusUpdate, stamp: datetime) -> tuple
         fields["strategy_settings"] = update.strategy_settings
     if update.resumed_from_round is not None:
         fields["resumed_from_round"] = update.resumed_from_round
+    for name in ("runtime", "server_address", "server_ca", "active", "succeeded", "failed"):
+        if getattr(update, name) is not None:
+            fields[name] = getattr(update, name)
     pushes: dict[str, Any] = {}
     if update.round is not None:
         pushes["history"] = update.round.model_dump()
@@ -255,7 +378,7 @@ def transition(phase_now: Phase, update: StatusUpdate, stamp: datetime) -> tuple
         if target in TERMINAL and target != phase_now:
             fields["completion_time"] = stamp
         pushes["conditions"] = {
-            "type": target.value,
+            "type": CONDITION_TYPES[target],
             "status": "True",
             "reason": update.reason or target.value,
             "message": update.message,

@@ -24,6 +24,7 @@ from flrepo.server.middleware.audit import AuditTrail
 from flrepo.server.middleware.body_limit import BodyLimit
 from flrepo.server.middleware.request_context import RequestContext
 from flrepo.server.repository import audit as audit_trail
+from flrepo.server.repository.liveness import watch_tasks_forever
 from flrepo.server.routes import (
     audit,
     checkpoints,
@@ -76,17 +77,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # Start anyway: /health answers, /ready says 503, and the first request that reaches
             # the database creates the indexes once it is back.
             log.warning("database not reachable at start-up (%s); will retry on demand", exc)
-        sweeper = None
+        background = []
         if settings.sweep_interval_s > 0:
             grace = timedelta(seconds=settings.sweep_grace_s)
-            sweeper = asyncio.create_task(sweep_forever(db, settings.sweep_interval_s, grace))
+            background.append(asyncio.create_task(sweep_forever(db, settings.sweep_interval_s, grace)))
+        if settings.task_check_interval_s > 0:
+            # Beside the sweep: fails Running tasks whose collector stopped heartbeating.
+            background.append(asyncio.create_task(watch_tasks_forever(db, settings.task_check_interval_s)))
         try:
             yield
         finally:
-            if sweeper:
-                sweeper.cancel()
+            for job in background:
+                job.cancel()
                 with suppress(asyncio.CancelledError):
-                    await sweeper
+                    await job
             await db.close()
 
     # FastAPIOffline serves Swagger UI and ReDoc assets from the package, not a CDN.

@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     sweep_grace_s: float = Field(
         default=3600, ge=0, description="Only GridFS data untouched for this long is swept (protects live uploads)."
     )
+    task_check_interval_s: float = Field(
+        default=5,
+        ge=0,
+        description="Seconds between checks for Running tasks whose collector stopped heartbeating (they are "
+        "marked Failed, reason CollectorLost, after their heartbeat_timeout); 0 disables.",
+    )
     gridfs_chunk_bytes: int = Field(
         default=255 * 1024, ge=1024, le=15 * 1024 * 1024, description="GridFS chunk size for new files."
     )

@@ -1,5 +1,7 @@
 """FL tasks in the store: creation with checked references, status updates through the phase
-machine (flrepo.schemas.tasks), deletion of tasks that are not running."""
+machine (flrepo.schemas.tasks), cancelling, deletion of tasks that are not running. Every status
+report is also the collector's heartbeat (flrepo.server.repository.liveness fails tasks whose
+collector stopped reporting)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ from typing import Any
 
 from flrepo.schemas.identifiers import MAX_IDENTIFIER
 from flrepo.schemas.tasks import (
+    CANCELLED,
+    TERMINAL,
     InvalidTransition,
     Phase,
     StatusUpdate,
@@ -76,6 +80,17 @@ async def page(db: Database, *, phase: Phase | None, limit: int, offset: int) ->
 
 async def report(db: Database, task_id: str, update: StatusUpdate) -> dict[str, Any]:
     """Apply a collector's status update; Conflict when the phase does not allow it."""
+    # Where the store's updates are not atomic (FerretDB), the lock keeps two transitions (a
+    # collector's end and a cancel, say) from both passing the phase filter below.
+    async with db.dialect.item_lock(lock_key(task_id)):
+        return await _report(db, task_id, update)
+
+
+def lock_key(task_id: str) -> tuple[str, str]:
+    return (TASKS.collection, task_id)
+
+
+async def _report(db: Database, task_id: str, update: StatusUpdate) -> dict[str, Any]:
     key = _key(task_id)
     current = await items.get(db, TASKS, key)
     phase_now = Phase(current["phase"])
@@ -84,6 +99,10 @@ async def report(db: Database, task_id: str, update: StatusUpdate) -> dict[str, 
         fields, pushes = transition(phase_now, update, stamp)
     except InvalidTransition as exc:
         raise Conflict(f"task {task_id!r} {exc}") from None
+    if fields["phase"] == Phase.RUNNING.value:
+        # Every report of a running task is its collector's heartbeat, with the round it is at.
+        round_now = update.current_round if update.current_round is not None else current.get("current_round", 0)
+        fields["heartbeat"] = {"time": stamp, "round": round_now, "collector": update.collector}
     change: dict[str, Any] = {"$set": {**fields, "updated_at": stamp}}
     if pushes:
         change["$push"] = pushes
@@ -95,11 +114,20 @@ async def report(db: Database, task_id: str, update: StatusUpdate) -> dict[str, 
     return await items.get(db, TASKS, key)
 
 
+async def cancel(db: Database, task_id: str, message: str | None) -> dict[str, Any]:
+    """End a Pending or Running task: Failed with reason Cancelled. Its collector sees it at its next
+    heartbeat and stops; Conflict when the task has ended already."""
+    current = await items.get(db, TASKS, _key(task_id))
+    if Phase(current["phase"]) in TERMINAL:
+        raise Conflict(f"task {task_id!r} is {current['phase']} already; nothing to cancel")
+    return await report(db, task_id, StatusUpdate(phase=Phase.FAILED, reason=CANCELLED, message=message))
+
+
 async def delete(db: Database, task_id: str) -> None:
     """Delete a task that is not running (Conflict while it runs, NotFound when there is none)."""
     key = _key(task_id)
     result = await db.collection(TASKS.collection).delete_one({**key, "phase": {"$ne": Phase.RUNNING.value}})
     if result.deleted_count == 0:
         await items.get(db, TASKS, key)  # NotFound when it does not exist
-        raise Conflict(f"task {task_id!r} is Running; let it finish or fail first")
+        raise Conflict(f"task {task_id!r} is Running; cancel it first (POST /tasks/{task_id}/cancel)")
     await checkpoints.delete_all(db, task_id)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from flrepo.schemas.identifiers import Identifier
-from flrepo.schemas.tasks import Phase, StatusUpdate, TaskIn, TaskOut
+from flrepo.schemas.tasks import CancelIn, Phase, StatusUpdate, TaskIn, TaskOut
 from flrepo.server.deps import DB, Page, listed, problems
 from flrepo.server.repository import items, tasks
 from flrepo.server.repository.kinds import TASKS
@@ -47,8 +47,19 @@ async def update_task_status(task_id: TaskId, body: StatusUpdate, db: DB) -> dic
     return await tasks.report(db, task_id, body)
 
 
+@router.post("/tasks/{task_id}/cancel", response_model=TaskOut, responses=problems(404, 409))
+async def cancel_task(task_id: TaskId, db: DB, request: Request, body: CancelIn | None = None) -> dict[str, Any]:
+    """End a Pending or Running task: it becomes `Failed` with reason `Cancelled`. Its training collector
+    notices within one heartbeat, stops the Flower server and exits; its local executions exit. 409 when
+    the task has ended already. A cancelled task can then be deleted."""
+    principal = getattr(request.state, "principal", None)
+    by = f"cancelled by {principal.key_id}" if principal else "cancelled"
+    message = f"{by}: {body.message}" if body and body.message else by
+    return await tasks.cancel(db, task_id, message)
+
+
 @router.delete("/tasks/{task_id}", status_code=204, responses=problems(404, 409))
 async def delete_task(task_id: TaskId, db: DB) -> Response:
-    """Delete a task that is not running."""
+    """Delete a task that is not running (finished, cancelled or still Pending)."""
     await tasks.delete(db, task_id)
     return Response(status_code=204)
