@@ -4,9 +4,11 @@ need the extra `fl` (the demo also `server`), so its modules are imported only i
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from flrepo.cli.exit_codes import USAGE, exit_code
 from flrepo.cli.extras import require_extra
@@ -35,14 +37,34 @@ def _fl_errors(command: str, run: Callable[[], int]) -> int:
 def _collector(args: argparse.Namespace) -> int:
     require_extra("fl")
     from flrepo.fl import collector
+    from flrepo.fl.tls import TlsError, server_tls
 
+    try:
+        tls = server_tls(args.ssl_ca_certfile, args.ssl_certfile, args.ssl_keyfile, args.tls_dir)
+    except TlsError as exc:
+        sys.stderr.write(f"flrepo collector: {exc}\n")
+        return USAGE
+    if tls and args.insecure:
+        sys.stderr.write("flrepo collector: --insecure and TLS certificates exclude each other\n")
+        return USAGE
+    serving = collector.Serving(args.address, args.advertise, tls, args.insecure)
     with _fl_setup(args) as repo:
-        return _fl_errors("collector", lambda: collector.run(repo, args.task, args.address, args.allow_unsigned))
+        return _fl_errors("collector", lambda: collector.run(repo, args.task, serving, args.allow_unsigned))
 
 
 def _local_exec(args: argparse.Namespace) -> int:
     require_extra("fl")
     from flrepo.fl import local_data, local_exec
+
+    try:
+        ca = Path(args.root_certificates).read_bytes() if args.root_certificates else None
+        if args.participant_key and not Path(args.participant_key).is_file():
+            raise OSError(f"{args.participant_key}: no such file")
+    except OSError as exc:
+        sys.stderr.write(f"flrepo local-exec: {exc}\n")
+        return USAGE
+    key = Path(args.participant_key) if args.participant_key else None
+    site = local_exec.Site(args.server, ca, key, args.insecure, args.wait)
 
     def run() -> int:
         try:
@@ -51,10 +73,20 @@ def _local_exec(args: argparse.Namespace) -> int:
             sys.stderr.write(f"flrepo local-exec: {exc}\n")
             local_exec.fail_task(repo, args.task, exc)
             return USAGE
-        return local_exec.run(repo, args.task, args.server, x, y, args.allow_unsigned, seed=args.seed)
+        try:
+            return local_exec.run(repo, args.task, site, x, y, args.allow_unsigned, seed=args.seed)
+        except local_exec.DiscoveryTimeout as exc:
+            sys.stderr.write(f"flrepo local-exec: {exc}\n")
+            return 1
 
-    with _fl_setup(args) as repo:
-        return _fl_errors("local-exec", run)
+    try:
+        with _fl_setup(args) as repo:
+            return _fl_errors("local-exec", run)
+    except local_exec.Stopped as stopped:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(stopped.code)
 
 
 def _seed(args: argparse.Namespace) -> int:
@@ -92,15 +124,69 @@ def _add_fl_options(parser: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the FL commands: collector, local-exec, seed, demo."""
-    collector = sub.add_parser("collector", help="run a task's training collector (Flower server)")
+    env = os.environ.get
+    collector = sub.add_parser("collector", help="run a task's training collector (Flower server or SuperLink)")
     collector.add_argument("--task", required=True, help="task id")
-    collector.add_argument("--address", default="0.0.0.0:8080", help="Flower server address (HOST:PORT)")
+    collector.add_argument(
+        "--address", default=env("FLREPO_FL_ADDRESS", "0.0.0.0:8080"), help="where Flower listens (HOST:PORT)"
+    )
+    collector.add_argument(
+        "--advertise",
+        default=env("FLREPO_FL_ADVERTISE"),
+        metavar="HOST:PORT",
+        help="the address participants are told, published in the task's status (e.g. a Kubernetes Service); "
+        "default: --address with this host's name for a wildcard host",
+    )
+    tls = collector.add_argument_group(
+        "TLS (legacy runtime: TLS when given; Message-API runtime: required unless --insecure)"
+    )
+    tls.add_argument(
+        "--tls-dir",
+        default=env("FLREPO_FL_TLS_DIR"),
+        help="a directory with ca.crt, tls.crt and tls.key (a mounted Kubernetes TLS Secret)",
+    )
+    tls.add_argument("--ssl-ca-certfile", default=env("FLREPO_FL_SSL_CA_CERTFILE"), help="the CA certificate (PEM)")
+    tls.add_argument("--ssl-certfile", default=env("FLREPO_FL_SSL_CERTFILE"), help="the server certificate (PEM)")
+    tls.add_argument("--ssl-keyfile", default=env("FLREPO_FL_SSL_KEYFILE"), help="the server's private key (PEM)")
+    tls.add_argument(
+        "--insecure",
+        action="store_true",
+        default=env("FLREPO_FL_INSECURE", "") == "1",
+        help="Message-API runtime: serve plaintext (no TLS, so no SuperNode authentication either)",
+    )
     _add_fl_options(collector)
     collector.set_defaults(func=_collector)
 
-    local = sub.add_parser("local-exec", help="run a local execution (Flower client) for a task")
+    local = sub.add_parser("local-exec", help="run a local execution (Flower client or SuperNode) for a task")
     local.add_argument("--task", required=True, help="task id")
-    local.add_argument("--server", required=True, help="the collector's Flower address (HOST:PORT)")
+    local.add_argument(
+        "--server",
+        default=env("FLREPO_FL_SERVER"),
+        help="the collector's address (HOST:PORT); default: the one it publishes in the task's status",
+    )
+    local.add_argument(
+        "--wait",
+        type=float,
+        default=600.0,
+        help="seconds to wait for the task's collector to publish its address (default 600)",
+    )
+    local.add_argument(
+        "--root-certificates",
+        default=env("FLREPO_FL_ROOT_CERTIFICATES"),
+        help="the CA certificate (PEM) to trust instead of the one the task's collector publishes",
+    )
+    local.add_argument(
+        "--participant-key",
+        default=env("FLREPO_FL_PARTICIPANT_KEY"),
+        help="Message-API runtime: this site's private key (OpenSSH ECDSA, `ssh-keygen -t ecdsa`); its public "
+        "key must be in the task's participant_keys",
+    )
+    local.add_argument(
+        "--insecure",
+        action="store_true",
+        default=env("FLREPO_FL_INSECURE", "") == "1",
+        help="Message-API runtime: connect in plaintext (only to a collector started with --insecure)",
+    )
     local.add_argument(
         "--data",
         required=True,

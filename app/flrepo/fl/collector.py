@@ -1,117 +1,152 @@
-"""The training collector: a Flower server that runs one repository task and reports every round.
+"""The training collector: runs one repository task to its end and reports every round.
 
 It reads the task, loads the signed strategy and the task's model (the client its `meta.library`
-names), applies the task's explicit settings, runs the rounds with Flower's legacy `start_server`
-(which must own the main thread; the aerOS-compatible path), checkpoints the aggregated weights
-after every round, and on success publishes the trained model as a new version of the task's
-model in its native format, beside the aerOS training result (results + .npz weights).
+names) and applies the task's explicit settings. The strategy's type chooses the Flower runtime:
+a legacy `flwr.server.strategy` object runs on Flower's gRPC server (the aerOS-compatible path,
+here), a `flwr.serverapp.strategy` object on Flower's SuperLink/SuperNode runtime with a ServerApp
+(flrepo.fl.message). Either way the collector publishes where participants connect (and, with
+TLS, the CA to trust) in the task's status, heartbeats while it runs, stops when the task is
+cancelled, bounds the wait for participants, checkpoints the aggregated weights after every round,
+and on success publishes the trained model as a new version of the task's model in its native
+format, beside the aerOS training result (results + .npz weights).
 
-A collector started again for a task whose collector died resumes after the last checkpoint: the
-completed rounds are not repeated and the round count stays the configured one.
+A collector started again for a task whose collector died (within the task's heartbeat_timeout)
+resumes after the last checkpoint: the completed rounds are not repeated and the round count stays
+the configured one.
 """
 
 from __future__ import annotations
 
-import _thread
-import io
 import logging
+import socket
 import tempfile
-import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import flwr
+from flwr.server import ServerConfig
+from flwr.server.client_manager import SimpleClientManager
+from flwr.server.server import Server, run_fl
 from flwr.server.strategy import Strategy
+from flwr.server.superlink.fleet.grpc_bidi.grpc_server import start_grpc_server
 
-from flrepo.client import Conflict, NotFound, RepositoryClient, RepositoryError
+from flrepo.client import RepositoryClient, RepositoryError
 from flrepo.fl import strategy_setup
-from flrepo.fl.frameworks import LocalModel, ModelError, Weights
-from flrepo.fl.reporting import ReportingStrategy
+from flrepo.fl.heartbeat import IDENTITY, Ended, Heartbeat, interrupt_main
+from flrepo.fl.publishing import Resume, Written, finish, last_checkpoint, undo
+from flrepo.fl.reporting import ParticipantWait, ReportingStrategy
 from flrepo.fl.task_model import fetch_model, training_settings
-from flrepo.fl.weights import from_npz, to_npz
-from flrepo.schemas.tasks import TERMINAL, output_version
+from flrepo.fl.tls import ServerTls
+from flrepo.schemas.tasks import TERMINAL
 
 log = logging.getLogger(__name__)
-# How often the collector looks whether its task was ended by someone else (a local execution
-# reporting unusable data, an operator).
-WATCH_SECONDS = 5.0
 
 
-@dataclass
-class Resume:
-    """Where a restarted collector picks up: after `round`, from those weights."""
+@dataclass(frozen=True)
+class Serving:
+    """How the collector serves its participants."""
 
-    round: int
-    weights: Weights
-
-
-def last_checkpoint(repo: RepositoryClient, task_id: str) -> Resume | None:
-    """The newest checkpoint with its file, or None."""
-    filed = [c for c in repo.list_checkpoints(task_id) if c.size is not None]
-    if not filed:
-        return None
-    newest = max(filed, key=lambda c: c.round)
-    buffer = io.BytesIO()
-    repo.download_checkpoint(task_id, newest.round, buffer)
-    return Resume(newest.round, from_npz(buffer.getvalue()))
+    address: str = "0.0.0.0:8080"  # where Flower listens (HOST:PORT)
+    advertise: str | None = None  # what participants are told, when it differs (a Kubernetes Service)
+    tls: ServerTls | None = None
+    insecure: bool = False  # Message-API runtime: plaintext only when asked for explicitly
 
 
-class TaskWatch(threading.Thread):
-    """Interrupts the main thread (and so Flower's server) when the task ends without us."""
-
-    def __init__(self, repo: RepositoryClient, task_id: str) -> None:
-        super().__init__(daemon=True, name="task-watch")
-        self.repo, self.task_id = repo, task_id
-        self.stop = threading.Event()
-        self.ended_by_others: str | None = None
-
-    def run(self) -> None:
-        while not self.stop.wait(WATCH_SECONDS):
-            try:
-                task = self.repo.get_task(self.task_id)
-            except RepositoryError as exc:
-                log.warning("could not read task %s: %s", self.task_id, exc)
-                continue
-            if task.phase in TERMINAL and not self.stop.is_set():
-                last = task.conditions[-1] if task.conditions else None
-                why = f"{last.reason}: {last.message or ''}" if last else "no reason given"
-                self.ended_by_others = f"{task.phase} ({why})"
-                _thread.interrupt_main()
-                return
+def advertised(serving: Serving, bound: str) -> str:
+    """The address participants are given: --advertise, else the bound one with a wildcard host
+    replaced by this host's name."""
+    if serving.advertise:
+        return serving.advertise
+    host, _, port = bound.rpartition(":")
+    if host in ("", "0.0.0.0", "[::]", "::"):
+        host = socket.gethostname()
+    return f"{host}:{port}"
 
 
-def run(repo: RepositoryClient, task_id: str, address: str, allow_unsigned: bool = False) -> int:
-    """Run the task to its end; 0 when it Succeeded, 1 when it Failed (the task says why)."""
+def runtime_of(strategy: object, name: str) -> str:
+    """ "legacy" or "message" by the strategy's type; TypeError for anything else."""
+    if isinstance(strategy, Strategy):
+        return "legacy"
+    from flwr.serverapp.strategy import Strategy as MessageStrategy
+
+    if isinstance(strategy, MessageStrategy):
+        return "message"
+    raise TypeError(
+        f"strategy {name!r} is a {type(strategy).__name__}, neither a flwr.server.strategy nor a "
+        "flwr.serverapp.strategy Strategy"
+    )
+
+
+def run(repo: RepositoryClient, task_id: str, serving: Serving, allow_unsigned: bool = False) -> int:
+    """Run the task to its end: 0 when it Succeeded or was cancelled, 1 when it Failed (the task says why)."""
     task = repo.get_task(task_id).model_dump()
     if task["phase"] in TERMINAL:
         log.error("task %s is %s already; nothing to run", task_id, task["phase"])
         return 1
-    watch = TaskWatch(repo, task_id)
-    published: list[tuple[str, str]] = []
-    result_created = False
+    name = task["strategy"]["strategy_name"]
+    try:
+        strategy = repo.load_strategy(name, allow_unsigned=allow_unsigned)
+        runtime = runtime_of(strategy, name)
+    except Exception as exc:
+        return fail(repo, task, exc, Written())
+    if runtime == "message":
+        from flrepo.fl.message.collector import run as run_message
+
+        return run_message(repo, task, serving, allow_unsigned)
+    return _run_legacy(repo, task, strategy, serving)
+
+
+def _run_legacy(repo: RepositoryClient, task: dict[str, Any], strategy: Strategy, serving: Serving) -> int:
+    """Flower's legacy gRPC server in this process (its main thread, where a cancel interrupts it)."""
+    task_id = task["task_id"]
+    heartbeat: Heartbeat | None = None
+    grpc_server = None
+    written = Written()
     try:
         with tempfile.TemporaryDirectory(prefix="flrepo-collector-") as tmp:
-            strategy = repo.load_strategy(task["strategy"]["strategy_name"], allow_unsigned=allow_unsigned)
-            if not isinstance(strategy, Strategy):
-                raise TypeError(f"strategy {task['strategy']['strategy_name']!r} is a {type(strategy).__name__}")
             model = fetch_model(repo, task, Path(tmp))
             training = training_settings(task)
             model.check(training)
             resume = last_checkpoint(repo, task_id) if task["phase"] == "Running" else None
             settings = strategy_setup.configure(strategy, task, model, resume.weights if resume else None)
             done = resume.round if resume else 0
-            reporting = ReportingStrategy(strategy, repo, task_id, training.as_config(), round_offset=done)
-            _start(repo, task, address, settings, resume)
-            watch.start()
+            # The strategy samples from at least min_available_clients connected clients each round.
+            needed = int(getattr(strategy, "min_available_clients", 1) or 1)
+            wait = ParticipantWait(needed, float(task["participants_timeout"]))
+            reporting = ReportingStrategy(
+                strategy, repo, task_id, training.as_config(), round_offset=done, participants=wait
+            )
+            client_manager = SimpleClientManager()
+            grpc_server = start_grpc_server(
+                client_manager=client_manager,
+                server_address=serving.address,
+                certificates=serving.tls.certificates() if serving.tls else None,
+            )
+            address = advertised(serving, grpc_server.bound_address)
+            started(repo, task, settings, resume, "legacy", address, serving.tls)
+            wait.since = time.monotonic()  # participants have known where to go from now on
+            stop_server = grpc_server.stop
+
+            def stop(ended: Ended) -> None:
+                stop_server(0)
+                interrupt_main()
+
+            heartbeat = Heartbeat(repo, task_id, float(task["heartbeat_timeout"]), reporting.progress, stop)
+            heartbeat.start()
             remaining = int(task["rounds"]) - done
             if remaining > 0:
-                flwr.server.start_server(
-                    server_address=address,
-                    config=flwr.server.ServerConfig(num_rounds=remaining, round_timeout=task.get("round_timeout")),
-                    strategy=reporting,
+                log.info(
+                    "Flower server (legacy gRPC) on %s, advertised as %s, TLS %s: num_rounds=%d, round_timeout=%s",
+                    grpc_server.bound_address,
+                    address,
+                    "on" if serving.tls else "off",
+                    remaining,
+                    task.get("round_timeout"),
                 )
-            watch.stop.set()
+                server = Server(client_manager=client_manager, strategy=reporting)
+                run_fl(server, ServerConfig(num_rounds=remaining, round_timeout=task.get("round_timeout")))
+            heartbeat.stop()
             final, rounds_done = reporting.latest_weights(), done + reporting.rounds_done
             if final is None and resume is not None and remaining <= 0:
                 final, rounds_done = resume.weights, done  # every round was done before the restart
@@ -119,122 +154,75 @@ def run(repo: RepositoryClient, task_id: str, address: str, allow_unsigned: bool
                 raise RuntimeError(
                     f"training stopped after {rounds_done} of {task['rounds']} rounds without final weights"
                 )
-            task = repo.get_task(task_id).model_dump()  # with the best round the checkpoints set
-            final, chosen = _published_weights(repo, task, final)
-            result_created = _store_result(repo, task, reporting, final, chosen)
-            published.append(_publish_model(repo, task, model, final, Path(tmp)))
-            repo.update_task_status(
-                task_id,
-                phase="Succeeded",
-                reason="TrainingComplete",
-                message=f"{task['rounds']} rounds; published round {chosen} ({task['publish']}) as "
-                f"{task['model']['model_name']}/{output_version(task)}",
-                result={**task["model"], "training_id": task_id, "output_model_version": output_version(task)},
-            )
+            finish(repo, task_id, model, final, reporting.last_loss, reporting.last_metrics, Path(tmp), written)
             return 0
     except KeyboardInterrupt:
-        if watch.ended_by_others is None:
+        if heartbeat is None or heartbeat.ended is None:
             raise
-        log.error("task %s was ended while it ran (%s); stopping", task_id, watch.ended_by_others.strip())
-        return 1
+        return stopped(repo, task, heartbeat.ended, written)
     except Exception as exc:
-        watch.stop.set()
-        log.exception("task %s failed", task_id)
-        _undo(repo, task, task_id, result_created, published)
-        try:
-            repo.update_task_status(task_id, phase="Failed", reason=type(exc).__name__, message=str(exc)[:2000])
-        except RepositoryError as report_error:
-            log.error("could not mark task %s Failed: %s", task_id, report_error)
-        return 1
+        if heartbeat is not None:
+            heartbeat.stop()
+        if heartbeat is not None and heartbeat.ended is not None:
+            return stopped(repo, task, heartbeat.ended, written)
+        return fail(repo, task, exc, written)
     finally:
-        watch.stop.set()
+        if heartbeat is not None:
+            heartbeat.stop()
+        if grpc_server is not None:
+            grpc_server.stop(grace=1)
 
 
-def _start(
-    repo: RepositoryClient, task: dict[str, Any], address: str, settings: dict[str, Any], resume: Resume | None
+def started(
+    repo: RepositoryClient,
+    task: dict[str, Any],
+    settings: dict[str, Any],
+    resume: Resume | None,
+    runtime: str,
+    address: str,
+    tls: ServerTls | None,
 ) -> None:
-    fields: dict[str, Any] = {"phase": "Running", "strategy_settings": settings}
+    """Running, with where participants connect and what they trust."""
+    fields: dict[str, Any] = {
+        "phase": "Running",
+        "strategy_settings": settings,
+        "runtime": runtime,
+        "server_address": address,
+        "collector": IDENTITY,
+        "active": 0,
+    }
+    if tls is not None:
+        fields["server_ca"] = tls.ca_pem
+    how = f"Flower {'SuperLink' if runtime == 'message' else 'server'} on {address} ({'TLS' if tls else 'plaintext'})"
     if resume:
         fields.update(
             reason="Resumed",
-            message=f"Flower server on {address}; resumed after round {resume.round} (its checkpoint)",
+            message=f"{how}; resumed after round {resume.round} (its checkpoint)",
             resumed_from_round=resume.round,
         )
     else:
-        fields.update(reason="ServerStarted", message=f"Flower server on {address}")
+        fields.update(reason="ServerStarted", message=how)
     repo.update_task_status(task["task_id"], **fields)
 
 
-def _published_weights(repo: RepositoryClient, task: dict[str, Any], last: Weights) -> tuple[Weights, int]:
-    """The weights to publish and their round: the last round's, or the best checkpoint's."""
-    best = task.get("best")
-    if task.get("publish") == "best" and best:
-        buffer = io.BytesIO()
-        repo.download_checkpoint(task["task_id"], best["round"], buffer)
-        return from_npz(buffer.getvalue()), int(best["round"])
-    return last, int(task["rounds"])
+def stopped(repo: RepositoryClient, task: dict[str, Any], ended: Ended, written: Written) -> int:
+    """The task ended without this collector (cancelled, failed by a site or the service): 0 when
+    cancelled, else 1; nothing this run wrote is left behind."""
+    undo(repo, task, written)
+    log.warning("task %s ended while it ran: %s; collector stopped", task["task_id"], ended)
+    return 0 if ended.cancelled else 1
 
 
-def _store_result(
-    repo: RepositoryClient, task: dict[str, Any], reporting: ReportingStrategy, final: Weights, chosen: int
-) -> bool:
-    """The aerOS training result: results (the figures of the run) and the .npz weights."""
-    name, version = task["model"]["model_name"], task["model"]["model_version"]
-    results: dict[str, Any] = {
-        "rounds": int(task["rounds"]),
-        "final_loss": reporting.last_loss,
-        **{k: v for k, v in reporting.last_metrics.items() if isinstance(v, int | float | str | bool)},
-        "strategy": task["strategy"]["strategy_name"],
-        **{f"conf_{k}": v for k, v in (task.get("strategy_conf") or {}).items() if isinstance(v, int | float | str)},
-        "output_model_version": output_version(task),
-        "published_round": chosen,
-        "best_round": (task.get("best") or {}).get("round"),
-        "min_participants": task.get("min_participants"),
-        "participants_ratio": task.get("participants_ratio"),
-    }
-    results = {k: v for k, v in results.items() if v is not None}
+def fail(repo: RepositoryClient, task: dict[str, Any], exc: BaseException, written: Written) -> int:
+    """Mark the task Failed with the exception's class as reason (unless it ended otherwise meanwhile)."""
     task_id = task["task_id"]
+    undo(repo, task, written)
     try:
-        repo.create_training_result(name, version, task_id, results, task["configuration_id"])
-    except Conflict:  # a collector that died after writing it: this run's figures replace it
-        repo.delete_training_result(name, version, task_id)
-        repo.create_training_result(name, version, task_id, results, task["configuration_id"])
-    repo.upload_weights(
-        name, version, task_id, task["configuration_id"], io.BytesIO(to_npz(final)), filename="weights.npz"
-    )
-    return True
-
-
-def _publish_model(
-    repo: RepositoryClient, task: dict[str, Any], model: LocalModel, final: Weights, workdir: Path
-) -> tuple[str, str]:
-    """Register the trained model as `output_model_version` with its native file."""
-    name, version = task["model"]["model_name"], output_version(task)
-    source = repo.get_model(task["model"]["model_name"], task["model"]["model_version"])
-    source_meta = source.meta or {}  # aerOS-era models may have `meta: null`
-    meta = {k: v for k, v in source_meta.items() if k not in ("library", "signature")}
-    meta.update(trained_from=task["model"]["model_version"], task_id=task["task_id"], rounds=int(task["rounds"]))
-    try:
-        repo.create_model(name, version, source_meta.get("library", model.library), **meta)
-    except Conflict:
-        existing = repo.get_model(name, version)
-        if (existing.meta or {}).get("task_id") != task["task_id"]:  # someone else's model: never replace it
-            raise ModelError(f"model {name}/{version} exists and was not trained by this task") from None
-    model.set_weights(final)
-    path = workdir / f"trained{model.suffix}"
-    model.save(path)
-    repo.upload_model(name, version, path, filename=f"{name}-{version}{model.suffix}")
-    return name, version
-
-
-def _undo(
-    repo: RepositoryClient, task: dict[str, Any], task_id: str, result_created: bool, published: list[tuple[str, str]]
-) -> None:
-    """Nothing half-written is presented as a result of a failed task."""
-    try:
-        if result_created:
-            repo.delete_training_result(task["model"]["model_name"], task["model"]["model_version"], task_id)
-        for name, version in published:
-            repo.delete_model(name, version)
-    except (RepositoryError, NotFound) as exc:
-        log.warning("could not remove what the failed task %s wrote: %s", task_id, exc)
+        now = repo.get_task(task_id)
+        if now.phase in TERMINAL:  # cancelled (or failed by a site) while this collector finished up
+            return stopped(repo, task, Ended.of(now), Written())
+        log.error("task %s failed: %s", task_id, exc, exc_info=exc)
+        repo.update_task_status(task_id, phase="Failed", reason=type(exc).__name__, message=str(exc)[:2000], active=0)
+    except RepositoryError as report_error:
+        log.error("could not mark task %s Failed: %s", task_id, report_error)
+    return 1

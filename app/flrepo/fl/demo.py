@@ -47,25 +47,36 @@ def start_training(
     env: dict[str, str],
     logs: Path,
     address: str | None = None,
+    collector_options: list[str] | None = None,
+    site_options: list[list[str]] | None = None,
 ) -> tuple[subprocess.Popen[bytes], list[subprocess.Popen[bytes]]]:
-    """The collector and one local execution per `data` entry (a file or digits:K/N), as processes."""
+    """The collector and one local execution per `data` entry (a file or digits:K/N), as processes.
+    The local executions find the collector through the task's status (no --server)."""
     address = address or f"127.0.0.1:{free_port()}"
-    collector = start_collector(repo_url, task_id, env, logs, address)
-    workers = []
-    for k, spec in enumerate(data, start=1):
-        command = [*CLI, "local-exec", "--task", task_id, "--repo", repo_url, "--server", address, "--data", spec]
-        command += ["--seed", str(k)]
-        with open(logs / f"local-exec-{k}.log", "ab") as log:
-            workers.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
+    collector = start_collector(repo_url, task_id, env, logs, address, collector_options)
+    options = site_options or []
+    workers = [
+        start_local_exec(repo_url, task_id, spec, env, logs, k, options[k - 1] if k <= len(options) else None)
+        for k, spec in enumerate(data, start=1)
+    ]
     return collector, workers
 
 
+def start_local_exec(
+    repo_url: str, task_id: str, data: str, env: dict[str, str], logs: Path, k: int, options: list[str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Local execution number `k` on `data`, with its own log file."""
+    command = [*CLI, "local-exec", "--task", task_id, "--repo", repo_url, "--data", data, "--seed", str(k)]
+    with open(logs / f"local-exec-{k}.log", "ab") as log:
+        return subprocess.Popen([*command, *(options or [])], env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
 def start_collector(
-    repo_url: str, task_id: str, env: dict[str, str], logs: Path, address: str
+    repo_url: str, task_id: str, env: dict[str, str], logs: Path, address: str, options: list[str] | None = None
 ) -> subprocess.Popen[bytes]:
     with open(logs / "collector.log", "ab") as log:
         return subprocess.Popen(
-            [*CLI, "collector", "--task", task_id, "--repo", repo_url, "--address", address],
+            [*CLI, "collector", "--task", task_id, "--repo", repo_url, "--address", address, *(options or [])],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -4,6 +4,12 @@ It loads the task's model with the client its `meta.library` names, applies the 
 transformations to the local data, checks that the data fits the model, keeps a local validation
 split, and then trains and evaluates whatever weights the collector sends, round after round.
 Data or a model it cannot use fails the task at once, with the reason, before it joins.
+
+Where to connect comes from the task: the collector publishes its address, runtime and (with TLS)
+the CA to trust in the task's status, and the local execution waits for that (bounded) unless
+told `--server`. On the legacy runtime it is a Flower gRPC client in this process; on the
+Message-API runtime it runs Flower's SuperNode (flrepo.fl.message.participant). It exits when the
+task ends: 0 when it Succeeded or was cancelled, 1 when it Failed.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import logging
 import socket
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +30,7 @@ from numpy.typing import NDArray
 
 from flrepo.client import RepositoryClient, RepositoryError
 from flrepo.fl.frameworks import LocalModel, ModelError, Training, Weights
+from flrepo.fl.heartbeat import Ended, TaskWatch
 from flrepo.fl.local_data import DataError
 from flrepo.fl.task_model import fetch_model, training_settings
 from flrepo.fl.transformations import train_validation_split
@@ -31,6 +39,64 @@ from flrepo.schemas.tasks import TERMINAL
 log = logging.getLogger(__name__)
 # How long a local execution keeps trying to reach a collector that went away mid-task.
 RECONNECT_SECONDS = 300.0
+# How long it waits, by default, for a collector to publish where to connect.
+DISCOVERY_SECONDS = 600.0
+
+
+class DiscoveryTimeout(RuntimeError):
+    """No collector published an address for the task in time."""
+
+
+class Stopped(Exception):
+    """The task ended while Flower's client was mid-call. The process should end at once with
+    `code` (flrepo.cli does, with os._exit): at a normal interpreter exit, gRPC's finalizer of the
+    channel cut mid-stream can wait forever."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"stopped with exit code {code}")
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where and how to reach the task's collector."""
+
+    runtime: str  # legacy | message
+    address: str
+    ca: bytes | None  # PEM certificates to trust; None: plaintext
+
+
+@dataclass(frozen=True)
+class Site:
+    """How this site connects, beyond the address: its own CA override, its SuperNode key."""
+
+    server: str | None = None  # overrides the published address (e.g. behind a tunnel)
+    root_certificates: bytes | None = None  # overrides the published CA
+    key: Path | None = None  # Message-API runtime: the SuperNode's private key (OpenSSH ECDSA)
+    insecure: bool = False  # Message-API runtime: plaintext, when the collector runs --insecure
+    wait: float = DISCOVERY_SECONDS
+
+
+def exit_code(ended: Ended) -> int:
+    return 0 if ended.phase == "Succeeded" or ended.cancelled else 1
+
+
+def discover(repo: RepositoryClient, task_id: str, site: Site) -> Connection | Ended:
+    """Wait until the task's collector has published its address (or the task has ended)."""
+    deadline = time.monotonic() + site.wait
+    while True:
+        task = repo.get_task(task_id)
+        if task.phase in TERMINAL:
+            return Ended.of(task)
+        if task.phase == "Running" and task.server_address and task.runtime:
+            ca = site.root_certificates or (task.server_ca.encode() if task.server_ca else None)
+            return Connection(task.runtime, site.server or task.server_address, ca)
+        if time.monotonic() > deadline:
+            raise DiscoveryTimeout(
+                f"task {task_id}: no training collector published its address within {site.wait:g} s "
+                f"(the task is {task.phase})"
+            )
+        time.sleep(1)
 
 
 class LocalExecution(NumPyClient):
@@ -87,14 +153,14 @@ def fail_task(repo: RepositoryClient, task_id: str, exc: Exception) -> None:
 def run(
     repo: RepositoryClient,
     task_id: str,
-    server: str,
+    site: Site,
     x: NDArray[Any],
     y: NDArray[Any],
     allow_unsigned: bool = False,
     seed: int = 0,
 ) -> int:
-    """Join the task's training with local data (x, y); 0 when the collector ended it, 1 when this
-    site could not take part (the task is then Failed with the reason)."""
+    """Join the task's training with local data (x, y); 0 when the task Succeeded or was cancelled,
+    1 when it Failed or this site could not take part (the task is then Failed with the reason)."""
     task = repo.get_task(task_id).model_dump()
     with tempfile.TemporaryDirectory(prefix="flrepo-local-") as tmp:
         try:
@@ -109,35 +175,67 @@ def run(
             log.error("task %s: %s", task_id, exc)
             fail_task(repo, task_id, exc)
             return 1
+        found = discover(repo, task_id, site)
+        if isinstance(found, Ended):
+            log.warning("task %s ended before this site joined: %s", task_id, found)
+            return exit_code(found)
         client = LocalExecution(model, x, y, training, seed)
-        log.info("local execution for task %s: %d training samples, server %s", task_id, len(client.y_train), server)
-        return _serve(repo, task_id, server, client)
+        log.info(
+            "local execution for task %s: %d training samples, %s runtime at %s (%s)",
+            task_id,
+            len(client.y_train),
+            found.runtime,
+            found.address,
+            "TLS" if found.ca else "plaintext",
+        )
+        if found.runtime == "message":
+            from flrepo.fl.message.participant import run as run_supernode
+
+            return run_supernode(repo, task, found, site, client, Path(tmp))
+        return _serve(repo, task_id, found, client)
 
 
-def _serve(repo: RepositoryClient, task_id: str, server: str, client: LocalExecution) -> int:
+def _serve(repo: RepositoryClient, task_id: str, found: Connection, client: LocalExecution) -> int:
     """Take part until the collector ends the training; reconnect when the collector goes away
-    while the task still runs (a collector restarted for the task resumes from its checkpoint)."""
+    while the task still runs (a collector restarted for the task resumes from its checkpoint);
+    stop when the task ends without it (cancelled, failed)."""
+    watch = TaskWatch(repo, task_id)
+    watch.start()
     lost_since: float | None = None
-    while True:
-        try:
-            flwr.client.start_client(server_address=server, client=client.to_client(), insecure=True, max_wait_time=60)
-            return 0
-        except grpc.RpcError as exc:
-            phase = _phase(repo, task_id)
-            if phase in TERMINAL:
-                return 0 if phase == "Succeeded" else 1
-            lost_since = lost_since or time.monotonic()
-            if time.monotonic() - lost_since > RECONNECT_SECONDS:
-                log.error("task %s: no collector for %.0f s; giving up", task_id, RECONNECT_SECONDS)
-                return 1
-            log.warning(
-                "task %s: lost the collector (%s); reconnecting", task_id, exc.code() if hasattr(exc, "code") else exc
-            )
-            time.sleep(2)
-
-
-def _phase(repo: RepositoryClient, task_id: str) -> str | None:
     try:
-        return repo.get_task(task_id).phase
+        while True:
+            try:
+                flwr.client.start_client(
+                    server_address=found.address,
+                    client=client.to_client(),
+                    insecure=found.ca is None,
+                    root_certificates=found.ca,
+                    max_wait_time=60,
+                )
+                return 0
+            except grpc.RpcError as exc:
+                phase = _phase(repo, task_id)
+                if phase is not None and phase.phase in TERMINAL:
+                    return exit_code(phase)
+                lost_since = lost_since or time.monotonic()
+                if time.monotonic() - lost_since > RECONNECT_SECONDS:
+                    log.error("task %s: no collector for %.0f s; giving up", task_id, RECONNECT_SECONDS)
+                    return 1
+                code = exc.code() if hasattr(exc, "code") else exc
+                log.warning("task %s: lost the collector (%s); reconnecting", task_id, code)
+                time.sleep(2)
+    except KeyboardInterrupt:
+        if watch.ended is None:
+            raise
+        log.warning("task %s ended: %s; local execution stopped", task_id, watch.ended)
+        raise Stopped(exit_code(watch.ended)) from None
+    finally:
+        watch.stop()
+
+
+def _phase(repo: RepositoryClient, task_id: str) -> Ended | None:
+    """The task's phase (and how it ended, if it did); None when the repository cannot say."""
+    try:
+        return Ended.of(repo.get_task(task_id))
     except RepositoryError:
         return None

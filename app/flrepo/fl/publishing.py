@@ -1,0 +1,157 @@
+"""What a collector does before its first round and after its last, on either Flower runtime:
+resume after the last checkpoint, choose the weights to publish (last or best round), store the
+aerOS training result (results + .npz weights), register the trained model as a new version in
+its native format, and undo all of it when the task fails at the end."""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flrepo.client import Conflict, NotFound, RepositoryClient, RepositoryError
+from flrepo.fl.frameworks import LocalModel, ModelError, Weights
+from flrepo.fl.weights import from_npz, to_npz
+from flrepo.schemas.tasks import output_version
+
+log = logging.getLogger(__name__)
+
+
+class NotEnoughParticipants(RuntimeError):
+    """Fewer participants than the task needs joined within its participants_timeout (the class
+    name is the task's failure reason)."""
+
+
+@dataclass
+class Resume:
+    """Where a restarted collector picks up: after `round`, from those weights."""
+
+    round: int
+    weights: Weights
+
+
+def last_checkpoint(repo: RepositoryClient, task_id: str) -> Resume | None:
+    """The newest checkpoint with its file, or None."""
+    filed = [c for c in repo.list_checkpoints(task_id) if c.size is not None]
+    if not filed:
+        return None
+    newest = max(filed, key=lambda c: c.round)
+    buffer = io.BytesIO()
+    repo.download_checkpoint(task_id, newest.round, buffer)
+    return Resume(newest.round, from_npz(buffer.getvalue()))
+
+
+def published_weights(repo: RepositoryClient, task: dict[str, Any], last: Weights) -> tuple[Weights, int]:
+    """The weights to publish and their round: the last round's, or the best checkpoint's."""
+    best = task.get("best")
+    if task.get("publish") == "best" and best:
+        buffer = io.BytesIO()
+        repo.download_checkpoint(task["task_id"], best["round"], buffer)
+        return from_npz(buffer.getvalue()), int(best["round"])
+    return last, int(task["rounds"])
+
+
+def store_result(
+    repo: RepositoryClient,
+    task: dict[str, Any],
+    last_loss: float | None,
+    last_metrics: dict[str, Any],
+    final: Weights,
+    chosen: int,
+) -> bool:
+    """The aerOS training result: results (the figures of the run) and the .npz weights."""
+    name, version = task["model"]["model_name"], task["model"]["model_version"]
+    results: dict[str, Any] = {
+        "rounds": int(task["rounds"]),
+        "final_loss": last_loss,
+        **{k: v for k, v in last_metrics.items() if isinstance(v, int | float | str | bool)},
+        "strategy": task["strategy"]["strategy_name"],
+        **{f"conf_{k}": v for k, v in (task.get("strategy_conf") or {}).items() if isinstance(v, int | float | str)},
+        "output_model_version": output_version(task),
+        "published_round": chosen,
+        "best_round": (task.get("best") or {}).get("round"),
+        "min_participants": task.get("min_participants"),
+        "participants_ratio": task.get("participants_ratio"),
+        "runtime": task.get("runtime"),
+    }
+    results = {k: v for k, v in results.items() if v is not None}
+    task_id = task["task_id"]
+    try:
+        repo.create_training_result(name, version, task_id, results, task["configuration_id"])
+    except Conflict:  # a collector that died after writing it: this run's figures replace it
+        repo.delete_training_result(name, version, task_id)
+        repo.create_training_result(name, version, task_id, results, task["configuration_id"])
+    repo.upload_weights(
+        name, version, task_id, task["configuration_id"], io.BytesIO(to_npz(final)), filename="weights.npz"
+    )
+    return True
+
+
+def publish_model(
+    repo: RepositoryClient, task: dict[str, Any], model: LocalModel, final: Weights, workdir: Path
+) -> tuple[str, str]:
+    """Register the trained model as `output_model_version` with its native file."""
+    name, version = task["model"]["model_name"], output_version(task)
+    source = repo.get_model(task["model"]["model_name"], task["model"]["model_version"])
+    source_meta = source.meta or {}  # aerOS-era models may have `meta: null`
+    meta = {k: v for k, v in source_meta.items() if k not in ("library", "signature")}
+    meta.update(trained_from=task["model"]["model_version"], task_id=task["task_id"], rounds=int(task["rounds"]))
+    try:
+        repo.create_model(name, version, source_meta.get("library", model.library), **meta)
+    except Conflict:
+        existing = repo.get_model(name, version)
+        if (existing.meta or {}).get("task_id") != task["task_id"]:  # someone else's model: never replace it
+            raise ModelError(f"model {name}/{version} exists and was not trained by this task") from None
+    model.set_weights(final)
+    path = workdir / f"trained{model.suffix}"
+    model.save(path)
+    repo.upload_model(name, version, path, filename=f"{name}-{version}{model.suffix}")
+    return name, version
+
+
+@dataclass
+class Written:
+    """What `finish` registered, so that `undo` can remove it."""
+
+    result: bool = False
+    models: list[tuple[str, str]] = field(default_factory=list)
+
+
+def undo(repo: RepositoryClient, task: dict[str, Any], written: Written) -> None:
+    """Nothing half-written is presented as a result of a failed task."""
+    task_id = task["task_id"]
+    try:
+        if written.result:
+            repo.delete_training_result(task["model"]["model_name"], task["model"]["model_version"], task_id)
+        for name, version in written.models:
+            repo.delete_model(name, version)
+    except (RepositoryError, NotFound) as exc:
+        log.warning("could not remove what the failed task %s wrote: %s", task_id, exc)
+
+
+def finish(
+    repo: RepositoryClient,
+    task_id: str,
+    model: LocalModel,
+    final: Weights,
+    last_loss: float | None,
+    last_metrics: dict[str, Any],
+    workdir: Path,
+    written: Written,
+) -> None:
+    """Publish the result and the trained model, then mark the task Succeeded."""
+    task = repo.get_task(task_id).model_dump()  # with the best round the checkpoints set
+    final, chosen = published_weights(repo, task, final)
+    written.result = store_result(repo, task, last_loss, last_metrics, final, chosen)
+    written.models.append(publish_model(repo, task, model, final, workdir))
+    repo.update_task_status(
+        task_id,
+        phase="Succeeded",
+        reason="TrainingComplete",
+        message=f"{task['rounds']} rounds; published round {chosen} ({task['publish']}) as "
+        f"{task['model']['model_name']}/{output_version(task)}",
+        result={**task["model"], "training_id": task_id, "output_model_version": output_version(task)},
+        active=0,
+    )
