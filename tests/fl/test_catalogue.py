@@ -14,7 +14,7 @@ import pytest
 
 from flrepo.client import IntegrityError, RepositoryClient
 from flrepo.fl import transformations
-from flrepo.fl.catalogue import STRATEGIES, seed, strategy_artifact
+from flrepo.fl.catalogue import MESSAGE_STRATEGIES, STRATEGIES, seed, strategy_artifact
 from flrepo.server.backup import restore
 from flrepo.signing import Keyring, SignatureError
 
@@ -51,7 +51,7 @@ def test_tampered_file_in_gridfs_is_refused(live_server, raw_db):
 def test_seed_is_idempotent_and_loads_in_a_fresh_process(live_server):
     repo = RepositoryClient(live_server.url, keyring=KEYS)
     first = seed(repo)
-    assert len(first["added"]) == len(STRATEGIES) + 3 and first["kept"] == []
+    assert len(first["added"]) == len(STRATEGIES) + len(MESSAGE_STRATEGIES) + 3 and first["kept"] == []
     second = seed(repo)
     assert second["added"] == [] and len(second["kept"]) == len(first["added"])
     meta = repo.get_strategy("fedprox").meta
@@ -70,6 +70,10 @@ out = {{}}
 for name in {sorted(STRATEGIES)!r}:
     s = repo.load_strategy(name)
     out[name] = isinstance(s, Strategy) and type(s).__name__
+from flwr.serverapp.strategy import Strategy as MessageStrategy
+for name in {sorted(MESSAGE_STRATEGIES)!r}:
+    s = repo.load_strategy(name)
+    out[name] = isinstance(s, MessageStrategy) and type(s).__name__
 t = repo.load_transformation("flrepo.min_max_scaling")(low=0, high=16)
 x, y = t(np.array([[0.0, 8.0, 16.0]]), np.array([1]))
 out["scaled"] = x.tolist()
@@ -79,9 +83,15 @@ print(json.dumps(out))
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
-    for name in STRATEGIES:
-        assert loaded[name] == STRATEGIES[name][0], name
+    for name, (class_name, _) in [*STRATEGIES.items(), *MESSAGE_STRATEGIES.items()]:
+        assert loaded[name] == class_name, name
+    assert repo_meta_runtime(live_server.url) == ("legacy", "message")
     assert loaded["scaled"] == [[0.0, 0.5, 1.0]] and loaded["onehot"] == [[0.0, 0.0, 1.0]]
+
+
+def repo_meta_runtime(url):
+    with RepositoryClient(url, keyring=KEYS) as repo:
+        return repo.get_strategy("fedavg").meta["runtime"], repo.get_strategy("message-fedavg").meta["runtime"]
 
 
 def test_strategy_artifacts_record_their_parameters():

@@ -1,9 +1,11 @@
-"""The built-in catalogue: Flower's legacy strategies and flrepo's transformations, signed.
+"""The built-in catalogue: Flower's strategies and flrepo's transformations, signed.
 
 Strategies are pickled instances made with their defaults (cloudpickle stores flwr classes by
 reference); the collector applies a task's `strategy_conf` and the initial weights to the loaded
-instance. FedAdam, FedYogi and FedAdagrad need initial parameters at construction: they are made
-with an empty placeholder that the collector replaces.
+instance. The legacy ones (`flwr.server.strategy`) run on Flower's gRPC server as aerOS did;
+FedAdam, FedYogi and FedAdagrad need initial parameters at construction: they are made with an
+empty placeholder that the collector replaces. The `message-*` ones (`flwr.serverapp.strategy`)
+run on Flower's SuperLink/SuperNode runtime.
 """
 
 from __future__ import annotations
@@ -40,6 +42,15 @@ STRATEGIES: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+MESSAGE_STRATEGIES: dict[str, tuple[str, dict[str, Any]]] = {
+    "message-fedavg": ("FedAvg", {}),
+    "message-fedprox": ("FedProx", {"proximal_mu": 0.1}),
+    "message-fedadam": ("FedAdam", {}),
+    "message-fedmedian": ("FedMedian", {}),
+    "message-fedtrimmedavg": ("FedTrimmedAvg", {}),
+}
+
+
 def _parameters(cls: type) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, param in inspect.signature(cls).parameters.items():
@@ -53,11 +64,18 @@ def _parameters(cls: type) -> dict[str, Any]:
 
 
 def strategy_artifact(name: str) -> tuple[bytes, dict[str, Any]]:
-    class_name, kwargs = STRATEGIES[name]
-    cls = getattr(flwr_strategy, class_name)
+    if name in MESSAGE_STRATEGIES:
+        from flwr.serverapp import strategy as message_strategy
+
+        class_name, kwargs = MESSAGE_STRATEGIES[name]
+        module, cls = "flwr.serverapp.strategy", getattr(message_strategy, class_name)
+    else:
+        class_name, kwargs = STRATEGIES[name]
+        module, cls = "flwr.server.strategy", getattr(flwr_strategy, class_name)
     data = cloudpickle.dumps(cls(**kwargs))
-    meta = {"class": f"flwr.server.strategy.{class_name}", "parameters": _parameters(cls), "flwr": flwr.__version__}
-    return data, meta
+    runtime = "message" if name in MESSAGE_STRATEGIES else "legacy"
+    meta = {"class": f"{module}.{class_name}", "parameters": _parameters(cls), "flwr": flwr.__version__}
+    return data, {**meta, "runtime": runtime}
 
 
 def _has_file(repo: RepositoryClient, kind: Kind, name: str) -> bool | None:
@@ -74,7 +92,7 @@ def seed(repo: RepositoryClient) -> dict[str, list[str]]:
     was added and what was kept. An item registered without its file is completed."""
     repo.keyring.require_signing("the signed catalogue")  # checked first, so nothing is left half-seeded
     report: dict[str, list[str]] = {"added": [], "kept": []}
-    for name, (class_name, _) in STRATEGIES.items():
+    for name, (class_name, _) in [*STRATEGIES.items(), *MESSAGE_STRATEGIES.items()]:
         state = _has_file(repo, "strategy", name)
         if state:
             report["kept"].append(f"strategy {name}")
@@ -82,7 +100,8 @@ def seed(repo: RepositoryClient) -> dict[str, list[str]]:
         data, meta = strategy_artifact(name)
         if state is None:
             try:
-                repo.create_strategy(name, f"Flower {class_name}", meta)
+                kind = "Message-API " if name in MESSAGE_STRATEGIES else ""
+                repo.create_strategy(name, f"Flower {kind}{class_name}", meta)
             except Conflict:  # created meanwhile by another seeder
                 log.info("strategy %s was created concurrently", name)
         repo.upload_strategy(name, io.BytesIO(data), filename=f"{name}.pkl", sign=True)

@@ -176,7 +176,7 @@ def _run_legacy(repo: RepositoryClient, task: dict[str, Any], strategy: Strategy
 def started(
     repo: RepositoryClient,
     task: dict[str, Any],
-    settings: dict[str, Any],
+    settings: dict[str, Any] | None,
     resume: Resume | None,
     runtime: str,
     address: str,
@@ -185,12 +185,13 @@ def started(
     """Running, with where participants connect and what they trust."""
     fields: dict[str, Any] = {
         "phase": "Running",
-        "strategy_settings": settings,
         "runtime": runtime,
         "server_address": address,
         "collector": IDENTITY,
         "active": 0,
     }
+    if settings is not None:
+        fields["strategy_settings"] = settings
     if tls is not None:
         fields["server_ca"] = tls.ca_pem
     how = f"Flower {'SuperLink' if runtime == 'message' else 'server'} on {address} ({'TLS' if tls else 'plaintext'})"

@@ -84,7 +84,8 @@ class _Watcher(threading.Thread):
                 continue
             if task is not None and task.phase in TERMINAL and not self.stopped.is_set():
                 self.ended = Ended.of(task)
-                log.warning("task %s ended while this process worked on it: %s", self.task_id, self.ended)
+                level = logging.INFO if self.ended.phase == "Succeeded" else logging.WARNING
+                log.log(level, "task %s ended while this process worked on it: %s", self.task_id, self.ended)
                 self.on_end(self.ended)
                 return
 

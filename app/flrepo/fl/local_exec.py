@@ -108,6 +108,16 @@ class LocalExecution(NumPyClient):
         self.x_train, self.y_train, self.x_val, self.y_val = train_validation_split(x, y, 0.2, seed)
         self.seed = seed
 
+    @classmethod
+    def from_split(
+        cls, model: LocalModel, split: tuple[NDArray[Any], ...], training: Training, seed: int
+    ) -> LocalExecution:
+        """One whose data is already split (x_train, y_train, x_val, y_val)."""
+        client = cls.__new__(cls)
+        client.model, client.training, client.seed = model, training, seed
+        client.x_train, client.y_train, client.x_val, client.y_val = split
+        return client
+
     def _settings(self, config: dict[str, Any]) -> Training:
         # The collector's config carries the task's settings and the strategy's (FedProx's mu).
         merged = {**self.training.as_config(), **config}

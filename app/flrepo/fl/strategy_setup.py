@@ -100,3 +100,56 @@ def _plain(entry: dict[str, Any]) -> dict[str, Any]:
     elif not isinstance(value, int | float | str | bool | type(None)):
         value = repr(value)[:200]
     return {"value": value, "source": entry["source"]}
+
+
+# --- Message-API strategies (flwr.serverapp.strategy) ---------------------------------------------
+
+MESSAGE_REPORTED = (
+    "min_available_nodes",
+    "min_train_nodes",
+    "min_evaluate_nodes",
+    "fraction_train",
+    "fraction_evaluate",
+    "proximal_mu",
+    "server_learning_rate",
+    "server_momentum",
+    "eta",
+    "tau",
+    "weighted_by_key",
+)
+
+
+def configure_message(
+    strategy: Any, task: dict[str, Any], model: LocalModel, start: Weights | None
+) -> tuple[dict[str, Any], Weights]:
+    """The same rules for a `flwr.serverapp.strategy` object (nodes instead of clients): the task's
+    explicit settings replace the strategy's own; returns ({setting: {value, source}}, the initial
+    weights: `start` if given (a checkpoint), else the model file's). Message strategies carry no
+    initial parameters: `Strategy.start` takes them."""
+    used: dict[str, dict[str, Any]] = {}
+
+    def put(name: str, value: Any, source: str) -> None:
+        if not hasattr(strategy, name):
+            if source == "task strategy_conf":
+                raise ValueError(f"strategy {type(strategy).__name__} has no parameter {name!r}")
+            return
+        setattr(strategy, name, value)
+        used[name] = {"value": value, "source": source}
+
+    minimum, ratio = task.get("min_participants"), task.get("participants_ratio")
+    if minimum is not None:
+        per_round = max(1, math.ceil(int(minimum) * float(ratio if ratio is not None else 1.0)))
+        put("min_available_nodes", int(minimum), "task min_participants")
+        put("min_train_nodes", per_round, "task min_participants")
+        put("min_evaluate_nodes", per_round, "task min_participants")
+    if ratio is not None:
+        put("fraction_train", float(ratio), "task participants_ratio")
+        put("fraction_evaluate", float(ratio), "task participants_ratio")
+    for key, value in (task.get("strategy_conf") or {}).items():
+        put(key, value, "task strategy_conf")
+    initial, source = (start, "checkpoint") if start is not None else (model.get_weights(), "model file")
+    used["initial_arrays"] = {"value": f"{len(initial)} arrays", "source": source}
+    for name in MESSAGE_REPORTED:
+        if name not in used and hasattr(strategy, name):
+            used[name] = {"value": getattr(strategy, name), "source": "strategy"}
+    return {name: _plain(entry) for name, entry in used.items()}, initial

@@ -1,0 +1,49 @@
+"""flrepo's ServerApp and ClientApp, as the task's Flower App Bundle names them (flrepo.fl.message.fab).
+
+Flower runs the ServerApp in a `flwr-serverapp` process under the collector's SuperLink, and the
+ClientApp in a `flwr-clientapp` process per message under each site's SuperNode; both inherit the
+environment of the `flrepo` command that started the SuperLink or SuperNode (repository URL, API
+key, signature keys).
+"""
+
+from __future__ import annotations
+
+import os
+
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+from flrepo.logs import configure_logging
+
+server_app = ServerApp()
+client_app = ClientApp()
+
+
+def _logging() -> None:
+    configure_logging(os.environ.get("FLREPO_LOG_LEVEL", "INFO"), json_logs=False)
+
+
+@server_app.main()
+def train_task(grid: Grid, context: Context) -> None:
+    """Train the repository task named in the run's config."""
+    from flrepo.fl.message.server import run_task
+
+    _logging()
+    run_task(grid, dict(context.run_config))
+
+
+@client_app.train()
+def train(message: Message, context: Context) -> Message:
+    """Train the received weights on this site's data."""
+    from flrepo.fl.message.client import train_reply
+
+    return train_reply(message, dict(context.node_config))
+
+
+@client_app.evaluate()
+def evaluate(message: Message, context: Context) -> Message:
+    """Evaluate the received weights on this site's validation split."""
+    from flrepo.fl.message.client import evaluate_reply
+
+    return evaluate_reply(message, dict(context.node_config))

@@ -1,0 +1,85 @@
+"""The ClientApp's work: the site's model and data, as its local execution prepared them.
+
+`flrepo local-exec` loads the model, applies the task's signed transformations and checks the
+data once, then writes the result to a site directory (`save_site`) and names it in the
+SuperNode's node config. Flower starts a `flwr-clientapp` process per message; each loads that
+directory (no download, no transformation again) and answers with weights and metrics.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+
+from flrepo.fl.frameworks import Training, open_model
+from flrepo.fl.local_exec import LocalExecution
+
+SITE_KEY = "flrepo-site"  # the node config entry naming the site directory
+WEIGHT_KEY = "num-examples"  # what Flower's message strategies weight by
+
+
+def save_site(client: LocalExecution, directory: Path, meta: dict[str, Any]) -> Path:
+    """The prepared model, data and settings of this site, for the ClientApp processes."""
+    directory.mkdir(parents=True, exist_ok=True)
+    model_file = directory / f"model{client.model.suffix}"
+    client.model.save(model_file)
+    np.savez(
+        directory / "data.npz", x_train=client.x_train, y_train=client.y_train, x_val=client.x_val, y_val=client.y_val
+    )
+    site = {
+        "library": client.model.library,
+        "model_file": model_file.name,
+        "meta": meta,
+        "training": client.training.as_config(),
+        "seed": client.seed,
+    }
+    (directory / "site.json").write_text(json.dumps(site))
+    return directory
+
+
+def load_site(node_config: dict[str, Any]) -> LocalExecution:
+    if SITE_KEY not in node_config:
+        raise RuntimeError(f"this SuperNode has no {SITE_KEY!r} in its node config: start it with `flrepo local-exec`")
+    directory = Path(str(node_config[SITE_KEY]))
+    site = json.loads((directory / "site.json").read_text())
+    model = open_model(site["library"], directory / site["model_file"], site["meta"])
+    data = np.load(directory / "data.npz")
+    split = (data["x_train"], data["y_train"], data["x_val"], data["y_val"])  # stored: no second split
+    return LocalExecution.from_split(model, split, Training.from_config(site["training"]), int(site["seed"]))
+
+
+def fit_config(config: ConfigRecord) -> dict[str, Any]:
+    """A message strategy's config as the framework clients read it: `server-round` (+ the task's
+    `round-offset` after a resume) as server_round, other names with `_` for `-` (FedProx's
+    proximal-mu)."""
+    values: dict[str, Any] = {str(k).replace("-", "_"): v for k, v in config.items()}
+    values["server_round"] = int(values.pop("server_round", 0)) + int(values.pop("round_offset", 0))
+    return values
+
+
+def _numbers(metrics: dict[str, Any]) -> dict[str, float | int]:
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def train_reply(message: Message, node_config: dict[str, Any]) -> Message:
+    client = load_site(node_config)
+    weights = message.content.array_records["arrays"].to_numpy_ndarrays()
+    config = fit_config(message.content.config_records.get("config", ConfigRecord()))
+    new_weights, samples, metrics = client.fit(weights, config)
+    content = RecordDict(
+        {"arrays": ArrayRecord(new_weights), "metrics": MetricRecord({**_numbers(metrics), WEIGHT_KEY: samples})}
+    )
+    return Message(content, reply_to=message)
+
+
+def evaluate_reply(message: Message, node_config: dict[str, Any]) -> Message:
+    client = load_site(node_config)
+    weights = message.content.array_records["arrays"].to_numpy_ndarrays()
+    config = fit_config(message.content.config_records.get("config", ConfigRecord()))
+    loss, samples, metrics = client.evaluate(weights, config)
+    record = MetricRecord({**_numbers(metrics), "loss": float(loss), WEIGHT_KEY: samples})
+    return Message(RecordDict({"metrics": record}), reply_to=message)

@@ -1,0 +1,122 @@
+"""A local execution on Flower's Message API runtime: Flower's SuperNode for this site.
+
+The site's prepared model and data go to a site directory (flrepo.fl.message.client) named in the
+SuperNode's node config; the SuperNode connects to the address the collector published, over TLS
+trusting the published CA (or --root-certificates), authenticated with this site's key
+(--participant-key) when the task lists participant keys. It runs until the task ends, and is
+started again if it stops while the task still runs (a restarted collector); a SuperNode the
+collector refuses (its key is not in the task's participant_keys) ends the local execution.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from flrepo.client import RepositoryClient, RepositoryError
+from flrepo.fl.local_exec import RECONNECT_SECONDS, Connection, LocalExecution, Site, exit_code
+from flrepo.fl.message import programs
+from flrepo.fl.message.client import SITE_KEY, save_site
+from flrepo.schemas.tasks import TERMINAL
+
+log = logging.getLogger(__name__)
+POLL_SECONDS = 2.0
+
+
+def supernode_command(found: Connection, site: Site, workdir: Path, site_dir: Path) -> list[str]:
+    argv = [*programs.command("flower-supernode"), "--superlink", found.address]
+    if found.ca is None or site.insecure:
+        argv += ["--insecure"]
+    else:
+        ca = workdir / "ca.pem"
+        ca.write_bytes(found.ca)
+        argv += ["--root-certificates", str(ca)]
+    if site.key is not None:
+        argv += ["--auth-supernode-private-key", str(site.key)]
+    # Its Runtime API (for the ClientApp processes) stays on loopback.
+    argv += ["--host", "127.0.0.1", "--port", str(programs.free_port())]
+    argv += ["--node-config", f"{SITE_KEY}={json.dumps(str(site_dir))}"]
+    argv += ["--max-wait-time", str(int(RECONNECT_SECONDS))]
+    return argv
+
+
+def run(
+    repo: RepositoryClient,
+    task: dict[str, Any],
+    found: Connection,
+    site: Site,
+    client: LocalExecution,
+    workdir: Path,
+) -> int:
+    """Run the SuperNode until the task ends; the exit code as for the legacy runtime."""
+    task_id = task["task_id"]
+    problem = _key_problem(task, site)
+    if problem:
+        log.error("task %s: %s", task_id, problem)
+        return 1
+    meta = repo.get_model(task["model"]["model_name"], task["model"]["model_version"]).meta or {}
+    site_dir = save_site(client, workdir / "site", dict(meta))
+    env = programs.flower_env(workdir / "flower")
+    lost_since: float | None = None
+    while True:
+        supernode = programs.start(supernode_command(found, site, workdir, site_dir), env)
+        try:
+            code = _watch(repo, task_id, supernode)
+        finally:
+            programs.stop(supernode)
+        if code is not None:
+            return code
+        # The SuperNode stopped while the task still runs (its collector gone or restarted).
+        lost_since = lost_since or time.monotonic()
+        if time.monotonic() - lost_since > RECONNECT_SECONDS:
+            log.error("task %s: no collector for %.0f s; giving up", task_id, RECONNECT_SECONDS)
+            return 1
+        log.warning("task %s: the SuperNode stopped (code %s); starting it again", task_id, supernode.returncode)
+        time.sleep(2)
+
+
+def public_key(private_key: Path) -> str:
+    """The OpenSSH public key line ("ecdsa-sha2-nistp256 AAAA...") of a SuperNode's private key."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_ssh_private_key(private_key.read_bytes(), None)
+    return key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+
+
+def _key_problem(task: dict[str, Any], site: Site) -> str | None:
+    """Why the collector would refuse this site, told before trying (None when it would not)."""
+    allowed = {" ".join(k.split()[:2]) for k in task.get("participant_keys") or []}
+    if not allowed:
+        return None
+    if site.key is None:
+        return "the task admits only the SuperNodes in its participant_keys: give this site's key (--participant-key)"
+    try:
+        mine = public_key(site.key)
+    except (ValueError, TypeError) as exc:
+        return f"{site.key}: not an OpenSSH private key ({exc})"
+    if mine not in allowed:
+        return f"this site's public key is not in the task's participant_keys: {mine}"
+    return None
+
+
+def _watch(repo: RepositoryClient, task_id: str, supernode: subprocess.Popen[bytes]) -> int | None:
+    """Wait for the task's end (its exit code) or the SuperNode's (None)."""
+    while True:
+        try:
+            task = repo.get_task(task_id)
+            if task.phase in TERMINAL:
+                from flrepo.fl.heartbeat import Ended
+
+                ended = Ended.of(task)
+                if ended.phase != "Succeeded":
+                    log.warning("task %s ended: %s; local execution stopped", task_id, ended)
+                return exit_code(ended)
+        except RepositoryError as exc:
+            log.warning("task %s: %s", task_id, exc)
+        if supernode.poll() is not None:
+            return None
+        time.sleep(POLL_SECONDS)

@@ -1,0 +1,107 @@
+"""Flower's programs, run with this Python.
+
+Flower starts its helpers by name from PATH: flower-superlink and flower-supernode start
+`flower-superexec`, which starts `flwr-serverapp` and `flwr-clientapp` for each run and message.
+Those must import flrepo (the apps live there), so `shim_dir` writes same-named scripts that run
+the Flower entry points with this interpreter, and `flower_env` puts them first on PATH. Where
+flrepo and flwr share one environment (the fl image) the shims change nothing; where console
+scripts come from elsewhere (a shared virtualenv) they are what makes the apps load.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+# Program name -> (module, function) of its entry point in the pinned flwr.
+ENTRY_POINTS = {
+    "flower-superlink": ("flwr.superlink.cli", "flower_superlink"),
+    "flower-supernode": ("flwr.supernode.cli", "flower_supernode"),
+    "flower-superexec": ("flwr.supercore.cli", "flower_superexec"),
+    "flwr-serverapp": ("flwr.superlink.cli", "flwr_serverapp"),
+    "flwr-clientapp": ("flwr.supernode.cli", "flwr_clientapp"),
+}
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now (for the SuperLink's and SuperNode's loopback APIs)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def command(program: str) -> list[str]:
+    """The argv prefix that runs `program` with this interpreter."""
+    module, function = ENTRY_POINTS[program]
+    code = f"import sys; sys.argv[0] = {program!r}; from {module} import {function}; sys.exit({function}())"
+    return [sys.executable, "-c", code]
+
+
+def shim_dir(directory: Path) -> Path:
+    """Scripts named like Flower's programs that run them with this interpreter."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for program in ENTRY_POINTS:
+        argv = " ".join(_quote(part) for part in command(program))
+        path = directory / program
+        path.write_text(f'#!/bin/sh\nexec {argv} "$@"\n')
+        path.chmod(0o755)
+    return directory
+
+
+def _quote(part: str) -> str:
+    return "'" + part.replace("'", "'\"'\"'") + "'"
+
+
+def flower_env(workdir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of Flower's processes: the shims first on PATH, Flower's own files (apps,
+    credentials) under `workdir` rather than the user's home, no telemetry."""
+    shims = shim_dir(workdir / "bin")
+    return {
+        **os.environ,
+        "PATH": f"{shims}{os.pathsep}{os.environ.get('PATH', '')}",
+        "FLWR_HOME": str(workdir / "flwr-home"),
+        "FLWR_TELEMETRY_ENABLED": "0",
+        **(extra or {}),
+    }
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: its own process group (so it can be stopped with its helpers),
+    and SIGTERM from Linux when the collector or local execution that started it dies."""
+    os.setsid()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def start(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start a Flower program; its output joins ours (the collector's or local execution's log)."""
+    return subprocess.Popen(argv, env=env, preexec_fn=_die_with_parent)
+
+
+def stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """SIGTERM to the program and the helpers it started (its process group), SIGKILL after `grace`."""
+    if process.poll() is not None:
+        _signal_group(process, signal.SIGKILL)  # helpers it left behind
+        return
+    _signal_group(process, signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        pass
+    _signal_group(process, signal.SIGKILL)
+    process.wait()
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -1,0 +1,175 @@
+"""The ServerApp's work: one repository task with the task's `flwr.serverapp.strategy` object.
+
+The same rules as the legacy runtime: the task's explicit settings replace the strategy's own,
+the wait for participants is bounded by participants_timeout (counted from when the collector
+started serving), every round is reported and checkpointed (from the strategy's per-round
+`evaluate_fn` hook, with the replies seen by its aggregation), a resumed task continues after its
+last checkpoint, and the trained model and the aerOS training result are published at the end.
+The strategy decides everything else, as Flower's `Strategy.start` runs it.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from flrepo.client import RepositoryClient
+from flrepo.fl import strategy_setup
+from flrepo.fl.collector import fail
+from flrepo.fl.publishing import Written, finish
+from flrepo.fl.reporting import ParticipantWait, RoundReporter
+from flrepo.fl.task_model import fetch_model, training_settings
+from flrepo.fl.weights import from_npz
+
+log = logging.getLogger(__name__)
+WEIGHT_KEY = "num-examples"
+
+
+class BoundedGrid:
+    """The run's Grid, except that asking for the connected nodes while fewer than the strategy
+    needs are connected waits at most participants_timeout (Flower's own sampling waits forever)."""
+
+    def __init__(self, grid: Grid, wait: ParticipantWait, poll: float = 1.0) -> None:
+        self.grid, self.wait, self.poll = grid, wait, poll
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.grid, name)
+
+    def _count(self) -> int:
+        return len(list(self.grid.get_node_ids()))
+
+    def _block(self, needed: int, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while self._count() < needed:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(self.poll)
+        return True
+
+    def get_node_ids(self) -> Iterable[int]:
+        self.wait.wait(self._count, self._block)
+        return self.grid.get_node_ids()
+
+
+def _metrics(message: Message) -> dict[str, Any]:
+    records = list(message.content.metric_records.values())
+    return dict(records[0]) if records else {}
+
+
+def _loss_and_metrics(metrics: MetricRecord | None) -> tuple[float | None, dict[str, Any]]:
+    values = {k: v for k, v in dict(metrics or {}).items() if isinstance(v, int | float)}
+    loss = values.pop("loss", None)
+    return (float(loss) if loss is not None else None), values
+
+
+class Reporting:
+    """Hooks on the strategy object (instance attributes shadow its methods; its decisions stay its
+    own) that feed the task's RoundReporter."""
+
+    def __init__(self, strategy: Strategy, reporter: RoundReporter, grid: Grid) -> None:
+        self.reporter, self.grid = reporter, grid
+        self.evaluated: MetricRecord | None = None
+        configure_train = strategy.configure_train
+        aggregate_train = strategy.aggregate_train
+        aggregate_evaluate = strategy.aggregate_evaluate
+
+        def on_configure_train(server_round: int, *args: Any) -> Iterable[Message]:
+            reporter.round_started_now()
+            self.evaluated = None
+            return configure_train(server_round, *args)
+
+        def on_aggregate_train(
+            server_round: int, replies: Iterable[Message]
+        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+            replies = list(replies)
+            ok = [m for m in replies if not m.has_error()]
+            reporter.trained(
+                server_round,
+                [(str(m.metadata.src_node_id), int(_metrics(m).get(WEIGHT_KEY, 0)), _metrics(m)) for m in ok],
+                [str(m.metadata.src_node_id) for m in replies if m.has_error()],
+            )
+            return aggregate_train(server_round, replies)
+
+        def on_aggregate_evaluate(server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+            self.evaluated = aggregate_evaluate(server_round, list(replies))
+            return self.evaluated
+
+        strategy.configure_train = on_configure_train  # type: ignore[method-assign,assignment]
+        strategy.aggregate_train = on_aggregate_train  # type: ignore[method-assign]
+        strategy.aggregate_evaluate = on_aggregate_evaluate  # type: ignore[method-assign]
+
+    def round_end(self) -> Callable[[int, ArrayRecord], MetricRecord | None]:
+        """Flower calls this after every round (and once before the first, round 0)."""
+
+        def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+            if server_round > 0:
+                loss, metrics = _loss_and_metrics(self.evaluated)
+                active = len(list(self.grid.get_node_ids()))
+                self.reporter.round_done(server_round, loss, metrics, arrays.to_numpy_ndarrays(), active)
+            return None
+
+        return evaluate_fn
+
+
+def _checkpoint_weights(repo: RepositoryClient, task_id: str, round_: int) -> list[Any]:
+    buffer = io.BytesIO()
+    repo.download_checkpoint(task_id, round_, buffer)
+    return from_npz(buffer.getvalue())
+
+
+def run_task(grid: Grid, run_config: dict[str, Any]) -> None:
+    """Train the task named by the run's `task-id`; its status says how it went."""
+    task_id = str(run_config["task-id"])
+    allow_unsigned = bool(run_config.get("allow-unsigned", False))
+    with RepositoryClient() as repo:  # FLREPO_URL, FLREPO_API_KEY and the signature keys, as the collector's
+        task = repo.get_task(task_id).model_dump()
+        written = Written()
+        try:
+            with tempfile.TemporaryDirectory(prefix="flrepo-serverapp-") as tmp:
+                strategy = repo.load_strategy(task["strategy"]["strategy_name"], allow_unsigned=allow_unsigned)
+                if not isinstance(strategy, Strategy):
+                    raise TypeError(f"strategy {task['strategy']['strategy_name']!r} is not a Message-API strategy")
+                model = fetch_model(repo, task, Path(tmp))
+                training = training_settings(task)
+                model.check(training)
+                done = int(run_config.get("resume-round", 0) or 0)
+                start = _checkpoint_weights(repo, task_id, done) if done else None
+                settings, initial = strategy_setup.configure_message(strategy, task, model, start)
+                repo.update_task_status(task_id, strategy_settings=settings)
+                # Counted from when the collector started serving, as on the legacy runtime.
+                since = time.monotonic() - max(0.0, time.time() - float(run_config.get("serving-since") or time.time()))
+                needed = int(getattr(strategy, "min_available_nodes", 1) or 1)
+                nodes = BoundedGrid(grid, ParticipantWait(needed, float(task["participants_timeout"]), since))
+                reporter = RoundReporter(repo, task_id, round_offset=done)
+                hooks = Reporting(strategy, reporter, grid)
+                remaining = int(task["rounds"]) - done
+                final = start
+                if remaining > 0:
+                    config = ConfigRecord({**training.as_config(), "round-offset": done})
+                    result = strategy.start(
+                        grid=nodes,  # type: ignore[arg-type]
+                        initial_arrays=ArrayRecord(initial),
+                        num_rounds=remaining,
+                        timeout=float(task.get("round_timeout") or 3600),
+                        train_config=config,
+                        evaluate_config=ConfigRecord(dict(config)),
+                        evaluate_fn=hooks.round_end(),
+                    )
+                    final = result.arrays.to_numpy_ndarrays() if len(result.arrays) else None
+                if final is None or reporter.rounds_done < remaining:
+                    raise RuntimeError(
+                        f"training stopped after {done + reporter.rounds_done} of {task['rounds']} rounds "
+                        "without final weights"
+                    )
+                finish(repo, task_id, model, final, reporter.last_loss, reporter.last_metrics, Path(tmp), written)
+        except Exception as exc:
+            fail(repo, task, exc, written)

@@ -1,0 +1,143 @@
+"""flower-superlink with its Fleet API alone on the participant-facing address.
+
+Flower 1.42's SuperLink serves its Fleet API (SuperNodes), its Control API (start runs, register
+SuperNode keys) and its Runtime API (ServerApp processes) on one HTTP port, and without account
+authentication (an enterprise plugin) the Control API takes any caller. Exposed to participants,
+that port would let any of them register its own key — SuperNode authentication undone — or start
+a run whose app code the collector's host then executes. So this launcher runs Flower's own
+SuperLink application (same argument parsing and checks as `flower-superlink`, same app) twice
+over: on `--host`/`--port`, loopback, with everything, for the collector and Flower's own helpers;
+and on `--fleet-address`, with TLS, answering only /v1/fleet/ (everything else is 404).
+
+    python -m flrepo.fl.message.superlink --fleet-address 0.0.0.0:9092 --port 9093 \\
+        --ssl-ca-certfile ca.crt --ssl-certfile tls.crt --ssl-keyfile tls.key --enable-supernode-auth ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+import sys
+from typing import Any
+
+import uvicorn
+
+FLEET_PREFIX = "/v1/fleet/"
+LOOPBACK = "127.0.0.1"
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+
+
+class FleetOnly:
+    """ASGI wrapper: Fleet API requests pass, anything else is 404 (and the lifespan is the
+    loopback server's, not ours)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("path", "").startswith(FLEET_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "http":
+            body = b'{"detail":"not found"}'
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            await send({"type": "http.response.start", "status": 404, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+
+
+class _Server(uvicorn.Server):
+    """Two servers share one loop: signals are handled once, below, for both."""
+
+    def install_signal_handlers(self) -> None:  # uvicorn < 0.29
+        pass
+
+    def capture_signals(self) -> Any:  # uvicorn >= 0.29
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def split_arguments(argv: list[str]) -> tuple[str, list[str]]:
+    """(--fleet-address value, flower-superlink's own arguments)."""
+    rest, fleet = [], None
+    args = iter(argv)
+    for arg in args:
+        if arg == "--fleet-address":
+            fleet = next(args, None)
+        elif arg.startswith("--fleet-address="):
+            fleet = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    if not fleet:
+        raise SystemExit("--fleet-address HOST:PORT is required (where SuperNodes connect)")
+    return fleet, rest
+
+
+async def serve(fleet: str, argv: list[str]) -> None:
+    from flwr.supercore.http_logging import get_uvicorn_log_config
+    from flwr.supercore.logger import console_handler
+    from flwr.superlink.cli.flower_superlink import SuperLinkLifespan, _parse_superlink_lifespan_config
+    from flwr.superlink.main import create_app
+
+    sys.argv = ["flower-superlink", *argv]
+    config = _parse_superlink_lifespan_config()  # flower-superlink's own parsing and checks
+    # The loopback side carries no TLS: Flower's helpers (SuperExec, the ServerApp) then connect in
+    # plaintext on loopback, and the server certificate need not name 127.0.0.1.
+    inner = dataclasses.replace(
+        config, host=LOOPBACK, insecure=True, certificates=None, ssl_ca_certfile=None, ssl_certfile=None,
+        ssl_keyfile=None,
+    )  # fmt: skip
+    app = create_app(inner, SuperLinkLifespan)
+    log_config = get_uvicorn_log_config(console_handler.level)
+    host, _, port = fleet.rpartition(":")
+    servers = [
+        _Server(uvicorn.Config(app, host=LOOPBACK, port=config.port, log_config=log_config, workers=1)),
+        _Server(
+            uvicorn.Config(
+                FleetOnly(app),
+                host=host.strip("[]") or "0.0.0.0",
+                port=int(port),
+                lifespan="off",
+                log_config=log_config,
+                ssl_certfile=config.ssl_certfile,
+                ssl_keyfile=config.ssl_keyfile,
+            )
+        ),
+    ]
+
+    def shut_down(*_: object) -> None:
+        for server in servers:
+            server.should_exit = True
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, shut_down)
+    # The loopback server first: its lifespan starts Flower's SuperExec and state.
+    first = asyncio.create_task(servers[0].serve())
+    while not servers[0].started and not first.done():  # noqa: ASYNC110 - uvicorn offers no event to await
+        await asyncio.sleep(0.05)
+    second = asyncio.create_task(servers[1].serve())
+    done, _ = await asyncio.wait({first, second}, return_when=asyncio.FIRST_COMPLETED)
+    shut_down()  # one stopped (a port in use, a signal): stop the other too
+    await asyncio.gather(first, second, return_exceptions=True)
+    for task in done:
+        if task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+    if not all(server.started for server in servers):
+        raise SystemExit("the SuperLink could not listen (see above)")
+
+
+def main() -> None:
+    fleet, argv = split_arguments(sys.argv[1:])
+    asyncio.run(serve(fleet, argv))
+
+
+if __name__ == "__main__":
+    main()
