@@ -116,3 +116,25 @@ def test_the_message_api_runtime_needs_tls_or_an_explicit_insecure(fl, tmp_path)
     done = subprocess.run(command, env=fl.env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "needs TLS" in done.stdout + done.stderr
     assert fl.repo.get_task("plain").phase == "Pending"  # a collector started wrongly does not fail the task
+
+
+def test_cancel_stops_a_message_api_task_served_in_plaintext_on_request(fl, tmp_path):
+    register_model(fl.repo, "digits", "v1", "pytorch", tmp_path)
+    # Two participants needed, one comes: the ServerApp waits for the second until the cancel.
+    fl.repo.create_task(digits_task("halt", "message-fedavg", rounds=2, clients=2, framework="pytorch"))
+    collector, sites = start_training(fl.url, "halt", ["digits:1/2"], fl.env, fl.logs, collector_options=["--insecure"])
+    try:
+        wait_for(lambda: fl.repo.get_task("halt").active == 1, 180, "one SuperNode online\n" + logs_of(fl.logs))
+        task = fl.repo.get_task("halt")
+        assert task.runtime == "message" and task.server_ca is None and "plaintext" in task.conditions[0].message
+        fl.repo.cancel_task("halt")
+        cancelled = time.monotonic()
+        collector.wait(15)
+        print(f"\nmeasured: cancel -> Message-API collector exited in {time.monotonic() - cancelled:.1f} s")
+        sites[0].wait(30)
+        print(f"measured: cancel -> its local execution exited in {time.monotonic() - cancelled:.1f} s")
+    finally:
+        reap([collector, *sites], terminate=True)
+    assert collector.returncode == 0 and sites[0].returncode == 0, logs_of(fl.logs)
+    assert fl.repo.get_task("halt").conditions[-1].reason == "Cancelled"
+    assert "[ServerApp]" in (fl.logs / "collector.log").read_text()  # its output reaches the collector's log

@@ -8,6 +8,7 @@ key, signature keys).
 
 from __future__ import annotations
 
+import logging
 import os
 
 from flwr.app import Context, Message
@@ -22,6 +23,9 @@ client_app = ClientApp()
 
 def _logging() -> None:
     configure_logging(os.environ.get("FLREPO_LOG_LEVEL", "INFO"), json_logs=False)
+    # Flower ships this process's output to the SuperLink over HTTP: logging each of those
+    # requests would feed itself.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @server_app.main()

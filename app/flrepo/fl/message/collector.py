@@ -14,6 +14,7 @@ import logging
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,23 @@ class Control:
 
         return sum(1 for node in self.client.ListNodes(ListNodesRequest()).nodes_info if node.status == "online")
 
+    def forward_logs(self, run_id: int) -> threading.Thread:
+        """Copy the ServerApp's output (Flower keeps it in the SuperLink) into this process's log."""
+        from flwr.proto.control_pb2 import StreamLogsRequest
+
+        def forward() -> None:
+            try:
+                for response in self.client.StreamLogs(StreamLogsRequest(run_id=run_id, after_timestamp=0.0)):
+                    for line in response.log_output.splitlines():
+                        sys.stdout.write(f"[ServerApp] {line}\n")
+                    sys.stdout.flush()
+            except Exception as exc:  # the run ended, the SuperLink went away
+                log.debug("ServerApp log stream ended: %s", exc)
+
+        thread = threading.Thread(target=forward, name=f"serverapp-log-{run_id}", daemon=True)
+        thread.start()
+        return thread
+
     def stop_run(self, run_id: int) -> None:
         from flwr.proto.control_pb2 import StopRunRequest
 
@@ -176,6 +194,7 @@ def run(repo: RepositoryClient, task: dict[str, Any], serving: Serving, allow_un
                 "allow-unsigned": allow_unsigned,
             }
             run_id = control.start_run(run_config)
+            Control(control_port).forward_logs(run_id)  # its own connection: the stream holds it
             log.info(
                 "Flower SuperLink (Message API) on %s, advertised as %s, %s, %d allowed SuperNode(s): run %s",
                 serving.address,
