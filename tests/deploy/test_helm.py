@@ -469,3 +469,158 @@ def test_lint_passes_for_every_auth_mode(helm: str) -> None:
         [f"auth.keys[0].id=ops,auth.keys[0].role=admin,auth.keys[0].sha256={'a' * 64}"],
     ):
         run(helm, "lint", "--strict", str(CHART), *[arg for value in values for arg in ("--set", value)])
+
+
+# --- federated training of one task (fl.*) ---------------------------------------------------------
+
+FL_VALUES: dict[str, Any] = {
+    "fl": {
+        "enabled": True,
+        "taskId": "Digits_FedAvg",
+        "apiKey": {"existingSecret": "fl-key"},
+        "verifyKeys": {"existingSecret": "fl-verify", "existingSecretKey": "keys"},
+        "collector": {"port": 9443, "tls": {"existingSecret": "fl-tls"}},
+        "localExecutions": [
+            {"name": "site-1", "existingClaim": "site-1-data"},
+            {
+                "name": "site-2",
+                "hostPath": "/srv/fl/site-2",
+                "file": "train.parquet",
+                "label": "target",
+                "participantKey": {"existingSecret": "site-2-key"},
+                "nodeSelector": {"kubernetes.io/hostname": "node-2"},
+            },
+            {"name": "site-3", "existingClaim": "site-3-data"},
+        ],
+    }
+}
+
+
+def component(docs: list[dict[str, Any]], kind: str, name: str) -> list[dict[str, Any]]:
+    return [d for d in find(docs, kind) if d["metadata"]["labels"].get("app.kubernetes.io/component") == name]
+
+
+def option(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+def pod_spec(job: dict[str, Any]) -> dict[str, Any]:
+    return job["spec"]["template"]["spec"]
+
+
+def test_fl_is_off_by_default(helm: str) -> None:
+    docs = render(helm)
+    assert find(docs, "Job") == [] and component(docs, "Service", "fl-collector") == []
+    assert yaml.safe_load((CHART / "values.yaml").read_text())["fl"]["enabled"] is False
+
+
+def test_fl_collector_job_and_the_service_it_advertises(helm: str) -> None:
+    docs = render(helm, values_file=FL_VALUES)
+    (job,) = component(docs, "Job", "fl-collector")
+    (service,) = component(docs, "Service", "fl-collector")
+    collector = pod_spec(job)["containers"][0]
+    args = collector["args"]
+    assert args[0] == "collector" and option(args, "--task") == "Digits_FedAvg"
+    bind_host, bind_port = option(args, "--address").rsplit(":", 1)
+    advertised_host, advertised_port = option(args, "--advertise").rsplit(":", 1)
+    # Participants are told the Service's address, and the Service forwards to where Flower listens.
+    assert bind_host == "0.0.0.0" and int(bind_port) == int(advertised_port) == 9443
+    assert advertised_host == f"{service['metadata']['name']}.fl.svc"
+    (port,) = service["spec"]["ports"]
+    assert port["port"] == 9443 and service["spec"]["type"] == "ClusterIP"
+    (container_port,) = collector["ports"]
+    assert port["targetPort"] == container_port["name"] and container_port["containerPort"] == 9443
+    pod_labels = job["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    # Only the collector matches: local executions and the API carry other components.
+    for other in [*component(docs, "Job", "fl-local-execution"), one(docs, "Deployment")]:
+        assert not service["spec"]["selector"].items() <= other["spec"]["template"]["metadata"]["labels"].items()
+    # TLS from the Secret, mounted where --tls-dir points.
+    mount = next(m for m in collector["volumeMounts"] if m["mountPath"] == option(args, "--tls-dir"))
+    volume = next(v for v in pod_spec(job)["volumes"] if v["name"] == mount["name"])
+    assert mount["readOnly"] and volume["secret"]["secretName"] == "fl-tls"
+    assert {i["key"] for i in volume["secret"]["items"]} == {"ca.crt", "tls.crt", "tls.key"}
+    assert env_of(collector)["FLREPO_URL"]["value"] == f"http://{RELEASE}.fl.svc:9012"
+    assert pod_spec(job)["restartPolicy"] == "Never" and collector["securityContext"]["readOnlyRootFilesystem"]
+
+
+def test_fl_advertised_address_can_be_set_for_sites_outside_the_cluster(helm: str) -> None:
+    values = {"fl": {**FL_VALUES["fl"], "collector": {"serviceType": "NodePort", "nodePort": 30443, "port": 8080}}}
+    values["fl"]["collector"]["advertise"] = "fl.example.org:30443"
+    docs = render(helm, values_file=values)
+    (service,) = component(docs, "Service", "fl-collector")
+    assert service["spec"]["type"] == "NodePort" and service["spec"]["ports"][0]["nodePort"] == 30443
+    args = pod_spec(one(docs, "Job", service["metadata"]["name"]))["containers"][0]["args"]
+    assert option(args, "--advertise") == "fl.example.org:30443" and option(args, "--address") == "0.0.0.0:8080"
+    assert "--tls-dir" not in args
+
+
+def test_fl_one_job_per_local_execution_each_with_its_own_data(helm: str) -> None:
+    docs = render(helm, values_file=FL_VALUES)
+    jobs = {j["metadata"]["labels"]["flrepository/site"]: j for j in component(docs, "Job", "fl-local-execution")}
+    assert sorted(jobs) == ["site-1", "site-2", "site-3"]
+    assert len({j["metadata"]["name"] for j in jobs.values()}) == 3
+    sources = {}
+    for site, job in jobs.items():
+        spec = pod_spec(job)
+        (container,) = spec["containers"]
+        args = container["args"]
+        # The task id is passed; no --server: the local execution finds the collector through the task.
+        assert args[0] == "local-exec" and option(args, "--task") == "Digits_FedAvg" and "--server" not in args
+        mount = next(m for m in container["volumeMounts"] if option(args, "--data").startswith(m["mountPath"] + "/"))
+        assert mount["readOnly"] is True
+        volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+        sources[site] = volume.get("persistentVolumeClaim", {}).get("claimName") or volume["hostPath"]["path"]
+    assert sources == {"site-1": "site-1-data", "site-2": "/srv/fl/site-2", "site-3": "site-3-data"}
+    site2 = pod_spec(jobs["site-2"])
+    args = site2["containers"][0]["args"]
+    assert option(args, "--data") == "/data/train.parquet" and option(args, "--label") == "target"
+    assert site2["nodeSelector"] == {"kubernetes.io/hostname": "node-2"}
+    key_mount = next(m for m in site2["containers"][0]["volumeMounts"] if m["name"] == "participant-key")
+    assert option(args, "--participant-key").startswith(key_mount["mountPath"] + "/")
+    assert next(v for v in site2["volumes"] if v["name"] == "participant-key")["secret"]["secretName"] == "site-2-key"
+    assert "--participant-key" not in pod_spec(jobs["site-1"])["containers"][0]["args"]
+
+
+def test_fl_pods_take_their_keys_from_secrets_only(helm: str) -> None:
+    docs = render(helm, values_file=FL_VALUES)
+    jobs = find(docs, "Job")
+    assert len(jobs) == 4
+    for job in jobs:
+        env = env_of(pod_spec(job)["containers"][0])
+        assert env["FLREPO_API_KEY"] == {
+            "name": "FLREPO_API_KEY",
+            "valueFrom": {"secretKeyRef": {"name": "fl-key", "key": "api-key"}},
+        }
+        assert env["FLREPO_VERIFY_KEYS"]["valueFrom"]["secretKeyRef"] == {"name": "fl-verify", "key": "keys"}
+        assert all("valueFrom" in e for name, e in env.items() if "KEY" in name)
+    # The chart makes no Secret for them: nothing secret is in values.
+    assert not [
+        s for s in find(docs, "Secret") if "fl" in s["metadata"]["labels"].get("app.kubernetes.io/component", "")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"taskId": ""}, "set fl.taskId"),
+        ({"apiKey": {"value": "flr_secret"}}, "additional properties 'value'"),
+        ({"localExecutions": [{"name": "site-1"}]}, "oneOf"),
+        ({"localExecutions": [{"name": "site-1", "existingClaim": "a", "hostPath": "/b"}]}, "oneOf"),
+        ({"localExecutions": [{"name": "a", "existingClaim": "c1"}, {"name": "a", "existingClaim": "c2"}]}, "twice"),
+        ({"localExecutions": [{"name": "Site_1", "existingClaim": "x"}]}, "/fl/localExecutions/0/name"),
+        (
+            {"localExecutions": [{"name": "s", "hostPath": "/d", "participantKey": {"existingSecretKey": "k"}}]},
+            "existingSecret",
+        ),
+        ({"collector": {"insecure": True, "tls": {"existingSecret": "fl-tls"}}}, "exclude each other"),
+    ],
+)
+def test_fl_values_that_cannot_work_are_refused(helm: str, change: dict[str, Any], message: str) -> None:
+    assert message in refused(helm, values_file={"fl": {**FL_VALUES["fl"], **change}})
+
+
+def test_lint_passes_with_fl(helm: str, tmp_path: Path) -> None:
+    values = tmp_path / "fl.yaml"
+    values.write_text(yaml.safe_dump(FL_VALUES))
+    run(helm, "lint", "--strict", str(CHART), "--values", str(values))

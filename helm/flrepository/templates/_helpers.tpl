@@ -192,3 +192,89 @@ admin-key Secret and the pod's checksum annotation all see the same key.
 {{- $_ := set $ids (toString .id) true }}
 {{- end }}
 {{- end }}
+
+{{/* Federated training (fl.*): the task id as a name part (lower-case letters, digits, -). */}}
+{{- define "flrepository.fl.task" -}}
+{{- regexReplaceAll "[^a-z0-9-]+" (lower (toString .Values.fl.taskId)) "-" | trimAll "-" }}
+{{- end }}
+
+{{/* Prefix of the task's resources: <release>-<task>. */}}
+{{- define "flrepository.fl.prefix" -}}
+{{- printf "%s-%s" (include "flrepository.fullname" .) (include "flrepository.fl.task" .) | trunc 48 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The collector's Job and Service. */}}
+{{- define "flrepository.fl.collectorName" -}}
+{{- printf "%s-collector" (include "flrepository.fl.prefix" .) }}
+{{- end }}
+
+{{- define "flrepository.fl.collectorSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "flrepository.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: fl-collector
+flrepository/task: {{ include "flrepository.fl.task" . | quote }}
+{{- end }}
+
+{{/* What the collector publishes for its participants: fl.collector.advertise, else its Service. */}}
+{{- define "flrepository.fl.advertise" -}}
+{{- if .Values.fl.collector.advertise }}
+{{- .Values.fl.collector.advertise }}
+{{- else }}
+{{- printf "%s.%s.svc:%d" (include "flrepository.fl.collectorName" .) .Release.Namespace (int .Values.fl.collector.port) }}
+{{- end }}
+{{- end }}
+
+{{- define "flrepository.fl.image" -}}
+"{{ .Values.fl.image.repository }}:{{ .Values.fl.image.tag | default .Chart.AppVersion }}"
+{{- end }}
+
+{{/* The environment of every FL pod: the repository, its key and the verify keys from Secrets. */}}
+{{- define "flrepository.fl.env" -}}
+- name: FLREPO_URL
+  value: {{ .Values.fl.repositoryUrl | default (printf "http://%s.%s.svc:%d" (include "flrepository.fullname" .) .Release.Namespace (int .Values.service.port)) | quote }}
+{{- if .Values.fl.apiKey.existingSecret }}
+- name: FLREPO_API_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.fl.apiKey.existingSecret }}
+      key: {{ .Values.fl.apiKey.existingSecretKey }}
+{{- end }}
+{{- if .Values.fl.verifyKeys.existingSecret }}
+- name: FLREPO_VERIFY_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.fl.verifyKeys.existingSecret }}
+      key: {{ .Values.fl.verifyKeys.existingSecretKey }}
+{{- end }}
+- name: FLREPO_LOG_LEVEL
+  value: {{ .Values.config.logLevel | quote }}
+{{- if .Values.fl.collector.insecure }}
+- name: FLREPO_FL_INSECURE
+  value: "1"
+{{- end }}
+# The root filesystem is read-only: Flower's and the libraries' files go to the /tmp emptyDir.
+- name: HOME
+  value: /tmp
+{{- end }}
+
+{{/* Fail early on fl.* values that cannot work. */}}
+{{- define "flrepository.fl.validate" -}}
+{{- if .Values.fl.enabled }}
+{{- if not (include "flrepository.fl.task" .) }}
+{{- fail "fl.enabled is true: set fl.taskId to the task to run (create it first: POST /tasks)" }}
+{{- end }}
+{{- if and .Values.fl.collector.insecure .Values.fl.collector.tls.existingSecret }}
+{{- fail "fl.collector.insecure and fl.collector.tls.existingSecret exclude each other" }}
+{{- end }}
+{{- $names := dict }}
+{{- range .Values.fl.localExecutions }}
+{{- if hasKey $names (toString .name) }}
+{{- fail (printf "fl.localExecutions: name %q appears twice" (toString .name)) }}
+{{- end }}
+{{- $_ := set $names (toString .name) true }}
+{{- if eq (len (compact (list (.existingClaim | default "") (.hostPath | default "")))) 1 | not }}
+{{- fail (printf "fl.localExecutions %s: give its data volume as exactly one of existingClaim or hostPath" (toString .name)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
