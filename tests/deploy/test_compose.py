@@ -336,25 +336,53 @@ def test_restore_script_runs_mongorestore_only_when_a_dump_exists(tmp_path: Path
 FL_SERVICES = {"seed", "collector", "local-exec-1", "local-exec-2", "local-exec-3"}
 
 
-def test_fl_profile_runs_collector_and_three_local_executions(compose):
+def test_fl_profile_is_off_unless_asked_for(compose):
     services = compose["services"]
-    fl = {name: s for name, s in services.items() if s.get("profiles")}
-    assert set(fl) == FL_SERVICES
-    for name, service in fl.items():
-        assert service["profiles"] == ["fl"], name
+    fl = {name for name, s in services.items() if s.get("profiles")}
+    assert fl == FL_SERVICES
+    for name in fl:
+        assert services[name]["profiles"] == ["fl"], name  # `docker-compose up` alone starts none of them
+
+
+def test_fl_profile_runs_a_collector_and_local_executions_each_on_its_own_data_file(compose):
+    services = compose["services"]
+    for name in FL_SERVICES:
+        service = services[name]
         assert service["build"] == {"context": ".", "target": "fl"}, name
         assert "ports" not in service, name  # the Flower port stays on the compose network
         assert service["depends_on"]["flrepository"]["condition"] == "service_healthy", name
+        assert "http://flrepository:9012" in service["command"], name
+        # Keys only from .env: nothing secret is written into the file.
         env = service["environment"]
         assert {"FLREPO_API_KEY", "FLREPO_SIGNING_KEY", "FLREPO_VERIFY_KEYS"} <= set(env), name
-        assert "http://flrepository:9012" in service["command"], name
+        for key in ("FLREPO_API_KEY", "FLREPO_SIGNING_KEY", "FLREPO_VERIFY_KEYS"):
+            assert interpolate(env[key], {}) == "" and "${" in env[key], (name, key)
+        assert interpolate(env["FLREPO_FL_INSECURE"], {}) == "0", name  # plaintext only when asked for
     collector = services["collector"]["command"]
-    assert collector[0] == "collector" and collector[collector.index("--address") + 1] == "0.0.0.0:8080"
-    parts = sorted(services[f"local-exec-{k}"]["command"][-1] for k in (1, 2, 3))
-    assert parts == ["digits:1/3", "digits:2/3", "digits:3/3"]
-    for k in (1, 2, 3):
-        command = services[f"local-exec-{k}"]["command"]
-        assert command[command.index("--server") + 1] == "collector:8080"
+    assert collector[0] == "collector"
+    bind_host, bind_port = collector[collector.index("--address") + 1].rsplit(":", 1)
+    advertised_host, advertised_port = collector[collector.index("--advertise") + 1].rsplit(":", 1)
+    # Participants are told an address that reaches the collector on the compose network.
+    assert bind_host == "0.0.0.0" and advertised_host == "collector" and advertised_port == bind_port
+    sites = sorted(name for name in FL_SERVICES if name.startswith("local-exec-"))
+    assert len(sites) == 3
+    sources = set()
+    for name in sites:
+        command = services[name]["command"]
+        assert command[0] == "local-exec" and "--server" not in command, name  # discovery through the task
+        data = command[command.index("--data") + 1]
+        (volume,) = services[name]["volumes"]
+        source, target, mode = interpolate(volume, {}).split(":")
+        assert target == data and mode == "ro", name
+        sources.add(source)
+        assert "depends_on" not in services[name] or "collector" not in services[name]["depends_on"], name
+    assert sources == {f"./data/site-{k}.csv" for k in (1, 2, 3)}
+    # Elsewhere with FL_DATA_DIR; the task with FL_TASK_ID, the same for the collector and every site.
+    (volume,) = services["local-exec-2"]["volumes"]
+    assert interpolate(volume, {"FL_DATA_DIR": "/srv/fl"}).startswith("/srv/fl/site-2.csv:")
+    for name in ["collector", *sites]:
+        command = [interpolate(part, {"FL_TASK_ID": "t1"}) for part in services[name]["command"]]
+        assert command[command.index("--task") + 1] == "t1", name
 
 
 def test_dockerfile_builds_the_api_last_and_an_fl_target():
