@@ -26,6 +26,11 @@ def _logging() -> None:
     # Flower ships this process's output to the SuperLink over HTTP: logging each of those
     # requests would feed itself.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Flower's own console handler would print every flwr line a second time (it propagates to
+    # ours too); Flower ships what reaches stdout/stderr, so ours alone, with times, is enough.
+    from flwr.supercore.logger import console_handler
+
+    logging.getLogger("flwr").removeHandler(console_handler)
 
 
 @server_app.main()
