@@ -19,6 +19,7 @@ from flrepo.cli.exit_codes import OK, UsageError, exit_code
 from flrepo.cli.output import emit, log_to_stderr, progress_bar
 from flrepo.client import NotFound, RepositoryClient, RepositoryError, SignatureError
 from flrepo.client.sync import DEFAULT_URL
+from flrepo.client.transfer import in_folder
 from flrepo.signing import verify_digest
 
 
@@ -104,10 +105,12 @@ def _download(spec: Collection, repo: RepositoryClient, args: argparse.Namespace
         sys.stdout.buffer.flush()
         emit(args, {"path": "-", "size": done.size, "sha256": done.sha256, "verified": True}, to_stderr=True)
         return
-    name = getattr(item, "filename", None) or "-".join(keys)
-    dest = Path(args.dest or name)
+    # The recorded name came from the server: only its safe base name is used, so a document naming
+    # `../../x` or `/etc/x` (restored, written directly, or sent by a hostile server) cannot make this
+    # write anywhere but the folder asked for (here, or -o DIR).
+    dest = Path(args.dest) if args.dest else Path(".")
     if dest.is_dir():
-        dest = dest / name
+        dest = in_folder(dest, getattr(item, "filename", None), "-".join(keys))
     with progress_bar(args, f"download {dest.name}") as progress:
         done = repo.download(spec.file_path(keys), dest, progress=progress, resume=not args.restart)
     if spec.signed:

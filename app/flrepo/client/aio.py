@@ -17,7 +17,7 @@ from flrepo.client.calls import Call
 from flrepo.client.endpoint import AsyncEndpoint
 from flrepo.client.retry import Attempts, Retry
 from flrepo.client.sync import client_options
-from flrepo.client.transfer import Dest, Download, Downloaded, Progress, Source, Upload
+from flrepo.client.transfer import Dest, Download, Downloaded, Progress, Source, Upload, in_folder, is_folder
 from flrepo.signing import Keyring
 
 T = TypeVar("T")
@@ -167,8 +167,18 @@ class AsyncRepositoryClient:
         """Upload (or replace) a model's file; `options`: filename, progress."""
         await self.upload(calls.model_file(model_name, model_version), source, **options)
 
+    async def _into_folder(self, dest: Dest, item: Call[Any], fallback: str) -> Dest:
+        """`dest`, or when it is a folder, the file in it named by the item's recorded file name made safe."""
+        if not is_folder(dest):
+            return dest
+        stored = getattr(await self.send(item), "filename", None)
+        return in_folder(dest, stored, fallback)
+
     async def download_model(self, model_name: str, model_version: str, dest: Dest, **options: Any) -> Downloaded:
-        """Download a model's file, verified; `options`: progress, resume."""
+        """Download a model's file, verified; `options`: progress, resume. A folder as `dest` gets the
+        recorded file name, reduced to a safe base name."""
+        item = calls.get_model(model_name, model_version)
+        dest = await self._into_folder(dest, item, f"{model_name}-{model_version}")
         return await self.download(calls.model_file(model_name, model_version), dest, **options)
 
     async def upload_weights(
@@ -188,6 +198,8 @@ class AsyncRepositoryClient:
         self, model_name: str, model_version: str, training_id: str, dest: Dest, **options: Any
     ) -> Downloaded:
         """Download a training result's weights, verified."""
+        item = calls.get_training_result(model_name, model_version, training_id)
+        dest = await self._into_folder(dest, item, f"{model_name}-{model_version}-{training_id}")
         return await self.download(calls.weights_download(model_name, model_version, training_id), dest, **options)
 
     async def download_models_archive(self, filename: str, dest: Dest, **options: Any) -> Downloaded:
@@ -196,10 +208,12 @@ class AsyncRepositoryClient:
 
     async def download_strategy(self, strategy_name: str, dest: Dest, **options: Any) -> Downloaded:
         """Download a strategy's file as bytes, verified against its ETag (not unpickled)."""
+        dest = await self._into_folder(dest, calls.get_strategy(strategy_name), strategy_name)
         return await self.download(calls.strategy_file(strategy_name), dest, **options)
 
     async def download_transformation(self, transformation_id: str, dest: Dest, **options: Any) -> Downloaded:
         """Download a transformation's file as bytes, verified against its ETag (not unpickled)."""
+        dest = await self._into_folder(dest, calls.get_transformation(transformation_id), transformation_id)
         return await self.download(calls.transformation_file(transformation_id), dest, **options)
 
     # --- signed artifacts ---------------------------------------------------------------------

@@ -18,6 +18,7 @@ from typing import BinaryIO
 import httpx
 
 from flrepo.client.errors import IntegrityError, RepositoryError
+from flrepo.names import safe_filename
 
 CHUNK = 1024 * 1024
 # (bytes done, total bytes or None when unknown) after every chunk.
@@ -99,6 +100,22 @@ def _remaining(handle: BinaryIO) -> int | None:
     end = handle.seek(0, os.SEEK_END)
     handle.seek(here)
     return end - here
+
+
+def is_folder(dest: Dest) -> bool:
+    return isinstance(dest, str | os.PathLike) and Path(dest).is_dir()
+
+
+def in_folder(folder: Dest, stored_name: object, fallback: str) -> Path:
+    """The file in `folder` named by the safe base name of `stored_name` (a name the server sent:
+    it may be `../../x`, `/etc/x` or anything else), else of `fallback`; never a path outside `folder`."""
+    if not isinstance(folder, str | os.PathLike):
+        raise TypeError("a folder is a path")
+    base = Path(folder)
+    target = base / safe_filename(stored_name, safe_filename(fallback))
+    if target.resolve().parent != base.resolve():  # safe_filename makes this impossible; kept as a guard
+        raise RepositoryError(f"refusing to write {target}: outside {base}")
+    return target
 
 
 @dataclass(frozen=True)
