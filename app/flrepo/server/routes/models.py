@@ -146,4 +146,4 @@ async def download_all_models(
     db: DB,
 ) -> Response:
     """Every available model's file in one streamed archive, newest first: `{name}/{version}/{file}`."""
-    return await archive_response(filename, await models.archive_entries(db), partial(models.read_archived, db))
+    return await archive_response(filename, partial(models.iter_archive_entries, db), partial(models.read_archived, db))
