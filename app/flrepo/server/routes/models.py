@@ -12,11 +12,12 @@ from flrepo.schemas.identifiers import Identifier
 from flrepo.server.deps import DB, FILE_RESPONSE, Page, SettingsDep, listed, problems
 from flrepo.server.http.archive import archive_response
 from flrepo.server.http.downloads import file_response
+from flrepo.server.http.strict_json import StrictJSONRoute
 from flrepo.server.http.uploads import UPLOAD_OPENAPI, receiver
 from flrepo.server.repository import items, models
 from flrepo.server.repository.kinds import MODELS
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], route_class=StrictJSONRoute)
 
 Name = Annotated[Identifier, Path(description="Model name")]
 Version = Annotated[Identifier, Path(description="Model version")]

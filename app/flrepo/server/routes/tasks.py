@@ -9,10 +9,11 @@ from fastapi import APIRouter, Path, Query, Response
 from flrepo.schemas.identifiers import Identifier
 from flrepo.schemas.tasks import Phase, StatusUpdate, TaskIn, TaskOut
 from flrepo.server.deps import DB, Page, listed, problems
+from flrepo.server.http.strict_json import StrictJSONRoute
 from flrepo.server.repository import items, tasks
 from flrepo.server.repository.kinds import TASKS
 
-router = APIRouter(tags=["tasks"])
+router = APIRouter(tags=["tasks"], route_class=StrictJSONRoute)
 
 TaskId = Annotated[Identifier, Path(description="Task id")]
 
