@@ -14,6 +14,7 @@ import uvicorn
 from fastapi import FastAPI
 from pymongo import MongoClient
 
+from flrepo.server import serving
 from flrepo.server.embedded import free_port
 from flrepo.server.main import create_app
 from flrepo.server.settings import Settings
@@ -75,7 +76,9 @@ class LiveServer:
     def __init__(self, app: FastAPI) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        # The service's own configuration (flrepo.server.serving): the tests meet its connection limits.
+        config = serving.config(app, app.state.settings, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> LiveServer:

@@ -365,3 +365,13 @@ def test_dockerfile_builds_the_api_last_and_an_fl_target():
     assert "'.[fl]'" in fl_stage and "USER ${UID}:${UID}" in fl_stage
     api_stage = text.rsplit("AS runtime", 1)[1]
     assert "[fl]" not in api_stage and "[test]" not in api_stage
+
+
+def test_the_api_runs_flrepo_serve_from_the_image_and_metrics_need_a_key(compose):
+    """compose starts the image's CMD (`flrepo serve`, where the connection bounds are), and so does
+    `make run`; nothing starts uvicorn another way."""
+    api = compose["services"]["flrepository"]
+    assert "command" not in api and "entrypoint" not in api
+    assert 'CMD ["flrepo", "serve"]' in (ROOT / "Dockerfile").read_text()
+    assert "flrepo serve --embedded" in (ROOT / "Makefile").read_text()
+    assert api["environment"]["FLREPO_METRICS_PUBLIC"] == "${FLREPO_METRICS_PUBLIC:-false}"

@@ -469,3 +469,15 @@ def test_lint_passes_for_every_auth_mode(helm: str) -> None:
         [f"auth.keys[0].id=ops,auth.keys[0].role=admin,auth.keys[0].sha256={'a' * 64}"],
     ):
         run(helm, "lint", "--strict", str(CHART), *[arg for value in values for arg in ("--set", value)])
+
+
+def test_every_deployment_runs_flrepo_serve_with_bounded_connections(helm: str) -> None:
+    """The bounds live in `flrepo serve` (flrepo.server.serving): nothing may start the API another way."""
+    docs = render(helm, "config.headerTimeoutS=5", "config.metricsPublic=true")
+    api = container(one(docs, "Deployment", RELEASE), "api")
+    assert api["command"] == ["flrepo", "serve"] and not api.get("args")
+    data = one(docs, "ConfigMap", "repository-configmap")["data"]
+    assert data["FLREPO_HEADER_TIMEOUT_S"] == "5" and data["FLREPO_METRICS_PUBLIC"] == "true"
+    assert int(data["FLREPO_MAX_HEADER_BYTES"]) <= 65536 and float(data["FLREPO_IDLE_TIMEOUT_S"]) <= 30
+    defaults = one(render(helm), "ConfigMap", "repository-configmap")["data"]
+    assert defaults["FLREPO_METRICS_PUBLIC"] == "false"

@@ -8,7 +8,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import secrets
 import subprocess
 import sys
@@ -22,6 +21,7 @@ def _serve(args: argparse.Namespace) -> int:
     require_extra("server")
     import uvicorn
 
+    from flrepo.server import serving
     from flrepo.server.embedded import EmbeddedMongo
     from flrepo.server.main import create_app
     from flrepo.server.settings import Settings
@@ -49,16 +49,8 @@ def _serve(args: argparse.Namespace) -> int:
         "Swagger UI at http://%s:%d/docs", "127.0.0.1" if settings.host == "0.0.0.0" else settings.host, settings.port
     )
     try:
-        uvicorn.run(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level.lower(),
-            log_config=None,  # keep our JSON handler; our middleware writes the access log
-            access_log=False,
-            proxy_headers=True,
-            forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
-        )
+        # One configuration for every way the service runs (bounded headers, timeouts): flrepo.server.serving.
+        uvicorn.Server(serving.config(create_app(settings), settings)).run()
     finally:
         if embedded:
             embedded.stop()

@@ -85,6 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
+        # `/model/` → 307 to `http://{Host header}/model` built redirects from what the client sent.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.keys = KeyStore.from_settings(settings.api_keys_file, settings.anonymous_role)
@@ -95,7 +97,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit.router)
     app.include_router(health.router)
 
-    @app.get("/metrics", include_in_schema=False)
+    # Request counts by route and status reveal how the service is used: a reader key, unless the
+    # deployment says its scraper cannot send one (FLREPO_METRICS_PUBLIC=true).
+    metrics_guard = [] if settings.metrics_public else [Depends(authorize)]
+
+    @app.get("/metrics", include_in_schema=False, dependencies=metrics_guard)
     async def metrics() -> Response:
         return Response(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -116,5 +122,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # add_middleware wraps: the last added runs first (RequestContext, then BodyLimit, then AuditTrail).
     app.add_middleware(AuditTrail, record=record)
     app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestContext, metrics=app.state.metrics)
+    app.add_middleware(
+        RequestContext,
+        metrics=app.state.metrics,
+        max_headers=settings.max_headers,
+        max_header_bytes=settings.max_header_bytes,
+    )
     return app

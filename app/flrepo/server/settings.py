@@ -54,6 +54,28 @@ class Settings(BaseSettings):
     sweep_grace_s: float = Field(
         default=3600, ge=0, description="Only GridFS data untouched for this long is swept (protects live uploads)."
     )
+    max_header_bytes: int = Field(
+        default=32 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Largest request head (request line and headers) in bytes; larger ones get 400.",
+    )
+    max_headers: int = Field(default=100, ge=8, le=10_000, description="Most header lines a request may send (431).")
+    header_timeout_s: float = Field(
+        default=10,
+        gt=0,
+        le=300,
+        description="Seconds a connection has to send a complete request head (408 and closed after).",
+    )
+    idle_timeout_s: float = Field(
+        default=30,
+        gt=0,
+        le=3600,
+        description="Seconds of silence after which a request body (or a client not reading) is given up.",
+    )
+    metrics_public: bool = Field(
+        default=False, description="Serve /metrics without an API key (else it needs the reader role)."
+    )
     gridfs_chunk_bytes: int = Field(
         default=255 * 1024, ge=1024, le=15 * 1024 * 1024, description="GridFS chunk size for new files."
     )
