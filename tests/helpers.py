@@ -58,7 +58,11 @@ def make_settings(mongo_url: str, **overrides: object) -> Settings:
         "mongodb_url": mongo_url,
         "db_name": name,
         "gridfs_db_name": f"{name}_grid",
-        "db_timeout_ms": 2000,
+        # Generous: on a busy machine the embedded store can take seconds for one write, and every
+        # operation is bounded by this (tests of outages set their own, short one).
+        "db_timeout_ms": 10_000,
+        # No background sweep racing the tests' own sweeps (tests of the sweeper call it themselves).
+        "sweep_interval_s": 0,
         **overrides,
     }
     return Settings(**values)  # type: ignore[arg-type]

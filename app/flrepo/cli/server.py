@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import secrets
 import subprocess
 import sys
@@ -15,6 +16,8 @@ from pathlib import Path
 
 from flrepo.cli.extras import require_extra
 from flrepo.logs import configure_logging
+
+EMBEDDED_DB_TIMEOUT_MS = 10_000
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -40,6 +43,9 @@ def _serve(args: argparse.Namespace) -> int:
             sys.stderr.write(f"flrepo serve --embedded: {exc}\n")
             return 1
         overrides["mongodb_url"] = embedded.url
+        if "FLREPO_DB_TIMEOUT_MS" not in os.environ:
+            # The embedded store (SQLite) can take seconds for one large write on a busy machine.
+            overrides["db_timeout_ms"] = EMBEDDED_DB_TIMEOUT_MS
     settings = Settings(**overrides)  # type: ignore[arg-type]
     configure_logging(settings.log_level, settings.log_format == "json")
     log = logging.getLogger("flrepo")

@@ -66,9 +66,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # the database creates the indexes once it is back.
             log.warning("database not reachable at start-up (%s); will retry on demand", exc)
         sweeper = None
-        if settings.sweep_interval_s > 0:
+        # The sweep is nobody's request: its own handle, without the per-reply bound (deleting a large
+        # chunk set may take longer than a request may wait).
+        sweep_db = Database.connect(settings, bounded=False) if settings.sweep_interval_s > 0 else None
+        if sweep_db is not None:
             grace = timedelta(seconds=settings.sweep_grace_s)
-            sweeper = asyncio.create_task(sweep_forever(db, settings.sweep_interval_s, grace))
+            sweeper = asyncio.create_task(sweep_forever(sweep_db, settings.sweep_interval_s, grace))
         try:
             yield
         finally:
@@ -76,6 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 sweeper.cancel()
                 with suppress(asyncio.CancelledError):
                     await sweeper
+            if sweep_db is not None:
+                await sweep_db.close()
             await db.close()
 
     # FastAPIOffline serves Swagger UI and ReDoc assets from the package, not a CDN.

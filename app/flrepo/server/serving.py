@@ -51,10 +51,15 @@ class ServingConfig(uvicorn.Config):
         self.limits = limits
 
 
-def _timeout_response() -> bytes:
-    body = json.dumps({"detail": "request not received in time"}).encode()
+# After refusing a request head, what still arrives is read and dropped this long, so the client can
+# read the answer (closing with unread data would reset the connection and lose it).
+LINGER_S = 2.0
+
+
+def _raw_response(status: int, reason: str, detail: str) -> bytes:
+    body = json.dumps({"detail": detail}).encode()
     head = (
-        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
     )
     return head.encode() + body
@@ -72,6 +77,7 @@ class BoundedH11Protocol(H11Protocol):
         self._last_read = 0.0
         self._write_paused_since: float | None = None
         self._watch: asyncio.TimerHandle | None = None
+        self._linger_until: float | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -86,8 +92,25 @@ class BoundedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._linger_until is not None:
+            return  # a refused request: dropped unread, nothing is buffered
         self._last_read = self.loop.time()
         super().data_received(data)
+
+    def send_400_response(self, msg: str) -> None:
+        """The parser refused the request: 431 when the head outgrew its limit, else 400. The answer is
+        written, then the rest of the request is dropped for a moment before the connection closes."""
+        buffered, _ = self.conn.trailing_data
+        limit = self.config.h11_max_incomplete_event_size or 0
+        if limit and len(buffered) > limit:
+            answer = _raw_response(431, "Request Header Fields Too Large", f"request head larger than {limit} bytes")
+        else:
+            answer = _raw_response(400, "Bad Request", "invalid HTTP request")
+        self.logger.info("refused an invalid request head (%s)", answer.split(b"\r\n", 1)[0].decode())
+        self.transport.write(answer)
+        self._linger_until = self.loop.time() + LINGER_S
+        if hasattr(self.transport, "can_write_eof") and self.transport.can_write_eof():
+            self.transport.write_eof()
 
     def on_response_complete(self) -> None:
         # The next request head is due within the head timeout from now (keep-alive also applies).
@@ -111,9 +134,13 @@ class BoundedH11Protocol(H11Protocol):
             return
         now = self.loop.time()
         limits = self.limits
-        if self._awaiting_head() and now - self._head_since > limits.header_timeout_s:
+        if self._linger_until is not None:
+            if now >= self._linger_until:
+                self.transport.close()
+                return
+        elif self._awaiting_head() and now - self._head_since > limits.header_timeout_s:
             if self.conn.our_state is h11.IDLE:
-                self.transport.write(_timeout_response())
+                self.transport.write(_raw_response(408, "Request Timeout", "request not received in time"))
             self.transport.close()
             return
         if (

@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     db_timeout_ms: int = Field(
         default=3000,
         ge=100,
-        description="Server-selection timeout: how long a request waits for an unavailable database before 503.",
+        description="How long a request waits for the database (to be found, to connect, for each reply) before 503.",
     )
     api_keys_file: Path | None = Field(
         default=None, description="JSON or YAML list of {id, role, sha256} API key entries; unset: no keys."

@@ -34,7 +34,7 @@ async def restore(settings: Settings, archive: Path, *, force: bool = False) -> 
     with `force` the archive is merged in, archived items replacing same-key items (rules: `backup.format`).
     """
     archive = Path(archive)
-    db = Database.connect(settings)
+    db = Database.connect(settings, bounded=False)
     try:
         if not force:
             await refuse_non_empty(db, archive)
