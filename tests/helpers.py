@@ -19,7 +19,18 @@ from flrepo.server.embedded import free_port
 from flrepo.server.main import create_app
 from flrepo.server.settings import Settings
 
-__all__ = ["LiveServer", "create_app", "drop", "grid_counts", "make_model", "make_settings", "payload", "sha", "upload"]
+__all__ = [
+    "LiveServer",
+    "create_app",
+    "drop",
+    "grid_counts",
+    "make_model",
+    "make_settings",
+    "make_task",
+    "payload",
+    "sha",
+    "upload",
+]
 
 CHUNK = 255 * 1024  # GridFS default chunk size
 
@@ -97,3 +108,34 @@ class LiveServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+async def make_task(client: httpx.AsyncClient, task_id: str = "t1", **plan: Any) -> dict[str, Any]:
+    """A Pending task over a model, a strategy and a transformation that all have files."""
+    for path, body in [
+        ("/model", {"model_name": "digits", "model_version": "v1", "meta": {"library": "numpy"}}),
+        ("/strategy", {"strategy_name": "fedavg", "meta": {}}),
+        (
+            "/transformation",
+            {"id": "scale", "parameter_types": {}, "default_values": {}, "outputs": [], "needs": {}},
+        ),
+    ]:
+        r = await client.post(path, json=body)
+        assert r.status_code in (201, 409), r.text
+    for path, data in [
+        ("/model/digits/v1", b"model bytes"),
+        ("/strategy/fedavg", b"pickled strategy"),
+        ("/transformation/scale", b"pickled transformation"),
+    ]:
+        if (await client.head(path)).status_code != 200:
+            assert (await upload(client, path, data)).status_code == 204
+    body = {
+        "task_id": task_id,
+        "model": {"model_name": "digits", "model_version": "v1"},
+        "strategy": {"strategy_name": "fedavg"},
+        "transformations": [{"id": "scale"}],
+        **plan,
+    }
+    r = await client.post("/tasks", json=body)
+    assert r.status_code == 201, r.text
+    return r.json()

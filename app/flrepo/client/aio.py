@@ -112,6 +112,7 @@ class AsyncRepositoryClient:
 
     list_tasks = AsyncEndpoint(calls.list_tasks)
     get_task = AsyncEndpoint(calls.get_task)
+    get_task_history = AsyncEndpoint(calls.get_task_history)
     create_task = AsyncEndpoint(calls.create_task)
     update_task_status = AsyncEndpoint(calls.update_task_status)
     delete_task = AsyncEndpoint(calls.delete_task)

@@ -119,6 +119,7 @@ class RepositoryClient:
 
     list_tasks = SyncEndpoint(calls.list_tasks)
     get_task = SyncEndpoint(calls.get_task)
+    get_task_history = SyncEndpoint(calls.get_task_history)
     create_task = SyncEndpoint(calls.create_task)
     update_task_status = SyncEndpoint(calls.update_task_status)
     delete_task = SyncEndpoint(calls.delete_task)

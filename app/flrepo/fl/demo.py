@@ -104,19 +104,21 @@ def accuracy(weights_npz: bytes) -> float:
 
 def watch(repo: RepositoryClient, task_id: str, collector: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
     """Print each finished round; return the task once it has finished."""
-    shown = 0
+    shown = 0  # the last round printed (the task shows its most recent rounds only)
     deadline = time.monotonic() + timeout
     print(f"{'round':>5} {'participants':>12} {'loss':>8} {'accuracy':>9} {'seconds':>8}")
     while True:
         task = repo.get_task(task_id).model_dump()
-        for record in task["history"][shown:]:
+        for record in task["history"]:
+            if record["round"] <= shown:
+                continue
             acc = record["metrics"].get("accuracy")
             print(
                 f"{record['round']:>5} {record['participants']:>12} {record['loss'] or 0:>8.4f} "
                 f"{acc if acc is None else f'{acc:.4f}':>9} {record.get('duration_s') or 0:>8.2f}",
                 flush=True,
             )
-        shown = len(task["history"])
+        shown = max([shown, *(record["round"] for record in task["history"])])
         if task["phase"] in ("Succeeded", "Failed"):
             return task
         if collector.poll() is not None and task["phase"] not in ("Succeeded", "Failed"):

@@ -150,7 +150,10 @@ class TaskOut(TaskIn):
     completion_time: datetime | None = None
     current_round: int = 0
     participants: list[Participant] = Field(default_factory=list)
-    history: list[RoundRecord] = Field(default_factory=list)
+    history: list[RoundRecord] = Field(
+        default_factory=list, description="The most recent round records (see ?history= and /tasks/{id}/history)."
+    )
+    history_total: int = Field(default=0, description="Round records kept (older ones are dropped).")
     result: ResultRef | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
@@ -177,6 +180,7 @@ def initial_status() -> dict[str, Any]:
         "current_round": 0,
         "participants": [],
         "history": [],
+        "history_total": 0,
         "result": None,
     }
 

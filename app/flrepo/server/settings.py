@@ -73,6 +73,18 @@ class Settings(BaseSettings):
         le=3600,
         description="Seconds of silence after which a request body (or a client not reading) is given up.",
     )
+    task_history_rounds: int = Field(
+        default=1000,
+        ge=1,
+        le=10_000,
+        description="Round records a task keeps (the oldest are dropped); GET /tasks/{id}/history pages them.",
+    )
+    task_record_bytes: int = Field(
+        default=8 * 1024,
+        ge=512,
+        le=1024 * 1024,
+        description="Largest round record of a status report, as JSON bytes (413 above it).",
+    )
     metrics_public: bool = Field(
         default=False, description="Serve /metrics without an API key (else it needs the reader role)."
     )

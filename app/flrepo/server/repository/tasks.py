@@ -3,6 +3,7 @@ machine (flrepo.schemas.tasks), deletion of tasks that are not running."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -11,7 +12,7 @@ from flrepo.server.repository import items
 from flrepo.server.repository.items import Page
 from flrepo.server.repository.kinds import MODELS, STRATEGIES, TASKS, TRANSFORMATIONS, Kind
 from flrepo.server.storage.db import Database
-from flrepo.server.storage.errors import Conflict, Invalid
+from flrepo.server.storage.errors import Busy, Conflict, Invalid, TooLarge
 
 
 def _key(task_id: str) -> dict[str, Any]:
@@ -50,30 +51,75 @@ async def create(db: Database, body: TaskIn) -> dict[str, Any]:
     return await items.create(db, TASKS, doc)
 
 
-async def page(db: Database, *, phase: Phase | None, limit: int, offset: int) -> Page:
+async def get(db: Database, task_id: str, *, history: int) -> dict[str, Any]:
+    """The task with only its `history` most recent round records (all of them are paged by history_page)."""
+    return shown(await items.get(db, TASKS, _key(task_id)), history)
+
+
+async def page(db: Database, *, phase: Phase | None, limit: int, offset: int, history: int = 0) -> Page:
+    """Tasks, each with its `history` most recent round records (none by default: a list stays small)."""
     query = {"phase": phase.value} if phase else {}
-    return await items.page(db, TASKS, query=query, limit=limit, offset=offset)
+    projection = None if history else {"history": 0}
+    found = await items.page(db, TASKS, query=query, limit=limit, offset=offset, projection=projection)
+    return Page(items=[shown(doc, history) for doc in found.items], total=found.total)
 
 
-async def report(db: Database, task_id: str, update: StatusUpdate) -> dict[str, Any]:
-    """Apply a collector's status update; Conflict when the phase does not allow it."""
+async def history_page(db: Database, task_id: str, *, limit: int, offset: int) -> Page:
+    """The task's kept round records, oldest first."""
+    kept = (await items.get(db, TASKS, _key(task_id))).get("history") or []
+    return Page(items=kept[offset : offset + limit], total=len(kept))
+
+
+def shown(doc: dict[str, Any], history: int) -> dict[str, Any]:
+    """`doc` with only its `history` most recent round records, and how many it keeps."""
+    kept = doc.get("history")
+    if kept is not None:
+        doc["history_total"] = len(kept)  # documents written before the count was kept have none
+        doc["history"] = kept[-history:] if history else []
+    else:
+        doc["history"] = []
+        doc.setdefault("history_total", 0)
+    return doc
+
+
+async def report(
+    db: Database, task_id: str, update: StatusUpdate, *, keep_rounds: int, record_bytes: int
+) -> dict[str, Any]:
+    """Apply a collector's status update; Conflict when the phase does not allow it.
+
+    A round record is appended to the history, which keeps the `keep_rounds` most recent records;
+    one larger than `record_bytes` (as JSON) is TooLarge. The update is a compare-and-swap on the
+    task's last change, repeated when another update came first (then the phase rules are applied
+    again to what that update left).
+    """
+    if update.round is not None:
+        size = len(json.dumps(update.round.model_dump(mode="json")))
+        if size > record_bytes:
+            raise TooLarge(f"a round record of {size} bytes; at most {record_bytes} (FLREPO_TASK_RECORD_BYTES)")
     key = _key(task_id)
-    current = await items.get(db, TASKS, key)
-    phase_now = Phase(current["phase"])
-    stamp = items.now()
-    try:
-        fields, pushes = transition(phase_now, update, stamp)
-    except InvalidTransition as exc:
-        raise Conflict(f"task {task_id!r} {exc}") from None
-    change: dict[str, Any] = {"$set": {**fields, "updated_at": stamp}}
-    if pushes:
-        change["$push"] = pushes
-    db.dialect.check_document(change)
-    # The phase read above is part of the filter: a concurrent transition makes this match nothing.
-    result = await db.collection(TASKS.collection).update_one({**key, "phase": phase_now.value}, change)
-    if result.matched_count == 0:
-        raise Conflict(f"task {task_id!r} changed while this update was applied; read it and retry")
-    return await items.get(db, TASKS, key)
+    coll = db.collection(TASKS.collection)
+    async with db.dialect.item_lock((TASKS.collection, task_id)):
+        for _ in range(items.SWAP_ATTEMPTS):
+            current = await items.get(db, TASKS, key)
+            phase_now = Phase(current["phase"])
+            stamp = items.now()
+            try:
+                fields, pushes = transition(phase_now, update, stamp)
+            except InvalidTransition as exc:
+                raise Conflict(f"task {task_id!r} {exc}") from None
+            change: dict[str, Any] = {"$set": {**fields, "updated_at": stamp}}
+            record = pushes.pop("history", None)
+            if record is not None:
+                kept = [*(current.get("history") or []), record][-keep_rounds:]
+                change["$set"].update(history=kept, history_total=len(kept))
+            if pushes:
+                change["$push"] = pushes
+            db.dialect.check_document(change)
+            # Matches only the task as read: a concurrent update makes this match nothing, and we retry.
+            guard = {**key, "phase": phase_now.value, "updated_at": current.get("updated_at")}
+            if (await coll.update_one(guard, change)).matched_count:
+                return await items.get(db, TASKS, key)
+    raise Busy(f"task {task_id!r} is being updated too often; try again")
 
 
 async def delete(db: Database, task_id: str) -> None:
