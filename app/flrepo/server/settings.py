@@ -85,6 +85,11 @@ class Settings(BaseSettings):
         le=1024 * 1024,
         description="Largest round record of a status report, as JSON bytes (413 above it).",
     )
+    restore_max_manifest_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="`flrepo restore`: largest manifest (all documents as JSON) it reads into memory.",
+    )
     metrics_public: bool = Field(
         default=False, description="Serve /metrics without an API key (else it needs the reader role)."
     )
