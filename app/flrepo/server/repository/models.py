@@ -82,12 +82,13 @@ def _entry(doc: dict[str, Any]) -> ArchiveEntry:
     )
 
 
-async def iter_archive_entries(db: Database, batch: int = ARCHIVE_BATCH) -> AsyncIterator[ArchiveEntry]:
+async def iter_archive_entries(db: Database, batch: int | None = None) -> AsyncIterator[ArchiveEntry]:
     """Every model that has a file, newest upload first, read `batch` documents at a time.
 
     Each batch is its own query continuing after the last entry seen (upload time, then `_id`), so no
     cursor stays open while files stream (a server closes cursors idle for 10 minutes) and only one
     batch of small documents is in memory however many models there are."""
+    batch = batch or ARCHIVE_BATCH
     coll = db.collection(MODELS.collection)
     after: dict[str, Any] | None = None
     while True:
