@@ -14,21 +14,18 @@ from flrepo.server.embedded import api_server, free_port
 
 def federated(mongo_url: str, tmp: Path, rounds: int, clients: int, repeats: int) -> dict[str, float]:
     """Wall time of a FedAvg task through the repository vs. the same training with bare Flower."""
-    import secrets as _secrets
-
     from flrepo.client import RepositoryClient
     from flrepo.fl.catalogue import seed
-    from flrepo.fl.demo import digits_task, fl_env, register_model, start_training
-    from flrepo.signing import Keyring
+    from flrepo.fl.demo import digits_task, fl_env, publisher, register_model, start_training
 
     repo_times, bare_times = [], []
     env_db = {"FLREPO_DB_NAME": "fl", "FLREPO_GRIDFS_DB_NAME": "fl_grid", "FLREPO_LOG_LEVEL": "ERROR"}
     with api_server(tmp, mongo_url, **env_db) as (url, _):
-        key = _secrets.token_hex(16)
-        repo = RepositoryClient(url, keyring=Keyring("bench", {"bench": key.encode()}))
+        keyring, trusted = publisher("bench")
+        repo = RepositoryClient(url, keyring=keyring)
         seed(repo)
         register_model(repo, "digits", "v1")
-        env = {**fl_env(url, key), "FLREPO_SIGNING_KEY_ID": "bench"}
+        env = fl_env(url, trusted)
         env_bare = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "GRPC_VERBOSITY": "ERROR"}
         bare = [sys.executable, "-m", "flrepo.fl.bare"]
         for i in range(repeats):

@@ -346,7 +346,10 @@ def test_fl_profile_runs_collector_and_three_local_executions(compose):
         assert "ports" not in service, name  # the Flower port stays on the compose network
         assert service["depends_on"]["flrepository"]["condition"] == "service_healthy", name
         env = service["environment"]
-        assert {"FLREPO_API_KEY", "FLREPO_SIGNING_KEY", "FLREPO_VERIFY_KEYS"} <= set(env), name
+        assert {"FLREPO_API_KEY", "FLREPO_TRUSTED_KEYS"} <= set(env), name
+        # Ed25519: only the publisher (seed) holds the private key; those who load can only verify.
+        assert ("FLREPO_SIGNING_KEY" in env) == (name == "seed"), name
+        assert "FLREPO_VERIFY_KEYS" not in env, name
         assert "http://flrepository:9012" in service["command"], name
     collector = services["collector"]["command"]
     assert collector[0] == "collector" and collector[collector.index("--address") + 1] == "0.0.0.0:8080"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import time
 from pathlib import Path
 
@@ -13,10 +12,9 @@ import pytest
 from flrepo.client import RepositoryClient, calls
 from flrepo.fl.catalogue import seed
 from flrepo.fl.data import parse_partition, partition
-from flrepo.fl.demo import accuracy, digits_task, fl_env, register_model, start_training
+from flrepo.fl.demo import accuracy, digits_task, fl_env, publisher, register_model, start_training
 from flrepo.fl.weights import from_npz
 from flrepo.server.embedded import api_server, reap
-from flrepo.signing import Keyring
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 
@@ -25,11 +23,11 @@ os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 def fl(settings, tmp_path):
     env = {"FLREPO_DB_NAME": settings.db_name, "FLREPO_GRIDFS_DB_NAME": settings.gridfs_db_name}
     with api_server(tmp_path, settings.mongodb_url, **env) as (url, _):
-        key = secrets.token_hex(16)
-        repo = RepositoryClient(url, keyring=Keyring("test", {"test": key.encode()}))
+        keyring, trusted = publisher("test")
+        repo = RepositoryClient(url, keyring=keyring)
         seed(repo)
         register_model(repo, "digits", "v1")
-        env = {**fl_env(url, key), "FLREPO_SIGNING_KEY_ID": "test"}
+        env = fl_env(url, trusted)  # the public key only: they verify, they cannot sign
         yield repo, url, env, tmp_path
         repo.close()
 

@@ -65,7 +65,7 @@ def _upload(spec: Collection, repo: RepositoryClient, args: argparse.Namespace) 
     source: Path | BinaryIO
     if args.file == "-":  # a pipe is sent chunked, as it comes
         source, label = sys.stdin.buffer, args.filename or "stdin.bin"
-        signing = spec.signed and not args.unsigned and repo.keyring.signing_id
+        signing = spec.signed and not args.unsigned and repo.keyring.wants_to_sign
         if signing and not source.seekable():
             raise UsageError("a signed upload reads its file twice: give a path or redirect a file, not a pipe")
     else:
@@ -96,6 +96,8 @@ def _download(spec: Collection, repo: RepositoryClient, args: argparse.Namespace
     if size is None:
         raise NotFound(f"{spec.noun} {'/'.join(keys)} has no file yet")
     meta: dict[str, Any] = getattr(item, "meta", {})
+    if getattr(args, "allow_legacy_hmac", False):
+        repo.keyring = repo.keyring.allowing_legacy_hmac()
     if spec.signed and sha:
         # Fail before moving a byte when the recorded file is not what was signed.
         verify_digest(repo.keyring, spec.signed, keys[0], sha, size, meta, args.allow_unsigned)
@@ -177,7 +179,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         if spec.command == "results":
             upload.add_argument("--configuration-id", default="1", help="must equal the result's")
         if spec.signed:
-            upload.add_argument("--unsigned", action="store_true", help="do not sign even if FLREPO_SIGNING_KEY is set")
+            upload.add_argument(
+                "--unsigned", action="store_true", help="do not sign even if a signing key is configured"
+            )
         upload.set_defaults(func=_run(_upload, spec))
 
         download = actions.add_parser("download", parents=[common], help=f"download a {spec.noun}'s file, verified")
@@ -189,6 +193,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         if spec.signed:
             download.add_argument(
                 "--allow-unsigned", action="store_true", help="keep the file even without a valid signature"
+            )
+            download.add_argument(
+                "--allow-legacy-hmac",
+                action="store_true",
+                help="migration: accept an HMAC signature made before Ed25519 (secret in FLREPO_LEGACY_HMAC_KEYS)",
             )
         download.set_defaults(func=_run(_download, spec))
 

@@ -240,19 +240,32 @@ class AsyncRepositoryClient:
             current = await self.send(artifacts.get_call(kind, name))
             await self.send(artifacts.signed_meta_call(kind, name, current, fields))
 
-    async def load_strategy(self, strategy_name: str, *, allow_unsigned: bool = False) -> Any:
-        """The strategy object, after checking size, sha256 and signature (SignatureError otherwise)."""
-        return await self._load("strategy", strategy_name, allow_unsigned)
+    async def load_strategy(
+        self, strategy_name: str, *, allow_unsigned: bool = False, sha256: str | None = None
+    ) -> Any:
+        """The strategy object, after checking size, sha256 and signature (SignatureError otherwise);
+        with `sha256`, only that exact version (PinMismatch otherwise)."""
+        return await self._load("strategy", strategy_name, allow_unsigned, sha256)
 
-    async def load_transformation(self, transformation_id: str, *, allow_unsigned: bool = False) -> Any:
+    async def load_transformation(
+        self, transformation_id: str, *, allow_unsigned: bool = False, sha256: str | None = None
+    ) -> Any:
         """The transformation object, after the same checks."""
-        return await self._load("transformation", transformation_id, allow_unsigned)
+        return await self._load("transformation", transformation_id, allow_unsigned, sha256)
 
-    async def _load(self, kind: Kind, name: str, allow_unsigned: bool) -> Any:
+    async def _load(self, kind: Kind, name: str, allow_unsigned: bool, sha256: str | None) -> Any:
         item = await self.send(artifacts.get_call(kind, name))
         artifacts.check_loadable(kind, name, item)
         buffer = io.BytesIO()
         done = await self.download(artifacts.file_path(kind, name), buffer)
         return await asyncio.to_thread(
-            artifacts.unpickle_verified, self.keyring, kind, name, buffer.getvalue(), done, item.meta, allow_unsigned
+            artifacts.unpickle_verified,
+            self.keyring,
+            kind,
+            name,
+            buffer.getvalue(),
+            done,
+            item.meta,
+            allow_unsigned,
+            sha256,
         )

@@ -241,17 +241,23 @@ class RepositoryClient:
             current = self.send(artifacts.get_call(kind, name))
             self.send(artifacts.signed_meta_call(kind, name, current, fields))
 
-    def load_strategy(self, strategy_name: str, *, allow_unsigned: bool = False) -> Any:
-        """The strategy object, after checking size, sha256 and signature (SignatureError otherwise)."""
-        return self._load("strategy", strategy_name, allow_unsigned)
+    def load_strategy(self, strategy_name: str, *, allow_unsigned: bool = False, sha256: str | None = None) -> Any:
+        """The strategy object, after checking size, sha256 and signature (SignatureError otherwise);
+        with `sha256`, only that exact version (PinMismatch otherwise)."""
+        return self._load("strategy", strategy_name, allow_unsigned, sha256)
 
-    def load_transformation(self, transformation_id: str, *, allow_unsigned: bool = False) -> Any:
+    def load_transformation(
+        self, transformation_id: str, *, allow_unsigned: bool = False, sha256: str | None = None
+    ) -> Any:
         """The transformation object, after the same checks."""
-        return self._load("transformation", transformation_id, allow_unsigned)
+        return self._load("transformation", transformation_id, allow_unsigned, sha256)
 
-    def _load(self, kind: Kind, name: str, allow_unsigned: bool) -> Any:
+    def _load(self, kind: Kind, name: str, allow_unsigned: bool, sha256: str | None) -> Any:
         item = self.send(artifacts.get_call(kind, name))
         artifacts.check_loadable(kind, name, item)
         buffer = io.BytesIO()
         done = self.download(artifacts.file_path(kind, name), buffer)
-        return artifacts.unpickle_verified(self.keyring, kind, name, buffer.getvalue(), done, item.meta, allow_unsigned)
+        meta = item.meta
+        return artifacts.unpickle_verified(
+            self.keyring, kind, name, buffer.getvalue(), done, meta, allow_unsigned, sha256
+        )

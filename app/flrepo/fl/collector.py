@@ -28,7 +28,8 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
-from flrepo.client import RepositoryClient, RepositoryError, calls
+from flrepo.client import RepositoryClient, RepositoryError
+from flrepo.fl import pinning
 from flrepo.fl.trainer import SoftmaxRegression
 from flrepo.fl.weights import Weights, from_npz, to_npz
 
@@ -161,12 +162,13 @@ def configure(strategy: Strategy, task: dict[str, Any], initial: Weights) -> Non
         setattr(strategy, key, value)
 
 
-def initial_weights(repo: RepositoryClient, task: dict[str, Any]) -> Weights:
+def initial_weights(repo: RepositoryClient, task: dict[str, Any], allow_unsigned: bool = False) -> Weights:
     name, version = task["model"]["model_name"], task["model"]["model_version"]
-    model = repo.get_model(name, version)
-    if model.model_id:
-        return from_npz(repo.read(calls.model_file(name, version)))
+    data = pinning.read_model(repo, task, allow_unsigned)  # the file the task pinned, or None
+    if data is not None:
+        return from_npz(data)
     # A registered model without weights starts from the built-in trainer's initialisation.
+    model = repo.get_model(name, version)
     return SoftmaxRegression().initial_weights(int(model.meta.get("features", 64)), int(model.meta.get("classes", 10)))
 
 
@@ -177,10 +179,10 @@ def run(repo: RepositoryClient, task_id: str, address: str, allow_unsigned: bool
     name, version = model["model_name"], model["model_version"]
     result_created = False
     try:
-        strategy = repo.load_strategy(task["strategy"]["strategy_name"], allow_unsigned=allow_unsigned)
+        strategy = pinning.load_strategy(repo, task, allow_unsigned)  # the pinned version, signature checked
         if not isinstance(strategy, Strategy):
             raise TypeError(f"strategy {task['strategy']['strategy_name']!r} is a {type(strategy).__name__}")
-        initial = initial_weights(repo, task)
+        initial = initial_weights(repo, task, allow_unsigned)
         configure(strategy, task, initial)
         fit_config: dict[str, Scalar] = {k: v for k, v in task["training"].items() if isinstance(v, int | float | str)}
         reporting = ReportingStrategy(strategy, repo, task_id, fit_config)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -23,18 +22,28 @@ from flrepo.fl.data import held_out
 from flrepo.fl.trainer import SoftmaxRegression
 from flrepo.fl.weights import from_npz, to_npz
 from flrepo.server.embedded import EmbeddedMongo, api_server, free_port, reap
-from flrepo.signing import Keyring
+from flrepo.signing import Keyring, encode_key, new_key_pair
 
 
-def fl_env(repo_url: str, signing_key: str) -> dict[str, str]:
-    return {
+def fl_env(repo_url: str, trusted_keys: str) -> dict[str, str]:
+    """The environment of a training collector and its local executions: the repository and the
+    publishers' public keys (`id:base64,...`) only. They verify what they load; they cannot sign."""
+    env = {
         **os.environ,
-        "FLREPO_SIGNING_KEY": signing_key,
-        "FLREPO_SIGNING_KEY_ID": "demo",
+        "FLREPO_TRUSTED_KEYS": trusted_keys,
         "FLWR_TELEMETRY_ENABLED": "0",
         "GRPC_VERBOSITY": "ERROR",
         "FLREPO_URL": repo_url,
     }
+    for name in ("FLREPO_SIGNING_KEY", "FLREPO_SIGNING_KEY_FILE", "FLREPO_SIGNING_KEY_ID"):
+        env.pop(name, None)
+    return env
+
+
+def publisher(key_id: str = "demo") -> tuple[Keyring, str]:
+    """A fresh Ed25519 publisher: its keyring (signs) and the FLREPO_TRUSTED_KEYS entry that verifies it."""
+    private, public = new_key_pair()
+    return Keyring.signer(key_id, private), f"{key_id}:{encode_key(public)}"
 
 
 def start_training(
@@ -131,13 +140,13 @@ def watch(repo: RepositoryClient, task_id: str, collector: subprocess.Popen[byte
 
 def main(rounds: int = 5, clients: int = 3, strategy: str = "fedavg") -> int:
     started = time.monotonic()
-    signing_key = secrets.token_hex(32)
+    keyring, trusted = publisher("demo")
     with tempfile.TemporaryDirectory(prefix="flrepo-demo-") as tmp_name:
         tmp = Path(tmp_name)
         with EmbeddedMongo(tmp / "db", log_file=tmp / "ferretdb.log") as mongo, api_server(tmp, mongo.url) as (url, _):
             print(f"repository: {url} (embedded FerretDB), logs in {tmp}")
-            env = fl_env(url, signing_key)
-            repo = RepositoryClient(url, keyring=Keyring("demo", {"demo": signing_key.encode()}))
+            env = fl_env(url, trusted)
+            repo = RepositoryClient(url, keyring=keyring)
             report = seed(repo)
             print(f"catalogue: {len(report['added'])} signed items added")
             register_model(repo, "digits", "v1")

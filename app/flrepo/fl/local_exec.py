@@ -15,6 +15,7 @@ from flwr.client import NumPyClient
 from numpy.typing import NDArray
 
 from flrepo.client import RepositoryClient
+from flrepo.fl import pinning
 from flrepo.fl.trainer import SoftmaxRegression, Trainer
 from flrepo.fl.transformations import train_validation_split
 from flrepo.fl.weights import Weights
@@ -45,7 +46,7 @@ def prepare_data(
     repo: RepositoryClient, task: dict[str, Any], x: NDArray[Any], y: NDArray[Any], allow_unsigned: bool
 ) -> tuple[NDArray[Any], NDArray[Any]]:
     for ref in task.get("transformations") or []:
-        loaded = repo.load_transformation(ref["id"], allow_unsigned=allow_unsigned)
+        loaded = pinning.load_transformation(repo, task, ref["id"], allow_unsigned)  # the pinned version
         transform = loaded(**(ref.get("parameters") or {})) if isinstance(loaded, type) else loaded
         x, y = transform(x, y)
     return np.asarray(x, dtype=np.float64), np.asarray(y)

@@ -142,8 +142,30 @@ class StatusUpdate(BaseModel):
     result: ResultRef | None = None
 
 
+class Pin(BaseModel):
+    """What one referenced file was when the task was created."""
+
+    sha256: str | None = Field(default=None, description="Its sha256; null: it had no file then.")
+    size: int | None = None
+
+
+class TransformationPin(Pin):
+    id: str
+
+
+class Pins(BaseModel):
+    """The exact files a task was created with: its training collector and local executions load these
+    and refuse anything else (an older signed version put back, a replacement made since)."""
+
+    model: Pin
+    strategy: Pin
+    # A list, not an object by id: ids contain dots, which a stored key cannot.
+    transformations: list[TransformationPin] = Field(default_factory=list)
+
+
 class TaskOut(TaskIn):
     task_id: str
+    pins: Pins | None = Field(default=None, description="Pinned sha256 digests (null for tasks made before pinning).")
     phase: Phase
     conditions: list[Condition] = Field(default_factory=list)
     start_time: datetime | None = None

@@ -3,6 +3,7 @@ machine (flrepo.schemas.tasks), deletion of tasks that are not running."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from typing import Any
@@ -12,7 +13,7 @@ from flrepo.server.repository import items
 from flrepo.server.repository.items import Page
 from flrepo.server.repository.kinds import MODELS, STRATEGIES, TASKS, TRANSFORMATIONS, Kind
 from flrepo.server.storage.db import Database
-from flrepo.server.storage.errors import Busy, Conflict, Invalid, TooLarge
+from flrepo.server.storage.errors import Busy, Conflict, Invalid, NotFound, TooLarge
 
 
 def _key(task_id: str) -> dict[str, Any]:
@@ -40,13 +41,43 @@ async def missing_references(db: Database, body: TaskIn) -> list[str]:
     return [m for m in missing if m]
 
 
+async def _pin(db: Database, kind: Kind, key: dict[str, Any]) -> dict[str, Any]:
+    """The sha256 and size of the item's file now (None: no file). Recorded at upload; computed from the
+    stored bytes for items that have none recorded (restored from aerOS)."""
+    try:
+        view = await items.open_file(db, kind, key)
+    except NotFound:
+        return {"sha256": None, "size": None}
+    sha = view.sha256
+    if sha is None:
+        digest = hashlib.sha256()
+        async for chunk in view.read():
+            digest.update(chunk)
+        sha = digest.hexdigest()
+    return {"sha256": sha, "size": view.size}
+
+
+async def pins(db: Database, body: TaskIn) -> dict[str, Any]:
+    """The digests a task created now pins (flrepo.schemas.tasks.Pins)."""
+    return {
+        "model": await _pin(db, MODELS, body.model.model_dump()),
+        "strategy": await _pin(db, STRATEGIES, body.strategy.model_dump()),
+        "transformations": [
+            {"id": ref_id, **await _pin(db, TRANSFORMATIONS, {"id": ref_id})}
+            for ref_id in dict.fromkeys(ref.id for ref in body.transformations)
+        ],
+    }
+
+
 async def create(db: Database, body: TaskIn) -> dict[str, Any]:
-    """Register a plan, Pending, after checking that everything it names exists."""
+    """Register a plan, Pending, after checking that everything it names exists; the digests of its
+    model, strategy and transformations are pinned, so what runs is what was planned."""
     missing = await missing_references(db, body)
     if missing:
         raise Invalid("unknown references: " + "; ".join(missing))
     doc = body.model_dump(mode="python")
     doc["task_id"] = body.task_id or uuid.uuid4().hex
+    doc["pins"] = await pins(db, body)
     doc.update(initial_status())
     return await items.create(db, TASKS, doc)
 
