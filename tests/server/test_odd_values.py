@@ -67,6 +67,8 @@ ODD = {
     "Infinity": "Infinity",
     "-Infinity": "-Infinity",
     "1e400": "1e400",
+    "nested 900 deep": "[" * 900 + "]" * 900,  # found by the property-based run: a 500 rendering the error
+    "nested 100 deep": '{"a":' * 100 + "1" + "}" * 100,
 }
 
 

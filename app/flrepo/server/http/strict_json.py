@@ -23,6 +23,9 @@ from flrepo.names import is_surrogate
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 # Digits beyond this are out of range anyway; checked before int() so no huge conversion ever runs.
 MAX_INT_DIGITS = 19
+# Deeper than any document the API accepts (16 levels of user data inside a body): refused before
+# anything walks it recursively (validation, error messages, the BSON encoder).
+MAX_DEPTH = 64
 
 
 class _Refused(ValueError):
@@ -50,18 +53,19 @@ def _parse_constant(name: str) -> float:
 
 
 def _check_strings(value: Any) -> None:
-    """Raise _Refused for a lone surrogate anywhere (keys included); iterative, nesting is unbounded here."""
-    stack = [value]
+    """Raise _Refused for a lone surrogate anywhere (keys included) or nesting deeper than MAX_DEPTH;
+    iterative, as nothing bounds the nesting yet."""
+    stack = [(value, 0)]
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
         if isinstance(item, str):
             if any(is_surrogate(ch) for ch in item):
                 raise _Refused("string with a lone surrogate (not valid Unicode)")
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+        elif isinstance(item, dict | list):
+            if depth >= MAX_DEPTH:
+                raise _Refused(f"nested deeper than {MAX_DEPTH} levels")
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
 
 
 def loads(body: bytes | str) -> Any:
@@ -78,6 +82,8 @@ def loads(body: bytes | str) -> Any:
         raise json.JSONDecodeError(str(exc), doc, 0) from None
     except json.JSONDecodeError:
         raise
+    except RecursionError:
+        raise json.JSONDecodeError(f"nested deeper than {MAX_DEPTH} levels", doc, 0) from None
     except ValueError as exc:  # e.g. Python's own integer-string limit
         raise json.JSONDecodeError(str(exc)[:200], doc, 0) from None
     return value
