@@ -59,8 +59,10 @@ def _class_items(ranges: list[tuple[int, int]]) -> str:
 
 
 # The characters no name may hold, as the body of a regex character class: controls, surrogates, Cf.
-# Surrogates as regex escapes: a lone surrogate cannot even be encoded into the OpenAPI document.
-UNSAFE_CLASS = "\\x00-\\x1f\\x7f-\\x9f\\ud800-\\udfff" + _class_items(_format_ranges())
+# For JSON-schema patterns. Surrogates are left out: they cannot be written into the OpenAPI document
+# (no UTF-8 form), regex engines such as Rust's refuse them in a class, and no valid JSON string that a
+# client encodes holds one; the validators refuse them all the same.
+UNSAFE_CLASS = "\\x00-\\x1f\\x7f-\\x9f" + _class_items(_format_ranges())
 
 
 def safe_filename(name: Any, fallback: str = "download.bin") -> str:
