@@ -76,3 +76,9 @@ async def test_async_sdk_download_into_a_folder(live_server, hostile_model, tmp_
     async with AsyncRepositoryClient(live_server.url) as repo:
         done = await repo.download_model("m", "v1", tmp_path)
     assert done.path is not None and done.path.parent == tmp_path and done.path.read_bytes() == b"weights"
+
+
+def test_a_generic_download_into_a_folder_is_refused_before_writing(live_server, hostile_model, tmp_path):
+    with RepositoryClient(live_server.url) as repo, pytest.raises(IsADirectoryError):
+        repo.download("/model/m/v1", tmp_path)
+    assert list(tmp_path.parent.glob(f"{tmp_path.name}.part*")) == []

@@ -254,3 +254,23 @@ def test_text_logs_cannot_be_forged(caplog):
         record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
     lines = formatter.format(record).splitlines()
     assert lines[0].endswith("x: failed") and all(line.startswith("  | ") for line in lines[1:])
+
+
+def test_a_crafted_path_cannot_forge_a_text_log_line(settings, tmp_path):
+    """The reproduction: with FLREPO_LOG_FORMAT=text, a path holding a newline wrote a second line."""
+    env = {
+        "FLREPO_DB_NAME": settings.db_name,
+        "FLREPO_GRIDFS_DB_NAME": settings.gridfs_db_name,
+        "FLREPO_LOG_FORMAT": "text",
+        "FLREPO_LOG_LEVEL": "INFO",
+    }
+    forged = "2030-01-01 00:00:00,000 INFO flrepo.access: GET /admin/secret 200"
+    with api_server(tmp_path, settings.mongodb_url, **env) as (url, _):
+        for crafted in (f"/model/x%0A{forged}", f"/model/x%0D%0A{forged}", "/model/%E2%80%AEtxt.exe/v1"):
+            httpx.get(url + crafted.replace(" ", "%20"))
+        httpx.get(f"{url}/health")  # the last line, after which the log is read
+        time.sleep(0.5)
+    lines = (tmp_path / "server.log").read_text().splitlines()
+    assert any("flrepo.access" in line and "\\n2030-01-01" in line for line in lines)
+    assert not any(line.startswith("2030-01-01") for line in lines)
+    assert not any("\u202e" in line or "\r" in line for line in lines)

@@ -141,6 +141,9 @@ class Download:
         self.finished = False
         if isinstance(dest, str | os.PathLike):
             self.path: Path | None = Path(dest)
+            if self.path.is_dir():
+                # Its `.part` would land beside it, outside the folder: the item downloads take folders.
+                raise IsADirectoryError(f"{dest} is a folder: give a file name (download_model & co. take folders)")
             self.part = self.path.with_name(self.path.name + ".part")
             self.tag = self.path.with_name(self.path.name + ".part.etag")
             self.handle: BinaryIO | None = None

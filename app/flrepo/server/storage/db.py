@@ -57,8 +57,8 @@ class Database:
         `bounded` (the service): every operation waits at most FLREPO_DB_TIMEOUT_MS for the database —
         to be selected (serverSelectionTimeoutMS), to connect (connectTimeoutMS), and for each reply
         (socketTimeoutMS: a frozen, not dead, server never answers, and without it a request hangs until
-        the driver's monitor gives up). The driver's own operation timeout (timeoutMS) would send
-        maxTimeMS with every command, which FerretDB refuses. Work that is nobody's request (the
+        the driver's monitor gives up), each tried once. The driver's own operation timeout (timeoutMS)
+        would send maxTimeMS with every command, which FerretDB refuses. Work that is nobody's request (the
         orphan sweep, dump, restore) may run long operations and passes False: only selection and
         connecting are bounded there.
         """
@@ -68,6 +68,10 @@ class Database:
         }
         if bounded:
             timeouts["socketTimeoutMS"] = settings.db_timeout_ms
+            # One attempt per operation: the driver's retry would wait the whole timeout a second time.
+            # Clients retry a 503 themselves (the SDK does, with backoff, for idempotent calls).
+            timeouts["retryReads"] = False
+            timeouts["retryWrites"] = False
         client: AsyncMongoClient = AsyncMongoClient(settings.mongodb_url, tz_aware=True, appname="flrepo", **timeouts)
         grid = client[settings.gridfs_db_name]
         return cls(
