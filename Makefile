@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 FERRETDB := tools/bin/ferretdb
 PORT ?= 9013
 
-.PHONY: help venv ferretdb helm run test lint format fuzz fuzz-nightly loadtest demo bench bench-full bench-sdk bench-store clean
+.PHONY: help venv ferretdb helm run test lint format fuzz fuzz-nightly loadtest demo bench bench-full bench-fl bench-sdk bench-store clean
 
 help:
 	@echo "make run     - the API on http://127.0.0.1:$(PORT)/docs with an embedded FerretDB (SQLite) store"
@@ -94,6 +94,9 @@ bench-store: venv ferretdb $(FERRETDB_UNPATCHED)
 	$(PY) bench/store.py --ferretdb-bin before=$(FERRETDB_UNPATCHED) --ferretdb-bin after=$(FERRETDB) $(ARGS)
 
 # The SDK's transfer rate against plain httpx streaming (MIB= file size).
+bench-fl: venv ferretdb
+	$(PY) bench/federated.py --repeats $(or $(REPEATS),3) $(if $(OUT),--out $(OUT))
+
 bench-sdk: venv ferretdb
 	$(PY) bench/sdk.py --mib $(or $(MIB),64)
 

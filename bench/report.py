@@ -112,3 +112,10 @@ def report(
         "",
     ]
     return "\n".join(lines)
+
+
+def record(path: Path, text: str) -> None:
+    """Put a run's section at the top of a results file (newest run first)."""
+    previous = path.read_text() if path.exists() else "# Benchmark results\n\nNewest run first.\n\n"
+    head, _, rest = previous.partition("\n## ")
+    path.write_text(head.rstrip() + "\n\n" + text.rstrip() + "\n" + ("\n## " + rest if rest else ""))
