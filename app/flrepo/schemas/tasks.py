@@ -68,6 +68,13 @@ class TrainingConfig(BaseModel):
     )
 
 
+class StoredTrainingConfig(TrainingConfig):
+    """A task's training settings as stored: tasks created before unknown keys were refused may hold
+    others, which are shown as they are (the collector refuses to run them, naming the key)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
 class TaskIn(BaseModel):
     model_config = ConfigDict(
         extra="ignore",
@@ -177,6 +184,7 @@ class StatusUpdate(BaseModel):
 
 class TaskOut(TaskIn):
     task_id: str
+    training: StoredTrainingConfig = Field(default_factory=StoredTrainingConfig)
     phase: Phase
     conditions: list[Condition] = Field(default_factory=list)
     start_time: datetime | None = None
