@@ -55,7 +55,10 @@ def main() -> int:
                     return 1
                 time.sleep(0.2)
             command = [
-                str(Path(sys.executable).parent / "schemathesis"),
+                # As a module of this interpreter: the schemathesis script may live in another venv.
+                sys.executable,
+                "-m",
+                "schemathesis.cli",
                 "run",
                 f"{base}/openapi.json",
                 "--checks",
