@@ -103,6 +103,8 @@ def make_settings(mongo_url: str, **overrides: object) -> Settings:
         "db_name": name,
         "gridfs_db_name": f"{name}_grid",
         "db_timeout_ms": 2000,
+        # No background sweep: tests that sweep call it themselves, and a concurrent one would race them.
+        "sweep_interval_s": 0,
         **overrides,
     }
     return Settings(**values)  # type: ignore[arg-type]
