@@ -23,15 +23,17 @@ RUN pip wheel --wheel-dir /wheels '.[server]' \
  && find /opt/flrepo -name '__pycache__' -prune -exec rm -rf {} +
 
 # Training collectors and local executions (`docker build --target fl .`): the same package with
-# its `fl` extra (Flower, NumPy, scikit-learn, cloudpickle). Not part of the API image below.
+# its `fl` extra (Flower, NumPy models, CSV/Parquet/NPZ data). For PyTorch or Keras models:
+# `--build-arg FL_EXTRAS=pytorch` or `FL_EXTRAS=pytorch,keras` (torch adds ~5 GB). Not part of the API image.
 FROM ${PYTHON_IMAGE} AS fl
 ARG UID=10001
+ARG FL_EXTRAS=fl
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY app ./app
 RUN python -m venv /opt/flrepo \
- && /opt/flrepo/bin/pip install '.[fl]' \
+ && /opt/flrepo/bin/pip install ".[${FL_EXTRAS}]" \
  && /opt/flrepo/bin/pip uninstall --yes pip \
  && rm -rf /src \
  && groupadd --system --gid "${UID}" flrepo \

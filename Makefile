@@ -1,11 +1,11 @@
-# Entry points used by the README and .ci/run. Everything installs into .venv on first use.
+# Entry points used by the README and .ci/run. Everything installs on first use (see venv below).
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 FERRETDB := tools/bin/ferretdb
 PORT ?= 9013
 
-.PHONY: help venv ferretdb helm run test lint format fuzz fuzz-nightly loadtest demo bench bench-full bench-sdk bench-store clean
+.PHONY: help venv ferretdb helm run test lint format fuzz fuzz-nightly loadtest demo bench bench-full bench-fl bench-sdk bench-store clean
 
 help:
 	@echo "make run     - the API on http://127.0.0.1:$(PORT)/docs with an embedded FerretDB (SQLite) store"
@@ -14,12 +14,30 @@ help:
 	@echo "make demo    - federated training end to end (collector + 3 local executions)"
 	@echo "make fuzz    - schemathesis against the OpenAPI document (SEED=, EXAMPLES=)"
 
-$(PY):
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade pip
+# Dependencies live in one virtualenv per dependency set, shared by every checkout on this
+# machine and named by a hash of pyproject.toml's dependency lists and the Python (tools/deps_key.py):
+# CI's fresh clones reuse it (torch alone is ~5 GB and 75 s), a change of dependencies builds a new
+# one. .venv is this checkout's own: the project, editable, over the shared packages (a .pth file).
+DEPS_KEY := $(shell $(PYTHON) tools/deps_key.py)
+DEPS_HOME ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/flrepo
+DEPS_VENV := $(DEPS_HOME)/deps-$(DEPS_KEY)
 
-$(VENV)/.installed: pyproject.toml | $(PY)
-	$(PY) -m pip install -e '.[test]'
+# No prerequisites: the name says which dependencies it holds. flock: two runs never build it at once.
+$(DEPS_VENV)/.complete:
+	mkdir -p $(DEPS_HOME)
+	flock $(DEPS_HOME)/.lock sh -c 'test -f $@ || { \
+	  rm -rf $(DEPS_VENV) && $(PYTHON) -m venv $(DEPS_VENV) \
+	  && $(DEPS_VENV)/bin/python -m pip install --upgrade pip \
+	  && $(DEPS_VENV)/bin/python -m pip install ".[test]" \
+	  && $(DEPS_VENV)/bin/python -m pip uninstall --yes flrepo \
+	  && touch $@; }'
+
+$(VENV)/.installed: pyproject.toml $(DEPS_VENV)/.complete
+	rm -rf $(VENV)
+	$(PYTHON) -m venv --without-pip $(VENV)  # pip and setuptools come from the shared packages too
+	$(DEPS_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" \
+	  > "$$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/_flrepo_deps.pth"
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 venv: $(VENV)/.installed
@@ -76,6 +94,9 @@ bench-store: venv ferretdb $(FERRETDB_UNPATCHED)
 	$(PY) bench/store.py --ferretdb-bin before=$(FERRETDB_UNPATCHED) --ferretdb-bin after=$(FERRETDB) $(ARGS)
 
 # The SDK's transfer rate against plain httpx streaming (MIB= file size).
+bench-fl: venv ferretdb
+	$(PY) bench/federated.py --repeats $(or $(REPEATS),3) $(if $(OUT),--out $(OUT))
+
 bench-sdk: venv ferretdb
 	$(PY) bench/sdk.py --mib $(or $(MIB),64)
 
@@ -84,13 +105,13 @@ loadtest: venv ferretdb helm
 	$(PY) bench/loadtest.py --clients $(or $(CLIENTS),16) --seconds $(or $(SECONDS),60)
 
 lint: venv
-	$(VENV)/bin/ruff check app tests tools bench
-	$(VENV)/bin/ruff format --check app tests tools bench
-	$(VENV)/bin/mypy app/flrepo
+	$(PY) -m ruff check app tests tools bench
+	$(PY) -m ruff format --check app tests tools bench
+	$(PY) -m mypy app/flrepo
 
 format: venv
-	$(VENV)/bin/ruff check --fix app tests
-	$(VENV)/bin/ruff format app tests
+	$(PY) -m ruff check --fix app tests
+	$(PY) -m ruff format app tests
 
 clean:
 	rm -rf $(VENV) tools/bin tools/ferretdb/vendor .flrepo-data .pytest_cache

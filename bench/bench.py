@@ -25,7 +25,7 @@ from bench.common import MODES
 from bench.federated import federated
 from bench.files import memory, throughput
 from bench.metadata import metadata, seed_models, wait_ready_minimal
-from bench.report import report, versions
+from bench.report import record, report, versions
 from flrepo.server.embedded import EmbeddedMongo, api_server, free_port, reap
 
 
@@ -84,9 +84,7 @@ def main() -> int:
     text = report(args.mode, info, tp, mem, meta, fed)
     print(text)
     if args.out:
-        previous = args.out.read_text() if args.out.exists() else "# Benchmark results\n\nNewest run first.\n\n"
-        head, _, rest = previous.partition("\n## ")
-        args.out.write_text(head.rstrip() + "\n\n" + text + ("\n## " + rest if rest else ""))
+        record(args.out, text)
     return 0
 
 

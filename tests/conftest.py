@@ -20,7 +20,7 @@ from pymongo import MongoClient
 from flrepo.server.embedded import EmbeddedMongo, free_port
 from flrepo.server.main import create_app
 from flrepo.server.settings import Settings
-from tests.helpers import LiveServer, drop, make_settings
+from tests.helpers import FlSite, LiveServer, drop, make_settings
 
 
 @pytest.fixture(scope="session")
@@ -79,3 +79,21 @@ def raw_db(settings: Settings) -> Iterator[tuple[object, object]]:
     """Synchronous handles on the test's metadata and GridFS databases, for checking storage."""
     with MongoClient(settings.mongodb_url, serverSelectionTimeoutMS=2000) as c:
         yield c[settings.db_name], c[settings.gridfs_db_name]
+
+
+@pytest.fixture
+def fl(settings: Settings, tmp_path) -> Iterator[FlSite]:
+    """An API process on this test's database with the signed catalogue seeded."""
+    from flrepo.client import RepositoryClient
+    from flrepo.fl.catalogue import seed
+    from flrepo.fl.demo import fl_env, publisher
+    from flrepo.server.embedded import api_server
+
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    env = {"FLREPO_DB_NAME": settings.db_name, "FLREPO_GRIDFS_DB_NAME": settings.gridfs_db_name}
+    with api_server(tmp_path, settings.mongodb_url, **env) as (url, _):
+        keyring, trusted = publisher("test")
+        with RepositoryClient(url, keyring=keyring) as repo:
+            seed(repo)
+            # The public key only: collectors and local executions verify, they cannot sign.
+            yield FlSite(repo, url, fl_env(url, trusted), tmp_path)

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,14 +24,22 @@ from flrepo.server.main import create_app
 from flrepo.server.settings import Settings
 
 __all__ = [
+    "PLAN",
+    "AerosData",
+    "FlSite",
     "LiveServer",
     "create_app",
     "drop",
     "grid_counts",
+    "last_condition",
+    "logs_of",
     "make_model",
     "make_settings",
     "make_task",
+    "make_task_references",
     "payload",
+    "run_training",
+    "seed_aeros",
     "sha",
     "upload",
 ]
@@ -57,6 +69,36 @@ async def upload(client: httpx.AsyncClient, path: str, data: bytes, filename: st
     return await client.put(path, files={"file": (filename, data, "application/octet-stream")})
 
 
+# A task plan over what make_task_references creates.
+PLAN: dict[str, Any] = {
+    "task_id": "t1",
+    "model": {"model_name": "digits", "model_version": "v1"},
+    "strategy": {"strategy_name": "fedavg"},
+    "strategy_conf": {"fraction_fit": 1.0},
+    "transformations": [{"id": "scale", "parameters": {"with_mean": True}}],
+    "rounds": 3,
+    "min_participants": 2,
+    "training": {"epochs": 2, "optimizer": "sgd"},
+}
+
+
+async def make_task_references(client: httpx.AsyncClient, *, model_file: bool = False) -> None:
+    """The model, strategy and transformation PLAN names (the strategy and transformation with files,
+    the model with one too if `model_file`); what exists already is kept as it is."""
+    t = {"id": "scale", "parameter_types": {}, "default_values": {}, "outputs": ["np.ndarray"], "needs": {}}
+    for path, body in [
+        ("/model", {"model_name": "digits", "model_version": "v1", "meta": {"library": "numpy"}}),
+        ("/strategy", {"strategy_name": "fedavg", "meta": {}}),
+        ("/transformation", t),
+    ]:
+        r = await client.post(path, json=body)
+        assert r.status_code in (201, 409), r.text
+    files = [("/strategy/fedavg", b"pickled strategy"), ("/transformation/scale", b"pickled transformation")]
+    for path, data in [("/model/digits/v1", b"model bytes")] * model_file + files:
+        if (await client.head(path)).status_code != 200:
+            assert (await upload(client, path, data)).status_code == 204
+
+
 def grid_counts(raw_db: tuple[Any, Any]) -> tuple[int, int]:
     """(files, chunks) in the test's GridFS bucket."""
     grid = raw_db[1]
@@ -72,7 +114,7 @@ def make_settings(mongo_url: str, **overrides: object) -> Settings:
         # Generous: on a busy machine the embedded store can take seconds for one write, and every
         # operation is bounded by this (tests of outages set their own, short one).
         "db_timeout_ms": 10_000,
-        # No background sweep racing the tests' own sweeps (tests of the sweeper call it themselves).
+        # No background sweep: tests that sweep call it themselves, and a concurrent one would race them.
         "sweep_interval_s": 0,
         **overrides,
     }
@@ -112,30 +154,172 @@ class LiveServer:
 
 async def make_task(client: httpx.AsyncClient, task_id: str = "t1", **plan: Any) -> dict[str, Any]:
     """A Pending task over a model, a strategy and a transformation that all have files."""
-    for path, body in [
-        ("/model", {"model_name": "digits", "model_version": "v1", "meta": {"library": "numpy"}}),
-        ("/strategy", {"strategy_name": "fedavg", "meta": {}}),
-        (
-            "/transformation",
-            {"id": "scale", "parameter_types": {}, "default_values": {}, "outputs": [], "needs": {}},
-        ),
-    ]:
-        r = await client.post(path, json=body)
-        assert r.status_code in (201, 409), r.text
-    for path, data in [
-        ("/model/digits/v1", b"model bytes"),
-        ("/strategy/fedavg", b"pickled strategy"),
-        ("/transformation/scale", b"pickled transformation"),
-    ]:
-        if (await client.head(path)).status_code != 200:
-            assert (await upload(client, path, data)).status_code == 204
+    await make_task_references(client, model_file=True)
     body = {
         "task_id": task_id,
-        "model": {"model_name": "digits", "model_version": "v1"},
-        "strategy": {"strategy_name": "fedavg"},
+        "model": PLAN["model"],
+        "strategy": PLAN["strategy"],
         "transformations": [{"id": "scale"}],
-        **plan,
     }
-    r = await client.post("/tasks", json=body)
+    r = await client.post("/tasks", json={**body, **plan})
     assert r.status_code == 201, r.text
     return r.json()
+
+
+# --- federated training -------------------------------------------------------------------------
+
+
+@dataclass
+class FlSite:
+    """A running API process with the signed catalogue, and what FL processes need to use it."""
+
+    repo: Any  # flrepo.client.RepositoryClient
+    url: str
+    env: dict[str, str]
+    logs: Path
+
+
+def run_training(
+    fl: FlSite,
+    task_id: str,
+    data: list[str],
+    timeout: float = 180,
+    during: Callable[[dict[str, Any], list[subprocess.Popen[bytes]]], None] | None = None,
+) -> tuple[dict[str, Any], int | None]:
+    """Run the task's collector and one local execution per data spec to the end; (task, collector's exit code)."""
+    from flrepo.fl.demo import start_training
+    from flrepo.server.embedded import reap
+
+    collector, workers = start_training(fl.url, task_id, data, fl.env, fl.logs)
+    deadline = time.monotonic() + timeout
+    try:
+        while collector.poll() is None:
+            if during:
+                during(fl.repo.get_task(task_id).model_dump(mode="json"), [collector, *workers])
+            assert time.monotonic() < deadline, "collector did not finish\n" + logs_of(fl.logs)
+            time.sleep(0.2)
+    finally:
+        reap([collector, *workers], timeout=30)
+    return fl.repo.get_task(task_id).model_dump(mode="json"), collector.returncode
+
+
+def logs_of(directory: Path) -> str:
+    """The tail of every log a test's processes wrote (for assertion messages)."""
+    return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted(directory.glob("*.log")))
+
+
+def last_condition(task: dict[str, Any]) -> tuple[str, str]:
+    condition = task["conditions"][-1]
+    return condition["reason"], condition["message"] or ""
+
+
+# --- a database as aerOS 1.1.0 wrote it ---------------------------------------------------------
+
+
+class AerosData:
+    """What `seed_aeros` wrote: the file payloads by item, and the GridFS ids as stored."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.ids: dict[str, Any] = {}
+
+
+def seed_aeros(raw_db: tuple[Any, Any]) -> AerosData:
+    """Documents and files written exactly as aerOS 1.1.0 writes them.
+
+    Documents are its pydantic v1 models' `.dict(by_alias=True)` (every field present, unset ones null,
+    in the models' field order); files go through `gridfs.GridFS(db_grid).put(data, filename=...)` as
+    its routes do (no size, sha256, content type or upload time beside the item), and the item holds
+    `str(file_id)`. One model holds its id as an ObjectId, as a hand-edited database might.
+    """
+    import gridfs
+
+    meta, grid = raw_db
+    fs = gridfs.GridFS(grid)
+    data = AerosData()
+
+    def put(label: str, size: int, filename: str, **extra: Any) -> str:
+        data.files[label] = payload(size)
+        file_id = fs.put(data.files[label], filename=filename, **extra)
+        data.ids[label] = file_id
+        return str(file_id)
+
+    # MLModel: model_name, model_version, model_id, meta (MLModelData: library, description)
+    meta.models.insert_many(
+        [
+            {
+                "model_name": "base",
+                "model_version": "base2",
+                "model_id": put("model base/base2", 2 * CHUNK + 11, "model/base/base2"),
+                "meta": {"library": "keras", "description": "Test model - a CNN for CIFAR-10"},
+            },
+            {
+                "model_name": "test",
+                "model_version": "0",
+                "model_id": put("model test/0", 1500, "model/test/0"),
+                "meta": None,
+            },
+            {"model_name": "test", "model_version": "1", "model_id": None, "meta": None},
+        ]
+    )
+    put("model oid/1", 700, "model/oid/1")
+    meta.models.insert_one(
+        {"model_name": "oid", "model_version": "1", "model_id": data.ids["model oid/1"], "meta": None}
+    )
+    # MLTrainingResults: model_name, model_version, training_id, results, weights_id, configuration_id
+    weights = put("weights test/0/1", CHUNK + 5, "weights/test/0/1", training_id="1")
+    meta.results.insert_many(
+        [
+            {
+                "model_name": "test",
+                "model_version": "0",
+                "training_id": "1",
+                "results": {"accuracy": "0.9"},
+                "weights_id": weights,
+                "configuration_id": None,
+            },
+            {
+                "model_name": "test",
+                "model_version": "0",
+                "training_id": "2",
+                "results": None,
+                "weights_id": None,
+                "configuration_id": None,
+            },
+        ]
+    )
+    # MLStrategy: meta (from MLStrategyData), strategy_name, strategy_description, strategy_id
+    meta.strategies.insert_many(
+        [
+            {
+                "meta": None,
+                "strategy_name": "test-strategy",
+                "strategy_description": "A test strategy",
+                "strategy_id": put("strategy test-strategy", 900, "strategy/test-strategy"),
+            },
+            {"meta": {"rounds": "3"}, "strategy_name": "name_only", "strategy_description": None, "strategy_id": None},
+        ]
+    )
+    # FLDataTransformation with MachineCapabilities() defaults
+    meta.transformations.insert_one(
+        {
+            "id": "application.tests.categorical_transformation",
+            "description": "The class transforming y data into categorical data",
+            "parameter_types": {"categories": "int"},
+            "default_values": {"categories": 10},
+            "outputs": ["np.ndarray", "np.ndarray"],
+            "needs": {
+                "storage": None,
+                "RAM": None,
+                "GPU": False,
+                "preinstalled_libraries": None,
+                "available_models": None,
+            },
+            "storage_id": put(
+                "transformation categorical", 640, "transformation/application.tests.categorical_transformation"
+            ),
+        }
+    )
+    # MLCollector: meta (from MLCollectorData), name, version, collector_id
+    meta.collectors.insert_one({"meta": {"framework": "flwr"}, "name": "collector", "version": 1, "collector_id": None})
+    return data

@@ -47,7 +47,7 @@ from flrepo.client import (
 from flrepo.client.endpoint import AsyncEndpoint, SyncEndpoint
 from flrepo.client.transfer import CHUNK
 from flrepo.schemas import ModelOut, StrategyOut, TrainingResultOut, TransformationOut
-from flrepo.schemas.tasks import TaskIn, TaskOut
+from flrepo.schemas.tasks import CheckpointOut, TaskIn, TaskOut
 from flrepo.server.auth import hash_key
 from flrepo.server.embedded import free_port
 from flrepo.server.main import create_app
@@ -265,7 +265,7 @@ def test_both_clients_expose_every_call_shape_with_the_same_signature():
         and not name.startswith("_")
         and str(fn.__annotations__.get("return", "")).startswith("Call[")
     }
-    assert len(shapes) == 30
+    assert len(shapes) == 32
     for cls, endpoint in ((RepositoryClient, SyncEndpoint), (AsyncRepositoryClient, AsyncEndpoint)):
         endpoints = {name for name, value in vars(cls).items() if isinstance(value, endpoint)}
         assert endpoints == shapes, (cls.__name__, endpoints ^ shapes)
@@ -458,6 +458,15 @@ async def test_every_json_call(live_server, connect, flavour):
     assert [(r.round, r.loss) for r in running.history] == [(1, 0.5)]
     assert [t.task_id for t in await run(c.list_tasks, phase="Running")] == ["job"]
     assert [t.task_id for t in await run(c.list_tasks, phase="Pending")] == [other.task_id]
+    checkpoint = await run(c.create_checkpoint, "job", 1, loss=0.5, metrics={"accuracy": 0.8})
+    assert isinstance(checkpoint, CheckpointOut) and checkpoint.round == 1 and checkpoint.size is None
+    weights = os.urandom(3000)
+    await run(c.upload_checkpoint, "job", 1, io.BytesIO(weights), filename="round-1.npz")
+    copy = io.BytesIO()
+    assert (await run(c.download_checkpoint, "job", 1, copy)).size == 3000 and copy.getvalue() == weights
+    listed = await run(c.list_checkpoints, "job")
+    assert [cp.round for cp in listed] == [1] and listed[0].sha256 == hashlib.sha256(weights).hexdigest()
+    assert (await run(c.get_task, "job")).best.round == 1
     with pytest.raises(Conflict):
         await run(c.delete_task, "job")  # running
     with pytest.raises(Invalid):

@@ -365,7 +365,7 @@ def test_dockerfile_builds_the_api_last_and_an_fl_target():
     assert stages[-1] == "runtime" and "fl" in stages
     text = (ROOT / "Dockerfile").read_text()
     fl_stage = text.split("AS fl\n", 1)[1].split("\nFROM ", 1)[0]
-    assert "'.[fl]'" in fl_stage and "USER ${UID}:${UID}" in fl_stage
+    assert "ARG FL_EXTRAS=fl" in fl_stage and '".[${FL_EXTRAS}]"' in fl_stage and "USER ${UID}:${UID}" in fl_stage
     api_stage = text.rsplit("AS runtime", 1)[1]
     assert "[fl]" not in api_stage and "[test]" not in api_stage
 

@@ -24,7 +24,7 @@ os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 
 
 @pytest.fixture
-def signed(live_server):
+def signed(live_server, tmp_path):
     """A seeded repository, the publisher's client, and a writer's client without any key."""
     keyring, trusted = publisher("pub")
     with (
@@ -32,7 +32,7 @@ def signed(live_server):
         RepositoryClient(live_server.url, keyring=Keyring()) as writer,
     ):
         seed(repo)
-        register_model(repo, "digits", "v1")
+        register_model(repo, "digits", "v1", "numpy", tmp_path)
         yield repo, writer, fl_env(live_server.url, trusted)
 
 

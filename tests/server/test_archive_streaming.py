@@ -55,3 +55,16 @@ async def test_batches_continue_exactly(client, raw_db, monkeypatch, kind):
             names = t.getnames()
     expected = {f"m{n:03d}/v1/w.bin" for n in range(30)} | {"seed/v1/w.bin"}
     assert len(names) == 31 and set(names) == expected
+
+
+async def test_batches_reach_legacy_documents_without_an_upload_time(client, raw_db, monkeypatch):
+    # aerOS documents carry no `uploaded_at`: they sort after dated ones, and a batch that ends on a
+    # dated document must still continue into them.
+    monkeypatch.setattr(models, "ARCHIVE_BATCH", 4)
+    await _many(client, raw_db, count=10, meta_bytes=10)
+    legacy = {"model_name": {"$in": [f"m{n:03d}" for n in range(5)]}}
+    raw_db[0]["models"].update_many(legacy, {"$unset": {"uploaded_at": 1}})
+    r = await client.get("/models/download/shell/all.tar")
+    with tarfile.open(fileobj=io.BytesIO(r.content)) as t:
+        names = t.getnames()
+    assert sorted(names) == sorted({f"m{n:03d}/v1/w.bin" for n in range(10)} | {"seed/v1/w.bin"})

@@ -17,7 +17,7 @@ from flrepo.server.main import create_app
 from flrepo.server.settings import Settings
 from tests.helpers import CHUNK, drop, make_model, make_settings, payload, sha, upload
 
-COLLECTIONS = ("models", "results", "strategies", "transformations", "tasks")
+COLLECTIONS = ("models", "results", "strategies", "transformations", "tasks", "checkpoints", "collectors")
 TRANSFORMATION = {
     "id": "scale",
     "description": "standard scaling",
@@ -59,6 +59,7 @@ async def _populate(client: httpx.AsyncClient) -> dict[str, bytes]:
         "/training-results/weights/digits/v1/1": payload(CHUNK // 2),
         "/strategy/fedavg": b"",
         "/transformation/scale": b"pickled transformation",
+        "/tasks/t1/checkpoints/1": b"round one weights",
     }
     await make_model(client, "digits", "v1", library="numpy", description="logistic regression")
     await make_model(client, "digits", "v2", library="keras")
@@ -75,6 +76,10 @@ async def _populate(client: httpx.AsyncClient) -> dict[str, bytes]:
     assert (await upload(client, "/transformation/scale", files["/transformation/scale"])).status_code == 204
     r = await client.post("/tasks", json=PLAN)
     assert r.status_code == 201, r.text
+    assert (await client.put("/tasks/t1/status", json={"phase": "Running"})).status_code == 200
+    assert (await client.post("/tasks/t1/checkpoints", json={"round": 1, "loss": 0.5})).status_code == 201
+    assert (await upload(client, "/tasks/t1/checkpoints/1", files["/tasks/t1/checkpoints/1"])).status_code == 204
+    assert (await client.post("/collector", json={"name": "flower", "version": 1, "meta": {}})).status_code == 201
     return files
 
 
@@ -106,12 +111,13 @@ async def test_round_trip_into_an_empty_database(client, settings, target, tmp_p
     files = await _populate(client)
     archive = tmp_path / "repo.tar"
     report = await dump(settings, archive)
-    assert report.documents == {"models": 3, "results": 1, "strategies": 1, "transformations": 1, "tasks": 1}
-    assert report.files == 5 and report.file_bytes == sum(len(b) for b in files.values())
+    expected = {"models": 3, "results": 1, "strategies": 1, "transformations": 1, "tasks": 1, "checkpoints": 1}
+    assert report.documents == {**expected, "collectors": 1}
+    assert report.files == 6 and report.file_bytes == sum(len(b) for b in files.values())
     assert not (tmp_path / "repo.tar.partial").exists()
 
     restored = await restore(target, archive)
-    assert restored.documents == report.documents and restored.files == 5
+    assert restored.documents == report.documents and restored.files == 6
 
     source, copy = _snapshot(settings), _snapshot(target)
     for name in (*COLLECTIONS, "fs.files"):
@@ -145,13 +151,13 @@ async def test_restore_refuses_a_non_empty_database_unless_forced(client, settin
     await make_model(client, "newer", "v1")
     before = _snapshot(settings)
     report = await restore(settings, archive, force=True)
-    assert report.replaced == 7 and report.files_already_present == 4
+    assert report.replaced == 9 and report.files_already_present == 5  # every dumped item; all files but one
     after = _snapshot(settings)
     assert len(after["models"]) == 4
     r = await client.get("/model/digits/v1")
     assert sha(r.content) == sha(files["/model/digits/v1"])
     # The file uploaded after the dump was replaced and deleted: no leak.
-    assert len(after["fs.files"]) == len(before["fs.files"]) == 5
+    assert len(after["fs.files"]) == len(before["fs.files"]) == 6
 
 
 def _flip_byte_in(archive: Path, member_name: str) -> None:

@@ -4,49 +4,45 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.helpers import make_model, upload
-
-
-async def _references(client):
-    await make_model(client, "digits", "v1", library="numpy")
-    await client.post("/strategy", json={"strategy_name": "fedavg", "meta": {}})
-    await upload(client, "/strategy/fedavg", b"pickled strategy")
-    t = {
-        "id": "scale",
-        "parameter_types": {},
-        "default_values": {},
-        "outputs": ["np.ndarray"],
-        "needs": {},
-    }
-    await client.post("/transformation", json=t)
-    await upload(client, "/transformation/scale", b"pickled transformation")
-
-
-PLAN = {
-    "task_id": "t1",
-    "model": {"model_name": "digits", "model_version": "v1"},
-    "strategy": {"strategy_name": "fedavg"},
-    "strategy_conf": {"fraction_fit": 1.0},
-    "transformations": [{"id": "scale", "parameters": {"with_mean": True}}],
-    "rounds": 3,
-    "min_participants": 2,
-    "training": {"epochs": 2, "optimizer": "sgd"},
-}
+from tests.helpers import PLAN, make_model, make_task_references
 
 
 async def test_create_pending_with_defaults(client):
-    await _references(client)
+    await make_task_references(client)
     r = await client.post("/tasks", json=PLAN)
     assert r.status_code == 201, r.text
     task = r.json()
     assert task["phase"] == "Pending" and task["current_round"] == 0 and task["history"] == []
-    assert task["training"] == {"epochs": 2, "batch_size": 32, "learning_rate": 0.1, "optimizer": "sgd"}
-    assert task["participants_ratio"] == 1.0 and task["configuration_id"] == "1"
+    training = {"epochs": 2, "batch_size": 32, "learning_rate": None, "optimizer": "sgd", "loss": None}
+    assert task["training"] == training
+    # Unset participant settings leave the strategy's own in force.
+    assert task["participants_ratio"] is None and task["configuration_id"] == "1"
+    assert (task["publish"], task["checkpoints_kept"], task["output_model_version"], task["best"]) == (
+        "last",
+        3,
+        None,
+        None,
+    )
     assert (await client.post("/tasks", json=PLAN)).status_code == 409
     generated = (await client.post("/tasks", json={k: v for k, v in PLAN.items() if k != "task_id"})).json()
     assert len(generated["task_id"]) == 32
     listed = await client.get("/tasks", params={"phase": "Pending"})
     assert listed.headers["x-total-count"] == "2"
+
+
+async def test_unknown_training_settings_are_422_and_named(client):
+    await make_task_references(client)
+    for training, named in (({"epochs": 1, "momentum": 0.9}, "momentum"), ({"optimizer": "rmsprop"}, "optimizer")):
+        r = await client.post("/tasks", json={**PLAN, "training": training})
+        assert r.status_code == 422 and named in r.text, r.text
+
+
+async def test_a_task_whose_trained_model_version_exists_is_409(client):
+    await make_task_references(client)
+    await make_model(client, "digits", "v1-t1")
+    r = await client.post("/tasks", json=PLAN)
+    assert r.status_code == 409 and "output_model_version" in r.json()["detail"]
+    assert (await client.post("/tasks", json={**PLAN, "output_model_version": "trained"})).status_code == 201
 
 
 async def test_missing_references_are_422_and_named(client):
@@ -62,13 +58,13 @@ async def test_missing_references_are_422_and_named(client):
 
 
 async def test_invalid_plan_is_422(client):
-    await _references(client)
+    await make_task_references(client)
     for bad in ({"rounds": 0}, {"participants_ratio": 1.5}, {"min_participants": 0}, {"strategy_conf": {"$x": 1}}):
         assert (await client.post("/tasks", json={**PLAN, **bad})).status_code == 422, bad
 
 
 async def test_lifecycle_and_status(client):
-    await _references(client)
+    await make_task_references(client)
     await client.post("/tasks", json=PLAN)
     r = await client.put("/tasks/t1/status", json={"phase": "Running", "message": "collector up"})
     assert r.status_code == 200, r.text
@@ -91,7 +87,7 @@ async def test_lifecycle_and_status(client):
     assert task["current_round"] == 2 and [h["round"] for h in task["history"]] == [1, 2]
     assert [p["samples"] for p in task["participants"]] == [100, 80]
 
-    result = {"model_name": "digits", "model_version": "v1", "training_id": "t1"}
+    result = {"model_name": "digits", "model_version": "v1", "training_id": "t1", "output_model_version": "v1-t1"}
     r = await client.put("/tasks/t1/status", json={"phase": "Succeeded", "result": result})
     task = r.json()
     assert task["phase"] == "Succeeded" and task["completion_time"] and task["result"] == result
@@ -106,7 +102,7 @@ async def test_lifecycle_and_status(client):
 
 
 async def test_invalid_transitions(client):
-    await _references(client)
+    await make_task_references(client)
     await client.post("/tasks", json=PLAN)
     r = await client.put("/tasks/t1/status", json={"phase": "Succeeded"})
     assert r.status_code == 409
@@ -118,7 +114,7 @@ async def test_invalid_transitions(client):
 
 
 async def test_concurrent_start_only_one_transition(client):
-    await _references(client)
+    await make_task_references(client)
     await client.post("/tasks", json=PLAN)
     rs = await asyncio.gather(*(client.put("/tasks/t1/status", json={"phase": "Running"}) for _ in range(5)))
     assert all(r.status_code in (200, 409) for r in rs)

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from flrepo.cli.exit_codes import exit_code
+from flrepo.cli.exit_codes import USAGE, exit_code
 from flrepo.cli.extras import require_extra
 from flrepo.client import RepositoryClient, RepositoryError
 from flrepo.logs import configure_logging
@@ -46,15 +46,16 @@ def _collector(args: argparse.Namespace) -> int:
 
 def _local_exec(args: argparse.Namespace) -> int:
     require_extra("fl")
-    from flrepo.fl import local_exec
-    from flrepo.fl.data import parse_partition, partition
-
-    index, parts = parse_partition(args.data)
-    x, y = partition(index, parts)
+    from flrepo.fl import local_data, local_exec
 
     def run() -> int:
-        local_exec.run(repo, args.task, args.server, x, y, args.allow_unsigned, seed=index)
-        return 0
+        try:
+            x, y = local_data.load(args.data, label=args.label, loader=args.data_loader)
+        except local_data.DataError as exc:  # this site cannot take part: the task says why
+            sys.stderr.write(f"flrepo local-exec: {exc}\n")
+            local_exec.fail_task(repo, args.task, exc)
+            return USAGE
+        return local_exec.run(repo, args.task, args.server, x, y, args.allow_unsigned, seed=args.seed)
 
     with _fl_setup(args) as repo:
         return _fl_errors("local-exec", run)
@@ -83,7 +84,7 @@ def _demo(args: argparse.Namespace) -> int:
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     from flrepo.fl import demo
 
-    return demo.main(rounds=args.rounds, clients=args.clients, strategy=args.strategy)
+    return demo.main(rounds=args.rounds, clients=args.clients, strategy=args.strategy, framework=args.framework)
 
 
 def _add_fl_options(parser: argparse.ArgumentParser) -> None:
@@ -111,7 +112,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     local = sub.add_parser("local-exec", help="run a local execution (Flower client) for a task")
     local.add_argument("--task", required=True, help="task id")
     local.add_argument("--server", required=True, help="the collector's Flower address (HOST:PORT)")
-    local.add_argument("--data", required=True, help="local data: digits:K/N, part K of N of the digits set")
+    local.add_argument(
+        "--data",
+        required=True,
+        help="this site's data: a .csv or .parquet table (numeric features and a label column), an .npz with "
+        "arrays x and y, or digits:K/N (part K of N of the demo's digits set); with --data-loader, its argument",
+    )
+    local.add_argument("--label", default="label", help="the label column of a .csv or .parquet file (default: label)")
+    local.add_argument(
+        "--data-loader", metavar="MODULE:FUNCTION", help="a function returning (x, y); called with --data's value"
+    )
+    local.add_argument("--seed", type=int, default=0, help="seed of the local validation split and shuffling")
     _add_fl_options(local)
     local.set_defaults(func=_local_exec)
 
@@ -123,4 +134,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     demo.add_argument("--rounds", type=int, default=5)
     demo.add_argument("--clients", type=int, default=3)
     demo.add_argument("--strategy", default="fedavg", help="a catalogue strategy, e.g. fedprox, fedmedian")
+    demo.add_argument(
+        "--framework",
+        choices=["numpy", "pytorch", "keras"],
+        default="numpy",
+        help="the model's library (default numpy)",
+    )
     demo.set_defaults(func=_demo)

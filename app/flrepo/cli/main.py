@@ -1,5 +1,5 @@
 """`flrepo`: the command line. One module per command group: flrepo.cli.server (serve, dump,
-restore, keys), flrepo.cli.fl (collector, local-exec, seed, demo), flrepo.cli.items (models,
+restore, migrate, keys), flrepo.cli.fl (collector, local-exec, seed, demo), flrepo.cli.items (models,
 results, strategies, transformations, tasks)."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     # The order is the order of `flrepo --help`.
     server.add_serve(sub)
     server.add_dump_restore(sub)
+    server.add_migrate(sub)
     fl.register(sub)
     server.add_keys(sub)
     items.register(sub)  # models, results, strategies, transformations, tasks

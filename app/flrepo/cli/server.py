@@ -1,4 +1,4 @@
-"""`flrepo serve`, `flrepo dump|restore` and `flrepo keys create`: the commands that run or
+"""`flrepo serve`, `flrepo dump|restore`, `flrepo migrate` and `flrepo keys create`: the commands that run or
 administer the service itself. They need the extra `server`, so its modules are imported only
 inside them: the rest of the CLI works with the core install."""
 
@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from flrepo.cli.exit_codes import INTEGRITY, OK
 from flrepo.cli.extras import require_extra
 from flrepo.logs import configure_logging
 
@@ -136,6 +137,52 @@ def _dump_or_restore(args: argparse.Namespace) -> int:
         return 1
     sys.stdout.write(report.summary() + "\n")
     return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    require_extra("server")
+    from pymongo.errors import PyMongoError
+
+    from flrepo.server.repository.migrate import MigrateReport, migrate
+    from flrepo.server.settings import Settings
+    from flrepo.server.storage.db import Database
+
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format == "json")
+    log = logging.getLogger("flrepo")
+
+    def progress(done: int, total: int, what: str) -> None:
+        if not args.quiet:
+            sys.stderr.write(f"[{done}/{total}] {what}\n")
+
+    async def run() -> MigrateReport:
+        db = Database.connect(settings)
+        try:
+            await db.ensure_indexes()
+            return await migrate(db, progress)
+        finally:
+            await db.close()
+
+    try:
+        report = asyncio.run(run())
+    except PyMongoError as exc:
+        # Whatever was migrated before the error stays migrated; running it again carries on.
+        log.error("migrate failed: %s", exc)
+        return 1
+    sys.stdout.write(report.summary() + "\n")
+    # Missing or damaged files and duplicate keys need a person: a script can tell them from success.
+    return OK if report.clean else INTEGRITY
+
+
+def add_migrate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add `flrepo migrate`."""
+    migrate = sub.add_parser(
+        "migrate",
+        help="fill in size, sha256, CRC-32 and timestamps of items stored by aerOS 1.1.0 (reads each file once; "
+        "safe to interrupt and to run again)",
+    )
+    migrate.add_argument("--quiet", action="store_true", help="no progress line per item on stderr")
+    migrate.set_defaults(func=_migrate)
 
 
 def add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

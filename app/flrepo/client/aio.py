@@ -116,6 +116,8 @@ class AsyncRepositoryClient:
     create_task = AsyncEndpoint(calls.create_task)
     update_task_status = AsyncEndpoint(calls.update_task_status)
     delete_task = AsyncEndpoint(calls.delete_task)
+    list_checkpoints = AsyncEndpoint(calls.list_checkpoints)
+    create_checkpoint = AsyncEndpoint(calls.create_checkpoint)
 
     list_audit = AsyncEndpoint(calls.list_audit)
 
@@ -202,6 +204,14 @@ class AsyncRepositoryClient:
         item = calls.get_training_result(model_name, model_version, training_id)
         dest = await self._into_folder(dest, item, f"{model_name}-{model_version}-{training_id}")
         return await self.download(calls.weights_download(model_name, model_version, training_id), dest, **options)
+
+    async def upload_checkpoint(self, task_id: str, round: int, source: Source, **options: Any) -> None:
+        """Upload a registered checkpoint's weights (.npz)."""
+        await self.upload(calls.checkpoint_file(task_id, round), source, **options)
+
+    async def download_checkpoint(self, task_id: str, round: int, dest: Dest, **options: Any) -> Downloaded:
+        """Download a checkpoint's weights, verified."""
+        return await self.download(calls.checkpoint_file(task_id, round), dest, **options)
 
     async def download_models_archive(self, filename: str, dest: Dest, **options: Any) -> Downloaded:
         """Every model file in one archive; `filename` ends in .zip, .tar or .tar.gz."""

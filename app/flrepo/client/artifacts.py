@@ -57,7 +57,7 @@ def signed_meta_call(
     kind: Kind, name: str, current: StrategyOut | TransformationOut, fields: dict[str, Any]
 ) -> Call[None]:
     """The metadata update that stores `fields` (the signature) in the item's `meta`, keeping the rest."""
-    meta = {**current.meta, **fields}
+    meta = {**(current.meta or {}), **fields}  # an aerOS-era item may have `meta: null`
     if isinstance(current, StrategyOut):
         return calls.update_strategy_meta(name, meta)
     return calls.update_transformation_meta(
@@ -89,14 +89,14 @@ def unpickle_verified(
     name: str,
     data: bytes,
     done: Downloaded,
-    meta: dict[str, Any],
+    meta: dict[str, Any] | None,
     allow_unsigned: bool,
     sha256: str | None = None,
 ) -> Any:
     """Check the pinned digest (if any), size, sha256 (as hashed while `data` was downloaded) and
     signature, and only then unpickle."""
     check_pinned(kind, name, done, sha256)
-    verify_digest(keyring, kind, name, done.sha256, done.size, meta, allow_unsigned)
+    verify_digest(keyring, kind, name, done.sha256, done.size, meta or {}, allow_unsigned)
     # cloudpickle's reconstructors are named inside the pickle and imported while it loads.
     if importlib.util.find_spec("cloudpickle") is None:  # the core install has no reason to carry it
         raise RuntimeError("loading strategies and transformations needs the fl extra: pip install 'flrepo[fl]'")

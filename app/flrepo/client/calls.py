@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from flrepo.client.errors import RepositoryError
 from flrepo.schemas import ModelOut, StrategyOut, TrainingResultOut, TransformationOut
-from flrepo.schemas.tasks import RoundRecord, TaskIn, TaskOut
+from flrepo.schemas.tasks import CheckpointOut, RoundRecord, TaskIn, TaskOut
 
 T = TypeVar("T")
 R = TypeVar("R", covariant=True)
@@ -312,6 +312,19 @@ def delete_task(task_id: str) -> Call[None]:
     return Call("DELETE", f"/tasks/{seg(task_id)}", _nothing)
 
 
+def list_checkpoints(task_id: str, limit: int | None = None, offset: int = 0) -> Call[Page[CheckpointOut]]:
+    """A task's checkpoints, oldest round first."""
+    return _get(f"/tasks/{seg(task_id)}/checkpoints", _page(CheckpointOut), **_paging(limit, offset))
+
+
+def create_checkpoint(
+    task_id: str, round: int, loss: float | None = None, metrics: dict[str, Any] | None = None
+) -> Call[CheckpointOut]:
+    """Register round `round`'s aggregated weights (then upload them to checkpoint_file)."""
+    body = {"round": round, "loss": loss, "metrics": metrics or {}}
+    return Call("POST", f"/tasks/{seg(task_id)}/checkpoints", _one(CheckpointOut), json=body)
+
+
 # --- audit --------------------------------------------------------------------------------------
 
 
@@ -345,6 +358,10 @@ def strategy_file(strategy_name: str) -> str:
 
 def transformation_file(transformation_id: str) -> str:
     return f"/transformation/{seg(transformation_id)}"
+
+
+def checkpoint_file(task_id: str, round: int) -> str:
+    return f"/tasks/{seg(task_id)}/checkpoints/{int(round)}"
 
 
 def models_archive(filename: str) -> str:

@@ -123,6 +123,8 @@ class RepositoryClient:
     create_task = SyncEndpoint(calls.create_task)
     update_task_status = SyncEndpoint(calls.update_task_status)
     delete_task = SyncEndpoint(calls.delete_task)
+    list_checkpoints = SyncEndpoint(calls.list_checkpoints)
+    create_checkpoint = SyncEndpoint(calls.create_checkpoint)
 
     list_audit = SyncEndpoint(calls.list_audit)
 
@@ -207,6 +209,14 @@ class RepositoryClient:
         item = calls.get_training_result(model_name, model_version, training_id)
         dest = self._into_folder(dest, item, f"{model_name}-{model_version}-{training_id}")
         return self.download(calls.weights_download(model_name, model_version, training_id), dest, **options)
+
+    def upload_checkpoint(self, task_id: str, round: int, source: Source, **options: Any) -> None:
+        """Upload a registered checkpoint's weights (.npz)."""
+        self.upload(calls.checkpoint_file(task_id, round), source, **options)
+
+    def download_checkpoint(self, task_id: str, round: int, dest: Dest, **options: Any) -> Downloaded:
+        """Download a checkpoint's weights, verified."""
+        return self.download(calls.checkpoint_file(task_id, round), dest, **options)
 
     def download_models_archive(self, filename: str, dest: Dest, **options: Any) -> Downloaded:
         """Every model file in one archive; `filename` ends in .zip, .tar or .tar.gz."""

@@ -1,52 +1,58 @@
 """The same training with bare Flower and no repository: the baseline of the round-overhead benchmark.
 
-`python -m flrepo.fl.bare server ADDRESS ROUNDS CLIENTS` / `python -m flrepo.fl.bare client ADDRESS K/N`:
-the same FedAvg settings, data, transformation and trainer as a repository task, configured in code.
+`python -m flrepo.fl.bare server ADDRESS ROUNDS CLIENTS LIBRARY MODEL_FILE` and
+`python -m flrepo.fl.bare client ADDRESS K/N LIBRARY MODEL_FILE`: the same FedAvg, initial model,
+data split, scaling and framework client as a repository task, configured in code, with nothing
+reported, checkpointed or downloaded.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 
 import flwr
+from flwr.common import ndarrays_to_parameters
 from flwr.server.strategy import FedAvg
 
-from flrepo.fl.collector import ReportingStrategy, configure
 from flrepo.fl.data import parse_partition, partition
+from flrepo.fl.digits_models import TRAINING
+from flrepo.fl.frameworks import Training, open_model
 from flrepo.fl.local_exec import LocalExecution
-from flrepo.fl.trainer import SoftmaxRegression
-
-TRAINING = {"epochs": 2, "batch_size": 32, "learning_rate": 0.5}
+from flrepo.fl.strategy_setup import weighted_average
 
 
-class _NoRepo:
-    def update_task_status(self, *args: object, **kwargs: object) -> None:
-        return None
-
-
-def server(address: str, rounds: int, clients: int) -> None:
-    strategy = FedAvg()
-    task = {"participants_ratio": 1.0, "min_participants": clients, "strategy_conf": {}}
-    configure(strategy, task, SoftmaxRegression().initial_weights(64, 10))
-    wrapped = ReportingStrategy(strategy, _NoRepo(), "bare", dict(TRAINING))  # type: ignore[arg-type]
+def server(address: str, rounds: int, clients: int, library: str, model_file: str) -> None:
+    model = open_model(library, Path(model_file))
+    training = Training.from_config(TRAINING[library])
+    strategy = FedAvg(
+        min_available_clients=clients,
+        min_fit_clients=clients,
+        min_evaluate_clients=clients,
+        initial_parameters=ndarrays_to_parameters(model.get_weights()),
+        on_fit_config_fn=lambda server_round: {**training.as_config(), "server_round": server_round},
+        fit_metrics_aggregation_fn=weighted_average,
+        evaluate_metrics_aggregation_fn=weighted_average,
+    )
     flwr.server.start_server(
-        server_address=address, config=flwr.server.ServerConfig(num_rounds=rounds, round_timeout=120), strategy=wrapped
+        server_address=address, config=flwr.server.ServerConfig(num_rounds=rounds, round_timeout=120), strategy=strategy
     )
 
 
-def client(address: str, spec: str) -> None:
+def client(address: str, spec: str, library: str, model_file: str) -> None:
     index, parts = parse_partition(f"digits:{spec}")
     x, y = partition(index, parts)
-    local = LocalExecution(SoftmaxRegression(), x / 16.0, y, seed=index)
+    model = open_model(library, Path(model_file))
+    local = LocalExecution(model, x / 16.0, y, Training.from_config(TRAINING[library]), seed=index)
     flwr.client.start_client(server_address=address, client=local.to_client(), insecure=True, max_wait_time=60)
 
 
 if __name__ == "__main__":
     role, address, *rest = sys.argv[1:]
     if role == "server":
-        server(address, int(rest[0]), int(rest[1]))
+        server(address, int(rest[0]), int(rest[1]), rest[2], rest[3])
     else:
-        client(address, rest[0])
+        client(address, rest[0], rest[1], rest[2])

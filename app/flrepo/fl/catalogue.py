@@ -73,7 +73,7 @@ def _state(repo: RepositoryClient, kind: Kind, name: str) -> str:
         return "no file"
     strict = replace(repo.keyring, allow_legacy_hmac=False)  # HMAC signatures are what re-signing replaces
     try:
-        verify_digest(strict, kind, name, item.sha256, item.size, item.meta, allow_unsigned=False)
+        verify_digest(strict, kind, name, item.sha256, item.size, item.meta or {}, allow_unsigned=False)
     except SignatureError:
         return "unsigned"
     return "signed"

@@ -1,235 +1,240 @@
 """The training collector: a Flower server that runs one repository task and reports every round.
 
-It reads the task, loads the signed strategy and the initial weights, applies the task's
-settings, runs the rounds with `flwr.server.start_server` (which must own the main thread), and
-stores the outcome as an aerOS training result with the final weights as .npz.
+It reads the task, loads the signed strategy and the task's model (the client its `meta.library`
+names), applies the task's explicit settings, runs the rounds with Flower's legacy `start_server`
+(which must own the main thread; the aerOS-compatible path), checkpoints the aggregated weights
+after every round, and on success publishes the trained model as a new version of the task's
+model in its native format, beside the aerOS training result (results + .npz weights).
+
+A collector started again for a task whose collector died resumes after the last checkpoint: the
+completed rounds are not repeated and the round count stays the configured one.
 """
 
 from __future__ import annotations
 
+import _thread
 import io
 import logging
-import math
-import time
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import flwr
-from flwr.common import (
-    EvaluateIns,
-    EvaluateRes,
-    FitIns,
-    FitRes,
-    Parameters,
-    Scalar,
-    ndarrays_to_parameters,
-    parameters_to_ndarrays,
-)
-from flwr.server.client_manager import ClientManager
-from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
-from flrepo.client import RepositoryClient, RepositoryError
-from flrepo.fl import pinning
-from flrepo.fl.trainer import SoftmaxRegression
-from flrepo.fl.weights import Weights, from_npz, to_npz
+from flrepo.client import Conflict, NotFound, RepositoryClient, RepositoryError
+from flrepo.fl import pinning, strategy_setup
+from flrepo.fl.frameworks import LocalModel, ModelError, Weights
+from flrepo.fl.reporting import ReportingStrategy
+from flrepo.fl.task_model import fetch_model, training_settings
+from flrepo.fl.weights import from_npz, to_npz
+from flrepo.schemas.tasks import TERMINAL, output_version
 
 log = logging.getLogger(__name__)
-
-# Flower's config values must be scalars; these training settings are sent to every client.
-TRAINING_KEYS = ("epochs", "batch_size", "learning_rate")
-
-
-def _weighted(results: list[tuple[int, dict[str, Scalar]]]) -> dict[str, Scalar]:
-    total = sum(n for n, _ in results) or 1
-    keys = {k for _, m in results for k, v in m.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-    return {k: sum(n * float(m.get(k, 0.0)) for n, m in results) / total for k in sorted(keys)}
+# How often the collector looks whether its task was ended by someone else (a local execution
+# reporting unusable data, an operator).
+WATCH_SECONDS = 5.0
 
 
-class ReportingStrategy(Strategy):
-    """Wraps the task's strategy: same decisions, plus a status report to the repository per round."""
+@dataclass
+class Resume:
+    """Where a restarted collector picks up: after `round`, from those weights."""
 
-    def __init__(self, inner: Strategy, repo: RepositoryClient, task_id: str, fit_config: dict[str, Scalar]) -> None:
-        self.inner = inner
-        self.repo = repo
-        self.task_id = task_id
-        self.fit_config = fit_config
-        self.latest: Parameters | None = None
-        self.last_loss: float | None = None
-        self.last_metrics: dict[str, Scalar] = {}
-        self.rounds_done = 0
-        self._round_started = time.monotonic()
-        self._participants: dict[str, dict[str, Any]] = {}
-        self._fit_count = 0
-        self._fit_failures = 0
-
-    def __repr__(self) -> str:
-        return f"ReportingStrategy({self.inner!r})"
-
-    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
-        return self.inner.initialize_parameters(client_manager)
-
-    def configure_fit(
-        self, server_round: int, parameters: Parameters, client_manager: ClientManager
-    ) -> list[tuple[ClientProxy, FitIns]]:
-        self._round_started = time.monotonic()
-        instructions = self.inner.configure_fit(server_round, parameters, client_manager)
-        for _, ins in instructions:
-            ins.config = {**self.fit_config, **ins.config, "server_round": server_round}
-        return instructions
-
-    def aggregate_fit(
-        self,
-        server_round: int,
-        results: list[tuple[ClientProxy, FitRes]],
-        failures: list[tuple[ClientProxy, FitRes] | BaseException],
-    ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        parameters, metrics = self.inner.aggregate_fit(server_round, results, failures)
-        if parameters is not None:
-            self.latest = parameters
-        for proxy, res in results:
-            node = str(proxy.cid)
-            self._participants[node] = {
-                "node_id": node,
-                "samples": int(res.num_examples),
-                "last_round": server_round,
-                "metrics": {k: v for k, v in res.metrics.items() if isinstance(v, int | float | str | bool)},
-            }
-        self._fit_count, self._fit_failures = len(results), len(failures)
-        return parameters, metrics
-
-    def configure_evaluate(
-        self, server_round: int, parameters: Parameters, client_manager: ClientManager
-    ) -> list[tuple[ClientProxy, EvaluateIns]]:
-        return self.inner.configure_evaluate(server_round, parameters, client_manager)
-
-    def aggregate_evaluate(
-        self,
-        server_round: int,
-        results: list[tuple[ClientProxy, EvaluateRes]],
-        failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
-    ) -> tuple[float | None, dict[str, Scalar]]:
-        loss, metrics = self.inner.aggregate_evaluate(server_round, results, failures)
-        if not metrics and results:
-            metrics = _weighted([(r.num_examples, r.metrics) for _, r in results])
-        self.last_loss, self.last_metrics = loss, dict(metrics)
-        self.rounds_done = server_round
-        record = {
-            "round": server_round,
-            "loss": loss,
-            "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool)},
-            "participants": self._fit_count,
-            "failures": self._fit_failures,
-            "duration_s": round(time.monotonic() - self._round_started, 3),
-        }
-        try:
-            self.repo.update_task_status(
-                self.task_id,
-                current_round=server_round,
-                participants=list(self._participants.values()),
-                round=record,
-            )
-        except RepositoryError as exc:  # a missed progress report must not stop the training
-            log.warning("could not report round %d: %s", server_round, exc)
-        return loss, metrics
-
-    def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict[str, Scalar]] | None:
-        return self.inner.evaluate(server_round, parameters)
+    round: int
+    weights: Weights
 
 
-def configure(strategy: Strategy, task: dict[str, Any], initial: Weights) -> None:
-    """Apply the task to a loaded strategy: participants, ratio, initial weights, overrides."""
-    ratio = float(task["participants_ratio"])
-    minimum = int(task["min_participants"])
-    per_round = max(1, math.ceil(minimum * ratio))
-    settings: dict[str, Any] = {
-        "min_available_clients": minimum,
-        "min_fit_clients": per_round,
-        "min_evaluate_clients": per_round,
-        "fraction_fit": ratio,
-        "fraction_evaluate": ratio,
-        "initial_parameters": ndarrays_to_parameters(initial),
-        "fit_metrics_aggregation_fn": _weighted,
-        "evaluate_metrics_aggregation_fn": _weighted,
-    }
-    for key, value in settings.items():
-        if hasattr(strategy, key):
-            setattr(strategy, key, value)
-    if hasattr(strategy, "current_weights"):  # FedOpt family keeps its own copy
-        strategy.current_weights = initial
-    for key, value in (task.get("strategy_conf") or {}).items():
-        if not hasattr(strategy, key):
-            raise ValueError(f"strategy {type(strategy).__name__} has no parameter {key!r}")
-        setattr(strategy, key, value)
+def last_checkpoint(repo: RepositoryClient, task_id: str) -> Resume | None:
+    """The newest checkpoint with its file, or None."""
+    filed = [c for c in repo.list_checkpoints(task_id) if c.size is not None]
+    if not filed:
+        return None
+    newest = max(filed, key=lambda c: c.round)
+    buffer = io.BytesIO()
+    repo.download_checkpoint(task_id, newest.round, buffer)
+    return Resume(newest.round, from_npz(buffer.getvalue()))
 
 
-def initial_weights(repo: RepositoryClient, task: dict[str, Any], allow_unsigned: bool = False) -> Weights:
-    name, version = task["model"]["model_name"], task["model"]["model_version"]
-    data = pinning.read_model(repo, task, allow_unsigned)  # the file the task pinned, or None
-    if data is not None:
-        return from_npz(data)
-    # A registered model without weights starts from the built-in trainer's initialisation.
-    model = repo.get_model(name, version)
-    return SoftmaxRegression().initial_weights(int(model.meta.get("features", 64)), int(model.meta.get("classes", 10)))
+class TaskWatch(threading.Thread):
+    """Interrupts the main thread (and so Flower's server) when the task ends without us."""
+
+    def __init__(self, repo: RepositoryClient, task_id: str) -> None:
+        super().__init__(daemon=True, name="task-watch")
+        self.repo, self.task_id = repo, task_id
+        self.stop = threading.Event()
+        self.ended_by_others: str | None = None
+
+    def run(self) -> None:
+        while not self.stop.wait(WATCH_SECONDS):
+            try:
+                task = self.repo.get_task(self.task_id)
+            except RepositoryError as exc:
+                log.warning("could not read task %s: %s", self.task_id, exc)
+                continue
+            if task.phase in TERMINAL and not self.stop.is_set():
+                last = task.conditions[-1] if task.conditions else None
+                why = f"{last.reason}: {last.message or ''}" if last else "no reason given"
+                self.ended_by_others = f"{task.phase} ({why})"
+                _thread.interrupt_main()
+                return
 
 
 def run(repo: RepositoryClient, task_id: str, address: str, allow_unsigned: bool = False) -> int:
     """Run the task to its end; 0 when it Succeeded, 1 when it Failed (the task says why)."""
     task = repo.get_task(task_id).model_dump()
-    model = task["model"]
-    name, version = model["model_name"], model["model_version"]
+    if task["phase"] in TERMINAL:
+        log.error("task %s is %s already; nothing to run", task_id, task["phase"])
+        return 1
+    watch = TaskWatch(repo, task_id)
+    published: list[tuple[str, str]] = []
     result_created = False
     try:
-        strategy = pinning.load_strategy(repo, task, allow_unsigned)  # the pinned version, signature checked
-        if not isinstance(strategy, Strategy):
-            raise TypeError(f"strategy {task['strategy']['strategy_name']!r} is a {type(strategy).__name__}")
-        initial = initial_weights(repo, task, allow_unsigned)
-        configure(strategy, task, initial)
-        fit_config: dict[str, Scalar] = {k: v for k, v in task["training"].items() if isinstance(v, int | float | str)}
-        reporting = ReportingStrategy(strategy, repo, task_id, fit_config)
-        repo.update_task_status(task_id, phase="Running", reason="ServerStarted", message=f"Flower server on {address}")
-        flwr.server.start_server(
-            server_address=address,
-            config=flwr.server.ServerConfig(num_rounds=int(task["rounds"]), round_timeout=task.get("round_timeout")),
-            strategy=reporting,
-        )
-        if reporting.latest is None or reporting.rounds_done < int(task["rounds"]):
-            raise RuntimeError(
-                f"training stopped after {reporting.rounds_done} of {task['rounds']} rounds without final weights"
+        with tempfile.TemporaryDirectory(prefix="flrepo-collector-") as tmp:
+            strategy = pinning.load_strategy(repo, task, allow_unsigned)  # the pinned version, signature checked
+            if not isinstance(strategy, Strategy):
+                raise TypeError(f"strategy {task['strategy']['strategy_name']!r} is a {type(strategy).__name__}")
+            model = fetch_model(repo, task, Path(tmp), allow_unsigned)
+            training = training_settings(task)
+            model.check(training)
+            resume = last_checkpoint(repo, task_id) if task["phase"] == "Running" else None
+            settings = strategy_setup.configure(strategy, task, model, resume.weights if resume else None)
+            done = resume.round if resume else 0
+            reporting = ReportingStrategy(strategy, repo, task_id, training.as_config(), round_offset=done)
+            _start(repo, task, address, settings, resume)
+            watch.start()
+            remaining = int(task["rounds"]) - done
+            if remaining > 0:
+                flwr.server.start_server(
+                    server_address=address,
+                    config=flwr.server.ServerConfig(num_rounds=remaining, round_timeout=task.get("round_timeout")),
+                    strategy=reporting,
+                )
+            watch.stop.set()
+            final, rounds_done = reporting.latest_weights(), done + reporting.rounds_done
+            if final is None and resume is not None and remaining <= 0:
+                final, rounds_done = resume.weights, done  # every round was done before the restart
+            if final is None or rounds_done < int(task["rounds"]):
+                raise RuntimeError(
+                    f"training stopped after {rounds_done} of {task['rounds']} rounds without final weights"
+                )
+            task = repo.get_task(task_id).model_dump()  # with the best round the checkpoints set
+            final, chosen = _published_weights(repo, task, final)
+            result_created = _store_result(repo, task, reporting, final, chosen)
+            published.append(_publish_model(repo, task, model, final, Path(tmp)))
+            repo.update_task_status(
+                task_id,
+                phase="Succeeded",
+                reason="TrainingComplete",
+                message=f"{task['rounds']} rounds; published round {chosen} ({task['publish']}) as "
+                f"{task['model']['model_name']}/{output_version(task)}",
+                result={**task["model"], "training_id": task_id, "output_model_version": output_version(task)},
             )
-        final = parameters_to_ndarrays(reporting.latest)
-        results: dict[str, Any] = {
-            "rounds": int(task["rounds"]),
-            "final_loss": reporting.last_loss,
-            **{k: v for k, v in reporting.last_metrics.items() if isinstance(v, int | float | str | bool)},
-            "strategy": task["strategy"]["strategy_name"],
-            **{
-                f"conf_{k}": v for k, v in (task.get("strategy_conf") or {}).items() if isinstance(v, int | float | str)
-            },
-            "min_participants": int(task["min_participants"]),
-            "participants_ratio": float(task["participants_ratio"]),
-        }
-        results = {k: v for k, v in results.items() if v is not None}
-        repo.create_training_result(name, version, task_id, results, task["configuration_id"])
-        result_created = True
-        weights = io.BytesIO(to_npz(final))
-        repo.upload_weights(name, version, task_id, task["configuration_id"], weights, filename="weights.npz")
-        repo.update_task_status(
-            task_id,
-            phase="Succeeded",
-            reason="TrainingComplete",
-            message=f"{task['rounds']} rounds; final loss {reporting.last_loss}",
-            result={**model, "training_id": task_id},
-        )
-        return 0
+            return 0
+    except KeyboardInterrupt:
+        if watch.ended_by_others is None:
+            raise
+        log.error("task %s was ended while it ran (%s); stopping", task_id, watch.ended_by_others.strip())
+        return 1
     except Exception as exc:
+        watch.stop.set()
         log.exception("task %s failed", task_id)
-        if result_created:  # nothing half-written is presented as a result
-            try:
-                repo.delete_training_result(name, version, task_id)
-            except RepositoryError:
-                log.warning("could not remove the incomplete training result %s/%s/%s", name, version, task_id)
+        _undo(repo, task, task_id, result_created, published)
         try:
             repo.update_task_status(task_id, phase="Failed", reason=type(exc).__name__, message=str(exc)[:2000])
         except RepositoryError as report_error:
             log.error("could not mark task %s Failed: %s", task_id, report_error)
         return 1
+    finally:
+        watch.stop.set()
+
+
+def _start(
+    repo: RepositoryClient, task: dict[str, Any], address: str, settings: dict[str, Any], resume: Resume | None
+) -> None:
+    fields: dict[str, Any] = {"phase": "Running", "strategy_settings": settings}
+    if resume:
+        fields.update(
+            reason="Resumed",
+            message=f"Flower server on {address}; resumed after round {resume.round} (its checkpoint)",
+            resumed_from_round=resume.round,
+        )
+    else:
+        fields.update(reason="ServerStarted", message=f"Flower server on {address}")
+    repo.update_task_status(task["task_id"], **fields)
+
+
+def _published_weights(repo: RepositoryClient, task: dict[str, Any], last: Weights) -> tuple[Weights, int]:
+    """The weights to publish and their round: the last round's, or the best checkpoint's."""
+    best = task.get("best")
+    if task.get("publish") == "best" and best:
+        buffer = io.BytesIO()
+        repo.download_checkpoint(task["task_id"], best["round"], buffer)
+        return from_npz(buffer.getvalue()), int(best["round"])
+    return last, int(task["rounds"])
+
+
+def _store_result(
+    repo: RepositoryClient, task: dict[str, Any], reporting: ReportingStrategy, final: Weights, chosen: int
+) -> bool:
+    """The aerOS training result: results (the figures of the run) and the .npz weights."""
+    name, version = task["model"]["model_name"], task["model"]["model_version"]
+    results: dict[str, Any] = {
+        "rounds": int(task["rounds"]),
+        "final_loss": reporting.last_loss,
+        **{k: v for k, v in reporting.last_metrics.items() if isinstance(v, int | float | str | bool)},
+        "strategy": task["strategy"]["strategy_name"],
+        **{f"conf_{k}": v for k, v in (task.get("strategy_conf") or {}).items() if isinstance(v, int | float | str)},
+        "output_model_version": output_version(task),
+        "published_round": chosen,
+        "best_round": (task.get("best") or {}).get("round"),
+        "min_participants": task.get("min_participants"),
+        "participants_ratio": task.get("participants_ratio"),
+    }
+    results = {k: v for k, v in results.items() if v is not None}
+    task_id = task["task_id"]
+    try:
+        repo.create_training_result(name, version, task_id, results, task["configuration_id"])
+    except Conflict:  # a collector that died after writing it: this run's figures replace it
+        repo.delete_training_result(name, version, task_id)
+        repo.create_training_result(name, version, task_id, results, task["configuration_id"])
+    repo.upload_weights(
+        name, version, task_id, task["configuration_id"], io.BytesIO(to_npz(final)), filename="weights.npz"
+    )
+    return True
+
+
+def _publish_model(
+    repo: RepositoryClient, task: dict[str, Any], model: LocalModel, final: Weights, workdir: Path
+) -> tuple[str, str]:
+    """Register the trained model as `output_model_version` with its native file."""
+    name, version = task["model"]["model_name"], output_version(task)
+    source = repo.get_model(task["model"]["model_name"], task["model"]["model_version"])
+    source_meta = source.meta or {}  # aerOS-era models may have `meta: null`
+    meta = {k: v for k, v in source_meta.items() if k not in ("library", "signature")}
+    meta.update(trained_from=task["model"]["model_version"], task_id=task["task_id"], rounds=int(task["rounds"]))
+    try:
+        repo.create_model(name, version, source_meta.get("library", model.library), **meta)
+    except Conflict:
+        existing = repo.get_model(name, version)
+        if (existing.meta or {}).get("task_id") != task["task_id"]:  # someone else's model: never replace it
+            raise ModelError(f"model {name}/{version} exists and was not trained by this task") from None
+    model.set_weights(final)
+    path = workdir / f"trained{model.suffix}"
+    model.save(path)
+    repo.upload_model(name, version, path, filename=f"{name}-{version}{model.suffix}")
+    return name, version
+
+
+def _undo(
+    repo: RepositoryClient, task: dict[str, Any], task_id: str, result_created: bool, published: list[tuple[str, str]]
+) -> None:
+    """Nothing half-written is presented as a result of a failed task."""
+    try:
+        if result_created:
+            repo.delete_training_result(task["model"]["model_name"], task["model"]["model_version"], task_id)
+        for name, version in published:
+            repo.delete_model(name, version)
+    except (RepositoryError, NotFound) as exc:
+        log.warning("could not remove what the failed task %s wrote: %s", task_id, exc)

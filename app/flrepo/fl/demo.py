@@ -1,13 +1,14 @@
 """`flrepo demo`: federated training end to end on the embedded store, in about a minute.
 
-Seeds the signed catalogue, registers an initial model, creates a task (FedAvg, 3 clients,
-5 rounds), starts the training collector and three local executions as separate processes,
-prints a table row per round while it runs, then the final accuracy on held-out data.
+Seeds the signed catalogue, registers an initial model of the chosen framework (numpy, pytorch or
+keras), writes each local execution's share of the digits data as its own CSV file, creates a task
+(FedAvg, 3 clients, 5 rounds), starts the training collector and the local executions as separate
+processes, prints a table row per round while it runs, then the held-out accuracy of the trained
+model the task published, loaded from its native file.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
@@ -18,11 +19,13 @@ from typing import Any
 
 from flrepo.client import RepositoryClient, calls
 from flrepo.fl.catalogue import seed
-from flrepo.fl.data import held_out
-from flrepo.fl.trainer import SoftmaxRegression
-from flrepo.fl.weights import from_npz, to_npz
+from flrepo.fl.data import held_out, partition
+from flrepo.fl.digits_models import SUFFIX, TRAINING, write_initial
+from flrepo.fl.frameworks import open_model
 from flrepo.server.embedded import EmbeddedMongo, api_server, free_port, reap
 from flrepo.signing import Keyring, encode_key, new_key_pair
+
+CLI = [sys.executable, "-m", "flrepo.cli"]
 
 
 def fl_env(repo_url: str, trusted_keys: str) -> dict[str, str]:
@@ -47,43 +50,44 @@ def publisher(key_id: str = "demo") -> tuple[Keyring, str]:
 
 
 def start_training(
-    repo_url: str, task_id: str, clients: int, env: dict[str, str], logs: Path, kill_client_after: float | None = None
+    repo_url: str,
+    task_id: str,
+    data: list[str],
+    env: dict[str, str],
+    logs: Path,
+    address: str | None = None,
 ) -> tuple[subprocess.Popen[bytes], list[subprocess.Popen[bytes]]]:
-    """The collector and `clients` local executions as separate processes."""
-    address = f"127.0.0.1:{free_port()}"
-    cli = [sys.executable, "-m", "flrepo.cli"]
-    collector = subprocess.Popen(
-        [*cli, "collector", "--task", task_id, "--repo", repo_url, "--address", address],
-        env=env,
-        stdout=open(logs / "collector.log", "wb"),
-        stderr=subprocess.STDOUT,
-    )
+    """The collector and one local execution per `data` entry (a file or digits:K/N), as processes."""
+    address = address or f"127.0.0.1:{free_port()}"
+    collector = start_collector(repo_url, task_id, env, logs, address)
     workers = []
-    for k in range(1, clients + 1):
-        workers.append(
-            subprocess.Popen(
-                [
-                    *cli,
-                    "local-exec",
-                    "--task",
-                    task_id,
-                    "--repo",
-                    repo_url,
-                    "--server",
-                    address,
-                    "--data",
-                    f"digits:{k}/{clients}",
-                ],
-                env=env,
-                stdout=open(logs / f"local-exec-{k}.log", "wb"),
-                stderr=subprocess.STDOUT,
-            )
-        )
+    for k, spec in enumerate(data, start=1):
+        command = [*CLI, "local-exec", "--task", task_id, "--repo", repo_url, "--server", address, "--data", spec]
+        command += ["--seed", str(k)]
+        with open(logs / f"local-exec-{k}.log", "ab") as log:
+            workers.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
     return collector, workers
 
 
+def start_collector(
+    repo_url: str, task_id: str, env: dict[str, str], logs: Path, address: str
+) -> subprocess.Popen[bytes]:
+    with open(logs / "collector.log", "ab") as log:
+        return subprocess.Popen(
+            [*CLI, "collector", "--task", task_id, "--repo", repo_url, "--address", address],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
 def digits_task(
-    task_id: str, strategy: str = "fedavg", rounds: int = 5, clients: int = 3, **overrides: Any
+    task_id: str,
+    strategy: str = "fedavg",
+    rounds: int = 5,
+    clients: int = 3,
+    framework: str = "numpy",
+    **overrides: Any,
 ) -> dict[str, Any]:
     """The demo's task plan: the digits model, min-max scaling, `clients` participants."""
     return {
@@ -94,21 +98,43 @@ def digits_task(
         "rounds": rounds,
         "min_participants": clients,
         "round_timeout": 120,
-        "training": {"epochs": 2, "batch_size": 32, "learning_rate": 0.5},
+        "training": TRAINING[framework.removesuffix("-h5")],
         **overrides,
     }
 
 
-def register_model(repo: RepositoryClient, name: str, version: str) -> None:
-    repo.create_model(name, version, "numpy", description="softmax regression on 8x8 digits", features=64, classes=10)
-    initial = io.BytesIO(to_npz(SoftmaxRegression().initial_weights(64, 10)))
-    repo.upload_model(name, version, initial, filename="initial.npz")
+def register_model(repo: RepositoryClient, name: str, version: str, framework: str, workdir: Path) -> Path:
+    """Register the digits model of `framework` with its initial file; return that file."""
+    library = framework.removesuffix("-h5")
+    path = write_initial(framework, workdir / f"initial{SUFFIX[framework]}")
+    repo.create_model(
+        name, version, library, description=f"{library} classifier of 8x8 digits", features=64, classes=10
+    )
+    repo.upload_model(name, version, path, filename=path.name)
+    return path
 
 
-def accuracy(weights_npz: bytes) -> float:
+def write_partitions(directory: Path, clients: int) -> list[str]:
+    """Each local execution's share of the digits training data as its own CSV file (f0..f63, label)."""
+    import numpy as np
+
+    files = []
+    for k in range(clients):
+        x, y = partition(k, clients)
+        path = directory / f"site-{k + 1}.csv"
+        header = ",".join([*(f"f{i}" for i in range(x.shape[1])), "label"])
+        np.savetxt(path, np.column_stack([x, y]), delimiter=",", header=header, comments="", fmt="%g")
+        files.append(str(path))
+    return files
+
+
+def held_out_accuracy(library: str, model_file: Path) -> float:
+    """Accuracy on the held-out digits of a model file, after the task's scaling (x / 16)."""
+    from flrepo.fl.frameworks import Training
+
     _, _, x_test, y_test = held_out()
-    _, metrics = SoftmaxRegression().evaluate(from_npz(weights_npz), x_test / 16.0, y_test)
-    return metrics["accuracy"]
+    _, metrics = open_model(library, model_file).evaluate(x_test / 16.0, y_test, Training())
+    return float(metrics["accuracy"])
 
 
 def watch(repo: RepositoryClient, task_id: str, collector: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
@@ -138,7 +164,7 @@ def watch(repo: RepositoryClient, task_id: str, collector: subprocess.Popen[byte
         time.sleep(0.5)
 
 
-def main(rounds: int = 5, clients: int = 3, strategy: str = "fedavg") -> int:
+def main(rounds: int = 5, clients: int = 3, strategy: str = "fedavg", framework: str = "numpy") -> int:
     started = time.monotonic()
     keyring, trusted = publisher("demo")
     with tempfile.TemporaryDirectory(prefix="flrepo-demo-") as tmp_name:
@@ -149,14 +175,16 @@ def main(rounds: int = 5, clients: int = 3, strategy: str = "fedavg") -> int:
             repo = RepositoryClient(url, keyring=keyring)
             report = seed(repo)
             print(f"catalogue: {len(report['added'])} signed items added")
-            register_model(repo, "digits", "v1")
-            task = repo.create_task(digits_task("digits-demo", strategy, rounds, clients)).model_dump()
-            initial = accuracy(repo.read(calls.model_file("digits", "v1")))
+            initial_file = register_model(repo, "digits", "v1", framework, tmp)
+            data = write_partitions(tmp, clients)
+            plan = digits_task("digits-demo", strategy, rounds, clients, framework)
+            task = repo.create_task(plan).model_dump()
+            initial = held_out_accuracy(framework, initial_file)
             print(
-                f"task {task['task_id']}: {strategy}, {clients} local executions, {rounds} rounds; "
-                f"initial accuracy {initial:.4f}"
+                f"task {task['task_id']}: {framework} model, {strategy}, {clients} local executions on their own "
+                f"CSV files, {rounds} rounds; initial accuracy {initial:.4f}"
             )
-            collector, workers = start_training(url, task["task_id"], clients, env, tmp)
+            collector, workers = start_training(url, task["task_id"], data, env, tmp)
             try:
                 final_task = watch(repo, task["task_id"], collector, timeout=600)
             finally:
@@ -166,11 +194,13 @@ def main(rounds: int = 5, clients: int = 3, strategy: str = "fedavg") -> int:
                 print(f"task {final_task['phase']}: {reason.get('reason')}: {reason.get('message')}")
                 return 1
             result = final_task["result"]
-            path = calls.weights_download(result["model_name"], result["model_version"], result["training_id"])
-            final = accuracy(repo.read(path))
+            name, version = result["model_name"], result["output_model_version"]
+            trained = tmp / f"trained{SUFFIX[framework]}"
+            repo.download_model(name, version, trained)
+            final = held_out_accuracy(framework, trained)
             print(f"final accuracy on held-out data: {final:.4f} (initial {initial:.4f})")
+            print(f"trained model: curl -o {trained.name} {url}{calls.model_file(name, version)}")
             print(f"training result: GET {url}/training-results/{result['model_name']}/{result['model_version']}")
-            print(f"weights: curl -o weights.npz {url}{path}")
             print(f"wall time {time.monotonic() - started:.1f} s")
             repo.close()
     return 0

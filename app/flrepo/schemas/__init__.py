@@ -3,6 +3,8 @@ input rules every identifier and user-supplied document obeys. Shared by the ser
 
 from flrepo.schemas.identifiers import Identifier, SafeDict, check_identifier, check_keys
 from flrepo.schemas.items import (
+    CollectorIn,
+    CollectorOut,
     FileInfo,
     Health,
     ModelIn,
@@ -22,6 +24,8 @@ from flrepo.schemas.items import (
 )
 
 __all__ = [
+    "CollectorIn",
+    "CollectorOut",
     "FileInfo",
     "Health",
     "Identifier",

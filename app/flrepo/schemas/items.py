@@ -5,12 +5,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
 from flrepo.schemas.identifiers import Identifier, SafeDict, check_keys
 
 Description = Annotated[str, StringConstraints(max_length=10_000)]
 ResultValue = str | bool | int | float
+
+
+def _id_text(value: Any) -> Any:
+    # aerOS stores GridFS ids as strings, but a database edited by hand (or an older writer) may hold
+    # the ObjectId itself; either way the wire carries the id's text.
+    return value if value is None or isinstance(value, str) else str(value)
+
+
+# A GridFS id in an aerOS field (`model_id`, `weights_id`, ...): its text, or null before any upload.
+FileId = Annotated[str | None, BeforeValidator(_id_text)]
 
 
 class _Body(BaseModel):
@@ -51,7 +61,9 @@ class ModelMeta(BaseModel):
 class ModelIn(_Body):
     model_name: Identifier
     model_version: Identifier
-    meta: ModelMeta
+    # Required, but may be null: aerOS's own model sends `"meta": null` for a model registered
+    # before its metadata is known; it is stored and returned as null.
+    meta: ModelMeta | None
 
     model_config = ConfigDict(
         extra="ignore",
@@ -70,11 +82,15 @@ class ModelIn(_Body):
     )
 
 
+# Responses describe documents as stored, including those aerOS 1.1.0 wrote (every field optional,
+# `meta: null`, no file information): a list must never fail on one old document.
+
+
 class _ModelCore(BaseModel):
-    model_name: str
-    model_version: str
-    meta: dict[str, Any]
-    model_id: str | None = Field(default=None, description="GridFS id of the model file (aerOS field).")
+    model_name: str | None = None
+    model_version: str | None = None
+    meta: dict[str, Any] | None = None
+    model_id: FileId = Field(default=None, description="GridFS id of the model file (aerOS field).")
 
 
 class ModelOut(FileInfo, _ModelCore):
@@ -88,8 +104,12 @@ class TrainingResultIn(_Body):
     model_name: Identifier
     model_version: Identifier
     training_id: Identifier
-    configuration_id: Identifier
-    results: Annotated[dict[str, ResultValue], Field(description="Metrics and settings; values keep their JSON types.")]
+    # Both may be null, as bodies built from aerOS's own model carry them; a null configuration_id is
+    # filled in by the first weights upload (its path names one).
+    configuration_id: Identifier | None
+    results: Annotated[
+        dict[str, ResultValue] | None, Field(description="Metrics and settings; values keep their JSON types.")
+    ]
 
     model_config = ConfigDict(
         extra="ignore",
@@ -108,17 +128,17 @@ class TrainingResultIn(_Body):
 
     @model_validator(mode="after")
     def _check_result_keys(self) -> TrainingResultIn:
-        check_keys(self.results)
+        check_keys(self.results or {})
         return self
 
 
 class _TrainingResultCore(BaseModel):
-    model_name: str
-    model_version: str
-    training_id: str
-    configuration_id: str
-    results: dict[str, ResultValue]
-    weights_id: str | None = Field(default=None, description="GridFS id of the final weights (aerOS field).")
+    model_name: str | None = None
+    model_version: str | None = None
+    training_id: str | None = None
+    configuration_id: str | None = None
+    results: dict[str, Any] | None = None
+    weights_id: FileId = Field(default=None, description="GridFS id of the final weights (aerOS field).")
 
 
 class TrainingResultOut(FileInfo, _TrainingResultCore):
@@ -131,7 +151,8 @@ class TrainingResultOut(FileInfo, _TrainingResultCore):
 class StrategyIn(_Body):
     strategy_name: Identifier
     strategy_description: Description | None = None
-    meta: SafeDict = Field(default_factory=dict)
+    # null is kept as null (aerOS's model sends it when no metadata is given); absent means {}.
+    meta: SafeDict | None = Field(default_factory=dict)
 
     model_config = ConfigDict(
         extra="ignore",
@@ -153,10 +174,10 @@ class StrategyMetaIn(_Body):
 
 
 class _StrategyCore(BaseModel):
-    strategy_name: str
+    strategy_name: str | None = None
     strategy_description: str | None = None
-    meta: dict[str, Any]
-    strategy_id: str | None = Field(default=None, description="GridFS id of the strategy file (aerOS field).")
+    meta: dict[str, Any] | None = None
+    strategy_id: FileId = Field(default=None, description="GridFS id of the strategy file (aerOS field).")
 
 
 class StrategyOut(FileInfo, _StrategyCore):
@@ -169,11 +190,12 @@ class StrategyOut(FileInfo, _StrategyCore):
 class Needs(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    storage: float = Field(default=0, ge=0)
-    RAM: float = Field(default=0, ge=0)
+    # null is accepted and kept where aerOS's MachineCapabilities() sends it: "not stated".
+    storage: float | None = Field(default=0, ge=0)
+    RAM: float | None = Field(default=0, ge=0)
     GPU: bool = False
-    preinstalled_libraries: SafeDict = Field(default_factory=dict)
-    available_models: SafeDict = Field(default_factory=dict)
+    preinstalled_libraries: SafeDict | None = Field(default_factory=dict)
+    available_models: SafeDict | None = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check_extra_keys(self) -> Needs:
@@ -220,18 +242,49 @@ class TransformationUpdate(TransformationFields):
 
 
 class _TransformationCore(BaseModel):
-    id: str
+    id: str | None = None
     description: str | None = None
-    parameter_types: dict[str, str]
-    default_values: dict[str, Any]
-    outputs: list[str]
-    needs: dict[str, Any]
-    meta: dict[str, Any] = Field(default_factory=dict)
-    storage_id: str | None = Field(default=None, description="GridFS id of the transformation file (aerOS field).")
+    parameter_types: dict[str, Any] | None = None
+    default_values: dict[str, Any] | None = None
+    outputs: list[Any] | None = None
+    needs: dict[str, Any] | None = None
+    meta: dict[str, Any] | None = Field(default_factory=dict)
+    storage_id: FileId = Field(default=None, description="GridFS id of the transformation file (aerOS field).")
 
 
 class TransformationOut(FileInfo, _TransformationCore):
     """A transformation as stored."""
+
+
+# --- training collectors ------------------------------------------------------------------
+
+CollectorVersion = Annotated[int, Field(ge=0, le=2**53 - 1, description="Collector version, a whole number.")]
+
+
+class CollectorIn(_Body):
+    """A training collector, as aerOS 1.1.0 registers it: name, numeric version, string metadata."""
+
+    # aerOS's pydantic v1 model turned numbers into strings in `meta`; so does this one.
+    model_config = ConfigDict(
+        extra="ignore",
+        coerce_numbers_to_str=True,
+        json_schema_extra={"examples": [{"name": "flower-collector", "version": 1, "meta": {"framework": "flwr"}}]},
+    )
+
+    name: Identifier
+    version: CollectorVersion
+    meta: Annotated[dict[str, str], AfterValidator(check_keys)] | None = Field(default_factory=dict)
+
+
+class CollectorOut(BaseModel):
+    """A training collector as stored."""
+
+    name: str | None = None
+    version: int | None = None
+    meta: dict[str, Any] | None = None
+    collector_id: FileId = Field(default=None, description="aerOS field; never set by the service.")
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
 
 
 # --- service ------------------------------------------------------------------------------

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from flrepo.schemas.identifiers import Identifier, SafeDict, check_keys
+from flrepo.schemas.items import FileInfo
 
 Text = Annotated[str, StringConstraints(max_length=2000)]
 MetricValues = Annotated[dict[str, float | int | str | bool], AfterValidator(check_keys)]
@@ -51,18 +52,27 @@ class TransformationRef(BaseModel):
 
 
 class TrainingConfig(BaseModel):
-    """What each local execution does per round; extra keys are passed to the trainer as they are."""
+    """What each local execution does per round. Unset values: the model's own (a compiled Keras
+    model keeps its optimizer and loss) or the framework client's default. Other keys are refused."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
     epochs: int = Field(default=1, ge=1, le=10_000)
     batch_size: int = Field(default=32, ge=1, le=1_000_000)
-    learning_rate: float = Field(default=0.1, gt=0, le=100)
+    learning_rate: float | None = Field(default=None, gt=0, le=100, description="Default: the optimizer's usual.")
+    optimizer: Literal["sgd", "adam"] | None = Field(
+        default=None, description="Default: the model's own, else sgd (numpy) or adam (pytorch, keras)."
+    )
+    loss: Literal["cross_entropy", "binary_cross_entropy", "mse"] | None = Field(
+        default=None, description="Default: the model's own (compiled Keras), else cross_entropy."
+    )
 
-    @model_validator(mode="after")
-    def _check_extra_keys(self) -> TrainingConfig:
-        check_keys(self.model_extra or {})
-        return self
+
+class StoredTrainingConfig(TrainingConfig):
+    """A task's training settings as stored: tasks created before unknown keys were refused may hold
+    others, which are shown as they are (the collector refuses to run them, naming the key)."""
+
+    model_config = ConfigDict(extra="allow")
 
 
 class TaskIn(BaseModel):
@@ -93,11 +103,26 @@ class TaskIn(BaseModel):
     strategy_conf: SafeDict = Field(default_factory=dict, description="Keyword overrides for the strategy.")
     transformations: list[TransformationRef] = Field(default_factory=list, max_length=64)
     rounds: int = Field(default=3, ge=1, le=10_000)
-    min_participants: int = Field(default=2, ge=1, le=100_000)
-    participants_ratio: float = Field(default=1.0, gt=0, le=1)
+    min_participants: int | None = Field(
+        default=None, ge=1, le=100_000, description="Participants needed; unset: the strategy's own minimums."
+    )
+    participants_ratio: float | None = Field(
+        default=None, gt=0, le=1, description="Share of participants per round; unset: the strategy's own fractions."
+    )
     round_timeout: float | None = Field(default=None, gt=0, le=86_400, description="Seconds per round.")
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     configuration_id: Identifier = "1"
+    output_model_version: Identifier | None = Field(
+        default=None,
+        description="The version under which the trained model is registered (same name and library as the "
+        "task's model, its native file); default `{model_version}-{task_id}`.",
+    )
+    publish: Literal["last", "best"] = Field(
+        default="last", description="Publish the last round's model, or the round with the lowest validation loss."
+    )
+    checkpoints_kept: int = Field(
+        default=3, ge=1, le=1000, description="The newest checkpoints kept (the best one is kept besides them)."
+    )
 
 
 class Condition(BaseModel):
@@ -128,6 +153,15 @@ class ResultRef(BaseModel):
     model_name: str
     model_version: str
     training_id: str
+    output_model_version: str | None = Field(default=None, description="The trained model's version.")
+
+
+class BestRound(BaseModel):
+    """The round whose aggregated weights had the lowest validation loss so far."""
+
+    round: int = Field(ge=1)
+    loss: float
+    metrics: MetricValues = Field(default_factory=dict)
 
 
 class StatusUpdate(BaseModel):
@@ -140,6 +174,12 @@ class StatusUpdate(BaseModel):
     participants: list[Participant] | None = Field(default=None, max_length=10_000)
     round: RoundRecord | None = Field(default=None, description="Appended to the history.")
     result: ResultRef | None = None
+    strategy_settings: SafeDict | None = Field(
+        default=None, description="What the collector ran the strategy with, and where each value came from."
+    )
+    resumed_from_round: int | None = Field(
+        default=None, ge=0, description="The checkpoint a restarted collector resumed."
+    )
 
 
 class Pin(BaseModel):
@@ -166,6 +206,7 @@ class Pins(BaseModel):
 class TaskOut(TaskIn):
     task_id: str
     pins: Pins | None = Field(default=None, description="Pinned sha256 digests (null for tasks made before pinning).")
+    training: StoredTrainingConfig = Field(default_factory=StoredTrainingConfig)
     phase: Phase
     conditions: list[Condition] = Field(default_factory=list)
     start_time: datetime | None = None
@@ -177,12 +218,21 @@ class TaskOut(TaskIn):
     )
     history_total: int = Field(default=0, description="Round records kept (older ones are dropped).")
     result: ResultRef | None = None
+    best: BestRound | None = Field(default=None, description="Kept up to date from the checkpoints.")
+    strategy_settings: dict[str, Any] | None = None
+    resumed_from_round: int | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
 
 def to_dict(model: BaseModel) -> dict[str, Any]:
     return model.model_dump(mode="python")
+
+
+def output_version(task: dict[str, Any]) -> str:
+    """The version the trained model is registered under: `output_model_version`, by default
+    `{model_version}-{task_id}`."""
+    return str(task.get("output_model_version") or f"{task['model']['model_version']}-{task['task_id']}")
 
 
 # --- the phase machine ----------------------------------------------------------------------
@@ -204,6 +254,9 @@ def initial_status() -> dict[str, Any]:
         "history": [],
         "history_total": 0,
         "result": None,
+        "best": None,
+        "strategy_settings": None,
+        "resumed_from_round": None,
     }
 
 
@@ -223,13 +276,17 @@ def transition(phase_now: Phase, update: StatusUpdate, stamp: datetime) -> tuple
         fields["participants"] = [p.model_dump() for p in update.participants]
     if update.result is not None:
         fields["result"] = update.result.model_dump()
+    if update.strategy_settings is not None:
+        fields["strategy_settings"] = update.strategy_settings
+    if update.resumed_from_round is not None:
+        fields["resumed_from_round"] = update.resumed_from_round
     pushes: dict[str, Any] = {}
     if update.round is not None:
         pushes["history"] = update.round.model_dump()
-    if target != phase_now:
-        if target == Phase.RUNNING:
+    if target != phase_now or update.reason:
+        if target == Phase.RUNNING and target != phase_now:
             fields["start_time"] = stamp
-        if target in TERMINAL:
+        if target in TERMINAL and target != phase_now:
             fields["completion_time"] = stamp
         pushes["conditions"] = {
             "type": target.value,
@@ -239,3 +296,19 @@ def transition(phase_now: Phase, update: StatusUpdate, stamp: datetime) -> tuple
             "last_transition_time": stamp,
         }
     return fields, pushes
+
+
+# --- checkpoints ----------------------------------------------------------------------------
+
+
+class CheckpointIn(BaseModel):
+    """The aggregated weights after a round (their file is uploaded separately, as .npz)."""
+
+    round: int = Field(ge=1, le=10_000)
+    loss: float | None = Field(default=None, description="The round's aggregated validation loss.")
+    metrics: MetricValues = Field(default_factory=dict)
+
+
+class CheckpointOut(FileInfo, CheckpointIn):
+    task_id: str
+    weights_id: str | None = None

@@ -108,6 +108,13 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": printable(jsonable_encoder(exc.errors()))}, status_code=422)
 
 
+async def _overflow(request: Request, exc: Exception) -> JSONResponse:
+    if "8-byte ints" in str(exc):
+        # BSON's encoder refused an integer of the request beyond 64 bits (JSON has no such limit).
+        return JSONResponse({"detail": "integers must fit in 64 bits (-2**63 .. 2**63-1)"}, status_code=422)
+    return await _unexpected(request, exc)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error during %s %s", request.method, request.url.path)
     return JSONResponse({"detail": "internal error"}, status_code=500)
@@ -132,4 +139,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(DocumentTooLarge, _too_large_document)
     app.add_exception_handler(InvalidDocument, _invalid_document)
     app.add_exception_handler(PyMongoError, _database_error)
+    app.add_exception_handler(OverflowError, _overflow)
     app.add_exception_handler(Exception, _unexpected)

@@ -23,8 +23,19 @@ from flrepo.server.metrics import Metrics
 from flrepo.server.middleware.audit import AuditTrail
 from flrepo.server.middleware.body_limit import BodyLimit
 from flrepo.server.middleware.request_context import RequestContext
+from flrepo.server.middleware.trailing_slash import TrailingSlash
 from flrepo.server.repository import audit as audit_trail
-from flrepo.server.routes import audit, health, models, strategies, tasks, training_results, transformations
+from flrepo.server.routes import (
+    audit,
+    checkpoints,
+    collectors,
+    health,
+    models,
+    strategies,
+    tasks,
+    training_results,
+    transformations,
+)
 from flrepo.server.settings import Settings, get_settings
 from flrepo.server.storage.db import Database
 from flrepo.server.storage.sweep import sweep_forever
@@ -48,6 +59,7 @@ TAGS = [
     {"name": "strategies", "description": "FL aggregation strategies (serialized objects)."},
     {"name": "transformations", "description": "Data transformations used by local executions."},
     {"name": "tasks", "description": "FL training plans and the live status their training collector reports."},
+    {"name": "collectors", "description": "Training collectors registered by name and version (aerOS `/collector`)."},
     {"name": "service", "description": "Health and readiness."},
 ]
 
@@ -90,14 +102,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
-        # `/model/` → 307 to `http://{Host header}/model` built redirects from what the client sent.
+        # `/model/` → 307 to `http://{Host header}/model` built redirects from what the client sent;
+        # TrailingSlash serves such paths in place instead.
         redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.keys = KeyStore.from_settings(settings.api_keys_file, settings.anonymous_role)
     app.state.metrics = Metrics.create()
     errors.install(app)
-    for module in (models, training_results, strategies, transformations, tasks):
+    for module in (models, training_results, strategies, transformations, tasks, checkpoints, collectors):
         app.include_router(module.router, dependencies=[Depends(authorize)], responses=problems(401, 403))
     app.include_router(audit.router)
     app.include_router(health.router)
@@ -133,4 +146,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_headers=settings.max_headers,
         max_header_bytes=settings.max_header_bytes,
     )
+    app.add_middleware(TrailingSlash)  # outermost: every layer sees the path as routed
     return app

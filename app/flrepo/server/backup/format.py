@@ -9,7 +9,7 @@ Archive layout (a POSIX/PAX tar; gzip-compressed when the name ends in ``.gz`` o
     files/000001 ...   one member per GridFS file, its bytes exactly as stored
     manifest.json      MongoDB extended JSON (canonical, so ids, dates and number types survive):
                          format, version, created_at, source database names,
-                         collections: {models, results, strategies, transformations, tasks: [documents]},
+                         collections: {models, results, strategies, transformations, tasks, collectors: [documents]},
                          documents_sha256: {collection: sha256 of its documents' canonical JSON},
                          files: [{member, length, sha256, file: the fs.files document}],
                          missing_files: [references whose file was already gone at dump time]
@@ -54,14 +54,14 @@ from typing import Any
 from bson import json_util
 from bson.json_util import JSONMode, JSONOptions
 
-from flrepo.server.repository.kinds import MODELS, RESULTS, STRATEGIES, TASKS, TRANSFORMATIONS, Kind
+from flrepo.server.repository.kinds import ALL_KINDS, Kind
 
 FORMAT = "flrepo-dump"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
 FILES_DIR = "files/"
-KINDS: tuple[Kind, ...] = (MODELS, RESULTS, STRATEGIES, TRANSFORMATIONS, TASKS)
+KINDS: tuple[Kind, ...] = ALL_KINDS
 # Canonical mode keeps every BSON type distinct (int32/int64/double, dates to the millisecond, ObjectId).
 JSON_OPTIONS = JSONOptions(json_mode=JSONMode.CANONICAL, tz_aware=True, tzinfo=UTC)
 

@@ -14,10 +14,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bson import ObjectId
 from pydantic import BaseModel, ValidationError
 
 from flrepo.names import is_surrogate
 from flrepo.schemas import (
+    CollectorIn,
+    CollectorOut,
     ModelIn,
     ModelOut,
     StrategyIn,
@@ -27,7 +30,7 @@ from flrepo.schemas import (
     TransformationIn,
     TransformationOut,
 )
-from flrepo.schemas.tasks import TaskOut
+from flrepo.schemas.tasks import CheckpointOut, TaskOut
 from flrepo.server.backup.format import ArchiveError
 from flrepo.server.repository.kinds import ALL_KINDS
 
@@ -39,8 +42,12 @@ SCHEMAS: dict[str, tuple[type[BaseModel], ...]] = {
     "strategies": (StrategyIn, StrategyOut),
     "transformations": (TransformationIn, TransformationOut),
     "tasks": (TaskOut,),
+    "checkpoints": (CheckpointOut,),
+    "collectors": (CollectorIn, CollectorOut),
 }
 KEYS = {kind.collection: kind.keys for kind in ALL_KINDS}
+# aerOS stored file ids as strings, a hand-edited database may hold ObjectIds: both are served.
+FILE_FIELDS = {kind.collection: kind.file_field for kind in ALL_KINDS if kind.file_field}
 MAX_REPORTED = 10
 INT64 = 2**63
 
@@ -72,6 +79,9 @@ def _unstorable(value: Any, path: str = "") -> str | None:
 
 def _problem(collection: str, doc: dict[str, Any]) -> str | None:
     body = {key: value for key, value in doc.items() if key != "_id"}
+    file_field = FILE_FIELDS.get(collection)
+    if file_field and isinstance(body.get(file_field), ObjectId):
+        body[file_field] = str(body[file_field])
     if why := _unstorable(body):
         return why
     for key in KEYS[collection]:

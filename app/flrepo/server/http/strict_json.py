@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import Request, Response
-from fastapi.routing import APIRoute
+from fastapi import Request
 
 from flrepo.names import is_surrogate
 
@@ -94,16 +92,3 @@ class StrictJSONRequest(Request):
         if not hasattr(self, "_json"):
             self._json = loads(await self.body())
         return self._json
-
-
-class StrictJSONRoute(APIRoute):
-    """An APIRoute whose handler reads JSON bodies with `loads` (FastAPI's documented way to change
-    how a request is read: a custom Request class behind a custom route class)."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def strict_handler(request: Request) -> Response:
-            return await handler(StrictJSONRequest(request.scope, request.receive))
-
-        return strict_handler

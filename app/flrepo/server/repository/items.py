@@ -66,6 +66,9 @@ async def create(db: Database, kind: Kind, doc: dict[str, Any]) -> dict[str, Any
     stored = {**doc, "created_at": stamp, "updated_at": stamp}
     if kind.file_field:
         stored[kind.file_field] = None
+    if kind.collection in db.unindexed and await exists(db, kind, kind.key_of(doc)):
+        # No unique index to decide (see Database.unindexed): at least never add to a known duplicate.
+        raise AlreadyExists(f"{kind.describe(doc)} already exists")
     try:
         # The unique index decides races between concurrent creates: exactly one insert wins.
         await db.collection(kind.collection).insert_one(stored)
@@ -131,11 +134,13 @@ async def attach(
 
     The item must exist (and match `expect`, field by field) before a byte of the file is read,
     so a multi-GB upload to nothing is refused at once. The new file is complete before the item
-    switches to it, so a reader always gets a whole file.
+    switches to it, so a reader always gets a whole file. An `expect` field that is null in the item
+    (as aerOS stored it) matches anything and is set to the expected value with the file.
     """
+    expect = expect or {}
     current = await get(db, kind, key)
-    for field_name, wanted in (expect or {}).items():
-        if current.get(field_name) != wanted:
+    for field_name, wanted in expect.items():
+        if current.get(field_name) not in (None, wanted):
             raise Conflict(f"{kind.describe(key)} has {field_name}={current.get(field_name)!r}, not {wanted!r}")
     incoming = await receive()
     stored = await blobs.store(
@@ -147,7 +152,7 @@ async def attach(
     )
     try:
         async with db.dialect.item_lock(_ident(kind, key)):
-            replaced = await _switch_file(db, kind, {**key, **(expect or {})}, stored)
+            replaced = await _switch_file(db, kind, key, stored, expect)
     except BaseException:
         await blobs.delete_file(db.bucket, stored.file_id)
         raise
@@ -159,7 +164,9 @@ def _ident(kind: Kind, key: dict[str, Any]) -> tuple[str, ...]:
     return (kind.collection, *(str(key.get(k)) for k in kind.keys))
 
 
-async def _switch_file(db: Database, kind: Kind, key: dict[str, Any], stored: StoredFile) -> Any:
+async def _switch_file(
+    db: Database, kind: Kind, key: dict[str, Any], stored: StoredFile, expect: dict[str, Any]
+) -> Any:
     """Point the document at `stored` by compare-and-swap on the current file id; return the old id.
 
     The swap only succeeds against the id we read, so each replaced file has exactly one owner
@@ -167,14 +174,17 @@ async def _switch_file(db: Database, kind: Kind, key: dict[str, Any], stored: St
     MongoDB, but FerretDB can return a stale one under concurrent load.)
     """
     coll = db.collection(kind.collection)
+    match = {**key, **{name: {"$in": [value, None]} for name, value in expect.items()}}
     for _ in range(SWAP_ATTEMPTS):
-        current = await coll.find_one(key, {kind.id_field: 1})
-        if current is None:
-            raise kind.not_found(key)  # deleted (or changed) while we were uploading
+        current = await coll.find_one(match, {kind.id_field: 1})
+        if current is None:  # deleted (or changed) while we were uploading
+            if expect and await exists(db, kind, key):
+                raise Conflict(f"{kind.describe(key)} changed its {', '.join(expect)} during the upload")
+            raise kind.not_found(key)
         old = current.get(kind.id_field)
         result = await coll.update_one(
             {"_id": current["_id"], kind.id_field: old},
-            {"$set": {**stored.fields(kind.id_field), "updated_at": now()}},
+            {"$set": {**stored.fields(kind.id_field), **expect, "updated_at": now()}},
         )
         if result.matched_count:
             return old
@@ -192,9 +202,18 @@ async def open_file(db: Database, kind: Kind, key: dict[str, Any]) -> FileView:
             raise NotFound(f"{kind.describe(key)} has no file yet")
         file_doc = await blobs.open_file(db, file_id)
         if file_doc is not None:
-            name = doc.get("filename") or file_doc.get("filename") or kind.default_filename(key)
-            return FileView(item=doc, file=file_doc, filename=name, _db=db)
+            return FileView(item=doc, file=file_doc, filename=download_name(kind, key, doc, file_doc), _db=db)
     raise NotFound(f"the file of {kind.describe(key)} is missing")
+
+
+def download_name(kind: Kind, key: dict[str, Any], doc: dict[str, Any], file_doc: dict[str, Any]) -> str:
+    """The name a download is offered under: the uploaded file's, else the GridFS file's, else one
+    made from the key. aerOS named its GridFS files by path (`model/{name}/{version}`), which is no
+    file name: such a name is passed over."""
+    stored = file_doc.get("filename")
+    if isinstance(stored, str) and stored and "/" not in stored:
+        return doc.get("filename") or stored
+    return doc.get("filename") or kind.default_filename(key)
 
 
 async def delete(db: Database, kind: Kind, key: dict[str, Any]) -> None:

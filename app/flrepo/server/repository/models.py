@@ -71,12 +71,19 @@ def archive_entry_name(doc: dict[str, Any]) -> str:
     )
 
 
-def _entry(doc: dict[str, Any]) -> ArchiveEntry:
-    uploaded = doc.get("uploaded_at")
+async def _entry(db: Database, doc: dict[str, Any]) -> ArchiveEntry | None:
+    size, uploaded = doc.get("size"), doc.get("uploaded_at")
+    if size is None or uploaded is None:
+        # Stored by aerOS (or not yet migrated): the GridFS file knows its length and date.
+        file_doc = await blobs.open_file(db, doc[MODELS.id_field])
+        if file_doc is None:
+            return None  # points at nothing: there is no file to archive
+        size = file_doc["length"] if size is None else size
+        uploaded = uploaded or file_doc.get("uploadDate")
     return ArchiveEntry(
         name=archive_entry_name(doc),
         file_id=doc[MODELS.id_field],
-        size=int(doc.get("size") or 0),
+        size=int(size),
         crc32=doc.get("crc32"),
         mtime=uploaded.timestamp() if isinstance(uploaded, datetime) else time.time(),
     )
@@ -95,10 +102,15 @@ async def iter_archive_entries(db: Database, batch: int | None = None) -> AsyncI
         query: dict[str, Any] = dict(AVAILABLE)
         if after is not None:
             stamp, last_id = after.get("uploaded_at"), after["_id"]
-            query["$or"] = [{"uploaded_at": {"$lt": stamp}}, {"uploaded_at": stamp, "_id": {"$lt": last_id}}]
+            query["$or"] = [{"uploaded_at": stamp, "_id": {"$lt": last_id}}]
+            if stamp is not None:
+                # Legacy documents without an upload time sort last, and `$lt` never matches them.
+                query["$or"] += [{"uploaded_at": {"$lt": stamp}}, {"uploaded_at": None}]
         docs = await coll.find(query, {**_ENTRY_FIELDS, "uploaded_at": 1}).sort(ARCHIVE_ORDER).limit(batch).to_list()
         for doc in docs:
-            yield _entry(doc)
+            entry = await _entry(db, doc)
+            if entry is not None:
+                yield entry
         if len(docs) < batch:
             return
         after = docs[-1]

@@ -8,12 +8,21 @@ import json
 import uuid
 from typing import Any
 
-from flrepo.schemas.tasks import InvalidTransition, Phase, StatusUpdate, TaskIn, initial_status, transition
-from flrepo.server.repository import items
+from flrepo.schemas.identifiers import MAX_IDENTIFIER
+from flrepo.schemas.tasks import (
+    InvalidTransition,
+    Phase,
+    StatusUpdate,
+    TaskIn,
+    initial_status,
+    output_version,
+    transition,
+)
+from flrepo.server.repository import checkpoints, items
 from flrepo.server.repository.items import Page
 from flrepo.server.repository.kinds import MODELS, STRATEGIES, TASKS, TRANSFORMATIONS, Kind
 from flrepo.server.storage.db import Database
-from flrepo.server.storage.errors import Busy, Conflict, Invalid, NotFound, TooLarge
+from flrepo.server.storage.errors import AlreadyExists, Busy, Conflict, Invalid, NotFound, TooLarge
 
 
 def _key(task_id: str) -> dict[str, Any]:
@@ -77,6 +86,16 @@ async def create(db: Database, body: TaskIn) -> dict[str, Any]:
         raise Invalid("unknown references: " + "; ".join(missing))
     doc = body.model_dump(mode="python")
     doc["task_id"] = body.task_id or uuid.uuid4().hex
+    output = {"model_name": body.model.model_name, "model_version": output_version(doc)}
+    if len(output["model_version"]) > MAX_IDENTIFIER:
+        raise Invalid(
+            f"the output model version `{{model_version}}-{{task_id}}` is over {MAX_IDENTIFIER} characters; "
+            "set output_model_version"
+        )
+    if await items.exists(db, MODELS, output):
+        raise AlreadyExists(
+            f"the trained model would be {MODELS.describe(output)}, which exists; choose another output_model_version"
+        )
     doc["pins"] = await pins(db, body)
     doc.update(initial_status())
     return await items.create(db, TASKS, doc)
@@ -160,3 +179,4 @@ async def delete(db: Database, task_id: str) -> None:
     if result.deleted_count == 0:
         await items.get(db, TASKS, key)  # NotFound when it does not exist
         raise Conflict(f"task {task_id!r} is Running; let it finish or fail first")
+    await checkpoints.delete_all(db, task_id)

@@ -12,12 +12,12 @@ from flrepo.schemas.identifiers import Identifier
 from flrepo.server.deps import DB, FILE_RESPONSE, Page, SettingsDep, listed, problems
 from flrepo.server.http.archive import archive_response
 from flrepo.server.http.downloads import file_response
-from flrepo.server.http.strict_json import StrictJSONRoute
+from flrepo.server.http.json_body import JsonBodyRoute
 from flrepo.server.http.uploads import UPLOAD_OPENAPI, receiver
 from flrepo.server.repository import items, models
 from flrepo.server.repository.kinds import MODELS
 
-router = APIRouter(tags=["models"], route_class=StrictJSONRoute)
+router = APIRouter(tags=["models"], route_class=JsonBodyRoute)
 
 Name = Annotated[Identifier, Path(description="Model name")]
 Version = Annotated[Identifier, Path(description="Model version")]
@@ -52,11 +52,14 @@ async def update_model_meta(
 ) -> Response:
     """Replace the metadata of a model."""
     raw = body.get("meta") if isinstance(body.get("meta"), dict) and set(body) <= set(ModelOut.model_fields) else body
+    key = _key(model_name, model_version)
     try:
         meta = ModelMeta.model_validate(raw)
     except ValueError as exc:
+        # An unknown model is 404 whatever the body says, as in aerOS (which looked the model up first).
+        await items.get(db, MODELS, key)
         raise HTTPException(422, _errors(exc)) from None
-    await items.update(db, MODELS, _key(model_name, model_version), {"meta": meta.model_dump()})
+    await items.update(db, MODELS, key, {"meta": meta.model_dump()})
     return Response(status_code=204)
 
 

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Path, Query, Response
 from flrepo.schemas.identifiers import Identifier
 from flrepo.schemas.tasks import Phase, RoundRecord, StatusUpdate, TaskIn, TaskOut
 from flrepo.server.deps import DB, Page, SettingsDep, listed, problems
-from flrepo.server.http.strict_json import StrictJSONRoute
+from flrepo.server.http.json_body import JsonBodyRoute
 from flrepo.server.repository import tasks
 
-router = APIRouter(tags=["tasks"], route_class=StrictJSONRoute)
+router = APIRouter(tags=["tasks"], route_class=JsonBodyRoute)
 
 TaskId = Annotated[Identifier, Path(description="Task id")]
 # Round records shown with a task; all of them are paged at /tasks/{task_id}/history.

@@ -11,6 +11,7 @@ from gridfs import AsyncGridFSBucket
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import OperationFailure
 
 from flrepo.server.settings import Settings
 from flrepo.server.storage.dialect import Dialect
@@ -24,6 +25,8 @@ NATURAL_KEYS: dict[str, tuple[str, ...]] = {
     "strategies": ("strategy_name",),
     "transformations": ("id",),
     "tasks": ("task_id",),
+    "checkpoints": ("task_id", "round"),
+    "collectors": ("name", "version"),
 }
 FIRST_CHUNKS_INDEX = "first_chunks"
 # The aerOS field of each collection that holds its file's GridFS id (as a string).
@@ -32,7 +35,11 @@ FILE_FIELDS: dict[str, str] = {
     "results": "weights_id",
     "strategies": "strategy_id",
     "transformations": "storage_id",
+    "checkpoints": "weights_id",
 }
+# Every field of any document that may hold a GridFS id: the sweep keeps whatever these point at.
+# aerOS 1.1.0's collector model has a `collector_id` (aerOS itself never stored a file under it).
+REFERENCE_FIELDS: dict[str, str] = {**FILE_FIELDS, "collectors": "collector_id"}
 
 
 @dataclass
@@ -46,6 +53,8 @@ class Database:
     chunk_bytes: int
     # MongoDB's rules until the server has said what it is (on first contact, see ensure_indexes).
     dialect: Dialect = field(default_factory=lambda: Dialect.from_build_info({}))
+    # Collections whose unique natural-key index could not be built (duplicates from aerOS days).
+    unindexed: set[str] = field(default_factory=set)
     _indexes_ready: bool = False
     _index_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -99,7 +108,7 @@ class Database:
             self.dialect = Dialect.from_build_info(await self.client.admin.command("buildInfo"))
             log.info("store: %s", self.dialect.name)
             for name, keys in NATURAL_KEYS.items():
-                await self.meta[name].create_index([(k, ASCENDING) for k in keys], unique=True, name="natural_key")
+                await self._natural_key_index(name, keys)
             await self.meta["models"].create_index([("uploaded_at", DESCENDING)], name="uploaded_at")
             await self.meta["results"].create_index([("weights_id", ASCENDING)], name="weights_id")
             # GridFS would create these lazily on the first upload; doing it here keeps index
@@ -111,6 +120,27 @@ class Database:
                 await self.grid["fs.chunks"].create_index([("n", ASCENDING)], name=FIRST_CHUNKS_INDEX)
             self._indexes_ready = True
             log.info("indexes ready in %s", self.meta.name)
+
+    async def _natural_key_index(self, name: str, keys: tuple[str, ...]) -> None:
+        try:
+            await self.meta[name].create_index([(k, ASCENDING) for k in keys], unique=True, name="natural_key")
+        except OperationFailure:
+            # aerOS had no unique index, so a database it wrote may hold one key twice. Refusing to
+            # start would keep its users from their data: serve it, and say what to resolve.
+            group = {"_id": {k: f"${k}" for k in keys}, "count": {"$sum": 1}}
+            cursor = await self.meta[name].aggregate([{"$group": group}, {"$match": {"count": {"$gt": 1}}}])
+            duplicated = await cursor.to_list()
+            if not duplicated:
+                raise
+            self.unindexed.add(name)
+            log.error(
+                "%s holds %d keys more than once (e.g. %s): no unique index on %s until they are resolved "
+                "(`flrepo migrate` lists them); creating items there is not race-free meanwhile",
+                name,
+                len(duplicated),
+                duplicated[0]["_id"],
+                ", ".join(keys),
+            )
 
     async def ping(self) -> None:
         await self.client.admin.command("ping")

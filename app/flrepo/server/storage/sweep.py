@@ -18,7 +18,7 @@ from bson import ObjectId
 from pymongo.errors import PyMongoError
 
 from flrepo.server.storage.blobs import parse_file_id
-from flrepo.server.storage.db import FILE_FIELDS, Database
+from flrepo.server.storage.db import REFERENCE_FIELDS, Database
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +32,11 @@ class SweepReport:
 
 async def referenced_ids(db: Database) -> set[Any]:
     ids: set[Any] = set()
-    for collection, field in FILE_FIELDS.items():
+    for collection, field in REFERENCE_FIELDS.items():
         async for doc in db.collection(collection).find({field: {"$ne": None}}, {field: 1, "_id": 0}):
+            # aerOS wrote the id's text, a hand-edited database may hold the ObjectId: both count.
             ids.add(parse_file_id(doc[field]))
+            ids.add(doc[field])
     return ids
 
 

@@ -1,0 +1,177 @@
+"""`flrepo migrate`: give items stored by aerOS 1.1.0 what the service records for its own.
+
+aerOS wrote files with `GridFS.put` and recorded only their id, so a database it wrote (or restored
+from its `mongodump`) has no size, sha256, CRC-32 or upload time beside an item, and no creation
+time. The service serves such items as they are; this fills those fields in by streaming each file
+once, so legacy files get an `ETag`, integrity checks and a place in "newest first" lists like new ones.
+
+- Each item is updated on its own, right after its file has been read: an interrupted run keeps what
+  it did, and the next run carries on with the rest (items that still lack a sha256 or a creation time).
+- An item is only updated while it still points at the file that was read (compare-and-swap): a file
+  replaced meanwhile already carries all these fields.
+- Nothing is deleted and user data is never changed. A GridFS id stored as an ObjectId is rewritten as
+  its text, as aerOS and the service store it. The file's own `fs.files` document gets its sha256 too.
+- Natural keys held by more than one document (aerOS had no unique index) are reported: the service
+  cannot build its unique index on that collection until they are resolved by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from bson import ObjectId
+
+from flrepo.server.repository.kinds import COLLECTORS, MODELS, RESULTS, STRATEGIES, TRANSFORMATIONS, Kind
+from flrepo.server.storage import blobs
+from flrepo.server.storage.db import Database
+
+log = logging.getLogger(__name__)
+
+# The collections aerOS 1.1.0 wrote (tasks are the service's own and always complete).
+LEGACY_KINDS: tuple[Kind, ...] = (MODELS, RESULTS, STRATEGIES, TRANSFORMATIONS, COLLECTORS)
+
+# Called after each item: (items done, items to do, what was done to the item).
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class MigrateReport:
+    """What a migration did and found."""
+
+    items: int = 0  # items that needed something
+    files_hashed: int = 0
+    bytes_hashed: int = 0
+    timestamps_added: int = 0
+    ids_rewritten: int = 0
+    changed_meanwhile: int = 0  # replaced or deleted while being migrated: left to their new state
+    missing_files: list[str] = field(default_factory=list)  # items pointing at a file that does not exist
+    damaged_files: list[str] = field(default_factory=list)  # files whose chunks do not add up to their length
+    duplicates: list[str] = field(default_factory=list)  # natural keys held by several documents
+
+    @property
+    def clean(self) -> bool:
+        return not (self.missing_files or self.damaged_files or self.duplicates)
+
+    def summary(self) -> str:
+        lines = [
+            f"{self.items} items needed migrating: {self.files_hashed} files hashed ({self.bytes_hashed} bytes), "
+            f"{self.timestamps_added} given timestamps, {self.ids_rewritten} file ids rewritten as text"
+            + (f", {self.changed_meanwhile} changed meanwhile (left as they are)" if self.changed_meanwhile else "")
+        ]
+        lines += [f"missing file: {item}" for item in self.missing_files]
+        lines += [f"damaged file: {item}" for item in self.damaged_files]
+        lines += [f"duplicate key (resolve by hand, then restart the service): {key}" for key in self.duplicates]
+        return "\n".join(lines)
+
+
+def _pending(kind: Kind) -> dict[str, Any]:
+    """Items of `kind` this migration has something to do for."""
+    wanted: list[dict[str, Any]] = [{"created_at": None}]
+    if kind.file_field:
+        wanted.append({kind.file_field: {"$ne": None}, "sha256": None})
+    return {"$or": wanted}
+
+
+def _created(doc: dict[str, Any], file_doc: dict[str, Any] | None) -> datetime:
+    """The best guess of when aerOS stored the item: its ObjectId's time, else its file's upload."""
+    if isinstance(doc.get("_id"), ObjectId):
+        return doc["_id"].generation_time
+    uploaded = (file_doc or {}).get("uploadDate")
+    return uploaded if isinstance(uploaded, datetime) else datetime.now(UTC)
+
+
+async def _hash_file(db: Database, file_doc: dict[str, Any]) -> tuple[int, str, int]:
+    """(size, sha256, crc32) of a GridFS file, read once chunk by chunk; OSError when chunks are missing."""
+    digest, crc, size = hashlib.sha256(), 0, 0
+    async for chunk in blobs.read_range(db, file_doc, 0, int(file_doc["length"])):
+        digest.update(chunk)
+        crc = zlib.crc32(chunk, crc)
+        size += len(chunk)
+    return size, digest.hexdigest(), crc
+
+
+async def _migrate_item(db: Database, kind: Kind, doc: dict[str, Any], report: MigrateReport) -> str:
+    """Fill in one item's fields; return what was done (for progress)."""
+    label = kind.describe(doc)
+    updates: dict[str, Any] = {}
+    file_doc: dict[str, Any] | None = None
+    file_id = doc.get(kind.file_field) if kind.file_field else None
+    done: list[str] = []
+    if file_id is not None:
+        file_doc = await blobs.open_file(db, file_id)
+        if file_doc is None:
+            report.missing_files.append(f"{label} -> {file_id}")
+            done.append("its file is missing")
+        elif doc.get("sha256") is None:
+            try:
+                size, sha, crc = await _hash_file(db, file_doc)
+            except OSError as exc:
+                report.damaged_files.append(f"{label}: {exc}")
+                done.append("its file is damaged")
+            else:
+                updates.update(size=size, sha256=sha, crc32=crc)
+                if doc.get("uploaded_at") is None and isinstance(file_doc.get("uploadDate"), datetime):
+                    updates["uploaded_at"] = file_doc["uploadDate"]
+                if file_doc.get("sha256") is None:
+                    await db.grid["fs.files"].update_one({"_id": file_doc["_id"]}, {"$set": {"sha256": sha}})
+                report.files_hashed += 1
+                report.bytes_hashed += size
+                done.append(f"{size} bytes hashed")
+        if not isinstance(file_id, str):
+            updates[kind.id_field] = str(file_id)
+    if doc.get("created_at") is None:
+        stamp = _created(doc, file_doc)
+        updates["created_at"] = stamp
+        if doc.get("updated_at") is None:
+            updates["updated_at"] = stamp
+    if not updates:
+        return ", ".join(done) or "nothing to do"
+    match: dict[str, Any] = {"_id": doc["_id"]}
+    if kind.file_field:
+        match[kind.file_field] = file_id
+    result = await db.collection(kind.collection).update_one(match, {"$set": updates})
+    if not result.matched_count:
+        report.changed_meanwhile += 1
+        return "changed meanwhile; left as it is"
+    if "created_at" in updates:
+        report.timestamps_added += 1
+    if kind.file_field and kind.id_field in updates:
+        report.ids_rewritten += 1
+    return ", ".join([*done, "timestamps added"] if "created_at" in updates else done) or "updated"
+
+
+async def duplicate_keys(db: Database, kind: Kind) -> list[str]:
+    """Natural keys of `kind` held by more than one document."""
+    group = {"_id": {k: f"${k}" for k in kind.keys}, "count": {"$sum": 1}}
+    cursor = await db.collection(kind.collection).aggregate([{"$group": group}, {"$match": {"count": {"$gt": 1}}}])
+    return [f"{kind.describe(row['_id'])}: {row['count']} documents" async for row in cursor]
+
+
+async def migrate(db: Database, progress: Progress | None = None) -> MigrateReport:
+    """Migrate every legacy item of the repository (see the module's docstring)."""
+    report = MigrateReport()
+    # The ids first, then one item at a time: a cursor idle while a large file streams would time out.
+    todo: list[tuple[Kind, Any]] = []
+    for kind in LEGACY_KINDS:
+        report.duplicates += await duplicate_keys(db, kind)
+        ids = await db.collection(kind.collection).find(_pending(kind), {"_id": 1}).sort("_id", 1).to_list()
+        todo += [(kind, doc["_id"]) for doc in ids]
+    report.items = len(todo)
+    for number, (kind, doc_id) in enumerate(todo, start=1):
+        doc = await db.collection(kind.collection).find_one({"_id": doc_id})
+        if doc is None:
+            report.changed_meanwhile += 1
+            what = "deleted meanwhile"
+        else:
+            what = await _migrate_item(db, kind, doc, report)
+        log.debug("migrate %d/%d %s: %s", number, len(todo), kind.describe(doc or {}), what)
+        if progress is not None:
+            progress(number, len(todo), f"{kind.describe(doc or {})}: {what}")
+    log.info("migration done: %s", report.summary().splitlines()[0])
+    return report

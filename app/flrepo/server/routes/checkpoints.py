@@ -1,0 +1,58 @@
+"""A task's checkpoints: the aggregated weights (.npz) after each round, bounded per task."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request, Response
+
+from flrepo.schemas.identifiers import Identifier
+from flrepo.schemas.tasks import CheckpointIn, CheckpointOut
+from flrepo.server.deps import DB, FILE_RESPONSE, Page, SettingsDep, listed, problems
+from flrepo.server.http.downloads import file_response
+from flrepo.server.http.json_body import JsonBodyRoute
+from flrepo.server.http.uploads import UPLOAD_OPENAPI, receiver
+from flrepo.server.repository import checkpoints
+
+router = APIRouter(tags=["tasks"], route_class=JsonBodyRoute)
+
+TaskId = Annotated[Identifier, Path(description="Task id")]
+Round = Annotated[int, Path(ge=1, le=10_000, description="Round number")]
+
+
+@router.post(
+    "/tasks/{task_id}/checkpoints", status_code=201, response_model=CheckpointOut, responses=problems(404, 409)
+)
+async def create_checkpoint(task_id: TaskId, body: CheckpointIn, db: DB) -> dict[str, Any]:
+    """Register a round's aggregated weights (upload the file next); updates the task's `best`."""
+    return await checkpoints.create(db, task_id, body)
+
+
+@router.put(
+    "/tasks/{task_id}/checkpoints/{round}",
+    status_code=204,
+    responses=problems(404, 413),
+    openapi_extra=UPLOAD_OPENAPI,
+)
+async def upload_checkpoint(task_id: TaskId, round: Round, request: Request, db: DB, settings: SettingsDep) -> Response:
+    """The checkpoint's weights (.npz); older checkpoints beyond the task's `checkpoints_kept` are removed."""
+    limit = settings.max_upload_bytes
+    await checkpoints.attach(db, task_id, round, receiver(request, limit), limit)
+    return Response(status_code=204)
+
+
+@router.get("/tasks/{task_id}/checkpoints", response_model=list[CheckpointOut], responses=problems(404))
+async def list_checkpoints(task_id: TaskId, db: DB, page: Page, response: Response) -> list[dict[str, Any]]:
+    """The task's checkpoints, oldest round first (`X-Total-Count` holds the total)."""
+    return listed(response, await checkpoints.page(db, task_id, limit=page.limit, offset=page.offset))
+
+
+@router.get(
+    "/tasks/{task_id}/checkpoints/{round}",
+    response_class=Response,
+    responses={**FILE_RESPONSE, **problems(404, 416)},
+)
+@router.head("/tasks/{task_id}/checkpoints/{round}", response_class=Response, include_in_schema=False)
+async def download_checkpoint(task_id: TaskId, round: Round, request: Request, db: DB) -> Response:
+    """A checkpoint's weights, streamed (.npz)."""
+    return file_response(request, await checkpoints.open_file(db, task_id, round))

@@ -1,0 +1,102 @@
+"""Checkpoints at work: a collector killed mid-task is restarted and resumes after its last
+checkpoint; the best round can be published instead of the last."""
+
+from __future__ import annotations
+
+import io
+import signal
+import time
+
+import numpy as np
+
+from flrepo.fl.demo import digits_task, held_out_accuracy, register_model, start_collector, write_partitions
+from flrepo.fl.frameworks import open_model
+from flrepo.fl.weights import from_npz
+from flrepo.server.embedded import free_port, reap
+from tests.helpers import logs_of, run_training
+
+ROUNDS = 4
+# Slow enough rounds (five local epochs) that the collector is surely killed inside round 3.
+TRAINING = {"epochs": 5, "batch_size": 32, "learning_rate": 0.01, "optimizer": "adam"}
+
+
+def _plan(task_id, **extra):
+    return digits_task(task_id, "fedavg", rounds=ROUNDS, clients=2, framework="pytorch", training=TRAINING, **extra)
+
+
+def _trained(fl, tmp_path, task):
+    path = tmp_path / f"{task['task_id']}.pt2"
+    fl.repo.download_model("digits", task["result"]["output_model_version"], path)
+    return path
+
+
+def test_a_killed_collector_resumes_after_its_last_checkpoint(fl, tmp_path):
+    register_model(fl.repo, "digits", "v1", "pytorch", tmp_path)
+    data = write_partitions(tmp_path, 2)
+
+    # The same task uninterrupted, for comparison.
+    fl.repo.create_task(_plan("whole"))
+    whole, code = run_training(fl, "whole", data, timeout=300)
+    assert code == 0 and whole["phase"] == "Succeeded", logs_of(fl.logs)
+
+    fl.repo.create_task(_plan("cut"))
+    address = f"127.0.0.1:{free_port()}"
+    killed = []
+
+    def kill_after_round_2(task, processes):
+        collector = processes[0]
+        if not killed and task["current_round"] >= 2 and collector.poll() is None:
+            collector.send_signal(signal.SIGKILL)
+            killed.append(task["current_round"])
+
+    from flrepo.fl.demo import start_training
+
+    collector, workers = start_training(fl.url, "cut", data, fl.env, fl.logs, address=address)
+    deadline = time.monotonic() + 300
+    try:
+        while not killed and collector.poll() is None:
+            kill_after_round_2(fl.repo.get_task("cut").model_dump(mode="json"), [collector, *workers])
+            assert time.monotonic() < deadline, logs_of(fl.logs)
+            time.sleep(0.1)
+        collector.wait(30)
+        assert killed == [2], f"the collector was killed after round {killed} (wanted 2)\n" + logs_of(fl.logs)
+        stale = fl.repo.get_task("cut")
+        assert stale.phase == "Running" and stale.current_round == 2  # what a dead collector leaves
+        # Started again on the same address: the local executions reconnect to it.
+        again = start_collector(fl.url, "cut", fl.env, fl.logs, address)
+        again.wait(300)
+    finally:
+        reap([collector, *workers], timeout=60, terminate=True)
+    task = fl.repo.get_task("cut").model_dump(mode="json")
+    assert again.returncode == 0 and task["phase"] == "Succeeded", logs_of(fl.logs)
+    assert task["resumed_from_round"] == 2
+    assert [c["reason"] for c in task["conditions"]] == ["ServerStarted", "Resumed", "TrainingComplete"]
+    assert [h["round"] for h in task["history"]] == [1, 2, 3, 4]  # rounds 3 and 4 run once, after the restart
+    assert "num_rounds=2" in (fl.logs / "collector.log").read_text()  # the second server ran two rounds
+
+    resumed, uninterrupted = _trained(fl, tmp_path, task), _trained(fl, tmp_path, whole)
+    shapes = [[w.shape for w in open_model("pytorch", path).get_weights()] for path in (resumed, uninterrupted)]
+    assert shapes[0] == shapes[1]
+    cut_accuracy = held_out_accuracy("pytorch", resumed)
+    whole_accuracy = held_out_accuracy("pytorch", uninterrupted)
+    assert abs(cut_accuracy - whole_accuracy) < 0.06 and cut_accuracy > 0.8, (cut_accuracy, whole_accuracy)
+
+
+def test_the_best_round_is_published_when_asked(fl, tmp_path):
+    register_model(fl.repo, "digits", "v1", "numpy", tmp_path)
+    plan = digits_task("best", "fedavg", rounds=4, clients=2, publish="best", checkpoints_kept=1)
+    plan["training"] = {"epochs": 1, "batch_size": 32, "learning_rate": 0.5}
+    fl.repo.create_task(plan)
+    task, code = run_training(fl, "best", ["digits:1/2", "digits:2/2"])
+    assert code == 0 and task["phase"] == "Succeeded", logs_of(fl.logs)
+    losses = {h["round"]: h["loss"] for h in task["history"]}
+    best_round = min(losses, key=losses.get)
+    assert task["best"]["round"] == best_round and task["best"]["loss"] == losses[best_round]
+    # One newest checkpoint kept, and the best one besides it.
+    assert sorted(c.round for c in fl.repo.list_checkpoints("best")) == sorted({best_round, 4})
+    result = fl.repo.get_training_result("digits", "v1", "best").results
+    assert result["published_round"] == best_round and result["best_round"] == best_round
+    checkpoint = io.BytesIO()
+    fl.repo.download_checkpoint("best", best_round, checkpoint)
+    published = from_npz(fl.repo.read(f"/model/digits/{task['result']['output_model_version']}"))
+    assert all(np.array_equal(a, b) for a, b in zip(published, from_npz(checkpoint.getvalue()), strict=True))
