@@ -27,21 +27,18 @@ def federated(
 ) -> dict[str, Any]:
     """Wall time of the task through the repository vs. bare Flower (and, with `message`, through the
     repository on the Message-API runtime), best of `repeats`, alternated."""
-    import secrets as _secrets
-
     from flrepo.client import RepositoryClient
     from flrepo.fl.catalogue import seed
-    from flrepo.fl.demo import digits_task, fl_env, register_model, start_collector
-    from flrepo.signing import Keyring
+    from flrepo.fl.demo import digits_task, fl_env, publisher, register_model, start_collector
 
     repo_times, bare_times, message_times = [], [], []
     env_db = {"FLREPO_DB_NAME": "fl", "FLREPO_GRIDFS_DB_NAME": "fl_grid", "FLREPO_LOG_LEVEL": "ERROR"}
     with api_server(tmp, mongo_url, **env_db) as (url, _):
-        key = _secrets.token_hex(16)
-        repo = RepositoryClient(url, keyring=Keyring("bench", {"bench": key.encode()}))
+        keyring, trusted = publisher("bench")
+        repo = RepositoryClient(url, keyring=keyring)
         seed(repo)
         initial = register_model(repo, "digits", "v1", FRAMEWORK, tmp)
-        env = {**fl_env(url, key), "FLREPO_SIGNING_KEY_ID": "bench"}
+        env = fl_env(url, trusted)
         env_bare = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "GRPC_VERBOSITY": "ERROR"}
         bare = [sys.executable, "-m", "flrepo.fl.bare"]
         data = [f"digits:{k}/{clients}" for k in range(1, clients + 1)]

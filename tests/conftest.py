@@ -84,18 +84,16 @@ def raw_db(settings: Settings) -> Iterator[tuple[object, object]]:
 @pytest.fixture
 def fl(settings: Settings, tmp_path) -> Iterator[FlSite]:
     """An API process on this test's database with the signed catalogue seeded."""
-    import secrets
-
     from flrepo.client import RepositoryClient
     from flrepo.fl.catalogue import seed
-    from flrepo.fl.demo import fl_env
+    from flrepo.fl.demo import fl_env, publisher
     from flrepo.server.embedded import api_server
-    from flrepo.signing import Keyring
 
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     env = {"FLREPO_DB_NAME": settings.db_name, "FLREPO_GRIDFS_DB_NAME": settings.gridfs_db_name}
     with api_server(tmp_path, settings.mongodb_url, **env) as (url, _):
-        key = secrets.token_hex(16)
-        with RepositoryClient(url, keyring=Keyring("test", {"test": key.encode()})) as repo:
+        keyring, trusted = publisher("test")
+        with RepositoryClient(url, keyring=keyring) as repo:
             seed(repo)
-            yield FlSite(repo, url, {**fl_env(url, key), "FLREPO_SIGNING_KEY_ID": "test"}, tmp_path)
+            # The public key only: collectors and local executions verify, they cannot sign.
+            yield FlSite(repo, url, fl_env(url, trusted), tmp_path)

@@ -18,6 +18,7 @@ import uvicorn
 from fastapi import FastAPI
 from pymongo import MongoClient
 
+from flrepo.server import serving
 from flrepo.server.embedded import free_port
 from flrepo.server.main import create_app
 from flrepo.server.settings import Settings
@@ -35,6 +36,7 @@ __all__ = [
     "make_model",
     "make_participant_key",
     "make_settings",
+    "make_task",
     "make_task_references",
     "make_tls",
     "payload",
@@ -83,14 +85,21 @@ PLAN: dict[str, Any] = {
 }
 
 
-async def make_task_references(client: httpx.AsyncClient) -> None:
-    """The model, strategy and transformation PLAN names (the strategy and transformation with files)."""
-    await make_model(client, "digits", "v1", library="numpy")
-    await client.post("/strategy", json={"strategy_name": "fedavg", "meta": {}})
-    await upload(client, "/strategy/fedavg", b"pickled strategy")
+async def make_task_references(client: httpx.AsyncClient, *, model_file: bool = False) -> None:
+    """The model, strategy and transformation PLAN names (the strategy and transformation with files,
+    the model with one too if `model_file`); what exists already is kept as it is."""
     t = {"id": "scale", "parameter_types": {}, "default_values": {}, "outputs": ["np.ndarray"], "needs": {}}
-    await client.post("/transformation", json=t)
-    await upload(client, "/transformation/scale", b"pickled transformation")
+    for path, body in [
+        ("/model", {"model_name": "digits", "model_version": "v1", "meta": {"library": "numpy"}}),
+        ("/strategy", {"strategy_name": "fedavg", "meta": {}}),
+        ("/transformation", t),
+    ]:
+        r = await client.post(path, json=body)
+        assert r.status_code in (201, 409), r.text
+    files = [("/strategy/fedavg", b"pickled strategy"), ("/transformation/scale", b"pickled transformation")]
+    for path, data in [("/model/digits/v1", b"model bytes")] * model_file + files:
+        if (await client.head(path)).status_code != 200:
+            assert (await upload(client, path, data)).status_code == 204
 
 
 def grid_counts(raw_db: tuple[Any, Any]) -> tuple[int, int]:
@@ -105,7 +114,11 @@ def make_settings(mongo_url: str, **overrides: object) -> Settings:
         "mongodb_url": mongo_url,
         "db_name": name,
         "gridfs_db_name": f"{name}_grid",
-        "db_timeout_ms": 2000,
+        # Generous: on a busy machine the embedded store can take seconds for one write, and every
+        # operation is bounded by this (tests of outages set their own, short one).
+        "db_timeout_ms": 10_000,
+        # No background sweep: tests that sweep call it themselves, and a concurrent one would race them.
+        "sweep_interval_s": 0,
         **overrides,
     }
     return Settings(**values)  # type: ignore[arg-type]
@@ -123,7 +136,9 @@ class LiveServer:
     def __init__(self, app: FastAPI) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        # The service's own configuration (flrepo.server.serving): the tests meet its connection limits.
+        config = serving.config(app, app.state.settings, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> LiveServer:
@@ -138,6 +153,20 @@ class LiveServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+async def make_task(client: httpx.AsyncClient, task_id: str = "t1", **plan: Any) -> dict[str, Any]:
+    """A Pending task over a model, a strategy and a transformation that all have files."""
+    await make_task_references(client, model_file=True)
+    body = {
+        "task_id": task_id,
+        "model": PLAN["model"],
+        "strategy": PLAN["strategy"],
+        "transformations": [{"id": "scale"}],
+    }
+    r = await client.post("/tasks", json={**body, **plan})
+    assert r.status_code == 201, r.text
+    return r.json()
 
 
 # --- federated training -------------------------------------------------------------------------

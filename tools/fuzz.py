@@ -1,13 +1,19 @@
-"""Property-based API fuzzing: schemathesis against the service's own OpenAPI document.
+"""Property-based API fuzzing, two runs with one seed:
 
-Starts the API on an embedded FerretDB, runs schemathesis (zero 5xx, responses conforming to
-the documented status codes, content types and schemas), prints the seed and the case count.
-Usage: python tools/fuzz.py [--examples N] [--seed S]
+1. schemathesis against the service's own OpenAPI document: starts the API on an embedded FerretDB,
+   checks zero 5xx and responses conforming to the documented status codes, content types and schemas;
+2. the hostile-shapes run (tests/server/test_hostile_properties.py, hypothesis): for every operation,
+   what the schemas do not describe (huge numbers, lone surrogates, NaN/Infinity, control and format
+   characters, deep nesting, huge Range positions) on the real wire server; zero 5xx, no dropped connection.
+
+Prints the seed, the case counts and the statuses. Usage: python tools/fuzz.py [--examples N] [--seed S]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import json
 import os
 import random
 import re
@@ -55,7 +61,10 @@ def main() -> int:
                     return 1
                 time.sleep(0.2)
             command = [
-                str(Path(sys.executable).parent / "schemathesis"),
+                # As a module of this interpreter: the schemathesis script may live in another venv.
+                sys.executable,
+                "-m",
+                "schemathesis.cli",
                 "run",
                 f"{base}/openapi.json",
                 "--checks",
@@ -83,10 +92,48 @@ def main() -> int:
             if server.poll() is not None:
                 print("fuzz: the API process died during the run", file=sys.stderr)
                 return 1
-            return result.returncode
         finally:
             server.terminate()
             server.wait(10)
+        hostile = hostile_shapes(Path(tmp), seed, args.examples * 4)
+    return result.returncode or hostile
+
+
+def hostile_shapes(tmp: Path, seed: int, examples: int) -> int:
+    """Run the hostile-shapes property test; print how many requests it sent and what they got."""
+    report = tmp / "hostile.jsonl"
+    env = {
+        **os.environ,
+        "FLREPO_HOSTILE_EXAMPLES": str(examples),
+        "FLREPO_HOSTILE_SEED": str(seed),
+        "FLREPO_HOSTILE_REPORT": str(report),
+    }
+    root = Path(__file__).resolve().parent.parent
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "tests/server/test_hostile_properties.py",
+    ]
+    print(f"fuzz: hostile shapes seed={seed} examples={examples}: {' '.join(command)}", flush=True)
+    result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, check=False)
+    print(result.stdout[-5000:])
+    statuses: collections.Counter[int] = collections.Counter()
+    operations = 0
+    if report.exists():
+        for line in report.read_text().splitlines():
+            operations += 1
+            statuses.update({int(code): n for code, n in json.loads(line)["statuses"].items()})
+    server_errors = sum(n for code, n in statuses.items() if code >= 500)
+    shown = ", ".join(f"{code}: {n}" for code, n in sorted(statuses.items()))
+    print(
+        f"fuzz: hostile shapes seed={seed} operations={operations} requests={sum(statuses.values())} "
+        f"5xx={server_errors} exit={result.returncode} ({shown})"
+    )
+    return result.returncode
 
 
 if __name__ == "__main__":

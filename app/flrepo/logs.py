@@ -37,6 +37,51 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
+
+
+def escape_controls(text: str) -> str:
+    """`text` on one line: controls, line separators and format characters (which reorder or hide
+    text, e.g. U+202E) written as escapes, so nothing a client sent can start a forged log line."""
+    if text.isprintable() and "\\" not in text:
+        return text
+    out = []
+    for ch in text:
+        if ch in _NAMED_ESCAPES:
+            out.append(_NAMED_ESCAPES[ch])
+        elif ch.isprintable() or ch == " ":
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
+
+
+class TextFormatter(logging.Formatter):
+    """`time LEVEL logger: message`, one record per line: the message is escaped (escape_controls); the
+    lines of a traceback follow, each prefixed with "  | " so none can pass for a record of its own."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        original = record.message
+        record.message = escape_controls(original)
+        try:
+            return super().formatMessage(record)
+        finally:
+            record.message = original
+
+    def formatException(self, ei: Any) -> str:
+        return _indented(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _indented(super().formatStack(stack_info))
+
+
+def _indented(text: str) -> str:
+    return "\n".join("  | " + escape_controls(line) for line in text.splitlines())
+
+
 class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever sys.stderr is when a record is emitted, not when the handler was made:
     a command run in-process (tests, embedding code) may have swapped and since closed it."""
@@ -52,9 +97,7 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 def configure_logging(level: str, json_logs: bool) -> None:
     handler = StderrHandler()
-    handler.setFormatter(
-        JsonFormatter() if json_logs else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
+    handler.setFormatter(JsonFormatter() if json_logs else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

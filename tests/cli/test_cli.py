@@ -16,7 +16,12 @@ from flrepo.cli.main import main
 from flrepo.server.auth import hash_key
 from flrepo.server.embedded import free_port
 from flrepo.server.main import create_app
+from flrepo.signing import encode_key, public_key_of
 from tests.helpers import LiveServer, make_settings
+
+# A publisher's Ed25519 key (FLREPO_SIGNING_KEY takes it as base64) and what verifiers trust.
+SIGNING_KEY = encode_key(bytes(range(32)))
+PUBLIC_KEY = encode_key(public_key_of(bytes(range(32))))
 
 
 @pytest.fixture
@@ -148,7 +153,7 @@ def test_download_resumes_a_partial_file(flrepo, tmp_path, live_server):
 def test_signed_strategy_upload_and_verified_download(flrepo, tmp_path, monkeypatch):
     flrepo("strategies", "create", "s1", "--description", "mine", "--meta", '{"class": "X"}')
     artifact, digest = _file(tmp_path, 4096, "s1.pkl")
-    monkeypatch.setenv("FLREPO_SIGNING_KEY", "publisher-secret")
+    monkeypatch.setenv("FLREPO_SIGNING_KEY", SIGNING_KEY)
     monkeypatch.setenv("FLREPO_SIGNING_KEY_ID", "pub1")
     assert flrepo("strategies", "upload", "s1", str(artifact))[0] == OK
     code, out, _ = flrepo("strategies", "show", "s1")
@@ -158,16 +163,21 @@ def test_signed_strategy_upload_and_verified_download(flrepo, tmp_path, monkeypa
     assert flrepo("strategies", "download", "s1", "-o", str(dest))[0] == OK and dest.exists()
     dest.unlink()
 
-    # A verifier without the publisher's key refuses and leaves no file behind ...
+    # A verifier that does not trust the publisher's key refuses and leaves no file behind ...
     monkeypatch.delenv("FLREPO_SIGNING_KEY")
     code, _, err = flrepo("strategies", "download", "s1", "-o", str(dest))
-    assert code == INTEGRITY and "unknown key id 'pub1'" in err and not dest.exists()
+    assert code == INTEGRITY and "key id 'pub1', which is not trusted" in err and not dest.exists()
+    # ... one that holds just the public key verifies ...
+    monkeypatch.setenv("FLREPO_TRUSTED_KEYS", f"pub1:{PUBLIC_KEY}")
+    assert flrepo("strategies", "download", "s1", "-o", str(dest))[0] == OK and dest.exists()
+    dest.unlink()
+    monkeypatch.delenv("FLREPO_TRUSTED_KEYS")
     # ... unless told otherwise.
     assert flrepo("strategies", "download", "s1", "-o", str(dest), "--allow-unsigned")[0] == OK
     assert dest.read_bytes() == artifact.read_bytes()
 
     # --unsigned uploads without a signature even when a key is set; loading it is then refused.
-    monkeypatch.setenv("FLREPO_SIGNING_KEY", "publisher-secret")
+    monkeypatch.setenv("FLREPO_SIGNING_KEY", SIGNING_KEY)
     flrepo("strategies", "create", "s2")
     assert flrepo("strategies", "upload", "s2", str(artifact), "--unsigned")[0] == OK
     code, _, err = flrepo("strategies", "download", "s2", "-o", str(tmp_path / "s2.pkl"))
@@ -175,7 +185,7 @@ def test_signed_strategy_upload_and_verified_download(flrepo, tmp_path, monkeypa
 
 
 def test_transformations_results_and_tasks(flrepo, tmp_path, monkeypatch):
-    monkeypatch.setenv("FLREPO_SIGNING_KEY", "k")
+    monkeypatch.setenv("FLREPO_SIGNING_KEY", SIGNING_KEY)
     code, out, err = flrepo(
         "transformations",
         "create",
@@ -261,7 +271,7 @@ def test_seed_needs_a_signing_key_and_reports(live_server, monkeypatch, capsys):
     assert "FLREPO_SIGNING_KEY" in capsys.readouterr().err
     assert main(["strategies", "list", "--url", live_server.url, "-O", "json"]) == OK
     assert json.loads(capsys.readouterr().out) == []  # nothing half-seeded
-    monkeypatch.setenv("FLREPO_SIGNING_KEY", "k")
+    monkeypatch.setenv("FLREPO_SIGNING_KEY", SIGNING_KEY)
     assert main(["seed", "--repo", live_server.url]) == OK
     assert "added strategy fedavg" in capsys.readouterr().out
     assert main(["seed", "--repo", live_server.url]) == OK
@@ -299,6 +309,6 @@ def test_pipes_in_and_out(live_server, tmp_path, monkeypatch):
         [*base, "strategies", "upload", "s", "-"],
         input=b"x",
         capture_output=True,
-        env={**env, "FLREPO_SIGNING_KEY": "k"},
+        env={**env, "FLREPO_SIGNING_KEY": SIGNING_KEY},
     )
     assert signed.returncode == USAGE and b"pipe" in signed.stderr

@@ -51,15 +51,17 @@ from flrepo.schemas.tasks import CheckpointOut, TaskIn, TaskOut
 from flrepo.server.auth import hash_key
 from flrepo.server.embedded import free_port
 from flrepo.server.main import create_app
+from flrepo.signing import public_key_of
 from tests.helpers import LiveServer, drop, make_settings
 
 FLAVOURS = ["sync", "async"]
 CLASSES: dict[str, type[Any]] = {"sync": RepositoryClient, "async": AsyncRepositoryClient}
 FAST = Retry(attempts=3, base_s=0.001, cap_s=0.005)
-PUBLISHER = Keyring("k1", {"k1": b"secret"})
-IMPOSTOR = Keyring("k1", {"k1": b"not the publisher's secret"})  # same key id, other secret
-STRANGER = Keyring("k2", {"k2": b"secret"})  # does not know k1 at all
-NO_KEYS = Keyring(None, {})
+PUBLISHER_KEY = bytes(range(32))
+PUBLISHER = Keyring.signer("k1", PUBLISHER_KEY)
+IMPOSTOR = Keyring.signer("k1", bytes(range(1, 33)))  # same key id, another private key
+STRANGER = Keyring.signer("k2", PUBLISHER_KEY)  # the same key under another id: does not trust k1
+NO_KEYS = Keyring()
 BIG = 3 * CHUNK + 1  # four upload chunks
 CLOSERS = {"close", "aclose"}
 # Public methods called through `Recorded`, per flavour; test_every_public_method_was_called reads it.
@@ -99,7 +101,15 @@ async def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 @pytest.fixture(autouse=True)
 def _no_client_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("FLREPO_URL", "FLREPO_API_KEY", "FLREPO_SIGNING_KEY", "FLREPO_SIGNING_KEY_ID", "FLREPO_VERIFY_KEYS"):
+    for name in (
+        "FLREPO_URL",
+        "FLREPO_API_KEY",
+        "FLREPO_SIGNING_KEY",
+        "FLREPO_SIGNING_KEY_FILE",
+        "FLREPO_SIGNING_KEY_ID",
+        "FLREPO_TRUSTED_KEYS",
+        "FLREPO_TRUSTED_KEYS_FILE",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -255,7 +265,7 @@ def test_both_clients_expose_every_call_shape_with_the_same_signature():
         and not name.startswith("_")
         and str(fn.__annotations__.get("return", "")).startswith("Call[")
     }
-    assert len(shapes) == 32
+    assert len(shapes) == 33
     for cls, endpoint in ((RepositoryClient, SyncEndpoint), (AsyncRepositoryClient, AsyncEndpoint)):
         endpoints = {name for name, value in vars(cls).items() if isinstance(value, endpoint)}
         assert endpoints == shapes, (cls.__name__, endpoints ^ shapes)
@@ -471,6 +481,10 @@ async def test_every_json_call(live_server, connect, flavour):
     )
     assert done.phase == "Succeeded" and done.completion_time is not None and len(done.history) == 2
     assert done.result is not None and done.result.training_id == "r1"
+    history = await run(c.get_task_history, "job", limit=1, offset=1)
+    assert history.total == 2 and [(r.round, r.loss) for r in history] == [(2, 0.25)]
+    assert [r.round for r in (await run(c.get_task, "job", history=1)).history] == [2]
+    assert all(t.history == [] for t in await run(c.list_tasks, history=0))
     with pytest.raises(Conflict):
         await run(c.update_task_status, "job", phase="Running")  # a finished task stays finished
     fetched_task = await run(c.get_task, "job")
@@ -996,7 +1010,7 @@ async def test_signed_artifacts(live_server, connect, tmp_path, caplog, flavour,
     item = await run(method(publisher, "get"), "good")
     assert isinstance(item, StrategyOut if kind == "strategy" else TransformationOut)
     assert item.meta["key_id"] == "k1" and item.meta["sha256"] == item.sha256 == sha(pickled)
-    assert item.meta["size"] == item.size == len(pickled) and len(item.meta["signature"]) == 64
+    assert item.meta["size"] == item.size == len(pickled) and item.meta["algorithm"] == "ed25519"
     assert item.meta["class"] == "Mine" and item.filename == "artifact.pkl"
     if kind == "strategy":
         assert item.strategy_description == "described"
@@ -1006,14 +1020,14 @@ async def test_signed_artifacts(live_server, connect, tmp_path, caplog, flavour,
 
     loaded = await run(method(publisher, "load"), "good")
     assert loaded["weights"] == [1, 2, 3] and loaded["fn"](21) == 42
-    verifier = connect(flavour, live_server.url, keyring=Keyring(None, {"k1": b"secret"}))  # verify-only
+    verifier = connect(flavour, live_server.url, keyring=Keyring.verifier({"k1": public_key_of(PUBLISHER_KEY)}))
     assert (await run(method(verifier, "load"), "good"))["kind"] == kind
     raw = tmp_path / "raw.pkl"
     assert (await run(method(publisher, "download"), "good", raw)).sha256 == sha(pickled)
     assert raw.read_bytes() == pickled
     with pytest.raises(SignatureError, match="bad signature"):
         await run(method(impostor, "load"), "good")
-    with pytest.raises(SignatureError, match="unknown key id 'k1'"):
+    with pytest.raises(SignatureError, match="key id 'k1', which is not trusted"):
         await run(method(stranger, "load"), "good")
 
     # Signed from a file object with a progress callback.

@@ -354,10 +354,14 @@ def test_fl_profile_runs_a_collector_and_local_executions_each_on_its_own_data_f
         assert "http://flrepository:9012" in service["command"], name
         # Keys only from .env: nothing secret is written into the file.
         env = service["environment"]
-        assert {"FLREPO_API_KEY", "FLREPO_SIGNING_KEY", "FLREPO_VERIFY_KEYS"} <= set(env), name
-        for key in ("FLREPO_API_KEY", "FLREPO_SIGNING_KEY", "FLREPO_VERIFY_KEYS"):
+        assert {"FLREPO_API_KEY", "FLREPO_TRUSTED_KEYS"} <= set(env), name
+        # Ed25519: only the publisher (seed) holds the private key; those who load can only verify.
+        assert ("FLREPO_SIGNING_KEY" in env) == (name == "seed"), name
+        assert "FLREPO_VERIFY_KEYS" not in env, name
+        assert "http://flrepository:9012" in service["command"], name
+        for key in ("FLREPO_API_KEY", "FLREPO_TRUSTED_KEYS"):
             assert interpolate(env[key], {}) == "" and "${" in env[key], (name, key)
-        assert interpolate(env["FLREPO_FL_INSECURE"], {}) == "0", name  # plaintext only when asked for
+        assert interpolate(env.get("FLREPO_FL_INSECURE", "0"), {}) == "0", name  # plaintext only when asked for
     collector = services["collector"]["command"]
     assert collector[0] == "collector"
     bind_host, bind_port = collector[collector.index("--address") + 1].rsplit(":", 1)
@@ -393,3 +397,13 @@ def test_dockerfile_builds_the_api_last_and_an_fl_target():
     assert "ARG FL_EXTRAS=fl" in fl_stage and '".[${FL_EXTRAS}]"' in fl_stage and "USER ${UID}:${UID}" in fl_stage
     api_stage = text.rsplit("AS runtime", 1)[1]
     assert "[fl]" not in api_stage and "[test]" not in api_stage
+
+
+def test_the_api_runs_flrepo_serve_from_the_image_and_metrics_need_a_key(compose):
+    """compose starts the image's CMD (`flrepo serve`, where the connection bounds are), and so does
+    `make run`; nothing starts uvicorn another way."""
+    api = compose["services"]["flrepository"]
+    assert "command" not in api and "entrypoint" not in api
+    assert 'CMD ["flrepo", "serve"]' in (ROOT / "Dockerfile").read_text()
+    assert "flrepo serve --embedded" in (ROOT / "Makefile").read_text()
+    assert api["environment"]["FLREPO_METRICS_PUBLIC"] == "${FLREPO_METRICS_PUBLIC:-false}"

@@ -478,7 +478,7 @@ FL_VALUES: dict[str, Any] = {
         "enabled": True,
         "taskId": "Digits_FedAvg",
         "apiKey": {"existingSecret": "fl-key"},
-        "verifyKeys": {"existingSecret": "fl-verify", "existingSecretKey": "keys"},
+        "trustedKeys": {"existingSecret": "fl-trusted", "existingSecretKey": "keys"},
         "collector": {"port": 9443, "tls": {"existingSecret": "fl-tls"}},
         "localExecutions": [
             {"name": "site-1", "existingClaim": "site-1-data"},
@@ -592,7 +592,7 @@ def test_fl_pods_take_their_keys_from_secrets_only(helm: str) -> None:
             "name": "FLREPO_API_KEY",
             "valueFrom": {"secretKeyRef": {"name": "fl-key", "key": "api-key"}},
         }
-        assert env["FLREPO_VERIFY_KEYS"]["valueFrom"]["secretKeyRef"] == {"name": "fl-verify", "key": "keys"}
+        assert env["FLREPO_TRUSTED_KEYS"]["valueFrom"]["secretKeyRef"] == {"name": "fl-trusted", "key": "keys"}
         assert all("valueFrom" in e for name, e in env.items() if "KEY" in name)
     # The chart makes no Secret for them: nothing secret is in values.
     assert not [
@@ -624,3 +624,15 @@ def test_lint_passes_with_fl(helm: str, tmp_path: Path) -> None:
     values = tmp_path / "fl.yaml"
     values.write_text(yaml.safe_dump(FL_VALUES))
     run(helm, "lint", "--strict", str(CHART), "--values", str(values))
+
+
+def test_every_deployment_runs_flrepo_serve_with_bounded_connections(helm: str) -> None:
+    """The bounds live in `flrepo serve` (flrepo.server.serving): nothing may start the API another way."""
+    docs = render(helm, "config.headerTimeoutS=5", "config.metricsPublic=true")
+    api = container(one(docs, "Deployment", RELEASE), "api")
+    assert api["command"] == ["flrepo", "serve"] and not api.get("args")
+    data = one(docs, "ConfigMap", "repository-configmap")["data"]
+    assert data["FLREPO_HEADER_TIMEOUT_S"] == "5" and data["FLREPO_METRICS_PUBLIC"] == "true"
+    assert int(data["FLREPO_MAX_HEADER_BYTES"]) <= 65536 and float(data["FLREPO_IDLE_TIMEOUT_S"]) <= 30
+    defaults = one(render(helm), "ConfigMap", "repository-configmap")["data"]
+    assert defaults["FLREPO_METRICS_PUBLIC"] == "false"

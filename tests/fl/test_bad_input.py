@@ -88,3 +88,13 @@ def test_data_a_site_cannot_use_fails_the_task_with_the_reason(fl, tmp_path, con
     reason, message = last_condition(task)
     assert reason in ("DataError", "ModelError") and expected in message, message
     assert expected in done.stderr
+
+
+def test_a_stored_task_with_a_setting_no_client_knows_fails_at_once(fl, tmp_path, raw_db):
+    """The API refuses unknown training keys (422); a task stored before that rule is refused by the collector."""
+    _model(fl, tmp_path, "numpy", "numpy")
+    fl.repo.create_task(digits_task("t", rounds=1, clients=1))
+    raw_db[0]["tasks"].update_one({"task_id": "t"}, {"$set": {"training.momentum": 0.9}})
+    task, code, output = _collector_alone(fl, "t")
+    assert code == 1 and task["phase"] == "Failed", output
+    assert last_condition(task) == ("ModelError", "unknown training setting: momentum")

@@ -16,13 +16,16 @@ from flrepo.client import IntegrityError, RepositoryClient
 from flrepo.fl import transformations
 from flrepo.fl.catalogue import MESSAGE_STRATEGIES, STRATEGIES, seed, strategy_artifact
 from flrepo.server.backup import restore
-from flrepo.signing import Keyring, SignatureError
+from flrepo.signing import Keyring, SignatureError, new_key_pair, public_key_of
 
-KEYS = Keyring("k1", {"k1": b"secret-one"})
+PRIVATE = bytes(range(32))
+KEYS = Keyring.signer("k1", PRIVATE)
 # `flrepo seed` (flwr 1.41) into a fresh store, then `flrepo dump`, made with the package still named
-# `app` (commit 7548ff0) and signed with this key: its transformations were pickled as `app.fl....`.
+# `app` (commit 7548ff0) and signed with HMAC under this secret (signatures were HMAC then): its
+# transformations were pickled as `app.fl....`. HMAC-signed items load only with the migration flag.
 SEEDED_BEFORE_RENAME = Path(__file__).resolve().parents[1] / "data" / "seeded-before-rename.tar.gz"
-PRE_RENAME_KEYS = Keyring(None, {"fixture": b"pre-rename-fixture-key"})
+LEGACY = {"fixture": b"pre-rename-fixture-key"}
+PRE_RENAME_KEYS = Keyring(legacy_hmac=LEGACY, allow_legacy_hmac=True)
 
 
 def test_tampered_file_in_gridfs_is_refused(live_server, raw_db):
@@ -42,7 +45,7 @@ def test_tampered_file_in_gridfs_is_refused(live_server, raw_db):
     raw_db[0]["strategies"].update_one({"strategy_name": "fedavg"}, {"$unset": {"sha256": ""}})
     with pytest.raises(SignatureError):
         repo.load_strategy("fedavg")
-    with RepositoryClient(live_server.url, keyring=Keyring("k1", {"k1": b"wrong"})) as wrong:
+    with RepositoryClient(live_server.url, keyring=Keyring.verifier({"k1": new_key_pair()[1]})) as wrong:
         with pytest.raises(SignatureError):
             wrong.load_strategy("fedprox")
     repo.close()
@@ -65,7 +68,8 @@ import numpy as np
 from flwr.server.strategy import Strategy
 from flrepo.client import RepositoryClient
 from flrepo.signing import Keyring
-repo = RepositoryClient({live_server.url!r}, keyring=Keyring("k1", {{"k1": b"secret-one"}}))
+# The public key only: a local execution verifies, it cannot sign.
+repo = RepositoryClient({live_server.url!r}, keyring=Keyring.verifier({{"k1": {public_key_of(PRIVATE)!r}}}))
 out = {{}}
 for name in {sorted(STRATEGIES)!r}:
     s = repo.load_strategy(name)
@@ -104,6 +108,15 @@ async def test_items_seeded_before_the_rename_still_load(settings):
     assert report.documents["strategies"] == len(STRATEGIES) and report.documents["transformations"] == 3
     from tests.helpers import LiveServer, create_app
 
+    with LiveServer(create_app(settings)) as server:
+        # HMAC-signed: refused without the explicit migration flag, even with the right secret ...
+        unflagged = Keyring(legacy_hmac=LEGACY)
+        with RepositoryClient(server.url, keyring=unflagged) as repo:
+            with pytest.raises(SignatureError, match="legacy HMAC"):
+                await asyncio.to_thread(repo.load_strategy, "fedavg")
+            with pytest.raises(SignatureError, match="FLREPO_ALLOW_LEGACY_HMAC"):
+                await asyncio.to_thread(repo.load_transformation, "flrepo.min_max_scaling")
+    # ... and loaded with it.
     with LiveServer(create_app(settings)) as server, RepositoryClient(server.url, keyring=PRE_RENAME_KEYS) as repo:
         for cls in transformations.BUILTIN:
             loaded = await asyncio.to_thread(repo.load_transformation, cls.AEROS["id"])
@@ -135,3 +148,28 @@ async def test_a_users_own_app_package_does_not_break_pre_rename_items(settings,
         assert getattr(loaded, "OWNER", None) == "user"
     else:
         assert loaded is transformations.MinMaxScaling
+
+
+async def test_seed_re_signs_a_legacy_catalogue(settings, caplog):
+    """`flrepo seed` with an Ed25519 key replaces every HMAC-signed item with a fresh one it signs; then
+    a verifier holding only the public key loads them, without any migration flag."""
+    await restore(settings, SEEDED_BEFORE_RENAME)
+    from tests.helpers import LiveServer, create_app
+
+    private, public = new_key_pair()
+    with LiveServer(create_app(settings)) as server:
+        with RepositoryClient(server.url, keyring=Keyring.signer("ops", private)) as publisher:
+            report = await asyncio.to_thread(seed, publisher)
+            # The dump predates the Message-API strategies: those are added, the rest re-signed.
+            assert report["added"] == [f"strategy {name}" for name in MESSAGE_STRATEGIES] and report["kept"] == []
+            assert len(report["resigned"]) == len(STRATEGIES) + 3
+            again = await asyncio.to_thread(seed, publisher)
+            total = len(STRATEGIES) + len(MESSAGE_STRATEGIES) + 3
+            assert len(again["kept"]) == total and again["resigned"] == []
+        with RepositoryClient(server.url, keyring=Keyring.verifier({"ops": public})) as verifier:
+            meta = (await asyncio.to_thread(verifier.get_strategy, "fedprox")).meta
+            assert meta["algorithm"] == "ed25519" and meta["key_id"] == "ops"
+            strategy = await asyncio.to_thread(verifier.load_strategy, "fedprox")
+            assert type(strategy).__name__ == "FedProx"
+            loaded = await asyncio.to_thread(verifier.load_transformation, "flrepo.one_hot_labels")
+            assert loaded is transformations.OneHotLabels

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 
 import httpx
 
 from flrepo.server.embedded import EmbeddedMongo
 from flrepo.server.main import create_app
-from tests.helpers import make_settings
+from tests.helpers import LiveServer, make_settings
 
 # A hang detector, not a speed goal: requests must answer long before this.
 BOUND = 15.0
@@ -70,3 +72,45 @@ async def test_starts_while_database_down_and_creates_indexes_later(tmp_path):
                 assert codes == [201, 409]  # the unique index exists although start-up could not create it
             finally:
                 server.stop()
+
+
+def test_a_frozen_database_answers_503_within_the_timeout(tmp_path):
+    """SIGSTOP, not death: connections stay open and nothing answers. Every request gets 503 within
+    FLREPO_DB_TIMEOUT_MS + 1 s (it hung for ~15 s before), and the service recovers after SIGCONT."""
+    server = EmbeddedMongo(tmp_path / "data", log_file=tmp_path / "ferretdb.log").start()
+    assert server.process is not None
+    settings = make_settings(server.url, db_timeout_ms=1000)
+    body = {"model_name": "m", "model_version": "v", "meta": {"library": "k"}}
+    try:
+        with LiveServer(create_app(settings)) as live, httpx.Client(base_url=live.url, timeout=30) as client:
+            assert client.post("/model", json=body).status_code == 201
+            assert client.put("/model/m/v", content=b"x" * 300_000).status_code == 204
+            os.kill(server.process.pid, signal.SIGSTOP)
+            slowest = 0.0
+            try:
+                for method, path, kwargs in [
+                    ("GET", "/model", {}),  # the reproduction
+                    ("GET", "/model/meta?model_name=m&model_version=v", {}),
+                    ("POST", "/model", {"json": {**body, "model_name": "n"}}),
+                    ("PUT", "/model/m/v", {"content": b"y" * 300_000}),
+                    ("GET", "/model/m/v", {}),
+                    ("GET", "/ready", {}),
+                    ("GET", "/model", {}),  # again: a connection the driver has since given up on
+                ]:
+                    started = time.monotonic()
+                    r = client.request(method, path, **kwargs)
+                    took = time.monotonic() - started
+                    assert r.status_code == 503, (method, path, r.status_code, r.text)
+                    assert took < 1.0 + 1.0, f"{method} {path} took {took:.1f} s"
+                    slowest = max(slowest, took)
+                assert client.get("/health").status_code == 200
+            finally:
+                os.kill(server.process.pid, signal.SIGCONT)
+            print(f"frozen database: slowest 503 after {slowest:.2f} s (FLREPO_DB_TIMEOUT_MS=1000)")
+            deadline = time.monotonic() + BOUND
+            while client.get("/model").status_code != 200:
+                assert time.monotonic() < deadline, "no recovery after SIGCONT"
+                time.sleep(0.2)
+            assert client.get("/model/m/v").content == b"x" * 300_000
+    finally:
+        server.stop()

@@ -14,11 +14,12 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from bson import ObjectId
+from pymongo import MongoClient
 
 from flrepo.server.embedded import free_port
 from flrepo.server.storage.db import Database
 from flrepo.server.storage.sweep import sweep
-from tests.helpers import CHUNK, grid_counts, make_model, payload, sha, upload
+from tests.helpers import CHUNK, create_app, drop, grid_counts, make_model, make_settings, payload, sha, upload
 
 
 def _start_server(settings, port):
@@ -178,3 +179,19 @@ async def test_two_hundred_concurrent_creates(client):
     responses = await asyncio.gather(*(client.post("/model", json=body) for _ in range(200)))
     codes = [r.status_code for r in responses]
     assert codes.count(201) == 1 and codes.count(409) == 199
+
+
+async def test_the_service_sweeps_by_itself(mongo_url):
+    """With FLREPO_SWEEP_INTERVAL_S set, the running service removes dead uploads without being asked."""
+    settings = make_settings(mongo_url, sweep_interval_s=0.2, sweep_grace_s=0)
+    application = create_app(settings)
+    try:
+        with MongoClient(settings.mongodb_url) as c:
+            c[settings.gridfs_db_name]["fs.chunks"].insert_one({"files_id": ObjectId(), "n": 0, "data": b"x"})
+            async with application.router.lifespan_context(application):
+                deadline = time.monotonic() + 20
+                while c[settings.gridfs_db_name]["fs.chunks"].count_documents({}):
+                    assert time.monotonic() < deadline, "the background sweep did not run"
+                    await asyncio.sleep(0.1)
+    finally:
+        drop(settings)

@@ -1,6 +1,6 @@
-"""The optional parts of flrepo a command may need: the service (extra `server`) and the Flower
-runtime (extra `fl`). The core install is the SDK and this CLI; a command that needs more says
-which extra to install instead of failing with an ImportError traceback."""
+"""The optional parts of flrepo a command may need: the service (extra `server`), the Flower runtime
+(extra `fl`) and Ed25519 signing keys (extra `signing`). The core install is the SDK and this CLI; a
+command that needs more says which extra to install instead of failing with an ImportError traceback."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
         "yaml",
         "prometheus_client",
     ),
-    "fl": ("flwr", "numpy", "sklearn", "cloudpickle"),
+    "fl": ("flwr", "numpy", "sklearn", "cloudpickle", "cryptography"),
+    # Ed25519 signing keys and signatures (publishers on the core install; part of `fl`).
+    "signing": ("cryptography",),
 }
 
 

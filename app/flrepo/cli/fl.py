@@ -18,10 +18,14 @@ from flrepo.signing import SignatureError
 
 
 def _fl_setup(args: argparse.Namespace) -> RepositoryClient:
-    """The SDK client for the FL commands; signing keys come from FLREPO_SIGNING_KEY / FLREPO_VERIFY_KEYS."""
+    """The SDK client for the FL commands; keys come from FLREPO_SIGNING_KEY_FILE / FLREPO_TRUSTED_KEYS
+    (flrepo.signing); --allow-legacy-hmac sets the migration flag for HMAC-signed items."""
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     configure_logging(os.environ.get("FLREPO_LOG_LEVEL", "INFO"), json_logs=False)
-    return RepositoryClient(args.repo, api_key=args.api_key)
+    repo = RepositoryClient(args.repo, api_key=args.api_key)
+    if getattr(args, "allow_legacy_hmac", False):
+        repo.keyring = repo.keyring.allowing_legacy_hmac()
+    return repo
 
 
 def _fl_errors(command: str, run: Callable[[], int]) -> int:
@@ -97,6 +101,8 @@ def _seed(args: argparse.Namespace) -> int:
         report = seed(repo)
         for item in report["added"]:
             sys.stdout.write(f"added {item}\n")
+        for item in report["resigned"]:
+            sys.stdout.write(f"re-signed {item} (it was unsigned or HMAC-signed)\n")
         for item in report["kept"]:
             sys.stdout.write(f"kept  {item} (already there)\n")
         return 0
@@ -119,6 +125,11 @@ def _add_fl_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", help="API key (default: FLREPO_API_KEY)")
     parser.add_argument(
         "--allow-unsigned", action="store_true", help="load strategies/transformations without a valid signature"
+    )
+    parser.add_argument(
+        "--allow-legacy-hmac",
+        action="store_true",
+        help="migration: also accept HMAC signatures made before Ed25519 (secrets in FLREPO_LEGACY_HMAC_KEYS)",
     )
 
 

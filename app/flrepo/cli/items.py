@@ -19,6 +19,7 @@ from flrepo.cli.exit_codes import OK, UsageError, exit_code
 from flrepo.cli.output import emit, log_to_stderr, progress_bar
 from flrepo.client import NotFound, RepositoryClient, RepositoryError, SignatureError
 from flrepo.client.sync import DEFAULT_URL
+from flrepo.client.transfer import in_folder
 from flrepo.signing import verify_digest
 
 
@@ -68,7 +69,7 @@ def _upload(spec: Collection, repo: RepositoryClient, args: argparse.Namespace) 
     source: Path | BinaryIO
     if args.file == "-":  # a pipe is sent chunked, as it comes
         source, label = sys.stdin.buffer, args.filename or "stdin.bin"
-        signing = spec.signed and not args.unsigned and repo.keyring.signing_id
+        signing = spec.signed and not args.unsigned and repo.keyring.wants_to_sign
         if signing and not source.seekable():
             raise UsageError("a signed upload reads its file twice: give a path or redirect a file, not a pipe")
     else:
@@ -99,6 +100,8 @@ def _download(spec: Collection, repo: RepositoryClient, args: argparse.Namespace
     if size is None:
         raise NotFound(f"{spec.noun} {'/'.join(keys)} has no file yet")
     meta: dict[str, Any] = getattr(item, "meta", {})
+    if getattr(args, "allow_legacy_hmac", False):
+        repo.keyring = repo.keyring.allowing_legacy_hmac()
     if spec.signed and sha:
         # Fail before moving a byte when the recorded file is not what was signed.
         verify_digest(repo.keyring, spec.signed, keys[0], sha, size, meta, args.allow_unsigned)
@@ -108,10 +111,12 @@ def _download(spec: Collection, repo: RepositoryClient, args: argparse.Namespace
         sys.stdout.buffer.flush()
         emit(args, {"path": "-", "size": done.size, "sha256": done.sha256, "verified": True}, to_stderr=True)
         return
-    name = getattr(item, "filename", None) or "-".join(keys)
-    dest = Path(args.dest or name)
+    # The recorded name came from the server: only its safe base name is used, so a document naming
+    # `../../x` or `/etc/x` (restored, written directly, or sent by a hostile server) cannot make this
+    # write anywhere but the folder asked for (here, or -o DIR).
+    dest = Path(args.dest) if args.dest else Path(".")
     if dest.is_dir():
-        dest = dest / name
+        dest = in_folder(dest, getattr(item, "filename", None), "-".join(keys))
     with progress_bar(args, f"download {dest.name}") as progress:
         done = repo.download(spec.file_path(keys), dest, progress=progress, resume=not args.restart)
     if spec.signed:
@@ -186,7 +191,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         if spec.command == "results":
             upload.add_argument("--configuration-id", default="1", help="must equal the result's")
         if spec.signed:
-            upload.add_argument("--unsigned", action="store_true", help="do not sign even if FLREPO_SIGNING_KEY is set")
+            upload.add_argument(
+                "--unsigned", action="store_true", help="do not sign even if a signing key is configured"
+            )
         upload.set_defaults(func=_run(_upload, spec))
 
         download = actions.add_parser("download", parents=[common], help=f"download a {spec.noun}'s file, verified")
@@ -198,6 +205,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         if spec.signed:
             download.add_argument(
                 "--allow-unsigned", action="store_true", help="keep the file even without a valid signature"
+            )
+            download.add_argument(
+                "--allow-legacy-hmac",
+                action="store_true",
+                help="migration: accept an HMAC signature made before Ed25519 (secret in FLREPO_LEGACY_HMAC_KEYS)",
             )
         download.set_defaults(func=_run(_download, spec))
 

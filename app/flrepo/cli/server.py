@@ -18,11 +18,14 @@ from flrepo.cli.exit_codes import INTEGRITY, OK
 from flrepo.cli.extras import require_extra
 from flrepo.logs import configure_logging
 
+EMBEDDED_DB_TIMEOUT_MS = 10_000
+
 
 def _serve(args: argparse.Namespace) -> int:
     require_extra("server")
     import uvicorn
 
+    from flrepo.server import serving
     from flrepo.server.embedded import EmbeddedMongo
     from flrepo.server.main import create_app
     from flrepo.server.settings import Settings
@@ -41,6 +44,9 @@ def _serve(args: argparse.Namespace) -> int:
             sys.stderr.write(f"flrepo serve --embedded: {exc}\n")
             return 1
         overrides["mongodb_url"] = embedded.url
+        if "FLREPO_DB_TIMEOUT_MS" not in os.environ:
+            # The embedded store (SQLite) can take seconds for one large write on a busy machine.
+            overrides["db_timeout_ms"] = EMBEDDED_DB_TIMEOUT_MS
     settings = Settings(**overrides)  # type: ignore[arg-type]
     configure_logging(settings.log_level, settings.log_format == "json")
     log = logging.getLogger("flrepo")
@@ -50,16 +56,8 @@ def _serve(args: argparse.Namespace) -> int:
         "Swagger UI at http://%s:%d/docs", "127.0.0.1" if settings.host == "0.0.0.0" else settings.host, settings.port
     )
     try:
-        uvicorn.run(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level.lower(),
-            log_config=None,  # keep our JSON handler; our middleware writes the access log
-            access_log=False,
-            proxy_headers=True,
-            forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
-        )
+        # One configuration for every way the service runs (bounded headers, timeouts): flrepo.server.serving.
+        uvicorn.Server(serving.config(create_app(settings), settings)).run()
     finally:
         if embedded:
             embedded.stop()
@@ -83,6 +81,35 @@ def _keys_create(args: argparse.Namespace) -> int:
         sys.stderr.write("add the entry to the file named by FLREPO_API_KEYS_FILE; the key is not stored anywhere\n")
     # The key is shown once; only its hash is kept.
     sys.stdout.write(f"key:   {key}\nentry: {json.dumps(entry)}\n")
+    return 0
+
+
+def _keys_signing_create(args: argparse.Namespace) -> int:
+    require_extra("signing")
+    from flrepo.signing import encode_key, new_key_pair, private_key_pem
+
+    key_id = args.id or f"publisher-{secrets.token_hex(3)}"
+    folder = Path(args.dir)
+    private_path, public_path = folder / f"{key_id}.key", folder / f"{key_id}.pub"
+    if private_path.exists() or public_path.exists():
+        sys.stderr.write(f"flrepo keys signing-create: {private_path} or {public_path} exists; not overwriting\n")
+        return 1
+    folder.mkdir(parents=True, exist_ok=True)
+    private, public = new_key_pair()
+    # The private key is created readable by its owner only, before a byte is written.
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(private_key_pem(private))
+    entry = f"{key_id}:{encode_key(public)}"
+    public_path.write_text(entry + "\n")
+    sys.stderr.write(
+        f"wrote {private_path} (private: publishers only) and {public_path} (public: every collector and local "
+        "execution)\n"
+    )
+    sys.stdout.write(
+        f"publishers:                      FLREPO_SIGNING_KEY_FILE={private_path}  (key id {key_id})\n"
+        f"collectors and local executions: FLREPO_TRUSTED_KEYS={entry}\n"
+    )
     return 0
 
 
@@ -194,8 +221,15 @@ def add_dump_restore(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
 
 
 def add_keys(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add `flrepo keys create`."""
-    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
+    """Add `flrepo keys create` and `flrepo keys signing-create`."""
+    keys = sub.add_parser("keys", help="API keys and signing keys").add_subparsers(dest="keys_command", required=True)
+    signing = keys.add_parser(
+        "signing-create",
+        help="make an Ed25519 key pair for signing strategies and transformations: ID.key (private) and ID.pub",
+    )
+    signing.add_argument("--id", default=None, help="the key id recorded with every signature (default: random)")
+    signing.add_argument("--dir", default=".", help="where to write ID.key and ID.pub (default: here)")
+    signing.set_defaults(func=_keys_signing_create)
     create = keys.add_parser("create", help="make a new API key; prints it once, with its keys-file entry")
     create.add_argument("--role", required=True, choices=["reader", "writer", "admin"])
     create.add_argument("--id", default=None, help="the key's id in logs and audit (default: role-<random>)")

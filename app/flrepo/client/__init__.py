@@ -27,7 +27,7 @@ from flrepo.client.errors import (
 from flrepo.client.retry import Retry
 from flrepo.client.sync import RepositoryClient
 from flrepo.client.transfer import Downloaded
-from flrepo.signing import Keyring, SignatureError
+from flrepo.signing import Keyring, PinMismatch, SignatureError
 
 __all__ = [
     "AsyncRepositoryClient",
@@ -40,6 +40,7 @@ __all__ = [
     "Keyring",
     "NotFound",
     "Page",
+    "PinMismatch",
     "RepositoryClient",
     "RepositoryError",
     "Retry",

@@ -17,7 +17,7 @@ from flrepo.client.calls import Call
 from flrepo.client.endpoint import AsyncEndpoint
 from flrepo.client.retry import Attempts, Retry
 from flrepo.client.sync import client_options
-from flrepo.client.transfer import Dest, Download, Downloaded, Progress, Source, Upload
+from flrepo.client.transfer import Dest, Download, Downloaded, Progress, Source, Upload, in_folder, is_folder
 from flrepo.signing import Keyring
 
 T = TypeVar("T")
@@ -112,6 +112,7 @@ class AsyncRepositoryClient:
 
     list_tasks = AsyncEndpoint(calls.list_tasks)
     get_task = AsyncEndpoint(calls.get_task)
+    get_task_history = AsyncEndpoint(calls.get_task_history)
     create_task = AsyncEndpoint(calls.create_task)
     update_task_status = AsyncEndpoint(calls.update_task_status)
     cancel_task = AsyncEndpoint(calls.cancel_task)
@@ -170,8 +171,18 @@ class AsyncRepositoryClient:
         """Upload (or replace) a model's file; `options`: filename, progress."""
         await self.upload(calls.model_file(model_name, model_version), source, **options)
 
+    async def _into_folder(self, dest: Dest, item: Call[Any], fallback: str) -> Dest:
+        """`dest`, or when it is a folder, the file in it named by the item's recorded file name made safe."""
+        if not is_folder(dest):
+            return dest
+        stored = getattr(await self.send(item), "filename", None)
+        return in_folder(dest, stored, fallback)
+
     async def download_model(self, model_name: str, model_version: str, dest: Dest, **options: Any) -> Downloaded:
-        """Download a model's file, verified; `options`: progress, resume."""
+        """Download a model's file, verified; `options`: progress, resume. A folder as `dest` gets the
+        recorded file name, reduced to a safe base name."""
+        item = calls.get_model(model_name, model_version)
+        dest = await self._into_folder(dest, item, f"{model_name}-{model_version}")
         return await self.download(calls.model_file(model_name, model_version), dest, **options)
 
     async def upload_weights(
@@ -191,6 +202,8 @@ class AsyncRepositoryClient:
         self, model_name: str, model_version: str, training_id: str, dest: Dest, **options: Any
     ) -> Downloaded:
         """Download a training result's weights, verified."""
+        item = calls.get_training_result(model_name, model_version, training_id)
+        dest = await self._into_folder(dest, item, f"{model_name}-{model_version}-{training_id}")
         return await self.download(calls.weights_download(model_name, model_version, training_id), dest, **options)
 
     async def upload_checkpoint(self, task_id: str, round: int, source: Source, **options: Any) -> None:
@@ -207,10 +220,12 @@ class AsyncRepositoryClient:
 
     async def download_strategy(self, strategy_name: str, dest: Dest, **options: Any) -> Downloaded:
         """Download a strategy's file as bytes, verified against its ETag (not unpickled)."""
+        dest = await self._into_folder(dest, calls.get_strategy(strategy_name), strategy_name)
         return await self.download(calls.strategy_file(strategy_name), dest, **options)
 
     async def download_transformation(self, transformation_id: str, dest: Dest, **options: Any) -> Downloaded:
         """Download a transformation's file as bytes, verified against its ETag (not unpickled)."""
+        dest = await self._into_folder(dest, calls.get_transformation(transformation_id), transformation_id)
         return await self.download(calls.transformation_file(transformation_id), dest, **options)
 
     # --- signed artifacts ---------------------------------------------------------------------
@@ -236,19 +251,32 @@ class AsyncRepositoryClient:
             current = await self.send(artifacts.get_call(kind, name))
             await self.send(artifacts.signed_meta_call(kind, name, current, fields))
 
-    async def load_strategy(self, strategy_name: str, *, allow_unsigned: bool = False) -> Any:
-        """The strategy object, after checking size, sha256 and signature (SignatureError otherwise)."""
-        return await self._load("strategy", strategy_name, allow_unsigned)
+    async def load_strategy(
+        self, strategy_name: str, *, allow_unsigned: bool = False, sha256: str | None = None
+    ) -> Any:
+        """The strategy object, after checking size, sha256 and signature (SignatureError otherwise);
+        with `sha256`, only that exact version (PinMismatch otherwise)."""
+        return await self._load("strategy", strategy_name, allow_unsigned, sha256)
 
-    async def load_transformation(self, transformation_id: str, *, allow_unsigned: bool = False) -> Any:
+    async def load_transformation(
+        self, transformation_id: str, *, allow_unsigned: bool = False, sha256: str | None = None
+    ) -> Any:
         """The transformation object, after the same checks."""
-        return await self._load("transformation", transformation_id, allow_unsigned)
+        return await self._load("transformation", transformation_id, allow_unsigned, sha256)
 
-    async def _load(self, kind: Kind, name: str, allow_unsigned: bool) -> Any:
+    async def _load(self, kind: Kind, name: str, allow_unsigned: bool, sha256: str | None) -> Any:
         item = await self.send(artifacts.get_call(kind, name))
         artifacts.check_loadable(kind, name, item)
         buffer = io.BytesIO()
         done = await self.download(artifacts.file_path(kind, name), buffer)
         return await asyncio.to_thread(
-            artifacts.unpickle_verified, self.keyring, kind, name, buffer.getvalue(), done, item.meta, allow_unsigned
+            artifacts.unpickle_verified,
+            self.keyring,
+            kind,
+            name,
+            buffer.getvalue(),
+            done,
+            item.meta,
+            allow_unsigned,
+            sha256,
         )

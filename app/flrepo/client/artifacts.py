@@ -16,7 +16,7 @@ from flrepo.client.calls import Call
 from flrepo.client.errors import TooLarge
 from flrepo.client.transfer import Downloaded, Upload
 from flrepo.schemas import StrategyOut, TransformationOut
-from flrepo.signing import Keyring, SignatureError, sign_digest, verify_digest
+from flrepo.signing import Keyring, PinMismatch, SignatureError, sign_digest, verify_digest
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,10 @@ def signature(keyring: Keyring, kind: Kind, name: str, upload: Upload, sign: boo
     """The signature fields for this upload (reads the source once), or None when not signing.
 
     sign=None signs when a key is configured; True insists on it; False never signs."""
-    if sign is False or (sign is None and keyring.signing_id is None):
-        log.warning("uploading %s %r unsigned: clients will refuse to load it (set FLREPO_SIGNING_KEY)", kind, name)
+    if sign is False or (sign is None and not keyring.wants_to_sign):
+        log.warning(
+            "uploading %s %r unsigned: clients will refuse to load it (set FLREPO_SIGNING_KEY_FILE)", kind, name
+        )
         return None
     keyring.require_signing(f"signing {kind} {name!r}")  # before reading the file
     if not upload.repeatable:
@@ -74,6 +76,13 @@ def check_loadable(kind: Kind, name: str, item: StrategyOut | TransformationOut)
         raise TooLarge(f"{kind} {name!r} is {item.size} bytes, over the {MAX_LOAD_BYTES}-byte load limit")
 
 
+def check_pinned(kind: Kind, name: str, done: Downloaded, sha256: str | None) -> None:
+    """PinMismatch unless the downloaded bytes are the ones pinned (when a digest is pinned): a validly
+    signed older or other version is refused as well."""
+    if sha256 is not None and done.sha256 != sha256:
+        raise PinMismatch(f"{kind} {name!r} is now {done.sha256[:12]}…, not the pinned {sha256[:12]}…; refusing it")
+
+
 def unpickle_verified(
     keyring: Keyring,
     kind: Kind,
@@ -82,8 +91,11 @@ def unpickle_verified(
     done: Downloaded,
     meta: dict[str, Any] | None,
     allow_unsigned: bool,
+    sha256: str | None = None,
 ) -> Any:
-    """Verify size, sha256 (as hashed while `data` was downloaded) and signature, and only then unpickle."""
+    """Check the pinned digest (if any), size, sha256 (as hashed while `data` was downloaded) and
+    signature, and only then unpickle."""
+    check_pinned(kind, name, done, sha256)
     verify_digest(keyring, kind, name, done.sha256, done.size, meta or {}, allow_unsigned)
     # cloudpickle's reconstructors are named inside the pickle and imported while it loads.
     if importlib.util.find_spec("cloudpickle") is None:  # the core install has no reason to carry it

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from flrepo.client.errors import RepositoryError
 from flrepo.schemas import ModelOut, StrategyOut, TrainingResultOut, TransformationOut
-from flrepo.schemas.tasks import CheckpointOut, TaskIn, TaskOut
+from flrepo.schemas.tasks import CheckpointOut, RoundRecord, TaskIn, TaskOut
 
 T = TypeVar("T")
 R = TypeVar("R", covariant=True)
@@ -277,14 +277,23 @@ def delete_transformation(transformation_id: str) -> Call[None]:
 # --- tasks --------------------------------------------------------------------------------------
 
 
-def list_tasks(phase: str | None = None, limit: int | None = None, offset: int = 0) -> Call[Page[TaskOut]]:
-    """FL tasks, optionally only those in one phase (Pending, Running, Succeeded, Failed)."""
-    return _get("/tasks", _page(TaskOut), **_paging(limit, offset, phase=phase))
+def list_tasks(
+    phase: str | None = None, limit: int | None = None, offset: int = 0, history: int | None = None
+) -> Call[Page[TaskOut]]:
+    """FL tasks, optionally only those in one phase (Pending, Running, Succeeded, Failed); each with its
+    `history` most recent round records (none unless asked)."""
+    return _get("/tasks", _page(TaskOut), **_paging(limit, offset, phase=phase, history=history))
 
 
-def get_task(task_id: str) -> Call[TaskOut]:
-    """One task with its live status."""
-    return _get(f"/tasks/{seg(task_id)}", _one(TaskOut))
+def get_task(task_id: str, history: int | None = None) -> Call[TaskOut]:
+    """One task with its live status and its most recent round records (100 unless `history` says)."""
+    params = {} if history is None else {"history": history}
+    return _get(f"/tasks/{seg(task_id)}", _one(TaskOut), **params)
+
+
+def get_task_history(task_id: str, limit: int | None = None, offset: int = 0) -> Call[Page[RoundRecord]]:
+    """A task's kept round records, oldest first, a page at a time."""
+    return _get(f"/tasks/{seg(task_id)}/history", _page(RoundRecord), **_paging(limit, offset))
 
 
 def create_task(task: TaskIn | dict[str, Any]) -> Call[TaskOut]:

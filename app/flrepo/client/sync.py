@@ -16,7 +16,7 @@ from flrepo.client.artifacts import Kind
 from flrepo.client.calls import Call
 from flrepo.client.endpoint import SyncEndpoint
 from flrepo.client.retry import Attempts, Retry
-from flrepo.client.transfer import Dest, Download, Downloaded, Progress, Source, Upload
+from flrepo.client.transfer import Dest, Download, Downloaded, Progress, Source, Upload, in_folder, is_folder
 from flrepo.signing import Keyring
 
 T = TypeVar("T")
@@ -119,6 +119,7 @@ class RepositoryClient:
 
     list_tasks = SyncEndpoint(calls.list_tasks)
     get_task = SyncEndpoint(calls.get_task)
+    get_task_history = SyncEndpoint(calls.get_task_history)
     create_task = SyncEndpoint(calls.create_task)
     update_task_status = SyncEndpoint(calls.update_task_status)
     cancel_task = SyncEndpoint(calls.cancel_task)
@@ -177,8 +178,17 @@ class RepositoryClient:
         """Upload (or replace) a model's file; `options`: filename, progress."""
         self.upload(calls.model_file(model_name, model_version), source, **options)
 
+    def _into_folder(self, dest: Dest, item: Call[Any], fallback: str) -> Dest:
+        """`dest`, or when it is a folder, the file in it named by the item's recorded file name made safe."""
+        if not is_folder(dest):
+            return dest
+        stored = getattr(self.send(item), "filename", None)
+        return in_folder(dest, stored, fallback)
+
     def download_model(self, model_name: str, model_version: str, dest: Dest, **options: Any) -> Downloaded:
-        """Download a model's file, verified; `options`: progress, resume."""
+        """Download a model's file, verified; `options`: progress, resume. A folder as `dest` gets the
+        recorded file name, reduced to a safe base name."""
+        dest = self._into_folder(dest, calls.get_model(model_name, model_version), f"{model_name}-{model_version}")
         return self.download(calls.model_file(model_name, model_version), dest, **options)
 
     def upload_weights(
@@ -197,6 +207,8 @@ class RepositoryClient:
         self, model_name: str, model_version: str, training_id: str, dest: Dest, **options: Any
     ) -> Downloaded:
         """Download a training result's weights, verified."""
+        item = calls.get_training_result(model_name, model_version, training_id)
+        dest = self._into_folder(dest, item, f"{model_name}-{model_version}-{training_id}")
         return self.download(calls.weights_download(model_name, model_version, training_id), dest, **options)
 
     def upload_checkpoint(self, task_id: str, round: int, source: Source, **options: Any) -> None:
@@ -213,10 +225,12 @@ class RepositoryClient:
 
     def download_strategy(self, strategy_name: str, dest: Dest, **options: Any) -> Downloaded:
         """Download a strategy's file as bytes, verified against its ETag (not unpickled)."""
+        dest = self._into_folder(dest, calls.get_strategy(strategy_name), strategy_name)
         return self.download(calls.strategy_file(strategy_name), dest, **options)
 
     def download_transformation(self, transformation_id: str, dest: Dest, **options: Any) -> Downloaded:
         """Download a transformation's file as bytes, verified against its ETag (not unpickled)."""
+        dest = self._into_folder(dest, calls.get_transformation(transformation_id), transformation_id)
         return self.download(calls.transformation_file(transformation_id), dest, **options)
 
     # --- signed artifacts ---------------------------------------------------------------------
@@ -238,17 +252,23 @@ class RepositoryClient:
             current = self.send(artifacts.get_call(kind, name))
             self.send(artifacts.signed_meta_call(kind, name, current, fields))
 
-    def load_strategy(self, strategy_name: str, *, allow_unsigned: bool = False) -> Any:
-        """The strategy object, after checking size, sha256 and signature (SignatureError otherwise)."""
-        return self._load("strategy", strategy_name, allow_unsigned)
+    def load_strategy(self, strategy_name: str, *, allow_unsigned: bool = False, sha256: str | None = None) -> Any:
+        """The strategy object, after checking size, sha256 and signature (SignatureError otherwise);
+        with `sha256`, only that exact version (PinMismatch otherwise)."""
+        return self._load("strategy", strategy_name, allow_unsigned, sha256)
 
-    def load_transformation(self, transformation_id: str, *, allow_unsigned: bool = False) -> Any:
+    def load_transformation(
+        self, transformation_id: str, *, allow_unsigned: bool = False, sha256: str | None = None
+    ) -> Any:
         """The transformation object, after the same checks."""
-        return self._load("transformation", transformation_id, allow_unsigned)
+        return self._load("transformation", transformation_id, allow_unsigned, sha256)
 
-    def _load(self, kind: Kind, name: str, allow_unsigned: bool) -> Any:
+    def _load(self, kind: Kind, name: str, allow_unsigned: bool, sha256: str | None) -> Any:
         item = self.send(artifacts.get_call(kind, name))
         artifacts.check_loadable(kind, name, item)
         buffer = io.BytesIO()
         done = self.download(artifacts.file_path(kind, name), buffer)
-        return artifacts.unpickle_verified(self.keyring, kind, name, buffer.getvalue(), done, item.meta, allow_unsigned)
+        meta = item.meta
+        return artifacts.unpickle_verified(
+            self.keyring, kind, name, buffer.getvalue(), done, meta, allow_unsigned, sha256
+        )

@@ -18,6 +18,7 @@ from typing import BinaryIO
 import httpx
 
 from flrepo.client.errors import IntegrityError, RepositoryError
+from flrepo.names import safe_filename
 
 CHUNK = 1024 * 1024
 # (bytes done, total bytes or None when unknown) after every chunk.
@@ -101,6 +102,22 @@ def _remaining(handle: BinaryIO) -> int | None:
     return end - here
 
 
+def is_folder(dest: Dest) -> bool:
+    return isinstance(dest, str | os.PathLike) and Path(dest).is_dir()
+
+
+def in_folder(folder: Dest, stored_name: object, fallback: str) -> Path:
+    """The file in `folder` named by the safe base name of `stored_name` (a name the server sent:
+    it may be `../../x`, `/etc/x` or anything else), else of `fallback`; never a path outside `folder`."""
+    if not isinstance(folder, str | os.PathLike):
+        raise TypeError("a folder is a path")
+    base = Path(folder)
+    target = base / safe_filename(stored_name, safe_filename(fallback))
+    if target.resolve().parent != base.resolve():  # safe_filename makes this impossible; kept as a guard
+        raise RepositoryError(f"refusing to write {target}: outside {base}")
+    return target
+
+
 @dataclass(frozen=True)
 class Downloaded:
     """What a finished download wrote: where (None for a file object), how much, its sha256."""
@@ -124,6 +141,9 @@ class Download:
         self.finished = False
         if isinstance(dest, str | os.PathLike):
             self.path: Path | None = Path(dest)
+            if self.path.is_dir():
+                # Its `.part` would land beside it, outside the folder: the item downloads take folders.
+                raise IsADirectoryError(f"{dest} is a folder: give a file name (download_model & co. take folders)")
             self.part = self.path.with_name(self.path.name + ".part")
             self.tag = self.path.with_name(self.path.name + ".part.etag")
             self.handle: BinaryIO | None = None

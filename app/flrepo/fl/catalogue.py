@@ -1,4 +1,5 @@
-"""The built-in catalogue: Flower's strategies and flrepo's transformations, signed.
+"""The built-in catalogue: Flower's strategies (legacy and Message API) and flrepo's transformations,
+signed (Ed25519).
 
 Strategies are pickled instances made with their defaults (cloudpickle stores flwr classes by
 reference); the collector applies a task's `strategy_conf` and the initial weights to the loaded
@@ -13,6 +14,7 @@ from __future__ import annotations
 import inspect
 import io
 import logging
+from dataclasses import replace
 from typing import Any
 
 import cloudpickle
@@ -23,6 +25,7 @@ from flwr.server import strategy as flwr_strategy
 from flrepo.client import Conflict, NotFound, RepositoryClient, artifacts
 from flrepo.client.artifacts import Kind
 from flrepo.fl.transformations import BUILTIN
+from flrepo.signing import SignatureError, verify_digest
 
 log = logging.getLogger(__name__)
 
@@ -78,49 +81,63 @@ def strategy_artifact(name: str) -> tuple[bytes, dict[str, Any]]:
     return data, {**meta, "runtime": runtime}
 
 
-def _has_file(repo: RepositoryClient, kind: Kind, name: str) -> bool | None:
-    """True with a file, False registered without one (an interrupted seed), None when absent."""
+def _state(repo: RepositoryClient, kind: Kind, name: str) -> str:
+    """ "absent"; "no file" (registered by an interrupted seed); "signed" (a valid Ed25519 signature by a
+    trusted key over the recorded file); or "unsigned" (no signature, a legacy HMAC one, or an invalid one)."""
     try:
         item = repo.send(artifacts.get_call(kind, name))
     except NotFound:
-        return None
-    return item.size is not None
+        return "absent"
+    if item.size is None or item.sha256 is None:
+        return "no file"
+    strict = replace(repo.keyring, allow_legacy_hmac=False)  # HMAC signatures are what re-signing replaces
+    try:
+        verify_digest(strict, kind, name, item.sha256, item.size, item.meta or {}, allow_unsigned=False)
+    except SignatureError:
+        return "unsigned"
+    return "signed"
+
+
+def _put(repo: RepositoryClient, kind: Kind, name: str, state: str, data: bytes, report: dict[str, list[str]]) -> None:
+    label = f"{kind} {name}"
+    upload = repo.upload_strategy if kind == "strategy" else repo.upload_transformation
+    upload(name, io.BytesIO(data), filename=f"{name}.pkl", sign=True)
+    report["resigned" if state == "unsigned" else "added"].append(label)
 
 
 def seed(repo: RepositoryClient) -> dict[str, list[str]]:
-    """Upload, signed with the client's key, every built-in item that is not there yet; report what
-    was added and what was kept. An item registered without its file is completed."""
+    """Upload, signed with the client's Ed25519 key, every built-in item that is not there yet, and
+    re-sign (a fresh upload, signed) every one whose signature is not a valid Ed25519 signature by a
+    trusted key (unsigned, or HMAC-signed before the switch). Items validly signed are kept, so a
+    publisher's own version of an item stays. Returns what was added, re-signed and kept; an item
+    registered without its file is completed."""
     repo.keyring.require_signing("the signed catalogue")  # checked first, so nothing is left half-seeded
-    report: dict[str, list[str]] = {"added": [], "kept": []}
+    report: dict[str, list[str]] = {"added": [], "resigned": [], "kept": []}
     for name, (class_name, _) in [*STRATEGIES.items(), *MESSAGE_STRATEGIES.items()]:
-        state = _has_file(repo, "strategy", name)
-        if state:
+        state = _state(repo, "strategy", name)
+        if state == "signed":
             report["kept"].append(f"strategy {name}")
             continue
         data, meta = strategy_artifact(name)
-        if state is None:
+        if state == "absent":
             try:
                 kind = "Message-API " if name in MESSAGE_STRATEGIES else ""
                 repo.create_strategy(name, f"Flower {kind}{class_name}", meta)
             except Conflict:  # created meanwhile by another seeder
                 log.info("strategy %s was created concurrently", name)
-        repo.upload_strategy(name, io.BytesIO(data), filename=f"{name}.pkl", sign=True)
-        report["added"].append(f"strategy {name}")
+        _put(repo, "strategy", name, state, data, report)
     for cls in BUILTIN:
         item = dict(cls.AEROS)
         transformation_id = item.pop("id")
-        state = _has_file(repo, "transformation", transformation_id)
-        if state:
+        state = _state(repo, "transformation", transformation_id)
+        if state == "signed":
             report["kept"].append(f"transformation {transformation_id}")
             continue
-        data = cloudpickle.dumps(cls)
-        if state is None:
+        if state == "absent":
             try:
                 item["meta"] = {"class": f"{cls.__module__}.{cls.__qualname__}"}
                 repo.create_transformation(transformation_id, **item)
             except Conflict:
                 log.info("transformation %s was created concurrently", transformation_id)
-        filename = f"{transformation_id}.pkl"
-        repo.upload_transformation(transformation_id, io.BytesIO(data), filename=filename, sign=True)
-        report["added"].append(f"transformation {transformation_id}")
+        _put(repo, "transformation", transformation_id, state, cloudpickle.dumps(cls), report)
     return report

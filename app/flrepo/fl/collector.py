@@ -32,7 +32,7 @@ from flwr.server.strategy import Strategy
 from flwr.server.superlink.fleet.grpc_bidi.grpc_server import start_grpc_server
 
 from flrepo.client import RepositoryClient, RepositoryError
-from flrepo.fl import strategy_setup
+from flrepo.fl import pinning, strategy_setup
 from flrepo.fl.heartbeat import IDENTITY, Ended, Heartbeat, interrupt_main
 from flrepo.fl.publishing import Resume, Written, finish, last_checkpoint, undo
 from flrepo.fl.reporting import ParticipantWait, ReportingStrategy
@@ -86,7 +86,7 @@ def run(repo: RepositoryClient, task_id: str, serving: Serving, allow_unsigned: 
         return 1
     name = task["strategy"]["strategy_name"]
     try:
-        strategy = repo.load_strategy(name, allow_unsigned=allow_unsigned)
+        strategy = pinning.load_strategy(repo, task, allow_unsigned)  # the pinned version, signature checked
         runtime = runtime_of(strategy, name)
     except Exception as exc:
         return fail(repo, task, exc, Written())
@@ -94,10 +94,12 @@ def run(repo: RepositoryClient, task_id: str, serving: Serving, allow_unsigned: 
         from flrepo.fl.message.collector import run as run_message
 
         return run_message(repo, task, serving, allow_unsigned)
-    return _run_legacy(repo, task, strategy, serving)
+    return _run_legacy(repo, task, strategy, serving, allow_unsigned)
 
 
-def _run_legacy(repo: RepositoryClient, task: dict[str, Any], strategy: Strategy, serving: Serving) -> int:
+def _run_legacy(
+    repo: RepositoryClient, task: dict[str, Any], strategy: Strategy, serving: Serving, allow_unsigned: bool
+) -> int:
     """Flower's legacy gRPC server in this process (its main thread, where a cancel interrupts it)."""
     task_id = task["task_id"]
     heartbeat: Heartbeat | None = None
@@ -105,7 +107,7 @@ def _run_legacy(repo: RepositoryClient, task: dict[str, Any], strategy: Strategy
     written = Written()
     try:
         with tempfile.TemporaryDirectory(prefix="flrepo-collector-") as tmp:
-            model = fetch_model(repo, task, Path(tmp))
+            model = fetch_model(repo, task, Path(tmp), allow_unsigned)
             training = training_settings(task)
             model.check(training)
             resume = last_checkpoint(repo, task_id) if task["phase"] == "Running" else None

@@ -10,7 +10,6 @@ model the task published, loaded from its native file.
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -24,20 +23,30 @@ from flrepo.fl.data import held_out, partition
 from flrepo.fl.digits_models import SUFFIX, TRAINING, write_initial
 from flrepo.fl.frameworks import open_model
 from flrepo.server.embedded import EmbeddedMongo, api_server, free_port, reap
-from flrepo.signing import Keyring
+from flrepo.signing import Keyring, encode_key, new_key_pair
 
 CLI = [sys.executable, "-m", "flrepo.cli"]
 
 
-def fl_env(repo_url: str, signing_key: str) -> dict[str, str]:
-    return {
+def fl_env(repo_url: str, trusted_keys: str) -> dict[str, str]:
+    """The environment of a training collector and its local executions: the repository and the
+    publishers' public keys (`id:base64,...`) only. They verify what they load; they cannot sign."""
+    env = {
         **os.environ,
-        "FLREPO_SIGNING_KEY": signing_key,
-        "FLREPO_SIGNING_KEY_ID": "demo",
+        "FLREPO_TRUSTED_KEYS": trusted_keys,
         "FLWR_TELEMETRY_ENABLED": "0",
         "GRPC_VERBOSITY": "ERROR",
         "FLREPO_URL": repo_url,
     }
+    for name in ("FLREPO_SIGNING_KEY", "FLREPO_SIGNING_KEY_FILE", "FLREPO_SIGNING_KEY_ID"):
+        env.pop(name, None)
+    return env
+
+
+def publisher(key_id: str = "demo") -> tuple[Keyring, str]:
+    """A fresh Ed25519 publisher: its keyring (signs) and the FLREPO_TRUSTED_KEYS entry that verifies it."""
+    private, public = new_key_pair()
+    return Keyring.signer(key_id, private), f"{key_id}:{encode_key(public)}"
 
 
 def start_training(
@@ -141,19 +150,21 @@ def held_out_accuracy(library: str, model_file: Path) -> float:
 
 def watch(repo: RepositoryClient, task_id: str, collector: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
     """Print each finished round; return the task once it has finished."""
-    shown = 0
+    shown = 0  # the last round printed (the task shows its most recent rounds only)
     deadline = time.monotonic() + timeout
     print(f"{'round':>5} {'participants':>12} {'loss':>8} {'accuracy':>9} {'seconds':>8}")
     while True:
         task = repo.get_task(task_id).model_dump()
-        for record in task["history"][shown:]:
+        for record in task["history"]:
+            if record["round"] <= shown:
+                continue
             acc = record["metrics"].get("accuracy")
             print(
                 f"{record['round']:>5} {record['participants']:>12} {record['loss'] or 0:>8.4f} "
                 f"{acc if acc is None else f'{acc:.4f}':>9} {record.get('duration_s') or 0:>8.2f}",
                 flush=True,
             )
-        shown = len(task["history"])
+        shown = max([shown, *(record["round"] for record in task["history"])])
         if task["phase"] in ("Succeeded", "Failed"):
             return task
         if collector.poll() is not None and task["phase"] not in ("Succeeded", "Failed"):
@@ -166,13 +177,13 @@ def watch(repo: RepositoryClient, task_id: str, collector: subprocess.Popen[byte
 
 def main(rounds: int = 5, clients: int = 3, strategy: str = "fedavg", framework: str = "numpy") -> int:
     started = time.monotonic()
-    signing_key = secrets.token_hex(32)
+    keyring, trusted = publisher("demo")
     with tempfile.TemporaryDirectory(prefix="flrepo-demo-") as tmp_name:
         tmp = Path(tmp_name)
         with EmbeddedMongo(tmp / "db", log_file=tmp / "ferretdb.log") as mongo, api_server(tmp, mongo.url) as (url, _):
             print(f"repository: {url} (embedded FerretDB), logs in {tmp}")
-            env = fl_env(url, signing_key)
-            repo = RepositoryClient(url, keyring=Keyring("demo", {"demo": signing_key.encode()}))
+            env = fl_env(url, trusted)
+            repo = RepositoryClient(url, keyring=keyring)
             report = seed(repo)
             print(f"catalogue: {len(report['added'])} signed items added")
             initial_file = register_model(repo, "digits", "v1", framework, tmp)

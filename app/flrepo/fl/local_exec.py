@@ -29,6 +29,7 @@ from flwr.client import NumPyClient
 from numpy.typing import NDArray
 
 from flrepo.client import RepositoryClient, RepositoryError
+from flrepo.fl import pinning
 from flrepo.fl.frameworks import LocalModel, ModelError, Training, Weights
 from flrepo.fl.heartbeat import Ended, TaskWatch
 from flrepo.fl.local_data import DataError
@@ -143,7 +144,7 @@ def prepare_data(
 ) -> tuple[NDArray[Any], NDArray[Any]]:
     """The local data after the task's transformations, in order."""
     for ref in task.get("transformations") or []:
-        loaded = repo.load_transformation(ref["id"], allow_unsigned=allow_unsigned)
+        loaded = pinning.load_transformation(repo, task, ref["id"], allow_unsigned)  # the pinned version
         transform = loaded(**(ref.get("parameters") or {})) if isinstance(loaded, type) else loaded
         x, y = transform(x, y)
     return np.asarray(x, dtype=np.float64), np.asarray(y)
@@ -174,7 +175,7 @@ def run(
     task = repo.get_task(task_id).model_dump()
     with tempfile.TemporaryDirectory(prefix="flrepo-local-") as tmp:
         try:
-            model = fetch_model(repo, task, Path(tmp))
+            model = fetch_model(repo, task, Path(tmp), allow_unsigned)
             training = training_settings(task)
             model.check(training)
             x, y = prepare_data(repo, task, x, y, allow_unsigned)

@@ -7,24 +7,27 @@ from pathlib import Path
 from typing import Any
 
 from flrepo.client import RepositoryClient
+from flrepo.fl import pinning
 from flrepo.fl.frameworks import LocalModel, ModelError, Training, library_name, open_model, unknown_training_keys
 
 
-def fetch_model(repo: RepositoryClient, task: dict[str, Any], workdir: Path) -> LocalModel:
-    """The task's model, loaded; ModelError when it cannot be (no client, wrong file, no file)."""
+def fetch_model(
+    repo: RepositoryClient, task: dict[str, Any], workdir: Path, allow_unsigned: bool = False
+) -> LocalModel:
+    """The task's model file as the task pinned it (flrepo.fl.pinning), loaded; ModelError when it
+    cannot be (no client, wrong file, no file), PinMismatch when the file is not the pinned one."""
     name, version = task["model"]["model_name"], task["model"]["model_version"]
     item = repo.get_model(name, version)
     meta = item.meta or {}  # aerOS-era models may have `meta: null`
     library = meta.get("library")
     client = library_name(library)
-    if item.size is None:
+    path = workdir / "model"
+    if pinning.download_model(repo, task, path, allow_unsigned) is None:
         if client == "numpy":
             from flrepo.fl.frameworks.numpy_model import NumpyModel
 
             return NumpyModel.from_meta(meta)
         raise ModelError(f"model {name}/{version} has no file yet: upload its {library} model first")
-    path = workdir / "model"
-    repo.download_model(name, version, path)
     try:
         return open_model(library, path, meta)
     except ModelError as exc:

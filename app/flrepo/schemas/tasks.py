@@ -125,6 +125,13 @@ class TrainingConfig(BaseModel):
     )
 
 
+class StoredTrainingConfig(TrainingConfig):
+    """A task's training settings as stored: tasks created before unknown keys were refused may hold
+    others, which are shown as they are (the collector refuses to run them, naming the key)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
 class TaskIn(BaseModel):
     model_config = ConfigDict(
         extra="ignore",
@@ -281,15 +288,41 @@ class StatusUpdate(BaseModel):
     failed: int | None = Field(default=None, ge=0, description="Participants whose last round failed.")
 
 
+class Pin(BaseModel):
+    """What one referenced file was when the task was created."""
+
+    sha256: str | None = Field(default=None, description="Its sha256; null: it had no file then.")
+    size: int | None = None
+
+
+class TransformationPin(Pin):
+    id: str
+
+
+class Pins(BaseModel):
+    """The exact files a task was created with: its training collector and local executions load these
+    and refuse anything else (an older signed version put back, a replacement made since)."""
+
+    model: Pin
+    strategy: Pin
+    # A list, not an object by id: ids contain dots, which a stored key cannot.
+    transformations: list[TransformationPin] = Field(default_factory=list)
+
+
 class TaskOut(TaskIn):
     task_id: str
+    pins: Pins | None = Field(default=None, description="Pinned sha256 digests (null for tasks made before pinning).")
+    training: StoredTrainingConfig = Field(default_factory=StoredTrainingConfig)
     phase: Phase
     conditions: list[Condition] = Field(default_factory=list)
     start_time: datetime | None = None
     completion_time: datetime | None = None
     current_round: int = 0
     participants: list[Participant] = Field(default_factory=list)
-    history: list[RoundRecord] = Field(default_factory=list)
+    history: list[RoundRecord] = Field(
+        default_factory=list, description="The most recent round records (see ?history= and /tasks/{id}/history)."
+    )
+    history_total: int = Field(default=0, description="Round records kept (older ones are dropped).")
     result: ResultRef | None = None
     best: BestRound | None = Field(default=None, description="Kept up to date from the checkpoints.")
     strategy_settings: dict[str, Any] | None = None
@@ -332,6 +365,7 @@ def initial_status() -> dict[str, Any]:
         "current_round": 0,
         "participants": [],
         "history": [],
+        "history_total": 0,
         "result": None,
         "best": None,
         "strategy_settings": None,

@@ -174,6 +174,8 @@ def api_server(
         "FLREPO_MONGODB_URL": mongo_url,
         "FLREPO_LOG_LEVEL": "WARNING",
         "FLREPO_SWEEP_INTERVAL_S": "0",
+        # The embedded store can take seconds for one large write on a busy machine (as `serve --embedded`).
+        "FLREPO_DB_TIMEOUT_MS": "10000",
         **env,
     }
     with open(workdir / "server.log", "ab") as log:

@@ -6,12 +6,18 @@ HTTP statuses."""
 from __future__ import annotations
 
 import logging
+import math
+from typing import Any
 
+from bson.errors import InvalidDocument
 from fastapi import FastAPI, Request, Response
+from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import ConnectionFailure, DocumentTooLarge, DuplicateKeyError, OperationFailure, PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from flrepo.server.storage import errors as store_errors
 
@@ -27,6 +33,9 @@ STATUS_OF: dict[type[store_errors.StoreError], int] = {
 }
 
 BAD_VALUE = 2  # MongoDB error code
+# What the metrics and the access log record for a request whose client went away before the answer
+# (nginx's convention): neither the client's fault nor ours, and no 5xx.
+CLIENT_CLOSED = 499
 
 
 def _count(request: Request, kind: str) -> None:
@@ -52,6 +61,9 @@ async def _duplicate(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    if getattr(exc, "timeout", False):
+        # A bounded operation ran out of time (FLREPO_DB_TIMEOUT_MS): the database is not answering.
+        return await _database_unavailable(request, exc)
     if isinstance(exc, OperationFailure) and exc.code == BAD_VALUE:
         # The store refused a value the request carried: the input is invalid, not the service.
         return JSONResponse(
@@ -60,6 +72,40 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     _count(request, "error")
     log.error("database error during %s %s: %s", request.method, request.url.path, exc)
     return JSONResponse({"detail": "database error"}, status_code=500)
+
+
+async def _too_large_document(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": f"the item would exceed the database's document size limit ({exc})"[:500]}, 413)
+
+
+async def _invalid_document(request: Request, exc: Exception) -> JSONResponse:
+    # Raised by the driver before sending: a value BSON cannot encode.
+    return JSONResponse({"detail": f"a value cannot be stored: {exc}"[:500]}, 422)
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    # The upload's partial file was removed by the store; nobody is left to read an answer.
+    log.info("client disconnected during %s %s", request.method, request.url.path)
+    return Response(status_code=CLIENT_CLOSED)
+
+
+def printable(value: Any) -> Any:
+    """`value` as JSON can carry it: lone surrogates escaped, non-finite floats as text (an error
+    message echoes the input, and the input may hold anything)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {printable(k): printable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [printable(v) for v in value]
+    return value
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": printable(jsonable_encoder(exc.errors()))}, status_code=422)
 
 
 async def _overflow(request: Request, exc: Exception) -> JSONResponse:
@@ -84,10 +130,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(store_errors.StoreError, _store_error)
     # Starlette picks the handler of the most specific class in the exception's MRO.
     app.add_exception_handler(ConnectionFailure, _database_unavailable)
     app.add_exception_handler(DuplicateKeyError, _duplicate)
+    app.add_exception_handler(DocumentTooLarge, _too_large_document)
+    app.add_exception_handler(InvalidDocument, _invalid_document)
     app.add_exception_handler(PyMongoError, _database_error)
     app.add_exception_handler(OverflowError, _overflow)
     app.add_exception_handler(Exception, _unexpected)

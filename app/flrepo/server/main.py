@@ -23,6 +23,7 @@ from flrepo.server.metrics import Metrics
 from flrepo.server.middleware.audit import AuditTrail
 from flrepo.server.middleware.body_limit import BodyLimit
 from flrepo.server.middleware.request_context import RequestContext
+from flrepo.server.middleware.trailing_slash import TrailingSlash
 from flrepo.server.repository import audit as audit_trail
 from flrepo.server.repository.liveness import watch_tasks_forever
 from flrepo.server.routes import (
@@ -78,9 +79,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # the database creates the indexes once it is back.
             log.warning("database not reachable at start-up (%s); will retry on demand", exc)
         background = []
-        if settings.sweep_interval_s > 0:
+        # The sweep is nobody's request: its own handle, without the per-reply bound (deleting a large
+        # chunk set may take longer than a request may wait).
+        sweep_db = Database.connect(settings, bounded=False) if settings.sweep_interval_s > 0 else None
+        if sweep_db is not None:
             grace = timedelta(seconds=settings.sweep_grace_s)
-            background.append(asyncio.create_task(sweep_forever(db, settings.sweep_interval_s, grace)))
+            background.append(asyncio.create_task(sweep_forever(sweep_db, settings.sweep_interval_s, grace)))
         if settings.task_check_interval_s > 0:
             # Beside the sweep: fails Running tasks whose collector stopped heartbeating.
             background.append(asyncio.create_task(watch_tasks_forever(db, settings.task_check_interval_s)))
@@ -91,6 +95,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 job.cancel()
                 with suppress(asyncio.CancelledError):
                     await job
+            if sweep_db is not None:
+                await sweep_db.close()
             await db.close()
 
     # FastAPIOffline serves Swagger UI and ReDoc assets from the package, not a CDN.
@@ -100,6 +106,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
+        # `/model/` → 307 to `http://{Host header}/model` built redirects from what the client sent;
+        # TrailingSlash serves such paths in place instead.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.keys = KeyStore.from_settings(settings.api_keys_file, settings.anonymous_role)
@@ -110,7 +119,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit.router)
     app.include_router(health.router)
 
-    @app.get("/metrics", include_in_schema=False)
+    # Request counts by route and status reveal how the service is used: a reader key, unless the
+    # deployment says its scraper cannot send one (FLREPO_METRICS_PUBLIC=true).
+    metrics_guard = [] if settings.metrics_public else [Depends(authorize)]
+
+    @app.get("/metrics", include_in_schema=False, dependencies=metrics_guard)
     async def metrics() -> Response:
         return Response(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -131,5 +144,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # add_middleware wraps: the last added runs first (RequestContext, then BodyLimit, then AuditTrail).
     app.add_middleware(AuditTrail, record=record)
     app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestContext, metrics=app.state.metrics)
+    app.add_middleware(
+        RequestContext,
+        metrics=app.state.metrics,
+        max_headers=settings.max_headers,
+        max_header_bytes=settings.max_header_bytes,
+    )
+    app.add_middleware(TrailingSlash)  # outermost: every layer sees the path as routed
     return app

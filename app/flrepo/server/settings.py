@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     db_timeout_ms: int = Field(
         default=3000,
         ge=100,
-        description="Server-selection timeout: how long a request waits for an unavailable database before 503.",
+        description="How long a request waits for the database (to be found, to connect, for each reply) before 503.",
     )
     api_keys_file: Path | None = Field(
         default=None, description="JSON or YAML list of {id, role, sha256} API key entries; unset: no keys."
@@ -59,6 +59,45 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds between checks for Running tasks whose collector stopped heartbeating (they are "
         "marked Failed, reason CollectorLost, after their heartbeat_timeout); 0 disables.",
+    )
+    max_header_bytes: int = Field(
+        default=32 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Largest request head (request line and headers) in bytes; larger ones get 400.",
+    )
+    max_headers: int = Field(default=100, ge=8, le=10_000, description="Most header lines a request may send (431).")
+    header_timeout_s: float = Field(
+        default=10,
+        gt=0,
+        le=300,
+        description="Seconds a connection has to send a complete request head (408 and closed after).",
+    )
+    idle_timeout_s: float = Field(
+        default=30,
+        gt=0,
+        le=3600,
+        description="Seconds of silence after which a request body (or a client not reading) is given up.",
+    )
+    task_history_rounds: int = Field(
+        default=1000,
+        ge=1,
+        le=10_000,
+        description="Round records a task keeps (the oldest are dropped); GET /tasks/{id}/history pages them.",
+    )
+    task_record_bytes: int = Field(
+        default=8 * 1024,
+        ge=512,
+        le=1024 * 1024,
+        description="Largest round record of a status report, as JSON bytes (413 above it).",
+    )
+    restore_max_manifest_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="`flrepo restore`: largest manifest (all documents as JSON) it reads into memory.",
+    )
+    metrics_public: bool = Field(
+        default=False, description="Serve /metrics without an API key (else it needs the reader role)."
     )
     gridfs_chunk_bytes: int = Field(
         default=255 * 1024, ge=1024, le=15 * 1024 * 1024, description="GridFS chunk size for new files."

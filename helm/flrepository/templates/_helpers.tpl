@@ -239,12 +239,12 @@ flrepository/task: {{ include "flrepository.fl.task" . | quote }}
       name: {{ .Values.fl.apiKey.existingSecret }}
       key: {{ .Values.fl.apiKey.existingSecretKey }}
 {{- end }}
-{{- if .Values.fl.verifyKeys.existingSecret }}
-- name: FLREPO_VERIFY_KEYS
+{{- if .Values.fl.trustedKeys.existingSecret }}
+- name: FLREPO_TRUSTED_KEYS
   valueFrom:
     secretKeyRef:
-      name: {{ .Values.fl.verifyKeys.existingSecret }}
-      key: {{ .Values.fl.verifyKeys.existingSecretKey }}
+      name: {{ .Values.fl.trustedKeys.existingSecret }}
+      key: {{ .Values.fl.trustedKeys.existingSecretKey }}
 {{- end }}
 - name: FLREPO_LOG_LEVEL
   value: {{ .Values.config.logLevel | quote }}

@@ -23,7 +23,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from flrepo.client import RepositoryClient
-from flrepo.fl import strategy_setup
+from flrepo.fl import pinning, strategy_setup
 from flrepo.fl.collector import fail
 from flrepo.fl.publishing import Written, finish
 from flrepo.fl.reporting import ParticipantWait, RoundReporter
@@ -135,10 +135,10 @@ def run_task(grid: Grid, run_config: dict[str, Any]) -> None:
         written = Written()
         try:
             with tempfile.TemporaryDirectory(prefix="flrepo-serverapp-") as tmp:
-                strategy = repo.load_strategy(task["strategy"]["strategy_name"], allow_unsigned=allow_unsigned)
+                strategy = pinning.load_strategy(repo, task, allow_unsigned)  # the pinned version
                 if not isinstance(strategy, Strategy):
                     raise TypeError(f"strategy {task['strategy']['strategy_name']!r} is not a Message-API strategy")
-                model = fetch_model(repo, task, Path(tmp))
+                model = fetch_model(repo, task, Path(tmp), allow_unsigned)
                 training = training_settings(task)
                 model.check(training)
                 done = int(run_config.get("resume-round", 0) or 0)

@@ -41,7 +41,7 @@ async def dump(settings: Settings, archive: Path) -> DumpReport:
     archive = Path(archive)
     partial = archive.with_name(archive.name + ".partial")
     report = DumpReport(archive=archive)
-    db = Database.connect(settings)
+    db = Database.connect(settings, bounded=False)
     # Decided on the final name: the partial file's name ends in ".partial".
     writer = TarFileWriter(partial, compress=archive.name.endswith((".gz", ".tgz")))
     try:

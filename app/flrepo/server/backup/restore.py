@@ -34,11 +34,11 @@ async def restore(settings: Settings, archive: Path, *, force: bool = False) -> 
     with `force` the archive is merged in, archived items replacing same-key items (rules: `backup.format`).
     """
     archive = Path(archive)
-    db = Database.connect(settings)
+    db = Database.connect(settings, bounded=False)
     try:
         if not force:
             await refuse_non_empty(db, archive)
-        plan = await asyncio.to_thread(verify_archive, archive)
+        plan = await asyncio.to_thread(verify_archive, archive, settings.restore_max_manifest_bytes)
         if force:
             await refuse_conflicting_files(db, plan)
         report = DumpReport(archive=archive)

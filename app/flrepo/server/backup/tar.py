@@ -15,7 +15,7 @@ import hashlib
 import os
 import tarfile
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol, TypeVar
@@ -92,14 +92,26 @@ async def member_stream(member: TarMember, chunks: AsyncIterator[bytes]) -> Asyn
         yield pad
 
 
-async def tar_stream(members: Iterable[M], chunks: Callable[[M], AsyncIterator[bytes]]) -> AsyncIterator[bytes]:
-    """A whole archive: every member with the bytes `chunks(member)` yields, then the trailer."""
+async def tar_stream(
+    members: Iterable[M] | AsyncIterable[M], chunks: Callable[[M], AsyncIterator[bytes]]
+) -> AsyncIterator[bytes]:
+    """A whole archive: every member with the bytes `chunks(member)` yields, then the trailer.
+    `members` may be an async iterable, so members can be written as a database query yields them."""
     offset = 0
-    for member in members:
+    async for member in _members(members):
         async for block in member_stream(member, chunks(member)):
             offset += len(block)
             yield block
     yield end_of_archive(offset)
+
+
+async def _members(members: Iterable[M] | AsyncIterable[M]) -> AsyncIterator[M]:
+    if isinstance(members, AsyncIterable):
+        async for member in members:
+            yield member
+    else:
+        for member in members:
+            yield member
 
 
 class TarFileWriter:

@@ -18,11 +18,16 @@ from flrepo.server.backup.format import (
     plan_from_manifest,
 )
 from flrepo.server.backup.tar import TarReader
+from flrepo.server.backup.validate import check_documents
 from flrepo.server.storage.db import Database
 
+DEFAULT_MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 
-def verify_archive(archive: Path) -> Plan:
-    """Pass 1: read the whole archive, check every digest and the manifest; return what to write.
+
+def verify_archive(archive: Path, max_manifest_bytes: int = DEFAULT_MAX_MANIFEST_BYTES) -> Plan:
+    """Pass 1: read the whole archive, check every digest, the manifest and every document (with the
+    API's schemas); return what to write. The manifest and checksum list are the only members held in
+    memory, and only up to `max_manifest_bytes` (a small compressed archive can expand to gigabytes).
 
     Blocking file I/O: run it in a worker thread.
     """
@@ -40,6 +45,11 @@ def verify_archive(archive: Path) -> Plan:
             if member.name in actual:
                 raise ArchiveError(f"{archive}: member {member.name!r} appears twice")
             keep = member.name in (MANIFEST, SUMS)
+            if keep and member.size > max_manifest_bytes:
+                raise ArchiveError(
+                    f"{archive}: {member.name} is {member.size} bytes, over the {max_manifest_bytes}-byte limit "
+                    "(FLREPO_RESTORE_MAX_MANIFEST_BYTES); not restoring"
+                )
             kept = io.BytesIO()
             digest = hashlib.sha256()
             while chunk := reader.read(stream):
@@ -68,7 +78,11 @@ def verify_archive(archive: Path) -> Plan:
     if bad:
         raise ArchiveError(f"{archive}: sha256 mismatch in {', '.join(bad)}; the archive is corrupt")
 
-    return plan_from_manifest(archive, parse_manifest(archive, manifest_data), actual, sizes)
+    manifest = parse_manifest(archive, manifest_data)
+    del manifest_data  # the parsed documents are what pass 2 needs
+    plan = plan_from_manifest(archive, manifest, actual, sizes)
+    check_documents(archive, plan.collections)
+    return plan
 
 
 async def refuse_non_empty(db: Database, archive: Path) -> None:

@@ -137,12 +137,35 @@ async def _gzip(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     yield compressor.flush()
 
 
-async def archive_response(filename: str, entries: list[ArchiveEntry], read: Reader) -> Response:
-    """`entries` as one streamed archive, its format chosen by `filename` (.zip, .tar, .tar.gz/.tgz)."""
+async def archive_response(filename: str, entries: Callable[[], AsyncIterator[ArchiveEntry]], read: Reader) -> Response:
+    """The entries `entries()` yields as one streamed archive, its format chosen by `filename` (.zip,
+    .tar, .tar.gz/.tgz). A .tar.gz is written as the entries arrive; .zip and .tar announce their exact
+    length, so they list their (small) entries first."""
     lower = filename.lower()
     headers = {"Content-Disposition": content_disposition(filename), "X-Content-Type-Options": "nosniff"}
     if lower.endswith(".tar.gz") or lower.endswith(".tgz"):
-        return StreamingResponse(_gzip(tar_stream(entries, read)), media_type="application/gzip", headers=headers)
+        # The first batch is read before answering, so an unavailable database is still a 503.
+        stream = await _started(entries())
+        return StreamingResponse(_gzip(tar_stream(stream, read)), media_type="application/gzip", headers=headers)
+    listed = [entry async for entry in entries()]
+    return await _sized_archive(lower, headers, listed, read)
+
+
+async def _started(entries: AsyncIterator[ArchiveEntry]) -> AsyncIterator[ArchiveEntry]:
+    """`entries` with its first item already fetched (the query has run)."""
+    first = await anext(entries, None)
+
+    async def chained() -> AsyncIterator[ArchiveEntry]:
+        if first is None:
+            return
+        yield first
+        async for entry in entries:
+            yield entry
+
+    return chained()
+
+
+async def _sized_archive(lower: str, headers: dict[str, str], entries: list[ArchiveEntry], read: Reader) -> Response:
     if lower.endswith(".tar"):
         headers["Content-Length"] = str(tar_length(entries))
         return StreamingResponse(tar_stream(entries, read), media_type="application/x-tar", headers=headers)

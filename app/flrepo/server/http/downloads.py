@@ -10,7 +10,10 @@ from fastapi.responses import StreamingResponse
 
 from flrepo.server.repository.items import FileView
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
+# A position with more digits than this is past any file's end (2**63 has 19 digits); reading it as an
+# int would only burn CPU, or fail past Python's 4,300-digit limit.
+_MAX_DIGITS = 19
 
 
 def content_disposition(filename: str) -> str:
@@ -27,19 +30,27 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
     match = _RANGE.match(header.strip())
     if not match:
         return None
-    first, last = match.groups()
-    if first == "" and last == "":
+    first, last = (_position(group) for group in match.groups())
+    if first is None and last is None:
         return None
-    if first == "":
-        suffix = int(last)
-        if suffix == 0 or size == 0:
+    if first is None:
+        assert last is not None
+        if last == 0 or size == 0:
             return "unsatisfiable"
-        return max(size - suffix, 0), size - 1
-    start = int(first)
-    end = int(last) if last else size - 1
+        return max(size - last, 0), size - 1
+    start = first
+    end = last if last is not None else size - 1
     if start >= size or end < start:
         return "unsatisfiable"
     return start, min(end, size - 1)
+
+
+def _position(digits: str) -> int | None:
+    """A range position; None when absent; positions too long to mean anything are "beyond any end"."""
+    if not digits:
+        return None
+    stripped = digits.lstrip("0") or "0"
+    return 2**63 if len(stripped) > _MAX_DIGITS else int(stripped)
 
 
 def file_response(request: Request, view: FileView) -> Response:

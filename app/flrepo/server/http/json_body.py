@@ -6,6 +6,8 @@ a body (`strict_content_type`) because a browser page can send one cross-site wi
 preflight. Here it is parsed as JSON only when the request did not come from a browser: browsers
 mark every cross-site request with `Origin` and `Sec-Fetch-*` headers, scripts send neither.
 So aerOS scripts keep working and a web page still cannot write through a visitor's network.
+
+Every JSON body is then read strictly (`strict_json`): what no store can hold is a 422.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
+from flrepo.server.http.strict_json import StrictJSONRequest
+
 _BROWSER_HEADERS = (b"origin", b"sec-fetch-site", b"sec-fetch-mode")
 
 
@@ -25,8 +29,9 @@ def untyped_script_body(scope: MutableMapping[str, Any]) -> bool:
     return b"content-type" not in names and not names.intersection(_BROWSER_HEADERS)
 
 
-class AerosJsonRoute(APIRoute):
-    """A route whose JSON body may come without `Content-Type` from scripts (not from browsers)."""
+class JsonBodyRoute(APIRoute):
+    """A route whose JSON body is read strictly and may come without `Content-Type` from scripts
+    (not from browsers)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -34,9 +39,9 @@ class AerosJsonRoute(APIRoute):
             return handler
 
         async def route_handler(request: Request) -> Response:
-            if untyped_script_body(request.scope):
-                headers = [*request.scope["headers"], (b"content-type", b"application/json")]
-                request = Request({**request.scope, "headers": headers}, request.receive)
-            return await handler(request)
+            scope = request.scope
+            if untyped_script_body(scope):
+                scope = {**scope, "headers": [*scope["headers"], (b"content-type", b"application/json")]}
+            return await handler(StrictJSONRequest(scope, request.receive))
 
         return route_handler

@@ -9,6 +9,7 @@ A raw `application/octet-stream` body is accepted too (curl --data-binary, the S
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,10 +17,10 @@ from typing import Any
 from fastapi import HTTPException, Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from flrepo.names import DOT_NAMES, MAX_FILENAME, is_unsafe
 from flrepo.server.storage.blobs import IncomingFile
 
 FILE_FIELD = "file"
-MAX_FILENAME = 255
 
 # Multipart parts and headers around the file add a little to Content-Length; anything beyond
 # this margin over the size limit can be refused before a byte is stored.
@@ -46,12 +47,13 @@ UPLOAD_OPENAPI: dict[str, Any] = {
 
 
 def clean_filename(name: str | None) -> str | None:
-    """Keep the last path component, without control characters; None if nothing is left."""
+    """Keep the last path component in NFC, without control, format (Cf) or surrogate characters;
+    None if nothing usable is left."""
     if not name:
         return None
-    name = re.split(r"[\\/]", name)[-1]
-    name = "".join(ch for ch in name if ord(ch) >= 32 and ord(ch) != 127).strip()
-    if name in ("", ".", ".."):
+    name = unicodedata.normalize("NFC", re.split(r"[\\/]", name)[-1])
+    name = "".join(ch for ch in name if not is_unsafe(ch)).strip()
+    if name in DOT_NAMES or not name.strip("."):
         return None
     return name[:MAX_FILENAME]
 

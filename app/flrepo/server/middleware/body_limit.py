@@ -8,11 +8,10 @@ routing, so the route is known by the first receive.
 
 from __future__ import annotations
 
-import json
-
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from flrepo.server.http.responses import send_json
 from flrepo.server.http.uploads import streams_upload
 
 
@@ -62,15 +61,3 @@ class BodyLimit:
             if started:
                 raise
             await send_json(send, exc.status_code, str(exc.detail))
-
-
-async def send_json(send: Send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

@@ -13,6 +13,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flrepo.logs import request_id_var
+from flrepo.server.http.responses import send_json
 from flrepo.server.metrics import Metrics
 
 log = logging.getLogger("flrepo.access")
@@ -39,10 +40,19 @@ class _Exchange:
     sent: int = 0
 
 
+def _head_size(scope: Scope) -> int:
+    target = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+    return target + sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+
+
 class RequestContext:
-    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+    def __init__(
+        self, app: ASGIApp, *, metrics: Metrics, max_headers: int = 100, max_header_bytes: int = 32 * 1024
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.max_headers = max_headers
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -70,7 +80,14 @@ class RequestContext:
             await send(message)
 
         try:
-            await self.app(scope, counting_receive, tagging_send)
+            # The parser stops buffering an incomplete head past the size limit (flrepo.server.serving);
+            # a head that arrived whole in one read is measured here, with the number of its lines.
+            if len(scope["headers"]) > self.max_headers:
+                await send_json(tagging_send, 431, f"more than {self.max_headers} request header lines")
+            elif _head_size(scope) > self.max_header_bytes:
+                await send_json(tagging_send, 431, f"request head larger than {self.max_header_bytes} bytes")
+            else:
+                await self.app(scope, counting_receive, tagging_send)
         finally:
             self._observe(scope, exchange, time.perf_counter() - started)
             request_id_var.reset(token)

@@ -97,10 +97,11 @@ async def page(
     limit: int,
     offset: int,
     sort: list[tuple[str, int]] | None = None,
+    projection: dict[str, Any] | None = None,
 ) -> Page:
     coll = db.collection(kind.collection)
     # _id order is insertion order: stable pages without a separate sort index.
-    cursor = coll.find(query, NO_ID).sort(sort or [("_id", 1)]).skip(offset).limit(limit)
+    cursor = coll.find(query, {**NO_ID, **(projection or {})}).sort(sort or [("_id", 1)]).skip(offset).limit(limit)
     # The count and the page are independent: one round trip's wait instead of two.
     total, docs = await asyncio.gather(coll.count_documents(query), cursor.to_list())
     return Page(items=docs, total=total)

@@ -8,14 +8,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from flrepo.names import safe_filename
 from flrepo.server.repository import items
-from flrepo.server.repository.items import NO_ID, Page
+from flrepo.server.repository.items import Page
 from flrepo.server.repository.kinds import MODELS, RESULTS
 from flrepo.server.storage import blobs
 from flrepo.server.storage.db import Database
 
 AVAILABLE: dict[str, Any] = {MODELS.id_field: {"$ne": None}}
 NEWEST_UPLOAD_FIRST = [("uploaded_at", -1)]
+# With `_id` as the tie-breaker: the key the archive continues from, batch after batch.
+ARCHIVE_ORDER = [("uploaded_at", -1), ("_id", -1)]
 
 
 async def page(db: Database, *, trained: bool | None, limit: int, offset: int) -> Page:
@@ -50,29 +53,67 @@ class ArchiveEntry:
     mtime: float
 
 
-async def archive_entries(db: Database) -> list[ArchiveEntry]:
-    """Every model that has a file, newest upload first."""
-    docs = await db.collection(MODELS.collection).find(AVAILABLE, NO_ID).sort(NEWEST_UPLOAD_FIRST).to_list()
-    entries = []
-    for doc in docs:
-        size, uploaded = doc.get("size"), doc.get("uploaded_at")
-        if size is None or uploaded is None:
-            # Stored by aerOS (or not yet migrated): the GridFS file knows its length and date.
-            file_doc = await blobs.open_file(db, doc[MODELS.id_field])
-            if file_doc is None:
-                continue  # points at nothing: there is no file to archive
-            size = file_doc["length"] if size is None else size
-            uploaded = uploaded or file_doc.get("uploadDate")
-        entries.append(
-            ArchiveEntry(
-                name=f"{doc.get('model_name')}/{doc.get('model_version')}/{doc.get('filename') or 'model.bin'}",
-                file_id=doc[MODELS.id_field],
-                size=int(size),
-                crc32=doc.get("crc32"),
-                mtime=uploaded.timestamp() if isinstance(uploaded, datetime) else time.time(),
-            )
+# Only what an entry needs: documents' `meta` can be large and is never part of the archive.
+_ENTRY_FIELDS = {"model_name": 1, "model_version": 1, "filename": 1, MODELS.id_field: 1, "size": 1, "crc32": 1}
+ARCHIVE_BATCH = 500
+
+
+def archive_entry_name(doc: dict[str, Any]) -> str:
+    """`{name}/{version}/{file}` from safe components only, whatever the document holds: a restored,
+    legacy or directly written document may name `..`, hold a `/` or a control character, and an
+    extracting tool would otherwise write outside its target folder."""
+    return "/".join(
+        (
+            safe_filename(doc.get("model_name"), "model"),
+            safe_filename(doc.get("model_version"), "version"),
+            safe_filename(doc.get("filename"), "model.bin"),
         )
-    return entries
+    )
+
+
+async def _entry(db: Database, doc: dict[str, Any]) -> ArchiveEntry | None:
+    size, uploaded = doc.get("size"), doc.get("uploaded_at")
+    if size is None or uploaded is None:
+        # Stored by aerOS (or not yet migrated): the GridFS file knows its length and date.
+        file_doc = await blobs.open_file(db, doc[MODELS.id_field])
+        if file_doc is None:
+            return None  # points at nothing: there is no file to archive
+        size = file_doc["length"] if size is None else size
+        uploaded = uploaded or file_doc.get("uploadDate")
+    return ArchiveEntry(
+        name=archive_entry_name(doc),
+        file_id=doc[MODELS.id_field],
+        size=int(size),
+        crc32=doc.get("crc32"),
+        mtime=uploaded.timestamp() if isinstance(uploaded, datetime) else time.time(),
+    )
+
+
+async def iter_archive_entries(db: Database, batch: int | None = None) -> AsyncIterator[ArchiveEntry]:
+    """Every model that has a file, newest upload first, read `batch` documents at a time.
+
+    Each batch is its own query continuing after the last entry seen (upload time, then `_id`), so no
+    cursor stays open while files stream (a server closes cursors idle for 10 minutes) and only one
+    batch of small documents is in memory however many models there are."""
+    batch = batch or ARCHIVE_BATCH
+    coll = db.collection(MODELS.collection)
+    after: dict[str, Any] | None = None
+    while True:
+        query: dict[str, Any] = dict(AVAILABLE)
+        if after is not None:
+            stamp, last_id = after.get("uploaded_at"), after["_id"]
+            query["$or"] = [{"uploaded_at": stamp, "_id": {"$lt": last_id}}]
+            if stamp is not None:
+                # Legacy documents without an upload time sort last, and `$lt` never matches them.
+                query["$or"] += [{"uploaded_at": {"$lt": stamp}}, {"uploaded_at": None}]
+        docs = await coll.find(query, {**_ENTRY_FIELDS, "uploaded_at": 1}).sort(ARCHIVE_ORDER).limit(batch).to_list()
+        for doc in docs:
+            entry = await _entry(db, doc)
+            if entry is not None:
+                yield entry
+        if len(docs) < batch:
+            return
+        after = docs[-1]
 
 
 async def read_archived(db: Database, entry: ArchiveEntry) -> AsyncIterator[bytes]:

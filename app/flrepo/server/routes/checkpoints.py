@@ -10,10 +10,11 @@ from flrepo.schemas.identifiers import Identifier
 from flrepo.schemas.tasks import CheckpointIn, CheckpointOut
 from flrepo.server.deps import DB, FILE_RESPONSE, Page, SettingsDep, listed, problems
 from flrepo.server.http.downloads import file_response
+from flrepo.server.http.json_body import JsonBodyRoute
 from flrepo.server.http.uploads import UPLOAD_OPENAPI, receiver
 from flrepo.server.repository import checkpoints
 
-router = APIRouter(tags=["tasks"])
+router = APIRouter(tags=["tasks"], route_class=JsonBodyRoute)
 
 TaskId = Annotated[Identifier, Path(description="Task id")]
 Round = Annotated[int, Path(ge=1, le=10_000, description="Round number")]

@@ -9,11 +9,11 @@ from fastapi import APIRouter, Path, Response
 from flrepo.schemas import CollectorIn, CollectorOut
 from flrepo.schemas.identifiers import Identifier
 from flrepo.server.deps import DB, Page, listed, problems
-from flrepo.server.http.json_body import AerosJsonRoute
+from flrepo.server.http.json_body import JsonBodyRoute
 from flrepo.server.repository import items
 from flrepo.server.repository.kinds import COLLECTORS
 
-router = APIRouter(tags=["collectors"], route_class=AerosJsonRoute)
+router = APIRouter(tags=["collectors"], route_class=JsonBodyRoute)
 
 Name = Annotated[Identifier, Path(description="Collector name")]
 Version = Annotated[int, Path(ge=0, le=2**53 - 1, description="Collector version")]

@@ -12,12 +12,12 @@ from flrepo.schemas.identifiers import Identifier
 from flrepo.server.deps import DB, FILE_RESPONSE, Page, SettingsDep, listed, problems
 from flrepo.server.http.archive import archive_response
 from flrepo.server.http.downloads import file_response
-from flrepo.server.http.json_body import AerosJsonRoute
+from flrepo.server.http.json_body import JsonBodyRoute
 from flrepo.server.http.uploads import UPLOAD_OPENAPI, receiver
 from flrepo.server.repository import items, models
 from flrepo.server.repository.kinds import MODELS
 
-router = APIRouter(tags=["models"], route_class=AerosJsonRoute)
+router = APIRouter(tags=["models"], route_class=JsonBodyRoute)
 
 Name = Annotated[Identifier, Path(description="Model name")]
 Version = Annotated[Identifier, Path(description="Model version")]
@@ -150,4 +150,4 @@ async def download_all_models(
     db: DB,
 ) -> Response:
     """Every available model's file in one streamed archive, newest first: `{name}/{version}/{file}`."""
-    return await archive_response(filename, await models.archive_entries(db), partial(models.read_archived, db))
+    return await archive_response(filename, partial(models.iter_archive_entries, db), partial(models.read_archived, db))

@@ -13,12 +13,12 @@ from flrepo.schemas import TrainingResultIn, TrainingResultOut
 from flrepo.schemas.identifiers import Identifier
 from flrepo.server.deps import DB, FILE_RESPONSE, Page, SettingsDep, listed, problems
 from flrepo.server.http.downloads import file_response
-from flrepo.server.http.json_body import AerosJsonRoute
+from flrepo.server.http.json_body import JsonBodyRoute
 from flrepo.server.http.uploads import UPLOAD_OPENAPI, receiver
 from flrepo.server.repository import items
 from flrepo.server.repository.kinds import RESULTS
 
-router = APIRouter(tags=["training results"], route_class=AerosJsonRoute)
+router = APIRouter(tags=["training results"], route_class=JsonBodyRoute)
 
 Name = Annotated[Identifier, Path(description="Model name")]
 Version = Annotated[Identifier, Path(description="Model version")]

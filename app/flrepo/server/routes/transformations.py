@@ -10,12 +10,12 @@ from flrepo.schemas import TransformationIn, TransformationOut, TransformationUp
 from flrepo.schemas.identifiers import Identifier
 from flrepo.server.deps import DB, FILE_RESPONSE, Page, SettingsDep, listed, problems
 from flrepo.server.http.downloads import file_response
-from flrepo.server.http.json_body import AerosJsonRoute
+from flrepo.server.http.json_body import JsonBodyRoute
 from flrepo.server.http.uploads import UPLOAD_OPENAPI, receiver
 from flrepo.server.repository import items
 from flrepo.server.repository.kinds import TRANSFORMATIONS
 
-router = APIRouter(tags=["transformations"], route_class=AerosJsonRoute)
+router = APIRouter(tags=["transformations"], route_class=JsonBodyRoute)
 
 TransformationId = Annotated[Identifier, Path(description="Transformation id")]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from gridfs import AsyncGridFSBucket
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
@@ -58,16 +59,29 @@ class Database:
     _index_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
-    def connect(cls, settings: Settings) -> Database:
-        # The client connects lazily, so the service starts even while the database is down;
-        # serverSelectionTimeoutMS bounds how long a request waits before it answers 503.
-        client: AsyncMongoClient = AsyncMongoClient(
-            settings.mongodb_url,
-            serverSelectionTimeoutMS=settings.db_timeout_ms,
-            connectTimeoutMS=settings.db_timeout_ms,
-            tz_aware=True,
-            appname="flrepo",
-        )
+    def connect(cls, settings: Settings, *, bounded: bool = True) -> Database:
+        """A handle on the databases `settings` name; the client connects lazily, so the service starts
+        even while the database is down.
+
+        `bounded` (the service): every operation waits at most FLREPO_DB_TIMEOUT_MS for the database —
+        to be selected (serverSelectionTimeoutMS), to connect (connectTimeoutMS), and for each reply
+        (socketTimeoutMS: a frozen, not dead, server never answers, and without it a request hangs until
+        the driver's monitor gives up), each tried once. The driver's own operation timeout (timeoutMS)
+        would send maxTimeMS with every command, which FerretDB refuses. Work that is nobody's request (the
+        orphan sweep, dump, restore) may run long operations and passes False: only selection and
+        connecting are bounded there.
+        """
+        timeouts: dict[str, Any] = {
+            "serverSelectionTimeoutMS": settings.db_timeout_ms,
+            "connectTimeoutMS": settings.db_timeout_ms,
+        }
+        if bounded:
+            timeouts["socketTimeoutMS"] = settings.db_timeout_ms
+            # One attempt per operation: the driver's retry would wait the whole timeout a second time.
+            # Clients retry a 503 themselves (the SDK does, with backoff, for idempotent calls).
+            timeouts["retryReads"] = False
+            timeouts["retryWrites"] = False
+        client: AsyncMongoClient = AsyncMongoClient(settings.mongodb_url, tz_aware=True, appname="flrepo", **timeouts)
         grid = client[settings.gridfs_db_name]
         return cls(
             client=client,

@@ -1,0 +1,72 @@
+"""A task's history is bounded (rounds kept, bytes per record) and paged; lists stay small."""
+
+from __future__ import annotations
+
+from tests.helpers import make_task
+
+
+async def _start(client, task_id="t1"):
+    await make_task(client, task_id)
+    assert (await client.put(f"/tasks/{task_id}/status", json={"phase": "Running"})).status_code == 200
+
+
+async def _round(client, n: int, task_id="t1", **metrics):
+    return await client.put(
+        f"/tasks/{task_id}/status",
+        json={"current_round": n, "round": {"round": n, "loss": 1.0 / n, "metrics": metrics}},
+    )
+
+
+async def test_a_megabyte_round_record_is_refused(client, raw_db):
+    """The reproduction: 21 status updates of 1 MB made a 20 MB task that every GET returned."""
+    await _start(client)
+    for n in range(1, 22):
+        r = await _round(client, n, blob="x" * 1_000_000)
+        assert r.status_code == 413, r.text
+    task = (await client.get("/tasks/t1")).json()
+    assert task["history"] == [] and task["history_total"] == 0 and task["current_round"] == 0
+    # Just under the limit is accepted; the limit is a setting.
+    assert (await _round(client, 1, blob="x" * 7000)).status_code == 200
+    assert len(str(raw_db[0]["tasks"].find_one({"task_id": "t1"}))) < 20_000
+
+
+async def test_rounds_kept_are_bounded_and_paged(client, app, raw_db):
+    app.state.settings.task_history_rounds = 5
+    app.state.settings.task_record_bytes = 2048
+    await _start(client)
+    for n in range(1, 13):
+        r = await _round(client, n, note="y" * 1500)
+        assert r.status_code == 200, r.text
+        assert r.json()["history"][-1]["round"] == n and r.json()["history_total"] == min(n, 5)
+    stored = raw_db[0]["tasks"].find_one({"task_id": "t1"})
+    assert [h["round"] for h in stored["history"]] == [8, 9, 10, 11, 12]
+    assert len(str(stored)) < 5 * 2048 + 4096  # the document cannot grow with the rounds run
+
+    task = (await client.get("/tasks/t1")).json()
+    assert [h["round"] for h in task["history"]] == [8, 9, 10, 11, 12] and task["current_round"] == 12
+    task = (await client.get("/tasks/t1", params={"history": 2})).json()
+    assert [h["round"] for h in task["history"]] == [11, 12] and task["history_total"] == 5
+    r = await client.get("/tasks/t1/history", params={"limit": 2, "offset": 1})
+    assert r.status_code == 200 and r.headers["x-total-count"] == "5"
+    assert [h["round"] for h in r.json()] == [9, 10]
+    assert (await client.get("/tasks/nope/history")).status_code == 404
+
+
+async def test_lists_carry_no_history_unless_asked(client, app):
+    await _start(client)
+    for n in range(1, 4):
+        await _round(client, n)
+    listed = (await client.get("/tasks")).json()
+    assert listed[0]["history"] == [] and listed[0]["current_round"] == 3
+    listed = (await client.get("/tasks", params={"history": 1})).json()
+    assert [h["round"] for h in listed[0]["history"]] == [3] and listed[0]["history_total"] == 3
+
+
+async def test_concurrent_reports_all_land(client):
+    import asyncio
+
+    await _start(client)
+    responses = await asyncio.gather(*(_round(client, n) for n in range(1, 9)))
+    assert all(r.status_code == 200 for r in responses)
+    task = (await client.get("/tasks/t1")).json()
+    assert sorted(h["round"] for h in task["history"]) == list(range(1, 9))
