@@ -6,6 +6,8 @@ import asyncio
 import os
 import signal
 import time
+from contextlib import suppress
+from pathlib import Path
 
 import httpx
 
@@ -74,6 +76,21 @@ async def test_starts_while_database_down_and_creates_indexes_later(tmp_path):
                 server.stop()
 
 
+def wait_stopped(pid: int) -> None:
+    """Until every thread of `pid` is stopped: kill() returns before a busy process has stopped, and
+    a request answered in between would not test a frozen database."""
+    deadline = time.monotonic() + BOUND
+    while True:
+        states = []
+        for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+            with suppress(OSError):  # a thread that ended meanwhile
+                states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+        if states and all(state in ("T", "t") for state in states):
+            return
+        assert time.monotonic() < deadline, f"process {pid} did not stop: {states}"
+        time.sleep(0.01)
+
+
 def test_a_frozen_database_answers_503_within_the_timeout(tmp_path):
     """SIGSTOP, not death: connections stay open and nothing answers. Every request gets 503 within
     FLREPO_DB_TIMEOUT_MS + 1 s (it hung for ~15 s before), and the service recovers after SIGCONT."""
@@ -86,6 +103,7 @@ def test_a_frozen_database_answers_503_within_the_timeout(tmp_path):
             assert client.post("/model", json=body).status_code == 201
             assert client.put("/model/m/v", content=b"x" * 300_000).status_code == 204
             os.kill(server.process.pid, signal.SIGSTOP)
+            wait_stopped(server.process.pid)
             slowest = 0.0
             try:
                 for method, path, kwargs in [
