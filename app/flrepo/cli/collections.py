@@ -38,6 +38,16 @@ def json_object(text: str) -> dict[str, Any]:
 # --- collections ------------------------------------------------------------------------------
 
 Keys = list[str]
+# What each key argument is, for `--help`; "{noun}" is the collection's.
+KEY_HELP = {
+    "name": "the {noun}'s name",
+    "version": "the model's version",
+    "model_name": "the model's name",
+    "model_version": "the model's version",
+    "training_id": "the training's id",
+    "id": "the {noun}'s id",
+    "task_id": "the task's id",
+}
 
 
 @dataclass
@@ -210,3 +220,7 @@ COLLECTIONS = [
         list_options=_task_list_options,
     ),
 ]
+
+
+def key_help(spec: Collection, key: str) -> str:
+    return KEY_HELP.get(key, key).format(noun=spec.noun)

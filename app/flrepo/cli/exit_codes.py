@@ -23,6 +23,7 @@ class UsageError(Exception):
 
 # argparse already exits 2 (USAGE) on a usage error.
 OK, ERROR, USAGE, NOT_FOUND, CONFLICT, UNAVAILABLE, INTEGRITY, DENIED, TOO_LARGE = range(9)
+INTERRUPTED = 130  # Ctrl-C (SIGINT), as shells report it: 128 + 2
 EXIT_CODES: list[tuple[type[Exception], int]] = [
     (NotFound, NOT_FOUND),
     (Conflict, CONFLICT),

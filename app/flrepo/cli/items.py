@@ -14,23 +14,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from flrepo.cli.collections import COLLECTIONS, Collection, Keys
+from flrepo.cli.collections import COLLECTIONS, Collection, Keys, key_help
 from flrepo.cli.exit_codes import OK, UsageError, exit_code
+from flrepo.cli.options import add_global_options
 from flrepo.cli.output import emit, log_to_stderr, progress_bar
 from flrepo.client import NotFound, RepositoryClient, RepositoryError, SignatureError
-from flrepo.client.sync import DEFAULT_URL
 from flrepo.client.transfer import in_folder
 from flrepo.signing import verify_digest
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("connection and output")
-    # Left unset, the SDK reads FLREPO_URL / FLREPO_API_KEY (flrepo.client.sync.client_options).
-    group.add_argument("--url", help=f"default: FLREPO_URL, else {DEFAULT_URL}")
-    group.add_argument("--api-key", help="default: FLREPO_API_KEY")
-    group.add_argument("--output", "-O", choices=["table", "json"], default="table", help="default: table")
-    group.add_argument("--timeout", type=float, default=60.0, help="seconds per network operation")
-    progress = group.add_mutually_exclusive_group()
+def _progress(parser: argparse.ArgumentParser) -> None:
+    """--progress/--no-progress: only on the commands that move a file."""
+    progress = parser.add_mutually_exclusive_group()
     progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show bars")
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress bars")
 
@@ -143,38 +138,42 @@ def _run(
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add one subcommand per collection, each with list/show/create/delete (+ upload/download)."""
     common = argparse.ArgumentParser(add_help=False)
-    _common(common)
+    add_global_options(common)
     for spec in COLLECTIONS:
-        parser = sub.add_parser(spec.command, help=f"{spec.command} in a running repository (list, show, create, ...)")
+        parser = sub.add_parser(
+            spec.command, parents=[common], help=f"{spec.command} in a running repository (list, show, create, ...)"
+        )
         actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
         listing = actions.add_parser("list", parents=[common], help=f"list {spec.command}")
         listing.add_argument("--limit", type=int, help="most items (default: the server's cap, 1000)")
-        listing.add_argument("--offset", type=int, default=0)
+        listing.add_argument("--offset", type=int, default=0, help="items to skip (default: 0)")
         spec.list_options(listing)
         listing.set_defaults(func=_run(_list, spec))
 
         show = actions.add_parser("show", parents=[common], help=f"one {spec.noun}'s metadata")
-        _key_arguments(show, spec.keys)
+        _key_arguments(show, spec)
         show.set_defaults(func=_run(_show, spec))
 
         create = actions.add_parser("create", parents=[common], help=f"register a {spec.noun}")
         if spec.command == "tasks":
-            create.add_argument("task_id", nargs="?", default="-", help="task id (default: the spec's, or generated)")
+            create.add_argument(
+                "task_id", metavar="TASK_ID", nargs="?", default="-", help="task id (default: the spec's, or generated)"
+            )
         else:
-            _key_arguments(create, spec.keys)
+            _key_arguments(create, spec)
         spec.create_options(create)
         create.set_defaults(func=_run(_create, spec))
 
         delete = actions.add_parser("delete", parents=[common], help=f"delete a {spec.noun} and its file")
-        _key_arguments(delete, spec.keys)
+        _key_arguments(delete, spec)
         delete.set_defaults(func=_run(_delete, spec))
 
         if spec.file_path is None:
             continue
         upload = actions.add_parser("upload", parents=[common], help=f"upload (or replace) a {spec.noun}'s file")
-        _key_arguments(upload, spec.keys)
-        upload.add_argument("file", help="the file to upload (streamed); - reads standard input")
+        _key_arguments(upload, spec)
+        upload.add_argument("file", metavar="FILE", help="the file to upload (streamed); - reads standard input")
         upload.add_argument("--filename", help="name recorded for the file (default: its own)")
         if spec.command == "results":
             upload.add_argument("--configuration-id", default="1", help="must equal the result's")
@@ -182,10 +181,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             upload.add_argument(
                 "--unsigned", action="store_true", help="do not sign even if a signing key is configured"
             )
+        _progress(upload)
         upload.set_defaults(func=_run(_upload, spec))
 
         download = actions.add_parser("download", parents=[common], help=f"download a {spec.noun}'s file, verified")
-        _key_arguments(download, spec.keys)
+        _key_arguments(download, spec)
         download.add_argument(
             "-o", "--dest", help="file or directory (default: the recorded file name, here); - writes standard output"
         )
@@ -199,9 +199,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                 action="store_true",
                 help="migration: accept an HMAC signature made before Ed25519 (secret in FLREPO_LEGACY_HMAC_KEYS)",
             )
+        _progress(download)
         download.set_defaults(func=_run(_download, spec))
 
 
-def _key_arguments(parser: argparse.ArgumentParser, keys: tuple[str, ...]) -> None:
-    for key in keys:
-        parser.add_argument(key)
+def _key_arguments(parser: argparse.ArgumentParser, spec: Collection) -> None:
+    for key in spec.keys:
+        parser.add_argument(key, metavar=key.upper(), help=key_help(spec, key))
