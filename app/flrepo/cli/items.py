@@ -9,16 +9,17 @@ scripts (`--output json`); progress bars go to stderr; the exit code says what h
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from flrepo.cli.collections import COLLECTIONS, Collection, Keys, key_help
-from flrepo.cli.exit_codes import OK, UsageError, exit_code
+from flrepo.cli.exit_codes import OK, UsageError, WouldOverwrite, exit_code
 from flrepo.cli.options import add_global_options
 from flrepo.cli.output import emit, log_to_stderr, progress_bar
-from flrepo.client import NotFound, RepositoryClient, RepositoryError, SignatureError
+from flrepo.client import Conflict, NotFound, RepositoryClient, RepositoryError, SignatureError
 from flrepo.client.transfer import in_folder
 from flrepo.signing import verify_digest
 
@@ -68,19 +69,46 @@ def _upload(spec: Collection, repo: RepositoryClient, args: argparse.Namespace) 
         label = source.name
         if not source.is_file():
             raise UsageError(f"{source}: no such file")
+    if args.create:
+        _create_unless_there(spec, repo, keys, args)
     with progress_bar(args, f"upload {label}") as progress:
         options: dict[str, Any] = {"filename": args.filename or label, "progress": progress}
-        if spec.signed == "strategy":
-            repo.upload_strategy(keys[0], source, sign=False if args.unsigned else None, **options)
-        elif spec.signed == "transformation":
-            repo.upload_transformation(keys[0], source, sign=False if args.unsigned else None, **options)
-        else:
-            assert spec.upload_path is not None
-            repo.upload(spec.upload_path(keys, args), source, **options)
-    item = spec.show(repo, keys)
-    emit(
-        args, {"uploaded": str(args.file), "size": getattr(item, "size", None), "sha256": getattr(item, "sha256", None)}
-    )
+        try:
+            if spec.signed == "strategy":
+                stored = repo.upload_strategy(keys[0], source, sign=False if args.unsigned else None, **options)
+            elif spec.signed == "transformation":
+                stored = repo.upload_transformation(keys[0], source, sign=False if args.unsigned else None, **options)
+            elif spec.command == "results":
+                stored = repo.upload_weights(keys[0], keys[1], keys[2], args.configuration_id, source, **options)
+            else:
+                stored = repo.upload_model(keys[0], keys[1], source, **options)
+        except NotFound as exc:
+            if args.create:
+                raise
+            needs = f" {spec.create_needs}" if spec.create_needs else ""
+            raise NotFound(
+                f"{exc}; add --create{needs} to register the {spec.noun} with its file",
+                status=exc.status,
+                detail=exc.detail,
+                request_id=exc.request_id,
+            ) from exc
+    emit(args, {"uploaded": str(args.file), "size": stored.size, "sha256": stored.sha256})
+
+
+def _create_unless_there(spec: Collection, repo: RepositoryClient, keys: Keys, args: argparse.Namespace) -> None:
+    """`upload --create`: register the item from the create options unless it exists."""
+    try:
+        spec.show(repo, keys)
+        return
+    except NotFound:
+        pass
+    missing = [flag for flag in spec.create_needs.split() if flag.startswith("--")]
+    if any(getattr(args, flag[2:].replace("-", "_"), None) is None for flag in missing):
+        raise UsageError(f"{spec.noun} {'/'.join(keys)} does not exist: --create needs {spec.create_needs}")
+    try:
+        spec.create(repo, keys, args)
+    except Conflict:
+        pass  # created meanwhile by someone else: upload to it all the same
 
 
 def _download(spec: Collection, repo: RepositoryClient, args: argparse.Namespace) -> None:
@@ -100,7 +128,8 @@ def _download(spec: Collection, repo: RepositoryClient, args: argparse.Namespace
         with progress_bar(args, "download") as progress:
             done = repo.download(spec.file_path(keys), sys.stdout.buffer, progress=progress, resume=False)
         sys.stdout.buffer.flush()
-        emit(args, {"path": "-", "size": done.size, "sha256": done.sha256, "verified": True}, to_stderr=True)
+        result = {"path": "-", "size": done.size, "sha256": done.sha256, "verified": True, "up_to_date": False}
+        emit(args, result, to_stderr=True)
         return
     # The recorded name came from the server: only its safe base name is used, so a document naming
     # `../../x` or `/etc/x` (restored, written directly, or sent by a hostile server) cannot make this
@@ -108,6 +137,8 @@ def _download(spec: Collection, repo: RepositoryClient, args: argparse.Namespace
     dest = Path(args.dest) if args.dest else Path(".")
     if dest.is_dir():
         dest = in_folder(dest, getattr(item, "filename", None), "-".join(keys))
+    if dest.exists() and _up_to_date(spec, repo, keys, dest, args, meta):
+        return
     with progress_bar(args, f"download {dest.name}") as progress:
         done = repo.download(spec.file_path(keys), dest, progress=progress, resume=not args.restart)
     if spec.signed:
@@ -116,7 +147,32 @@ def _download(spec: Collection, repo: RepositoryClient, args: argparse.Namespace
         except SignatureError:
             dest.unlink(missing_ok=True)  # nothing unverified is left where code could load it
             raise
-    emit(args, {"path": str(done.path), "size": done.size, "sha256": done.sha256, "verified": True})
+    emit(
+        args, {"path": str(done.path), "size": done.size, "sha256": done.sha256, "verified": True, "up_to_date": False}
+    )
+
+
+def _up_to_date(
+    spec: Collection, repo: RepositoryClient, keys: Keys, dest: Path, args: argparse.Namespace, meta: dict[str, Any]
+) -> bool:
+    """`dest` exists: True (and reported) when it is the server's file, which a HEAD names by its
+    ETag; WouldOverwrite when it differs, unless --force."""
+    assert spec.file_path is not None
+    remote = repo.stat_file(spec.file_path(keys))
+    with dest.open("rb") as handle:
+        local = hashlib.file_digest(handle, "sha256").hexdigest()
+    if local == remote.sha256:
+        if spec.signed:
+            verify_digest(repo.keyring, spec.signed, keys[0], local, remote.size, meta, args.allow_unsigned)
+        sys.stderr.write(f"flrepo {spec.command}: {dest} is up to date (sha256 {local[:12]}…), nothing downloaded\n")
+        emit(args, {"path": str(dest), "size": remote.size, "sha256": local, "verified": True, "up_to_date": True})
+        return True
+    if not args.force:
+        raise WouldOverwrite(
+            f"{dest} exists and is not the server's file (sha256 {local[:12]}…, the server's {remote.sha256[:12]}…): "
+            "add --force to replace it, or give another -o"
+        )
+    return False
 
 
 def _run(
@@ -127,7 +183,7 @@ def _run(
         try:
             with RepositoryClient(args.url, args.api_key or None, timeout=args.timeout) as repo:
                 action(spec, repo, args)
-        except (RepositoryError, SignatureError, UsageError, OSError, ValueError) as exc:
+        except (RepositoryError, SignatureError, UsageError, WouldOverwrite, OSError, ValueError) as exc:
             sys.stderr.write(f"flrepo {spec.command}: {exc}\n")
             return exit_code(exc)
         return OK
@@ -162,7 +218,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             )
         else:
             _key_arguments(create, spec)
-        spec.create_options(create)
+        spec.create_options(create, False)
         create.set_defaults(func=_run(_create, spec))
 
         delete = actions.add_parser("delete", parents=[common], help=f"delete a {spec.noun} and its file")
@@ -181,6 +237,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             upload.add_argument(
                 "--unsigned", action="store_true", help="do not sign even if a signing key is configured"
             )
+        upload.add_argument(
+            "--create", action="store_true", help=f"register the {spec.noun} first if it does not exist (options below)"
+        )
+        spec.create_options(upload.add_argument_group(f"with --create, for a new {spec.noun}"), True)
         _progress(upload)
         upload.set_defaults(func=_run(_upload, spec))
 
@@ -190,6 +250,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             "-o", "--dest", help="file or directory (default: the recorded file name, here); - writes standard output"
         )
         download.add_argument("--restart", action="store_true", help="ignore a partial download and start over")
+        download.add_argument(
+            "--force", action="store_true", help="replace a different existing file (the same file is never fetched)"
+        )
         if spec.signed:
             download.add_argument(
                 "--allow-unsigned", action="store_true", help="keep the file even without a valid signature"
