@@ -20,11 +20,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flrepo.cli.exit_codes import CONFLICT, DENIED, INTERRUPTED, NOT_FOUND, OK, UNAVAILABLE, USAGE
+from flrepo.cli.exit_codes import CONFLICT, DENIED, INTEGRITY, INTERRUPTED, NOT_FOUND, OK, UNAVAILABLE, USAGE
 from flrepo.cli.main import build_parser, main
 from flrepo.server.auth import hash_key
 from flrepo.server.embedded import free_port
 from flrepo.server.main import create_app
+from flrepo.signing import encode_key
 from tests.cli.stalling_proxy import StallingProxy
 from tests.helpers import LiveServer, make_settings
 
@@ -357,3 +358,17 @@ def test_ctrl_c_mid_download_exits_130_and_keeps_the_part(flrepo, live_server, t
         assert code == OK, err
         assert proxy.forwarded < source.stat().st_size - kept + 64 * 1024  # the rest, plus headers and metadata
     assert dest.read_bytes() == source.read_bytes() and not list(tmp_path.glob("copy.bin.part*"))
+
+
+def test_an_up_to_date_signed_strategy_is_still_verified(flrepo, tmp_path, monkeypatch):
+    monkeypatch.setenv("FLREPO_SIGNING_KEY", encode_key(bytes(range(32))))
+    artifact = tmp_path / "s.pkl"
+    artifact.write_bytes(os.urandom(4096))
+    assert flrepo("strategies", "upload", "s", str(artifact), "--create")[0] == OK
+    dest = tmp_path / "got.pkl"
+    assert flrepo("strategies", "download", "s", "-o", str(dest))[0] == OK
+    code, out, err = flrepo("strategies", "download", "s", "-o", str(dest))
+    assert code == OK and json.loads(out)["up_to_date"] is True and "up to date" in err
+    monkeypatch.delenv("FLREPO_SIGNING_KEY")  # now nothing trusts the publisher's key
+    code, out, err = flrepo("strategies", "download", "s", "-o", str(dest))
+    assert code == INTEGRITY and "not trusted" in err and "up to date" not in err
