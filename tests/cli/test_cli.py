@@ -62,7 +62,13 @@ def test_models_create_upload_download_list_delete(flrepo, tmp_path):
     dest.parent.mkdir()
     code, out, err = flrepo("models", "download", "m", "v1", "-o", str(dest))
     assert code == OK, err
-    assert _json(out) == {"path": str(dest), "size": source.stat().st_size, "sha256": digest, "verified": True}
+    assert _json(out) == {
+        "path": str(dest),
+        "size": source.stat().st_size,
+        "sha256": digest,
+        "verified": True,
+        "up_to_date": False,
+    }
     assert dest.read_bytes() == source.read_bytes() and not list(dest.parent.glob("*.part*"))
 
     # A directory as destination keeps the recorded file name.

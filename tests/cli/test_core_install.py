@@ -1,4 +1,4 @@
-"""The core install (`pip install flrepo`: SDK + CLI on httpx, pydantic, rich) works on its own.
+"""The core install (`pip install flrepo`: SDK + CLI on httpx, pydantic, rich, shtab) works on its own.
 
 Offline: the wheel is built from a copy of the sources with the test environment's setuptools, and
 a fresh venv sees only the core dependencies, borrowed from the test environment (their top-level
@@ -25,7 +25,7 @@ from packaging.utils import canonicalize_name
 from flrepo.cli.exit_codes import OK, USAGE
 
 ROOT = Path(__file__).resolve().parents[2]
-CORE = {"httpx", "pydantic", "rich"}
+CORE = {"httpx", "pydantic", "rich", "shtab"}
 # The project files a wheel is built from (setuptools finds the packages under app/).
 SOURCES = ("pyproject.toml", "README.md", "app")
 
@@ -49,7 +49,7 @@ def _check(done: subprocess.CompletedProcess[str]) -> subprocess.CompletedProces
 
 
 def core_distributions() -> dict[str, importlib.metadata.Distribution]:
-    """httpx, pydantic, rich and everything they require here (markers evaluated, no extras)."""
+    """httpx, pydantic, rich, shtab and everything they require here (markers evaluated, no extras)."""
     found: dict[str, importlib.metadata.Distribution] = {}
     todo = sorted(CORE)
     while todo:
@@ -164,6 +164,8 @@ def test_the_cli_runs_and_names_the_extra_a_command_needs(core_venv, tmp_path):
     serve = core_venv.run(core_venv.flrepo, "serve", cwd=tmp_path)
     assert serve.returncode == USAGE and "Traceback" not in serve.stderr
     assert serve.stderr == "flrepo serve: needs the server extra: pip install 'flrepo[server]'\n"
+    completion = _check(core_venv.run(core_venv.flrepo, "completion", "bash", cwd=tmp_path)).stdout
+    assert "_shtab_flrepo" in completion and "transformations" in completion
 
 
 def test_the_cli_lists_models_of_a_live_server(core_venv, live_server, tmp_path):

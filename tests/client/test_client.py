@@ -35,16 +35,18 @@ from flrepo.client import (
     Keyring,
     NotFound,
     Page,
+    RateLimited,
     RepositoryClient,
     RepositoryError,
     Retry,
     SignatureError,
+    Stored,
     TooLarge,
     Unauthorized,
     Unavailable,
     calls,
 )
-from flrepo.client.endpoint import AsyncEndpoint, SyncEndpoint
+from flrepo.client.endpoint import AsyncEndpoint, AsyncPager, SyncEndpoint, SyncPager
 from flrepo.client.transfer import CHUNK
 from flrepo.schemas import ModelOut, StrategyOut, TrainingResultOut, TransformationOut
 from flrepo.schemas.tasks import CheckpointOut, TaskIn, TaskOut
@@ -166,7 +168,8 @@ class _CountedAsync(httpx.AsyncByteStream):
 
 class Flaky(httpx.BaseTransport, httpx.AsyncBaseTransport):
     """A real transport (sync or async) to the server, whose first requests fail per `plan`: an
-    exception class is raised before anything is sent, 503 answers without reaching the server,
+    exception class is raised before anything is sent, 503 answers without reaching the server, so
+    does (status, headers),
     ("cut", n) lets n body bytes through then drops the connection, None passes. Records every
     request and counts the body bytes of successful (2xx) responses."""
 
@@ -185,6 +188,9 @@ class Flaky(httpx.BaseTransport, httpx.AsyncBaseTransport):
             raise failure("injected by the test", request=request)
         if failure == 503:
             return httpx.Response(503, json={"detail": "injected: database unavailable"}, request=request), None
+        if isinstance(failure, tuple) and isinstance(failure[0], int):  # (status, headers)
+            status, headers = failure
+            return httpx.Response(status, json={"detail": "injected: not now"}, headers=headers, request=request), None
         self._sent_in_response = 0
         return None, failure[1] if isinstance(failure, tuple) else None
 
@@ -223,6 +229,39 @@ class Flaky(httpx.BaseTransport, httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         if self._async:
             await self._async.aclose()
+
+
+class EditedPutAnswers(Flaky):
+    """Passes everything to the server, and sets (a value) or removes (None) the ETag of its answers
+    to PUTs: a server that does or does not say what it stored."""
+
+    def __init__(self, etag: str | None) -> None:
+        super().__init__()
+        self.etag = etag
+
+    def _edit(self, request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        if request.method == "PUT":
+            response.headers.pop("etag", None)
+            if self.etag is not None:
+                response.headers["etag"] = self.etag
+        return response
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self._edit(request, super().handle_request(request))
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return self._edit(request, await super().handle_async_request(request))
+
+
+def puts(transport: Flaky) -> int:
+    return sum(q.method == "PUT" for q in transport.requests)
+
+
+async def collect(items: Any) -> list[Any]:
+    """The items of a sync or an async iterator."""
+    if hasattr(items, "__aiter__"):
+        return [item async for item in items]
+    return list(items)
 
 
 def pipe_with(data: bytes) -> io.BufferedReader:
@@ -266,16 +305,32 @@ def test_both_clients_expose_every_call_shape_with_the_same_signature():
         and str(fn.__annotations__.get("return", "")).startswith("Call[")
     }
     assert len(shapes) == 33
-    for cls, endpoint in ((RepositoryClient, SyncEndpoint), (AsyncRepositoryClient, AsyncEndpoint)):
+    # Every list call that pages (limit + offset) has an iterator over all its pages.
+    paged = {name for name in shapes if {"limit", "offset"} <= set(inspect.signature(getattr(calls, name)).parameters)}
+    assert len(paged) == 10
+    pagers: dict[str, Any] = {}
+    for cls, endpoint, pager in (
+        (RepositoryClient, SyncEndpoint, SyncPager),
+        (AsyncRepositoryClient, AsyncEndpoint, AsyncPager),
+    ):
         endpoints = {name for name, value in vars(cls).items() if isinstance(value, endpoint)}
         assert endpoints == shapes, (cls.__name__, endpoints ^ shapes)
         for name in shapes:
             assert vars(cls)[name].shape is getattr(calls, name)
+        pagers[cls.__name__] = {name: value.shape for name, value in vars(cls).items() if isinstance(value, pager)}
+        assert {shape.__name__ for shape in pagers[cls.__name__].values()} == paged
+        assert all(name.startswith("iter_") for name in pagers[cls.__name__])
+    assert pagers["RepositoryClient"] == pagers["AsyncRepositoryClient"]
     for name in public_methods(RepositoryClient):
         sync_method, async_method = getattr(RepositoryClient, name), getattr(AsyncRepositoryClient, name)
         assert inspect.signature(sync_method) == inspect.signature(async_method), name
         assert not inspect.iscoroutinefunction(sync_method), name
-        assert inspect.iscoroutinefunction(async_method), name
+        if name.startswith("iter_"):
+            assert inspect.isgeneratorfunction(sync_method) and inspect.isasyncgenfunction(async_method), name
+            assert "page_size" in inspect.signature(sync_method).parameters, name
+            assert not {"limit", "offset"} & set(inspect.signature(sync_method).parameters), name
+        else:
+            assert inspect.iscoroutinefunction(async_method), name
 
 
 def test_idempotency_flags_of_the_call_shapes():
@@ -761,6 +816,7 @@ async def test_corrupted_file_raises_and_leaves_nothing(live_server, raw_db, con
     with pytest.raises(IntegrityError, match="ETag") as bad:
         await run(c.download_model, "m", "v1", dest)
     assert isinstance(bad.value, RepositoryError) and sha(data) in str(bad.value)
+    assert bad.value.request_id and bad.value.request_id in str(bad.value)  # the GET that brought the bytes
     assert leftovers(tmp_path) == []  # neither copy.bin, copy.bin.part nor copy.bin.part.etag
 
     sink = io.BytesIO()
@@ -953,21 +1009,178 @@ async def test_retries_only_what_is_safe_to_repeat(live_server, connect, tmp_pat
     data = os.urandom(100_000)
     source = tmp_path / "w.bin"
     source.write_bytes(data)
+    # (Counting PUTs: without an ETag in the answer, a HEAD then asks what was stored.)
     c, t = client([httpx.ReadTimeout, 503])
-    await run(c.upload_model, "m", "v1", source)
-    assert len(t.requests) == 3 and (await run(plain.get_model, "m", "v1")).sha256 == sha(data)
+    assert (await run(c.upload_model, "m", "v1", source)).sha256 == sha(data)
+    assert puts(t) == 3 and (await run(plain.get_model, "m", "v1")).sha256 == sha(data)
     c, t = client([httpx.ReadTimeout])
     with pytest.raises(Unavailable), pipe_with(b"streamed") as pipe:
         await run(c.upload_model, "m", "v1", pipe)
-    assert len(t.requests) == 1
+    assert puts(t) == 1
     c, t = client([httpx.ConnectError])
     with pipe_with(b"streamed") as pipe:
         await run(c.upload_model, "m", "v1", pipe)
-    assert len(t.requests) == 2 and (await run(plain.get_model, "m", "v1")).sha256 == sha(b"streamed")
+    assert puts(t) == 2 and (await run(plain.get_model, "m", "v1")).sha256 == sha(b"streamed")
 
     # Downloads are reads.
     c, t = client([503, httpx.ReadTimeout])
     assert await run(c.read, calls.model_file("m", "v1")) == b"streamed" and len(t.requests) == 3
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+async def test_retry_after_is_honoured_within_bounds(live_server, connect, flavour):
+    def client(plan: list[Any]) -> tuple[Any, Flaky]:
+        transport = Flaky(plan)
+        return connect(flavour, live_server.url, transport=transport), transport
+
+    # A 503 asking for a second: the next try comes after it, not after FAST's few milliseconds.
+    c, t = client([(503, {"Retry-After": "1"})])
+    started = asyncio.get_running_loop().time()
+    assert (await run(c.list_models)).total == 0 and len(t.requests) == 2
+    assert asyncio.get_running_loop().time() - started >= 0.95
+    # 429 (a proxy limiting the rate) is retried like 503; an HTTP date already past means now.
+    c, t = client([(429, {"Retry-After": "0"}), (429, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})])
+    assert (await run(c.health))["status"] == "ok" and len(t.requests) == 3
+    # Longer than Retry.max_wait_s: raised at once, with the wait asked for.
+    c, t = client([(503, {"Retry-After": "120"})])
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(Unavailable) as later:
+        await run(c.get_model, "m", "v1")
+    assert later.value.retry_after == 120 and len(t.requests) == 1
+    assert asyncio.get_running_loop().time() - started < 5
+    c, t = client([(503, {"Retry-After": "1"})])
+    c.client.retry = Retry(attempts=3, base_s=0.001, cap_s=0.005, max_wait_s=0.5)
+    with pytest.raises(Unavailable):
+        await run(c.list_models)
+    assert len(t.requests) == 1
+    # Bounded: attempts still cap the tries; 429 is RateLimited, an Unavailable.
+    c, t = client([(429, {"Retry-After": "0"})] * 5)
+    with pytest.raises(RateLimited) as limited:
+        await run(c.list_models)
+    assert isinstance(limited.value, Unavailable) and limited.value.status == 429 and len(t.requests) == FAST.attempts
+    # A create is still sent once, whatever Retry-After says.
+    c, t = client([(503, {"Retry-After": "0"})])
+    with pytest.raises(Unavailable):
+        await run(c.create_model, "m", "v1", "numpy")
+    assert len(t.requests) == 1
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+async def test_every_error_from_an_answer_carries_its_request_id(live_server, connect, flavour):
+    transport = Flaky()
+    c = connect(flavour, live_server.url, transport=transport)
+    with pytest.raises(NotFound) as missing:
+        await run(c.get_model, "nope", "v1")
+    request_id = missing.value.request_id
+    assert request_id and len(request_id) == 32 and str(missing.value).endswith(f"(request id {request_id})")
+    with pytest.raises(NotFound) as no_file:
+        await run(c.download_model, "nope", "v1", io.BytesIO())  # a streamed GET
+    assert no_file.value.request_id and no_file.value.request_id != request_id
+    with pytest.raises(Invalid) as invalid:
+        await run(c.create_model, "$x", "v1", "numpy")
+    assert invalid.value.request_id and invalid.value.request_id in str(invalid.value)
+    c = connect(flavour, live_server.url, transport=Flaky([(503, {"X-Request-ID": "given-by-a-proxy"})] * 5))
+    with pytest.raises(Unavailable) as down:
+        await run(c.list_models)
+    assert down.value.request_id == "given-by-a-proxy"
+    # No answer, no id.
+    c = connect(flavour, f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(Unavailable) as unreachable:
+        await run(c.health)
+    assert unreachable.value.request_id is None
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+async def test_iterators_walk_every_page(mongo_url, connect, flavour):
+    # A server whose pages hold at most 3 items: a page_size above that still yields everything.
+    with LiveServer(create_app(make_settings(mongo_url, list_cap=3))) as server:
+        c = connect(flavour, server.url)
+        for i in range(7):
+            await run(c.create_model, f"m{i}", "v1", "numpy")
+        transport = Flaky()
+        paged = connect(flavour, server.url, transport=transport)
+        everything = [(m.model_name, m.model_version) for m in await collect(paged.iter_models(page_size=2))]
+        assert sorted(everything) == [(f"m{i}", "v1") for i in range(7)] and len(set(everything)) == 7
+        assert [q.url.params.get("offset") for q in transport.requests] == [None, "2", "4", "6"]  # no empty page asked
+        transport.requests.clear()
+        assert len(await collect(paged.iter_models())) == 7  # the server's page size, 3: 3 + 3 + 1
+        assert [q.url.params.get("offset") for q in transport.requests] == [None, "3", "6"]
+        assert all("limit" not in q.url.params for q in transport.requests)
+        assert await collect(paged.iter_models(trained=True)) == []
+
+        data = os.urandom(100)
+        for i in (1, 4):
+            await run(c.upload_model, f"m{i}", "v1", io.BytesIO(data))
+        assert {m.model_name for m in await collect(c.iter_available_models(page_size=1))} == {"m1", "m4"}
+        for i in range(4):
+            await run(c.create_training_result, "m1", "v1", f"r{i}", {"loss": i})
+        await run(c.create_training_result, "m2", "v1", "other", {"loss": 9})
+        assert len(await collect(c.iter_training_results(page_size=2))) == 5
+        mine = await collect(c.iter_model_training_results("m1", "v1", page_size=3))
+        assert sorted(r.training_id for r in mine) == ["r0", "r1", "r2", "r3"]
+        for i in range(4):
+            await run(c.create_strategy, f"s{i}")
+            await run(c.create_transformation, f"t{i}")
+        assert {s.strategy_name for s in await collect(c.iter_strategies(page_size=3))} == {f"s{i}" for i in range(4)}
+        assert {t.id for t in await collect(c.iter_transformations(page_size=3))} == {f"t{i}" for i in range(4)}
+
+        await run(c.upload_strategy, "s0", io.BytesIO(b"pickled"), sign=False)
+        spec = {"model": {"model_name": "m1", "model_version": "v1"}, "strategy": {"strategy_name": "s0"}}
+        for i in range(4):
+            await run(c.create_task, {**spec, "task_id": f"job{i}"})
+        assert {t.task_id for t in await collect(c.iter_tasks(phase="Pending", page_size=3))} == {
+            f"job{i}" for i in range(4)
+        }
+        for round in range(1, 6):
+            await run(c.update_task_status, "job0", phase="Running", current_round=round, round={"round": round})
+            await run(c.create_checkpoint, "job0", round, loss=1 / round)
+        history = await collect(c.iter_task_history("job0", page_size=2))
+        assert [r.round for r in history] == [1, 2, 3, 4, 5]
+        assert [cp.round for cp in await collect(c.iter_checkpoints("job0", page_size=2))] == [1, 2, 3, 4, 5]
+        audit = await collect(c.iter_audit(page_size=3))  # a plain list without a total: until an empty page
+        assert len(audit) > 20 and len({(e["time"], e["path"], e["method"]) for e in audit}) == len(audit)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+async def test_uploads_return_what_was_stored(live_server, connect, tmp_path, flavour):
+    c = connect(flavour, live_server.url)
+    data = os.urandom(CHUNK + 99)
+    source = tmp_path / "w.bin"
+    source.write_bytes(data)
+    await run(c.create_model, "m", "v1", "numpy")
+    expected = Stored(len(data), sha(data))
+
+    # Whatever this server answers (an ETag or not), the result is the stored file's.
+    assert await run(c.upload_model, "m", "v1", source) == expected
+    item = await run(c.get_model, "m", "v1")
+    assert (item.size, item.sha256) == (expected.size, expected.sha256)
+    assert await run(c.stat_file, calls.model_file("m", "v1")) == expected
+
+    # An answer with the ETag: nothing more is asked.
+    transport = EditedPutAnswers(f'"{sha(data)}"')
+    r = connect(flavour, live_server.url, transport=transport)
+    assert await run(r.upload_model, "m", "v1", io.BytesIO(data)) == expected
+    assert [q.method for q in transport.requests] == ["PUT"]
+    # An ETag that is not what was sent: the server stored something else.
+    r = connect(flavour, live_server.url, transport=EditedPutAnswers(f'"{sha(b"other")}"'))
+    with pytest.raises(IntegrityError, match="stored sha256"):
+        await run(r.upload_model, "m", "v1", io.BytesIO(data))
+    # No ETag: a HEAD of the file's download path says what is stored.
+    transport = EditedPutAnswers(None)
+    r = connect(flavour, live_server.url, transport=transport)
+    assert await run(r.upload_model, "m", "v1", source) == expected
+    assert [(q.method, q.url.path) for q in transport.requests] == [("PUT", "/model/m/v1"), ("HEAD", "/model/m/v1")]
+    await run(c.create_training_result, "m", "v1", "r1", {"loss": 1})
+    transport.requests.clear()
+    assert await run(r.upload_weights, "m", "v1", "r1", "1", io.BytesIO(b"weights")) == Stored(7, sha(b"weights"))
+    assert transport.requests[-1].url.path == "/training-results/weights/m/v1/r1"
+    await run(c.create_strategy, "s")
+    assert await run(r.upload_strategy, "s", io.BytesIO(b"code"), sign=False) == Stored(4, sha(b"code"))
+    # The generic upload to a path without HEAD: the bytes that were sent and accepted.
+    stored = await run(r.upload, calls.weights_upload("m", "v1", "r1", "1"), io.BytesIO(b"again"))
+    assert stored == Stored(5, sha(b"again")) == await run(c.stat_file, calls.weights_download("m", "v1", "r1"))
+    with pytest.raises(NotFound):
+        await run(c.stat_file, calls.model_file("m", "v9"))
 
 
 # --- signed artifacts ---------------------------------------------------------------------------

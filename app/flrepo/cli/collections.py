@@ -38,6 +38,17 @@ def json_object(text: str) -> dict[str, Any]:
 # --- collections ------------------------------------------------------------------------------
 
 Keys = list[str]
+Options = argparse._ActionsContainer  # a parser or an argument group of one
+# What each key argument is, for `--help`; "{noun}" is the collection's.
+KEY_HELP = {
+    "name": "the {noun}'s name",
+    "version": "the model's version",
+    "model_name": "the model's name",
+    "model_version": "the model's version",
+    "training_id": "the training's id",
+    "id": "the {noun}'s id",
+    "task_id": "the task's id",
+}
 
 
 @dataclass
@@ -51,17 +62,20 @@ class Collection:
     show: Callable[[RepositoryClient, Keys], BaseModel]
     listing: Callable[[RepositoryClient, argparse.Namespace], calls.Page[Any]]
     create: Callable[[RepositoryClient, Keys, argparse.Namespace], BaseModel]
-    create_options: Callable[[argparse.ArgumentParser], None]
+    # Adds the create options to `create` (False) or, for `upload --create`, to `upload` (True).
+    create_options: Callable[[Options, bool], None]
     delete: Callable[[RepositoryClient, Keys], None]
     file_path: Callable[[Keys], str] | None = None
-    upload_path: Callable[[Keys, argparse.Namespace], str] | None = None
+    create_needs: str = ""  # the options `upload --create` cannot do without, as `--help` spells them
     list_options: Callable[[argparse.ArgumentParser], None] = lambda parser: None
     signed: str | None = None  # the artifact kind whose signature downloads check
 
 
-def _model_create_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--library", required=True, help="the library local executions train with, e.g. numpy")
-    parser.add_argument("--description")
+def _model_create_options(parser: Options, upload: bool) -> None:
+    parser.add_argument(
+        "--library", required=not upload, metavar="LIB", help="the library local executions train with, e.g. numpy"
+    )
+    parser.add_argument("--description", help="a description, kept in meta")
     parser.add_argument("--meta", type=json_object, default={}, help="more metadata: JSON object or @file.json")
 
 
@@ -85,9 +99,16 @@ def _create_model(repo: RepositoryClient, keys: Keys, args: argparse.Namespace) 
     return repo.create_model(keys[0], keys[1], args.library, **meta)
 
 
-def _result_create_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--results", type=json_object, required=True, help="metrics: JSON object or @file.json")
-    parser.add_argument("--configuration-id", default="1")
+def _result_create_options(parser: Options, upload: bool) -> None:
+    parser.add_argument(
+        "--results",
+        type=json_object,
+        required=not upload,
+        default={},
+        help="metrics: JSON object or @file.json" + (" (default: {})" if upload else ""),
+    )
+    if not upload:  # upload has its own, which names the configuration the weights belong to
+        parser.add_argument("--configuration-id", default="1", help="default: 1")
 
 
 def _result_list_options(parser: argparse.ArgumentParser) -> None:
@@ -101,13 +122,13 @@ def _list_results(repo: RepositoryClient, args: argparse.Namespace) -> calls.Pag
     return repo.list_training_results(limit=args.limit, offset=args.offset)
 
 
-def _strategy_create_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--description")
+def _strategy_create_options(parser: Options, upload: bool) -> None:
+    parser.add_argument("--description", help="what the strategy does")
     parser.add_argument("--meta", type=json_object, default={}, help="JSON object or @file.json")
 
 
-def _transformation_create_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--description")
+def _transformation_create_options(parser: Options, upload: bool) -> None:
+    parser.add_argument("--description", help="what the transformation does")
     parser.add_argument("--parameter-types", type=json_object, default={}, help='e.g. {"categories": "int"}')
     parser.add_argument("--default-values", type=json_object, default={}, help='e.g. {"categories": 10}')
     parser.add_argument("--outputs", type=json_arg, default=[], help='e.g. ["np.ndarray", "np.ndarray"]')
@@ -127,7 +148,7 @@ def _create_transformation(repo: RepositoryClient, keys: Keys, args: argparse.Na
     )
 
 
-def _task_create_options(parser: argparse.ArgumentParser) -> None:
+def _task_create_options(parser: Options, upload: bool) -> None:
     parser.add_argument("--spec", type=json_object, required=True, help="the task: JSON object or @task.json")
 
 
@@ -154,7 +175,7 @@ COLLECTIONS = [
         create_options=_model_create_options,
         delete=lambda repo, k: repo.delete_model(k[0], k[1]),
         file_path=lambda k: calls.model_file(k[0], k[1]),
-        upload_path=lambda k, args: calls.model_file(k[0], k[1]),
+        create_needs="--library LIB",
         list_options=_model_list_options,
     ),
     Collection(
@@ -168,7 +189,6 @@ COLLECTIONS = [
         create_options=_result_create_options,
         delete=lambda repo, k: repo.delete_training_result(k[0], k[1], k[2]),
         file_path=lambda k: calls.weights_download(k[0], k[1], k[2]),
-        upload_path=lambda k, args: calls.weights_upload(k[0], k[1], k[2], args.configuration_id),
         list_options=_result_list_options,
     ),
     Collection(
@@ -210,3 +230,7 @@ COLLECTIONS = [
         list_options=_task_list_options,
     ),
 ]
+
+
+def key_help(spec: Collection, key: str) -> str:
+    return KEY_HELP.get(key, key).format(noun=spec.noun)

@@ -21,11 +21,17 @@ class UsageError(Exception):
     """A bad argument the parser could not catch (e.g. a file that does not exist)."""
 
 
+class WouldOverwrite(Exception):
+    """A download would replace a different local file, and --force was not given."""
+
+
 # argparse already exits 2 (USAGE) on a usage error.
 OK, ERROR, USAGE, NOT_FOUND, CONFLICT, UNAVAILABLE, INTEGRITY, DENIED, TOO_LARGE = range(9)
+INTERRUPTED = 130  # Ctrl-C (SIGINT), as shells report it: 128 + 2
 EXIT_CODES: list[tuple[type[Exception], int]] = [
     (NotFound, NOT_FOUND),
     (Conflict, CONFLICT),
+    (WouldOverwrite, CONFLICT),
     (Unavailable, UNAVAILABLE),
     (IntegrityError, INTEGRITY),
     (NoSigningKey, USAGE),  # before its base class: a setup problem, not a bad file

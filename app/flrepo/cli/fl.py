@@ -12,6 +12,7 @@ from pathlib import Path
 
 from flrepo.cli.exit_codes import USAGE, exit_code
 from flrepo.cli.extras import require_extra
+from flrepo.cli.options import add_global_options
 from flrepo.client import RepositoryClient, RepositoryError
 from flrepo.logs import configure_logging
 from flrepo.signing import SignatureError
@@ -22,7 +23,7 @@ def _fl_setup(args: argparse.Namespace) -> RepositoryClient:
     (flrepo.signing); --allow-legacy-hmac sets the migration flag for HMAC-signed items."""
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     configure_logging(os.environ.get("FLREPO_LOG_LEVEL", "INFO"), json_logs=False)
-    repo = RepositoryClient(args.repo, api_key=args.api_key)
+    repo = RepositoryClient(args.url, api_key=args.api_key, timeout=args.timeout)
     if getattr(args, "allow_legacy_hmac", False):
         repo.keyring = repo.keyring.allowing_legacy_hmac()
     return repo
@@ -120,9 +121,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _add_fl_options(parser: argparse.ArgumentParser) -> None:
-    # Left unset, the SDK reads FLREPO_URL / FLREPO_API_KEY (flrepo.client.sync.client_options).
-    parser.add_argument("--repo", help="repository URL (default: FLREPO_URL, else http://127.0.0.1:9013)")
-    parser.add_argument("--api-key", help="API key (default: FLREPO_API_KEY)")
+    # The repository's URL is the global --url, also spelled --repo here (its name before --url was global).
+    add_global_options(parser, url_aliases=("--repo",))
     parser.add_argument(
         "--allow-unsigned", action="store_true", help="load strategies/transformations without a valid signature"
     )

@@ -9,28 +9,24 @@ scripts (`--output json`); progress bars go to stderr; the exit code says what h
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from flrepo.cli.collections import COLLECTIONS, Collection, Keys
-from flrepo.cli.exit_codes import OK, UsageError, exit_code
+from flrepo.cli.collections import COLLECTIONS, Collection, Keys, key_help
+from flrepo.cli.exit_codes import OK, UsageError, WouldOverwrite, exit_code
+from flrepo.cli.options import add_global_options
 from flrepo.cli.output import emit, log_to_stderr, progress_bar
-from flrepo.client import NotFound, RepositoryClient, RepositoryError, SignatureError
-from flrepo.client.sync import DEFAULT_URL
+from flrepo.client import Conflict, NotFound, RepositoryClient, RepositoryError, SignatureError
 from flrepo.client.transfer import in_folder
 from flrepo.signing import verify_digest
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("connection and output")
-    # Left unset, the SDK reads FLREPO_URL / FLREPO_API_KEY (flrepo.client.sync.client_options).
-    group.add_argument("--url", help=f"default: FLREPO_URL, else {DEFAULT_URL}")
-    group.add_argument("--api-key", help="default: FLREPO_API_KEY")
-    group.add_argument("--output", "-O", choices=["table", "json"], default="table", help="default: table")
-    group.add_argument("--timeout", type=float, default=60.0, help="seconds per network operation")
-    progress = group.add_mutually_exclusive_group()
+def _progress(parser: argparse.ArgumentParser) -> None:
+    """--progress/--no-progress: only on the commands that move a file."""
+    progress = parser.add_mutually_exclusive_group()
     progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show bars")
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress bars")
 
@@ -77,19 +73,46 @@ def _upload(spec: Collection, repo: RepositoryClient, args: argparse.Namespace) 
         label = source.name
         if not source.is_file():
             raise UsageError(f"{source}: no such file")
+    if args.create:
+        _create_unless_there(spec, repo, keys, args)
     with progress_bar(args, f"upload {label}") as progress:
         options: dict[str, Any] = {"filename": args.filename or label, "progress": progress}
-        if spec.signed == "strategy":
-            repo.upload_strategy(keys[0], source, sign=False if args.unsigned else None, **options)
-        elif spec.signed == "transformation":
-            repo.upload_transformation(keys[0], source, sign=False if args.unsigned else None, **options)
-        else:
-            assert spec.upload_path is not None
-            repo.upload(spec.upload_path(keys, args), source, **options)
-    item = spec.show(repo, keys)
-    emit(
-        args, {"uploaded": str(args.file), "size": getattr(item, "size", None), "sha256": getattr(item, "sha256", None)}
-    )
+        try:
+            if spec.signed == "strategy":
+                stored = repo.upload_strategy(keys[0], source, sign=False if args.unsigned else None, **options)
+            elif spec.signed == "transformation":
+                stored = repo.upload_transformation(keys[0], source, sign=False if args.unsigned else None, **options)
+            elif spec.command == "results":
+                stored = repo.upload_weights(keys[0], keys[1], keys[2], args.configuration_id, source, **options)
+            else:
+                stored = repo.upload_model(keys[0], keys[1], source, **options)
+        except NotFound as exc:
+            if args.create:
+                raise
+            needs = f" {spec.create_needs}" if spec.create_needs else ""
+            raise NotFound(
+                f"{exc}; add --create{needs} to register the {spec.noun} with its file",
+                status=exc.status,
+                detail=exc.detail,
+                request_id=exc.request_id,
+            ) from exc
+    emit(args, {"uploaded": str(args.file), "size": stored.size, "sha256": stored.sha256})
+
+
+def _create_unless_there(spec: Collection, repo: RepositoryClient, keys: Keys, args: argparse.Namespace) -> None:
+    """`upload --create`: register the item from the create options unless it exists."""
+    try:
+        spec.show(repo, keys)
+        return
+    except NotFound:
+        pass
+    missing = [flag for flag in spec.create_needs.split() if flag.startswith("--")]
+    if any(getattr(args, flag[2:].replace("-", "_"), None) is None for flag in missing):
+        raise UsageError(f"{spec.noun} {'/'.join(keys)} does not exist: --create needs {spec.create_needs}")
+    try:
+        spec.create(repo, keys, args)
+    except Conflict:
+        pass  # created meanwhile by someone else: upload to it all the same
 
 
 def _download(spec: Collection, repo: RepositoryClient, args: argparse.Namespace) -> None:
@@ -109,7 +132,8 @@ def _download(spec: Collection, repo: RepositoryClient, args: argparse.Namespace
         with progress_bar(args, "download") as progress:
             done = repo.download(spec.file_path(keys), sys.stdout.buffer, progress=progress, resume=False)
         sys.stdout.buffer.flush()
-        emit(args, {"path": "-", "size": done.size, "sha256": done.sha256, "verified": True}, to_stderr=True)
+        result = {"path": "-", "size": done.size, "sha256": done.sha256, "verified": True, "up_to_date": False}
+        emit(args, result, to_stderr=True)
         return
     # The recorded name came from the server: only its safe base name is used, so a document naming
     # `../../x` or `/etc/x` (restored, written directly, or sent by a hostile server) cannot make this
@@ -117,6 +141,8 @@ def _download(spec: Collection, repo: RepositoryClient, args: argparse.Namespace
     dest = Path(args.dest) if args.dest else Path(".")
     if dest.is_dir():
         dest = in_folder(dest, getattr(item, "filename", None), "-".join(keys))
+    if dest.exists() and _up_to_date(spec, repo, keys, dest, args, meta):
+        return
     with progress_bar(args, f"download {dest.name}") as progress:
         done = repo.download(spec.file_path(keys), dest, progress=progress, resume=not args.restart)
     if spec.signed:
@@ -125,7 +151,32 @@ def _download(spec: Collection, repo: RepositoryClient, args: argparse.Namespace
         except SignatureError:
             dest.unlink(missing_ok=True)  # nothing unverified is left where code could load it
             raise
-    emit(args, {"path": str(done.path), "size": done.size, "sha256": done.sha256, "verified": True})
+    emit(
+        args, {"path": str(done.path), "size": done.size, "sha256": done.sha256, "verified": True, "up_to_date": False}
+    )
+
+
+def _up_to_date(
+    spec: Collection, repo: RepositoryClient, keys: Keys, dest: Path, args: argparse.Namespace, meta: dict[str, Any]
+) -> bool:
+    """`dest` exists: True (and reported) when it is the server's file, which a HEAD names by its
+    ETag; WouldOverwrite when it differs, unless --force."""
+    assert spec.file_path is not None
+    remote = repo.stat_file(spec.file_path(keys))
+    with dest.open("rb") as handle:
+        local = hashlib.file_digest(handle, "sha256").hexdigest()
+    if local == remote.sha256:
+        if spec.signed:
+            verify_digest(repo.keyring, spec.signed, keys[0], local, remote.size, meta, args.allow_unsigned)
+        sys.stderr.write(f"flrepo {spec.command}: {dest} is up to date (sha256 {local[:12]}…), nothing downloaded\n")
+        emit(args, {"path": str(dest), "size": remote.size, "sha256": local, "verified": True, "up_to_date": True})
+        return True
+    if not args.force:
+        raise WouldOverwrite(
+            f"{dest} exists and is not the server's file (sha256 {local[:12]}…, the server's {remote.sha256[:12]}…): "
+            "add --force to replace it, or give another -o"
+        )
+    return False
 
 
 def _run(
@@ -136,7 +187,7 @@ def _run(
         try:
             with RepositoryClient(args.url, args.api_key or None, timeout=args.timeout) as repo:
                 action(spec, repo, args)
-        except (RepositoryError, SignatureError, UsageError, OSError, ValueError) as exc:
+        except (RepositoryError, SignatureError, UsageError, WouldOverwrite, OSError, ValueError) as exc:
             sys.stderr.write(f"flrepo {spec.command}: {exc}\n")
             return exit_code(exc)
         return OK
@@ -147,31 +198,35 @@ def _run(
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add one subcommand per collection, each with list/show/create/delete (+ upload/download)."""
     common = argparse.ArgumentParser(add_help=False)
-    _common(common)
+    add_global_options(common)
     for spec in COLLECTIONS:
-        parser = sub.add_parser(spec.command, help=f"{spec.command} in a running repository (list, show, create, ...)")
+        parser = sub.add_parser(
+            spec.command, parents=[common], help=f"{spec.command} in a running repository (list, show, create, ...)"
+        )
         actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
         listing = actions.add_parser("list", parents=[common], help=f"list {spec.command}")
         listing.add_argument("--limit", type=int, help="most items (default: the server's cap, 1000)")
-        listing.add_argument("--offset", type=int, default=0)
+        listing.add_argument("--offset", type=int, default=0, help="items to skip (default: 0)")
         spec.list_options(listing)
         listing.set_defaults(func=_run(_list, spec))
 
         show = actions.add_parser("show", parents=[common], help=f"one {spec.noun}'s metadata")
-        _key_arguments(show, spec.keys)
+        _key_arguments(show, spec)
         show.set_defaults(func=_run(_show, spec))
 
         create = actions.add_parser("create", parents=[common], help=f"register a {spec.noun}")
         if spec.command == "tasks":
-            create.add_argument("task_id", nargs="?", default="-", help="task id (default: the spec's, or generated)")
+            create.add_argument(
+                "task_id", metavar="TASK_ID", nargs="?", default="-", help="task id (default: the spec's, or generated)"
+            )
         else:
-            _key_arguments(create, spec.keys)
-        spec.create_options(create)
+            _key_arguments(create, spec)
+        spec.create_options(create, False)
         create.set_defaults(func=_run(_create, spec))
 
         delete = actions.add_parser("delete", parents=[common], help=f"delete a {spec.noun} and its file")
-        _key_arguments(delete, spec.keys)
+        _key_arguments(delete, spec)
         delete.set_defaults(func=_run(_delete, spec))
 
         if spec.command == "tasks":
@@ -185,8 +240,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         if spec.file_path is None:
             continue
         upload = actions.add_parser("upload", parents=[common], help=f"upload (or replace) a {spec.noun}'s file")
-        _key_arguments(upload, spec.keys)
-        upload.add_argument("file", help="the file to upload (streamed); - reads standard input")
+        _key_arguments(upload, spec)
+        upload.add_argument("file", metavar="FILE", help="the file to upload (streamed); - reads standard input")
         upload.add_argument("--filename", help="name recorded for the file (default: its own)")
         if spec.command == "results":
             upload.add_argument("--configuration-id", default="1", help="must equal the result's")
@@ -194,14 +249,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             upload.add_argument(
                 "--unsigned", action="store_true", help="do not sign even if a signing key is configured"
             )
+        upload.add_argument(
+            "--create", action="store_true", help=f"register the {spec.noun} first if it does not exist (options below)"
+        )
+        spec.create_options(upload.add_argument_group(f"with --create, for a new {spec.noun}"), True)
+        _progress(upload)
         upload.set_defaults(func=_run(_upload, spec))
 
         download = actions.add_parser("download", parents=[common], help=f"download a {spec.noun}'s file, verified")
-        _key_arguments(download, spec.keys)
+        _key_arguments(download, spec)
         download.add_argument(
             "-o", "--dest", help="file or directory (default: the recorded file name, here); - writes standard output"
         )
         download.add_argument("--restart", action="store_true", help="ignore a partial download and start over")
+        download.add_argument(
+            "--force", action="store_true", help="replace a different existing file (the same file is never fetched)"
+        )
         if spec.signed:
             download.add_argument(
                 "--allow-unsigned", action="store_true", help="keep the file even without a valid signature"
@@ -211,9 +274,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                 action="store_true",
                 help="migration: accept an HMAC signature made before Ed25519 (secret in FLREPO_LEGACY_HMAC_KEYS)",
             )
+        _progress(download)
         download.set_defaults(func=_run(_download, spec))
 
 
-def _key_arguments(parser: argparse.ArgumentParser, keys: tuple[str, ...]) -> None:
-    for key in keys:
-        parser.add_argument(key)
+def _key_arguments(parser: argparse.ArgumentParser, spec: Collection) -> None:
+    for key in spec.keys:
+        parser.add_argument(key, metavar=key.upper(), help=key_help(spec, key))

@@ -1,5 +1,8 @@
 """What the commands write: a table or key/value list for people, or JSON for scripts, on stdout;
-progress bars and log lines on stderr, so stdout stays one document (or a file's bytes)."""
+progress bars and log lines on stderr, so stdout stays one document (or a file's bytes).
+
+Tables show sizes in KiB/MiB/GiB (JSON keeps the byte counts) and fit the terminal's width
+(COLUMNS, else the terminal's); written to a file or a pipe they are not cut at all."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,7 +45,34 @@ def _cell(item: dict[str, Any], column: str) -> str:
         return ""
     if column == "sha256":
         return str(value)[:12]
+    if column == "size" and isinstance(value, int):
+        return human_size(value)
     return json.dumps(value) if isinstance(value, dict | list) else str(value)
+
+
+def human_size(size: int) -> str:
+    """Bytes for people: 512 B, 1.4 KiB, 50.0 MiB, 2.3 GiB (binary units, as `ls -h`)."""
+    if size < 1024:
+        return f"{size} B"
+    value = float(size)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+# Width for output that goes to a file or a pipe: nothing is cut, each row stays one line.
+UNBOUNDED = 100_000
+
+
+def console(to_stderr: bool = False) -> Console:
+    """A console as wide as the terminal (COLUMNS wins, as shutil.get_terminal_size reads it); rich
+    shrinks and wraps the table's columns to fit. Not a terminal and no COLUMNS: as wide as needed."""
+    stream = sys.stderr if to_stderr else sys.stdout
+    fits = "COLUMNS" in os.environ or stream.isatty()
+    width = shutil.get_terminal_size().columns if fits else UNBOUNDED
+    return Console(soft_wrap=False, stderr=to_stderr, width=width)
 
 
 def emit(args: argparse.Namespace, value: Any, columns: tuple[str, ...] = (), to_stderr: bool = False) -> None:
@@ -50,20 +81,25 @@ def emit(args: argparse.Namespace, value: Any, columns: tuple[str, ...] = (), to
     if args.output == "json":
         (sys.stderr if to_stderr else sys.stdout).write(json.dumps(_plain(value), indent=2, default=str) + "\n")
         return
-    console = Console(soft_wrap=False, stderr=to_stderr)
+    out = console(to_stderr)
     if isinstance(value, list):
         table = Table(*(c.split(".")[-1] for c in columns))
+        for column in table.columns:
+            column.overflow = "fold"  # a narrow terminal wraps a long name rather than cutting it
         for item in value:
             table.add_row(*(_cell(_plain(item), c) for c in columns))
-        console.print(table)
+        out.print(table)
         total = getattr(value, "total", None)
         if total is not None and total != len(value):
-            console.print(f"{len(value)} of {total} shown (use --limit/--offset)")
+            out.print(f"{len(value)} of {total} shown (use --limit/--offset)")
         return
     table = Table.grid(padding=(0, 2))
     for key, item in _plain(value).items():
-        table.add_row(f"[bold]{key}[/]", json.dumps(item, default=str) if isinstance(item, dict | list) else str(item))
-    console.print(table)
+        shown = f"{human_size(item)} ({item} bytes)" if key == "size" and isinstance(item, int) else item
+        table.add_row(
+            f"[bold]{key}[/]", json.dumps(shown, default=str) if isinstance(shown, dict | list) else str(shown)
+        )
+    out.print(table)
 
 
 @contextmanager

@@ -4,7 +4,8 @@
 
     with RepositoryClient("http://127.0.0.1:9013", api_key="...") as repo:
         repo.create_model("digits", "v1", library="numpy")
-        repo.upload_model("digits", "v1", "weights.npz", progress=print)
+        stored = repo.upload_model("digits", "v1", "weights.npz", progress=print)  # .size, .sha256
+        for model in repo.iter_models():                  # every page
         repo.download_model("digits", "v1", "copy.npz")   # sha256-verified, resumable
 
 `AsyncRepositoryClient` has the same methods as coroutines. Errors are the classes below; docs/CLI.md
@@ -12,13 +13,14 @@ has the whole tour, including signed strategies and transformations.
 """
 
 from flrepo.client.aio import AsyncRepositoryClient
-from flrepo.client.calls import Call, Page
+from flrepo.client.calls import Call, Page, Stored
 from flrepo.client.errors import (
     Conflict,
     Forbidden,
     IntegrityError,
     Invalid,
     NotFound,
+    RateLimited,
     RepositoryError,
     TooLarge,
     Unauthorized,
@@ -41,10 +43,12 @@ __all__ = [
     "NotFound",
     "Page",
     "PinMismatch",
+    "RateLimited",
     "RepositoryClient",
     "RepositoryError",
     "Retry",
     "SignatureError",
+    "Stored",
     "TooLarge",
     "Unauthorized",
     "Unavailable",

@@ -13,8 +13,9 @@ import httpx
 
 from flrepo.client import artifacts, calls
 from flrepo.client.artifacts import Kind
-from flrepo.client.calls import Call
-from flrepo.client.endpoint import AsyncEndpoint
+from flrepo.client.calls import Call, Stored
+from flrepo.client.endpoint import AsyncEndpoint, AsyncPager
+from flrepo.client.errors import RepositoryError
 from flrepo.client.retry import Attempts, Retry
 from flrepo.client.sync import client_options
 from flrepo.client.transfer import Dest, Download, Downloaded, Progress, Source, Upload, in_folder, is_folder
@@ -84,6 +85,7 @@ class AsyncRepositoryClient:
 
     health = AsyncEndpoint(calls.health)
     ready = AsyncEndpoint(calls.ready)
+    stat_file = AsyncEndpoint(calls.stat_file)
 
     list_models = AsyncEndpoint(calls.list_models)
     available_models = AsyncEndpoint(calls.available_models)
@@ -122,16 +124,39 @@ class AsyncRepositoryClient:
 
     list_audit = AsyncEndpoint(calls.list_audit)
 
+    # Every page of a list, as one iterator (flrepo.client.endpoint.AsyncPager).
+    iter_models = AsyncPager(calls.list_models)
+    iter_available_models = AsyncPager(calls.available_models)
+    iter_training_results = AsyncPager(calls.list_training_results)
+    iter_model_training_results = AsyncPager(calls.list_model_training_results)
+    iter_strategies = AsyncPager(calls.list_strategies)
+    iter_transformations = AsyncPager(calls.list_transformations)
+    iter_tasks = AsyncPager(calls.list_tasks)
+    iter_task_history = AsyncPager(calls.get_task_history)
+    iter_checkpoints = AsyncPager(calls.list_checkpoints)
+    iter_audit = AsyncPager(calls.list_audit)
+
     # --- files --------------------------------------------------------------------------------
 
     async def upload(
         self, path: str, source: Source, *, filename: str | None = None, progress: Progress | None = None
-    ) -> None:
-        """Stream `source` (a path or a binary file object) to PUT `path` as a raw body."""
-        await self._put(path, await asyncio.to_thread(Upload, source, filename, progress))
+    ) -> Stored:
+        """Stream `source` (a path or a binary file object) to PUT `path` as a raw body; returns the
+        stored file's size and sha256, as RepositoryClient.upload."""
+        return await self._put(path, await asyncio.to_thread(Upload, source, filename, progress))
 
-    async def _put(self, path: str, upload: Upload) -> None:
-        await self._request("PUT", path, upload.repeatable, upload, headers=upload.headers)
+    async def _put(self, path: str, upload: Upload, stat: str | None = None) -> Stored:
+        """PUT the upload; what was stored comes as in RepositoryClient._put."""
+        response = await self._request("PUT", path, upload.repeatable, upload, headers=upload.headers)
+        stored = upload.stored(response)
+        if stored is not None:
+            return stored
+        try:
+            return await self.send(calls.stat_file(stat or path))
+        except RepositoryError:
+            if stat is not None:
+                raise
+            return upload.stored_locally()
 
     async def download(
         self, path: str, dest: Dest, *, progress: Progress | None = None, resume: bool = True
@@ -167,9 +192,9 @@ class AsyncRepositoryClient:
         await self.download(path, buffer, **options)
         return buffer.getvalue()
 
-    async def upload_model(self, model_name: str, model_version: str, source: Source, **options: Any) -> None:
-        """Upload (or replace) a model's file; `options`: filename, progress."""
-        await self.upload(calls.model_file(model_name, model_version), source, **options)
+    async def upload_model(self, model_name: str, model_version: str, source: Source, **options: Any) -> Stored:
+        """Upload (or replace) a model's file; `options`: filename, progress. Returns its size and sha256."""
+        return await self.upload(calls.model_file(model_name, model_version), source, **options)
 
     async def _into_folder(self, dest: Dest, item: Call[Any], fallback: str) -> Dest:
         """`dest`, or when it is a folder, the file in it named by the item's recorded file name made safe."""
@@ -193,10 +218,11 @@ class AsyncRepositoryClient:
         configuration_id: str,
         source: Source,
         **options: Any,
-    ) -> None:
+    ) -> Stored:
         """Upload a training result's final weights (the configuration id must match the result's)."""
         path = calls.weights_upload(model_name, model_version, training_id, configuration_id)
-        await self.upload(path, source, **options)
+        upload = await asyncio.to_thread(lambda: Upload(source, **options))
+        return await self._put(path, upload, calls.weights_download(model_name, model_version, training_id))
 
     async def download_weights(
         self, model_name: str, model_version: str, training_id: str, dest: Dest, **options: Any
@@ -206,9 +232,9 @@ class AsyncRepositoryClient:
         dest = await self._into_folder(dest, item, f"{model_name}-{model_version}-{training_id}")
         return await self.download(calls.weights_download(model_name, model_version, training_id), dest, **options)
 
-    async def upload_checkpoint(self, task_id: str, round: int, source: Source, **options: Any) -> None:
+    async def upload_checkpoint(self, task_id: str, round: int, source: Source, **options: Any) -> Stored:
         """Upload a registered checkpoint's weights (.npz)."""
-        await self.upload(calls.checkpoint_file(task_id, round), source, **options)
+        return await self.upload(calls.checkpoint_file(task_id, round), source, **options)
 
     async def download_checkpoint(self, task_id: str, round: int, dest: Dest, **options: Any) -> Downloaded:
         """Download a checkpoint's weights, verified."""
@@ -232,24 +258,26 @@ class AsyncRepositoryClient:
 
     async def upload_strategy(
         self, strategy_name: str, source: Source, *, sign: bool | None = None, **options: Any
-    ) -> None:
+    ) -> Stored:
         """Upload a strategy's file and store its signature in `meta`."""
         upload = await asyncio.to_thread(lambda: Upload(source, **options))
-        await self._upload_artifact("strategy", strategy_name, upload, sign)
+        return await self._upload_artifact("strategy", strategy_name, upload, sign)
 
     async def upload_transformation(
         self, transformation_id: str, source: Source, *, sign: bool | None = None, **options: Any
-    ) -> None:
+    ) -> Stored:
         """Upload a transformation's file and store its signature in `meta`."""
         upload = await asyncio.to_thread(lambda: Upload(source, **options))
-        await self._upload_artifact("transformation", transformation_id, upload, sign)
+        return await self._upload_artifact("transformation", transformation_id, upload, sign)
 
-    async def _upload_artifact(self, kind: Kind, name: str, upload: Upload, sign: bool | None) -> None:
+    async def _upload_artifact(self, kind: Kind, name: str, upload: Upload, sign: bool | None) -> Stored:
         fields = await asyncio.to_thread(artifacts.signature, self.keyring, kind, name, upload, sign)
-        await self._put(artifacts.file_path(kind, name), upload)
+        path = artifacts.file_path(kind, name)
+        stored = await self._put(path, upload, path)
         if fields:
             current = await self.send(artifacts.get_call(kind, name))
             await self.send(artifacts.signed_meta_call(kind, name, current, fields))
+        return stored
 
     async def load_strategy(
         self, strategy_name: str, *, allow_unsigned: bool = False, sha256: str | None = None

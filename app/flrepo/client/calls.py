@@ -15,7 +15,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel
 
-from flrepo.client.errors import RepositoryError
+from flrepo.client.errors import RepositoryError, id_suffix
 from flrepo.schemas import ModelOut, StrategyOut, TrainingResultOut, TransformationOut
 from flrepo.schemas.tasks import CheckpointOut, RoundRecord, TaskIn, TaskOut
 
@@ -51,9 +51,12 @@ def read(call: Call[R], response: httpx.Response) -> R:
         return call.parse(response)
     except ValueError as exc:  # json.JSONDecodeError and pydantic.ValidationError are ValueErrors
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        request_id = response.headers.get("x-request-id")
         raise RepositoryError(
-            f"{call.method} {call.path}: unexpected answer ({first_line}); is {response.url.host} an FL repository?",
+            f"{call.method} {call.path}: unexpected answer ({first_line}); is {response.url.host} an FL repository?"
+            + id_suffix(request_id),
             status=response.status_code,
+            request_id=request_id,
         ) from exc
 
 
@@ -73,6 +76,27 @@ def _page(model: type[M]) -> Callable[[httpx.Response], Page[M]]:
         return Page(items, int(total) if total and total.isdigit() else None)
 
     return parse
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A stored file's size and sha256, as the server reports them (uploads return this)."""
+
+    size: int
+    sha256: str
+
+
+def etag_sha256(response: httpx.Response) -> str | None:
+    """The sha256 in a response's ETag (the service's ETags are the quoted sha256), or None."""
+    etag = response.headers.get("etag", "").removeprefix("W/").strip('"')
+    return etag or None
+
+
+def _stored(response: httpx.Response) -> Stored:
+    sha256, length = etag_sha256(response), response.headers.get("content-length", "")
+    if sha256 is None or not length.isdigit():
+        raise ValueError("no ETag or Content-Length")
+    return Stored(int(length), sha256)
 
 
 def _nothing(response: httpx.Response) -> None:
@@ -107,6 +131,12 @@ def health() -> Call[dict[str, Any]]:
 def ready() -> Call[dict[str, Any]]:
     """Readiness: raises Unavailable while the database is unreachable."""
     return _get("/ready", _json)
+
+
+def stat_file(path: str) -> Call[Stored]:
+    """HEAD a file path (`model_file(...)`, `strategy_file(...)`, ...): the stored file's size and
+    sha256 without its bytes."""
+    return Call("HEAD", path, _stored, idempotent=True)
 
 
 # --- models -------------------------------------------------------------------------------------

@@ -1,7 +1,10 @@
-"""Typed exceptions for the SDK: one class per kind of failure, each carrying the server's `detail`."""
+"""Typed exceptions for the SDK: one class per kind of failure, each carrying the server's `detail`
+and, when the server answered, its request id (`X-Request-ID`: the id of its log lines for the request)."""
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 from typing import Any
 
 import httpx
@@ -10,10 +13,20 @@ import httpx
 class RepositoryError(Exception):
     """Base class: the repository answered with an error, or could not be reached."""
 
-    def __init__(self, message: str, *, status: int | None = None, detail: Any = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        detail: Any = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.detail = detail
+        self.request_id = request_id  # None when no answer came (no connection, a timeout)
+        self.retry_after = retry_after  # seconds the server asked to wait (Retry-After), if it did
 
 
 class Unauthorized(RepositoryError):
@@ -44,6 +57,10 @@ class Unavailable(RepositoryError):
     """503 or no connection: the service or its database is unreachable; worth retrying later."""
 
 
+class RateLimited(Unavailable):
+    """429: too many requests (a proxy or gateway in front of the service); `retry_after` says when to try again."""
+
+
 class IntegrityError(RepositoryError):
     """The downloaded bytes do not match the sha256 the server reported (the partial file is removed)."""
 
@@ -56,6 +73,7 @@ _BY_STATUS: dict[int, type[RepositoryError]] = {
     409: Conflict,
     413: TooLarge,
     422: Invalid,
+    429: RateLimited,
     503: Unavailable,
 }
 
@@ -67,9 +85,39 @@ def error_for(response: httpx.Response) -> RepositoryError:
     except (ValueError, AttributeError):
         detail = response.text[:500] or response.reason_phrase
     request = response.request
-    message = f"{request.method} {request.url.path}: {response.status_code} {describe(detail)}"
+    request_id = response.headers.get("x-request-id")
+    message = f"{request.method} {request.url.path}: {response.status_code} {describe(detail)}{id_suffix(request_id)}"
     cls = _BY_STATUS.get(response.status_code, RepositoryError)
-    return cls(message, status=response.status_code, detail=detail)
+    return cls(
+        message,
+        status=response.status_code,
+        detail=detail,
+        request_id=request_id,
+        retry_after=retry_after(response),
+    )
+
+
+def id_suffix(request_id: str | None) -> str:
+    """How a message names the request, so a user can hand the id to whoever reads the server's logs."""
+    return f" (request id {request_id})" if request_id else ""
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """The seconds a `Retry-After` header asks to wait (delay-seconds or an HTTP date), or None."""
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
 
 
 def describe(detail: Any) -> str:

@@ -13,8 +13,9 @@ import httpx
 
 from flrepo.client import artifacts, calls
 from flrepo.client.artifacts import Kind
-from flrepo.client.calls import Call
-from flrepo.client.endpoint import SyncEndpoint
+from flrepo.client.calls import Call, Stored
+from flrepo.client.endpoint import SyncEndpoint, SyncPager
+from flrepo.client.errors import RepositoryError
 from flrepo.client.retry import Attempts, Retry
 from flrepo.client.transfer import Dest, Download, Downloaded, Progress, Source, Upload, in_folder, is_folder
 from flrepo.signing import Keyring
@@ -91,6 +92,7 @@ class RepositoryClient:
 
     health = SyncEndpoint(calls.health)
     ready = SyncEndpoint(calls.ready)
+    stat_file = SyncEndpoint(calls.stat_file)
 
     list_models = SyncEndpoint(calls.list_models)
     available_models = SyncEndpoint(calls.available_models)
@@ -129,16 +131,40 @@ class RepositoryClient:
 
     list_audit = SyncEndpoint(calls.list_audit)
 
+    # Every page of a list, as one iterator (flrepo.client.endpoint.SyncPager).
+    iter_models = SyncPager(calls.list_models)
+    iter_available_models = SyncPager(calls.available_models)
+    iter_training_results = SyncPager(calls.list_training_results)
+    iter_model_training_results = SyncPager(calls.list_model_training_results)
+    iter_strategies = SyncPager(calls.list_strategies)
+    iter_transformations = SyncPager(calls.list_transformations)
+    iter_tasks = SyncPager(calls.list_tasks)
+    iter_task_history = SyncPager(calls.get_task_history)
+    iter_checkpoints = SyncPager(calls.list_checkpoints)
+    iter_audit = SyncPager(calls.list_audit)
+
     # --- files --------------------------------------------------------------------------------
 
     def upload(
         self, path: str, source: Source, *, filename: str | None = None, progress: Progress | None = None
-    ) -> None:
-        """Stream `source` (a path or a binary file object) to PUT `path` as a raw body."""
-        self._put(path, Upload(source, filename, progress))
+    ) -> Stored:
+        """Stream `source` (a path or a binary file object) to PUT `path` as a raw body; returns the
+        stored file's size and sha256 (from the answer's ETag, else a HEAD of `path`, else the bytes sent)."""
+        return self._put(path, Upload(source, filename, progress))
 
-    def _put(self, path: str, upload: Upload) -> None:
-        self._request("PUT", path, upload.repeatable, upload.chunks, headers=upload.headers)
+    def _put(self, path: str, upload: Upload, stat: str | None = None) -> Stored:
+        """PUT the upload; what was stored comes from the answer's ETag, else from a HEAD of `stat`
+        (the file's download path) or, when none is given, of `path` if the server answers one."""
+        response = self._request("PUT", path, upload.repeatable, upload.chunks, headers=upload.headers)
+        stored = upload.stored(response)
+        if stored is not None:
+            return stored
+        try:
+            return self.send(calls.stat_file(stat or path))
+        except RepositoryError:
+            if stat is not None:
+                raise
+            return upload.stored_locally()  # a path without HEAD: what was sent and accepted
 
     def download(self, path: str, dest: Dest, *, progress: Progress | None = None, resume: bool = True) -> Downloaded:
         """Stream GET `path` into `dest` (a path or a binary file object), checking the sha256 in
@@ -174,9 +200,9 @@ class RepositoryClient:
         self.download(path, buffer, **options)
         return buffer.getvalue()
 
-    def upload_model(self, model_name: str, model_version: str, source: Source, **options: Any) -> None:
-        """Upload (or replace) a model's file; `options`: filename, progress."""
-        self.upload(calls.model_file(model_name, model_version), source, **options)
+    def upload_model(self, model_name: str, model_version: str, source: Source, **options: Any) -> Stored:
+        """Upload (or replace) a model's file; `options`: filename, progress. Returns its size and sha256."""
+        return self.upload(calls.model_file(model_name, model_version), source, **options)
 
     def _into_folder(self, dest: Dest, item: Call[Any], fallback: str) -> Dest:
         """`dest`, or when it is a folder, the file in it named by the item's recorded file name made safe."""
@@ -199,9 +225,12 @@ class RepositoryClient:
         configuration_id: str,
         source: Source,
         **options: Any,
-    ) -> None:
+    ) -> Stored:
         """Upload a training result's final weights (the configuration id must match the result's)."""
-        self.upload(calls.weights_upload(model_name, model_version, training_id, configuration_id), source, **options)
+        path = calls.weights_upload(model_name, model_version, training_id, configuration_id)
+        return self._put(
+            path, Upload(source, **options), calls.weights_download(model_name, model_version, training_id)
+        )
 
     def download_weights(
         self, model_name: str, model_version: str, training_id: str, dest: Dest, **options: Any
@@ -211,9 +240,9 @@ class RepositoryClient:
         dest = self._into_folder(dest, item, f"{model_name}-{model_version}-{training_id}")
         return self.download(calls.weights_download(model_name, model_version, training_id), dest, **options)
 
-    def upload_checkpoint(self, task_id: str, round: int, source: Source, **options: Any) -> None:
+    def upload_checkpoint(self, task_id: str, round: int, source: Source, **options: Any) -> Stored:
         """Upload a registered checkpoint's weights (.npz)."""
-        self.upload(calls.checkpoint_file(task_id, round), source, **options)
+        return self.upload(calls.checkpoint_file(task_id, round), source, **options)
 
     def download_checkpoint(self, task_id: str, round: int, dest: Dest, **options: Any) -> Downloaded:
         """Download a checkpoint's weights, verified."""
@@ -235,22 +264,26 @@ class RepositoryClient:
 
     # --- signed artifacts ---------------------------------------------------------------------
 
-    def upload_strategy(self, strategy_name: str, source: Source, *, sign: bool | None = None, **options: Any) -> None:
+    def upload_strategy(
+        self, strategy_name: str, source: Source, *, sign: bool | None = None, **options: Any
+    ) -> Stored:
         """Upload a strategy's file and store its signature in `meta` (see artifacts.signature)."""
-        self._upload_artifact("strategy", strategy_name, Upload(source, **options), sign)
+        return self._upload_artifact("strategy", strategy_name, Upload(source, **options), sign)
 
     def upload_transformation(
         self, transformation_id: str, source: Source, *, sign: bool | None = None, **options: Any
-    ) -> None:
+    ) -> Stored:
         """Upload a transformation's file and store its signature in `meta`."""
-        self._upload_artifact("transformation", transformation_id, Upload(source, **options), sign)
+        return self._upload_artifact("transformation", transformation_id, Upload(source, **options), sign)
 
-    def _upload_artifact(self, kind: Kind, name: str, upload: Upload, sign: bool | None) -> None:
+    def _upload_artifact(self, kind: Kind, name: str, upload: Upload, sign: bool | None) -> Stored:
         fields = artifacts.signature(self.keyring, kind, name, upload, sign)
-        self._put(artifacts.file_path(kind, name), upload)
+        path = artifacts.file_path(kind, name)
+        stored = self._put(path, upload, path)
         if fields:
             current = self.send(artifacts.get_call(kind, name))
             self.send(artifacts.signed_meta_call(kind, name, current, fields))
+        return stored
 
     def load_strategy(self, strategy_name: str, *, allow_unsigned: bool = False, sha256: str | None = None) -> Any:
         """The strategy object, after checking size, sha256 and signature (SignatureError otherwise);

@@ -17,7 +17,8 @@ from typing import BinaryIO
 
 import httpx
 
-from flrepo.client.errors import IntegrityError, RepositoryError
+from flrepo.client.calls import Stored, etag_sha256
+from flrepo.client.errors import IntegrityError, RepositoryError, id_suffix
 from flrepo.names import safe_filename
 
 CHUNK = 1024 * 1024
@@ -34,11 +35,13 @@ class Digest:
 
 
 class Upload:
-    """A file to send: a path (re-opened per attempt) or a file object (re-wound when seekable)."""
+    """A file to send: a path (re-opened per attempt) or a file object (re-wound when seekable).
+    `sent` is the sha256 and size of the bytes the last complete read produced."""
 
     def __init__(self, source: Source, filename: str | None = None, progress: Progress | None = None) -> None:
         self.source = source
         self.progress = progress
+        self.sent: Digest | None = None
         if isinstance(source, str | os.PathLike):
             self.path: Path | None = Path(source)
             self.size: int | None = self.path.stat().st_size
@@ -76,20 +79,41 @@ class Upload:
 
     def _read(self, handle: BinaryIO) -> Iterator[bytes]:
         done = 0
+        sha = hashlib.sha256()
+        self.sent = None
         while chunk := handle.read(CHUNK):
             done += len(chunk)
+            sha.update(chunk)
             yield chunk
             if self.progress:
                 self.progress(done, self.size)
+        self.sent = Digest(sha.hexdigest(), done)
 
     def digest(self) -> Digest:
         """sha256 and size, read once before the upload (to sign without holding the file)."""
-        sha = hashlib.sha256()
-        size = 0
-        for chunk in self.chunks():
-            sha.update(chunk)
-            size += len(chunk)
-        return Digest(sha.hexdigest(), size)
+        for _ in self.chunks():
+            pass
+        assert self.sent is not None
+        return self.sent
+
+    def stored(self, response: httpx.Response) -> Stored | None:
+        """What the server stored, from the ETag of its answer to the upload (None without one);
+        IntegrityError when that is not the sha256 of the bytes sent."""
+        sha256 = etag_sha256(response)
+        if sha256 is None or self.sent is None:
+            return None
+        if sha256 != self.sent.sha256:
+            request_id = response.headers.get("x-request-id")
+            raise IntegrityError(
+                f"the server stored sha256 {sha256}, not the {self.sent.sha256} sent{id_suffix(request_id)}",
+                request_id=request_id,
+            )
+        return Stored(self.sent.size, sha256)
+
+    def stored_locally(self) -> Stored:
+        """The bytes sent, when the server can tell nothing more (no ETag, no HEAD for the path)."""
+        assert self.sent is not None, "nothing was sent"
+        return Stored(self.sent.size, self.sent.sha256)
 
 
 def _remaining(handle: BinaryIO) -> int | None:
@@ -134,6 +158,7 @@ class Download:
         self.progress = progress
         self.resume = resume
         self.etag: str | None = None
+        self.request_id: str | None = None  # of the response being written, for errors
         self.total: int | None = None
         self.offset = 0
         self.sha = hashlib.sha256()
@@ -165,6 +190,7 @@ class Download:
     def begin(self, response: httpx.Response) -> None:
         """Take the response's headers: continue after a 206, start over after a 200."""
         etag = response.headers.get("etag")
+        self.request_id = response.headers.get("x-request-id")
         if response.status_code == 206 and self.offset:
             first, _, total = response.headers.get("content-range", "").removeprefix("bytes ").partition("/")
             if not first.startswith(f"{self.offset}-") or etag != self.etag:
@@ -229,7 +255,10 @@ class Download:
         if short or (expected and expected != sha):
             self.discard()
             why = f"{self.offset} of {self.total} bytes" if short else f"sha256 {sha}, ETag {expected}"
-            raise IntegrityError(f"download does not match what the server announced ({why}); removed")
+            raise IntegrityError(
+                f"download does not match what the server announced ({why}); removed{id_suffix(self.request_id)}",
+                request_id=self.request_id,
+            )
         self.finished = True
         if self.path is None:
             return Downloaded(None, self.offset, sha)

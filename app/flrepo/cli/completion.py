@@ -1,0 +1,36 @@
+"""`flrepo completion bash|zsh|tcsh`: a shell completion script for every command and option,
+generated from the parser itself by shtab (so it cannot drift from the commands), printed on stdout:
+
+    source <(flrepo completion bash)                 # this shell
+    flrepo completion bash > ~/.local/share/bash-completion/completions/flrepo
+    flrepo completion zsh > "${fpath[1]}/_flrepo"    # zsh: a directory on $fpath
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import shtab
+
+from flrepo.cli.exit_codes import OK
+
+SHELLS = ("bash", "zsh", "tcsh")
+
+
+def _completion(args: argparse.Namespace) -> int:
+    from flrepo.cli.main import build_parser  # the whole tree; main imports this module
+
+    sys.stdout.write(shtab.complete(build_parser(), shell=args.shell))
+    return OK
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add `flrepo completion SHELL`."""
+    parser = sub.add_parser(
+        "completion",
+        help="print a shell completion script (e.g. `source <(flrepo completion bash)`)",
+        description="Print a completion script for SHELL on stdout; see docs/CLI.md for where to install it.",
+    )
+    parser.add_argument("shell", metavar="SHELL", choices=SHELLS, help=f"one of {', '.join(SHELLS)}")
+    parser.set_defaults(func=_completion)
