@@ -57,6 +57,7 @@ _PROBLEMS = {
     403: "The API key's role does not allow this",
     404: "No such item",
     409: "Conflict with an existing item",
+    412: "Precondition failed (If-Match / If-None-Match on the current file)",
     413: "File or body too large",
     416: "Range not satisfiable",
     422: "Invalid input",
