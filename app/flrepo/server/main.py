@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo.errors import PyMongoError
 
 from flrepo import __version__
-from flrepo.server import errors
+from flrepo.server import errors, openapi
 from flrepo.server.auth import KeyStore, authorize
 from flrepo.server.deps import problems
 from flrepo.server.metrics import Metrics
@@ -110,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.keys = KeyStore.from_settings(settings.api_keys_file, settings.anonymous_role)
     app.state.metrics = Metrics.create()
     errors.install(app)
+    openapi.install(app)
     for module in (models, training_results, strategies, transformations, tasks, checkpoints, collectors):
         app.include_router(module.router, dependencies=[Depends(authorize)], responses=problems(401, 403))
     app.include_router(audit.router)

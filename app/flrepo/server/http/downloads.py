@@ -6,7 +6,7 @@ import re
 from urllib.parse import quote
 
 from fastapi import Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from flrepo.server.http.conditions import etag, none_match
 from flrepo.server.repository.items import FileView
@@ -83,8 +83,11 @@ def file_response(request: Request, view: FileView) -> Response:
         range_header = None
     wanted = parse_range(range_header, size)
     if wanted == "unsatisfiable":
+        # An error like every other: JSON with a detail (and the size in Content-Range, RFC 9110 §15.5.17).
         headers["Content-Range"] = f"bytes */{size}"
-        return Response(status_code=416, headers=headers, media_type=media)
+        return JSONResponse(
+            {"detail": f"range not satisfiable: the file has {size} bytes"}, status_code=416, headers=headers
+        )
     status = 200
     start, length = 0, size
     if isinstance(wanted, tuple):

@@ -98,6 +98,7 @@ async def upload_weights(
     responses={
         **FILE_RESPONSE,
         200: {
+            **FILE_RESPONSE[200],
             "description": "The weights, streamed; with `encoding=base64` a JSON string of base64 text",
             "content": {
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
