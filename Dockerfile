@@ -6,17 +6,19 @@
 #   docker build -t aeros/fl_repository:latest .
 #   docker run -p 9013:9012 -e FLREPO_MONGODB_URL=mongodb://user:pass@db:27017 aeros/fl_repository:latest
 #
-# For bit-for-bit rebuilds pin the base by digest: --build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:...
+# Python packages install at the versions in constraints.txt (`make constraints` writes it from the
+# dependency set the tests ran with), so two builds of one commit get the same versions.
+# For bit-for-bit rebuilds pin the base by digest too: --build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:...
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 # Only what the wheel needs (README.md is the package's long description); see .dockerignore.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY app ./app
 # Only the `server` extra (the REST service); test, fl and dev are not built or installed.
-RUN pip wheel --wheel-dir /wheels '.[server]' \
+RUN pip wheel --wheel-dir /wheels -c constraints.txt '.[server]' \
  && python -m venv /opt/flrepo \
  && /opt/flrepo/bin/pip install --no-index --find-links=/wheels 'flrepo[server]' \
  && /opt/flrepo/bin/pip uninstall --yes pip \
@@ -30,10 +32,10 @@ ARG UID=10001
 ARG FL_EXTRAS=fl
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY app ./app
 RUN python -m venv /opt/flrepo \
- && /opt/flrepo/bin/pip install ".[${FL_EXTRAS}]" \
+ && /opt/flrepo/bin/pip install -c constraints.txt ".[${FL_EXTRAS}]" \
  && /opt/flrepo/bin/pip uninstall --yes pip \
  && rm -rf /src \
  && groupadd --system --gid "${UID}" flrepo \

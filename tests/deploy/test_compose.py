@@ -407,3 +407,44 @@ def test_the_api_runs_flrepo_serve_from_the_image_and_metrics_need_a_key(compose
     assert 'CMD ["flrepo", "serve"]' in (ROOT / "Dockerfile").read_text()
     assert "flrepo serve --embedded" in (ROOT / "Makefile").read_text()
     assert api["environment"]["FLREPO_METRICS_PUBLIC"] == "${FLREPO_METRICS_PUBLIC:-false}"
+
+
+def test_every_service_rotates_its_logs_and_has_a_memory_limit(compose):
+    assert len(compose["services"]) >= 6
+    for name, service in compose["services"].items():
+        logging_ = service.get("logging") or {}
+        assert logging_.get("driver") == "json-file", name
+        options = {k: interpolate(str(v), {}) for k, v in logging_["options"].items()}
+        assert re.fullmatch(r"[0-9]+[kmg]", options["max-size"]) and int(options["max-file"]) >= 1, name
+        limit = service.get("mem_limit") or service.get("deploy", {}).get("resources", {}).get("limits", {}).get(
+            "memory"
+        )
+        assert limit and re.fullmatch(r"[0-9]+[kmg]", interpolate(str(limit), {})), name
+
+
+def test_image_builds_install_from_the_constraints_file():
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    lines = [line for line in (ROOT / "constraints.txt").read_text().splitlines() if line and not line.startswith("#")]
+    pinned = {}
+    for line in lines:
+        name, sep, version = line.partition("==")
+        assert sep and version and " " not in line, line  # exact versions only
+        pinned[canonicalize_name(name)] = version
+    text = (ROOT / "Dockerfile").read_text()
+    installs = [
+        line for line in text.splitlines() if re.search(r"pip (install|wheel)\b", line) and "uninstall" not in line
+    ]
+    resolving = [line for line in installs if "--no-index" not in line]  # the other installs resolve from PyPI
+    assert resolving and all("-c constraints.txt" in line for line in resolving), resolving
+    assert re.search(r"^COPY [^\n]*constraints\.txt", text, re.MULTILINE)
+    assert "!constraints.txt" in (ROOT / ".dockerignore").read_text().splitlines()
+    # Every dependency the API image installs is pinned.
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], *project["optional-dependencies"]["server"]]
+    missing = [r for r in wanted if canonicalize_name(Requirement(r).name) not in pinned]
+    assert missing == []
+    assert "constraints:" in (ROOT / "Makefile").read_text()

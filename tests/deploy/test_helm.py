@@ -187,7 +187,7 @@ def test_mongodb_statefulset_uses_mongo7_with_a_sized_claim(helm: str) -> None:
     sts = one(docs, "StatefulSet", f"{RELEASE}-mongodb")
     assert sts["spec"]["serviceName"] == f"{RELEASE}-mongodb"
     mongo = container(sts, "mongodb")
-    assert mongo["image"] == "mongo:7.0"
+    assert re.fullmatch(r"mongo:7\.0\.[0-9]+", mongo["image"])  # a patch release, not a moving tag
     assert {"startupProbe", "readinessProbe", "livenessProbe"} <= set(mongo)
     assert sts["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
     (claim,) = sts["spec"]["volumeClaimTemplates"]
@@ -636,3 +636,158 @@ def test_every_deployment_runs_flrepo_serve_with_bounded_connections(helm: str) 
     assert int(data["FLREPO_MAX_HEADER_BYTES"]) <= 65536 and float(data["FLREPO_IDLE_TIMEOUT_S"]) <= 30
     defaults = one(render(helm), "ConfigMap", "repository-configmap")["data"]
     assert defaults["FLREPO_METRICS_PUBLIC"] == "false"
+
+
+def test_schema_refuses_unknown_keys_at_every_level(helm: str) -> None:
+    for typo, where in (
+        ("notARealKey=1", "notARealKey"),
+        ("image.tagg=1", "tagg"),
+        ("mongodb.persistence.sizee=1Gi", "sizee"),
+        ("config.logLevell=DEBUG", "logLevell"),
+        ("resources.limitss.cpu=1", "limitss"),
+        ("securityContext.readOnlyRootFilesytem=false", "readOnlyRootFilesytem"),
+        ("ingress.hosts[0].hostt=x", "hostt"),
+        ("metrics.serviceMonitor.enabeld=true", "enabeld"),
+        ("mongodb.auth.existingSecrett=x", "existingSecrett"),
+    ):
+        assert where in refused(helm, typo), typo
+    # Maps of the user's own keys stay open.
+    docs = render(helm, "podAnnotations.team=fl", "nodeSelector.disk=ssd", "resources.limits.nvidia\\.com/gpu=1")
+    pod = one(docs, "Deployment", RELEASE)["spec"]["template"]
+    assert pod["metadata"]["annotations"]["team"] == "fl" and pod["spec"]["nodeSelector"] == {"disk": "ssd"}
+
+
+def test_every_object_in_the_schema_is_strict() -> None:
+    import json
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    loose: list[str] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            types = node.get("type")
+            is_object = types == "object" or (isinstance(types, list) and "object" in types)
+            if is_object and "properties" in node and node.get("additionalProperties") is not False:
+                loose.append(path)
+            for key, value in node.items():
+                walk(value, f"{path}/{key}")
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, f"{path}/{index}")
+
+    walk(schema, "")
+    assert loose == []
+
+
+def test_image_tag_defaults_to_the_app_version(helm: str) -> None:
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    api = container(one(render(helm), "Deployment", RELEASE), "api")
+    assert api["image"] == f"aeros/fl_repository:{app_version}"
+    api = container(one(render(helm, "image.tag=latest"), "Deployment", RELEASE), "api")
+    assert api["image"] == "aeros/fl_repository:latest"
+
+
+def test_api_has_a_startup_probe(helm: str) -> None:
+    api = container(one(render(helm), "Deployment", RELEASE), "api")
+    probe = api["startupProbe"]
+    assert probe["httpGet"] == {"path": "/health", "port": "http"}
+    assert probe["failureThreshold"] * probe["periodSeconds"] >= 30
+
+
+def test_existing_secrets_make_renders_identical_and_nothing_generated(helm: str) -> None:
+    sets = ("mongodb.auth.existingSecret=mongo-creds", "auth.existingSecret=flrepo-keys")
+    args = ("template", RELEASE, str(CHART), "--namespace", "fl", "--set", ",".join(sets))
+    outputs = [run(helm, *args), run(helm, *args)]
+    assert outputs[0] == outputs[1]
+    # Without them every render generates new passwords and a new admin key (which GitOps tools see as drift).
+    assert run(helm, "template", RELEASE, str(CHART)) != run(helm, "template", RELEASE, str(CHART))
+    docs = [doc for doc in yaml.safe_load_all(outputs[0]) if doc]
+    assert find(docs, "Secret") == []  # the chart makes no Secret: both come from outside
+    mongo = env_of(container(one(docs, "StatefulSet", f"{RELEASE}-mongodb"), "mongodb"))
+    for name, key in (
+        ("MONGO_INITDB_ROOT_PASSWORD", "mongodb-root-password"),
+        ("MONGO_INITDB_APP_PASSWORD", "mongodb-password"),
+    ):
+        assert mongo[name]["valueFrom"]["secretKeyRef"] == {"name": "mongo-creds", "key": key}
+    assert mongo["MONGO_INITDB_APP_USERNAME"]["value"] == "flrepo"
+    api = env_of(container(one(docs, "Deployment", RELEASE), "api"))
+    assert api["MONGODB_APP_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "mongo-creds",
+        "key": "mongodb-password",
+    }
+    # Kubernetes expands $(MONGODB_APP_PASSWORD): the chart never reads the password.
+    url = api["FLREPO_MONGODB_URL"]["value"]
+    assert url == f"mongodb://flrepo:$(MONGODB_APP_PASSWORD)@{RELEASE}-mongodb.fl.svc:27017/?authSource=admin"
+    assert "both set" in refused(helm, "mongodb.auth.existingSecret=m", "mongodb.auth.password=p")
+
+
+def test_ingress_with_class_hosts_and_tls(helm: str) -> None:
+    assert find(render(helm), "Ingress") == []
+    docs = render(
+        helm,
+        values_file={
+            "ingress": {
+                "enabled": True,
+                "className": "nginx",
+                "annotations": {"nginx.ingress.kubernetes.io/proxy-body-size": "0"},
+                "hosts": [{"host": "repo.example.org", "paths": [{"path": "/", "pathType": "Prefix"}]}],
+                "tls": [{"secretName": "repo-tls", "hosts": ["repo.example.org"]}],
+            },
+            "service": {"type": "ClusterIP", "port": 9012},
+        },
+    )
+    ingress = one(docs, "Ingress", RELEASE)
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "0"
+    assert ingress["spec"]["tls"] == [{"hosts": ["repo.example.org"], "secretName": "repo-tls"}]
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == "repo.example.org"
+    (path,) = rule["http"]["paths"]
+    assert path["backend"]["service"] == {"name": RELEASE, "port": {"name": "http"}}
+    service = one(docs, "Service", RELEASE)
+    assert service["spec"]["type"] == "ClusterIP" and service["spec"]["ports"][0]["name"] == "http"
+    assert "pathType" in refused(
+        helm, "ingress.enabled=true", "ingress.hosts[0].paths[0].path=/", "ingress.hosts[0].paths[0].pathType=Any"
+    )
+
+
+def test_pod_disruption_budget(helm: str) -> None:
+    assert find(render(helm), "PodDisruptionBudget") == []
+    pdb = one(render(helm, "podDisruptionBudget.enabled=true", "replicaCount=3"), "PodDisruptionBudget", RELEASE)
+    deployment = one(render(helm), "Deployment", RELEASE)
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    pdb = one(
+        render(helm, "podDisruptionBudget.enabled=true", "podDisruptionBudget.maxUnavailable=50%"),
+        "PodDisruptionBudget",
+    )
+    assert pdb["spec"] == {"maxUnavailable": "50%", "selector": pdb["spec"]["selector"]}
+
+
+def test_service_monitor_and_scrape_annotations(helm: str) -> None:
+    assert find(render(helm), "ServiceMonitor") == []
+    # With auth on, a ServiceMonitor without a key would only ever get 401.
+    assert "reader key" in refused(helm, "metrics.serviceMonitor.enabled=true")
+    docs = render(
+        helm,
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.serviceMonitor.keySecret.name=scraper-key",
+        "metrics.serviceMonitor.labels.release=prometheus",
+    )
+    monitor = one(docs, "ServiceMonitor", RELEASE)
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == "http" and endpoint["path"] == "/metrics"
+    assert endpoint["authorization"]["credentials"] == {"name": "scraper-key", "key": "api-key"}
+    service = one(docs, "Service", RELEASE)
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    public = one(render(helm, "metrics.serviceMonitor.enabled=true", "config.metricsPublic=true"), "ServiceMonitor")
+    assert "authorization" not in public["spec"]["endpoints"][0]
+    annotated = one(render(helm, "metrics.scrapeAnnotations=true", "config.metricsPublic=true"), "Deployment", RELEASE)
+    annotations = annotated["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == "9012"
+    assert (
+        "prometheus.io/scrape"
+        not in one(render(helm), "Deployment", RELEASE)["spec"]["template"]["metadata"]["annotations"]
+    )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
 import httpx
 import yaml
 
-from flrepo.logs import JsonFormatter, request_id_var
+from flrepo.logs import JsonFormatter, TextFormatter, request_id_var
 from flrepo.server.auth import hash_key
 from flrepo.server.main import create_app
 from tests.helpers import drop, make_settings
@@ -51,6 +52,85 @@ async def test_metrics(client):
     )
     assert uploaded >= 1000
     assert "flrepo_downloaded_bytes_total" in text
+
+
+def _samples(text: str, name: str) -> dict[str, float]:
+    """{labels: value} of one series in the Prometheus text format."""
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            series, value = line.rsplit(" ", 1)
+            found[series[len(name) :]] = float(value)
+    return found
+
+
+async def test_metrics_follow_prometheus_conventions(client):
+    await client.post("/model", json=BODY)
+    await client.put("/model/m/v", content=b"x" * 5000, headers={"content-type": "application/octet-stream"})
+    await client.get("/model/m/v")
+    text = (await client.get("/metrics")).text
+    assert "_created" not in text
+    assert "process_cpu_seconds_total" in text and "process_resident_memory_bytes" in text
+    assert "python_gc_objects_collected_total" in text
+    assert "# TYPE flrepo_http_requests_in_flight gauge" in text
+    route = 'route="/model/{model_name}/{model_version}"'
+    received = _samples(text, "flrepo_http_request_size_bytes_sum")
+    sent = _samples(text, "flrepo_http_response_size_bytes_sum")
+    assert received[f'{{method="PUT",{route}}}'] >= 5000
+    assert sent[f'{{method="GET",{route}}}'] == 5000
+    assert _samples(text, "flrepo_http_response_size_bytes_count")[f'{{method="GET",{route}}}'] == 1
+    # Labelled by the route template, never the raw path (bounded label values).
+    assert "/model/m/v" not in text
+
+
+async def test_in_flight_gauge_counts_requests_being_served(client):
+    release = asyncio.Event()
+
+    async def slow_body():
+        yield b"a" * 100
+        await asyncio.wait_for(release.wait(), 10)
+        yield b"b" * 100
+
+    assert (await client.post("/model", json=BODY)).status_code == 201
+    upload = asyncio.create_task(
+        client.put("/model/m/v", content=slow_body(), headers={"content-type": "application/octet-stream"})
+    )
+    await asyncio.sleep(0.2)
+    during = _samples((await client.get("/metrics")).text, "flrepo_http_requests_in_flight")[""]
+    release.set()
+    assert (await upload).status_code == 204
+    after = _samples((await client.get("/metrics")).text, "flrepo_http_requests_in_flight")[""]
+    assert during == 2 and after == 1  # the upload and the scrape itself; then the scrape alone
+
+
+async def test_head_metrics(mongo_url, tmp_path):
+    path = tmp_path / "keys.yaml"
+    path.write_text(yaml.safe_dump([{"id": "r", "role": "reader", "sha256": hash_key("r-key")}]))
+    for public, anonymous in ((False, 401), (True, 200)):
+        settings = make_settings(mongo_url, api_keys_file=path, metrics_public=public)
+        app = create_app(settings)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            r = await c.head("/metrics", headers={"X-API-Key": "r-key"})
+            assert r.status_code == 200 and r.content == b"" and r.headers["content-type"].startswith("text/plain")
+            assert (await c.head("/metrics")).status_code == anonymous
+
+
+async def test_access_log_has_client_agent_and_byte_counts(client, caplog):
+    caplog.set_level(logging.INFO, logger="flrepo.access")
+    agent = 'probe/1.0 "quoted"\nINFO forged\x1b'
+    await client.post("/model", json=BODY)
+    await client.put(
+        "/model/m/v", content=b"x" * 1234, headers={"content-type": "application/octet-stream", "User-Agent": agent}
+    )
+    record = [r for r in caplog.records if r.name == "flrepo.access"][-1]
+    line = json.loads(JsonFormatter().format(record))
+    assert line["client"] == "127.0.0.1" and line["user_agent"] == agent
+    assert line["bytes_in"] == 1234 and line["bytes_out"] == 0 and line["status"] == 204
+    text = TextFormatter().format(record)
+    # One line: the agent's newline and escape are written as escapes, its quotes cannot end the field.
+    assert "\n" not in text and "\x1b" not in text
+    assert "\\nINFO forged\\x1b" in text and '"quoted"' not in text
+    assert "127.0.0.1 in=1234 out=0" in text
 
 
 async def test_json_body_over_limit_is_413(client, app):

@@ -57,25 +57,65 @@ _PROBLEMS = {
     403: "The API key's role does not allow this",
     404: "No such item",
     409: "Conflict with an existing item",
+    412: "Precondition failed (If-Match / If-None-Match on the current file)",
     413: "File or body too large",
     416: "Range not satisfiable",
     422: "Invalid input",
     503: "Database unavailable",
 }
+# One example body per status, as the service writes them.
+_EXAMPLES: dict[int, Any] = {
+    401: "missing or invalid API key",
+    403: "this API key's role (reader) does not allow PUT",
+    404: "model model_name='cnn', model_version='v1' not found",
+    409: "model model_name='cnn', model_version='v1' already exists",
+    412: "the precondition on the file of model model_name='cnn', model_version='v1' failed: it has no file",
+    413: "the file is larger than the 10737418240-byte limit",
+    416: "range not satisfiable: the file has 1024 bytes",
+    422: [
+        {
+            "type": "string_too_long",
+            "loc": ["body", "model_name"],
+            "msg": "String should have at most 128 characters",
+            "input": "…",
+        }
+    ],
+    503: "database unavailable, try again later",
+}
 
 
 def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the error answers a route can give (always 422 and 503)."""
-    return {code: {"model": Problem, "description": _PROBLEMS[code]} for code in sorted({*codes, 422, 503})}
+    """OpenAPI entries for the error answers a route can give (always 422 and 503), each with an example."""
+    return {
+        code: {
+            "model": Problem,
+            "description": _PROBLEMS[code],
+            "content": {"application/json": {"example": {"detail": _EXAMPLES[code]}}},
+        }
+        for code in sorted({*codes, 422, 503})
+    }
 
 
+def _header(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"description": description, "schema": schema or {"type": "string"}}
+
+
+_BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+_FILE_HEADERS = {
+    "ETag": _header('The file\'s sha256, quoted: `"<sha256>"` (absent for files stored without one)'),
+    "Accept-Ranges": _header("`bytes`: a single Range is served", {"type": "string", "enum": ["bytes"]}),
+    "Content-Length": _header("Bytes in this answer's body", {"type": "integer", "minimum": 0}),
+    "Content-Disposition": _header("`attachment` with the file's name (RFC 6266)"),
+}
 FILE_RESPONSE: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "The file, streamed",
-        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-    },
+    200: {"description": "The file, streamed", "headers": _FILE_HEADERS, "content": _BINARY},
     206: {
         "description": "Part of the file (Range)",
-        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        "headers": {**_FILE_HEADERS, "Content-Range": _header("`bytes first-last/size`")},
+        "content": _BINARY,
+    },
+    304: {
+        "description": "Not modified: If-None-Match names the current file",
+        "headers": {"ETag": _FILE_HEADERS["ETag"]},
     },
 }

@@ -27,6 +27,7 @@ STATUS_OF: dict[type[store_errors.StoreError], int] = {
     store_errors.NotFound: 404,
     store_errors.AlreadyExists: 409,
     store_errors.Conflict: 409,
+    store_errors.PreconditionFailed: 412,
     store_errors.TooLarge: 413,
     store_errors.Invalid: 422,
     store_errors.Busy: 503,

@@ -9,14 +9,14 @@ from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
 from typing import Any
 
-from fastapi import Depends, FastAPI, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo.errors import PyMongoError
 
 from flrepo import __version__
-from flrepo.server import errors
+from flrepo.server import errors, openapi
 from flrepo.server.auth import KeyStore, authorize
 from flrepo.server.deps import problems
 from flrepo.server.metrics import Metrics
@@ -114,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.keys = KeyStore.from_settings(settings.api_keys_file, settings.anonymous_role)
     app.state.metrics = Metrics.create()
     errors.install(app)
+    openapi.install(app)
     for module in (models, training_results, strategies, transformations, tasks, checkpoints, collectors):
         app.include_router(module.router, dependencies=[Depends(authorize)], responses=problems(401, 403))
     app.include_router(audit.router)
@@ -123,8 +124,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # deployment says its scraper cannot send one (FLREPO_METRICS_PUBLIC=true).
     metrics_guard = [] if settings.metrics_public else [Depends(authorize)]
 
-    @app.get("/metrics", include_in_schema=False, dependencies=metrics_guard)
-    async def metrics() -> Response:
+    # HEAD too: uptime checkers and load balancers probe with it.
+    @app.api_route("/metrics", methods=["GET", "HEAD"], include_in_schema=False, dependencies=metrics_guard)
+    async def metrics(request: Request) -> Response:
+        if request.method == "HEAD":
+            return Response(media_type=CONTENT_TYPE_LATEST)
         return Response(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     if settings.cors_origins:

@@ -64,6 +64,16 @@ app.kubernetes.io/component: mongodb
 {{- printf "%s-mongodb" (include "flrepository.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* The Secret holding the bundled MongoDB's passwords: mongodb.auth.existingSecret, else the chart's. */}}
+{{- define "flrepository.mongodb.passwordSecretName" -}}
+{{- .Values.mongodb.auth.existingSecret | default (include "flrepository.secretName" .) }}
+{{- end }}
+
+{{/* The bundled MongoDB's host name inside the cluster. */}}
+{{- define "flrepository.mongodb.host" -}}
+{{- printf "%s.%s.svc" (include "flrepository.mongodb.fullname" .) .Release.Namespace }}
+{{- end }}
+
 {{/* Where the API's FLREPO_MONGODB_URL comes from: name and key of a Secret. */}}
 {{- define "flrepository.mongodbUrlSecretName" -}}
 {{- if and (not .Values.mongodb.enabled) .Values.externalMongodb.existingSecret }}
@@ -180,6 +190,12 @@ admin-key Secret and the pod's checksum annotation all see the same key.
 {{- if hasKey ($.Values.config.extra | default dict) $name }}
 {{- fail (printf "config.extra.%s: set authentication with auth.* instead (auth.keys, auth.existingSecret, auth.anonymousRole)" $name) }}
 {{- end }}
+{{- end }}
+{{- if and .Values.metrics.serviceMonitor.enabled .Values.auth.enabled (not .Values.config.metricsPublic) (not .Values.metrics.serviceMonitor.keySecret.name) }}
+{{- fail "metrics.serviceMonitor.enabled: /metrics needs a reader key; set metrics.serviceMonitor.keySecret.name (a Secret with a reader key) or config.metricsPublic=true" }}
+{{- end }}
+{{- if and .Values.mongodb.auth.existingSecret (or .Values.mongodb.auth.password .Values.mongodb.auth.rootPassword) }}
+{{- fail "mongodb.auth.existingSecret and mongodb.auth.password/rootPassword are both set: give the passwords one way only" }}
 {{- end }}
 {{- if and .Values.auth.existingSecret .Values.auth.keys }}
 {{- fail "auth.keys and auth.existingSecret are both set: give the keys one way only" }}

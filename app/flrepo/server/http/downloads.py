@@ -6,8 +6,9 @@ import re
 from urllib.parse import quote
 
 from fastapi import Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
+from flrepo.server.http.conditions import etag, none_match
 from flrepo.server.repository.items import FileView
 
 _RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
@@ -54,7 +55,8 @@ def _position(digits: str) -> int | None:
 
 
 def file_response(request: Request, view: FileView) -> Response:
-    """The file as an attachment: whole, or one satisfiable Range (206), or 416; HEAD sends headers only."""
+    """The file as an attachment: whole, or one satisfiable Range (206), or 416; HEAD sends headers only;
+    304 without a body when If-None-Match names the current file."""
     size = view.size
     sha = view.sha256
     headers = {
@@ -64,7 +66,11 @@ def file_response(request: Request, view: FileView) -> Response:
         "X-Content-Type-Options": "nosniff",
     }
     if sha:
-        headers["ETag"] = f'"{sha}"'
+        headers["ETag"] = etag(sha)
+    # If-None-Match comes before Range and If-Range (RFC 9110 §13.2.2).
+    if none_match(request.headers.get("if-none-match"), sha):
+        # A 304 carries the ETag the 200 would have, and no body or Content-Length of its own.
+        return Response(status_code=304, headers={"ETag": headers["ETag"]})
     # Always octet-stream: the uploader's declared type is recorded in the document but never
     # echoed, so stored bytes cannot be served as a page or script from this origin.
     media = "application/octet-stream"
@@ -73,12 +79,15 @@ def file_response(request: Request, view: FileView) -> Response:
     if_range = request.headers.get("if-range")
     # If-Range (RFC 9110 §13.1.5): resume only while the file is the one the client started
     # with; otherwise send it whole so the client restarts instead of splicing two files.
-    if if_range is not None and (not sha or if_range.strip() != f'"{sha}"'):
+    if if_range is not None and (not sha or if_range.strip() != etag(sha)):
         range_header = None
     wanted = parse_range(range_header, size)
     if wanted == "unsatisfiable":
+        # An error like every other: JSON with a detail (and the size in Content-Range, RFC 9110 §15.5.17).
         headers["Content-Range"] = f"bytes */{size}"
-        return Response(status_code=416, headers=headers, media_type=media)
+        return JSONResponse(
+            {"detail": f"range not satisfiable: the file has {size} bytes"}, status_code=416, headers=headers
+        )
     status = 200
     start, length = 0, size
     if isinstance(wanted, tuple):

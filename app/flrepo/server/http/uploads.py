@@ -14,11 +14,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Request, Response
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from flrepo.names import DOT_NAMES, MAX_FILENAME, is_unsafe
-from flrepo.server.storage.blobs import IncomingFile
+from flrepo.server.deps import problems
+from flrepo.server.http.conditions import etag
+from flrepo.server.storage.blobs import IncomingFile, StoredFile
 
 FILE_FIELD = "file"
 
@@ -44,6 +46,24 @@ UPLOAD_OPENAPI: dict[str, Any] = {
         },
     },
 }
+
+
+def upload_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI answers of a file upload: 204 with the ETag, or a problem."""
+    return {
+        204: {
+            "description": "Stored; `ETag` is the stored file's sha256",
+            "headers": {
+                "ETag": {"description": 'The stored file\'s sha256, quoted: `"<sha256>"`', "schema": {"type": "string"}}
+            },
+        },
+        **problems(404, 412, 413, *codes),
+    }
+
+
+def uploaded(stored: StoredFile) -> Response:
+    """204 with the stored file's ETag (its sha256): the client can verify without another request."""
+    return Response(status_code=204, headers={"ETag": etag(stored.sha256)})
 
 
 def clean_filename(name: str | None) -> str | None:

@@ -1,5 +1,6 @@
 """Every HTTP request gets an id (echoed as X-Request-ID and in every log line of the request),
-an access-log line, and its count, latency and bytes in the metrics."""
+an access-log line (with the client's address, user agent and byte counts), and its count, latency,
+sizes and in-flight time in the metrics."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from flrepo.server.metrics import Metrics
 
 log = logging.getLogger("flrepo.access")
 
+# Longer user agents are cut: a log line's size is not the client's to choose.
+MAX_USER_AGENT = 512
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -64,6 +67,7 @@ class RequestContext:
         scope.setdefault("state", {})["request_id"] = request_id
         exchange = _Exchange()
         started = time.perf_counter()
+        self.metrics.in_flight.inc()
 
         async def counting_receive() -> Message:
             message = await receive()
@@ -89,6 +93,7 @@ class RequestContext:
             else:
                 await self.app(scope, counting_receive, tagging_send)
         finally:
+            self.metrics.in_flight.dec()
             self._observe(scope, exchange, time.perf_counter() - started)
             request_id_var.reset(token)
 
@@ -96,8 +101,13 @@ class RequestContext:
         method, path, route = scope["method"], scope["path"], route_label(scope)
         self.metrics.requests.labels(method, route, str(exchange.status)).inc()
         self.metrics.latency.labels(method, route).observe(elapsed)
+        self.metrics.request_size.labels(method, route).observe(exchange.received)
+        self.metrics.response_size.labels(method, route).observe(exchange.sent)
         self.metrics.bytes_in.inc(exchange.received)
         self.metrics.bytes_out.inc(exchange.sent)
+        client = scope.get("client")
+        address = client[0] if client else None
+        agent = dict(scope["headers"]).get(b"user-agent", b"").decode("latin-1")[:MAX_USER_AGENT]
         fields = {
             "method": method,
             "path": path,
@@ -105,5 +115,22 @@ class RequestContext:
             "status": exchange.status,
             "duration_ms": round(elapsed * 1000, 2),
             "key_id": getattr(principal_of(scope), "key_id", None),
+            "client": address,
+            "user_agent": agent or None,
+            "bytes_in": exchange.received,
+            "bytes_out": exchange.sent,
         }
-        log.info("%s %s %s", method, path, exchange.status, extra={"fields": fields})
+        # The text format escapes the whole message (flrepo.logs.escape_controls); the user agent is
+        # quoted so that its spaces cannot pass for fields of their own.
+        quoted_agent = agent.replace("\\", "\\\\").replace('"', '\\"')
+        log.info(
+            '%s %s %s %s in=%d out=%d ua="%s"',
+            method,
+            path,
+            exchange.status,
+            address or "-",
+            exchange.received,
+            exchange.sent,
+            quoted_agent,
+            extra={"fields": fields},
+        )

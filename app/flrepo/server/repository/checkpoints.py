@@ -12,9 +12,9 @@ from typing import Any
 
 from flrepo.schemas.tasks import TERMINAL, CheckpointIn, Phase
 from flrepo.server.repository import items
-from flrepo.server.repository.items import FileView, Page
+from flrepo.server.repository.items import FileCondition, FileView, Page
 from flrepo.server.repository.kinds import CHECKPOINTS, TASKS
-from flrepo.server.storage.blobs import IncomingFile
+from flrepo.server.storage.blobs import IncomingFile, StoredFile
 from flrepo.server.storage.db import Database
 from flrepo.server.storage.errors import Conflict
 
@@ -42,10 +42,16 @@ async def create(db: Database, task_id: str, body: CheckpointIn) -> dict[str, An
 
 
 async def attach(
-    db: Database, task_id: str, round_number: int, receive: Callable[[], Awaitable[IncomingFile]], max_bytes: int
-) -> None:
-    await items.attach(db, CHECKPOINTS, key(task_id, round_number), receive, max_bytes)
+    db: Database,
+    task_id: str,
+    round_number: int,
+    receive: Callable[[], Awaitable[IncomingFile]],
+    max_bytes: int,
+    condition: FileCondition | None = None,
+) -> StoredFile:
+    stored = await items.attach(db, CHECKPOINTS, key(task_id, round_number), receive, max_bytes, condition=condition)
     await prune(db, task_id)
+    return stored
 
 
 async def prune(db: Database, task_id: str) -> list[int]:

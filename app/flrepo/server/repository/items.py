@@ -19,7 +19,7 @@ from flrepo.server.repository.kinds import Kind
 from flrepo.server.storage import blobs
 from flrepo.server.storage.blobs import IncomingFile, StoredFile
 from flrepo.server.storage.db import Database
-from flrepo.server.storage.errors import AlreadyExists, Busy, Conflict, NotFound
+from flrepo.server.storage.errors import AlreadyExists, Busy, Conflict, NotFound, PreconditionFailed
 
 NO_ID = {"_id": 0}
 # A compare-and-swap that keeps losing to other writers gives up after this many tries.
@@ -36,6 +36,48 @@ class Page:
 
     items: list[dict[str, Any]]
     total: int
+
+
+@dataclass(frozen=True)
+class FileCondition:
+    """Which current file an upload may replace, judged by its stored sha256 (HTTP If-Match and
+    If-None-Match on a PUT). The default replaces whatever is there."""
+
+    # True: only if the item has a file; False: only if it has none.
+    exists: bool | None = None
+    # Only a file with one of these digests (an empty set matches nothing).
+    sha256: frozenset[str] | None = None
+    # Only a file with none of these digests (or no file).
+    not_sha256: frozenset[str] = frozenset()
+
+    @property
+    def unconditional(self) -> bool:
+        return self.exists is None and self.sha256 is None and not self.not_sha256
+
+    def query(self, id_field: str) -> dict[str, Any]:
+        """The condition as a filter on the item's document, for the compare-and-swap."""
+        if self.unconditional:
+            return {}
+        clauses: list[dict[str, Any]] = []
+        if self.exists is True or self.sha256 is not None:
+            clauses.append({id_field: {"$ne": None}})
+        if self.exists is False:
+            clauses.append({id_field: None})
+        if self.sha256 is not None:
+            clauses.append({"sha256": {"$in": sorted(self.sha256)}})
+        if self.not_sha256:
+            clauses.append({"$or": [{id_field: None}, {"sha256": {"$nin": sorted(self.not_sha256)}}]})
+        return {"$and": clauses}
+
+    def holds(self, doc: dict[str, Any], id_field: str) -> bool:
+        """The same condition, judged on a document already read (to refuse before any upload)."""
+        has_file = doc.get(id_field) is not None
+        sha = doc.get("sha256") if has_file else None
+        if (self.exists is True and not has_file) or (self.exists is False and has_file):
+            return False
+        if self.sha256 is not None and sha not in self.sha256:
+            return False
+        return not (has_file and sha in self.not_sha256)
 
 
 @dataclass
@@ -129,6 +171,7 @@ async def attach(
     max_bytes: int,
     *,
     expect: dict[str, Any] | None = None,
+    condition: FileCondition | None = None,
 ) -> StoredFile:
     """Store the file `receive()` yields, point the item at it, then delete the file it replaced.
 
@@ -136,12 +179,17 @@ async def attach(
     so a multi-GB upload to nothing is refused at once. The new file is complete before the item
     switches to it, so a reader always gets a whole file. An `expect` field that is null in the item
     (as aerOS stored it) matches anything and is set to the expected value with the file.
+    A `condition` on the current file is checked first (PreconditionFailed) and again, atomically,
+    by the switch: a file replaced by someone else during the upload is never overwritten.
     """
     expect = expect or {}
+    condition = condition or FileCondition()
     current = await get(db, kind, key)
     for field_name, wanted in expect.items():
         if current.get(field_name) not in (None, wanted):
             raise Conflict(f"{kind.describe(key)} has {field_name}={current.get(field_name)!r}, not {wanted!r}")
+    if not condition.holds(current, kind.id_field):
+        raise _precondition_failed(kind, key, current)
     incoming = await receive()
     stored = await blobs.store(
         db,
@@ -152,7 +200,7 @@ async def attach(
     )
     try:
         async with db.dialect.item_lock(_ident(kind, key)):
-            replaced = await _switch_file(db, kind, key, stored, expect)
+            replaced = await _switch_file(db, kind, key, stored, expect, condition)
     except BaseException:
         await blobs.delete_file(db.bucket, stored.file_id)
         raise
@@ -164,26 +212,43 @@ def _ident(kind: Kind, key: dict[str, Any]) -> tuple[str, ...]:
     return (kind.collection, *(str(key.get(k)) for k in kind.keys))
 
 
+def _precondition_failed(kind: Kind, key: dict[str, Any], doc: dict[str, Any]) -> PreconditionFailed:
+    sha = doc.get("sha256") if doc.get(kind.id_field) is not None else None
+    now_holds = f"its file has sha256 {sha}" if sha else "it has no file"
+    return PreconditionFailed(f"the precondition on the file of {kind.describe(key)} failed: {now_holds}")
+
+
 async def _switch_file(
-    db: Database, kind: Kind, key: dict[str, Any], stored: StoredFile, expect: dict[str, Any]
+    db: Database,
+    kind: Kind,
+    key: dict[str, Any],
+    stored: StoredFile,
+    expect: dict[str, Any],
+    condition: FileCondition,
 ) -> Any:
-    """Point the document at `stored` by compare-and-swap on the current file id; return the old id.
+    """Point the document at `stored` by compare-and-swap on the current file id (and, with a
+    condition, on the stored sha256); return the old id.
 
     The swap only succeeds against the id we read, so each replaced file has exactly one owner
     that deletes it, even with writers in other processes. (findAndModify's pre-image would do on
     MongoDB, but FerretDB can return a stale one under concurrent load.)
     """
     coll = db.collection(kind.collection)
-    match = {**key, **{name: {"$in": [value, None]} for name, value in expect.items()}}
+    expected = {name: {"$in": [value, None]} for name, value in expect.items()}
+    guard = condition.query(kind.id_field)
     for _ in range(SWAP_ATTEMPTS):
-        current = await coll.find_one(match, {kind.id_field: 1})
-        if current is None:  # deleted (or changed) while we were uploading
-            if expect and await exists(db, kind, key):
+        current = await coll.find_one({**key, **expected, **guard}, {kind.id_field: 1})
+        if current is None:  # deleted or changed while we were uploading
+            doc = await get(db, kind, key)  # NotFound when deleted
+            if any(doc.get(name) not in (None, value) for name, value in expect.items()):
                 raise Conflict(f"{kind.describe(key)} changed its {', '.join(expect)} during the upload")
-            raise kind.not_found(key)
+            if not condition.holds(doc, kind.id_field):
+                raise _precondition_failed(kind, key, doc)
+            continue  # it changed back between the two reads: try again
         old = current.get(kind.id_field)
+        # The stored sha256 is part of the swap's filter: the condition holds at the moment of the write.
         result = await coll.update_one(
-            {"_id": current["_id"], kind.id_field: old},
+            {"_id": current["_id"], kind.id_field: old, **guard},
             {"$set": {**stored.fields(kind.id_field), **expect, "updated_at": now()}},
         )
         if result.matched_count:

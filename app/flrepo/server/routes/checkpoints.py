@@ -9,9 +9,10 @@ from fastapi import APIRouter, Path, Request, Response
 from flrepo.schemas.identifiers import Identifier
 from flrepo.schemas.tasks import CheckpointIn, CheckpointOut
 from flrepo.server.deps import DB, FILE_RESPONSE, Page, SettingsDep, listed, problems
+from flrepo.server.http.conditions import UploadCondition
 from flrepo.server.http.downloads import file_response
 from flrepo.server.http.json_body import JsonBodyRoute
-from flrepo.server.http.uploads import UPLOAD_OPENAPI, receiver
+from flrepo.server.http.uploads import UPLOAD_OPENAPI, receiver, upload_responses, uploaded
 from flrepo.server.repository import checkpoints
 
 router = APIRouter(tags=["tasks"], route_class=JsonBodyRoute)
@@ -31,14 +32,15 @@ async def create_checkpoint(task_id: TaskId, body: CheckpointIn, db: DB) -> dict
 @router.put(
     "/tasks/{task_id}/checkpoints/{round}",
     status_code=204,
-    responses=problems(404, 413),
+    responses=upload_responses(),
     openapi_extra=UPLOAD_OPENAPI,
 )
-async def upload_checkpoint(task_id: TaskId, round: Round, request: Request, db: DB, settings: SettingsDep) -> Response:
+async def upload_checkpoint(
+    task_id: TaskId, round: Round, request: Request, db: DB, settings: SettingsDep, condition: UploadCondition
+) -> Response:
     """The checkpoint's weights (.npz); older checkpoints beyond the task's `checkpoints_kept` are removed."""
     limit = settings.max_upload_bytes
-    await checkpoints.attach(db, task_id, round, receiver(request, limit), limit)
-    return Response(status_code=204)
+    return uploaded(await checkpoints.attach(db, task_id, round, receiver(request, limit), limit, condition))
 
 
 @router.get("/tasks/{task_id}/checkpoints", response_model=list[CheckpointOut], responses=problems(404))

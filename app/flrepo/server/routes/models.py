@@ -11,9 +11,10 @@ from flrepo.schemas import ModelIn, ModelMeta, ModelOut
 from flrepo.schemas.identifiers import Identifier
 from flrepo.server.deps import DB, FILE_RESPONSE, Page, SettingsDep, listed, problems
 from flrepo.server.http.archive import archive_response
+from flrepo.server.http.conditions import UploadCondition
 from flrepo.server.http.downloads import file_response
 from flrepo.server.http.json_body import JsonBodyRoute
-from flrepo.server.http.uploads import UPLOAD_OPENAPI, receiver
+from flrepo.server.http.uploads import UPLOAD_OPENAPI, receiver, upload_responses, uploaded
 from flrepo.server.repository import items, models
 from flrepo.server.repository.kinds import MODELS
 
@@ -71,16 +72,23 @@ def _errors(exc: ValueError) -> Any:
 @router.put(
     "/model/{model_name}/{model_version}",
     status_code=204,
-    responses=problems(404, 413),
+    responses=upload_responses(),
     openapi_extra=UPLOAD_OPENAPI,
 )
 async def upload_model(
-    model_name: Name, model_version: Version, request: Request, db: DB, settings: SettingsDep
+    model_name: Name,
+    model_version: Version,
+    request: Request,
+    db: DB,
+    settings: SettingsDep,
+    condition: UploadCondition,
 ) -> Response:
     """Create or replace the model's file (multipart field `file`, or a raw octet-stream body)."""
     limit = settings.max_upload_bytes
-    await items.attach(db, MODELS, _key(model_name, model_version), receiver(request, limit), limit)
-    return Response(status_code=204)
+    stored = await items.attach(
+        db, MODELS, _key(model_name, model_version), receiver(request, limit), limit, condition=condition
+    )
+    return uploaded(stored)
 
 
 @router.get("/model", response_model=list[ModelOut], responses=problems())

@@ -12,9 +12,10 @@ from fastapi import APIRouter, Path, Request, Response
 from flrepo.schemas import StrategyIn, StrategyMetaIn, StrategyOut
 from flrepo.schemas.identifiers import Identifier
 from flrepo.server.deps import DB, FILE_RESPONSE, Page, SettingsDep, listed, problems
+from flrepo.server.http.conditions import UploadCondition
 from flrepo.server.http.downloads import file_response
 from flrepo.server.http.json_body import JsonBodyRoute
-from flrepo.server.http.uploads import UPLOAD_OPENAPI, receiver
+from flrepo.server.http.uploads import UPLOAD_OPENAPI, receiver, upload_responses, uploaded
 from flrepo.server.repository import items
 from flrepo.server.repository.kinds import STRATEGIES
 
@@ -40,12 +41,16 @@ async def update_strategy_meta(strategy_name: Name, body: StrategyMetaIn, db: DB
     return Response(status_code=204)
 
 
-@router.put("/strategy/{strategy_name}", status_code=204, responses=problems(404, 413), openapi_extra=UPLOAD_OPENAPI)
-async def upload_strategy(strategy_name: Name, request: Request, db: DB, settings: SettingsDep) -> Response:
+@router.put("/strategy/{strategy_name}", status_code=204, responses=upload_responses(), openapi_extra=UPLOAD_OPENAPI)
+async def upload_strategy(
+    strategy_name: Name, request: Request, db: DB, settings: SettingsDep, condition: UploadCondition
+) -> Response:
     """Create or replace the strategy's file."""
     limit = settings.max_upload_bytes
-    await items.attach(db, STRATEGIES, _key(strategy_name), receiver(request, limit), limit)
-    return Response(status_code=204)
+    stored = await items.attach(
+        db, STRATEGIES, _key(strategy_name), receiver(request, limit), limit, condition=condition
+    )
+    return uploaded(stored)
 
 
 @router.get("/strategy", response_model=list[StrategyOut], responses=problems())

@@ -12,9 +12,10 @@ from fastapi.responses import StreamingResponse
 from flrepo.schemas import TrainingResultIn, TrainingResultOut
 from flrepo.schemas.identifiers import Identifier
 from flrepo.server.deps import DB, FILE_RESPONSE, Page, SettingsDep, listed, problems
+from flrepo.server.http.conditions import UploadCondition
 from flrepo.server.http.downloads import file_response
 from flrepo.server.http.json_body import JsonBodyRoute
-from flrepo.server.http.uploads import UPLOAD_OPENAPI, receiver
+from flrepo.server.http.uploads import UPLOAD_OPENAPI, receiver, upload_responses, uploaded
 from flrepo.server.repository import items
 from flrepo.server.repository.kinds import RESULTS
 
@@ -69,7 +70,7 @@ async def get_training_result(
 @router.put(
     "/training-results/{model_name}/{model_version}/{training_id}/{configuration_id}",
     status_code=204,
-    responses=problems(404, 409, 413),
+    responses=upload_responses(409),
     openapi_extra=UPLOAD_OPENAPI,
 )
 async def upload_weights(
@@ -80,14 +81,15 @@ async def upload_weights(
     request: Request,
     db: DB,
     settings: SettingsDep,
+    condition: UploadCondition,
 ) -> Response:
     """Create or replace the final weights of a training result."""
     key = _key(model_name, model_version, training_id)
     limit = settings.max_upload_bytes
     # The path's configuration_id must be the result's own (409 otherwise), checked before any byte is read.
     expect = {"configuration_id": configuration_id}
-    await items.attach(db, RESULTS, key, receiver(request, limit), limit, expect=expect)
-    return Response(status_code=204)
+    stored = await items.attach(db, RESULTS, key, receiver(request, limit), limit, expect=expect, condition=condition)
+    return uploaded(stored)
 
 
 @router.get(
@@ -96,6 +98,7 @@ async def upload_weights(
     responses={
         **FILE_RESPONSE,
         200: {
+            **FILE_RESPONSE[200],
             "description": "The weights, streamed; with `encoding=base64` a JSON string of base64 text",
             "content": {
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},

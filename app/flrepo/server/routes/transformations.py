@@ -9,9 +9,10 @@ from fastapi import APIRouter, HTTPException, Path, Request, Response
 from flrepo.schemas import TransformationIn, TransformationOut, TransformationUpdate
 from flrepo.schemas.identifiers import Identifier
 from flrepo.server.deps import DB, FILE_RESPONSE, Page, SettingsDep, listed, problems
+from flrepo.server.http.conditions import UploadCondition
 from flrepo.server.http.downloads import file_response
 from flrepo.server.http.json_body import JsonBodyRoute
-from flrepo.server.http.uploads import UPLOAD_OPENAPI, receiver
+from flrepo.server.http.uploads import UPLOAD_OPENAPI, receiver, upload_responses, uploaded
 from flrepo.server.repository import items
 from flrepo.server.repository.kinds import TRANSFORMATIONS
 
@@ -44,16 +45,18 @@ async def update_transformation_meta(
 @router.put(
     "/transformation/{transformation_id}",
     status_code=204,
-    responses=problems(404, 413),
+    responses=upload_responses(),
     openapi_extra=UPLOAD_OPENAPI,
 )
 async def upload_transformation(
-    transformation_id: TransformationId, request: Request, db: DB, settings: SettingsDep
+    transformation_id: TransformationId, request: Request, db: DB, settings: SettingsDep, condition: UploadCondition
 ) -> Response:
     """Create or replace the transformation's file."""
     limit = settings.max_upload_bytes
-    await items.attach(db, TRANSFORMATIONS, _key(transformation_id), receiver(request, limit), limit)
-    return Response(status_code=204)
+    stored = await items.attach(
+        db, TRANSFORMATIONS, _key(transformation_id), receiver(request, limit), limit, condition=condition
+    )
+    return uploaded(stored)
 
 
 @router.get("/transformation", response_model=list[TransformationOut], responses=problems())

@@ -1,5 +1,5 @@
 """What the store can refuse, in its own terms; `flrepo.server.errors` is the one place that maps
-these to HTTP statuses (404, 409, 413, 422, 503)."""
+these to HTTP statuses (404, 409, 412, 413, 422, 503)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,10 @@ class AlreadyExists(StoreError):
 
 class Conflict(StoreError):
     """The request contradicts the item's state (a task's phase, a result's configuration id)."""
+
+
+class PreconditionFailed(StoreError):
+    """A conditional change (HTTP If-Match / If-None-Match) found the item in another state."""
 
 
 class TooLarge(StoreError):
