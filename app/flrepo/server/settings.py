@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     sweep_grace_s: float = Field(
         default=3600, ge=0, description="Only GridFS data untouched for this long is swept (protects live uploads)."
     )
+    upload_expiry_s: float = Field(
+        default=86400,
+        gt=0,
+        description="Resumable (tus) uploads untouched for this many seconds expire; the sweep removes them.",
+    )
     max_header_bytes: int = Field(
         default=32 * 1024,
         ge=1024,
