@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from flrepo.client import artifacts, calls
+from flrepo.client import artifacts, calls, tus
 from flrepo.client.artifacts import Kind
 from flrepo.client.calls import Call
 from flrepo.client.endpoint import AsyncEndpoint
@@ -40,6 +40,7 @@ class AsyncRepositoryClient:
         timeout: float = 60.0,
         retry: Retry | None = None,
         keyring: Keyring | None = None,
+        tus_threshold: int | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         options = client_options(base_url, api_key, timeout)
@@ -47,6 +48,8 @@ class AsyncRepositoryClient:
         self.http = httpx.AsyncClient(transport=transport, **options)
         self.retry = retry or Retry()
         self.keyring = keyring if keyring is not None else Keyring.from_env()
+        # Files from this size on go as resumable tus uploads (flrepo.client.tus).
+        self.tus_threshold = tus.threshold(tus_threshold)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -130,6 +133,9 @@ class AsyncRepositoryClient:
         await self._put(path, await asyncio.to_thread(Upload, source, filename, progress))
 
     async def _put(self, path: str, upload: Upload) -> None:
+        if tus.wanted(upload, self.tus_threshold):
+            await tus.send_async(self, path, upload)
+            return
         await self._request("PUT", path, upload.repeatable, upload, headers=upload.headers)
 
     async def download(
