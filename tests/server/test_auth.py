@@ -15,6 +15,8 @@ from tests.helpers import drop, make_settings
 
 KEYS = {role: f"key-of-{role}" for role in ("reader", "writer", "admin")}
 NEEDED = {"GET": "reader", "HEAD": "reader", "POST": "writer", "PUT": "writer", "DELETE": "admin"}
+# Resumable uploads: every request needs what a PUT of a file needs; their OPTIONS is public.
+UPLOADS_NEED = "writer"
 RANK = {"reader": 1, "writer": 2, "admin": 3}
 
 
@@ -37,10 +39,18 @@ def _protected_routes(app):
         if path in ("/health", "/ready"):
             continue
         for method, op in ops.items():
+            if method == "options":
+                continue
             concrete = re.sub(r"\{[^}]+\}", "x", path)
             yield method.upper(), concrete
             if "application/octet-stream" in op["responses"].get("200", {}).get("content", {}):
                 yield "HEAD", concrete
+
+
+def _needed(method: str, path: str) -> str:
+    if path == "/audit":
+        return "admin"
+    return UPLOADS_NEED if path.startswith("/uploads") else NEEDED[method]
 
 
 async def test_role_matrix(mongo_url, keys_file):
@@ -52,7 +62,7 @@ async def test_role_matrix(mongo_url, keys_file):
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
                 for method, path in routes:
                     for who in ("none", "wrong", "reader", "writer", "admin"):
-                        headers = {}
+                        headers = {"Tus-Resumable": "1.0.0"} if path.startswith("/uploads") else {}
                         if who == "wrong":
                             headers["Authorization"] = "Bearer not-a-key"
                         elif who != "none":
@@ -64,7 +74,7 @@ async def test_role_matrix(mongo_url, keys_file):
                         r = await client.request(method, path, headers=headers, json={} if method != "GET" else None)
                         if who in ("none", "wrong"):
                             expected = 401
-                        elif RANK[who] < RANK["admin" if path == "/audit" else NEEDED[method]]:
+                        elif RANK[who] < RANK[_needed(method, path)]:
                             expected = 403
                         else:
                             assert r.status_code not in (401, 403), (method, path, who, r.text)

@@ -41,6 +41,7 @@ VALID_PATH = {
     "transformation_id": "t.x",
     "task_id": "t1",
     "filename": "all.zip",
+    "upload_id": "",  # set by the fixture: a resumable upload in progress
 }
 TRANSFORMATION = {
     "id": "t.x",
@@ -186,6 +187,10 @@ def server(tmp_path_factory, mongo_url):
         plan = {**TEMPLATES[("POST", "/tasks")], "task_id": "t1"}
         assert c.post("/tasks", json=plan).is_success
         assert c.put("/tasks/t1/status", json={"phase": "Running"}).is_success
+        tus = {"Tus-Resumable": "1.0.0", "Upload-Length": str(10**6), "Upload-Metadata": "target L21vZGVsL20vdjE="}
+        created = c.post("/uploads", headers=tus)  # target /model/m/v1
+        assert created.status_code == 201, created.text
+        VALID_PATH["upload_id"] = created.headers["location"].rsplit("/", 1)[1]
         yield live.url
     drop(app_settings)
 
@@ -199,13 +204,13 @@ def _record(method: str, path: str, statuses: Counter[int]) -> None:
 @pytest.mark.parametrize(("method", "path", "op"), OPERATIONS, ids=[f"{m} {p}" for m, p, _ in OPERATIONS])
 def test_no_hostile_value_gets_a_5xx(server, method, path, op):
     statuses: Counter[int] = Counter()
-    params = [p for p in op.get("parameters", []) if p["in"] in ("path", "query")]
+    params = [p for p in op.get("parameters", []) if p["in"] in ("path", "query", "header")]
     content = op.get("requestBody", {}).get("content", {})
     template = TEMPLATES.get((method, path))
     if template is None and "application/json" in content:
         template = {}
     places = _leaves(template) if template is not None else []
-    uploads = "application/octet-stream" in content
+    uploads = "application/octet-stream" in content or "application/offset+octet-stream" in content
 
     @settings(
         max_examples=EXAMPLES,
@@ -218,8 +223,16 @@ def test_no_hostile_value_gets_a_5xx(server, method, path, op):
     def send(data: st.DataObject) -> None:
         url = path
         query: list[str] = []
+        headers: dict[str, bytes] = {}
+        if path.startswith("/uploads"):
+            headers["Tus-Resumable"] = b"1.0.0"
         for param in params:
             name = param["name"]
+            if param["in"] == "header":  # tus headers: hostile values, or none
+                if data.draw(st.booleans(), label=f"send {name}"):
+                    value = data.draw(st.one_of(hostile_text, huge_integers, st.just("0")), label=name)
+                    headers[name] = _header_value(value)
+                continue
             # Deletes get hostile names only: the fixture's items stay for the other operations.
             valid = name in VALID_PATH and method != "DELETE" and data.draw(st.booleans(), label=f"valid {name}")
             if param["in"] == "path":
@@ -228,7 +241,6 @@ def test_no_hostile_value_gets_a_5xx(server, method, path, op):
             elif data.draw(st.booleans(), label=f"send {name}"):
                 value = data.draw(st.one_of(hostile_text, huge_integers), label=name)
                 query.append(f"{quote(name)}={_url_segment(value)}")
-        headers: dict[str, bytes] = {}
         body: bytes | None = None
         if method in ("GET", "HEAD") and path in DOWNLOADS and data.draw(st.booleans(), label="range"):
             position = st.one_of(st.just(""), huge_integers, st.integers(0, 2000).map(str))
@@ -242,6 +254,8 @@ def test_no_hostile_value_gets_a_5xx(server, method, path, op):
             headers["Content-Type"] = b"application/json"
         elif uploads:
             body = b"file bytes"
+            if "application/offset+octet-stream" in content:
+                headers["Content-Type"] = b"application/offset+octet-stream"
             headers["X-Filename"] = _header_value(data.draw(hostile_text, label="x-filename"))
         headers["X-Request-ID"] = _header_value(data.draw(hostile_text, label="request id"))
         target = f"{server}{url}" + (f"?{'&'.join(query)}" if query else "")

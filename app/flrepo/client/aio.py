@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from flrepo.client import artifacts, calls
+from flrepo.client import artifacts, calls, tus
 from flrepo.client.artifacts import Kind
 from flrepo.client.calls import Call, Stored
 from flrepo.client.endpoint import AsyncEndpoint, AsyncPager
@@ -41,6 +41,7 @@ class AsyncRepositoryClient:
         timeout: float = 60.0,
         retry: Retry | None = None,
         keyring: Keyring | None = None,
+        tus_threshold: int | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         options = client_options(base_url, api_key, timeout)
@@ -48,6 +49,8 @@ class AsyncRepositoryClient:
         self.http = httpx.AsyncClient(transport=transport, **options)
         self.retry = retry or Retry()
         self.keyring = keyring if keyring is not None else Keyring.from_env()
+        # Files from this size on go as resumable tus uploads (flrepo.client.tus).
+        self.tus_threshold = tus.threshold(tus_threshold)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -146,9 +149,13 @@ class AsyncRepositoryClient:
         return await self._put(path, await asyncio.to_thread(Upload, source, filename, progress))
 
     async def _put(self, path: str, upload: Upload, stat: str | None = None) -> Stored:
-        """PUT the upload; what was stored comes as in RepositoryClient._put."""
-        response = await self._request("PUT", path, upload.repeatable, upload, headers=upload.headers)
-        stored = upload.stored(response)
+        """PUT the upload (tus from the threshold up); what was stored comes as in RepositoryClient._put."""
+        if tus.wanted(upload, self.tus_threshold):
+            await tus.send_async(self, path, upload)
+            stored = None
+        else:
+            response = await self._request("PUT", path, upload.repeatable, upload, headers=upload.headers)
+            stored = upload.stored(response)
         if stored is not None:
             return stored
         try:

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from flrepo.client import artifacts, calls
+from flrepo.client import artifacts, calls, tus
 from flrepo.client.artifacts import Kind
 from flrepo.client.calls import Call, Stored
 from flrepo.client.endpoint import SyncEndpoint, SyncPager
@@ -38,7 +38,8 @@ class RepositoryClient:
 
     `base_url` defaults to FLREPO_URL, `api_key` to FLREPO_API_KEY (sent as a Bearer token), and
     the signing keys come from FLREPO_SIGNING_KEY / FLREPO_SIGNING_KEY_ID / FLREPO_VERIFY_KEYS
-    unless `keyring` is given. Use it as a context manager, or call `close()`.
+    unless `keyring` is given. Files of at least `tus_threshold` bytes (default FLREPO_TUS_THRESHOLD_BYTES,
+    else 64 MiB) upload as resumable tus uploads. Use it as a context manager, or call `close()`.
     """
 
     def __init__(
@@ -49,6 +50,7 @@ class RepositoryClient:
         timeout: float = 60.0,
         retry: Retry | None = None,
         keyring: Keyring | None = None,
+        tus_threshold: int | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         options = client_options(base_url, api_key, timeout)
@@ -56,6 +58,8 @@ class RepositoryClient:
         self.http = httpx.Client(transport=transport, **options)
         self.retry = retry or Retry()
         self.keyring = keyring if keyring is not None else Keyring.from_env()
+        # Files from this size on go as resumable tus uploads (flrepo.client.tus).
+        self.tus_threshold = tus.threshold(tus_threshold)
 
     def close(self) -> None:
         self.http.close()
@@ -153,10 +157,15 @@ class RepositoryClient:
         return self._put(path, Upload(source, filename, progress))
 
     def _put(self, path: str, upload: Upload, stat: str | None = None) -> Stored:
-        """PUT the upload; what was stored comes from the answer's ETag, else from a HEAD of `stat`
-        (the file's download path) or, when none is given, of `path` if the server answers one."""
-        response = self._request("PUT", path, upload.repeatable, upload.chunks, headers=upload.headers)
-        stored = upload.stored(response)
+        """PUT the upload (tus from the threshold up, flrepo.client.tus); what was stored comes from
+        the answer's ETag, else from a HEAD of `stat` (the file's download path) or, when none is given,
+        of `path` if the server answers one."""
+        if tus.wanted(upload, self.tus_threshold):
+            tus.send(self, path, upload)  # completion answers no ETag: the HEAD below says what was stored
+            stored = None
+        else:
+            response = self._request("PUT", path, upload.repeatable, upload.chunks, headers=upload.headers)
+            stored = upload.stored(response)
         if stored is not None:
             return stored
         try:

@@ -136,12 +136,12 @@ def _unauthorized() -> HTTPException:
     return HTTPException(401, "missing or invalid API key", headers={"WWW-Authenticate": "Bearer"})
 
 
-async def authorize(
+async def authenticate(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     header_key: Annotated[str | None, Depends(api_key_header)],
 ) -> Principal:
-    """Who is calling, checked against the role the request's method needs (DELETE needs admin)."""
+    """Who is calling (401 for an unknown key, or no key where anonymous requests get no role)."""
     store: KeyStore = request.app.state.keys
     key = credentials.credentials if credentials else header_key
     if key:
@@ -153,10 +153,18 @@ async def authorize(
         if store.anonymous == Role.NONE:
             raise _unauthorized()
         principal = Principal("anonymous", store.anonymous)
-    needed = METHOD_ROLES.get(request.method, Role.ADMIN)
+    request.state.principal = principal
+    return principal
+
+
+def require(principal: Principal, needed: Role) -> None:
     if principal.role < needed:
         raise HTTPException(403, f"this operation needs the {needed.label} role")
-    request.state.principal = principal
+
+
+async def authorize(principal: Annotated[Principal, Depends(authenticate)], request: Request) -> Principal:
+    """Who is calling, checked against the role the request's method needs (DELETE needs admin)."""
+    require(principal, METHOD_ROLES.get(request.method, Role.ADMIN))
     return principal
 
 

@@ -31,6 +31,9 @@ STATUS_OF: dict[type[store_errors.StoreError], int] = {
     store_errors.TooLarge: 413,
     store_errors.Invalid: 422,
     store_errors.Busy: 503,
+    store_errors.Locked: 423,
+    # tus 1.0 checksum extension: "460 Checksum Mismatch".
+    store_errors.ChecksumMismatch: 460,
 }
 
 BAD_VALUE = 2  # MongoDB error code
@@ -123,8 +126,9 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    if exc.status_code == 400:
+    if exc.status_code == 400 and not getattr(exc, "protocol", False):
         # FastAPI answers 400 to a body it cannot decode; for this API that is invalid input.
+        # (A protocol that prescribes 400, tus, marks its own errors `protocol`.)
         exc = StarletteHTTPException(422, f"invalid request body: {exc.detail}", headers=exc.headers)
     return await http_exception_handler(request, exc)
 

@@ -36,12 +36,28 @@ from flrepo.server.routes import (
     tasks,
     training_results,
     transformations,
+    uploads,
 )
 from flrepo.server.settings import Settings, get_settings
 from flrepo.server.storage.db import Database
 from flrepo.server.storage.sweep import sweep_forever
 
 log = logging.getLogger(__name__)
+
+# What browsers' tus clients (tus-js-client) send and read across origins.
+TUS_REQUEST = ["Tus-Resumable", "Upload-Length", "Upload-Metadata", "Upload-Offset", "Upload-Checksum"]
+TUS_RESPONSE = [
+    "Location",
+    "Tus-Resumable",
+    "Tus-Version",
+    "Tus-Extension",
+    "Tus-Max-Size",
+    "Tus-Checksum-Algorithm",
+    "Upload-Offset",
+    "Upload-Length",
+    "Upload-Metadata",
+    "Upload-Expires",
+]
 
 DESCRIPTION = """
 The FL Repository stores the reusable parts of federated learning — ML models, training results,
@@ -61,6 +77,11 @@ TAGS = [
     {"name": "transformations", "description": "Data transformations used by local executions."},
     {"name": "tasks", "description": "FL training plans and the live status their training collector reports."},
     {"name": "collectors", "description": "Training collectors registered by name and version (aerOS `/collector`)."},
+    {
+        "name": "uploads",
+        "description": "Resumable uploads (tus 1.0: core, creation, termination, checksum, expiration) of any file "
+        "an upload path takes; `Upload-Metadata` names its `target`, e.g. /model/NAME/VERSION.",
+    },
     {"name": "service", "description": "Health and readiness."},
 ]
 
@@ -117,6 +138,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     openapi.install(app)
     for module in (models, training_results, strategies, transformations, tasks, checkpoints, collectors):
         app.include_router(module.router, dependencies=[Depends(authorize)], responses=problems(401, 403))
+    # Authorized per route: OPTIONS (capabilities) is public, the rest need the role of the target's PUT.
+    app.include_router(uploads.router)
     app.include_router(audit.router)
     app.include_router(health.router)
 
@@ -135,9 +158,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "HEAD", "POST", "PUT", "DELETE"],
-            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Range", "X-Request-ID", "X-Filename"],
-            expose_headers=["X-Total-Count", "X-Request-ID", "ETag", "Content-Range", "Content-Disposition"],
+            allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=[
+                "Authorization",
+                "X-API-Key",
+                "Content-Type",
+                "Range",
+                "X-Request-ID",
+                "X-Filename",
+                *TUS_REQUEST,
+            ],
+            expose_headers=[
+                "X-Total-Count",
+                "X-Request-ID",
+                "ETag",
+                "Content-Range",
+                "Content-Disposition",
+                *TUS_RESPONSE,
+            ],
         )
 
     async def record(entry: dict[str, Any]) -> None:

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
         description="Seconds between checks for Running tasks whose collector stopped heartbeating (they are "
         "marked Failed, reason CollectorLost, after their heartbeat_timeout); 0 disables.",
     )
+    upload_expiry_s: float = Field(
+        default=86400,
+        gt=0,
+        description="Resumable (tus) uploads untouched for this many seconds expire; the sweep removes them.",
+    )
     max_header_bytes: int = Field(
         default=32 * 1024,
         ge=1024,

@@ -31,6 +31,8 @@ class IncomingFile:
     filename: str | None
     content_type: str
     chunks: AsyncIterator[bytes]
+    # Already complete in GridFS (a finished resumable upload): `store` only hands it on.
+    stored: StoredFile | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,8 @@ async def store(
     The files document is written last, so until then a crashed upload leaves just orphan
     chunks that no document points to (the sweep removes them).
     """
+    if incoming.stored is not None:
+        return incoming.stored
     filename = incoming.filename or default_filename
     writer = GridWriter(
         db.grid, filename, db.chunk_bytes, metadata={"content_type": incoming.content_type, "owner": owner}

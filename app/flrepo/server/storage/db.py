@@ -40,6 +40,10 @@ FILE_FIELDS: dict[str, str] = {
 # Every field of any document that may hold a GridFS id: the sweep keeps whatever these point at.
 # aerOS 1.1.0's collector model has a `collector_id` (aerOS itself never stored a file under it).
 REFERENCE_FIELDS: dict[str, str] = {**FILE_FIELDS, "collectors": "collector_id"}
+# Resumable (tus) uploads in progress: each names the GridFS file its chunks are written to, which has
+# no files document until the upload completes. The sweep leaves those chunks alone until it expires.
+UPLOADS = "uploads"
+UPLOAD_FILE_FIELD = "file_id"
 
 
 @dataclass

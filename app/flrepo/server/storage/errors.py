@@ -38,3 +38,11 @@ class Invalid(StoreError):
 
 class Busy(StoreError):
     """The item changed too often while this request tried to change it; try again."""
+
+
+class Locked(StoreError):
+    """Another request is writing to the same resumable upload right now."""
+
+
+class ChecksumMismatch(StoreError):
+    """A part of a resumable upload does not have the checksum its request announced; it was discarded."""

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bson import Binary, Int64, ObjectId
+from pymongo import ReplaceOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 # Chunks per insert_many and per cursor batch: ~1 MiB per round trip with 255 KiB chunks.
@@ -102,6 +103,90 @@ class GridWriter:
     async def abort(self) -> None:
         self._pending.clear()
         await self._chunks.delete_many({"files_id": self.file_id})
+
+
+class GridAppender:
+    """Continues the chunks of a GridFS file being written across requests (a resumable upload):
+    starts at `offset`, which need not be a chunk boundary, and leaves every chunk it touched written,
+    including the partial last one, so the next request reads that one back and goes on.
+
+    Chunks are written by `_id` with upsert: a chunk left by an interrupted request beyond the
+    recorded offset is simply overwritten when the upload gets there again.
+    """
+
+    def __init__(self, grid: AsyncDatabase, file_id: Any, chunk_size: int, offset: int) -> None:
+        self.file_id = file_id
+        self._chunks = grid["fs.chunks"]
+        self._chunk_size = chunk_size
+        self._n = offset // chunk_size
+        self._tail = offset % chunk_size  # bytes of chunk _n already stored
+        self._buffer = bytearray()
+        self._pending: list[dict[str, Any]] = []
+
+    async def open(self) -> None:
+        if not self._tail:
+            return
+        doc = await self._chunks.find_one({"files_id": self.file_id, "n": self._n}, {"_id": 0, "data": 1})
+        data = bytes(doc["data"]) if doc is not None else b""
+        if len(data) < self._tail:
+            raise OSError(f"GridFS file {self.file_id} has {len(data)} bytes in chunk {self._n}, not {self._tail}")
+        self._buffer += data[: self._tail]
+
+    async def write(self, data: bytes) -> None:
+        self._buffer += data
+        size = self._chunk_size
+        if len(self._buffer) < size:
+            return
+        whole = len(self._buffer) // size * size
+        view = memoryview(self._buffer)
+        for offset in range(0, whole, size):
+            self._pending.append(self._chunk(bytes(view[offset : offset + size])))
+        view.release()
+        del self._buffer[:whole]
+        if len(self._pending) >= BATCH_CHUNKS:
+            await self._flush()
+
+    def _chunk(self, data: bytes) -> dict[str, Any]:
+        doc = {
+            "_id": chunk_id(self.file_id, self._n),
+            "files_id": self.file_id,
+            "n": self._n,
+            "data": Binary(data),
+            "at": datetime.now(UTC),
+        }
+        self._n += 1
+        return doc
+
+    async def _flush(self) -> None:
+        if self._pending:
+            batch, self._pending = self._pending, []
+            await self._chunks.bulk_write([ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in batch])
+
+    async def close(self) -> None:
+        """Write what is buffered, the partial last chunk too (the next append rewrites it, longer)."""
+        if self._buffer:
+            self._pending.append(self._chunk(bytes(self._buffer)))
+            self._buffer.clear()
+        await self._flush()
+
+
+async def write_files_document(
+    grid: AsyncDatabase, file_id: Any, length: int, chunk_size: int, filename: str, **fields: Any
+) -> None:
+    """The files document that makes a complete set of chunks a GridFS file (replacing one written
+    by an earlier attempt)."""
+    await grid["fs.files"].replace_one(
+        {"_id": file_id},
+        {
+            "_id": file_id,
+            "length": Int64(length),
+            "chunkSize": chunk_size,
+            "uploadDate": datetime.now(UTC),
+            "filename": filename,
+            **fields,
+        },
+        upsert=True,
+    )
 
 
 async def find_file(grid: AsyncDatabase, file_id: Any) -> dict[str, Any] | None:

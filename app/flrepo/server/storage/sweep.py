@@ -18,7 +18,7 @@ from bson import ObjectId
 from pymongo.errors import PyMongoError
 
 from flrepo.server.storage.blobs import parse_file_id
-from flrepo.server.storage.db import REFERENCE_FIELDS, Database
+from flrepo.server.storage.db import REFERENCE_FIELDS, UPLOAD_FILE_FIELD, UPLOADS, Database
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +28,14 @@ class SweepReport:
     orphan_files: int = 0
     orphan_chunk_sets: int = 0
     chunks_removed: int = 0
+    expired_uploads: int = 0
 
 
-async def referenced_ids(db: Database) -> set[Any]:
+async def referenced_ids(db: Database, *, uploads: bool = True) -> set[Any]:
+    """Every GridFS id a document points at; with `uploads`, also the files resumable uploads are writing."""
     ids: set[Any] = set()
-    for collection, field in REFERENCE_FIELDS.items():
+    fields = {**REFERENCE_FIELDS, UPLOADS: UPLOAD_FILE_FIELD} if uploads else REFERENCE_FIELDS
+    for collection, field in fields.items():
         async for doc in db.collection(collection).find({field: {"$ne": None}}, {field: 1, "_id": 0}):
             # aerOS wrote the id's text, a hand-edited database may hold the ObjectId: both count.
             ids.add(parse_file_id(doc[field]))
@@ -87,10 +90,30 @@ async def _last_chunk(db: Database, files_id: Any) -> dict[str, Any] | None:
     return found
 
 
+async def expire_uploads(db: Database, stamp: datetime) -> int:
+    """Forget resumable uploads whose expiry has passed, and remove what they stored (unless an item
+    points at it: a completion that attached the file but could not record it)."""
+    uploads = db.collection(UPLOADS)
+    expired = [doc async for doc in uploads.find({"expires_at": {"$lt": stamp}}, {"_id": 1, UPLOAD_FILE_FIELD: 1})]
+    if not expired:
+        return 0
+    kept = await referenced_ids(db, uploads=False)
+    for doc in expired:
+        await uploads.delete_one({"_id": doc["_id"]})
+        file_id = doc.get(UPLOAD_FILE_FIELD)
+        if file_id is not None and file_id not in kept:
+            await db.grid["fs.files"].delete_one({"_id": file_id})
+            await db.grid["fs.chunks"].delete_many({"files_id": file_id})
+    return len(expired)
+
+
 async def sweep(db: Database, grace: timedelta) -> SweepReport:
-    """Delete unreferenced files and chunk sets whose last write is older than `grace`."""
+    """Delete expired resumable uploads, then unreferenced files and chunk sets whose last write is
+    older than `grace` (the chunks of a live resumable upload are referenced by it)."""
     report = SweepReport()
-    cutoff = datetime.now(UTC) - grace
+    stamp = datetime.now(UTC)
+    cutoff = stamp - grace
+    report.expired_uploads = await expire_uploads(db, stamp)
     files = db.grid["fs.files"]
     chunks = db.grid["fs.chunks"]
     # Read the references after listing the files: a file switched in meanwhile is then seen.
@@ -103,7 +126,7 @@ async def sweep(db: Database, grace: timedelta) -> SweepReport:
     # Chunk sets whose files document was never written: an upload that did not finish.
     # (one newest-chunk look-up each: FerretDB has no $max accumulator in $group.)
     for files_id in await _chunk_sets(db):
-        if await files.count_documents({"_id": files_id}, limit=1):
+        if files_id in referenced or await files.count_documents({"_id": files_id}, limit=1):
             continue
         newest = await _last_chunk(db, files_id)
         # Our chunks carry their write time in "at"; other writers' ObjectId _ids carry it too.
@@ -111,12 +134,13 @@ async def sweep(db: Database, grace: timedelta) -> SweepReport:
             result = await chunks.delete_many({"files_id": files_id})
             report.orphan_chunk_sets += 1
             report.chunks_removed += result.deleted_count
-    if report.orphan_files or report.orphan_chunk_sets:
+    if report.orphan_files or report.orphan_chunk_sets or report.expired_uploads:
         log.info(
-            "sweep removed %d orphan files and %d unfinished uploads (%d chunks)",
+            "sweep removed %d orphan files, %d unfinished uploads (%d chunks) and %d expired resumable uploads",
             report.orphan_files,
             report.orphan_chunk_sets,
             report.chunks_removed,
+            report.expired_uploads,
         )
     return report
 
