@@ -233,7 +233,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             cancel = actions.add_parser(
                 "cancel", parents=[common], help="end a Pending or Running task (Failed, reason Cancelled)"
             )
-            _key_arguments(cancel, spec.keys)
+            _key_arguments(cancel, spec)
             cancel.add_argument("--message", help="why, recorded in the task's condition")
             cancel.set_defaults(func=_run(_cancel, spec))
 

@@ -33,11 +33,21 @@ TusResumable = Annotated[str | None, Header(alias="Tus-Resumable", description="
 TARGET_ROLE = METHOD_ROLES["PUT"]
 
 _TUS_PROBLEMS: dict[int, dict[str, Any]] = {
-    400: {"description": "A tus header is missing or malformed"},
-    412: {"description": "Tus-Resumable is not 1.0.0", "headers": {"Tus-Version": header("Supported: 1.0.0")}},
-    415: {"description": f"The part is not {OFFSET_STREAM}"},
-    423: {"description": "Another request is writing to this upload; try again"},
-    460: {"description": "Checksum mismatch: the part was discarded"},
+    400: {"description": "A tus header is missing or malformed", "example": "Upload-Offset must be a number"},
+    412: {
+        "description": "Tus-Resumable is not 1.0.0",
+        "headers": {"Tus-Version": header("Supported: 1.0.0")},
+        "example": "Tus-Resumable 1.0.0 is required",
+    },
+    415: {"description": f"The part is not {OFFSET_STREAM}", "example": f"Content-Type must be {OFFSET_STREAM}"},
+    423: {
+        "description": "Another request is writing to this upload; try again",
+        "example": "another request is writing to this upload; try again",
+    },
+    460: {
+        "description": "Checksum mismatch: the part was discarded",
+        "example": "Upload-Checksum does not match the part; it was discarded",
+    },
 }
 
 
@@ -46,7 +56,9 @@ def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     found = problems(401, 403, *[c for c in codes if c not in _TUS_PROBLEMS])
     for code in codes:
         if code in _TUS_PROBLEMS:
-            found[code] = {"model": Problem, **_TUS_PROBLEMS[code]}
+            entry = dict(_TUS_PROBLEMS[code])
+            example = {"detail": entry.pop("example")}
+            found[code] = {"model": Problem, **entry, "content": {"application/json": {"example": example}}}
     return found
 
 
