@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 FERRETDB := tools/bin/ferretdb
 PORT ?= 9013
 
-.PHONY: help venv ferretdb helm constraints run test lint format fuzz fuzz-nightly loadtest demo bench bench-full bench-fl bench-sdk bench-store clean
+.PHONY: help venv ferretdb helm tusjs constraints run test lint format fuzz fuzz-nightly loadtest demo bench bench-full bench-fl bench-sdk bench-store clean
 
 help:
 	@echo "make run     - the API on http://127.0.0.1:$(PORT)/docs with an embedded FerretDB (SQLite) store"
@@ -72,11 +72,21 @@ $(HELM): tools/install_helm.sh
 
 helm: $(HELM)
 
+# tus-js-client (npm) for the test that checks it works against /uploads unchanged; without npm the
+# test is skipped (and says so).
+TUSJS := tools/tusjs/node_modules/tus-js-client
+$(TUSJS):
+	@if command -v npm >/dev/null 2>&1; then \
+	  mkdir -p tools/tusjs && npm install --silent --no-audit --no-fund --prefix tools/tusjs tus-js-client@4.3.1; \
+	else echo "npm not found: the tus-js-client test will be skipped"; fi
+
+tusjs: $(TUSJS)
+
 # Development server: anonymous, local data in .flrepo-data/, Swagger UI at /docs.
 run: venv ferretdb
 	$(VENV)/bin/flrepo serve --embedded --host 127.0.0.1 --port $(PORT)
 
-test: venv ferretdb helm
+test: venv ferretdb helm tusjs
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # Property-based fuzzing of every operation with schemathesis (seed and case count are printed).
@@ -110,7 +120,7 @@ bench-sdk: venv ferretdb
 	$(PY) bench/sdk.py --mib $(or $(MIB),64)
 
 # Bounded load test on loopback: 16 clients for 60 s, then every surviving file is verified.
-loadtest: venv ferretdb helm
+loadtest: venv ferretdb helm tusjs
 	$(PY) bench/loadtest.py --clients $(or $(CLIENTS),16) --seconds $(or $(SECONDS),60)
 
 lint: venv

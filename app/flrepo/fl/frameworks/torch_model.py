@@ -32,7 +32,10 @@ class TorchModel(LocalModel):
     @classmethod
     def load(cls, path: Path, meta: Mapping[str, Any]) -> TorchModel:
         try:
-            return cls(torch.export.load(str(path)))
+            # An open file, not the path: torch warns about paths not ending in .pt2, and a
+            # downloaded model is stored under whatever name the task's work folder gives it.
+            with open(path, "rb") as program:
+                return cls(torch.export.load(program))
         except Exception as exc:  # torch raises many kinds of errors for a file that is not a program
             raise ModelError(f"not a torch.export program (.pt2): {type(exc).__name__}: {str(exc)[:200]}") from None
 
