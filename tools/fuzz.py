@@ -84,7 +84,8 @@ def main() -> int:
                 "--no-color",
             ]
             print(f"fuzz: seed={seed} examples={args.examples}: {' '.join(command)}", flush=True)
-            result = subprocess.run(command, capture_output=True, text=True, check=False)
+            hooks = {**os.environ, "SCHEMATHESIS_HOOKS": "fuzz_hooks", "PYTHONPATH": str(Path(__file__).parent)}
+            result = subprocess.run(command, env=hooks, capture_output=True, text=True, check=False)
             print(result.stdout[-20000:])
             print(result.stderr[-5000:], file=sys.stderr)
             cases = re.search(r"(\d+) generated", result.stdout)

@@ -84,6 +84,20 @@ _EXAMPLES: dict[int, Any] = {
 }
 
 
+# What the body limit answers (flrepo.server.middleware.body_limit) on any route that reads a JSON body.
+BODY_TOO_LARGE_EXAMPLE = "request body larger than 1048576 bytes"
+
+
+def problem_document(code: int, example: Any) -> dict[str, Any]:
+    """One error answer as it appears in the OpenAPI document (for entries added after generation)."""
+    return {
+        "description": _PROBLEMS[code],
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/Problem"}, "example": {"detail": example}}
+        },
+    }
+
+
 def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error answers a route can give (always 422 and 503), each with an example."""
     return {

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from flrepo.schemas.identifiers import IDENTIFIER_PATTERN, KEY_PATTERN, MAX_IDENTIFIER, MAX_KEY
+from flrepo.server.deps import BODY_TOO_LARGE_EXAMPLE, problem_document
 
 IDENTIFIER_DESCRIPTION = (
     f"A name: 1 to {MAX_IDENTIFIER} characters, any language; not `.` or `..`; no `/`; not starting with `$`; "
@@ -94,6 +95,9 @@ def complete(document: dict[str, Any]) -> None:
         for operation in operations.values():
             if "206" in operation.get("responses", {}):
                 _add_parameters(operation, DOWNLOAD_PARAMETERS)
+            if "application/json" in operation.get("requestBody", {}).get("content", {}):
+                # Every JSON body passes the body limit first (FLREPO_MAX_BODY_BYTES): 413 above it.
+                operation["responses"].setdefault("413", problem_document(413, BODY_TOO_LARGE_EXAMPLE))
             for status, response in operation.get("responses", {}).items():
                 headers = response.setdefault("headers", {})
                 headers.setdefault("X-Request-ID", REQUEST_ID_HEADER)
