@@ -28,32 +28,20 @@ def chunk_id(file_id: Any, n: int) -> str:
     return f"{file_id}:{n}"
 
 
-class GridWriter:
-    """Writes one new GridFS file; the files document appears only in `close`, so an unfinished
-    upload is never visible as a file (just chunks, which the sweep removes)."""
+class _Chunker:
+    """Cuts the bytes written into the chunks of one file, numbered from `n`, and sends them a batch
+    at a time (`_send`: how a batch is stored). Memory: one chunk being filled plus one batch."""
 
-    def __init__(
-        self,
-        grid: AsyncDatabase,
-        filename: str,
-        chunk_size: int,
-        metadata: dict[str, Any] | None,
-        file_id: Any = None,
-    ) -> None:
-        self.file_id = file_id if file_id is not None else ObjectId()
-        self._files = grid["fs.files"]
+    def __init__(self, grid: AsyncDatabase, file_id: Any, chunk_size: int, n: int = 0) -> None:
+        self.file_id = file_id
         self._chunks = grid["fs.chunks"]
-        self._filename = filename
         self._chunk_size = chunk_size
-        self._metadata = metadata
+        self._n = n
         self._buffer = bytearray()
         self._pending: list[dict[str, Any]] = []
-        self._n = 0
-        self.length = 0
 
     async def write(self, data: bytes) -> None:
         self._buffer += data
-        self.length += len(data)
         size = self._chunk_size
         if len(self._buffer) < size:
             return
@@ -81,13 +69,46 @@ class GridWriter:
     async def _flush(self) -> None:
         if self._pending:
             batch, self._pending = self._pending, []
-            await self._chunks.insert_many(batch, ordered=True)
+            await self._send(batch)
 
-    async def close(self, **extra: Any) -> None:
+    async def _send(self, batch: list[dict[str, Any]]) -> None:
+        raise NotImplementedError
+
+    async def _write_rest(self) -> None:
+        """Write what is buffered, a last chunk shorter than the chunk size too."""
         if self._buffer:
             self._pending.append(self._chunk(bytes(self._buffer)))
             self._buffer.clear()
         await self._flush()
+
+
+class GridWriter(_Chunker):
+    """Writes one new GridFS file; the files document appears only in `close`, so an unfinished
+    upload is never visible as a file (just chunks, which the sweep removes)."""
+
+    def __init__(
+        self,
+        grid: AsyncDatabase,
+        filename: str,
+        chunk_size: int,
+        metadata: dict[str, Any] | None,
+        file_id: Any = None,
+    ) -> None:
+        super().__init__(grid, file_id if file_id is not None else ObjectId(), chunk_size)
+        self._files = grid["fs.files"]
+        self._filename = filename
+        self._metadata = metadata
+        self.length = 0
+
+    async def write(self, data: bytes) -> None:
+        self.length += len(data)
+        await super().write(data)
+
+    async def _send(self, batch: list[dict[str, Any]]) -> None:
+        await self._chunks.insert_many(batch, ordered=True)
+
+    async def close(self, **extra: Any) -> None:
+        await self._write_rest()
         await self._files.insert_one(
             {
                 "_id": self.file_id,
@@ -105,7 +126,7 @@ class GridWriter:
         await self._chunks.delete_many({"files_id": self.file_id})
 
 
-class GridAppender:
+class GridAppender(_Chunker):
     """Continues the chunks of a GridFS file being written across requests (a resumable upload):
     starts at `offset`, which need not be a chunk boundary, and leaves every chunk it touched written,
     including the partial last one, so the next request reads that one back and goes on.
@@ -115,13 +136,8 @@ class GridAppender:
     """
 
     def __init__(self, grid: AsyncDatabase, file_id: Any, chunk_size: int, offset: int) -> None:
-        self.file_id = file_id
-        self._chunks = grid["fs.chunks"]
-        self._chunk_size = chunk_size
-        self._n = offset // chunk_size
+        super().__init__(grid, file_id, chunk_size, n=offset // chunk_size)
         self._tail = offset % chunk_size  # bytes of chunk _n already stored
-        self._buffer = bytearray()
-        self._pending: list[dict[str, Any]] = []
 
     async def open(self) -> None:
         if not self._tail:
@@ -132,42 +148,12 @@ class GridAppender:
             raise OSError(f"GridFS file {self.file_id} has {len(data)} bytes in chunk {self._n}, not {self._tail}")
         self._buffer += data[: self._tail]
 
-    async def write(self, data: bytes) -> None:
-        self._buffer += data
-        size = self._chunk_size
-        if len(self._buffer) < size:
-            return
-        whole = len(self._buffer) // size * size
-        view = memoryview(self._buffer)
-        for offset in range(0, whole, size):
-            self._pending.append(self._chunk(bytes(view[offset : offset + size])))
-        view.release()
-        del self._buffer[:whole]
-        if len(self._pending) >= BATCH_CHUNKS:
-            await self._flush()
-
-    def _chunk(self, data: bytes) -> dict[str, Any]:
-        doc = {
-            "_id": chunk_id(self.file_id, self._n),
-            "files_id": self.file_id,
-            "n": self._n,
-            "data": Binary(data),
-            "at": datetime.now(UTC),
-        }
-        self._n += 1
-        return doc
-
-    async def _flush(self) -> None:
-        if self._pending:
-            batch, self._pending = self._pending, []
-            await self._chunks.bulk_write([ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in batch])
+    async def _send(self, batch: list[dict[str, Any]]) -> None:
+        await self._chunks.bulk_write([ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in batch])
 
     async def close(self) -> None:
         """Write what is buffered, the partial last chunk too (the next append rewrites it, longer)."""
-        if self._buffer:
-            self._pending.append(self._chunk(bytes(self._buffer)))
-            self._buffer.clear()
-        await self._flush()
+        await self._write_rest()
 
 
 async def write_files_document(
