@@ -19,18 +19,6 @@ from flwr.server.strategy import Strategy
 from flrepo.fl.frameworks import LocalModel, Weights
 
 METRIC_FUNCTIONS = ("fit_metrics_aggregation_fn", "evaluate_metrics_aggregation_fn")
-REPORTED = (
-    "min_available_clients",
-    "min_fit_clients",
-    "min_evaluate_clients",
-    "fraction_fit",
-    "fraction_evaluate",
-    "proximal_mu",
-    "server_learning_rate",
-    "server_momentum",
-    "eta",
-    "tau",
-)
 
 
 def weighted_average(results: list[tuple[int, dict[str, Scalar]]]) -> dict[str, Scalar]:
@@ -40,33 +28,55 @@ def weighted_average(results: list[tuple[int, dict[str, Scalar]]]) -> dict[str, 
     return {k: sum(n * float(m.get(k, 0.0)) for n, m in results) / total for k in sorted(keys)}
 
 
+# The strategy attributes a task's participant settings set: (everyone needed, per round for
+# training, per round for evaluation, fraction for training, fraction for evaluation).
+LEGACY_NAMES = ("min_available_clients", "min_fit_clients", "min_evaluate_clients", "fraction_fit", "fraction_evaluate")
+MESSAGE_NAMES = ("min_available_nodes", "min_train_nodes", "min_evaluate_nodes", "fraction_train", "fraction_evaluate")
+# Recorded in the task's strategy_settings whatever their source (the strategy's own when the task sets none).
+ALGORITHM_SETTINGS = ("proximal_mu", "server_learning_rate", "server_momentum", "eta", "tau")
+REPORTED = (*LEGACY_NAMES, *ALGORITHM_SETTINGS)
+
+
+class _Settings:
+    """What is set on a strategy, and where each value came from."""
+
+    def __init__(self, strategy: Any) -> None:
+        self.strategy = strategy
+        self.used: dict[str, dict[str, Any]] = {}
+
+    def put(self, name: str, value: Any, source: str) -> None:
+        if not hasattr(self.strategy, name):
+            if source == "task strategy_conf":
+                raise ValueError(f"strategy {type(self.strategy).__name__} has no parameter {name!r}")
+            return
+        setattr(self.strategy, name, value)
+        self.used[name] = {"value": value, "source": source}
+
+    def apply_task(self, task: dict[str, Any], names: tuple[str, str, str, str, str]) -> None:
+        """The task's explicit settings replace the strategy's own: participants, then strategy_conf."""
+        available, fit, evaluate, fraction_fit, fraction_evaluate = names
+        minimum, ratio = task.get("min_participants"), task.get("participants_ratio")
+        if minimum is not None:
+            per_round = max(1, math.ceil(int(minimum) * float(ratio if ratio is not None else 1.0)))
+            self.put(available, int(minimum), "task min_participants")
+            self.put(fit, per_round, "task min_participants")
+            self.put(evaluate, per_round, "task min_participants")
+        if ratio is not None:
+            self.put(fraction_fit, float(ratio), "task participants_ratio")
+            self.put(fraction_evaluate, float(ratio), "task participants_ratio")
+        for key, value in (task.get("strategy_conf") or {}).items():
+            self.put(key, value, "task strategy_conf")
+
+
 def configure(strategy: Strategy, task: dict[str, Any], model: LocalModel, start: Weights | None) -> dict[str, Any]:
     """Apply the task's explicit settings and the initial weights; return {setting: {value, source}}.
 
     `start`: weights that must be used (a checkpoint on resume); else the strategy's own initial
     parameters if it has any (checked against the model's shapes), else the model's.
     """
-    used: dict[str, dict[str, Any]] = {}
-
-    def put(name: str, value: Any, source: str) -> None:
-        if not hasattr(strategy, name):
-            if source == "task strategy_conf":
-                raise ValueError(f"strategy {type(strategy).__name__} has no parameter {name!r}")
-            return
-        setattr(strategy, name, value)
-        used[name] = {"value": value, "source": source}
-
-    minimum, ratio = task.get("min_participants"), task.get("participants_ratio")
-    if minimum is not None:
-        per_round = max(1, math.ceil(int(minimum) * float(ratio if ratio is not None else 1.0)))
-        put("min_available_clients", int(minimum), "task min_participants")
-        put("min_fit_clients", per_round, "task min_participants")
-        put("min_evaluate_clients", per_round, "task min_participants")
-    if ratio is not None:
-        put("fraction_fit", float(ratio), "task participants_ratio")
-        put("fraction_evaluate", float(ratio), "task participants_ratio")
-    for key, value in (task.get("strategy_conf") or {}).items():
-        put(key, value, "task strategy_conf")
+    settings = _Settings(strategy)
+    put, used = settings.put, settings.used
+    settings.apply_task(task, LEGACY_NAMES)
 
     own = getattr(strategy, "initial_parameters", None)
     if start is not None:
@@ -104,19 +114,7 @@ def _plain(entry: dict[str, Any]) -> dict[str, Any]:
 
 # --- Message-API strategies (flwr.serverapp.strategy) ---------------------------------------------
 
-MESSAGE_REPORTED = (
-    "min_available_nodes",
-    "min_train_nodes",
-    "min_evaluate_nodes",
-    "fraction_train",
-    "fraction_evaluate",
-    "proximal_mu",
-    "server_learning_rate",
-    "server_momentum",
-    "eta",
-    "tau",
-    "weighted_by_key",
-)
+MESSAGE_REPORTED = (*MESSAGE_NAMES, *ALGORITHM_SETTINGS, "weighted_by_key")
 
 
 def configure_message(
@@ -126,27 +124,9 @@ def configure_message(
     explicit settings replace the strategy's own; returns ({setting: {value, source}}, the initial
     weights: `start` if given (a checkpoint), else the model file's). Message strategies carry no
     initial parameters: `Strategy.start` takes them."""
-    used: dict[str, dict[str, Any]] = {}
-
-    def put(name: str, value: Any, source: str) -> None:
-        if not hasattr(strategy, name):
-            if source == "task strategy_conf":
-                raise ValueError(f"strategy {type(strategy).__name__} has no parameter {name!r}")
-            return
-        setattr(strategy, name, value)
-        used[name] = {"value": value, "source": source}
-
-    minimum, ratio = task.get("min_participants"), task.get("participants_ratio")
-    if minimum is not None:
-        per_round = max(1, math.ceil(int(minimum) * float(ratio if ratio is not None else 1.0)))
-        put("min_available_nodes", int(minimum), "task min_participants")
-        put("min_train_nodes", per_round, "task min_participants")
-        put("min_evaluate_nodes", per_round, "task min_participants")
-    if ratio is not None:
-        put("fraction_train", float(ratio), "task participants_ratio")
-        put("fraction_evaluate", float(ratio), "task participants_ratio")
-    for key, value in (task.get("strategy_conf") or {}).items():
-        put(key, value, "task strategy_conf")
+    settings = _Settings(strategy)
+    settings.apply_task(task, MESSAGE_NAMES)
+    used = settings.used
     initial, source = (start, "checkpoint") if start is not None else (model.get_weights(), "model file")
     used["initial_arrays"] = {"value": f"{len(initial)} arrays", "source": source}
     for name in MESSAGE_REPORTED:
