@@ -74,7 +74,9 @@ def _finished(page: list[Any], offset: int) -> bool:
     return not page or (total is not None and offset >= total)
 
 
-class SyncPager(Generic[T]):
+class _Pager(Generic[T]):
+    """An `iter_*` method built from a list call shape: every item over every page."""
+
     def __init__(self, shape: Callable[..., Call[list[T]]]) -> None:
         self.shape = shape
         self.name = f"iter_{shape.__name__}"
@@ -83,6 +85,15 @@ class SyncPager(Generic[T]):
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
+    def _dressed(self, method: Any) -> Any:
+        """`method` named, documented and signed like the call it pages."""
+        method.__name__ = method.__qualname__ = self.name
+        method.__doc__ = self.__doc__
+        method.__signature__ = _pager_signature(self.shape)
+        return method
+
+
+class SyncPager(_Pager[T]):
     def __get__(self, client: Any, owner: type | None = None) -> Callable[..., Iterator[T]]:
         shape = self.shape
 
@@ -95,21 +106,10 @@ class SyncPager(Generic[T]):
                 if _finished(page, offset):
                     return
 
-        method.__name__ = method.__qualname__ = self.name
-        method.__doc__ = self.__doc__
-        method.__signature__ = _pager_signature(shape)  # type: ignore[attr-defined]
-        return method
+        return self._dressed(method)
 
 
-class AsyncPager(Generic[T]):
-    def __init__(self, shape: Callable[..., Call[list[T]]]) -> None:
-        self.shape = shape
-        self.name = f"iter_{shape.__name__}"
-        self.__doc__ = _pager_doc(shape)
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
+class AsyncPager(_Pager[T]):
     def __get__(self, client: Any, owner: type | None = None) -> Callable[..., AsyncIterator[T]]:
         shape = self.shape
 
@@ -123,7 +123,4 @@ class AsyncPager(Generic[T]):
                 if _finished(page, offset):
                     return
 
-        method.__name__ = method.__qualname__ = self.name
-        method.__doc__ = self.__doc__
-        method.__signature__ = _pager_signature(shape)  # type: ignore[attr-defined]
-        return method
+        return self._dressed(method)
