@@ -24,18 +24,6 @@ SIGNING_KEY = encode_key(bytes(range(32)))
 PUBLIC_KEY = encode_key(public_key_of(bytes(range(32))))
 
 
-@pytest.fixture
-def flrepo(live_server, capsys):
-    """Run `flrepo ARGS --url <live server>` in this process: (exit code, stdout, stderr)."""
-
-    def run(*args: str, output: str = "json") -> tuple[int, str, str]:
-        code = main([*args, "--url", live_server.url, "--output", output])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
-
-
 def _json(out: str):
     return json.loads(out)
 

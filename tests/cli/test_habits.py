@@ -166,18 +166,6 @@ def test_zsh_completion_and_an_unknown_shell():
 # --- downloads: never overwrite a different file, skip the same one ----------------------------
 
 
-@pytest.fixture
-def flrepo(live_server, capsys):
-    """Run `flrepo ARGS --url <live server> -O json` in this process: (exit code, stdout, stderr)."""
-
-    def run(*args: str, output: str = "json") -> tuple[int, str, str]:
-        code = main([*args, "--url", live_server.url, "--output", output])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
-
-
 def cli_lines(err: str) -> list[str]:
     """The command's own lines on stderr (in this process the live server logs there too)."""
     return [line for line in err.splitlines() if line.startswith("flrepo ")]
