@@ -22,11 +22,16 @@ from flrepo.schemas.tasks import (
     output_version,
     transition,
 )
-from flrepo.server.repository import checkpoints, items
+from flrepo.server.repository import checkpoints, claims, items
+from flrepo.server.repository.claims import Actor
 from flrepo.server.repository.items import Page
 from flrepo.server.repository.kinds import MODELS, STRATEGIES, TASKS, TRANSFORMATIONS, Kind
 from flrepo.server.storage.db import Database
 from flrepo.server.storage.errors import AlreadyExists, Busy, Conflict, Invalid, NotFound, TooLarge
+
+# Conditions kept besides the latest of each type (flrepo.schemas.tasks.CONDITION_TYPES).
+CONDITIONS_TAIL = 16
+DEFAULT_REPORT_BYTES = 256 * 1024
 
 
 def _key(task_id: str) -> dict[str, Any]:
@@ -136,52 +141,93 @@ def shown(doc: dict[str, Any], history: int) -> dict[str, Any]:
     return doc
 
 
-async def report(
-    db: Database, task_id: str, update: StatusUpdate, *, keep_rounds: int, record_bytes: int
-) -> dict[str, Any]:
-    """Apply a collector's status update; Conflict when the phase does not allow it.
+def bounded_conditions(conditions: list[dict[str, Any]], added: dict[str, Any]) -> list[dict[str, Any]]:
+    """`conditions` plus `added`, coalesced: the latest condition of every type, and of the others the
+    CONDITIONS_TAIL most recent (a task reporting forever keeps a fixed number)."""
+    every = [*conditions, added]
+    latest = {c.get("type"): n for n, c in enumerate(every)}
+    tail = set(range(max(0, len(every) - CONDITIONS_TAIL), len(every)))
+    return [c for n, c in enumerate(every) if n in tail or n in latest.values()]
 
-    A round record is appended to the history, which keeps the `keep_rounds` most recent records;
-    one larger than `record_bytes` (as JSON) is TooLarge. The update is a compare-and-swap on the
-    task's last change, repeated when another update came first (then the phase rules are applied
-    again to what that update left).
-    """
+
+def check_report_size(update: StatusUpdate, *, record_bytes: int, report_bytes: int) -> None:
+    """TooLarge for a round record over `record_bytes` or a whole report over `report_bytes` (as JSON)."""
     if update.round is not None:
         size = len(json.dumps(update.round.model_dump(mode="json")))
         if size > record_bytes:
             raise TooLarge(f"a round record of {size} bytes; at most {record_bytes} (FLREPO_TASK_RECORD_BYTES)")
+    size = len(update.model_dump_json(exclude_none=True))
+    if size > report_bytes:
+        raise TooLarge(f"a status report of {size} bytes; at most {report_bytes} (FLREPO_TASK_REPORT_BYTES)")
+
+
+async def report(
+    db: Database,
+    task_id: str,
+    update: StatusUpdate,
+    *,
+    keep_rounds: int,
+    record_bytes: int,
+    report_bytes: int = DEFAULT_REPORT_BYTES,
+    actor: Actor | None = None,
+) -> dict[str, Any]:
+    """Apply a collector's status update; Conflict when the phase does not allow it, Forbidden when
+    `actor` does not hold the task's claim (None: the service itself, e.g. a cancel).
+
+    A round record is appended to the history, which keeps the `keep_rounds` most recent records;
+    conditions are coalesced (bounded_conditions); a record larger than `record_bytes` or a report
+    larger than `report_bytes` (as JSON) is TooLarge. The update is a compare-and-swap on the task's
+    last change, repeated when another update came first (then the phase rules are applied again to
+    what that update left).
+    """
+    check_report_size(update, record_bytes=record_bytes, report_bytes=report_bytes)
     key = _key(task_id)
     coll = db.collection(TASKS.collection)
     # Where the store's updates are not atomic (FerretDB), the lock keeps two transitions (a
     # collector's end and a cancel, say) from both passing the guard below.
     async with db.dialect.item_lock(lock_key(task_id)):
         for _ in range(items.SWAP_ATTEMPTS):
-            current = await items.get(db, TASKS, key)
-            phase_now = Phase(current["phase"])
-            stamp = items.now()
-            try:
-                fields, pushes = transition(phase_now, update, stamp)
-            except InvalidTransition as exc:
-                raise Conflict(f"task {task_id!r} {exc}") from None
-            if fields["phase"] == Phase.RUNNING.value:
-                # Every report of a running task is its collector's heartbeat, with the round it is at.
-                round_now = (
-                    update.current_round if update.current_round is not None else current.get("current_round", 0)
-                )
-                fields["heartbeat"] = {"time": stamp, "round": round_now, "collector": update.collector}
-            change: dict[str, Any] = {"$set": {**fields, "updated_at": stamp}}
-            record = pushes.pop("history", None)
-            if record is not None:
-                kept = [*(current.get("history") or []), record][-keep_rounds:]
-                change["$set"].update(history=kept, history_total=len(kept))
-            if pushes:
-                change["$push"] = pushes
+            # The store rewrites the whole document anyway where it cannot cap an append: read it all there.
+            current = await items.get(db, TASKS, key) if not db.dialect.capped_push else await claims.read(db, task_id)
+            if actor is not None:
+                claims.check(current, actor)
+            change, phase_now = _change(db, current, update, keep_rounds)
             db.dialect.check_document(change)
             # Matches only the task as read: a concurrent update makes this match nothing, and we retry.
             guard = {**key, "phase": phase_now.value, "updated_at": current.get("updated_at")}
             if (await coll.update_one(guard, change)).matched_count:
                 return await items.get(db, TASKS, key)
     raise Busy(f"task {task_id!r} is being updated too often; try again")
+
+
+def _change(
+    db: Database, current: dict[str, Any], update: StatusUpdate, keep_rounds: int
+) -> tuple[dict[str, Any], Phase]:
+    """The update of `current` that applies `update` (Conflict when its phase does not allow it)."""
+    phase_now = Phase(current["phase"])
+    stamp = items.now()
+    try:
+        fields, pushes = transition(phase_now, update, stamp)
+    except InvalidTransition as exc:
+        raise Conflict(f"task {current['task_id']!r} {exc}") from None
+    if fields["phase"] == Phase.RUNNING.value:
+        # Every report of a running task is its collector's heartbeat, with the round it is at.
+        round_now = update.current_round if update.current_round is not None else current.get("current_round", 0)
+        fields["heartbeat"] = {"time": stamp, "round": round_now, "collector": update.collector}
+    change: dict[str, Any] = {"$set": {**fields, "updated_at": stamp}}
+    condition = pushes.pop("conditions", None)
+    if condition is not None:
+        change["$set"]["conditions"] = bounded_conditions(current.get("conditions") or [], condition)
+    record = pushes.pop("history", None)
+    if record is not None:
+        total = min(int(current.get("history_total") or 0) + 1, keep_rounds)
+        if db.dialect.capped_push:  # appended in place, the oldest dropped by the store
+            change["$push"] = {"history": {"$each": [record], "$slice": -keep_rounds}}
+            change["$set"]["history_total"] = total
+        else:
+            kept = [*(current.get("history") or []), record][-keep_rounds:]
+            change["$set"].update(history=kept, history_total=len(kept))
+    return change, phase_now
 
 
 def lock_key(task_id: str) -> tuple[str, str]:
