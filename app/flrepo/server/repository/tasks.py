@@ -5,6 +5,7 @@ collector stopped reporting)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -22,7 +23,7 @@ from flrepo.schemas.tasks import (
     output_version,
     transition,
 )
-from flrepo.server.repository import checkpoints, claims, items
+from flrepo.server.repository import checkpoints, claims, items, outputs
 from flrepo.server.repository.claims import Actor
 from flrepo.server.repository.items import Page
 from flrepo.server.repository.kinds import MODELS, STRATEGIES, TASKS, TRANSFORMATIONS, Kind
@@ -60,19 +61,42 @@ async def missing_references(db: Database, body: TaskIn) -> list[str]:
 
 
 async def _pin(db: Database, kind: Kind, key: dict[str, Any]) -> dict[str, Any]:
-    """The sha256 and size of the item's file now (None: no file). Recorded at upload; computed from the
-    stored bytes for items that have none recorded (restored from aerOS)."""
+    """The sha256 and size of the item's file now (None: no file). Recorded at upload; for items that
+    have none recorded (restored from aerOS) computed from the stored bytes once, and recorded."""
     try:
         view = await items.open_file(db, kind, key)
     except NotFound:
         return {"sha256": None, "size": None}
     sha = view.sha256
     if sha is None:
-        digest = hashlib.sha256()
-        async for chunk in view.read():
-            digest.update(chunk)
-        sha = digest.hexdigest()
+        sha = await _record_digest(db, kind, key, view)
     return {"sha256": sha, "size": view.size}
+
+
+# One hashing per item at a time in this process: concurrent task creations wait for it, then read
+# the recorded digest instead of reading the file again.
+_hashing: dict[tuple[str, str], asyncio.Lock] = {}
+
+
+async def _record_digest(db: Database, kind: Kind, key: dict[str, Any], view: items.FileView) -> str:
+    ident = (kind.collection, json.dumps(key, sort_keys=True))
+    lock = _hashing.setdefault(ident, asyncio.Lock())
+    try:
+        async with lock:
+            again = await items.open_file(db, kind, key)
+            if again.sha256 is not None:  # recorded while this request waited
+                return again.sha256
+            digest = hashlib.sha256()
+            async for chunk in again.read():
+                digest.update(chunk)
+            sha = digest.hexdigest()
+            # Recorded only for the file it was computed from (a replacement meanwhile records its own).
+            same_file = {**key, kind.id_field: again.item.get(kind.id_field)}
+            await db.collection(kind.collection).update_one(same_file, {"$set": {"sha256": sha}})
+            return sha
+    finally:
+        if not lock.locked():
+            _hashing.pop(ident, None)
 
 
 async def pins(db: Database, body: TaskIn) -> dict[str, Any]:
@@ -105,6 +129,13 @@ async def create(db: Database, body: TaskIn) -> dict[str, Any]:
         raise AlreadyExists(
             f"the trained model would be {MODELS.describe(output)}, which exists; choose another output_model_version"
         )
+    reserved = await outputs.reserving_model(db, output["model_name"], output["model_version"])
+    if reserved is not None:
+        raise AlreadyExists(
+            f"the trained model would be {MODELS.describe(output)}, which task {reserved['task_id']!r} will "
+            "publish; choose another output_model_version"
+        )
+    doc["output"] = output  # reserved: only this task's collector may create it (flrepo.server.repository.outputs)
     doc["pins"] = await pins(db, body)
     doc.update(initial_status())
     return await items.create(db, TASKS, doc)
