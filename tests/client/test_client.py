@@ -9,6 +9,7 @@ signed strategies and transformations.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import inspect
 import io
@@ -304,10 +305,10 @@ def test_both_clients_expose_every_call_shape_with_the_same_signature():
         and not name.startswith("_")
         and str(fn.__annotations__.get("return", "")).startswith("Call[")
     }
-    assert len(shapes) == 34
+    assert len(shapes) == 37
     # Every list call that pages (limit + offset) has an iterator over all its pages.
     paged = {name for name in shapes if {"limit", "offset"} <= set(inspect.signature(getattr(calls, name)).parameters)}
-    assert len(paged) == 10
+    assert len(paged) == 11
     pagers: dict[str, Any] = {}
     for cls, endpoint, pager in (
         (RepositoryClient, SyncEndpoint, SyncPager),
@@ -1280,6 +1281,56 @@ def test_an_answer_that_is_not_the_api_is_a_clear_error():
     with RepositoryClient("http://proxy.example", transport=page) as repo:
         with pytest.raises(RepositoryError, match=r"unexpected answer.*is proxy\.example an FL repository"):
             repo.list_models()
+
+
+# --- a collector's claim and task token (issue 28) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+async def test_a_collector_claims_and_steers_its_task_with_its_token(mongo_url, keys_file, connect, flavour):
+    settings = make_settings(mongo_url, api_keys_file=keys_file)
+    try:
+        with LiveServer(create_app(settings)) as server:
+            admin = connect(flavour, server.url, api_key="admin-secret")
+            collector = connect(flavour, server.url, api_key="writer-secret", tus_threshold=1)  # checkpoints by tus
+            other = connect(flavour, server.url, api_key="writer-secret")  # same key, no token
+            await run(admin.create_model, "m", "v1", "numpy")
+            await run(admin.create_strategy, "s")
+            await run(admin.upload_strategy, "s", io.BytesIO(cloudpickle.dumps({"strategy": "FedAvg"})))
+            spec = {"task_id": "job", "model": {"model_name": "m", "model_version": "v1"}, "rounds": 2}
+            await run(admin.create_task, {**spec, "strategy": {"strategy_name": "s"}})
+
+            claim = await run(collector.claim_task, "job", collector="host:1")
+            assert claim.claimed_by.key_id == "writer" and len(claim.token) > 30
+            with pytest.raises(Conflict, match="claimed by host:1"):
+                await run(other.claim_task, "job")
+            again = await run(other.claim_task, "job", collector="host:2", token=claim.token)  # a restart
+            assert again.token == claim.token
+            with pytest.raises(Forbidden, match="X-Task-Token"):
+                await run(other.update_task_status, "job", phase="Running")
+            collector.client.task_token = claim.token
+            assert (await run(collector.update_task_status, "job", phase="Running")).phase == "Running"
+            await run(collector.create_checkpoint, "job", 1, loss=0.5)
+            stored = await run(collector.upload_checkpoint, "job", 1, io.BytesIO(b"weights"))
+            assert stored.size == 7
+            with pytest.raises(Conflict, match="immutable"):
+                await run(collector.upload_checkpoint, "job", 1, io.BytesIO(b"replaced"))
+            collector.client.task_token = None
+            with pytest.raises(Forbidden):
+                await run(collector.create_checkpoint, "job", 2)
+
+            site = await run(other.report_site, "job", "site-a", "failed", reason="DataError", message="no labels")
+            assert [(r.site, r.state, r.key_id) for r in site.site_reports] == [("site-a", "failed", "writer")]
+
+            headers = {"Tus-Resumable": "1.0.0", "Upload-Length": "10", "X-API-Key": "writer-secret"}
+            headers["Upload-Metadata"] = "target " + base64.b64encode(b"/model/m/v1").decode()
+            assert httpx.post(f"{server.url}/uploads", headers=headers).status_code == 201
+            open_uploads = await run(collector.list_uploads)
+            assert [(u.target, u.length, u.offset) for u in open_uploads] == [("/model/m/v1", 10, 0)]
+            assert open_uploads.total == 1 and open_uploads[0].expires_at is not None
+            assert [u.key_id for u in await collect(admin.iter_uploads())] == ["writer"]
+    finally:
+        drop(settings)
 
 
 # --- coverage of the SDK ------------------------------------------------------------------------
