@@ -1324,7 +1324,8 @@ async def test_a_collector_claims_and_steers_its_task_with_its_token(mongo_url, 
 
             headers = {"Tus-Resumable": "1.0.0", "Upload-Length": "10", "X-API-Key": "writer-secret"}
             headers["Upload-Metadata"] = "target " + base64.b64encode(b"/model/m/v1").decode()
-            assert httpx.post(f"{server.url}/uploads", headers=headers).status_code == 201
+            async with httpx.AsyncClient() as raw:
+                assert (await raw.post(f"{server.url}/uploads", headers=headers)).status_code == 201
             open_uploads = await run(collector.list_uploads)
             assert [(u.target, u.length, u.offset) for u in open_uploads] == [("/model/m/v1", 10, 0)]
             assert open_uploads.total == 1 and open_uploads[0].expires_at is not None
