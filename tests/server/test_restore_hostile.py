@@ -188,6 +188,7 @@ async def test_the_manifest_limit_is_a_setting(client, settings, mongo_url, tmp_
 async def _source_with_checkpoint(client) -> None:
     await _source(client)
     assert (await client.put("/tasks/t1/status", json={"phase": "Running"})).status_code == 200
+    assert (await client.put("/tasks/t1/status", json={"round": {"round": 1, "loss": 0.5}})).status_code == 200
     assert (await client.post("/tasks/t1/checkpoints", json={"round": 1, "loss": 0.5})).status_code == 201
     assert (await upload(client, "/tasks/t1/checkpoints/1", b"round one")).status_code == 204
 
@@ -219,6 +220,7 @@ def _rewrite_manifest(source: Path, dest: Path, edit: Callable[[dict[str, Any]],
 TAMPERED = {
     "task id": _set("tasks", "task_id", "../x\x00y"),
     "checkpoint task id": _set("checkpoints", "task_id", "../x\x00y"),
+    "round record task id": _set("task_rounds", "task_id", "../x\x00y"),
     "item sha256 lies": _set("models", "sha256", "0" * 64),
     "item size lies": _set("models", "size", 3),
     "checkpoint sha256 lies": _set("checkpoints", "sha256", "f" * 64),
@@ -241,7 +243,8 @@ async def test_tampered_documents_are_refused_with_nothing_written(client, setti
     with pytest.raises(ArchiveError, match="tampered"):
         await restore(target, tmp_path / "bad.tar")
     assert _is_empty(target)
-    assert (await restore(target, tmp_path / "good.tar")).documents["checkpoints"] == 1  # the original restores
+    restored = await restore(target, tmp_path / "good.tar")  # the original restores
+    assert restored.documents["checkpoints"] == 1 and restored.documents["task_rounds"] == 1
 
 
 @pytest.mark.parametrize(

@@ -441,7 +441,6 @@ def initial_status() -> dict[str, Any]:
         "completion_time": None,
         "current_round": 0,
         "participants": [],
-        "history": [],
         "history_total": 0,
         "result": None,
         "best": None,

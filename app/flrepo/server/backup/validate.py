@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bson import ObjectId
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from flrepo.names import is_surrogate
 from flrepo.schemas import (
@@ -31,10 +31,18 @@ from flrepo.schemas import (
     TransformationOut,
 )
 from flrepo.schemas.identifiers import Identifier
-from flrepo.schemas.tasks import CheckpointOut, TaskOut
+from flrepo.schemas.tasks import CheckpointOut, RoundRecord, TaskOut
 from flrepo.server.backup.format import ArchiveError, FileEntry, Plan
 from flrepo.server.repository.kinds import ALL_KINDS
 from flrepo.server.storage.blobs import parse_file_id
+
+
+class StoredRound(RoundRecord):
+    """A round record as `task_rounds` keeps it (flrepo.server.repository.rounds)."""
+
+    task_id: Identifier
+    seq: int = Field(ge=1)
+
 
 # What a document of each collection must satisfy: the request schema (names, keys, value rules)
 # and the response schema (the fields the service adds, as the API returns them).
@@ -46,6 +54,7 @@ SCHEMAS: dict[str, tuple[type[BaseModel], ...]] = {
     "tasks": (TaskOut,),
     "checkpoints": (CheckpointOut,),
     "collectors": (CollectorIn, CollectorOut),
+    "task_rounds": (StoredRound,),
 }
 KEYS = {kind.collection: kind.keys for kind in ALL_KINDS}
 # aerOS stored file ids as strings, a hand-edited database may hold ObjectIds: both are served.
@@ -171,7 +180,9 @@ def _item_file_problem(collection: str, doc: dict[str, Any], files: dict[Any, Fi
 
 
 def _trust_problem(collection: str, doc: dict[str, Any], files: dict[Any, FileEntry]) -> str | None:
-    if collection in ("tasks", "checkpoints") and (why := _identifier_problem(doc.get("task_id"), "task_id")):
+    if collection in ("tasks", "checkpoints", "task_rounds") and (
+        why := _identifier_problem(doc.get("task_id"), "task_id")
+    ):
         return why
     if collection == "tasks" and (why := _pins_problem(doc)):
         return why

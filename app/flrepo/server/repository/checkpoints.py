@@ -87,7 +87,9 @@ async def attach(
     if current.get(CHECKPOINTS.id_field):
         raise Conflict(f"checkpoint {round_number} of task {task_id!r} has its file; checkpoints are immutable")
     # Only while it has none, checked again by the switch: two uploads cannot both land.
-    once = FileCondition(exists=False)
+    # The client's own If-Match / If-None-Match still answer 412 as on any upload.
+    asked = condition or FileCondition()
+    once = FileCondition(exists=False, sha256=asked.sha256, not_sha256=asked.not_sha256)
     stored = await items.attach(db, CHECKPOINTS, key(task_id, round_number), receive, max_bytes, condition=once)
     if current.get("loss") is not None:
         await _better(db, task_id, round_number, float(current["loss"]), current.get("metrics") or {})

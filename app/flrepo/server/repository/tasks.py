@@ -23,7 +23,7 @@ from flrepo.schemas.tasks import (
     output_version,
     transition,
 )
-from flrepo.server.repository import checkpoints, claims, items, outputs
+from flrepo.server.repository import checkpoints, claims, items, outputs, rounds
 from flrepo.server.repository.claims import Actor
 from flrepo.server.repository.items import Page
 from flrepo.server.repository.kinds import MODELS, STRATEGIES, TASKS, TRANSFORMATIONS, Kind
@@ -143,32 +143,36 @@ async def create(db: Database, body: TaskIn) -> dict[str, Any]:
 
 async def get(db: Database, task_id: str, *, history: int) -> dict[str, Any]:
     """The task with only its `history` most recent round records (all of them are paged by history_page)."""
-    return shown(await items.get(db, TASKS, _key(task_id)), history)
+    return await shown(db, await items.get(db, TASKS, _key(task_id)), history)
 
 
 async def page(db: Database, *, phase: Phase | None, limit: int, offset: int, history: int = 0) -> Page:
     """Tasks, each with its `history` most recent round records (none by default: a list stays small)."""
     query = {"phase": phase.value} if phase else {}
-    projection = None if history else {"history": 0}
-    found = await items.page(db, TASKS, query=query, limit=limit, offset=offset, projection=projection)
-    return Page(items=[shown(doc, history) for doc in found.items], total=found.total)
+    found = await items.page(db, TASKS, query=query, limit=limit, offset=offset, projection={"history": 0})
+    return Page(items=[await shown(db, doc, history) for doc in found.items], total=found.total)
 
 
 async def history_page(db: Database, task_id: str, *, limit: int, offset: int) -> Page:
     """The task's kept round records, oldest first."""
-    kept = (await items.get(db, TASKS, _key(task_id))).get("history") or []
-    return Page(items=kept[offset : offset + limit], total=len(kept))
+    task = await items.get(db, TASKS, _key(task_id))
+    embedded = task.get("history")
+    if embedded:  # written before round records had their own collection
+        return Page(items=embedded[offset : offset + limit], total=len(embedded))
+    found, total = await rounds.page(db, task_id, limit=limit, offset=offset)
+    return Page(items=found, total=total)
 
 
-def shown(doc: dict[str, Any], history: int) -> dict[str, Any]:
+async def shown(db: Database, doc: dict[str, Any], history: int) -> dict[str, Any]:
     """`doc` with only its `history` most recent round records, and how many it keeps."""
-    kept = doc.get("history")
-    if kept is not None:
-        doc["history_total"] = len(kept)  # documents written before the count was kept have none
-        doc["history"] = kept[-history:] if history else []
-    else:
-        doc["history"] = []
-        doc.setdefault("history_total", 0)
+    embedded = doc.pop("history", None)
+    doc.pop("history_seq", None)
+    if embedded:  # written before round records had their own collection
+        doc["history_total"] = len(embedded)
+        doc["history"] = embedded[-history:] if history else []
+        return doc
+    doc.setdefault("history_total", 0)
+    doc["history"] = await rounds.latest(db, doc["task_id"], history) if history and doc["history_total"] else []
     return doc
 
 
@@ -219,22 +223,25 @@ async def report(
     async with db.dialect.item_lock(lock_key(task_id)):
         for _ in range(items.SWAP_ATTEMPTS):
             # The store rewrites the whole document anyway where it cannot cap an append: read it all there.
-            current = await items.get(db, TASKS, key) if not db.dialect.capped_push else await claims.read(db, task_id)
+            current = await items.get(db, TASKS, key)
             if actor is not None:
                 claims.check(current, actor)
-            change, phase_now = _change(db, current, update, keep_rounds)
+            change, phase_now, appended = _change(current, update, keep_rounds)
             db.dialect.check_document(change)
             # Matches only the task as read: a concurrent update makes this match nothing, and we retry.
             guard = {**key, "phase": phase_now.value, "updated_at": current.get("updated_at")}
             if (await coll.update_one(guard, change)).matched_count:
+                # The sequence numbers are this update's alone: no other update read the same task.
+                await rounds.append(db, task_id, int(current.get("history_seq") or 0) + 1, appended, keep_rounds)
                 return await items.get(db, TASKS, key)
     raise Busy(f"task {task_id!r} is being updated too often; try again")
 
 
 def _change(
-    db: Database, current: dict[str, Any], update: StatusUpdate, keep_rounds: int
-) -> tuple[dict[str, Any], Phase]:
-    """The update of `current` that applies `update` (Conflict when its phase does not allow it)."""
+    current: dict[str, Any], update: StatusUpdate, keep_rounds: int
+) -> tuple[dict[str, Any], Phase, list[dict[str, Any]]]:
+    """The update of `current` that applies `update` (Conflict when its phase does not allow it), and the
+    round records to append (flrepo.server.repository.rounds) once it is applied."""
     phase_now = Phase(current["phase"])
     stamp = items.now()
     try:
@@ -250,15 +257,16 @@ def _change(
     if condition is not None:
         change["$set"]["conditions"] = bounded_conditions(current.get("conditions") or [], condition)
     record = pushes.pop("history", None)
+    appended: list[dict[str, Any]] = []
     if record is not None:
-        total = min(int(current.get("history_total") or 0) + 1, keep_rounds)
-        if db.dialect.capped_push:  # appended in place, the oldest dropped by the store
-            change["$push"] = {"history": {"$each": [record], "$slice": -keep_rounds}}
-            change["$set"]["history_total"] = total
-        else:
-            kept = [*(current.get("history") or []), record][-keep_rounds:]
-            change["$set"].update(history=kept, history_total=len(kept))
-    return change, phase_now
+        # Records kept in the task by earlier versions move to their collection with this one.
+        appended = [*(current.get("history") or []), record]
+        total = int(current.get("history_total") or 0) if not current.get("history") else 0
+        change["$set"]["history_total"] = min(total + len(appended), keep_rounds)
+        change["$set"]["history_seq"] = int(current.get("history_seq") or 0) + len(appended)
+        if current.get("history") is not None:
+            change["$unset"] = {"history": ""}
+    return change, phase_now, appended
 
 
 def lock_key(task_id: str) -> tuple[str, str]:
@@ -285,3 +293,4 @@ async def delete(db: Database, task_id: str) -> None:
         await items.get(db, TASKS, key)  # NotFound when it does not exist
         raise Conflict(f"task {task_id!r} is Running; cancel it first (POST /tasks/{task_id}/cancel)")
     await checkpoints.delete_all(db, task_id)
+    await rounds.delete_all(db, task_id)

@@ -95,7 +95,7 @@ async def update_task_status(
         report_bytes=settings.task_report_bytes,
         actor=actor,
     )
-    return tasks.shown(reported, SHOWN_ROUNDS)
+    return await tasks.shown(db, reported, SHOWN_ROUNDS)
 
 
 @router.put("/tasks/{task_id}/sites", response_model=TaskOut, responses=problems(404, 409))
@@ -105,7 +105,7 @@ async def report_site(
     """A local execution's own record in the task (joining, failed with a reason, done): it replaces
     only the record of the same site sent with the same API key. The task's collector reads them (a
     failed site fails the task). 409 once the task has ended."""
-    return tasks.shown(await site_reports.put(db, task_id, body, principal.key_id), SHOWN_ROUNDS)
+    return await tasks.shown(db, await site_reports.put(db, task_id, body, principal.key_id), SHOWN_ROUNDS)
 
 
 @router.post("/tasks/{task_id}/cancel", response_model=TaskOut, responses=problems(404, 409))
@@ -119,7 +119,8 @@ async def cancel_task(
     by = f"cancelled by {principal.key_id}" if principal else "cancelled"
     message = f"{by}: {body.message}" if body and body.message else by
     keep, limit = settings.task_history_rounds, settings.task_record_bytes
-    return tasks.shown(await tasks.cancel(db, task_id, message, keep_rounds=keep, record_bytes=limit), SHOWN_ROUNDS)
+    cancelled = await tasks.cancel(db, task_id, message, keep_rounds=keep, record_bytes=limit)
+    return await tasks.shown(db, cancelled, SHOWN_ROUNDS)
 
 
 @router.delete("/tasks/{task_id}", status_code=204, responses=problems(404, 409))
