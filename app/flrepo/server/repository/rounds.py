@@ -1,6 +1,7 @@
 """A task's round records, one document each in `task_rounds` (task_id, seq), beside the task: a report
 appends one (an insert, never a rewrite of the task), the oldest beyond the kept number are deleted, and
-the task document keeps only the count (`history_total`) and the last sequence number (`history_seq`).
+the task document keeps the count (`history_total`), the last sequence number (`history_seq`) and the
+newest few records (`recent_rounds`, flrepo.server.repository.tasks.RECENT_ROUNDS) for GET /tasks/{id}.
 Its size and the cost of a report therefore do not grow with the rounds. Tasks written before kept their
 records in the task document (`history`): those are moved here at the task's next round record."""
 
@@ -24,8 +25,9 @@ async def append(db: Database, task_id: str, first_seq: int, records: list[dict[
         return
     docs = [{"task_id": task_id, "seq": first_seq + n, **record} for n, record in enumerate(records)]
     await _coll(db).insert_many(docs, ordered=True)
-    last = first_seq + len(records) - 1
-    await _coll(db).delete_many({"task_id": task_id, "seq": {"$lte": last - keep}})
+    # One exact key each (no range scan: the embedded store pushes only equalities down to its index).
+    for seq in range(max(1, first_seq - keep), first_seq + len(records) - keep):
+        await _coll(db).delete_one({"task_id": task_id, "seq": seq})
 
 
 async def latest(db: Database, task_id: str, count: int) -> list[dict[str, Any]]:

@@ -33,6 +33,8 @@ from flrepo.server.storage.errors import AlreadyExists, Busy, Conflict, Invalid,
 # Conditions kept besides the latest of each type (flrepo.schemas.tasks.CONDITION_TYPES).
 CONDITIONS_TAIL = 16
 DEFAULT_REPORT_BYTES = 256 * 1024
+# Round records the task document keeps at hand besides their collection (what GET /tasks/{id} shows).
+RECENT_ROUNDS = 100
 
 
 def _key(task_id: str) -> dict[str, Any]:
@@ -172,7 +174,11 @@ async def shown(db: Database, doc: dict[str, Any], history: int) -> dict[str, An
         doc["history"] = embedded[-history:] if history else []
         return doc
     doc.setdefault("history_total", 0)
-    doc["history"] = await rounds.latest(db, doc["task_id"], history) if history and doc["history_total"] else []
+    recent = doc.pop("recent_rounds", None) or []
+    if history <= len(recent) or len(recent) >= doc["history_total"]:
+        doc["history"] = recent[-history:] if history else []
+    else:  # more than the task keeps at hand
+        doc["history"] = await rounds.latest(db, doc["task_id"], history)
     return doc
 
 
@@ -264,6 +270,9 @@ def _change(
         total = int(current.get("history_total") or 0) if not current.get("history") else 0
         change["$set"]["history_total"] = min(total + len(appended), keep_rounds)
         change["$set"]["history_seq"] = int(current.get("history_seq") or 0) + len(appended)
+        # The newest few, at hand for GET /tasks/{id} and this answer without a query (bounded like conditions).
+        recent = [*(current.get("recent_rounds") or []), *appended][-min(RECENT_ROUNDS, keep_rounds) :]
+        change["$set"]["recent_rounds"] = recent
         if current.get("history") is not None:
             change["$unset"] = {"history": ""}
     return change, phase_now, appended
