@@ -213,3 +213,10 @@ async def test_the_output_version_is_reserved_for_the_task(callers):
     assert (await callers.admin.post("/tasks/t1/cancel")).status_code == 200
     body = {"model_name": "digits", "model_version": "v1-t1", "meta": {"library": "numpy"}}
     assert (await callers.intruder.post("/model", json=body)).status_code == 201
+
+
+async def test_a_task_can_name_the_keys_that_may_claim_it(callers):
+    await make_task(callers.admin, "t1", collector_keys=["collector"])
+    refused = await callers.intruder.post("/tasks/t1/claim", json={})
+    assert refused.status_code == 403 and "collector_keys" in refused.json()["detail"]
+    assert (await callers.collector.post("/tasks/t1/claim", json={})).status_code == 200

@@ -202,6 +202,12 @@ class TaskIn(BaseModel):
         description="Message-API runtime: OpenSSH public keys (ECDSA, NIST curve) of the SuperNodes allowed to "
         "join; any other is refused. Empty: no SuperNode authentication.",
     )
+    collector_keys: list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Ids of the API keys allowed to claim the task as its collector (an admin key always may); "
+        "empty: any writer key.",
+    )
     discovery_key: DiscoveryKey | None = Field(
         default=None,
         description="`id:base64` of the Ed25519 public key that must sign the collector's discovery record "

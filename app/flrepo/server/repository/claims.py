@@ -89,15 +89,18 @@ def lapsed(task: dict[str, Any], now: datetime) -> bool:
     return last is None or now - last > timedelta(seconds=timeout_of(task))
 
 
-async def claim(db: Database, task_id: str, body: ClaimIn, key_id: str) -> dict[str, Any]:
+async def claim(db: Database, task_id: str, body: ClaimIn, key_id: str, admin: bool = False) -> dict[str, Any]:
     """Claim a task that is not finished: a new token when no live claim holds it, the same one when
     `body.token` is the current claim's. Conflict while another live claim holds it or the task has
-    ended; Forbidden for a token that is not the task's."""
+    ended; Forbidden for a token that is not the task's, or a key the task's `collector_keys` leave out."""
     key = {"task_id": task_id}
     coll = db.collection(TASKS.collection)
     async with db.dialect.item_lock((TASKS.collection, task_id)):
         for _ in range(items.SWAP_ATTEMPTS):
             task = await read(db, task_id)
+            allowed = task.get("collector_keys") or []
+            if allowed and not admin and key_id not in allowed:
+                raise Forbidden(f"task {task_id!r} may be claimed only with the API keys {allowed} (collector_keys)")
             if Phase(task["phase"]) in TERMINAL:
                 raise Conflict(f"task {task_id!r} is {task['phase']}; there is nothing to claim")
             stamp = items.now()

@@ -18,7 +18,7 @@ from flrepo.schemas.tasks import (
     TaskIn,
     TaskOut,
 )
-from flrepo.server.auth import Principal, TaskActor, authenticate
+from flrepo.server.auth import Principal, Role, TaskActor, authenticate
 from flrepo.server.deps import DB, Page, SettingsDep, listed, problems
 from flrepo.server.http.json_body import JsonBodyRoute
 from flrepo.server.repository import claims, site_reports, tasks
@@ -73,7 +73,7 @@ async def claim_task(
     `X-Task-Token` with every status report, heartbeat, checkpoint and the publication of the task's
     output). 409 while another collector's claim is live (it lapses after `heartbeat_timeout` without a
     heartbeat) or when the task has ended; a restarted collector re-claims at once with its `token`."""
-    return await claims.claim(db, task_id, body, principal.key_id)
+    return await claims.claim(db, task_id, body, principal.key_id, admin=principal.role >= Role.ADMIN)
 
 
 @router.put("/tasks/{task_id}/status", response_model=TaskOut, responses=problems(404, 409, 413))
