@@ -340,7 +340,7 @@ def test_idempotency_flags_of_the_call_shapes():
     for call in (
         calls.create_model("m", "v", "numpy"),
         calls.delete_model("m", "v"),
-        calls.create_task({}),
+        calls.create_task({"model": {"model_name": "m", "model_version": "v"}, "strategy": {"strategy_name": "s"}}),
         calls.update_task_status("t", phase="Running"),  # appends to the history: never sent twice
         calls.cancel_task("t"),
         calls.delete_task("t"),

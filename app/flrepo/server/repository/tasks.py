@@ -168,7 +168,8 @@ async def history_page(db: Database, task_id: str, *, limit: int, offset: int) -
 async def shown(db: Database, doc: dict[str, Any], history: int) -> dict[str, Any]:
     """`doc` with only its `history` most recent round records, and how many it keeps."""
     embedded = doc.pop("history", None)
-    doc.pop("history_seq", None)
+    for internal in ("history_seq", claims.TOKEN_FIELD, "output"):  # kept for the service, never shown
+        doc.pop(internal, None)
     if embedded:  # written before round records had their own collection
         doc["history_total"] = len(embedded)
         doc["history"] = embedded[-history:] if history else []
