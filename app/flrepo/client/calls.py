@@ -360,6 +360,8 @@ def create_task(
     heartbeat_timeout: float | None = None,
     participants_timeout: float | None = None,
     participant_keys: Sequence[str] | None = None,
+    collector_keys: Sequence[str] | None = None,
+    discovery_key: str | None = None,
 ) -> Call[TaskOut]:
     """Create a task (phase Pending); every referenced item must exist with its file.
 
