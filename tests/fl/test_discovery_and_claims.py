@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from flrepo.client import Conflict, RepositoryClient
-from flrepo.fl import claiming, discovery
+from flrepo.fl.core import claim as claiming
+from flrepo.fl.core import discovery
 from flrepo.signing import Keyring, SignatureError, encode_key, new_key_pair
 from tests.helpers import make_model
 
@@ -89,3 +90,21 @@ async def test_a_restarted_collector_reclaims_with_its_kept_token(live_server, c
             claiming.claim(elsewhere, "t1", "host:3", tmp_path / "other")
     claiming.release(restarted, "t1", tmp_path)
     assert not claiming.token_file(restarted, "t1", tmp_path).exists()
+
+
+async def test_a_site_verifies_what_it_takes_from_the_task_and_nothing_given_by_hand(live_server, client):
+    await _plan(client)
+    record = {"phase": "Running", "runtime": "legacy", "server_address": "127.0.0.1:9", "server_ca": CA}
+    assert (await client.put("/tasks/t1/status", json=record)).status_code == 200  # unsigned
+    signer, trusted = _keys("collector")
+    with RepositoryClient(live_server.url, keyring=Keyring.from_env({"FLREPO_TRUSTED_KEYS": trusted})) as site:
+        with pytest.raises(SignatureError, match="not signed"):
+            discovery.discover(site, "t1", discovery.Site(wait=5))
+        with pytest.raises(SignatureError):  # the address by hand, but the CA would still come from the task
+            discovery.discover(site, "t1", discovery.Site(server="10.0.0.1:8080", wait=5))
+        by_hand = discovery.discover(site, "t1", discovery.Site(server="10.0.0.1:8080", root_certificates=b"x"))
+        assert by_hand == discovery.Connection("legacy", "10.0.0.1:8080", b"x")
+        fields = discovery.signed_fields(signer, "t1", "legacy", "127.0.0.1:9", CA)
+        assert (await client.put("/tasks/t1/status", json=fields)).status_code == 200
+        found = discovery.discover(site, "t1", discovery.Site(wait=5))
+        assert found == discovery.Connection("legacy", "127.0.0.1:9", CA.encode())

@@ -112,7 +112,7 @@ def test_a_local_execution_refuses_a_discovery_record_not_signed_as_the_task_req
     assert unsigned.returncode != 0 and "not signed" in unsigned.stderr, unsigned.stderr
 
     # Signed by a key the sites trust, but not the one the task pins.
-    from flrepo.fl.discovery import signed_fields
+    from flrepo.fl.core.discovery import signed_fields
 
     private, public = new_key_pair()
     trusted_signer = Keyring.signer("other", private)

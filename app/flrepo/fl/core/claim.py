@@ -13,10 +13,12 @@ import logging
 import os
 from pathlib import Path
 
-from flrepo.client import Forbidden, RepositoryClient
-from flrepo.schemas.tasks import ClaimOut
+from flrepo.client import Forbidden, RepositoryClient, RepositoryError
+from flrepo.schemas.tasks import TERMINAL, ClaimOut
 
 log = logging.getLogger(__name__)
+# The task token of the claim a process acts under (flrepo.client reads it: the ServerApp's process).
+TOKEN_ENV = "FLREPO_TASK_TOKEN"
 
 
 def state_dir(env: dict[str, str] | None = None) -> Path:
@@ -72,3 +74,12 @@ def claim(repo: RepositoryClient, task_id: str, collector: str, directory: Path 
 def release(repo: RepositoryClient, task_id: str, directory: Path | None = None) -> None:
     """Forget the kept token once the task has ended (nothing can resume it)."""
     token_file(repo, task_id, directory).unlink(missing_ok=True)
+
+
+def release_if_ended(repo: RepositoryClient, task_id: str, directory: Path | None = None) -> None:
+    """`release` once the task has ended; kept while it runs (a restart resumes with it)."""
+    try:
+        if repo.get_task(task_id).phase in TERMINAL:
+            release(repo, task_id, directory)
+    except RepositoryError as exc:
+        log.warning("task %s: could not read its phase to forget its token: %s", task_id, exc)
