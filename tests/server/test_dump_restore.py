@@ -112,7 +112,7 @@ async def test_round_trip_into_an_empty_database(client, settings, target, tmp_p
     archive = tmp_path / "repo.tar"
     report = await dump(settings, archive)
     expected = {"models": 3, "results": 1, "strategies": 1, "transformations": 1, "tasks": 1, "checkpoints": 1}
-    assert report.documents == {**expected, "collectors": 1}
+    assert report.documents == {**expected, "collectors": 1, "task_rounds": 0}
     assert report.files == 6 and report.file_bytes == sum(len(b) for b in files.values())
     assert not (tmp_path / "repo.tar.partial").exists()
 

@@ -62,7 +62,7 @@ def _set(collection: str, field: str, value: Any) -> Callable[[dict[str, list[di
         doc = collections[collection][0]
         holder, _, leaf = field.rpartition(".")
         for part in filter(None, holder.split(".")):
-            doc = doc[part]
+            doc = doc[int(part)] if part.isdigit() else doc[part]
         doc[leaf] = value
 
     return edit
@@ -180,3 +180,82 @@ async def test_the_manifest_limit_is_a_setting(client, settings, mongo_url, tmp_
         assert (await restore(big_enough, tmp_path / "repo.tar")).documents["models"] == 1
     finally:
         drop(small)
+
+
+# --- tampering a digest cannot reveal (issue 28): the archive's own sums are recomputed each time ---------
+
+
+async def _source_with_checkpoint(client) -> None:
+    await _source(client)
+    assert (await client.put("/tasks/t1/status", json={"phase": "Running"})).status_code == 200
+    assert (await client.put("/tasks/t1/status", json={"round": {"round": 1, "loss": 0.5}})).status_code == 200
+    assert (await client.post("/tasks/t1/checkpoints", json={"round": 1, "loss": 0.5})).status_code == 201
+    assert (await upload(client, "/tasks/t1/checkpoints/1", b"round one")).status_code == 204
+
+
+def _set_file(field: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(manifest: dict[str, Any]) -> None:
+        manifest["files"][0]["file"][field] = value
+
+    return edit
+
+
+def _rewrite_manifest(source: Path, dest: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    """Like _rewrite, with the whole manifest (its `files` too) to edit."""
+
+    with tarfile.open(source) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+    manifest = json_util.loads(members[MANIFEST], json_options=JSON_OPTIONS)
+    edit(manifest)
+    members[MANIFEST] = json_util.dumps(manifest, json_options=JSON_OPTIONS).encode()
+    lines = [f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in members.items() if name != SUMS]
+    members[SUMS] = "".join(lines).encode()
+    with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+TAMPERED = {
+    "task id": _set("tasks", "task_id", "../x\x00y"),
+    "checkpoint task id": _set("checkpoints", "task_id", "../x\x00y"),
+    "round record task id": _set("task_rounds", "task_id", "../x\x00y"),
+    "item sha256 lies": _set("models", "sha256", "0" * 64),
+    "item size lies": _set("models", "size", 3),
+    "checkpoint sha256 lies": _set("checkpoints", "sha256", "f" * 64),
+    "null pins": _set("tasks", "pins", None),
+    "null strategy pin": _set("tasks", "pins.strategy.sha256", None),
+    "null transformation pin": _set("tasks", "pins.transformations.0.sha256", None),
+}
+
+
+@pytest.mark.parametrize("edit", TAMPERED.values(), ids=TAMPERED.keys())
+async def test_tampered_documents_are_refused_with_nothing_written(client, settings, target, tmp_path, edit):
+    await _source_with_checkpoint(client)
+    await dump(settings, tmp_path / "good.tar")
+
+    def whole(manifest: dict[str, Any]) -> None:
+        edit(manifest["collections"])
+        manifest["documents_sha256"] = {n: documents_sha256(d) for n, d in manifest["collections"].items()}
+
+    _rewrite_manifest(tmp_path / "good.tar", tmp_path / "bad.tar", whole)
+    with pytest.raises(ArchiveError, match="tampered"):
+        await restore(target, tmp_path / "bad.tar")
+    assert _is_empty(target)
+    restored = await restore(target, tmp_path / "good.tar")  # the original restores
+    assert restored.documents["checkpoints"] == 1 and restored.documents["task_rounds"] == 1
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [_set_file("chunkSize", -4), _set_file("chunkSize", 0), _set_file("chunkSize", 64 * MiB), _set_file("sha256", "0")],
+    ids=["negative chunkSize", "zero chunkSize", "huge chunkSize", "file sha256 lies"],
+)
+async def test_tampered_files_are_refused_with_nothing_written(client, settings, target, tmp_path, edit):
+    await _source_with_checkpoint(client)
+    await dump(settings, tmp_path / "good.tar")
+    _rewrite_manifest(tmp_path / "good.tar", tmp_path / "bad.tar", edit)
+    with pytest.raises(ArchiveError, match="tampered"):
+        await restore(target, tmp_path / "bad.tar")
+    assert _is_empty(target)

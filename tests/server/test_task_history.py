@@ -38,8 +38,11 @@ async def test_rounds_kept_are_bounded_and_paged(client, app, raw_db):
         r = await _round(client, n, note="y" * 1500)
         assert r.status_code == 200, r.text
         assert r.json()["history"][-1]["round"] == n and r.json()["history_total"] == min(n, 5)
+    # Round records are documents of their own (issue 28): the task document does not grow with them.
+    kept = raw_db[0]["task_rounds"].find({"task_id": "t1"}).sort("seq", 1)
+    assert [h["round"] for h in kept] == [8, 9, 10, 11, 12]
     stored = raw_db[0]["tasks"].find_one({"task_id": "t1"})
-    assert [h["round"] for h in stored["history"]] == [8, 9, 10, 11, 12]
+    assert "history" not in stored and [h["round"] for h in stored["recent_rounds"]] == [8, 9, 10, 11, 12]
     assert len(str(stored)) < 5 * 2048 + 4096  # the document cannot grow with the rounds run
 
     task = (await client.get("/tasks/t1")).json()
@@ -70,3 +73,15 @@ async def test_concurrent_reports_all_land(client):
     assert all(r.status_code == 200 for r in responses)
     task = (await client.get("/tasks/t1")).json()
     assert sorted(h["round"] for h in task["history"]) == list(range(1, 9))
+
+
+async def test_records_kept_in_the_task_by_earlier_versions_move_to_their_collection(client, raw_db):
+    await _start(client)
+    legacy = [{"round": n, "loss": 1.0, "metrics": {}, "participants": 0, "failures": 0} for n in (1, 2)]
+    raw_db[0]["tasks"].update_one({"task_id": "t1"}, {"$set": {"history": legacy, "history_total": 2}})
+    assert [h["round"] for h in (await client.get("/tasks/t1")).json()["history"]] == [1, 2]  # shown as stored
+    assert (await _round(client, 3)).status_code == 200
+    task = (await client.get("/tasks/t1")).json()
+    assert [h["round"] for h in task["history"]] == [1, 2, 3] and task["history_total"] == 3
+    assert "history" not in raw_db[0]["tasks"].find_one({"task_id": "t1"})
+    assert [h["round"] for h in (await client.get("/tasks/t1/history")).json()] == [1, 2, 3]

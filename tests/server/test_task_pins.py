@@ -54,3 +54,16 @@ async def test_files_without_a_recorded_digest_are_pinned_from_their_bytes(clien
     raw_db[1]["fs.files"].update_many({}, {"$unset": {"sha256": ""}})
     task = await make_task(client, "t4")
     assert task["pins"]["strategy"]["sha256"] == sha(b"pickled strategy")
+
+
+async def test_a_digest_computed_for_a_pin_is_recorded_once(client, raw_db):
+    """Issue 28: hashing a file without a recorded sha256 happens once, not on every POST /tasks."""
+    await make_task(client, "seed-refs")
+    raw_db[0]["strategies"].update_one({"strategy_name": "fedavg"}, {"$unset": {"sha256": ""}})
+    raw_db[1]["fs.files"].update_many({}, {"$unset": {"sha256": ""}})
+    await make_task(client, "t5")
+    assert raw_db[0]["strategies"].find_one({"strategy_name": "fedavg"})["sha256"] == sha(b"pickled strategy")
+    # The next task reads the recorded digest: the file's chunks are not read again.
+    raw_db[1]["fs.chunks"].update_many({}, {"$set": {"data": b"changed under the store"}})
+    task = await make_task(client, "t6", output_model_version="t6-out")
+    assert task["pins"]["strategy"]["sha256"] == sha(b"pickled strategy")

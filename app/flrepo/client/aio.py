@@ -14,7 +14,7 @@ import httpx
 from flrepo.client import artifacts, calls, tus
 from flrepo.client.artifacts import Kind
 from flrepo.client.base import AsyncSender, client_options
-from flrepo.client.calls import Call, Stored
+from flrepo.client.calls import TASK_TOKEN_HEADER, Call, Stored
 from flrepo.client.endpoint import AsyncEndpoint, AsyncPager
 from flrepo.client.errors import RepositoryError
 from flrepo.client.retry import Attempts, Retry
@@ -64,6 +64,19 @@ class AsyncRepositoryClient:
     async def aclose(self) -> None:
         await self.http.aclose()
 
+    @property
+    def task_token(self) -> str | None:
+        """The task token (from `claim_task`) sent as `X-Task-Token` with every request once set, so status
+        reports, heartbeats, checkpoints (tus included) and the task's output are the claimant's; None stops."""
+        return self.http.headers.get(TASK_TOKEN_HEADER)
+
+    @task_token.setter
+    def task_token(self, token: str | None) -> None:
+        if token is None:
+            self.http.headers.pop(TASK_TOKEN_HEADER, None)
+        else:
+            self.http.headers[TASK_TOKEN_HEADER] = token
+
     async def __aenter__(self) -> AsyncRepositoryClient:
         return self
 
@@ -111,10 +124,14 @@ class AsyncRepositoryClient:
     get_task_history = AsyncEndpoint(calls.get_task_history)
     create_task = AsyncEndpoint(calls.create_task)
     update_task_status = AsyncEndpoint(calls.update_task_status)
+    claim_task = AsyncEndpoint(calls.claim_task)
+    report_site = AsyncEndpoint(calls.report_site)
     cancel_task = AsyncEndpoint(calls.cancel_task)
     delete_task = AsyncEndpoint(calls.delete_task)
     list_checkpoints = AsyncEndpoint(calls.list_checkpoints)
     create_checkpoint = AsyncEndpoint(calls.create_checkpoint)
+
+    list_uploads = AsyncEndpoint(calls.list_uploads)
 
     list_audit = AsyncEndpoint(calls.list_audit)
 
@@ -129,6 +146,7 @@ class AsyncRepositoryClient:
     iter_task_history = AsyncPager(calls.get_task_history)
     iter_checkpoints = AsyncPager(calls.list_checkpoints)
     iter_audit = AsyncPager(calls.list_audit)
+    iter_uploads = AsyncPager(calls.list_uploads)
 
     # --- files --------------------------------------------------------------------------------
 

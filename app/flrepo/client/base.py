@@ -16,16 +16,21 @@ from typing import Any
 
 import httpx
 
+from flrepo.client.calls import TASK_TOKEN_HEADER
 from flrepo.client.retry import Attempts, Retry
 
 DEFAULT_URL = "http://127.0.0.1:9013"
 
 
 def client_options(base_url: str | None, api_key: str | None, timeout: float) -> dict[str, Any]:
-    """httpx options shared by both clients; FLREPO_URL / FLREPO_API_KEY fill what is not given."""
+    """httpx options shared by both clients; FLREPO_URL / FLREPO_API_KEY fill what is not given, and
+    FLREPO_TASK_TOKEN, when set, is sent as the task token (`task_token`)."""
     url = (base_url or os.environ.get("FLREPO_URL") or DEFAULT_URL).rstrip("/")
     key = api_key if api_key is not None else os.environ.get("FLREPO_API_KEY")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
+    # A process a collector started for its task (Flower's ServerApp) acts with the collector's claim.
+    if os.environ.get("FLREPO_TASK_TOKEN"):
+        headers[TASK_TOKEN_HEADER] = os.environ["FLREPO_TASK_TOKEN"]
     # Connecting should be quick; reads may wait on a large file being written server-side.
     return {"base_url": url, "headers": headers, "timeout": httpx.Timeout(timeout, connect=min(timeout, 10.0))}
 

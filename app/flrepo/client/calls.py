@@ -19,6 +19,7 @@ from flrepo.client.errors import Invalid, RepositoryError, describe, id_suffix
 from flrepo.schemas import ModelOut, StrategyOut, TrainingResultOut, TransformationOut
 from flrepo.schemas.tasks import (
     CheckpointOut,
+    ClaimOut,
     ModelRef,
     RoundRecord,
     StrategyRef,
@@ -27,8 +28,11 @@ from flrepo.schemas.tasks import (
     TrainingConfig,
     TransformationRef,
 )
+from flrepo.schemas.uploads import OpenUpload
 
 T = TypeVar("T")
+# Where a collector sends the task token its claim gave it (flrepo.server.repository.claims).
+TASK_TOKEN_HEADER = "X-Task-Token"
 R = TypeVar("R", covariant=True)
 M = TypeVar("M", bound=BaseModel)
 
@@ -356,6 +360,8 @@ def create_task(
     heartbeat_timeout: float | None = None,
     participants_timeout: float | None = None,
     participant_keys: Sequence[str] | None = None,
+    collector_keys: Sequence[str] | None = None,
+    discovery_key: str | None = None,
 ) -> Call[TaskOut]:
     """Create a task (phase Pending); every referenced item must exist with its file.
 
@@ -385,6 +391,21 @@ def update_task_status(task_id: str, **fields: Any) -> Call[TaskOut]:
     return Call("PUT", f"/tasks/{seg(task_id)}/status", _one(TaskOut), json=fields)
 
 
+def claim_task(task_id: str, collector: str | None = None, token: str | None = None) -> Call[ClaimOut]:
+    """Claim a task for this collector: its task token (send it with `use_task_token`). 409 while another
+    collector's claim is live; with the `token` of an earlier claim (a restart) it succeeds at once."""
+    body = {key: value for key, value in (("collector", collector), ("token", token)) if value is not None}
+    return Call("POST", f"/tasks/{seg(task_id)}/claim", _one(ClaimOut), json=body)
+
+
+def report_site(
+    task_id: str, site: str, state: str, reason: str | None = None, message: str | None = None
+) -> Call[TaskOut]:
+    """A local execution's own record in a task (state joining, failed or done; why when it failed)."""
+    body = {"site": site, "state": state, "reason": reason, "message": message}
+    return Call("PUT", f"/tasks/{seg(task_id)}/sites", _one(TaskOut), json=body, idempotent=True)
+
+
 def cancel_task(task_id: str, message: str | None = None) -> Call[TaskOut]:
     """End a Pending or Running task (Failed, reason Cancelled); its collector and local executions stop."""
     body = {"message": message} if message else None
@@ -407,6 +428,14 @@ def create_checkpoint(
     """Register round `round`'s aggregated weights (then upload them to checkpoint_file)."""
     body = {"round": round, "loss": loss, "metrics": metrics or {}}
     return Call("POST", f"/tasks/{seg(task_id)}/checkpoints", _one(CheckpointOut), json=body)
+
+
+# --- uploads ------------------------------------------------------------------------------------
+
+
+def list_uploads(limit: int | None = None, offset: int = 0) -> Call[Page[OpenUpload]]:
+    """Open resumable uploads: this key's own (an admin key's: every key's), with size, offset, target, expiry."""
+    return _get("/uploads", _page(OpenUpload), **_paging(limit, offset))
 
 
 # --- audit --------------------------------------------------------------------------------------

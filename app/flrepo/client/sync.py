@@ -12,7 +12,7 @@ import httpx
 from flrepo.client import artifacts, calls, tus
 from flrepo.client.artifacts import Kind
 from flrepo.client.base import Sender, client_options
-from flrepo.client.calls import Call, Stored
+from flrepo.client.calls import TASK_TOKEN_HEADER, Call, Stored
 from flrepo.client.endpoint import SyncEndpoint, SyncPager
 from flrepo.client.errors import RepositoryError
 from flrepo.client.retry import Attempts, Retry
@@ -62,6 +62,19 @@ class RepositoryClient:
     def close(self) -> None:
         self.http.close()
 
+    @property
+    def task_token(self) -> str | None:
+        """The task token (from `claim_task`) sent as `X-Task-Token` with every request once set, so status
+        reports, heartbeats, checkpoints (tus included) and the task's output are the claimant's; None stops."""
+        return self.http.headers.get(TASK_TOKEN_HEADER)
+
+    @task_token.setter
+    def task_token(self, token: str | None) -> None:
+        if token is None:
+            self.http.headers.pop(TASK_TOKEN_HEADER, None)
+        else:
+            self.http.headers[TASK_TOKEN_HEADER] = token
+
     def __enter__(self) -> RepositoryClient:
         return self
 
@@ -109,10 +122,14 @@ class RepositoryClient:
     get_task_history = SyncEndpoint(calls.get_task_history)
     create_task = SyncEndpoint(calls.create_task)
     update_task_status = SyncEndpoint(calls.update_task_status)
+    claim_task = SyncEndpoint(calls.claim_task)
+    report_site = SyncEndpoint(calls.report_site)
     cancel_task = SyncEndpoint(calls.cancel_task)
     delete_task = SyncEndpoint(calls.delete_task)
     list_checkpoints = SyncEndpoint(calls.list_checkpoints)
     create_checkpoint = SyncEndpoint(calls.create_checkpoint)
+
+    list_uploads = SyncEndpoint(calls.list_uploads)
 
     list_audit = SyncEndpoint(calls.list_audit)
 
@@ -127,6 +144,7 @@ class RepositoryClient:
     iter_task_history = SyncPager(calls.get_task_history)
     iter_checkpoints = SyncPager(calls.list_checkpoints)
     iter_audit = SyncPager(calls.list_audit)
+    iter_uploads = SyncPager(calls.list_uploads)
 
     # --- files --------------------------------------------------------------------------------
 

@@ -18,15 +18,18 @@ the configured one.
 from __future__ import annotations
 
 import logging
+import os
+from typing import Any
 
-from flrepo.client import RepositoryClient
+from flrepo.client import Conflict, Forbidden, RepositoryClient
 from flrepo.fl import pinning
+from flrepo.fl.core import claim
 from flrepo.fl.core.lifecycle import fail
-from flrepo.fl.core.link import TaskLink
+from flrepo.fl.core.link import IDENTITY, TaskLink
 from flrepo.fl.core.publishing import Written
 from flrepo.fl.core.serving import Serving
+from flrepo.fl.core.watch import ended_of
 from flrepo.fl.flower_logs import through_flrepo_only
-from flrepo.schemas.tasks import TERMINAL
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +53,37 @@ def runtime_of(strategy: object, name: str) -> str:
 
 
 def run(repo: RepositoryClient, task_id: str, serving: Serving, allow_unsigned: bool = False) -> int:
-    """Run the task to its end: 0 when it Succeeded or was cancelled, 1 when it Failed (the task says why)."""
-    task = repo.get_task(task_id).model_dump()
-    if task["phase"] in TERMINAL:
-        log.error("task %s is %s already; nothing to run", task_id, task["phase"])
+    """Run the task to its end: 0 when it Succeeded or was cancelled, 1 when it Failed (the task says why).
+
+    The collector first claims the task (flrepo.fl.core.claim): from then on only it steers the task; a
+    task another live collector holds is left alone (exit 1)."""
+    current = repo.get_task(task_id)
+    if (end := ended_of(current)) is not None:
+        log.error("task %s has ended already (%s); nothing to run", task_id, end)
         return 1
+    task = current.model_dump()
+    try:
+        token = claim.claim(repo, task_id, IDENTITY).token
+    except (Conflict, Forbidden) as exc:
+        log.error("task %s: cannot claim it: %s", task_id, exc)
+        return 1
+    # Flower's ServerApp process (Message API) reports with the same claim: it inherits the environment.
+    previous = os.environ.get(claim.TOKEN_ENV)
+    os.environ[claim.TOKEN_ENV] = token
+    try:
+        code = _run(repo, task, serving, allow_unsigned)
+    finally:
+        if previous is None:
+            os.environ.pop(claim.TOKEN_ENV, None)
+        else:
+            os.environ[claim.TOKEN_ENV] = previous
+    claim.release_if_ended(repo, task_id)
+    return code
+
+
+def _run(repo: RepositoryClient, task: dict[str, Any], serving: Serving, allow_unsigned: bool) -> int:
     name = task["strategy"]["strategy_name"]
-    link = TaskLink(repo, task_id)  # every report this collector makes to its task goes through it
+    link = TaskLink(repo, task["task_id"])  # every report this collector makes to its task goes through it
     try:
         strategy = pinning.load_strategy(repo, task, allow_unsigned)  # the pinned version, signature checked
         runtime = runtime_of(strategy, name)

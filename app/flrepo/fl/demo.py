@@ -30,15 +30,20 @@ CLI = [sys.executable, "-m", "flrepo.cli"]
 
 def fl_env(repo_url: str, trusted_keys: str) -> dict[str, str]:
     """The environment of a training collector and its local executions: the repository and the
-    publishers' public keys (`id:base64,...`) only. They verify what they load; they cannot sign."""
+    publishers' public keys (`id:base64,...`); they verify what they load and cannot sign code. The
+    collector gets a key of its own for its discovery record (FLREPO_COLLECTOR_KEY), which the sites
+    trust (one environment for both here: in a deployment only the collector holds that key)."""
+    collector_private, collector_public = new_key_pair()
     env = {
         **os.environ,
-        "FLREPO_TRUSTED_KEYS": trusted_keys,
+        "FLREPO_TRUSTED_KEYS": f"{trusted_keys},collector:{encode_key(collector_public)}",
+        "FLREPO_COLLECTOR_KEY": encode_key(collector_private),
+        "FLREPO_COLLECTOR_KEY_ID": "collector",
         "FLWR_TELEMETRY_ENABLED": "0",
         "GRPC_VERBOSITY": "ERROR",
         "FLREPO_URL": repo_url,
     }
-    for name in ("FLREPO_SIGNING_KEY", "FLREPO_SIGNING_KEY_FILE", "FLREPO_SIGNING_KEY_ID"):
+    for name in ("FLREPO_SIGNING_KEY", "FLREPO_SIGNING_KEY_FILE", "FLREPO_SIGNING_KEY_ID", "FLREPO_COLLECTOR_KEY_FILE"):
         env.pop(name, None)
     return env
 

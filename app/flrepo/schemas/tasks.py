@@ -92,6 +92,8 @@ def check_address(value: str) -> str:
 
 
 Address = Annotated[str, StringConstraints(min_length=3, max_length=300), AfterValidator(check_address)]
+# `id:base64` of a raw 32-byte Ed25519 public key (the lines of the .pub files `flrepo keys signing-create` writes).
+DiscoveryKey = Annotated[str, StringConstraints(pattern=r"^[^:\s]{1,128}:[A-Za-z0-9+/]{43}=$")]
 PemCertificates = Annotated[str, StringConstraints(max_length=64_000), AfterValidator(check_pem_certificates)]
 
 
@@ -201,6 +203,17 @@ class TaskIn(StrictBody):
         description="Message-API runtime: OpenSSH public keys (ECDSA, NIST curve) of the SuperNodes allowed to "
         "join; any other is refused. Empty: no SuperNode authentication.",
     )
+    collector_keys: list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Ids of the API keys allowed to claim the task as its collector (an admin key always may); "
+        "empty: any writer key.",
+    )
+    discovery_key: DiscoveryKey | None = Field(
+        default=None,
+        description="`id:base64` of the Ed25519 public key that must sign the collector's discovery record "
+        "(server_address, server_ca); unset: any key the sites trust (FLREPO_TRUSTED_KEYS).",
+    )
 
 
 class CancelIn(StrictBody):
@@ -256,6 +269,17 @@ class BestRound(BaseModel):
     metrics: MetricValues = Field(default_factory=dict)
 
 
+class DiscoverySignature(StrictBody):
+    """An Ed25519 signature (flrepo.signing) of a task's discovery record: kind `discovery`, name the task id,
+    sha256 and size of the record's canonical bytes (flrepo.fl.discovery)."""
+
+    signature: Annotated[str, StringConstraints(max_length=200)]
+    key_id: Annotated[str, StringConstraints(max_length=128)]
+    algorithm: Literal["ed25519"] = "ed25519"
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    size: int = Field(ge=0, le=1_000_000)
+
+
 class StatusUpdate(StrictBody):
     """What a collector reports; every field is optional and only given ones change."""
 
@@ -284,9 +308,59 @@ class StatusUpdate(StrictBody):
     collector: Annotated[str, StringConstraints(max_length=256)] | None = Field(
         default=None, description="Who reports (host and process); recorded with the heartbeat."
     )
+    discovery_signature: DiscoverySignature | None = Field(
+        default=None,
+        description="The collector's Ed25519 signature of its discovery record (runtime, server_address, "
+        "server_ca); local executions refuse a record without a valid one.",
+    )
     active: int | None = Field(default=None, ge=0, description="Participants connected now.")
     succeeded: int | None = Field(default=None, ge=0, description="Participants whose last round succeeded.")
     failed: int | None = Field(default=None, ge=0, description="Participants whose last round failed.")
+
+
+class ClaimIn(StrictBody):
+    """A collector starting for a task. Without `token` the claim succeeds only when no live claim holds
+    the task; with the token of an earlier claim (a restarted collector) it succeeds at once."""
+
+    collector: Annotated[str, StringConstraints(max_length=256)] | None = Field(
+        default=None, description="Who claims (host and process)."
+    )
+    token: Annotated[str, StringConstraints(max_length=256)] | None = Field(
+        default=None, description="The task token this collector was given before, to re-claim after a restart."
+    )
+
+
+class ClaimedBy(BaseModel):
+    """Who holds the task's claim (its token is never shown again)."""
+
+    collector: str | None = None
+    key_id: str | None = Field(default=None, description="The API key that claimed it.")
+    time: datetime
+
+
+class ClaimOut(BaseModel):
+    """The claim: `token` goes in the `X-Task-Token` header of every status report, heartbeat, checkpoint
+    and publication of the task's output. It is stored hashed; keep it (a restarted collector re-claims
+    with it)."""
+
+    task_id: str
+    token: str
+    claimed_by: ClaimedBy
+    lapses_after_s: float = Field(description="Seconds without a heartbeat after which another collector may claim.")
+
+
+class SiteReportIn(StrictBody):
+    """A local execution's own record in a task: how it stands, and why when it cannot take part."""
+
+    site: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    state: Literal["joining", "failed", "done"]
+    reason: Annotated[str, StringConstraints(max_length=128)] | None = None
+    message: Text | None = None
+
+
+class SiteReport(SiteReportIn):
+    key_id: str | None = Field(default=None, description="The API key that reported it.")
+    time: datetime
 
 
 class Pin(BaseModel):
@@ -337,6 +411,11 @@ class TaskOut(StoredView, TaskIn):
     server_address: str | None = None
     server_ca: str | None = None
     heartbeat: Heartbeat | None = None
+    claimed_by: ClaimedBy | None = Field(default=None, description="The collector that claimed the task.")
+    discovery_signature: DiscoverySignature | None = None
+    site_reports: list[SiteReport] = Field(
+        default_factory=list, description="The local executions' own records (the latest per site and key)."
+    )
     active: int = 0
     succeeded: int = 0
     failed: int = 0
@@ -373,7 +452,6 @@ def initial_status() -> dict[str, Any]:
         "completion_time": None,
         "current_round": 0,
         "participants": [],
-        "history": [],
         "history_total": 0,
         "result": None,
         "best": None,
@@ -383,6 +461,9 @@ def initial_status() -> dict[str, Any]:
         "server_address": None,
         "server_ca": None,
         "heartbeat": None,
+        "claimed_by": None,
+        "discovery_signature": None,
+        "site_reports": [],
         "active": 0,
         "succeeded": 0,
         "failed": 0,
@@ -412,6 +493,10 @@ def transition(phase_now: Phase, update: StatusUpdate, stamp: datetime) -> tuple
     for name in ("runtime", "server_address", "server_ca", "active", "succeeded", "failed"):
         if getattr(update, name) is not None:
             fields[name] = getattr(update, name)
+    if update.discovery_signature is not None:
+        fields["discovery_signature"] = update.discovery_signature.model_dump()
+    elif update.server_address is not None or update.server_ca is not None or update.runtime is not None:
+        fields["discovery_signature"] = None  # a changed record is unsigned until signed again
     pushes: dict[str, Any] = {}
     if update.round is not None:
         pushes["history"] = update.round.model_dump()
@@ -437,7 +522,9 @@ class CheckpointIn(StrictBody):
     """The aggregated weights after a round (their file is uploaded separately, as .npz)."""
 
     round: int = Field(ge=1, le=10_000)
-    loss: float | None = Field(default=None, description="The round's aggregated validation loss.")
+    loss: float | None = Field(
+        default=None, allow_inf_nan=False, description="The round's aggregated validation loss (finite)."
+    )
     metrics: MetricValues = Field(default_factory=dict)
 
 

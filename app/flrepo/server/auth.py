@@ -1,5 +1,8 @@
 """API keys with roles: reader (GET/HEAD), writer (+ create/update/upload), admin (+ delete, admin tools).
 
+A task's run-time writes (status, heartbeats, checkpoints, its output) also need the task token of the
+collector that claimed it, `X-Task-Token` (flrepo.server.repository.claims), unless the key is an admin's.
+
 Keys are configured as a JSON or YAML list of `{id, role, sha256}` entries in the file named by
 FLREPO_API_KEYS_FILE, so the service only ever holds hashes. A request sends its key as
 `Authorization: Bearer <key>` or `X-API-Key: <key>`. Requests without a key get
@@ -21,6 +24,8 @@ from typing import Annotated, Any
 import yaml
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from flrepo.server.repository.claims import TOKEN_HEADER, Actor
 
 log = logging.getLogger(__name__)
 
@@ -173,3 +178,22 @@ async def require_admin(principal: Annotated[Principal, Depends(authorize)]) -> 
     if principal.role < Role.ADMIN:
         raise HTTPException(403, "this operation needs the admin role")
     return principal
+
+
+task_token_header = APIKeyHeader(
+    name=TOKEN_HEADER,
+    auto_error=False,
+    scheme_name="TaskToken",
+    description="The task token of the collector that claimed the task (POST /tasks/{task_id}/claim).",
+)
+
+
+async def task_actor(
+    principal: Annotated[Principal, Depends(authenticate)],
+    token: Annotated[str | None, Depends(task_token_header)],
+) -> Actor:
+    """Who writes to a task at run time: the key, and the task token it sends (admins need none)."""
+    return Actor(principal.key_id, principal.role >= Role.ADMIN, token)
+
+
+TaskActor = Annotated[Actor, Depends(task_actor)]

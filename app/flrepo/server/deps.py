@@ -61,7 +61,9 @@ _PROBLEMS = {
     413: "File or body too large",
     416: "Range not satisfiable",
     422: "Invalid input",
+    429: "Too many open resumable uploads for this API key",
     503: "Database unavailable",
+    507: "The API key's open resumable uploads would reserve too many bytes",
 }
 # One example body per status, as the service writes them.
 _EXAMPLES: dict[int, Any] = {
@@ -81,6 +83,8 @@ _EXAMPLES: dict[int, Any] = {
         }
     ],
     503: "database unavailable, try again later",
+    429: "API key 'writer-1' has 16 open uploads, the most it may (FLREPO_UPLOAD_MAX_OPEN); ...",
+    507: "API key 'writer-1': its open uploads announce 34359738368 bytes; ...",
 }
 
 

@@ -24,6 +24,9 @@ from flrepo.server.storage import errors as store_errors
 log = logging.getLogger(__name__)
 
 STATUS_OF: dict[type[store_errors.StoreError], int] = {
+    store_errors.Forbidden: 403,
+    store_errors.QuotaExceeded: 429,
+    store_errors.InsufficientStorage: 507,
     store_errors.NotFound: 404,
     store_errors.AlreadyExists: 409,
     store_errors.Conflict: 409,

@@ -96,6 +96,21 @@ class Settings(BaseSettings):
         le=1024 * 1024,
         description="Largest round record of a status report, as JSON bytes (413 above it).",
     )
+    task_report_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Largest status report as a whole, as JSON bytes (413 above it); with the kept rounds and "
+        "coalesced conditions it bounds a task document.",
+    )
+    upload_max_open: int = Field(
+        default=16, ge=1, description="Open resumable (tus) uploads one API key may have at once (429 above it)."
+    )
+    upload_max_reserved_bytes: int = Field(
+        default=32 * 1024**3,
+        ge=0,
+        description="Bytes the open resumable uploads of one API key may announce in total (507 above it).",
+    )
     restore_max_manifest_bytes: int = Field(
         default=64 * 1024 * 1024,
         ge=1024,

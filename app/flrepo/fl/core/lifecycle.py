@@ -8,7 +8,8 @@ import logging
 import socket
 from typing import Any
 
-from flrepo.client import RepositoryClient, RepositoryError
+from flrepo.client import Forbidden, RepositoryClient, RepositoryError
+from flrepo.fl.core import discovery
 from flrepo.fl.core.link import IDENTITY, TaskLink
 from flrepo.fl.core.publishing import Written, undo
 from flrepo.fl.core.resume import Resume
@@ -43,19 +44,19 @@ def started(
     address: str,
     tls: ServerTls | None,
 ) -> None:
-    """Running, with where participants connect and what they trust (what sites discover:
-    flrepo.fl.core.discovery)."""
+    """Running, with where participants connect and what they trust, signed by the collector (what sites
+    discover and verify: flrepo.fl.core.discovery)."""
+    # The CA sites will read: this run's, else whatever the task holds (a status cannot clear it).
+    ca = tls.ca_pem if tls is not None else task.get("server_ca")
+    signer = discovery.collector_keyring(fallback=link.repo.keyring)
     fields: dict[str, Any] = {
         "phase": "Running",
-        "runtime": runtime,
-        "server_address": address,
+        **discovery.signed_fields(signer, task["task_id"], runtime, address, ca),
         "collector": IDENTITY,
         "active": 0,
     }
     if settings is not None:
         fields["strategy_settings"] = settings
-    if tls is not None:
-        fields["server_ca"] = tls.ca_pem
     how = f"Flower {'SuperLink' if runtime == 'message' else 'server'} on {address} ({'TLS' if tls else 'plaintext'})"
     if resume:
         fields.update(
@@ -103,5 +104,21 @@ def fail(link: TaskLink, task: dict[str, Any], exc: BaseException, written: Writ
 
 
 def fail_site(repo: RepositoryClient, task_id: str, exc: BaseException) -> None:
-    """A site that cannot take part fails the task with its reason (unless it has ended already)."""
-    mark_failed(TaskLink(repo, task_id), exc, who=f"local execution on {socket.gethostname()}")
+    """A site that cannot take part says why in its own record of the task (`PUT /tasks/{id}/sites`); the
+    task's collector then fails the task with that reason (flrepo.fl.core.watch.Heartbeat). Where this
+    site's key may write the task's status itself (an admin's, or a service without keys) it fails the
+    task at once, as when no collector runs yet."""
+    site = socket.gethostname()
+    try:
+        repo.report_site(task_id, site, "failed", reason=type(exc).__name__, message=str(exc)[:2000])
+    except RepositoryError as report_error:
+        log.error("could not report this site's failure to task %s: %s", task_id, report_error)
+    try:
+        end = ended(repo, task_id)
+        if end is None:
+            message = f"local execution on {site}: {exc}"[:2000]
+            repo.update_task_status(task_id, phase="Failed", reason=type(exc).__name__, message=message, active=0)
+    except Forbidden:  # the task is its collector's: the site's record is what this site may write
+        log.info("task %s: this site's failure is in its record; the task's collector fails the task", task_id)
+    except RepositoryError as report_error:
+        log.error("could not mark task %s Failed: %s", task_id, report_error)

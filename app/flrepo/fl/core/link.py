@@ -18,6 +18,7 @@ from typing import Any
 from flrepo.client import RepositoryClient
 from flrepo.fl.frameworks import Weights
 from flrepo.fl.weights import to_npz
+from flrepo.schemas.tasks import TaskOut
 
 # Who reports: shown in the task's heartbeat and in CollectorLost messages.
 IDENTITY = f"{socket.gethostname()}:{os.getpid()}"
@@ -33,9 +34,10 @@ class TaskLink:
         """A status report (phase, conditions, rounds, participants, ...)."""
         self.repo.update_task_status(self.task_id, **fields)
 
-    def heartbeat(self, **progress: Any) -> None:
-        """This collector is alive, with its progress (Conflict once the task has ended)."""
-        self.repo.update_task_status(self.task_id, collector=IDENTITY, **progress)
+    def heartbeat(self, **progress: Any) -> TaskOut:
+        """This collector is alive, with its progress (Conflict once the task has ended); the task as
+        the report left it."""
+        return self.repo.update_task_status(self.task_id, collector=IDENTITY, **progress)
 
     def checkpoint(self, round_: int, loss: float | None, metrics: Mapping[str, Any], weights: Weights) -> None:
         """A round's aggregated weights, with its loss and metrics."""

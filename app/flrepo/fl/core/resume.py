@@ -29,10 +29,22 @@ def resume_round(repo: RepositoryClient, task: dict[str, Any]) -> int:
     return max(filed, default=0)
 
 
+class CheckpointMismatch(RuntimeError):
+    """A checkpoint's file is not the one recorded with it (its sha256 and size)."""
+
+
 def checkpoint_weights(repo: RepositoryClient, task_id: str, round_: int) -> Weights:
-    """The weights a round's checkpoint holds."""
+    """The weights a round's checkpoint holds, after checking the file against the sha256 and size
+    recorded with the checkpoint (only the task's collector writes them, once: the service refuses
+    anyone else's and any replacement)."""
+    recorded = next((c for c in repo.iter_checkpoints(task_id) if c.round == round_), None)
     buffer = io.BytesIO()
-    repo.download_checkpoint(task_id, round_, buffer)
+    done = repo.download_checkpoint(task_id, round_, buffer)
+    if recorded is None or (recorded.sha256, recorded.size) != (done.sha256, done.size):
+        raise CheckpointMismatch(
+            f"checkpoint {round_} of task {task_id}: its file ({done.sha256[:12]}…, {done.size} bytes) is not "
+            "the one recorded with it; refusing to resume from or publish it"
+        )
     return from_npz(buffer.getvalue())
 
 

@@ -4,7 +4,9 @@ home of "has the task ended" (`ended`, `ended_of`) and of the watchers built on 
 The collector's `Heartbeat` reports to the task every few seconds (the service marks a Running task
 whose collector stopped reporting Failed, reason CollectorLost, after its `heartbeat_timeout`).
 A report refused with 409 means the task ended without the collector — cancelled, failed by a
-site, or given up by the service — and the collector stops. A local execution's `TaskWatch` only
+site, or given up by the service — and the collector stops; refused with 403, another collector has
+claimed the task, and this one stops too. A site that reports it cannot take part (its own record)
+makes the collector fail the task with the site's reason. A local execution's `TaskWatch` only
 reads the task. Both then call `on_end`, by default interrupting the main thread, where Flower's
 server or client runs and where a KeyboardInterrupt is the one way to stop it mid-call.
 """
@@ -16,15 +18,18 @@ import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from flrepo.client import Conflict, RepositoryClient, RepositoryError
+from flrepo.client import Conflict, Forbidden, RepositoryClient, RepositoryError
 from flrepo.fl.core.link import TaskLink
 from flrepo.schemas.tasks import CANCELLED, TERMINAL, TaskOut
 
 log = logging.getLogger(__name__)
 # Reports and reads this often at most: "every few seconds", and well inside any heartbeat_timeout.
 MAX_INTERVAL = 5.0
+# Why a collector stops when another collector claimed its task (this one fell silent too long).
+CLAIM_LOST = "ClaimLost"
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,16 @@ def ended_of(task: TaskOut) -> Ended | None:
 def ended(repo: RepositoryClient, task_id: str) -> Ended | None:
     """Whether the task has ended now, read from the repository (RepositoryError when it cannot say)."""
     return ended_of(repo.get_task(task_id))
+
+
+def failed_site(task: TaskOut, since: datetime) -> dict[str, str] | None:
+    """The reason and message of the first site that reported (after `since`) it cannot take part."""
+    for record in task.site_reports:
+        stamp = record.time if record.time.tzinfo else record.time.replace(tzinfo=UTC)
+        if record.state == "failed" and stamp >= since:
+            message = f"local execution {record.site} (key {record.key_id}): {record.message or record.reason}"
+            return {"reason": record.reason or "SiteFailed", "message": message[:2000]}
+    return None
 
 
 def interval_for(heartbeat_timeout: float) -> float:
@@ -90,7 +105,7 @@ class _Watcher(threading.Thread):
             except RepositoryError as exc:  # the service may be briefly away; the next try may pass
                 log.warning("task %s: %s", self.task_id, exc)
                 continue
-            end = ended_of(task) if task is not None else None
+            end = task if isinstance(task, Ended) else ended_of(task) if task is not None else None
             if end is not None and not self.stopped.is_set():
                 self.ended = end
                 level = logging.INFO if self.ended.phase == "Succeeded" else logging.WARNING
@@ -98,7 +113,7 @@ class _Watcher(threading.Thread):
                 self.on_end(self.ended)
                 return
 
-    def check(self) -> TaskOut | None:
+    def check(self) -> TaskOut | Ended | None:
         raise NotImplementedError
 
 
@@ -115,12 +130,22 @@ class Heartbeat(_Watcher):
     ) -> None:
         super().__init__(link.repo, link.task_id, interval_for(heartbeat_timeout), on_end)
         self.link, self.progress = link, progress
+        self.since = datetime.now(UTC)  # site records older than this run are not its concern
 
-    def check(self) -> TaskOut | None:
+    def check(self) -> TaskOut | Ended | None:
         try:
-            self.link.heartbeat(**self.progress())
-            return None
+            answer = self.link.heartbeat(**self.progress())
         except Conflict:  # finished: read how
+            return self.repo.get_task(self.task_id)
+        except Forbidden as exc:  # silent past its heartbeat_timeout, this collector's claim went to another
+            return Ended("Running", CLAIM_LOST, str(exc.detail or exc))
+        failed = failed_site(answer, self.since)
+        if failed is None:
+            return None
+        # A site that cannot take part says so in its own record; the task is this collector's to fail.
+        try:
+            return self.repo.update_task_status(self.task_id, phase="Failed", active=0, **failed)
+        except Conflict:
             return self.repo.get_task(self.task_id)
 
 

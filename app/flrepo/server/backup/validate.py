@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bson import ObjectId
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from flrepo.names import is_surrogate
 from flrepo.schemas import (
@@ -30,9 +30,19 @@ from flrepo.schemas import (
     TransformationIn,
     TransformationOut,
 )
-from flrepo.schemas.tasks import CheckpointOut, TaskOut
-from flrepo.server.backup.format import ArchiveError
+from flrepo.schemas.identifiers import Identifier
+from flrepo.schemas.tasks import CheckpointOut, RoundRecord, TaskOut
+from flrepo.server.backup.format import ArchiveError, FileEntry, Plan
 from flrepo.server.repository.kinds import ALL_KINDS
+from flrepo.server.storage.blobs import parse_file_id
+
+
+class StoredRound(RoundRecord):
+    """A round record as `task_rounds` keeps it (flrepo.server.repository.rounds)."""
+
+    task_id: Identifier
+    seq: int = Field(ge=1)
+
 
 # What a document of each collection must satisfy: the request schema (names, keys, value rules)
 # and the response schema (the fields the service adds, as the API returns them).
@@ -44,6 +54,7 @@ SCHEMAS: dict[str, tuple[type[BaseModel], ...]] = {
     "tasks": (TaskOut,),
     "checkpoints": (CheckpointOut,),
     "collectors": (CollectorIn, CollectorOut),
+    "task_rounds": (StoredRound,),
 }
 KEYS = {kind.collection: kind.keys for kind in ALL_KINDS}
 # aerOS stored file ids as strings, a hand-edited database may hold ObjectIds: both are served.
@@ -111,3 +122,85 @@ def check_documents(archive: Path, collections: dict[str, list[dict[str, Any]]])
                     break
     if problems:
         raise ArchiveError(f"{archive}: documents the API would refuse, nothing restored: " + "; ".join(problems))
+
+
+# GridFS chunks are documents: a chunk must fit in one (16 MiB) with room for its other fields.
+MAX_CHUNK_BYTES = 15 * 1024 * 1024
+_IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
+
+
+def _identifier_problem(value: Any, name: str) -> str | None:
+    try:
+        _IDENTIFIER.validate_python(value)
+    except ValidationError as exc:
+        return f"{name}: {exc.errors(include_url=False)[0]['msg']}"
+    return None
+
+
+def _pins_problem(doc: dict[str, Any]) -> str | None:
+    """A task restored must pin what it loads: a missing or null pin would be skipped by the pin check."""
+    pins = doc.get("pins")
+    if not isinstance(pins, dict):
+        return "pins: missing or null (a restored task must pin its strategy and transformations)"
+    if not isinstance(pins.get("strategy"), dict) or not pins["strategy"].get("sha256"):
+        return "pins.strategy.sha256 is null"
+    if not isinstance(pins.get("model"), dict):
+        return "pins.model is null"
+    for pin in pins.get("transformations") or []:
+        if not isinstance(pin, dict) or not pin.get("sha256"):
+            return f"pins.transformations: {pin.get('id') if isinstance(pin, dict) else pin!r} has a null sha256"
+    return None
+
+
+def _file_problem(entry: FileEntry) -> str | None:
+    chunk = entry.file.get("chunkSize")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or not 1 <= chunk <= MAX_CHUNK_BYTES:
+        return f"chunkSize {chunk!r} is not within 1..{MAX_CHUNK_BYTES}"
+    if entry.file.get("length") != entry.length:
+        return f"length {entry.file.get('length')!r} is not the file's {entry.length} bytes"
+    recorded = entry.file.get("sha256")
+    if recorded is not None and recorded != entry.sha256:
+        return "its recorded sha256 is not the sha256 of its bytes"
+    return None
+
+
+def _item_file_problem(collection: str, doc: dict[str, Any], files: dict[Any, FileEntry]) -> str | None:
+    """An item's recorded sha256 and size must be those of the file it points at (ETags and pins rely on them)."""
+    field = FILE_FIELDS.get(collection)
+    if not field or doc.get(field) is None:
+        return None
+    entry = files.get(parse_file_id(doc.get(field)))
+    if entry is None:
+        return None  # a dangling file id: served as "no file" (pass 1 of verify checks archived files only)
+    if doc.get("sha256") is not None and doc["sha256"] != entry.sha256:
+        return f"sha256 {str(doc['sha256'])[:16]}… is not its file's {entry.sha256[:16]}…"
+    if doc.get("size") is not None and doc["size"] != entry.length:
+        return f"size {doc['size']!r} is not its file's {entry.length} bytes"
+    return None
+
+
+def _trust_problem(collection: str, doc: dict[str, Any], files: dict[Any, FileEntry]) -> str | None:
+    if collection in ("tasks", "checkpoints", "task_rounds") and (
+        why := _identifier_problem(doc.get("task_id"), "task_id")
+    ):
+        return why
+    if collection == "tasks" and (why := _pins_problem(doc)):
+        return why
+    return _item_file_problem(collection, doc, files)
+
+
+def check_consistency(archive: Path, plan: Plan) -> None:
+    """ArchiveError naming (up to ten) tamperings a digest cannot reveal: task ids outside the API's
+    rules, null pins, GridFS chunk sizes out of bounds or lengths that disagree, items whose recorded
+    sha256 or size is not their file's. Nothing is written then."""
+    problems = [f"file {entry.member}: {why}" for entry in plan.files if (why := _file_problem(entry))]
+    files = {parse_file_id(entry.file_id): entry for entry in plan.files}
+    for collection, docs in plan.collections.items():
+        for doc in docs:
+            if why := _trust_problem(collection, doc, files):
+                key = ", ".join(f"{k}={str(doc.get(k))[:64]!a}" for k in KEYS[collection])
+                problems.append(f"{collection} {key}: {why}")
+    if problems:
+        raise ArchiveError(
+            f"{archive}: the archive was tampered with, nothing restored: " + "; ".join(problems[:MAX_REPORTED])
+        )

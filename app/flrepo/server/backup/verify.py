@@ -18,7 +18,7 @@ from flrepo.server.backup.format import (
     plan_from_manifest,
 )
 from flrepo.server.backup.tar import TarReader
-from flrepo.server.backup.validate import check_documents
+from flrepo.server.backup.validate import check_consistency, check_documents
 from flrepo.server.storage.db import Database
 
 DEFAULT_MAX_MANIFEST_BYTES = 64 * 1024 * 1024
@@ -82,6 +82,7 @@ def verify_archive(archive: Path, max_manifest_bytes: int = DEFAULT_MAX_MANIFEST
     del manifest_data  # the parsed documents are what pass 2 needs
     plan = plan_from_manifest(archive, manifest, actual, sizes)
     check_documents(archive, plan.collections)
+    check_consistency(archive, plan)
     return plan
 
 

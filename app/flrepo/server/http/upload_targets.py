@@ -33,8 +33,8 @@ from flrepo.server.middleware.audit import AuditTrail
 from flrepo.server.storage.blobs import IncomingFile, StoredFile
 
 MAX_TARGET = 1024
-# The credentials a target's PUT sees: the caller's own.
-FORWARDED = {b"authorization", b"x-api-key"}
+# The credentials a target's PUT sees: the caller's own (a task token too, for a checkpoint's file).
+FORWARDED = {b"authorization", b"x-api-key", b"x-task-token"}
 
 
 class TargetAccepted(Exception):

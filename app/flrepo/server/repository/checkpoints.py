@@ -1,8 +1,10 @@
 """Checkpoints: a task's aggregated weights after each round, bounded per task.
 
-A checkpoint is registered (round, validation loss, metrics), then its .npz file is attached. Once
-a file is attached the oldest checkpoints beyond the task's `checkpoints_kept` are removed, except
-the best one (lowest loss), which the task's `best` field always describes.
+A checkpoint is registered (round, validation loss, metrics), then its .npz file is attached, once:
+only the collector holding the task's claim writes them (flrepo.server.repository.claims), only while
+the task runs, only for rounds it has reached, and a checkpoint with its file never changes. Once a
+file is attached the task's `best` (lowest loss among checkpoints with a file) follows it, and the
+oldest checkpoints beyond the task's `checkpoints_kept` are removed, except the best one.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from flrepo.schemas.tasks import TERMINAL, CheckpointIn, Phase
-from flrepo.server.repository import items
+from flrepo.server.repository import claims, items
+from flrepo.server.repository.claims import Actor
 from flrepo.server.repository.items import FileCondition, FileView, Page
 from flrepo.server.repository.kinds import CHECKPOINTS, TASKS
 from flrepo.server.storage.blobs import IncomingFile, StoredFile
 from flrepo.server.storage.db import Database
-from flrepo.server.storage.errors import Conflict
+from flrepo.server.storage.errors import AlreadyExists, Conflict
 
 BY_ROUND = [("round", 1)]
 
@@ -25,20 +28,47 @@ def key(task_id: str, round_number: int) -> dict[str, Any]:
     return {"task_id": task_id, "round": round_number}
 
 
-async def create(db: Database, task_id: str, body: CheckpointIn) -> dict[str, Any]:
-    """Register round `body.round` of a running task; the task's `best` follows the lowest loss."""
-    task = await items.get(db, TASKS, {"task_id": task_id})
+async def _writable(db: Database, task_id: str, actor: Actor | None) -> dict[str, Any]:
+    """The task, if `actor` holds its claim and it has not ended (nothing is written after it ends)."""
+    task = await claims.read(db, task_id)
+    if actor is not None:
+        claims.check(task, actor)
     if Phase(task["phase"]) in TERMINAL:
         raise Conflict(f"task {task_id!r} is {task['phase']}; it takes no more checkpoints")
-    created = await items.create(db, CHECKPOINTS, {**key(task_id, body.round), **body.model_dump(exclude={"round"})})
-    if body.loss is not None:
-        best = {"round": body.round, "loss": body.loss, "metrics": body.metrics}
-        # Only replaces a worse (or no) best: concurrent checkpoints cannot put back a worse one.
-        await db.collection(TASKS.collection).update_one(
-            {"task_id": task_id, "$or": [{"best": None}, {"best.loss": {"$gt": body.loss}}]},
-            {"$set": {"best": best, "updated_at": items.now()}},
-        )
-    return created
+    return task
+
+
+def _check_round(task: dict[str, Any], round_number: int) -> None:
+    """A collector checkpoints rounds within 1..rounds, at most one past the task's reported progress."""
+    rounds = int(task.get("rounds") or 0)
+    progress = max(int(task.get("current_round") or 0), int((task.get("heartbeat") or {}).get("round") or 0))
+    if not 1 <= round_number <= rounds:
+        raise Conflict(f"task {task['task_id']!r} has {rounds} rounds; there is no round {round_number}")
+    if round_number > progress + 1:
+        raise Conflict(f"task {task['task_id']!r} is at round {progress}; round {round_number} is not done yet")
+
+
+async def create(db: Database, task_id: str, body: CheckpointIn, actor: Actor | None = None) -> dict[str, Any]:
+    """Register round `body.round` of a running task (_writable, _check_round); the task's `best` follows the lowest
+    loss once the file is there. A checkpoint with its file is immutable (Conflict); one registered without
+    its file (a collector that died in between) is registered again."""
+    task = await _writable(db, task_id, actor)
+    if actor is None or not actor.admin:  # an admin (repairing, importing) is not bound to the run's progress
+        _check_round(task, body.round)
+    fields = {**key(task_id, body.round), **body.model_dump(exclude={"round"})}
+    try:
+        return await items.create(db, CHECKPOINTS, fields)
+    except AlreadyExists:
+        current = await items.get(db, CHECKPOINTS, key(task_id, body.round))
+        if current.get(CHECKPOINTS.id_field):
+            raise Conflict(
+                f"checkpoint {body.round} of task {task_id!r} has its file; checkpoints are immutable"
+            ) from None
+    unfiled = {**key(task_id, body.round), CHECKPOINTS.id_field: None}
+    change = {"$set": {"loss": body.loss, "metrics": body.metrics, "updated_at": items.now()}}
+    if not (await db.collection(CHECKPOINTS.collection).update_one(unfiled, change)).matched_count:
+        raise Conflict(f"checkpoint {body.round} of task {task_id!r} got its file meanwhile; it is immutable")
+    return await items.get(db, CHECKPOINTS, key(task_id, body.round))
 
 
 async def attach(
@@ -48,10 +78,32 @@ async def attach(
     receive: Callable[[], Awaitable[IncomingFile]],
     max_bytes: int,
     condition: FileCondition | None = None,
+    actor: Actor | None = None,
 ) -> StoredFile:
-    stored = await items.attach(db, CHECKPOINTS, key(task_id, round_number), receive, max_bytes, condition=condition)
+    """The checkpoint's file, once (its sha256 and size are recorded with it); then the task's `best`
+    follows it and older checkpoints are pruned."""
+    await _writable(db, task_id, actor)
+    current = await items.get(db, CHECKPOINTS, key(task_id, round_number))
+    if current.get(CHECKPOINTS.id_field):
+        raise Conflict(f"checkpoint {round_number} of task {task_id!r} has its file; checkpoints are immutable")
+    # Only while it has none, checked again by the switch: two uploads cannot both land.
+    # The client's own If-Match / If-None-Match still answer 412 as on any upload.
+    asked = condition or FileCondition()
+    once = FileCondition(exists=False, sha256=asked.sha256, not_sha256=asked.not_sha256)
+    stored = await items.attach(db, CHECKPOINTS, key(task_id, round_number), receive, max_bytes, condition=once)
+    if current.get("loss") is not None:
+        await _better(db, task_id, round_number, float(current["loss"]), current.get("metrics") or {})
     await prune(db, task_id)
     return stored
+
+
+async def _better(db: Database, task_id: str, round_number: int, loss: float, metrics: dict[str, Any]) -> None:
+    best = {"round": round_number, "loss": loss, "metrics": metrics}
+    # Only replaces a worse (or no) best: concurrent checkpoints cannot put back a worse one.
+    await db.collection(TASKS.collection).update_one(
+        {"task_id": task_id, "$or": [{"best": None}, {"best.loss": {"$gt": loss}}]},
+        {"$set": {"best": best, "updated_at": items.now()}},
+    )
 
 
 async def prune(db: Database, task_id: str) -> list[int]:

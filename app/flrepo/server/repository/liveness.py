@@ -17,7 +17,7 @@ from pymongo.errors import PyMongoError
 
 from flrepo.schemas.tasks import COLLECTOR_LOST, CONDITION_TYPES, DEFAULT_HEARTBEAT_TIMEOUT, Phase
 from flrepo.server.repository.kinds import TASKS
-from flrepo.server.repository.tasks import lock_key
+from flrepo.server.repository.tasks import bounded_conditions, lock_key
 from flrepo.server.storage.db import Database
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,10 @@ def last_sign_of_life(doc: dict[str, Any]) -> datetime | None:
 
 
 async def fail_lost_collectors(db: Database, now: datetime | None = None) -> list[str]:
-    """Mark Failed (CollectorLost) every Running task whose collector is silent for too long; return their ids."""
+    """Mark Failed (CollectorLost) every Running task whose collector is silent for too long; return their ids.
+
+    A task that cannot be updated (a document the store refuses to grow, a broken field) is logged and
+    skipped: the others are still checked."""
     now = now or datetime.now(UTC)
     tasks = db.collection(TASKS.collection)
     projection = {"task_id": 1, "heartbeat": 1, "heartbeat_timeout": 1, "updated_at": 1, "start_time": 1}
@@ -46,35 +49,51 @@ async def fail_lost_collectors(db: Database, now: datetime | None = None) -> lis
         timeout = float(doc.get("heartbeat_timeout") or DEFAULT_HEARTBEAT_TIMEOUT)
         if last is None or now - last <= timedelta(seconds=timeout):
             continue
-        silent = (now - last).total_seconds()
-        heartbeat = doc.get("heartbeat") or {}
-        who = f" ({heartbeat['collector']})" if heartbeat.get("collector") else ""
-        message = (
-            f"no heartbeat from the training collector{who} for {silent:.0f} s (heartbeat_timeout "
-            f"{timeout:g} s) at round {heartbeat.get('round', 0)}; start a collector for the task again "
-            "before the timeout to resume from its last checkpoint"
-        )
-        change = {
-            "$set": {"phase": Phase.FAILED.value, "completion_time": now, "updated_at": now},
-            "$push": {
-                "conditions": {
-                    "type": CONDITION_TYPES[Phase.FAILED],
-                    "status": "True",
-                    "reason": COLLECTOR_LOST,
-                    "message": message,
-                    "last_transition_time": now,
-                }
-            },
-        }
-        # Exactly as read: a report in between, or another replica's check, makes this match nothing
-        # (the lock does the same within one process where the store's updates are not atomic).
-        same = {"task_id": doc["task_id"], "phase": Phase.RUNNING.value, "updated_at": doc.get("updated_at")}
-        async with db.dialect.item_lock(lock_key(str(doc["task_id"]))):
-            result = await tasks.update_one(same, change)
-        if result.modified_count:
-            log.warning("task %s: %s", doc["task_id"], message)
-            failed.append(str(doc["task_id"]))
+        try:
+            if await _fail_lost(db, doc, now, (now - last).total_seconds(), timeout):
+                failed.append(str(doc["task_id"]))
+        except Exception:
+            log.exception("task %s: could not mark its lost collector; checking the other tasks", doc.get("task_id"))
     return failed
+
+
+async def _fail_lost(db: Database, doc: dict[str, Any], now: datetime, silent: float, limit_s: float) -> bool:
+    """Mark one silent task Failed (CollectorLost), unless it changed since it was read."""
+    heartbeat = doc.get("heartbeat") or {}
+    who = f" ({heartbeat['collector']})" if heartbeat.get("collector") else ""
+    message = (
+        f"no heartbeat from the training collector{who} for {silent:.0f} s (heartbeat_timeout "
+        f"{limit_s:g} s) at round {heartbeat.get('round', 0)}; start a collector for the task again "
+        "before the timeout to resume from its last checkpoint"
+    )
+    condition = {
+        "type": CONDITION_TYPES[Phase.FAILED],
+        "status": "True",
+        "reason": COLLECTOR_LOST,
+        "message": message,
+        "last_transition_time": now,
+    }
+    tasks = db.collection(TASKS.collection)
+    # Exactly as read: a report in between, or another replica's check, makes this match nothing
+    # (the lock does the same within one process where the store's updates are not atomic).
+    same = {"task_id": doc["task_id"], "phase": Phase.RUNNING.value, "updated_at": doc.get("updated_at")}
+    async with db.dialect.item_lock(lock_key(str(doc["task_id"]))):
+        current = await tasks.find_one(same, {"conditions": 1})
+        if current is None:
+            return False
+        conditions = bounded_conditions(list(current.get("conditions") or []), condition)
+        change = {
+            "$set": {
+                "phase": Phase.FAILED.value,
+                "completion_time": now,
+                "updated_at": now,
+                "conditions": conditions,
+            }
+        }
+        result = await tasks.update_one(same, change)
+    if result.modified_count:
+        log.warning("task %s: %s", doc["task_id"], message)
+    return bool(result.modified_count)
 
 
 async def watch_tasks_forever(db: Database, interval: float) -> None:

@@ -5,6 +5,7 @@ collector stopped reporting)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -22,11 +23,18 @@ from flrepo.schemas.tasks import (
     output_version,
     transition,
 )
-from flrepo.server.repository import checkpoints, items
+from flrepo.server.repository import checkpoints, claims, items, outputs, rounds
+from flrepo.server.repository.claims import Actor
 from flrepo.server.repository.items import Page
 from flrepo.server.repository.kinds import MODELS, STRATEGIES, TASKS, TRANSFORMATIONS, Kind
 from flrepo.server.storage.db import Database
 from flrepo.server.storage.errors import AlreadyExists, Busy, Conflict, Invalid, NotFound, TooLarge
+
+# Conditions kept besides the latest of each type (flrepo.schemas.tasks.CONDITION_TYPES).
+CONDITIONS_TAIL = 16
+DEFAULT_REPORT_BYTES = 256 * 1024
+# Round records the task document keeps at hand besides their collection (what GET /tasks/{id} shows).
+RECENT_ROUNDS = 100
 
 
 def _key(task_id: str) -> dict[str, Any]:
@@ -55,19 +63,42 @@ async def missing_references(db: Database, body: TaskIn) -> list[str]:
 
 
 async def _pin(db: Database, kind: Kind, key: dict[str, Any]) -> dict[str, Any]:
-    """The sha256 and size of the item's file now (None: no file). Recorded at upload; computed from the
-    stored bytes for items that have none recorded (restored from aerOS)."""
+    """The sha256 and size of the item's file now (None: no file). Recorded at upload; for items that
+    have none recorded (restored from aerOS) computed from the stored bytes once, and recorded."""
     try:
         view = await items.open_file(db, kind, key)
     except NotFound:
         return {"sha256": None, "size": None}
     sha = view.sha256
     if sha is None:
-        digest = hashlib.sha256()
-        async for chunk in view.read():
-            digest.update(chunk)
-        sha = digest.hexdigest()
+        sha = await _record_digest(db, kind, key, view)
     return {"sha256": sha, "size": view.size}
+
+
+# One hashing per item at a time in this process: concurrent task creations wait for it, then read
+# the recorded digest instead of reading the file again.
+_hashing: dict[tuple[str, str], asyncio.Lock] = {}
+
+
+async def _record_digest(db: Database, kind: Kind, key: dict[str, Any], view: items.FileView) -> str:
+    ident = (kind.collection, json.dumps(key, sort_keys=True))
+    lock = _hashing.setdefault(ident, asyncio.Lock())
+    try:
+        async with lock:
+            again = await items.open_file(db, kind, key)
+            if again.sha256 is not None:  # recorded while this request waited
+                return again.sha256
+            digest = hashlib.sha256()
+            async for chunk in again.read():
+                digest.update(chunk)
+            sha = digest.hexdigest()
+            # Recorded only for the file it was computed from (a replacement meanwhile records its own).
+            same_file = {**key, kind.id_field: again.item.get(kind.id_field)}
+            await db.collection(kind.collection).update_one(same_file, {"$set": {"sha256": sha}})
+            return sha
+    finally:
+        if not lock.locked():
+            _hashing.pop(ident, None)
 
 
 async def pins(db: Database, body: TaskIn) -> dict[str, Any]:
@@ -100,6 +131,13 @@ async def create(db: Database, body: TaskIn) -> dict[str, Any]:
         raise AlreadyExists(
             f"the trained model would be {MODELS.describe(output)}, which exists; choose another output_model_version"
         )
+    reserved = await outputs.reserving_model(db, output["model_name"], output["model_version"])
+    if reserved is not None:
+        raise AlreadyExists(
+            f"the trained model would be {MODELS.describe(output)}, which task {reserved['task_id']!r} will "
+            "publish; choose another output_model_version"
+        )
+    doc["output"] = output  # reserved: only this task's collector may create it (flrepo.server.repository.outputs)
     doc["pins"] = await pins(db, body)
     doc.update(initial_status())
     return await items.create(db, TASKS, doc)
@@ -107,81 +145,138 @@ async def create(db: Database, body: TaskIn) -> dict[str, Any]:
 
 async def get(db: Database, task_id: str, *, history: int) -> dict[str, Any]:
     """The task with only its `history` most recent round records (all of them are paged by history_page)."""
-    return shown(await items.get(db, TASKS, _key(task_id)), history)
+    return await shown(db, await items.get(db, TASKS, _key(task_id)), history)
 
 
 async def page(db: Database, *, phase: Phase | None, limit: int, offset: int, history: int = 0) -> Page:
     """Tasks, each with its `history` most recent round records (none by default: a list stays small)."""
     query = {"phase": phase.value} if phase else {}
-    projection = None if history else {"history": 0}
-    found = await items.page(db, TASKS, query=query, limit=limit, offset=offset, projection=projection)
-    return Page(items=[shown(doc, history) for doc in found.items], total=found.total)
+    found = await items.page(db, TASKS, query=query, limit=limit, offset=offset, projection={"history": 0})
+    return Page(items=[await shown(db, doc, history) for doc in found.items], total=found.total)
 
 
 async def history_page(db: Database, task_id: str, *, limit: int, offset: int) -> Page:
     """The task's kept round records, oldest first."""
-    kept = (await items.get(db, TASKS, _key(task_id))).get("history") or []
-    return Page(items=kept[offset : offset + limit], total=len(kept))
+    task = await items.get(db, TASKS, _key(task_id))
+    embedded = task.get("history")
+    if embedded:  # written before round records had their own collection
+        return Page(items=embedded[offset : offset + limit], total=len(embedded))
+    found, total = await rounds.page(db, task_id, limit=limit, offset=offset)
+    return Page(items=found, total=total)
 
 
-def shown(doc: dict[str, Any], history: int) -> dict[str, Any]:
+async def shown(db: Database, doc: dict[str, Any], history: int) -> dict[str, Any]:
     """`doc` with only its `history` most recent round records, and how many it keeps."""
-    kept = doc.get("history")
-    if kept is not None:
-        doc["history_total"] = len(kept)  # documents written before the count was kept have none
-        doc["history"] = kept[-history:] if history else []
-    else:
-        doc["history"] = []
-        doc.setdefault("history_total", 0)
+    embedded = doc.pop("history", None)
+    for internal in ("history_seq", claims.TOKEN_FIELD, "output"):  # kept for the service, never shown
+        doc.pop(internal, None)
+    if embedded:  # written before round records had their own collection
+        doc["history_total"] = len(embedded)
+        doc["history"] = embedded[-history:] if history else []
+        return doc
+    doc.setdefault("history_total", 0)
+    recent = doc.pop("recent_rounds", None) or []
+    if history <= len(recent) or len(recent) >= doc["history_total"]:
+        doc["history"] = recent[-history:] if history else []
+    else:  # more than the task keeps at hand
+        doc["history"] = await rounds.latest(db, doc["task_id"], history)
     return doc
 
 
-async def report(
-    db: Database, task_id: str, update: StatusUpdate, *, keep_rounds: int, record_bytes: int
-) -> dict[str, Any]:
-    """Apply a collector's status update; Conflict when the phase does not allow it.
+def bounded_conditions(conditions: list[dict[str, Any]], added: dict[str, Any]) -> list[dict[str, Any]]:
+    """`conditions` plus `added`, coalesced: the latest condition of every type, and of the others the
+    CONDITIONS_TAIL most recent (a task reporting forever keeps a fixed number)."""
+    every = [*conditions, added]
+    latest = {c.get("type"): n for n, c in enumerate(every)}
+    tail = set(range(max(0, len(every) - CONDITIONS_TAIL), len(every)))
+    return [c for n, c in enumerate(every) if n in tail or n in latest.values()]
 
-    A round record is appended to the history, which keeps the `keep_rounds` most recent records;
-    one larger than `record_bytes` (as JSON) is TooLarge. The update is a compare-and-swap on the
-    task's last change, repeated when another update came first (then the phase rules are applied
-    again to what that update left).
-    """
+
+def check_report_size(update: StatusUpdate, *, record_bytes: int, report_bytes: int) -> None:
+    """TooLarge for a round record over `record_bytes` or a whole report over `report_bytes` (as JSON)."""
     if update.round is not None:
         size = len(json.dumps(update.round.model_dump(mode="json")))
         if size > record_bytes:
             raise TooLarge(f"a round record of {size} bytes; at most {record_bytes} (FLREPO_TASK_RECORD_BYTES)")
+    size = len(update.model_dump_json(exclude_none=True))
+    if size > report_bytes:
+        raise TooLarge(f"a status report of {size} bytes; at most {report_bytes} (FLREPO_TASK_REPORT_BYTES)")
+
+
+async def report(
+    db: Database,
+    task_id: str,
+    update: StatusUpdate,
+    *,
+    keep_rounds: int,
+    record_bytes: int,
+    report_bytes: int = DEFAULT_REPORT_BYTES,
+    actor: Actor | None = None,
+) -> dict[str, Any]:
+    """Apply a collector's status update; Conflict when the phase does not allow it, Forbidden when
+    `actor` does not hold the task's claim (None: the service itself, e.g. a cancel).
+
+    A round record is appended to the history, which keeps the `keep_rounds` most recent records;
+    conditions are coalesced (bounded_conditions); a record larger than `record_bytes` or a report
+    larger than `report_bytes` (as JSON) is TooLarge. The update is a compare-and-swap on the task's
+    last change, repeated when another update came first (then the phase rules are applied again to
+    what that update left).
+    """
+    check_report_size(update, record_bytes=record_bytes, report_bytes=report_bytes)
     key = _key(task_id)
     coll = db.collection(TASKS.collection)
     # Where the store's updates are not atomic (FerretDB), the lock keeps two transitions (a
     # collector's end and a cancel, say) from both passing the guard below.
     async with db.dialect.item_lock(lock_key(task_id)):
         for _ in range(items.SWAP_ATTEMPTS):
+            # The store rewrites the whole document anyway where it cannot cap an append: read it all there.
             current = await items.get(db, TASKS, key)
-            phase_now = Phase(current["phase"])
-            stamp = items.now()
-            try:
-                fields, pushes = transition(phase_now, update, stamp)
-            except InvalidTransition as exc:
-                raise Conflict(f"task {task_id!r} {exc}") from None
-            if fields["phase"] == Phase.RUNNING.value:
-                # Every report of a running task is its collector's heartbeat, with the round it is at.
-                round_now = (
-                    update.current_round if update.current_round is not None else current.get("current_round", 0)
-                )
-                fields["heartbeat"] = {"time": stamp, "round": round_now, "collector": update.collector}
-            change: dict[str, Any] = {"$set": {**fields, "updated_at": stamp}}
-            record = pushes.pop("history", None)
-            if record is not None:
-                kept = [*(current.get("history") or []), record][-keep_rounds:]
-                change["$set"].update(history=kept, history_total=len(kept))
-            if pushes:
-                change["$push"] = pushes
+            if actor is not None:
+                claims.check(current, actor)
+            change, phase_now, appended = _change(current, update, keep_rounds)
             db.dialect.check_document(change)
             # Matches only the task as read: a concurrent update makes this match nothing, and we retry.
             guard = {**key, "phase": phase_now.value, "updated_at": current.get("updated_at")}
             if (await coll.update_one(guard, change)).matched_count:
+                # The sequence numbers are this update's alone: no other update read the same task.
+                await rounds.append(db, task_id, int(current.get("history_seq") or 0) + 1, appended, keep_rounds)
                 return await items.get(db, TASKS, key)
     raise Busy(f"task {task_id!r} is being updated too often; try again")
+
+
+def _change(
+    current: dict[str, Any], update: StatusUpdate, keep_rounds: int
+) -> tuple[dict[str, Any], Phase, list[dict[str, Any]]]:
+    """The update of `current` that applies `update` (Conflict when its phase does not allow it), and the
+    round records to append (flrepo.server.repository.rounds) once it is applied."""
+    phase_now = Phase(current["phase"])
+    stamp = items.now()
+    try:
+        fields, pushes = transition(phase_now, update, stamp)
+    except InvalidTransition as exc:
+        raise Conflict(f"task {current['task_id']!r} {exc}") from None
+    if fields["phase"] == Phase.RUNNING.value:
+        # Every report of a running task is its collector's heartbeat, with the round it is at.
+        round_now = update.current_round if update.current_round is not None else current.get("current_round", 0)
+        fields["heartbeat"] = {"time": stamp, "round": round_now, "collector": update.collector}
+    change: dict[str, Any] = {"$set": {**fields, "updated_at": stamp}}
+    condition = pushes.pop("conditions", None)
+    if condition is not None:
+        change["$set"]["conditions"] = bounded_conditions(current.get("conditions") or [], condition)
+    record = pushes.pop("history", None)
+    appended: list[dict[str, Any]] = []
+    if record is not None:
+        # Records kept in the task by earlier versions move to their collection with this one.
+        appended = [*(current.get("history") or []), record]
+        total = int(current.get("history_total") or 0) if not current.get("history") else 0
+        change["$set"]["history_total"] = min(total + len(appended), keep_rounds)
+        change["$set"]["history_seq"] = int(current.get("history_seq") or 0) + len(appended)
+        # The newest few, at hand for GET /tasks/{id} and this answer without a query (bounded like conditions).
+        recent = [*(current.get("recent_rounds") or []), *appended][-min(RECENT_ROUNDS, keep_rounds) :]
+        change["$set"]["recent_rounds"] = recent
+        if current.get("history") is not None:
+            change["$unset"] = {"history": ""}
+    return change, phase_now, appended
 
 
 def lock_key(task_id: str) -> tuple[str, str]:
@@ -208,3 +303,4 @@ async def delete(db: Database, task_id: str) -> None:
         await items.get(db, TASKS, key)  # NotFound when it does not exist
         raise Conflict(f"task {task_id!r} is Running; cancel it first (POST /tasks/{task_id}/cancel)")
     await checkpoints.delete_all(db, task_id)
+    await rounds.delete_all(db, task_id)

@@ -33,7 +33,15 @@ from bson import ObjectId
 from flrepo.server.storage import gridfs as gridio
 from flrepo.server.storage.blobs import StoredFile
 from flrepo.server.storage.db import UPLOAD_FILE_FIELD, UPLOADS, Database
-from flrepo.server.storage.errors import ChecksumMismatch, Conflict, Locked, NotFound, TooLarge
+from flrepo.server.storage.errors import (
+    ChecksumMismatch,
+    Conflict,
+    InsufficientStorage,
+    Locked,
+    NotFound,
+    QuotaExceeded,
+    TooLarge,
+)
 from flrepo.server.storage.gridfs import GridAppender
 
 # Algorithms of the tus checksum extension we accept (tuspy sends sha1, the SDK sha256).
@@ -125,6 +133,51 @@ async def create(
     }
     await _coll(db).insert_one(doc)
     return doc
+
+
+@dataclass(frozen=True)
+class Quota:
+    """What one API key's open uploads may hold at once."""
+
+    max_open: int
+    max_reserved_bytes: int
+
+
+def _open_query(key_id: str | None) -> dict[str, Any]:
+    query: dict[str, Any] = {"completed_at": None, "expires_at": {"$gt": now()}}
+    if key_id is not None:
+        query["key_id"] = key_id
+    return query
+
+
+async def check_quota(db: Database, key_id: str, length: int, quota: Quota) -> None:
+    """QuotaExceeded (429) when the key has `max_open` open uploads, InsufficientStorage (507) when this one
+    would make the bytes they announce more than `max_reserved_bytes`."""
+    open_count, reserved = 0, 0
+    async for doc in _coll(db).find(_open_query(key_id), {"length": 1}):
+        open_count += 1
+        reserved += int(doc.get("length") or 0)
+    if open_count >= quota.max_open:
+        raise QuotaExceeded(
+            f"API key {key_id!r} has {open_count} open uploads, the most it may (FLREPO_UPLOAD_MAX_OPEN); finish "
+            "or terminate one (DELETE /uploads/ID; GET /uploads lists them), or wait for one to expire"
+        )
+    if reserved + length > quota.max_reserved_bytes:
+        raise InsufficientStorage(
+            f"API key {key_id!r}: its open uploads announce {reserved} bytes; {length} more would pass the "
+            f"{quota.max_reserved_bytes}-byte limit (FLREPO_UPLOAD_MAX_RESERVED_BYTES); finish or terminate some "
+            "(GET /uploads lists them)"
+        )
+
+
+async def page_open(db: Database, key_id: str | None, *, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+    """Open uploads (of one key, or of every key), oldest first, and how many there are."""
+    query = _open_query(key_id)
+    total = await _coll(db).count_documents(query)
+    fields = {"_id": 1, "key_id": 1, "target": 1, "filename": 1, "length": 1, "offset": 1, "created_at": 1}
+    cursor = _coll(db).find(query, {**fields, "updated_at": 1, "expires_at": 1}).sort("created_at", 1)
+    found = [doc async for doc in cursor.skip(offset).limit(limit)]
+    return found, total
 
 
 def _expired(doc: dict[str, Any]) -> bool:

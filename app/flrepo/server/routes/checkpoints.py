@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Request, Response
 
 from flrepo.schemas.identifiers import Identifier
 from flrepo.schemas.tasks import CheckpointIn, CheckpointOut
+from flrepo.server.auth import TaskActor
 from flrepo.server.deps import DB, FILE_RESPONSE, Page, SettingsDep, listed, problems
 from flrepo.server.http.conditions import UploadCondition
 from flrepo.server.http.downloads import file_response
@@ -24,9 +25,11 @@ Round = Annotated[int, Path(ge=1, le=10_000, description="Round number")]
 @router.post(
     "/tasks/{task_id}/checkpoints", status_code=201, response_model=CheckpointOut, responses=problems(404, 409)
 )
-async def create_checkpoint(task_id: TaskId, body: CheckpointIn, db: DB) -> dict[str, Any]:
-    """Register a round's aggregated weights (upload the file next); updates the task's `best`."""
-    return await checkpoints.create(db, task_id, body)
+async def create_checkpoint(task_id: TaskId, body: CheckpointIn, db: DB, actor: TaskActor) -> dict[str, Any]:
+    """Register a round's aggregated weights (upload the file next). Only the collector that claimed the
+    task (`X-Task-Token`) or an admin (403 otherwise), only while the task runs and for a round it has
+    reached (409 otherwise)."""
+    return await checkpoints.create(db, task_id, body, actor)
 
 
 @router.put(
@@ -36,11 +39,20 @@ async def create_checkpoint(task_id: TaskId, body: CheckpointIn, db: DB) -> dict
     openapi_extra=UPLOAD_OPENAPI,
 )
 async def upload_checkpoint(
-    task_id: TaskId, round: Round, request: Request, db: DB, settings: SettingsDep, condition: UploadCondition
+    task_id: TaskId,
+    round: Round,
+    request: Request,
+    db: DB,
+    settings: SettingsDep,
+    condition: UploadCondition,
+    actor: TaskActor,
 ) -> Response:
-    """The checkpoint's weights (.npz); older checkpoints beyond the task's `checkpoints_kept` are removed."""
+    """The checkpoint's weights (.npz), once: a checkpoint with its file is immutable (409). Only the
+    collector that claimed the task (`X-Task-Token`) or an admin. Updates the task's `best`; older
+    checkpoints beyond the task's `checkpoints_kept` are removed."""
     limit = settings.max_upload_bytes
-    return uploaded(await checkpoints.attach(db, task_id, round, receiver(request, limit), limit, condition))
+    stored = await checkpoints.attach(db, task_id, round, receiver(request, limit), limit, condition, actor)
+    return uploaded(stored)
 
 
 @router.get("/tasks/{task_id}/checkpoints", response_model=list[CheckpointOut], responses=problems(404))

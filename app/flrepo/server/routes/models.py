@@ -9,13 +9,14 @@ from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Respon
 
 from flrepo.schemas import ModelIn, ModelMeta, ModelOut
 from flrepo.schemas.identifiers import Identifier
+from flrepo.server.auth import TaskActor
 from flrepo.server.deps import DB, FILE_RESPONSE, Page, SettingsDep, listed, problems
 from flrepo.server.http.archive import archive_response
 from flrepo.server.http.conditions import UploadCondition
 from flrepo.server.http.downloads import file_response
 from flrepo.server.http.json_body import JsonBodyRoute
 from flrepo.server.http.uploads import UPLOAD_OPENAPI, receiver, upload_responses, uploaded
-from flrepo.server.repository import items, models
+from flrepo.server.repository import items, models, outputs
 from flrepo.server.repository.kinds import MODELS
 
 router = APIRouter(tags=["models"], route_class=JsonBodyRoute)
@@ -29,8 +30,10 @@ def _key(name: str, version: str) -> dict[str, Any]:
 
 
 @router.post("/model", status_code=201, response_model=ModelOut, responses=problems(409))
-async def create_model(body: ModelIn, db: DB) -> dict[str, Any]:
-    """Add the metadata of a new initial model."""
+async def create_model(body: ModelIn, db: DB, actor: TaskActor) -> dict[str, Any]:
+    """Add the metadata of a new initial model. A version a task will publish its trained model as is
+    reserved for that task's collector (`X-Task-Token`) or an admin (403)."""
+    await outputs.check_model(db, body.model_name, body.model_version, actor)
     return await items.create(db, MODELS, body.model_dump())
 
 
@@ -43,6 +46,7 @@ async def update_model_meta(
     model_name: Name,
     model_version: Version,
     db: DB,
+    actor: TaskActor,
     body: Annotated[
         dict[str, Any],
         Body(
@@ -52,6 +56,7 @@ async def update_model_meta(
     ],
 ) -> Response:
     """Replace the metadata of a model."""
+    await outputs.check_model(db, model_name, model_version, actor)
     raw = body.get("meta") if isinstance(body.get("meta"), dict) and set(body) <= set(ModelOut.model_fields) else body
     key = _key(model_name, model_version)
     try:
@@ -82,8 +87,10 @@ async def upload_model(
     db: DB,
     settings: SettingsDep,
     condition: UploadCondition,
+    actor: TaskActor,
 ) -> Response:
     """Create or replace the model's file (multipart field `file`, or a raw octet-stream body)."""
+    await outputs.check_model(db, model_name, model_version, actor)
     limit = settings.max_upload_bytes
     stored = await items.attach(
         db, MODELS, _key(model_name, model_version), receiver(request, limit), limit, condition=condition

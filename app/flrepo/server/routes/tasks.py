@@ -5,14 +5,25 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from flrepo.schemas.identifiers import Identifier
 from flrepo.schemas.strict import split_unknown
-from flrepo.schemas.tasks import CancelIn, Phase, RoundRecord, StatusUpdate, TaskIn, TaskOut
+from flrepo.schemas.tasks import (
+    CancelIn,
+    ClaimIn,
+    ClaimOut,
+    Phase,
+    RoundRecord,
+    SiteReportIn,
+    StatusUpdate,
+    TaskIn,
+    TaskOut,
+)
+from flrepo.server.auth import Principal, Role, TaskActor, authenticate
 from flrepo.server.deps import DB, Page, SettingsDep, listed, problems
 from flrepo.server.http.json_body import JsonBodyRoute
-from flrepo.server.repository import tasks
+from flrepo.server.repository import claims, site_reports, tasks
 
 router = APIRouter(tags=["tasks"], route_class=JsonBodyRoute)
 log = logging.getLogger(__name__)
@@ -78,16 +89,47 @@ async def get_task_history(task_id: TaskId, db: DB, page: Page, response: Respon
     return listed(response, await tasks.history_page(db, task_id, limit=page.limit, offset=page.offset))
 
 
+@router.post("/tasks/{task_id}/claim", response_model=ClaimOut, responses=problems(404, 409))
+async def claim_task(
+    task_id: TaskId, body: ClaimIn, db: DB, principal: Annotated[Principal, Depends(authenticate)]
+) -> dict[str, Any]:
+    """A collector starting for the task claims it and gets its task token, once (send it as
+    `X-Task-Token` with every status report, heartbeat, checkpoint and the publication of the task's
+    output). 409 while another collector's claim is live (it lapses after `heartbeat_timeout` without a
+    heartbeat) or when the task has ended; a restarted collector re-claims at once with its `token`."""
+    return await claims.claim(db, task_id, body, principal.key_id, admin=principal.role >= Role.ADMIN)
+
+
 @router.put("/tasks/{task_id}/status", response_model=TaskOut, responses=problems(404, 409, 413))
-async def update_task_status(task_id: TaskId, body: StatusUpdate, db: DB, settings: SettingsDep) -> dict[str, Any]:
+async def update_task_status(
+    task_id: TaskId, body: StatusUpdate, db: DB, settings: SettingsDep, actor: TaskActor
+) -> dict[str, Any]:
     """Report progress: a phase change, the current round, participants, a finished round, the result.
+    Only the collector that claimed the task (its `X-Task-Token`) or an admin may (403 otherwise).
 
     Phases move Pending → Running → Succeeded | Failed (or Pending → Failed); anything else, and
     any change to a finished task, is 409.
     """
-    keep, limit = settings.task_history_rounds, settings.task_record_bytes
-    reported = await tasks.report(db, task_id, body, keep_rounds=keep, record_bytes=limit)
-    return loaded(db, tasks.shown(reported, SHOWN_ROUNDS))
+    reported = await tasks.report(
+        db,
+        task_id,
+        body,
+        keep_rounds=settings.task_history_rounds,
+        record_bytes=settings.task_record_bytes,
+        report_bytes=settings.task_report_bytes,
+        actor=actor,
+    )
+    return loaded(db, await tasks.shown(db, reported, SHOWN_ROUNDS))
+
+
+@router.put("/tasks/{task_id}/sites", response_model=TaskOut, responses=problems(404, 409))
+async def report_site(
+    task_id: TaskId, body: SiteReportIn, db: DB, principal: Annotated[Principal, Depends(authenticate)]
+) -> dict[str, Any]:
+    """A local execution's own record in the task (joining, failed with a reason, done): it replaces
+    only the record of the same site sent with the same API key. The task's collector reads them (a
+    failed site fails the task). 409 once the task has ended."""
+    return loaded(db, await tasks.shown(db, await site_reports.put(db, task_id, body, principal.key_id), SHOWN_ROUNDS))
 
 
 @router.post("/tasks/{task_id}/cancel", response_model=TaskOut, responses=problems(404, 409))
@@ -102,7 +144,7 @@ async def cancel_task(
     message = f"{by}: {body.message}" if body and body.message else by
     keep, limit = settings.task_history_rounds, settings.task_record_bytes
     cancelled = await tasks.cancel(db, task_id, message, keep_rounds=keep, record_bytes=limit)
-    return loaded(db, tasks.shown(cancelled, SHOWN_ROUNDS))
+    return loaded(db, await tasks.shown(db, cancelled, SHOWN_ROUNDS))
 
 
 @router.delete("/tasks/{task_id}", status_code=204, responses=problems(404, 409))

@@ -11,12 +11,13 @@ from fastapi.responses import StreamingResponse
 
 from flrepo.schemas import TrainingResultIn, TrainingResultOut
 from flrepo.schemas.identifiers import Identifier
+from flrepo.server.auth import TaskActor
 from flrepo.server.deps import DB, FILE_RESPONSE, Page, SettingsDep, listed, problems
 from flrepo.server.http.conditions import UploadCondition
 from flrepo.server.http.downloads import file_response
 from flrepo.server.http.json_body import JsonBodyRoute
 from flrepo.server.http.uploads import UPLOAD_OPENAPI, receiver, upload_responses, uploaded
-from flrepo.server.repository import items
+from flrepo.server.repository import items, outputs
 from flrepo.server.repository.kinds import RESULTS
 
 router = APIRouter(tags=["training results"], route_class=JsonBodyRoute)
@@ -31,8 +32,10 @@ def _key(name: str, version: str, training_id: str) -> dict[str, Any]:
 
 
 @router.post("/training-results", status_code=201, response_model=TrainingResultOut, responses=problems(409))
-async def create_training_result(body: TrainingResultIn, db: DB) -> dict[str, Any]:
-    """Record a training's results; values keep their JSON types (strings stay strings)."""
+async def create_training_result(body: TrainingResultIn, db: DB, actor: TaskActor) -> dict[str, Any]:
+    """Record a training's results; values keep their JSON types (strings stay strings). The result a task
+    will publish (training id = task id, on the task's model) is reserved for its collector (403)."""
+    await outputs.check_result(db, body.model_name, body.model_version, body.training_id, actor)
     return await items.create(db, RESULTS, body.model_dump())
 
 
@@ -82,8 +85,10 @@ async def upload_weights(
     db: DB,
     settings: SettingsDep,
     condition: UploadCondition,
+    actor: TaskActor,
 ) -> Response:
     """Create or replace the final weights of a training result."""
+    await outputs.check_result(db, model_name, model_version, training_id, actor)
     key = _key(model_name, model_version, training_id)
     limit = settings.max_upload_bytes
     # The path's configuration_id must be the result's own (409 otherwise), checked before any byte is read.

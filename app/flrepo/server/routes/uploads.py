@@ -14,8 +14,9 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request, Re
 from starlette.requests import ClientDisconnect
 
 from flrepo.schemas import Problem
+from flrepo.schemas.uploads import OpenUpload
 from flrepo.server.auth import METHOD_ROLES, Principal, Role, authenticate, require
-from flrepo.server.deps import DB, SettingsDep, problems
+from flrepo.server.deps import DB, Page, SettingsDep, problems
 from flrepo.server.http import tus
 from flrepo.server.http.tus import OFFSET_STREAM, TUS_RESUMABLE, UPLOAD_EXPIRES, UPLOAD_OFFSET, TusRoute, header
 from flrepo.server.http.upload_targets import Answer, Prestored, run_put
@@ -131,7 +132,7 @@ async def upload_options(settings: SettingsDep) -> Response:
             },
         },
         204: {"description": "An empty file (Upload-Length 0): attached to its target at once"},
-        **_problems(400, 404, 409, 412, 413),
+        **_problems(400, 404, 409, 412, 413, 429, 507),
     },
 )
 async def create_upload(
@@ -163,16 +164,20 @@ async def create_upload(
     refused = await run_put(request, target, Prestored(None))
     if refused is not None:
         return _forward(refused)
-    doc = await store.create(
-        db,
-        length=length,
-        target=target,
-        filename=filename,
-        content_type=content_type,
-        metadata=upload_metadata or "",
-        key_id=principal.key_id,
-        expiry_s=settings.upload_expiry_s,
-    )
+    quota = store.Quota(settings.upload_max_open, settings.upload_max_reserved_bytes)
+    # One creation at a time per key in this process, so two cannot both pass the same count.
+    async with db.dialect.item_lock(("upload-quota", principal.key_id)):
+        await store.check_quota(db, principal.key_id, length, quota)
+        doc = await store.create(
+            db,
+            length=length,
+            target=target,
+            filename=filename,
+            content_type=content_type,
+            metadata=upload_metadata or "",
+            key_id=principal.key_id,
+            expiry_s=settings.upload_expiry_s,
+        )
     location = f"{request.scope.get('root_path', '')}/uploads/{doc['_id']}"
     if length == 0:  # nothing to PATCH: tus clients only create an empty file
         lease = await store.Lease.take(db, doc["_id"])
@@ -184,6 +189,19 @@ async def create_upload(
             return failed
         return Response(status_code=201, headers={"Location": location, "Upload-Offset": "0"})
     return Response(status_code=201, headers={"Location": location, **_state_headers(doc)})
+
+
+@router.get("/uploads", response_model=list[OpenUpload], responses=problems(401, 403))
+async def list_uploads(
+    db: DB, page: Page, response: Response, principal: Annotated[Principal, Depends(authenticate)]
+) -> list[dict[str, Any]]:
+    """Open (unfinished, unexpired) resumable uploads: the caller's own; an admin's key sees every key's.
+    `X-Total-Count` holds how many there are."""
+    require(principal, TARGET_ROLE)
+    owner = None if principal.role >= Role.ADMIN else principal.key_id
+    found, total = await store.page_open(db, owner, limit=page.limit, offset=page.offset)
+    response.headers["X-Total-Count"] = str(total)
+    return [{**doc, "id": doc.pop("_id")} for doc in found]
 
 
 @router.head(

@@ -27,6 +27,7 @@ NATURAL_KEYS: dict[str, tuple[str, ...]] = {
     "tasks": ("task_id",),
     "checkpoints": ("task_id", "round"),
     "collectors": ("name", "version"),
+    "task_rounds": ("task_id", "seq"),
 }
 FIRST_CHUNKS_INDEX = "first_chunks"
 # The aerOS field of each collection that holds its file's GridFS id (as a string).
@@ -43,6 +44,8 @@ REFERENCE_FIELDS: dict[str, str] = {**FILE_FIELDS, "collectors": "collector_id"}
 # Resumable (tus) uploads in progress: each names the GridFS file its chunks are written to, which has
 # no files document until the upload completes. The sweep leaves those chunks alone until it expires.
 UPLOADS = "uploads"
+# A task's round records, one document each (flrepo.server.repository.rounds).
+ROUNDS = "task_rounds"
 UPLOAD_FILE_FIELD = "file_id"
 
 

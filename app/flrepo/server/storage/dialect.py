@@ -31,6 +31,8 @@ class Dialect:
     indexed_distinct: bool
     # A sorted range query streams its results; else the store sorts the whole range in memory first.
     streams_sorted_reads: bool
+    # `$push` honours `$slice` (FerretDB v1 ignores it and keeps every element).
+    capped_push: bool
     _locks: weakref.WeakValueDictionary[Hashable, asyncio.Lock] = field(
         default_factory=weakref.WeakValueDictionary, repr=False, compare=False
     )
@@ -45,6 +47,7 @@ class Dialect:
             atomic_updates=not ferret,
             indexed_distinct=not ferret,
             streams_sorted_reads=not ferret,
+            capped_push=not ferret,
         )
 
     def check_document(self, doc: Any) -> None:

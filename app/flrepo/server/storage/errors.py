@@ -1,5 +1,5 @@
 """What the store can refuse, in its own terms; `flrepo.server.errors` is the one place that maps
-these to HTTP statuses (404, 409, 412, 413, 422, 503)."""
+these to HTTP statuses (403, 404, 409, 412, 413, 422, 429, 503, 507)."""
 
 from __future__ import annotations
 
@@ -46,3 +46,15 @@ class Locked(StoreError):
 
 class ChecksumMismatch(StoreError):
     """A part of a resumable upload does not have the checksum its request announced; it was discarded."""
+
+
+class Forbidden(StoreError):
+    """The caller may not change this item: a task's run-time writes need its task token (or an admin)."""
+
+
+class QuotaExceeded(StoreError):
+    """The API key holds as many open uploads as it may (429)."""
+
+
+class InsufficientStorage(StoreError):
+    """The API key's open uploads would reserve more bytes than it may (507)."""

@@ -1,0 +1,79 @@
+"""Status-report latency and task-document size over many reports (issue 28), against `flrepo serve` on
+an embedded FerretDB: a collector claims a task and sends N reports, each with a reason and a 2,000-character
+message (a condition each, before conditions were coalesced) and a round record. Prints, per block of
+reports, the median latency and the task document's size (BSON), and the ratio of the last block's median
+to the first's. Usage: python bench/task_reports.py [--reports 1000] [--block 100] [--history 1000]"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import bson
+from pymongo import MongoClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from flrepo.client import Keyring, RepositoryClient
+from flrepo.server.embedded import EmbeddedMongo, api_server
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--reports", type=int, default=1000)
+    parser.add_argument("--block", type=int, default=100)
+    parser.add_argument("--history", type=int, default=1000, help="FLREPO_TASK_HISTORY_ROUNDS")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        mongo = EmbeddedMongo(Path(tmp) / "db", log_file=Path(tmp) / "ferretdb.log").start()
+        try:
+            env = {"FLREPO_TASK_HISTORY_ROUNDS": str(args.history), "FLREPO_DB_NAME": "bench"}
+            with api_server(Path(tmp), mongo.url, **env) as (url, _), MongoClient(mongo.url) as raw:
+                run(url, raw["bench"]["tasks"], args.reports, args.block)
+        finally:
+            mongo.stop()
+
+
+def run(url: str, tasks: object, reports: int, block: int) -> None:
+    with RepositoryClient(url, keyring=Keyring()) as repo:
+        repo.create_model("bench", "v1", library="numpy")
+        repo.create_strategy("fedavg")
+        repo.upload("/strategy/fedavg", io.BytesIO(b"not loaded by this benchmark"))
+        repo.create_task(
+            {
+                "task_id": "t",
+                "model": {"model_name": "bench", "model_version": "v1"},
+                "strategy": {"strategy_name": "fedavg"},
+                "rounds": 10_000,
+            }
+        )
+        repo.task_token = repo.claim_task("t", collector="bench").token
+        repo.update_task_status("t", phase="Running")
+        first = None
+        print(f"{'reports':>8} {'median ms':>10} {'p95 ms':>8} {'task KB':>8}")
+        for start in range(0, reports, block):
+            times = []
+            for n in range(start + 1, min(start + block, reports) + 1):
+                began = time.perf_counter()
+                repo.update_task_status(
+                    "t",
+                    reason="Progress",
+                    message="m" * 2000,
+                    current_round=n,
+                    round={"round": n, "loss": 0.5, "metrics": {"acc": 0.9}},
+                )
+                times.append((time.perf_counter() - began) * 1000)
+            size = len(bson.encode(tasks.find_one({"task_id": "t"})))  # type: ignore[attr-defined]
+            median = statistics.median(times)
+            first = first or median
+            p95 = statistics.quantiles(times, n=20)[-1] if len(times) > 1 else times[0]
+            print(f"{start + len(times):>8} {median:>10.1f} {p95:>8.1f} {size / 1024:>8.0f}")
+        print(f"last block's median / first block's: {median / first:.2f}")
+
+
+if __name__ == "__main__":
+    main()
