@@ -38,7 +38,11 @@ def chunk_id(file_id: Any, n: int) -> str:
 
 class _Chunker:
     """Cuts the bytes written into the chunks of one file, numbered from `n`, and sends them a batch
-    at a time (`_send`: how a batch is stored). Memory: one chunk being filled plus one batch."""
+    at a time (`_send`: how a batch is stored). With `overlap`, one batch is stored while the next one
+    fills, so the body keeps arriving during a round trip. Memory: one chunk being filled plus one batch
+    (two with `overlap`)."""
+
+    overlap = False
 
     def __init__(self, grid: AsyncDatabase, file_id: Any, chunk_size: int, n: int = 0) -> None:
         self.file_id = file_id
@@ -47,6 +51,7 @@ class _Chunker:
         self._n = n
         self._buffer = bytearray()
         self._pending: list[dict[str, Any]] = []
+        self._sending: asyncio.Future[None] | None = None
 
     async def write(self, data: bytes) -> None:
         self._buffer += data
@@ -77,7 +82,24 @@ class _Chunker:
     async def _flush(self) -> None:
         if self._pending:
             batch, self._pending = self._pending, []
-            await self._send(batch)
+            await self._drain()  # batches are stored one after the other, in order
+            if not self.overlap:
+                await self._send(batch)
+                return
+            self._sending = asyncio.ensure_future(self._send(batch))
+
+    async def _drain(self) -> None:
+        """Wait until the batch being stored is stored (raising what storing it raised)."""
+        if self._sending is not None:
+            sending, self._sending = self._sending, None
+            await sending
+
+    async def _settle(self) -> None:
+        """Let the batch in flight finish, whatever its outcome (before removing what was stored: a
+        cancelled insert might still land after the removal)."""
+        if self._sending is not None:
+            sending, self._sending = self._sending, None
+            await asyncio.gather(sending, return_exceptions=True)
 
     async def _send(self, batch: list[dict[str, Any]]) -> None:
         raise NotImplementedError
@@ -88,11 +110,15 @@ class _Chunker:
             self._pending.append(self._chunk(bytes(self._buffer)))
             self._buffer.clear()
         await self._flush()
+        await self._drain()
 
 
 class GridWriter(_Chunker):
     """Writes one new GridFS file; the files document appears only in `close`, so an unfinished
     upload is never visible as a file (just chunks, which the sweep removes)."""
+
+    # A failed upload is removed whole (abort), so a batch may be in flight when the body fails.
+    overlap = True
 
     def __init__(
         self,
@@ -131,6 +157,7 @@ class GridWriter(_Chunker):
 
     async def abort(self) -> None:
         self._pending.clear()
+        await self._settle()
         await self._chunks.delete_many({"files_id": self.file_id})
 
 
