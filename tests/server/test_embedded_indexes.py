@@ -364,3 +364,25 @@ async def test_the_services_own_chunk_queries_use_its_indexes(settings, mongo_cl
         assert_uses_index(grid, {"find": "fs.chunks", "filter": {"n": 0}, "projection": {"files_id": 1}})
     else:
         assert_uses_index(grid, {"distinct": "fs.chunks", "key": "files_id"})
+
+
+def test_a_list_page_and_its_total_read_no_more_than_the_page(scratch_db: Database) -> None:
+    """GET /model's queries (repository.items.page): the whole-collection page and its count. On MongoDB
+    the page walks the _id index (no in-memory sort) and the count reads the collection's metadata; on
+    FerretDB the page is unsorted (storage order) so the limit is pushed down, and the count comes from
+    the collection's stats (tools/ferretdb/pushdown.patch)."""
+    models = scratch_db["models"]
+    models.insert_many([{"model_name": f"m{i}", "model_version": "v"} for i in range(30)])
+    if is_ferretdb(scratch_db.client):
+        explained = scratch_db.command("explain", {"find": "models", "filter": {}, "limit": 10})
+        assert explained["limitPushdown"] is True, explained
+        assert [d["model_name"] for d in models.find({}).limit(3)] == ["m0", "m1", "m2"]  # insertion order
+    else:
+        explained = scratch_db.command(
+            "explain", {"find": "models", "filter": {}, "sort": {"_id": 1}, "limit": 10}, verbosity="queryPlanner"
+        )
+        stages = set(_stages(explained["queryPlanner"]["winningPlan"]))
+        assert "IXSCAN" in stages and "SORT" not in stages, stages
+        counted = scratch_db.command("explain", {"count": "models"}, verbosity="queryPlanner")
+        assert "COLLSCAN" not in set(_stages(counted["queryPlanner"]["winningPlan"])), counted
+    assert scratch_db.command("count", "models")["n"] == 30
