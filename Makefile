@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 FERRETDB := tools/bin/ferretdb
 PORT ?= 9013
 
-.PHONY: help venv ferretdb helm tusjs constraints run test test-stress lint format fuzz fuzz-nightly loadtest demo bench bench-full bench-fl bench-sdk bench-store clean
+.PHONY: help venv ferretdb helm tusjs constraints run test test-stress lint format fuzz fuzz-nightly loadtest demo bench bench-full bench-fl bench-sdk bench-store bench-store-compare clean
 
 help:
 	@echo "make run     - the API on http://127.0.0.1:$(PORT)/docs with an embedded FerretDB (SQLite) store"
@@ -117,6 +117,11 @@ bench-full: venv ferretdb
 # ("before") beside the patched build ("after"). Takes ~25 min; ARGS= e.g. "--out bench/RESULTS.md".
 bench-store: venv ferretdb $(FERRETDB_UNPATCHED)
 	$(PY) bench/store.py --ferretdb-bin before=$(FERRETDB_UNPATCHED) --ferretdb-bin after=$(FERRETDB) $(ARGS)
+
+# flrepo beside the raw driver on the patched and the stock embedded store (16 MiB-1 GiB files with
+# 0 and 1 GiB stored, memory, GET /model beside aerOS 1.1.0's list at 1,000/10,000 models). ~1 h.
+bench-store-compare: venv ferretdb $(FERRETDB_UNPATCHED)
+	$(PY) bench/store_compare.py --ferretdb-bin patched=$(FERRETDB) --ferretdb-bin stock=$(FERRETDB_UNPATCHED) $(ARGS)
 
 # The SDK's transfer rate against plain httpx streaming (MIB= file size).
 bench-fl: venv ferretdb

@@ -278,6 +278,47 @@ def test_compound_equality_results_match_true_matches(scratch_db: Database, mixe
         assert got == expected, ({"f": a, "h": b}, got, expected)
 
 
+def test_in_results_match_true_matches(scratch_db: Database, mixed: list[dict[str, Any]]) -> None:
+    """`{f: {$in: [...]}}` (pushed down like equalities, for batched chunk reads) finds exactly what
+    MongoDB's $in does: each value's equality matches, arrays holding one of them included."""
+    coll = scratch_db["mixed"]
+    lists = [QUERIED[i : i + 3] for i in range(0, len(QUERIED), 3)] + [["abc", 5, OID], ["missing"], [0, "0"]]
+    for field in ("f", "g"):
+        for values in lists:
+            expected = sorted(d["_id"] for d in mixed if any(_matches(d, field, v) for v in values))
+            got = sorted(d["_id"] for d in coll.find({field: {"$in": values}}, {"_id": 1}))
+            assert got == expected, (field, values, got, expected)
+    for a, b in itertools.product(QUERIED[::4], [["abc", 5], [OID, "5", 0]]):
+        expected = sorted(d["_id"] for d in mixed if _matches(d, "f", a) and any(_matches(d, "h", v) for v in b))
+        got = sorted(d["_id"] for d in coll.find({"f": a, "h": {"$in": b}}, {"_id": 1}))
+        assert got == expected, ({"f": a, "h": {"$in": b}}, got, expected)
+
+
+def test_batched_chunk_lookup_searches_both_index_columns(scratch_db: Database) -> None:
+    """The read path's `{files_id, n: {$in: [...]}}` reaches both columns of the (files_id, n) index
+    (the patch's OR of equality prefixes; with ANDed array branches SQLite searched files_id only)."""
+    fid = _grid(scratch_db, chunks=20)[1]
+    details = assert_uses_index(scratch_db, {"find": "fs.chunks", "filter": {"files_id": fid, "n": {"$in": [3, 4, 5]}}})
+    if is_ferretdb(scratch_db.client):
+        assert any("(<expr>=? AND <expr>=?)" in d and "files_id_1_n_1" in d for d in details), details
+    got = scratch_db["fs.chunks"].find({"files_id": fid, "n": {"$in": [3, 4, 5, 99]}}, {"_id": 0, "n": 1})
+    assert sorted(c["n"] for c in got) == [3, 4, 5]
+
+
+def test_whole_collection_count_is_exact(scratch_db: Database) -> None:
+    """`count` without a query (a list's X-Total-Count) is exact: the patch answers it from the table's
+    leaf cells, one per row, whatever the documents' sizes (overflow pages) and after deletes."""
+    coll = scratch_db["sizes"]
+    assert scratch_db.command("count", "sizes")["n"] == 0  # no such collection yet
+    docs = [{"_id": i, "pad": "x" * (i * 997 % 70_000)} for i in range(600)]
+    coll.insert_many(docs)
+    coll.delete_many({"_id": {"$in": list(range(0, 600, 7))}})
+    expected = len([i for i in range(600) if i % 7])
+    assert scratch_db.command("count", "sizes")["n"] == expected
+    assert coll.estimated_document_count() == expected
+    assert coll.count_documents({}) == expected
+
+
 def test_id_equality_results_match_true_matches(scratch_db: Database) -> None:
     coll = scratch_db["ids"]
     ids: list[Any] = [
@@ -323,3 +364,25 @@ async def test_the_services_own_chunk_queries_use_its_indexes(settings, mongo_cl
         assert_uses_index(grid, {"find": "fs.chunks", "filter": {"n": 0}, "projection": {"files_id": 1}})
     else:
         assert_uses_index(grid, {"distinct": "fs.chunks", "key": "files_id"})
+
+
+def test_a_list_page_and_its_total_read_no_more_than_the_page(scratch_db: Database) -> None:
+    """GET /model's queries (repository.items.page): the whole-collection page and its count. On MongoDB
+    the page walks the _id index (no in-memory sort) and the count reads the collection's metadata; on
+    FerretDB the page is unsorted (storage order) so the limit is pushed down, and the count comes from
+    the collection's stats (tools/ferretdb/pushdown.patch)."""
+    models = scratch_db["models"]
+    models.insert_many([{"model_name": f"m{i}", "model_version": "v"} for i in range(30)])
+    if is_ferretdb(scratch_db.client):
+        explained = scratch_db.command("explain", {"find": "models", "filter": {}, "limit": 10})
+        assert explained["limitPushdown"] is True, explained
+        assert [d["model_name"] for d in models.find({}).limit(3)] == ["m0", "m1", "m2"]  # insertion order
+    else:
+        explained = scratch_db.command(
+            "explain", {"find": "models", "filter": {}, "sort": {"_id": 1}, "limit": 10}, verbosity="queryPlanner"
+        )
+        stages = set(_stages(explained["queryPlanner"]["winningPlan"]))
+        assert "IXSCAN" in stages and "SORT" not in stages, stages
+        counted = scratch_db.command("explain", {"count": "models"}, verbosity="queryPlanner")
+        assert "COLLSCAN" not in set(_stages(counted["queryPlanner"]["winningPlan"])), counted
+    assert scratch_db.command("count", "models")["n"] == 30

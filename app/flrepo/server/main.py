@@ -39,7 +39,7 @@ from flrepo.server.routes import (
     uploads,
 )
 from flrepo.server.settings import Settings, get_settings
-from flrepo.server.storage.db import Database
+from flrepo.server.storage.db import Database, watch_indexes_forever
 from flrepo.server.storage.sweep import sweep_forever
 
 log = logging.getLogger(__name__)
@@ -118,11 +118,14 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
 
 
 def _background_jobs(settings: Settings, db: Database, sweep_db: Database | None) -> list[asyncio.Task[None]]:
-    """The orphan sweep and the task watch, as settings ask."""
+    """The orphan sweep, the index check and the task watch, as settings ask."""
     jobs = []
     if sweep_db is not None:
         grace = timedelta(seconds=settings.sweep_grace_s)
         jobs.append(asyncio.create_task(sweep_forever(sweep_db, settings.sweep_interval_s, grace)))
+    if settings.index_check_interval_s > 0:
+        # Indexes lost under the running service (a collection dropped and restored) come back.
+        jobs.append(asyncio.create_task(watch_indexes_forever(db, settings.index_check_interval_s)))
     if settings.task_check_interval_s > 0:
         # Beside the sweep: fails Running tasks whose collector stopped heartbeating.
         jobs.append(asyncio.create_task(watch_tasks_forever(db, settings.task_check_interval_s)))

@@ -33,6 +33,19 @@ class Settings(BaseSettings):
         ge=100,
         description="How long a request waits for the database (to be found, to connect, for each reply) before 503.",
     )
+    db_read_retry_s: float = Field(
+        default=30,
+        ge=0,
+        description="How long a file download retries chunk reads that fail or time out (counted from the last "
+        "chunk received) before it is given up: 503 if nothing was sent yet, else the connection is closed. "
+        "A slow store that still answers pings is waited for.",
+    )
+    index_check_interval_s: float = Field(
+        default=30,
+        ge=0,
+        description="Seconds between checks that the indexes exist (missing ones are re-created, with a "
+        "warning; /ready says 503 while a unique index is missing); 0 disables.",
+    )
     api_keys_file: Path | None = Field(
         default=None, description="JSON or YAML list of {id, role, sha256} API key entries; unset: no keys."
     )

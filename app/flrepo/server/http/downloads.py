@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from urllib.parse import quote
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from pymongo.errors import PyMongoError
+from starlette.types import Send
 
 from flrepo.server.http.conditions import etag, none_match
+from flrepo.server.http.responses import send_json
 from flrepo.server.repository.items import FileView
+
+log = logging.getLogger(__name__)
 
 _RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
 # A position with more digits than this is past any file's end (2**63 has 19 digits); reading it as an
@@ -98,4 +104,30 @@ def file_response(request: Request, view: FileView) -> Response:
     headers["Content-Length"] = str(length)
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers, media_type=media)
-    return StreamingResponse(view.read(start, length), status_code=status, headers=headers, media_type=media)
+    return FileStream(view.read(start, length), status_code=status, headers=headers, media_type=media)
+
+
+class FileStream(StreamingResponse):
+    """A stored file's bytes: the first chunk is read before the status line is sent, so a store that
+    cannot deliver it gets a 503 the client can retry, not a 200 with a truncated body. A read that
+    fails later (after the reader's retries) ends the connection early; the log says where."""
+
+    async def stream_response(self, send: Send) -> None:
+        body = aiter(self.body_iterator)
+        try:
+            first = await anext(body, None)
+        except PyMongoError as exc:
+            log.warning("file download refused before it started (503): %s", exc)
+            await send_json(send, 503, "database unavailable, try again later")
+            return
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        sent = 0
+        try:
+            while first is not None:
+                await send({"type": "http.response.body", "body": first, "more_body": True})
+                sent += len(first)
+                first = await anext(body, None)  # type: ignore[arg-type]
+        except PyMongoError as exc:
+            log.error("file download aborted after %d of %s bytes: %s", sent, self.headers.get("content-length"), exc)
+            raise
+        await send({"type": "http.response.body", "body": b"", "more_body": False})

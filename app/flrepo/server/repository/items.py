@@ -142,10 +142,17 @@ async def page(
     projection: dict[str, Any] | None = None,
 ) -> Page:
     coll = db.collection(kind.collection)
-    # _id order is insertion order: stable pages without a separate sort index.
-    cursor = coll.find(query, {**NO_ID, **(projection or {})}).sort(sort or [("_id", 1)]).skip(offset).limit(limit)
-    # The count and the page are independent: one round trip's wait instead of two.
-    total, docs = await asyncio.gather(coll.count_documents(query), cursor.to_list())
+    cursor = coll.find(query, {**NO_ID, **(projection or {})})
+    if sort or db.dialect.streams_sorted_reads:
+        # _id order is insertion order: stable pages from the _id index.
+        cursor = cursor.sort(sort or [("_id", 1)])
+    # Else a store that would sort every document in memory (FerretDB) returns its own storage order,
+    # which is insertion order and stable, and reads only the page (it pushes the limit down).
+    cursor = cursor.skip(offset).limit(limit)
+    # A whole collection's count comes from its metadata (MongoDB; FerretDB with tools/ferretdb's patch),
+    # not a scan. The count and the page are independent: one round trip's wait instead of two.
+    count = coll.estimated_document_count() if not query else coll.count_documents(query)
+    total, docs = await asyncio.gather(count, cursor.to_list())
     return Page(items=docs, total=total)
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from bson import ObjectId
 
+from flrepo.server.storage import blobs
 from flrepo.server.storage import gridfs as gridio
 from flrepo.server.storage.blobs import StoredFile
 from flrepo.server.storage.db import UPLOAD_FILE_FIELD, UPLOADS, Database
@@ -300,8 +301,7 @@ async def write_part(db: Database, doc: dict[str, Any], lease: Lease, part: Part
 async def _hash_range(db: Database, doc: dict[str, Any], start: int, end: int) -> tuple[Any, int]:
     sha, crc = hashlib.sha256(), 0
     file_doc = {"_id": doc[UPLOAD_FILE_FIELD], "chunkSize": int(doc["chunk_size"])}
-    by_chunk = not db.dialect.streams_sorted_reads
-    async for data in gridio.read_range(db.grid, file_doc, start, end - start, by_chunk=by_chunk):
+    async for data in blobs.read_range(db, file_doc, start, end - start):
         sha.update(data)
         crc = zlib.crc32(data, crc)
     return sha, crc

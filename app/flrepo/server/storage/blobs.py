@@ -150,5 +150,14 @@ async def open_file(db: Database, file_id: Any) -> dict[str, Any] | None:
 
 
 def read_range(db: Database, file_doc: dict[str, Any], start: int, length: int) -> AsyncIterator[bytes]:
-    """`length` bytes of the file from `start`, a chunk at a time."""
-    return gridio.read_range(db.grid, file_doc, start, length, by_chunk=not db.dialect.streams_sorted_reads)
+    """`length` bytes of the file from `start`, a chunk at a time, the way this store serves them fast
+    (measured at first contact), waiting for a slow store and retrying a failed read (Database.read_guard)."""
+    return gridio.read_range(
+        db.read_grid,
+        file_doc,
+        start,
+        length,
+        reads=db.dialect.chunk_reads,
+        key_batch=db.dialect.key_batch,
+        guard=db.read_guard,
+    )

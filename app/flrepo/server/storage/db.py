@@ -11,10 +11,12 @@ from gridfs import AsyncGridFSBucket
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import OperationFailure
+from pymongo.errors import OperationFailure, PyMongoError
 
 from flrepo.server.settings import Settings
+from flrepo.server.storage import probe
 from flrepo.server.storage.dialect import Dialect
+from flrepo.server.storage.gridfs import ReadGuard
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,10 @@ class Database:
     grid: AsyncDatabase
     bucket: AsyncGridFSBucket
     chunk_bytes: int
+    # File reads: `grid` on a client without the per-reply bound, watched by `read_guard` instead, so a
+    # slow store (a long scan before the first chunk) is waited for and a dead one is not.
+    read_guard: ReadGuard | None = None
+    reader: AsyncMongoClient | None = None
     # MongoDB's rules until the server has said what it is (on first contact, see ensure_indexes).
     dialect: Dialect = field(default_factory=lambda: Dialect.from_build_info({}))
     # Collections whose unique natural-key index could not be built (duplicates from aerOS days).
@@ -90,19 +96,38 @@ class Database:
             timeouts["retryWrites"] = False
         client: AsyncMongoClient = AsyncMongoClient(settings.mongodb_url, tz_aware=True, appname="flrepo", **timeouts)
         grid = client[settings.gridfs_db_name]
-        return cls(
+        db = cls(
             client=client,
             meta=client[settings.db_name],
             grid=grid,
             bucket=AsyncGridFSBucket(grid, chunk_size_bytes=settings.gridfs_chunk_bytes),
             chunk_bytes=settings.gridfs_chunk_bytes,
         )
+        if bounded:
+            reader: AsyncMongoClient = AsyncMongoClient(
+                settings.mongodb_url,
+                tz_aware=True,
+                appname="flrepo-files",
+                serverSelectionTimeoutMS=settings.db_timeout_ms,
+                connectTimeoutMS=settings.db_timeout_ms,
+                retryReads=False,
+            )
+            db.reader = reader
+            db.read_guard = ReadGuard(
+                reply_s=settings.db_timeout_ms / 1000, retry_s=settings.db_read_retry_s, alive=db.alive
+            )
+        return db
+
+    @property
+    def read_grid(self) -> AsyncDatabase:
+        """The GridFS database as file reads reach it (see `reader`)."""
+        return self.grid if self.reader is None else self.reader[self.grid.name]
 
     def collection(self, name: str) -> AsyncCollection:
         return self.meta[name]
 
     async def ensure_indexes(self) -> None:
-        """Create the indexes once; later calls return at once.
+        """Create the indexes once; later calls return at once (check_indexes heals them afterwards).
 
         Called before every database-backed request, so a service that started while the
         database was down still gets its unique indexes before it accepts a write.
@@ -113,24 +138,49 @@ class Database:
             if self._indexes_ready:
                 return
             self.dialect = Dialect.from_build_info(await self.client.admin.command("buildInfo"))
-            log.info("store: %s", self.dialect.name)
-            for name, keys in NATURAL_KEYS.items():
-                await self._natural_key_index(name, keys)
-            await self.meta["models"].create_index([("uploaded_at", DESCENDING)], name="uploaded_at")
-            await self.meta["results"].create_index([("weights_id", ASCENDING)], name="weights_id")
-            # GridFS would create these lazily on the first upload; doing it here keeps index
-            # builds out of concurrent first uploads.
-            await self.grid["fs.files"].create_index([("filename", ASCENDING), ("uploadDate", ASCENDING)])
-            await self.grid["fs.chunks"].create_index([("files_id", ASCENDING), ("n", ASCENDING)], unique=True)
-            if not self.dialect.indexed_distinct:
-                # The sweep finds chunk sets by their first chunk where `distinct` would read them all.
-                await self.grid["fs.chunks"].create_index([("n", ASCENDING)], name=FIRST_CHUNKS_INDEX)
+            await self._create_indexes()
+            reads, batch, streams = await probe.chunk_reads(self.grid)
+            self.dialect = self.dialect.measured(reads, batch, streams)
+            log.info("store: %s; file chunks read by %s (%d per look-up)", self.dialect.name, reads, batch)
             self._indexes_ready = True
             log.info("indexes ready in %s", self.meta.name)
+
+    async def _create_indexes(self) -> None:
+        for name, keys in NATURAL_KEYS.items():
+            await self._natural_key_index(name, keys)
+        await self.meta["models"].create_index([("uploaded_at", DESCENDING)], name="uploaded_at")
+        await self.meta["results"].create_index([("weights_id", ASCENDING)], name="weights_id")
+        # GridFS would create these lazily on the first upload; doing it here keeps index
+        # builds out of concurrent first uploads.
+        await self.grid["fs.files"].create_index([("filename", ASCENDING), ("uploadDate", ASCENDING)])
+        await self.grid["fs.chunks"].create_index([("files_id", ASCENDING), ("n", ASCENDING)], unique=True)
+        if not self.dialect.indexed_distinct:
+            # The sweep finds chunk sets by their first chunk where `distinct` would read them all.
+            await self.grid["fs.chunks"].create_index([("n", ASCENDING)], name=FIRST_CHUNKS_INDEX)
+
+    async def check_indexes(self) -> list[str]:
+        """Re-create any index that went missing (a collection dropped and restored under the running
+        service, e.g. `mongorestore --drop`), with a warning; return the collections that still have no
+        unique natural-key index (it could not be built: they hold a key twice)."""
+        await self.ensure_indexes()
+        async with self._index_lock:
+            missing = [f"{self.meta.name}.{name}" for name in NATURAL_KEYS if not await self._has(self.meta[name])]
+            missing += [f"{self.grid.name}.fs.chunks"] if not await self._has(self.grid["fs.chunks"]) else []
+            if set(missing) - {f"{self.meta.name}.{name}" for name in self.unindexed}:
+                log.warning("unique indexes missing on %s (dropped under the service?); re-creating", missing)
+            if missing:
+                await self._create_indexes()
+        return sorted(self.unindexed)
+
+    @staticmethod
+    async def _has(coll: AsyncCollection) -> bool:
+        names = {index["name"] async for index in await coll.list_indexes()}
+        return bool(names & {"natural_key", "files_id_1_n_1"})
 
     async def _natural_key_index(self, name: str, keys: tuple[str, ...]) -> None:
         try:
             await self.meta[name].create_index([(k, ASCENDING) for k in keys], unique=True, name="natural_key")
+            self.unindexed.discard(name)
         except OperationFailure:
             # aerOS had no unique index, so a database it wrote may hold one key twice. Refusing to
             # start would keep its users from their data: serve it, and say what to resolve.
@@ -152,5 +202,25 @@ class Database:
     async def ping(self) -> None:
         await self.client.admin.command("ping")
 
+    async def alive(self) -> bool:
+        """The store answers a ping within the per-operation bound."""
+        try:
+            await self.ping()
+        except PyMongoError:
+            return False
+        return True
+
     async def close(self) -> None:
+        if self.reader is not None:
+            await self.reader.close()
         await self.client.close()
+
+
+async def watch_indexes_forever(db: Database, interval_s: float) -> None:
+    """check_indexes every `interval_s` seconds, for as long as the service runs."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await db.check_indexes()
+        except PyMongoError as exc:  # the database is down: /ready says so; check again next time
+            log.warning("index check failed: %s", exc)

@@ -4,7 +4,9 @@ MongoDB is the production store. FerretDB v1 on SQLite is the embedded store (`f
 --embedded`, the tests): it speaks the same wire protocol but refuses arrays nested directly in
 arrays, and applies an update as a read followed by a separate write, so two concurrent
 compare-and-swap updates of one document in one process can both succeed. Which store answers is
-read from `buildInfo` once the database is first reached (FerretDB adds `ferretdbVersion`).
+read from `buildInfo` once the database is first reached (FerretDB adds `ferretdbVersion`); how
+GridFS chunks are read fast is measured then too, with `explain` (flrepo.server.storage.probe), not
+assumed from the name: a FerretDB with or without tools/ferretdb's pushdown patch differ there.
 """
 
 from __future__ import annotations
@@ -13,10 +15,24 @@ import asyncio
 import contextlib
 import weakref
 from collections.abc import AsyncIterator, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Any
 
 from flrepo.server.storage.errors import Invalid
+
+
+class ChunkReads(StrEnum):
+    """How a file's chunks are read with bounded memory at the store's speed."""
+
+    # One query sorted by n: the store walks its (files_id, n) index and streams (MongoDB).
+    RANGE = "range"
+    # Look-ups of a few chunks by key, each served by the index; the store would sort a range query in
+    # memory before sending a byte (FerretDB with tools/ferretdb's pushdown patch).
+    KEYS = "keys"
+    # One unsorted query, put in order here: the store uses no index, so every query reads the whole
+    # collection and one pass is the least it can cost (FerretDB as released).
+    SCAN = "scan"
 
 
 @dataclass
@@ -33,6 +49,10 @@ class Dialect:
     streams_sorted_reads: bool
     # `$push` honours `$slice` (FerretDB v1 ignores it and keeps every element).
     capped_push: bool
+    chunk_reads: ChunkReads = ChunkReads.RANGE
+    # Chunks per KEYS look-up (`{files_id, n: {$in: [...]}}`; 1: `{files_id, n}`, where `$in` is not
+    # served by the index).
+    key_batch: int = 1
     _locks: weakref.WeakValueDictionary[Hashable, asyncio.Lock] = field(
         default_factory=weakref.WeakValueDictionary, repr=False, compare=False
     )
@@ -49,6 +69,10 @@ class Dialect:
             streams_sorted_reads=not ferret,
             capped_push=not ferret,
         )
+
+    def measured(self, chunk_reads: ChunkReads, key_batch: int, streams_sorted_reads: bool) -> Dialect:
+        """This dialect with what `explain` showed at first contact."""
+        return replace(self, chunk_reads=chunk_reads, key_batch=key_batch, streams_sorted_reads=streams_sorted_reads)
 
     def check_document(self, doc: Any) -> None:
         """Raise Invalid for a value this store cannot hold (before anything is written)."""

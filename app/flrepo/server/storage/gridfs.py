@@ -9,14 +9,22 @@ These write and read the same `fs.files` / `fs.chunks` documents (any GridFS rea
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from bson import Binary, Int64, ObjectId
 from pymongo import ReplaceOne
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
+
+from flrepo.server.storage.dialect import ChunkReads
+
+log = logging.getLogger(__name__)
 
 # Chunks per insert_many and per cursor batch: ~1 MiB per round trip with 255 KiB chunks.
 BATCH_CHUNKS = 4
@@ -30,7 +38,11 @@ def chunk_id(file_id: Any, n: int) -> str:
 
 class _Chunker:
     """Cuts the bytes written into the chunks of one file, numbered from `n`, and sends them a batch
-    at a time (`_send`: how a batch is stored). Memory: one chunk being filled plus one batch."""
+    at a time (`_send`: how a batch is stored). With `overlap`, one batch is stored while the next one
+    fills, so the body keeps arriving during a round trip. Memory: one chunk being filled plus one batch
+    (two with `overlap`)."""
+
+    overlap = False
 
     def __init__(self, grid: AsyncDatabase, file_id: Any, chunk_size: int, n: int = 0) -> None:
         self.file_id = file_id
@@ -39,6 +51,7 @@ class _Chunker:
         self._n = n
         self._buffer = bytearray()
         self._pending: list[dict[str, Any]] = []
+        self._sending: asyncio.Future[None] | None = None
 
     async def write(self, data: bytes) -> None:
         self._buffer += data
@@ -69,7 +82,24 @@ class _Chunker:
     async def _flush(self) -> None:
         if self._pending:
             batch, self._pending = self._pending, []
-            await self._send(batch)
+            await self._drain()  # batches are stored one after the other, in order
+            if not self.overlap:
+                await self._send(batch)
+                return
+            self._sending = asyncio.ensure_future(self._send(batch))
+
+    async def _drain(self) -> None:
+        """Wait until the batch being stored is stored (raising what storing it raised)."""
+        if self._sending is not None:
+            sending, self._sending = self._sending, None
+            await sending
+
+    async def _settle(self) -> None:
+        """Let the batch in flight finish, whatever its outcome (before removing what was stored: a
+        cancelled insert might still land after the removal)."""
+        if self._sending is not None:
+            sending, self._sending = self._sending, None
+            await asyncio.gather(sending, return_exceptions=True)
 
     async def _send(self, batch: list[dict[str, Any]]) -> None:
         raise NotImplementedError
@@ -80,11 +110,15 @@ class _Chunker:
             self._pending.append(self._chunk(bytes(self._buffer)))
             self._buffer.clear()
         await self._flush()
+        await self._drain()
 
 
 class GridWriter(_Chunker):
     """Writes one new GridFS file; the files document appears only in `close`, so an unfinished
     upload is never visible as a file (just chunks, which the sweep removes)."""
+
+    # A failed upload is removed whole (abort), so a batch may be in flight when the body fails.
+    overlap = True
 
     def __init__(
         self,
@@ -123,6 +157,7 @@ class GridWriter(_Chunker):
 
     async def abort(self) -> None:
         self._pending.clear()
+        await self._settle()
         await self._chunks.delete_many({"files_id": self.file_id})
 
 
@@ -179,21 +214,46 @@ async def find_file(grid: AsyncDatabase, file_id: Any) -> dict[str, Any] | None:
     return await grid["fs.files"].find_one({"_id": file_id})
 
 
-async def read_range(
-    grid: AsyncDatabase, file_doc: dict[str, Any], start: int, length: int, *, by_chunk: bool = False
-) -> AsyncIterator[bytes]:
-    """Yield `length` bytes of the file from `start`, fetching only the chunks that hold them.
+@dataclass(frozen=True)
+class ReadGuard:
+    """How long a file read waits for the store, so that a slow store is waited for and a dead one is not.
 
-    `by_chunk`: look each chunk up by its (files_id, n) key instead of one sorted range query, for a
-    store that would sort the whole range in memory before sending a byte (FerretDB).
+    `reply_s`: after this long without a reply, ask the store whether it is alive (`alive`, bounded by
+    the per-operation timeout); while it answers, keep waiting. `retry_s`: a read that fails (a driver
+    error, or the store no longer answering) is retried from the next chunk needed for this long after
+    the last chunk arrived, then given up (StoreUnavailable).
     """
+
+    reply_s: float
+    retry_s: float
+    alive: Callable[[], Awaitable[bool]]
+    # However alive the store says it is, a read that delivers nothing for this long is given up.
+    slow_s: float = 600.0
+
+
+class StoreUnavailable(PyMongoError):
+    """A file read found the store dead or stuck for longer than its guard allows."""
+
+
+async def read_range(
+    grid: AsyncDatabase,
+    file_doc: dict[str, Any],
+    start: int,
+    length: int,
+    *,
+    reads: ChunkReads = ChunkReads.RANGE,
+    key_batch: int = 1,
+    guard: ReadGuard | None = None,
+) -> AsyncIterator[bytes]:
+    """Yield `length` bytes of the file from `start`, fetching only the chunks that hold them, in the
+    way `reads` says this store serves fast (dialect.ChunkReads), with bounded memory."""
     if length <= 0:
         return
     size = int(file_doc["chunkSize"])
     first, last = start // size, (start + length - 1) // size
     skip, remaining = start - first * size, length
-    read = _chunks_by_key if by_chunk else _chunks
-    async for data in read(grid, file_doc["_id"], first, last):
+    source = _Chunks(grid, file_doc["_id"], reads, key_batch, guard)
+    async for data in source.read(first, last):
         if skip:
             data = data[skip:]
             skip = 0
@@ -206,49 +266,145 @@ async def read_range(
     raise OSError(f"GridFS file {file_doc['_id']} ended {remaining} bytes early")
 
 
-async def _chunks(grid: AsyncDatabase, file_id: Any, first: int, last: int) -> AsyncIterator[bytes]:
-    # One query per read: MongoDB walks the (files_id, n) index and streams the batches.
-    cursor = (
-        grid["fs.chunks"]
-        .find({"files_id": file_id, "n": {"$gte": first, "$lte": last}}, {"_id": 0, "n": 1, "data": 1})
-        .sort([("n", 1)])
-        .batch_size(BATCH_CHUNKS)
-    )
-    expected = first
-    try:
-        async for chunk in cursor:
-            if chunk["n"] != expected:
-                raise OSError(f"GridFS file {file_id} is missing chunk {expected}")
-            expected += 1
-            yield bytes(chunk["data"])
-    finally:
-        await cursor.close()
+# Chunks that arrive ahead of the one needed next and are kept for later: ~4 MiB with 255 KiB chunks.
+AHEAD = 16
 
 
-async def _chunks_by_key(grid: AsyncDatabase, file_id: Any, first: int, last: int) -> AsyncIterator[bytes]:
-    """Chunks first..last in order, each by its (files_id, n) key, BATCH_CHUNKS look-ups in flight.
+class _Chunks:
+    """The chunks first..last of one file, in order.
 
-    Each look-up is served by the unique index with no sort, so the store holds one chunk per
-    look-up: a 1 GiB download kept FerretDB at ~70 MiB instead of ~2.2 GiB (bench/RESULTS.md).
+    Each pass asks the store for the chunks from the next one needed; whatever order they come in, the
+    next one is yielded and up to AHEAD that follow it are kept, the rest dropped (a later pass reads them
+    again). A pass that brings not one needed chunk means the chunk is missing. A pass that fails is
+    retried from where it stopped, within the guard's budget.
     """
-    chunks = grid["fs.chunks"]
 
-    def fetch(n: int) -> asyncio.Future[Any]:
-        return asyncio.ensure_future(chunks.find_one({"files_id": file_id, "n": n}, {"_id": 0, "data": 1}))
+    def __init__(
+        self, grid: AsyncDatabase, file_id: Any, reads: ChunkReads, key_batch: int, guard: ReadGuard | None
+    ) -> None:
+        self._chunks = grid["fs.chunks"]
+        self._file_id = file_id
+        self._reads = reads
+        self._key_batch = max(1, key_batch)
+        self._guard = guard
+        self._progress = time.monotonic()
 
-    window = deque(fetch(n) for n in range(first, min(last, first + BATCH_CHUNKS - 1) + 1))
-    following = first + len(window)
-    try:
-        for n in range(first, last + 1):
-            doc = await window.popleft()
-            if following <= last:
-                window.append(fetch(following))
-                following += 1
-            if doc is None:
-                raise OSError(f"GridFS file {file_id} is missing chunk {n}")
-            yield bytes(doc["data"])
-    finally:
-        for pending in window:
-            pending.cancel()
-        # Let cancelled look-ups finish unwinding (and release their connections) before returning.
-        await asyncio.gather(*window, return_exceptions=True)
+    async def read(self, first: int, last: int) -> AsyncIterator[bytes]:
+        expected, ahead, failures = first, dict[int, bytes](), 0
+        while expected <= last:
+            before = expected
+            pass_ = self._pass(expected, last)
+            try:
+                while expected <= last:
+                    item = await self._next(pass_)
+                    if item is None:
+                        break
+                    n, data = item
+                    if n == expected:
+                        yield data
+                        expected += 1
+                        while expected in ahead:
+                            yield ahead.pop(expected)
+                            expected += 1
+                        self._progress, failures = time.monotonic(), 0
+                    elif expected < n <= min(last, expected + AHEAD) and len(ahead) < AHEAD:
+                        ahead[n] = data
+            except (PyMongoError, TimeoutError) as exc:
+                failures += 1
+                await self._before_retry(exc, expected, failures)
+                continue
+            finally:
+                await pass_.aclose()
+            if expected == before and expected <= last:
+                raise OSError(f"GridFS file {self._file_id} is missing chunk {expected}")
+
+    async def _before_retry(self, exc: BaseException, expected: int, failures: int) -> None:
+        waited = time.monotonic() - self._progress
+        if self._guard is None or waited >= self._guard.retry_s:
+            log.error(
+                "reading GridFS file %s stopped at chunk %d after %.1f s without progress: %s",
+                self._file_id,
+                expected,
+                waited,
+                exc,
+            )
+            raise StoreUnavailable(f"the store did not deliver chunk {expected} of {self._file_id}: {exc}") from exc
+        pause = min(0.25 * 2 ** (failures - 1), self._guard.reply_s)
+        log.warning(
+            "reading GridFS file %s: chunk %d failed (%s: %s); retrying in %.2f s (%.1f s without progress)",
+            self._file_id,
+            expected,
+            type(exc).__name__,
+            exc,
+            pause,
+            waited,
+        )
+        await asyncio.sleep(pause)
+
+    async def _next(self, pass_: AsyncIterator[tuple[int, bytes]]) -> tuple[int, bytes] | None:
+        """The pass's next chunk; with a guard, waited for while the store says it is alive."""
+        if self._guard is None:
+            return await anext(pass_, None)
+        guard = self._guard
+        step = asyncio.ensure_future(anext(pass_, None))
+        try:
+            while True:
+                done, _ = await asyncio.wait({step}, timeout=guard.reply_s)
+                if done:
+                    return step.result()
+                slow = time.monotonic() - self._progress
+                if slow >= guard.slow_s:
+                    raise TimeoutError(f"no chunk for {slow:.0f} s although the store answers")
+                if not await guard.alive():
+                    raise TimeoutError(f"no reply for {guard.reply_s:g} s and the store does not answer a ping")
+                log.info("reading GridFS file %s: the store is slow (%.1f s), still waiting", self._file_id, slow)
+        finally:
+            if not step.done():
+                step.cancel()
+                await asyncio.gather(step, return_exceptions=True)
+
+    def _pass(self, first: int, last: int) -> AsyncGenerator[tuple[int, bytes]]:
+        if self._reads is ChunkReads.KEYS:
+            return self._by_keys(first, last)
+        return self._query(first, last, sort=self._reads is ChunkReads.RANGE)
+
+    async def _query(self, first: int, last: int, *, sort: bool) -> AsyncGenerator[tuple[int, bytes]]:
+        # RANGE: MongoDB walks the (files_id, n) index and streams the batches. SCAN: no sort, so a store
+        # without that index streams the collection once instead of sorting the file in memory.
+        cursor = self._chunks.find(
+            {"files_id": self._file_id, "n": {"$gte": first, "$lte": last}}, {"_id": 0, "n": 1, "data": 1}
+        ).batch_size(BATCH_CHUNKS)
+        if sort:
+            cursor = cursor.sort([("n", 1)])
+        try:
+            async for chunk in cursor:
+                yield int(chunk["n"]), bytes(chunk["data"])
+        finally:
+            await cursor.close()
+
+    async def _by_keys(self, first: int, last: int) -> AsyncGenerator[tuple[int, bytes]]:
+        """Look-ups of key_batch chunks each, the next one already asked for while one is yielded."""
+
+        def fetch(low: int) -> asyncio.Future[list[dict[str, Any]]]:
+            keys = list(range(low, min(last, low + self._key_batch - 1) + 1))
+            n: Any = {"$in": keys} if len(keys) > 1 else keys[0]
+            query = {"files_id": self._file_id, "n": n}
+            return asyncio.ensure_future(self._chunks.find(query, {"_id": 0, "n": 1, "data": 1}).to_list())
+
+        # ~BATCH_CHUNKS chunks in flight (at least two look-ups): the next ones come while these are sent.
+        depth = max(2, BATCH_CHUNKS // self._key_batch) * self._key_batch
+        window = deque(fetch(low) for low in range(first, min(last + 1, first + depth), self._key_batch))
+        following = first + len(window) * self._key_batch
+        try:
+            while window:
+                docs = await window.popleft()
+                if following <= last:
+                    window.append(fetch(following))
+                    following += self._key_batch
+                for doc in sorted(docs, key=lambda d: int(d["n"])):
+                    yield int(doc["n"]), bytes(doc["data"])
+        finally:
+            for pending in window:
+                pending.cancel()
+            # Let cancelled look-ups finish unwinding (and release their connections) before returning.
+            await asyncio.gather(*window, return_exceptions=True)
