@@ -6,6 +6,7 @@ from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from flrepo.schemas import ModelIn, ModelMeta, ModelOut
 from flrepo.schemas.identifiers import Identifier
@@ -132,8 +133,27 @@ async def delete_model(model_name: Name, model_version: Version, db: DB) -> Resp
     return Response(status_code=204)
 
 
-@router.get("/models/available", response_model=list[ModelOut], responses=problems())
-async def available_models(db: DB, page: Page, response: Response) -> list[dict[str, Any]]:
+@router.get(
+    "/models/available",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The GridFS file documents, oldest upload first, without `_id`",
+            "content": {"application/json": {"schema": {"type": "array", "items": {"type": "object"}}}},
+        },
+        **problems(),
+    },
+)
+async def available_files(db: DB) -> StreamingResponse:
+    """What aerOS 1.1.0 answers here (its GUI lists trained weights from it): the GridFS file document
+    of every stored model, weights, strategy and transformation file (`filename` such as
+    `weights/{name}/{version}/{configuration_id}`, `training_id`, `length`, `uploadDate`, ...), oldest
+    upload first, encoded as aerOS encoded them. Models with a file, as model documents: `/models/with-files`."""
+    return StreamingResponse(await models.available_files_json(db), media_type="application/json")
+
+
+@router.get("/models/with-files", response_model=list[ModelOut], responses=problems())
+async def models_with_files(db: DB, page: Page, response: Response) -> list[dict[str, Any]]:
     """Models that have a file, newest upload first."""
     return listed(response, await models.page_available(db, limit=page.limit, offset=page.offset))
 
