@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 FERRETDB := tools/bin/ferretdb
 PORT ?= 9013
 
-.PHONY: help venv ferretdb helm tusjs constraints run test lint format fuzz fuzz-nightly loadtest demo bench bench-full bench-fl bench-sdk bench-store clean
+.PHONY: help venv ferretdb helm tusjs constraints run test test-tensorflow lint format fuzz fuzz-nightly loadtest demo bench bench-full bench-fl bench-sdk bench-store clean
 
 help:
 	@echo "make run     - the API on http://127.0.0.1:$(PORT)/docs with an embedded FerretDB (SQLite) store"
@@ -122,6 +122,17 @@ bench-sdk: venv ferretdb
 # Bounded load test on loopback: 16 clients for 60 s, then every surviving file is verified.
 loadtest: venv ferretdb helm tusjs
 	$(PY) bench/loadtest.py --clients $(or $(CLIENTS),16) --seconds $(or $(SECONDS),60)
+
+# aerOS's Keras models (ZIPs of a TensorFlow SavedModel) need the tensorflow extra, ~2 GB: installed on
+# first use into a folder beside the shared packages (not into them), and only these tests run with it.
+TF_SITE := $(DEPS_HOME)/tensorflow-site
+$(TF_SITE)/.complete:
+	mkdir -p $(DEPS_HOME)
+	flock $(DEPS_HOME)/.lock sh -c 'test -f $@ || { rm -rf $(TF_SITE) \
+	  && $(PY) -m pip install --quiet --target $(TF_SITE) "tensorflow-cpu>=2.16" "tf-keras>=2.16" && touch $@; }'
+
+test-tensorflow: venv ferretdb $(TF_SITE)/.complete
+	PYTHONPATH=$(TF_SITE) $(PY) -m pytest -q tests/fl/test_aeros_savedmodel.py
 
 lint: venv
 	$(PY) -m ruff check app tests tools bench
