@@ -235,3 +235,21 @@ async def test_weights_answer_aeros_base64_byte_for_byte_and_raw_when_asked(clie
     r = await client.get(path, params={"encoding": "raw"}, headers={"Range": "bytes=0-9"})
     assert r.status_code == 206 and r.content == data[:10]
     assert (await client.get(path, params={"encoding": "nonsense"})).status_code == 422
+
+
+async def test_the_guis_shell_download_finds_the_newest_weights_of_a_configuration(client, raw_db):
+    """fl-ui's `recieveName` calls `/models/download/shell/{name}/{version}/{configid}` (through fl-api's
+    `modelShell`), splits the answer's `filename` and downloads the weights of its `training_id`."""
+    import base64
+
+    await _store_one_of_each(client)
+    r = await client.get("/models/download/shell/classification/base2/7")
+    assert r.status_code == 200
+    [doc] = r.json()
+    assert doc["filename"].split("/")[1:3] == ["classification", "base2"] and doc["training_id"] == "3"
+    weights = await client.get(f"/training-results/weights/classification/base2/{doc['training_id']}")
+    raw = await client.get("/training-results/weights/classification/base2/3", params={"encoding": "raw"})
+    assert base64.b64decode(weights.content) == raw.content
+    assert (await client.get("/models/download/shell/classification/base2/8")).json() == []
+    # The one-segment form stays flrepo's archive of every model.
+    assert (await client.get("/models/download/shell/all.zip")).content[:2] == b"PK"

@@ -72,6 +72,12 @@ async def _after(first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]) -> 
         yield doc
 
 
+async def newest_file_json(db: Database, filename: str) -> bytes:
+    """aerOS's `/models/download/shell` body: `[newest files document named filename]` without `_id`, or `[]`."""
+    cursor = db.grid["fs.files"].find({"filename": filename}, NO_ID).sort([("uploadDate", -1)]).limit(1)
+    return aeros_json(await cursor.to_list())
+
+
 def aeros_json(value: Any) -> bytes:
     """`value` as aerOS's FastAPI 0.83 answered it: no spaces, non-ASCII kept, datetimes in ISO format
     without a zone (aerOS's pymongo client returned naive UTC times)."""

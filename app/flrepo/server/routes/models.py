@@ -152,6 +152,31 @@ async def available_files(db: DB) -> StreamingResponse:
     return StreamingResponse(await models.available_files_json(db), media_type="application/json")
 
 
+@router.get(
+    "/models/download/shell/{model_name}/{model_version}/{configuration_id}",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "A list with the newest GridFS file document of those weights, or an empty list",
+            "content": {"application/json": {"schema": {"type": "array", "items": {"type": "object"}}}},
+        },
+        **problems(),
+    },
+)
+async def shell_weights(
+    model_name: Annotated[str, Path(max_length=255)],
+    model_version: Annotated[str, Path(max_length=255)],
+    configuration_id: Annotated[str, Path(max_length=255)],
+    db: DB,
+) -> Response:
+    """What aerOS's GUI asks when it downloads a configuration's trained weights (fl-api `modelShell`):
+    the newest GridFS file document named `weights/{model_name}/{model_version}/{configuration_id}`, as
+    aerOS's `/models/download/shell/{filename}` answers it for that name (aerOS itself has no
+    three-segment route and answers this call 404)."""
+    body = await models.newest_file_json(db, f"weights/{model_name}/{model_version}/{configuration_id}")
+    return Response(body, media_type="application/json")
+
+
 @router.get("/models/with-files", response_model=list[ModelOut], responses=problems())
 async def models_with_files(db: DB, page: Page, response: Response) -> list[dict[str, Any]]:
     """Models that have a file, newest upload first."""
