@@ -36,7 +36,8 @@ def check(component: str, call: str, run) -> object:
         print(f"FAIL {component}: {call}: {type(exc).__name__}: {exc}", flush=True)
         traceback.print_exc(file=sys.stderr)
         return None
-    print(f"PASS {component}: {call}: {detail}", flush=True)
+    verdict = "SKIP" if str(detail).startswith("SKIPPED") else "PASS"
+    print(f"{verdict} {component}: {call}: {detail}", flush=True)
     return detail
 
 
