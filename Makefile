@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 FERRETDB := tools/bin/ferretdb
 PORT ?= 9013
 
-.PHONY: help venv ferretdb helm tusjs constraints run test test-stress lint format fuzz fuzz-nightly loadtest demo bench bench-full bench-fl bench-sdk bench-store bench-store-compare clean
+.PHONY: help venv ferretdb helm tusjs constraints run test test-stress test-tensorflow compat lint format fuzz fuzz-nightly loadtest demo bench bench-full bench-fl bench-sdk bench-store bench-store-compare clean
 
 help:
 	@echo "make run     - the API on http://127.0.0.1:$(PORT)/docs with an embedded FerretDB (SQLite) store"
@@ -14,6 +14,7 @@ help:
 	@echo "make lint    - ruff check and format check"
 	@echo "make demo    - federated training end to end (collector + 3 local executions)"
 	@echo "make fuzz    - schemathesis against the OpenAPI document (SEED=, EXAMPLES=)"
+	@echo "make compat  - the aerOS components' own repository calls against a live flrepo"
 
 # Dependencies live in one virtualenv per dependency set, shared by every checkout on this
 # machine and named by a hash of pyproject.toml's dependency lists and the Python (tools/deps_key.py):
@@ -133,6 +134,34 @@ bench-sdk: venv ferretdb
 # Bounded load test on loopback: 16 clients for 60 s, then every surviving file is verified.
 loadtest: venv ferretdb helm tusjs
 	$(PY) bench/loadtest.py --clients $(or $(CLIENTS),16) --seconds $(or $(SECONDS),60)
+
+# aerOS's Keras models (ZIPs of a TensorFlow SavedModel) need the tensorflow extra, ~2 GB: installed on
+# first use into a folder beside the shared packages (not into them), and only these tests run with it.
+TF_SITE := $(DEPS_HOME)/tensorflow-site
+$(TF_SITE)/.complete:
+	mkdir -p $(DEPS_HOME)
+	flock $(DEPS_HOME)/.lock sh -c 'test -f $@ || { rm -rf $(TF_SITE) \
+	  && $(PY) -m pip install --quiet --target $(TF_SITE) "tensorflow-cpu>=2.16" "tf-keras>=2.16" && touch $@; }'
+
+test-tensorflow: venv ferretdb $(TF_SITE)/.complete
+	PYTHONPATH=$(TF_SITE) $(PY) -m pytest -q tests/fl/test_aeros_savedmodel.py
+
+# The aerOS components' repository calls against a live flrepo (compat/README.md). Their pinned Python
+# environment (PyPI; Python 3.11, as this machine has no 3.8) and fl-api's axios (npm) are installed on
+# first use; the run itself fetches nothing. Outside `make test`: flwr 1.3.0 and Node are not CI's.
+COMPAT_VENV := $(DEPS_HOME)/compat-aeros
+$(COMPAT_VENV)/.complete: compat/requirements.txt
+	mkdir -p $(DEPS_HOME)
+	rm -rf $(COMPAT_VENV) && $(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pip install --quiet -r compat/requirements.txt
+	touch $@
+
+compat/fl-api/node_modules/.complete: compat/fl-api/package.json
+	cd compat/fl-api && npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+compat: venv ferretdb $(COMPAT_VENV)/.complete compat/fl-api/node_modules/.complete
+	$(PY) compat/run.py --python $(COMPAT_VENV)/bin/python
 
 lint: venv
 	$(PY) -m ruff check app tests tools bench

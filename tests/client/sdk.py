@@ -205,11 +205,16 @@ def pipe_with(data: bytes) -> io.BufferedReader:
 
 
 def corrupt_stored_file(raw_db: tuple[Any, Any], filename: str) -> None:
-    """Flip one byte of the first GridFS chunk of the file called `filename` (same length)."""
-    grid = raw_db[1]
-    stored = grid["fs.files"].find_one({"filename": filename})
-    assert stored is not None, filename
-    chunk = grid["fs.chunks"].find_one({"files_id": stored["_id"], "n": 0})
+    """Flip one byte of the first GridFS chunk of the file uploaded as `filename` (same length)."""
+    from bson import ObjectId
+
+    from flrepo.server.storage.db import FILE_FIELDS
+
+    meta, grid = raw_db
+    items = [(doc, field) for coll, field in FILE_FIELDS.items() for doc in meta[coll].find({"filename": filename})]
+    assert len(items) == 1, filename
+    doc, field = items[0]
+    chunk = grid["fs.chunks"].find_one({"files_id": ObjectId(doc[field]), "n": 0})
     data = bytearray(chunk["data"])
     data[10] ^= 0x01
     grid["fs.chunks"].update_one({"_id": chunk["_id"]}, {"$set": {"data": bytes(data)}})

@@ -113,7 +113,7 @@ def test_an_aeros_dump_restored_by_the_image_is_served_by_flrepo(mongo_url: str,
             asyncio.run(run_migrate())
             r = api.get("/model/test/0")
             assert r.headers["etag"] == f'"{sha(aeros.files["model test/0"])}"'
-            weights = api.get("/training-results/weights/test/0/1")
+            weights = api.get("/training-results/weights/test/0/1", params={"encoding": "raw"})
             assert weights.content == aeros.files["weights test/0/1"] and weights.headers["etag"]
     finally:
         drop(source)

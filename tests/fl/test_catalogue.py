@@ -32,7 +32,7 @@ def test_tampered_file_in_gridfs_is_refused(live_server, raw_db):
     repo = RepositoryClient(live_server.url, keyring=KEYS)
     seed(repo)
     assert repo.load_strategy("fedavg").__class__.__name__ == "FedAvg"
-    file_id = raw_db[1]["fs.files"].find_one({"filename": "fedavg.pkl"})["_id"]
+    file_id = raw_db[1]["fs.files"].find_one({"filename": "strategy/fedavg"})["_id"]
     chunk = raw_db[1]["fs.chunks"].find_one({"files_id": file_id})
     data = bytearray(chunk["data"])
     data[-1] ^= 0xFF

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import shutil
 
@@ -59,8 +60,9 @@ def test_aeros_training_collector_results(live_server, tmp_path):
     assert r.status_code == 204
     listed = requests.get(f"{repo}/training-results/md_keras/v1", timeout=10).json()
     assert listed[0]["results"] == results  # strings stay strings
+    # aerOS's answer, which its GUI decodes (fl-ui `b64toBlob`): the weights base64-encoded.
     r = requests.get(f"{repo}/training-results/weights/md_keras/v1/1", stream=True, timeout=30)
-    digest = hashlib.sha256(r.raw.read()).hexdigest()
+    digest = hashlib.sha256(base64.b64decode(r.raw.read())).hexdigest()
     assert digest == hashlib.sha256(weights.read_bytes()).hexdigest()
 
 

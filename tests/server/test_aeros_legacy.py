@@ -31,7 +31,7 @@ DOWNLOADS = {
     "model base/base2": "/model/base/base2",
     "model test/0": "/model/test/0",
     "model oid/1": "/model/oid/1",
-    "weights test/0/1": "/training-results/weights/test/0/1",
+    "weights test/0/1": "/training-results/weights/test/0/1?encoding=raw",
     "strategy test-strategy": "/strategy/test-strategy",
     "transformation categorical": "/transformation/application.tests.categorical_transformation",
 }
@@ -60,7 +60,7 @@ async def test_lists_and_gets_answer_200_with_the_aeros_fields(client, aeros):
 
     trained = (await client.get("/model", params={"trained": "true"})).json()
     assert [(m["model_name"], m["model_version"]) for m in trained] == [("test", "0")]
-    available = (await client.get("/models/available")).json()
+    available = (await client.get("/models/with-files")).json()
     assert set(_by(available, "model_name", "model_version")) == {("base", "base2"), ("test", "0"), ("oid", "1")}
     r = await client.get("/model/meta", params={"model_name": "test", "model_version": "1"})
     assert r.status_code == 200 and r.json()["meta"] is None
@@ -224,7 +224,7 @@ async def test_migrate_backfills_and_etags_appear(client, app, aeros, raw_db):
     assert raw_db[1]["fs.files"].find_one({"_id": aeros.ids["model test/0"]})["sha256"] == raw["sha256"]
     for collection in ("models", "results", "strategies", "transformations", "collectors"):
         assert raw_db[0][collection].count_documents({"created_at": None}) == 0, collection
-    newest_first = [m["model_name"] for m in (await client.get("/models/available")).json()]
+    newest_first = [m["model_name"] for m in (await client.get("/models/with-files")).json()]
     assert newest_first == ["oid", "test", "base"]  # uploaded_at from GridFS: they now sort by upload
 
     again = await migrate(app.state.db)

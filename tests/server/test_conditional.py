@@ -20,7 +20,7 @@ async def _model(client):
 
 async def _weights(client):
     assert (await client.post("/training-results", json=RESULT)).status_code == 201
-    return "/training-results/m/v/1/1", "/training-results/weights/m/v/1"
+    return "/training-results/m/v/1/1", "/training-results/weights/m/v/1?encoding=raw"
 
 
 async def _strategy(client):

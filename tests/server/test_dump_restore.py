@@ -56,7 +56,7 @@ async def _populate(client: httpx.AsyncClient) -> dict[str, bytes]:
     files = {
         "/model/digits/v1": payload(2 * CHUNK + 12345),
         "/model/digits/v2": payload(CHUNK + 1),
-        "/training-results/weights/digits/v1/1": payload(CHUNK // 2),
+        "/training-results/weights/digits/v1/1?encoding=raw": payload(CHUNK // 2),
         "/strategy/fedavg": b"",
         "/transformation/scale": b"pickled transformation",
         "/tasks/t1/checkpoints/1": b"round one weights",
@@ -68,7 +68,7 @@ async def _populate(client: httpx.AsyncClient) -> dict[str, bytes]:
     assert (await upload(client, "/model/digits/v1", files["/model/digits/v1"], "digits.pkl")).status_code == 204
     assert (await upload(client, "/model/digits/v2", files["/model/digits/v2"])).status_code == 204
     assert (await client.post("/training-results", json=RESULT)).status_code == 201
-    weights = files["/training-results/weights/digits/v1/1"]
+    weights = files["/training-results/weights/digits/v1/1?encoding=raw"]
     assert (await upload(client, "/training-results/digits/v1/1/1", weights)).status_code == 204
     assert (await client.post("/strategy", json={"strategy_name": "fedavg", "meta": {"k": 1}})).status_code == 201
     assert (await upload(client, "/strategy/fedavg", files["/strategy/fedavg"], "empty.pkl")).status_code == 204

@@ -258,7 +258,7 @@ async def test_available_newest_first(client):
     await upload(client, "/model/old/v1", b"1")
     await asyncio.sleep(0.01)
     await upload(client, "/model/new/v1", b"2")
-    r = await client.get("/models/available")
+    r = await client.get("/models/with-files")
     assert [d["model_name"] for d in r.json()] == ["new", "old"]
     assert r.headers["x-total-count"] == "2"
 

@@ -48,7 +48,7 @@ async def test_weights_upload_download_and_errors(client, raw_db):
     assert r.status_code == 404
     data = payload(CHUNK * 2 + 3)
     assert (await upload(client, WEIGHTS, data, filename="weights.npz")).status_code == 204
-    r = await client.get("/training-results/weights/md_keras/v1/1")
+    r = await client.get("/training-results/weights/md_keras/v1/1", params={"encoding": "raw"})
     assert r.status_code == 200 and r.content == data
     assert r.headers["content-type"] == "application/octet-stream"
     assert r.headers["etag"] == f'"{sha(data)}"'
@@ -59,16 +59,16 @@ async def test_weights_upload_download_and_errors(client, raw_db):
     assert grid_counts(raw_db) == (1, 1)
 
 
-async def test_weights_base64_for_legacy_readers(client):
+async def test_weights_base64_by_default_as_aeros_answers(client):
     await client.post("/training-results", json=RESULT)
     for size in (0, 1, 2, 3, CHUNK + 1, CHUNK * 2 + 2):
         data = payload(size)
         await upload(client, WEIGHTS, data)
-        r = await client.get("/training-results/weights/md_keras/v1/1", params={"encoding": "base64"})
-        assert r.status_code == 200
-        assert base64.b64decode(r.json()) == data
-        assert base64.b64decode(r.content) == data
-        assert r.headers["content-length"] == str(len(r.content))
+        for params in ({}, {"encoding": "base64"}):
+            r = await client.get("/training-results/weights/md_keras/v1/1", params=params)
+            assert r.status_code == 200
+            assert r.content == base64.b64encode(data)
+            assert r.headers["content-length"] == str(len(r.content))
 
 
 async def test_lists_and_delete(client, raw_db):

@@ -179,7 +179,7 @@ async def test_every_kind_of_file_is_a_target(client):
     assert (await client.post("/tasks/t1/checkpoints", json={"round": 1, "loss": 0.5})).status_code == 201
     assert (await create(client, "/training-results/digits/v1/r1/8", 4)).status_code == 409
     for target, path in [
-        ("/training-results/digits/v1/r1/7", "/training-results/weights/digits/v1/r1"),
+        ("/training-results/digits/v1/r1/7", "/training-results/weights/digits/v1/r1?encoding=raw"),
         ("/strategy/fedavg", "/strategy/fedavg"),
         ("/transformation/scale", "/transformation/scale"),
         ("/tasks/t1/checkpoints/1", "/tasks/t1/checkpoints/1"),

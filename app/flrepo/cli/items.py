@@ -19,7 +19,7 @@ from flrepo.cli.collections import COLLECTIONS, Collection, Keys, key_help
 from flrepo.cli.exit_codes import OK, UsageError, WouldOverwrite, exit_code
 from flrepo.cli.options import add_global_options
 from flrepo.cli.output import emit, error_text, log_to_stderr, progress_bar
-from flrepo.client import Conflict, NotFound, RepositoryClient, RepositoryError, SignatureError
+from flrepo.client import Conflict, NotFound, RepositoryClient, RepositoryError, SignatureError, adopt
 from flrepo.client.transfer import in_folder
 from flrepo.signing import verify_digest
 
@@ -179,6 +179,24 @@ def _up_to_date(
     return False
 
 
+def _adopt(spec: Collection, repo: RepositoryClient, args: argparse.Namespace) -> None:
+    """Show what an unsigned strategy or transformation is, then sign it after confirmation."""
+    kind: adopt.Kind = "strategy" if spec.signed == "strategy" else "transformation"
+    name = _keys(spec, args)[0]
+    key_id = repo.keyring.require_signing(f"adopting {spec.noun} {name!r}")  # before any download
+    candidate = adopt.inspect(repo, kind, name)
+    sys.stderr.write(candidate.describe() + "\n")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError("give --yes to sign without a terminal to confirm on")
+        sys.stderr.write(f"Sign it with key {key_id!r}, so that collectors load it? [y/N] ")
+        sys.stderr.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            raise UsageError("not signed")
+    fields = adopt.adopt(repo, candidate)
+    emit(args, {"name": name, "class": candidate.object_class, **fields}, ("name", "class", "key_id", "sha256"))
+
+
 def _run(
     action: Callable[[Collection, RepositoryClient, argparse.Namespace], None], spec: Collection
 ) -> Callable[..., int]:
@@ -208,6 +226,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         if spec.file_path is not None:
             _add_upload(actions, common, spec)
             _add_download(actions, common, spec)
+            if spec.signed:
+                _add_adopt(actions, common, spec)
 
 
 def _add_metadata_actions(
@@ -295,6 +315,21 @@ def _add_download(
         )
     _progress(download)
     download.set_defaults(func=_run(_download, spec))
+
+
+def _add_adopt(
+    actions: argparse._SubParsersAction,  # type: ignore[type-arg]
+    common: argparse.ArgumentParser,
+    spec: Collection,
+) -> None:
+    adopting = actions.add_parser(
+        "adopt",
+        parents=[common],
+        help=f"show what an unsigned {spec.noun} (an aerOS one) is, then sign it with your key",
+    )
+    _key_arguments(adopting, spec)
+    adopting.add_argument("--yes", action="store_true", help="sign without asking (after showing it)")
+    adopting.set_defaults(func=_run(_adopt, spec))
 
 
 def _key_arguments(parser: argparse.ArgumentParser, spec: Collection) -> None:

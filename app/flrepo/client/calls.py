@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -149,7 +149,10 @@ def ready() -> Call[dict[str, Any]]:
 def stat_file(path: str) -> Call[Stored]:
     """HEAD a file path (`model_file(...)`, `strategy_file(...)`, ...): the stored file's size and
     sha256 without its bytes."""
-    return Call("HEAD", path, _stored, idempotent=True)
+    # A query in the path (`weights_download`'s `encoding=raw`) goes in `params`, which httpx would
+    # otherwise put in its place.
+    path, _, query = path.partition("?")
+    return Call("HEAD", path, _stored, params=dict(parse_qsl(query)), idempotent=True)
 
 
 # --- models -------------------------------------------------------------------------------------
@@ -163,7 +166,7 @@ def list_models(trained: bool | None = None, limit: int | None = None, offset: i
 
 def available_models(limit: int | None = None, offset: int = 0) -> Call[Page[ModelOut]]:
     """Models that have a file, newest first."""
-    return _get("/models/available", _page(ModelOut), **_paging(limit, offset))
+    return _get("/models/with-files", _page(ModelOut), **_paging(limit, offset))
 
 
 def get_model(model_name: str, model_version: str) -> Call[ModelOut]:
@@ -462,7 +465,8 @@ def weights_upload(model_name: str, model_version: str, training_id: str, config
 
 
 def weights_download(model_name: str, model_version: str, training_id: str) -> str:
-    return f"/training-results/weights/{seg(model_name)}/{seg(model_version)}/{seg(training_id)}"
+    # Without `encoding=raw` the repository answers base64 text, as aerOS 1.1.0 did for its GUI.
+    return f"/training-results/weights/{seg(model_name)}/{seg(model_version)}/{seg(training_id)}?encoding=raw"
 
 
 def strategy_file(strategy_name: str) -> str:

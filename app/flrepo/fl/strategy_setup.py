@@ -68,12 +68,28 @@ class _Settings:
             self.put(key, value, "task strategy_conf")
 
 
+def complete_older_pickle(strategy: Any) -> list[str]:
+    """Give a strategy pickled by an older flwr the attributes the pinned flwr's methods read, with the
+    class's defaults (aerOS's FedAvg, pickled by flwr 1.3.0, has no `inplace`); return their names.
+
+    Unpickling restores only the attributes the old version had; a class whose constructor needs
+    arguments cannot say its defaults and is left as it is."""
+    try:
+        defaults = vars(type(strategy)())
+    except Exception:  # any constructor that cannot run without arguments
+        return []
+    missing = {name: value for name, value in defaults.items() if name not in vars(strategy)}
+    vars(strategy).update(missing)
+    return sorted(missing)
+
+
 def configure(strategy: Strategy, task: dict[str, Any], model: LocalModel, start: Weights | None) -> dict[str, Any]:
     """Apply the task's explicit settings and the initial weights; return {setting: {value, source}}.
 
     `start`: weights that must be used (a checkpoint on resume); else the strategy's own initial
     parameters if it has any (checked against the model's shapes), else the model's.
     """
+    complete_older_pickle(strategy)
     settings = _Settings(strategy)
     put, used = settings.put, settings.used
     settings.apply_task(task, LEGACY_NAMES)

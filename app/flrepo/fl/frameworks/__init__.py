@@ -1,6 +1,7 @@
-"""Framework clients, chosen by a model's `meta.library`: `numpy`, `pytorch` (torch.export `.pt2`)
-and `keras` (`.keras`, legacy `.h5`). Each loads a self-contained file without running the uploader's
-code. `open_model` checks that the file is what its library says before loading it.
+"""Framework clients, chosen by a model's `meta.library`: `numpy`, `pytorch` (torch.export `.pt2`, or
+aerOS's ZIP of a TorchScript `scripted_model.pt`) and `keras` (`.keras`, legacy `.h5`, or aerOS's ZIP of a
+TensorFlow SavedModel, with the `tensorflow` extra). Each loads a self-contained file without running the
+uploader's code. `open_model` checks that the file is what its library says before loading it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from flrepo.fl.frameworks.aeros_archives import archive_format
 from flrepo.fl.frameworks.base import (
     TRAINING_KEYS,
     LocalModel,
@@ -37,8 +39,13 @@ __all__ = [
 # library -> (module, class, the file formats it loads, the extra that installs it)
 LIBRARIES: dict[str, tuple[str, str, tuple[str, ...], str]] = {
     "numpy": ("flrepo.fl.frameworks.numpy_model", "NumpyModel", ("npz",), "fl"),
-    "pytorch": ("flrepo.fl.frameworks.torch_model", "TorchModel", ("pt2",), "pytorch"),
-    "keras": ("flrepo.fl.frameworks.keras_model", "KerasModel", ("keras", "h5"), "keras"),
+    "pytorch": ("flrepo.fl.frameworks.torch_model", "TorchModel", ("pt2", "torchscript"), "pytorch"),
+    "keras": ("flrepo.fl.frameworks.keras_model", "KerasModel", ("keras", "h5", "savedmodel"), "keras"),
+}
+# Formats aerOS's local operations store, each with a client of its own: format -> (module, class, extra).
+FORMAT_CLIENTS: dict[str, tuple[str, str, str]] = {
+    "torchscript": ("flrepo.fl.frameworks.torchscript_model", "TorchScriptModel", "pytorch"),
+    "savedmodel": ("flrepo.fl.frameworks.savedmodel_model", "SavedModelModel", "tensorflow"),
 }
 # Other names users give the same libraries in `meta.library`.
 ALIASES = {"torch": "pytorch", "tensorflow": "keras", "tf.keras": "keras", "tf": "keras"}
@@ -48,6 +55,8 @@ FORMAT_NAMES = {
     "keras": "a Keras .keras file",
     "h5": "an HDF5 (.h5) file",
     "pickle": "a Python pickle (never loaded: it would run code)",
+    "torchscript": "an aerOS TorchScript archive (a ZIP holding scripted_model.pt)",
+    "savedmodel": "an aerOS TensorFlow SavedModel archive (a ZIP holding saved_model.pb)",
     "zip": "a ZIP archive of unknown content",
     "unknown": "of an unknown format",
 }
@@ -104,7 +113,7 @@ def file_format(path: Path) -> str:
         return "keras"
     if names and all(n.endswith(".npy") for n in names):
         return "npz"
-    return "zip"
+    return archive_format(names)
 
 
 def open_model(library: str | None, path: Path, meta: Mapping[str, Any] | None = None) -> LocalModel:
@@ -116,4 +125,18 @@ def open_model(library: str | None, path: Path, meta: Mapping[str, Any] | None =
     if found not in expected:
         wanted = " or ".join(FORMAT_NAMES[f] for f in expected)
         raise ModelError(f"the model's library is {name!r} but its file is {FORMAT_NAMES[found]}; expected {wanted}")
+    if found in FORMAT_CLIENTS:
+        return _format_client(found).load(path, meta or {})
     return client_for(name).load(path, meta or {})
+
+
+def _format_client(found: str) -> type[LocalModel]:
+    module_name, class_name, extra = FORMAT_CLIENTS[found]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelError(
+            f"training {FORMAT_NAMES[found]} needs {exc.name or 'more'}: pip install 'flrepo[{extra}]'"
+        ) from None
+    cls: type[LocalModel] = getattr(module, class_name)
+    return cls

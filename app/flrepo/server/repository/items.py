@@ -198,13 +198,19 @@ async def attach(
     if not condition.holds(current, kind.id_field):
         raise _precondition_failed(kind, key, current)
     incoming = await receive()
+    named = {**current, **key, **expect}
     stored = await blobs.store(
         db,
         incoming,
         default_filename=kind.default_filename(key),
         max_bytes=max_bytes,
         owner={"collection": kind.collection, **key},
+        grid_name=kind.grid_name(named),
+        grid_fields=kind.grid_fields(named),
     )
+    if incoming.stored is not None:
+        # A finished resumable upload was written under its upload's name: it takes its item's now.
+        await rename_file(db, stored.file_id, kind.grid_name(named), kind.grid_fields(named))
     try:
         async with db.dialect.item_lock(_ident(kind, key)):
             replaced = await _switch_file(db, kind, key, stored, expect, condition)
@@ -213,6 +219,14 @@ async def attach(
         raise
     await blobs.discard_file(db.bucket, replaced)
     return stored
+
+
+async def rename_file(db: Database, file_id: Any, grid_name: str, fields: dict[str, Any]) -> bool:
+    """Give a GridFS file its aerOS name (and fields); True when its files document changed."""
+    result = await db.grid["fs.files"].update_one(
+        {"_id": blobs.parse_file_id(file_id)}, {"$set": {"filename": grid_name, **fields}}
+    )
+    return bool(result.modified_count)
 
 
 def _ident(kind: Kind, key: dict[str, Any]) -> tuple[str, ...]:

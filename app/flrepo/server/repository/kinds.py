@@ -9,6 +9,22 @@ from typing import Any
 from flrepo.server.storage.db import FILE_FIELDS, NATURAL_KEYS
 from flrepo.server.storage.errors import NotFound
 
+# aerOS 1.1.0 names each GridFS file by its item's path (`fs.put(data, filename=f'model/{name}/{version}')`
+# in application/main.py) and its readers look files up by that name (the orchestrator's
+# `fs.files.find_one({'filename': 'model/classification/base2'})`, the GUI's split of `filename` on "/").
+# flrepo writes the same names; checkpoints, which aerOS did not have, follow the same scheme.
+GRID_NAMES: dict[str, str] = {
+    "models": "model/{model_name}/{model_version}",
+    "results": "weights/{model_name}/{model_version}/{configuration_id}",
+    "strategies": "strategy/{strategy_name}",
+    "transformations": "transformation/{id}",
+    "checkpoints": "checkpoint/{task_id}/{round}",
+}
+# A finished resumable upload's file until its target takes it (then it is renamed to the target's name).
+UPLOAD_GRID_NAME = "upload/{upload_id}"
+# GridFS names of files only flrepo has (aerOS's `/models/available` never listed such files).
+OWN_GRID_PREFIXES = ("checkpoint/", "upload/")
+
 
 @dataclass(frozen=True)
 class Kind:
@@ -40,6 +56,18 @@ class Kind:
 
     def not_found(self, key: dict[str, Any]) -> NotFound:
         return NotFound(f"{self.describe(key)} not found")
+
+    def grid_name(self, doc: dict[str, Any]) -> str:
+        """The GridFS file name of the item `doc` describes, as aerOS writes it."""
+        pattern = GRID_NAMES.get(self.collection) or self.collection + "/" + "/".join(f"{{{k}}}" for k in self.keys)
+        # Values formatted as aerOS's f-strings format them (a null configuration id reads "None").
+        return pattern.format_map({name: doc.get(name) for name in (*self.keys, "configuration_id")})
+
+    def grid_fields(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Fields aerOS adds to the GridFS files document beside the name: weights carry their `training_id`."""
+        if self.collection == "results":
+            return {"training_id": str(doc.get("training_id"))}
+        return {}
 
     def default_filename(self, key: dict[str, Any]) -> str:
         return "_".join(str(key.get(k)) for k in self.keys) + ".bin"

@@ -11,6 +11,10 @@ once, so legacy files get an `ETag`, integrity checks and a place in "newest fir
   replaced meanwhile already carries all these fields.
 - Nothing is deleted and user data is never changed. A GridFS id stored as an ObjectId is rewritten as
   its text, as aerOS and the service store it. The file's own `fs.files` document gets its sha256 too.
+- Every stored file gets aerOS's GridFS name (`model/{name}/{version}`, `weights/...` with its
+  `training_id`, ...; kinds.GRID_NAMES): earlier flrepo versions named it after the uploaded file, and
+  readers of the GridFS such as aerOS's orchestrator look files up by path. Only the `fs.files` document's
+  name (and a weights file's `training_id`) changes; the uploaded file's name stays on the item.
 - Natural keys held by more than one document (aerOS had no unique index) are reported: the service
   cannot build its unique index on that collection until they are resolved by hand.
 """
@@ -27,7 +31,7 @@ from typing import Any
 
 from bson import ObjectId
 
-from flrepo.server.repository.kinds import COLLECTORS, MODELS, RESULTS, STRATEGIES, TRANSFORMATIONS, Kind
+from flrepo.server.repository.kinds import CHECKPOINTS, COLLECTORS, MODELS, RESULTS, STRATEGIES, TRANSFORMATIONS, Kind
 from flrepo.server.storage import blobs
 from flrepo.server.storage.db import Database
 
@@ -35,6 +39,11 @@ log = logging.getLogger(__name__)
 
 # The collections aerOS 1.1.0 wrote (tasks are the service's own and always complete).
 LEGACY_KINDS: tuple[Kind, ...] = (MODELS, RESULTS, STRATEGIES, TRANSFORMATIONS, COLLECTORS)
+
+# The kinds whose items have a file, each to be named as aerOS names it.
+FILE_KINDS: tuple[Kind, ...] = (MODELS, RESULTS, STRATEGIES, TRANSFORMATIONS, CHECKPOINTS)
+# Files looked up at a time while checking their names.
+NAME_BATCH = 500
 
 # Called after each item: (items done, items to do, what was done to the item).
 Progress = Callable[[int, int, str], None]
@@ -49,6 +58,7 @@ class MigrateReport:
     bytes_hashed: int = 0
     timestamps_added: int = 0
     ids_rewritten: int = 0
+    files_renamed: int = 0  # GridFS files given their aerOS name
     changed_meanwhile: int = 0  # replaced or deleted while being migrated: left to their new state
     missing_files: list[str] = field(default_factory=list)  # items pointing at a file that does not exist
     damaged_files: list[str] = field(default_factory=list)  # files whose chunks do not add up to their length
@@ -61,7 +71,8 @@ class MigrateReport:
     def summary(self) -> str:
         lines = [
             f"{self.items} items needed migrating: {self.files_hashed} files hashed ({self.bytes_hashed} bytes), "
-            f"{self.timestamps_added} given timestamps, {self.ids_rewritten} file ids rewritten as text"
+            f"{self.timestamps_added} given timestamps, {self.ids_rewritten} file ids rewritten as text, "
+            f"{self.files_renamed} GridFS files given their aerOS names"
             + (f", {self.changed_meanwhile} changed meanwhile (left as they are)" if self.changed_meanwhile else "")
         ]
         lines += [f"missing file: {item}" for item in self.missing_files]
@@ -146,6 +157,45 @@ async def _migrate_item(db: Database, kind: Kind, doc: dict[str, Any], report: M
     return ", ".join([*done, "timestamps added"] if "created_at" in updates else done) or "updated"
 
 
+def _naming(kind: Kind, doc: dict[str, Any], file_doc: dict[str, Any]) -> dict[str, Any]:
+    """What gives `file_doc` its aerOS name and fields; empty when it has them."""
+    wanted, name = kind.grid_name(doc), file_doc.get("filename")
+    changes: dict[str, Any] = {}
+    # aerOS named weights by the configuration in the upload's path, whatever the result said: kept.
+    aeros_weights = f"weights/{doc.get('model_name')}/{doc.get('model_version')}/"
+    if name != wanted and not (kind is RESULTS and isinstance(name, str) and name.startswith(aeros_weights)):
+        changes["filename"] = wanted
+    changes.update({k: v for k, v in kind.grid_fields(doc).items() if file_doc.get(k) != v})
+    return changes
+
+
+async def _misnamed(db: Database, kind: Kind) -> list[tuple[str, Any, dict[str, Any]]]:
+    """(item, file id, changes) for each file of `kind` whose GridFS name is not aerOS's."""
+    fields = dict.fromkeys((*kind.keys, "configuration_id", kind.id_field), 1)
+    docs = await db.collection(kind.collection).find({kind.id_field: {"$ne": None}}, fields).to_list()
+    found: list[tuple[str, Any, dict[str, Any]]] = []
+    for start in range(0, len(docs), NAME_BATCH):
+        batch = docs[start : start + NAME_BATCH]
+        ids = [blobs.parse_file_id(doc[kind.id_field]) for doc in batch]
+        cursor = db.grid["fs.files"].find({"_id": {"$in": ids}}, {"filename": 1, "training_id": 1})
+        files = {file_doc["_id"]: file_doc async for file_doc in cursor}
+        for doc, file_id in zip(batch, ids, strict=True):
+            changes = _naming(kind, doc, files[file_id]) if file_id in files else {}
+            if changes:
+                found.append((kind.describe(doc), file_id, changes))
+    return found
+
+
+async def name_files(db: Database, report: MigrateReport, progress: Progress | None = None) -> None:
+    """Give every item's GridFS file aerOS's name (see the module's docstring)."""
+    todo = [entry for kind in FILE_KINDS for entry in await _misnamed(db, kind)]
+    for number, (label, file_id, changes) in enumerate(todo, start=1):
+        result = await db.grid["fs.files"].update_one({"_id": file_id}, {"$set": changes})
+        report.files_renamed += int(bool(result.modified_count))
+        if progress is not None:
+            progress(number, len(todo), f"{label}: GridFS file named {changes.get('filename', 'as before')}")
+
+
 async def duplicate_keys(db: Database, kind: Kind) -> list[str]:
     """Natural keys of `kind` held by more than one document."""
     group = {"_id": {k: f"${k}" for k in kind.keys}, "count": {"$sum": 1}}
@@ -173,5 +223,6 @@ async def migrate(db: Database, progress: Progress | None = None) -> MigrateRepo
         log.debug("migrate %d/%d %s: %s", number, len(todo), kind.describe(doc or {}), what)
         if progress is not None:
             progress(number, len(todo), f"{kind.describe(doc or {})}: {what}")
+    await name_files(db, report, progress)
     log.info("migration done: %s", report.summary().splitlines()[0])
     return report

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from flrepo.names import safe_filename
 from flrepo.server.repository import items
-from flrepo.server.repository.items import Page
-from flrepo.server.repository.kinds import MODELS, RESULTS
+from flrepo.server.repository.items import NO_ID, Page
+from flrepo.server.repository.kinds import MODELS, OWN_GRID_PREFIXES, RESULTS
 from flrepo.server.storage import blobs
 from flrepo.server.storage.db import Database
 
@@ -35,6 +36,60 @@ async def page(db: Database, *, trained: bool | None, limit: int, offset: int) -
         elif pairs:
             query = {"$nor": pairs}
     return await items.page(db, MODELS, query=query, limit=limit, offset=offset)
+
+
+async def available_files_json(db: Database) -> AsyncIterator[bytes]:
+    """aerOS 1.1.0's `GET /models/available` body, to stream: `fs.files.find({}, {'_id': 0}).sort('uploadDate', 1)`
+    as FastAPI 0.83 encoded it (`jsonable_encoder`, then `json.dumps` with Starlette 0.19's options).
+
+    Files only flrepo has (checkpoints, unattached uploads; kinds.OWN_GRID_PREFIXES) are left out: aerOS
+    never had them, and its GUI would list them as models. The first document is read here, so a
+    database error is an error answer rather than a cut-off body.
+    """
+    cursor = db.grid["fs.files"].find({}, NO_ID).sort([("uploadDate", 1), ("_id", 1)])
+    try:
+        first: dict[str, Any] | None = await cursor.next()
+    except StopAsyncIteration:
+        first = None
+    return _json_array(first, cursor)
+
+
+async def _json_array(first: dict[str, Any] | None, rest: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    yield b"["
+    separator = b""
+    if first is not None:
+        async for file_doc in _after(first, rest):
+            name = file_doc.get("filename")
+            if not (isinstance(name, str) and name.startswith(OWN_GRID_PREFIXES)):
+                yield separator + aeros_json(file_doc)
+                separator = b","
+    yield b"]"
+
+
+async def _after(first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    yield first
+    async for doc in rest:
+        yield doc
+
+
+async def newest_file_json(db: Database, filename: str) -> bytes:
+    """aerOS's `/models/download/shell` body: `[newest files document named filename]` without `_id`, or `[]`."""
+    cursor = db.grid["fs.files"].find({"filename": filename}, NO_ID).sort([("uploadDate", -1)]).limit(1)
+    return aeros_json(await cursor.to_list())
+
+
+def aeros_json(value: Any) -> bytes:
+    """`value` as aerOS's FastAPI 0.83 answered it: no spaces, non-ASCII kept, datetimes in ISO format
+    without a zone (aerOS's pymongo client returned naive UTC times)."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_aeros_value).encode()
+
+
+def _aeros_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return (value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value).isoformat()
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return str(value)  # an ObjectId in a hand-written document (aerOS answered 500)
 
 
 async def page_available(db: Database, *, limit: int, offset: int) -> Page:

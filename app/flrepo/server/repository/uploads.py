@@ -30,6 +30,7 @@ from typing import Any
 
 from bson import ObjectId
 
+from flrepo.server.repository.kinds import UPLOAD_GRID_NAME
 from flrepo.server.storage import blobs
 from flrepo.server.storage import gridfs as gridio
 from flrepo.server.storage.blobs import StoredFile
@@ -319,7 +320,8 @@ async def finish(db: Database, doc: dict[str, Any]) -> StoredFile:
         doc[UPLOAD_FILE_FIELD],
         length,
         int(doc["chunk_size"]),
-        filename,
+        # Renamed to its target's aerOS name when attached (repository.items.attach).
+        UPLOAD_GRID_NAME.format(upload_id=doc["_id"]),
         metadata={"content_type": doc["content_type"], "owner": {"upload": doc["_id"], "target": doc["target"]}},
         sha256=digest,
     )

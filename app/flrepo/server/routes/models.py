@@ -6,6 +6,7 @@ from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from flrepo.schemas import ModelIn, ModelMeta, ModelOut
 from flrepo.schemas.identifiers import Identifier
@@ -139,8 +140,52 @@ async def delete_model(model_name: Name, model_version: Version, db: DB) -> Resp
     return Response(status_code=204)
 
 
-@router.get("/models/available", response_model=list[ModelOut], responses=problems())
-async def available_models(db: DB, page: Page, response: Response) -> list[dict[str, Any]]:
+@router.get(
+    "/models/available",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The GridFS file documents, oldest upload first, without `_id`",
+            "content": {"application/json": {"schema": {"type": "array", "items": {"type": "object"}}}},
+        },
+        **problems(),
+    },
+)
+async def available_files(db: DB) -> StreamingResponse:
+    """What aerOS 1.1.0 answers here (its GUI lists trained weights from it): the GridFS file document
+    of every stored model, weights, strategy and transformation file (`filename` such as
+    `weights/{name}/{version}/{configuration_id}`, `training_id`, `length`, `uploadDate`, ...), oldest
+    upload first, encoded as aerOS encoded them. Models with a file, as model documents: `/models/with-files`."""
+    return StreamingResponse(await models.available_files_json(db), media_type="application/json")
+
+
+@router.get(
+    "/models/download/shell/{model_name}/{model_version}/{configuration_id}",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "A list with the newest GridFS file document of those weights, or an empty list",
+            "content": {"application/json": {"schema": {"type": "array", "items": {"type": "object"}}}},
+        },
+        **problems(),
+    },
+)
+async def shell_weights(
+    model_name: Annotated[str, Path(max_length=255)],
+    model_version: Annotated[str, Path(max_length=255)],
+    configuration_id: Annotated[str, Path(max_length=255)],
+    db: DB,
+) -> Response:
+    """What aerOS's GUI asks when it downloads a configuration's trained weights (fl-api `modelShell`):
+    the newest GridFS file document named `weights/{model_name}/{model_version}/{configuration_id}`, as
+    aerOS's `/models/download/shell/{filename}` answers it for that name (aerOS itself has no
+    three-segment route and answers this call 404)."""
+    body = await models.newest_file_json(db, f"weights/{model_name}/{model_version}/{configuration_id}")
+    return Response(body, media_type="application/json")
+
+
+@router.get("/models/with-files", response_model=list[ModelOut], responses=problems())
+async def models_with_files(db: DB, page: Page, response: Response) -> list[dict[str, Any]]:
     """Models that have a file, newest upload first."""
     return listed(response, await models.page_available(db, limit=page.limit, offset=page.offset))
 

@@ -104,10 +104,11 @@ async def upload_weights(
         **FILE_RESPONSE,
         200: {
             **FILE_RESPONSE[200],
-            "description": "The weights, streamed; with `encoding=base64` a JSON string of base64 text",
+            "description": "aerOS 1.1.0's body, the weights as base64 text; the weights themselves, streamed, "
+            "with `encoding=raw` or `Accept: application/octet-stream`",
             "content": {
+                "text/plain": {"schema": {"type": "string", "contentEncoding": "base64"}},
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-                "application/json": {"schema": {"type": "string", "contentEncoding": "base64"}},
             },
         },
         **problems(404, 416),
@@ -125,31 +126,45 @@ async def download_weights(
     request: Request,
     db: DB,
     encoding: Annotated[
-        Literal["binary", "base64"] | None,
-        Query(description="`base64`: the aerOS 1.1.0 body, a JSON string of base64 text, for legacy readers."),
+        Literal["raw", "binary", "base64"] | None,
+        Query(
+            description="`raw` (or `binary`): the weights as stored, with ETag and Range; "
+            "`base64` (the default, as aerOS 1.1.0 answers and its GUI decodes): base64 text."
+        ),
     ] = None,
 ) -> Response:
-    """The final weights, streamed as `application/octet-stream`."""
+    """The final weights: base64 text as aerOS 1.1.0 answers, or the file itself when asked."""
     view = await items.open_file(db, RESULTS, _key(model_name, model_version, training_id))
-    if encoding != "base64":
+    if wants_raw(encoding, request.headers.get("accept")):
         return file_response(request, view)
-    length = 2 + 4 * -(-view.size // 3)
+    length = 4 * -(-view.size // 3)
     return StreamingResponse(
-        _base64_json(view.read()), media_type="application/json", headers={"Content-Length": str(length)}
+        _base64(view.read()), media_type=BASE64_TYPE, headers={"Content-Length": str(length), "Vary": "Accept"}
     )
 
 
-async def _base64_json(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    # A JSON string: `response.json()` gives the base64 text, and b64decode(response.content)
-    # works too because the decoder skips the quotes.
-    yield b'"'
+# aerOS sent no Content-Type with its base64 body; plain ASCII text is what it is.
+BASE64_TYPE = "text/plain; charset=us-ascii"
+
+
+def wants_raw(encoding: str | None, accept: str | None) -> bool:
+    """The file itself, rather than aerOS's base64 body: asked by `encoding`, or by an Accept header
+    naming application/octet-stream (and not only as `*/*`, which every HTTP client sends)."""
+    if encoding is not None:
+        return encoding != "base64"
+    types = [part.split(";", 1)[0].strip().lower() for part in (accept or "").split(",")]
+    return "application/octet-stream" in types
+
+
+async def _base64(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """`base64.b64encode(weights)`, aerOS's body, a chunk at a time (cut at multiples of 3 bytes)."""
     carry = b""
     async for chunk in chunks:
         data = carry + chunk
         cut = len(data) - len(data) % 3
         carry = data[cut:]
         yield base64.b64encode(data[:cut])
-    yield base64.b64encode(carry) + b'"'
+    yield base64.b64encode(carry)
 
 
 @router.delete("/training-results/{model_name}/{model_version}/{training_id}", status_code=204, responses=problems(404))

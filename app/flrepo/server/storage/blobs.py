@@ -67,17 +67,21 @@ async def store(
     default_filename: str,
     max_bytes: int,
     owner: dict[str, Any],
+    grid_name: str | None = None,
+    grid_fields: dict[str, Any] | None = None,
 ) -> StoredFile:
     """Stream `incoming` into a new GridFS file; nothing is left behind if it fails or is too large.
 
     The files document is written last, so until then a crashed upload leaves just orphan
-    chunks that no document points to (the sweep removes them).
+    chunks that no document points to (the sweep removes them). The GridFS file is named `grid_name`
+    (aerOS's path-like name) with `grid_fields` beside it; the uploaded file's own name is the
+    returned `filename`, which the item keeps.
     """
     if incoming.stored is not None:
         return incoming.stored
     filename = incoming.filename or default_filename
     writer = GridWriter(
-        db.grid, filename, db.chunk_bytes, metadata={"content_type": incoming.content_type, "owner": owner}
+        db.grid, grid_name or filename, db.chunk_bytes, metadata={"content_type": incoming.content_type, "owner": owner}
     )
     digest = hashlib.sha256()
     crc = 0
@@ -89,7 +93,7 @@ async def store(
             crc = zlib.crc32(chunk, crc)
             await writer.write(chunk)
         sha = digest.hexdigest()
-        await writer.close(sha256=sha)
+        await writer.close(sha256=sha, **(grid_fields or {}))
     except BaseException:
         await _abort(writer)
         raise
