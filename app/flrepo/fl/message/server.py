@@ -25,6 +25,7 @@ from flwr.serverapp.strategy import Strategy
 from flrepo.client import RepositoryClient
 from flrepo.fl import pinning, strategy_setup
 from flrepo.fl.collector import fail
+from flrepo.fl.message import fast_grid
 from flrepo.fl.publishing import Written, finish
 from flrepo.fl.reporting import ParticipantWait, RoundReporter
 from flrepo.fl.task_model import fetch_model, training_settings
@@ -148,7 +149,8 @@ def run_task(grid: Grid, run_config: dict[str, Any]) -> None:
                 # Counted from when the collector started serving, as on the legacy runtime.
                 since = time.monotonic() - max(0.0, time.time() - float(run_config.get("serving-since") or time.time()))
                 needed = int(getattr(strategy, "min_available_nodes", 1) or 1)
-                nodes = BoundedGrid(grid, ParticipantWait(needed, float(task["participants_timeout"]), since))
+                wait = ParticipantWait(needed, float(task["participants_timeout"]), since)
+                nodes = BoundedGrid(fast_grid.wrap(grid), wait, poll=fast_grid.MAX_PULL_S)
                 reporter = RoundReporter(repo, task_id, round_offset=done)
                 hooks = Reporting(strategy, reporter, grid)
                 remaining = int(task["rounds"]) - done
