@@ -31,7 +31,7 @@ from bench.federated import local_exec, wait_listening
 from flrepo.server.embedded import api_server, free_port
 
 RUN_TIMEOUT_S = 3600.0
-METRIC = re.compile(r"^(flrepo_http_[a-z_]+)\{([^}]*)\} ([0-9.e+-]+)$")
+METRIC = re.compile(r"^(flrepo_http_[a-z_]+)\{(.*)\} ([0-9.e+-]+)$")  # routes hold braces too
 
 
 @dataclass
