@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 # The sleeps Flower 1.42 hard-codes in start_client_internal, and what they become.
 IDLE_SLEEP = 3  # no message pulled
 REPLY_SLEEP = 0.5  # waiting for the ClientApp's reply (or its objects)
-IDLE = (0.02, 1.5, 0.5)  # first, factor, cap (seconds)
+IDLE = (0.02, 1.4, 0.3)  # first, factor, cap (seconds): at most ~3 pulls a second per idle site
 REPLY = (0.005, 1.3, 0.05)
 
 
