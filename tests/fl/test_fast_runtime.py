@@ -14,14 +14,14 @@ import pytest
 
 pytest.importorskip("flwr")
 
-from flwr.app import Message, Metadata, RecordDict  # noqa: E402
-from flwr.app.message import make_message  # noqa: E402
-from flwr.serverapp import Grid  # noqa: E402
-from flwr.supercore.constant import TaskType  # noqa: E402
-from flwr.supercore.superexec.executor import ExecutionSpec, LaunchResultStatus  # noqa: E402
+from flwr.app import Message, Metadata, RecordDict
+from flwr.app.message import make_message
+from flwr.serverapp import Grid
+from flwr.supercore.constant import TaskType
+from flwr.supercore.superexec.executor import ExecutionSpec, LaunchResultStatus
 
-from flrepo.fl.message import executor, fast_grid, supernode  # noqa: E402
-from flrepo.fl.message.polling import Backoff  # noqa: E402
+from flrepo.fl.message import executor, fast_grid, supernode
+from flrepo.fl.message.polling import Backoff
 
 WAIT_S = 120.0  # upper bound for events on a busy two-core machine
 

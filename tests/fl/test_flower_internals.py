@@ -91,10 +91,9 @@ def test_supernode_and_superlink_take_process_isolation_with_a_superexec_secret(
     from flwr.supernode.cli.flower_supernode import _parse_args_run_supernode
 
     secret = tmp_path / "secret"
-    args = _parse_args_run_supernode().parse_args(
-        ["--superlink", "127.0.0.1:1", "--insecure", "--isolation", "subprocess", "--host", "127.0.0.1"]
-        + ["--port", "9094", "--isolation", "process", "--superexec-auth-secret-file", str(secret)]
-    )
+    ours = ["--isolation", "process", "--superexec-auth-secret-file", str(secret)]  # appended by the launcher
+    given = ["--superlink", "127.0.0.1:1", "--insecure", "--isolation", "subprocess", "--host", "127.0.0.1"]
+    args = _parse_args_run_supernode().parse_args([*given, "--port", "9094", *ours])
     assert (args.isolation, args.superexec_auth_secret_file, args.host, args.port) == (
         "process",
         str(secret),
@@ -107,6 +106,9 @@ def test_supernode_and_superlink_take_process_isolation_with_a_superexec_secret(
     options = {option for action in parser._actions for option in action.option_strings}
     assert {"--isolation", "--superexec-auth-secret-file", "--port"} <= options
     assert "superexec_process" in inspect.getsource(SuperLinkLifespan.shutdown)
+    # flrepo.fl.message.superlink passes `--isolation process`: Flower then starts no SuperExec of
+    # its own (flrepo's runs the ServerApp), and the Runtime API checks the SuperExec secret.
+    assert "ISOLATION_MODE_SUBPROCESS" in inspect.getsource(SuperLinkLifespan._start_superexec_if_needed)
 
 
 def test_grid_keeps_the_public_methods_fast_grid_uses():
