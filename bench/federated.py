@@ -44,7 +44,7 @@ def federated(
         initial = register_model(repo, "digits", "v1", FRAMEWORK, tmp)
         env = fl_env(url, trusted)
         env_bare = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "GRPC_VERBOSITY": "ERROR"}
-        bare = [sys.executable, "-m", "flrepo.fl.bare"]
+        bare = [sys.executable, "-m", "flrepo.fl.examples.bare"]
         data = [f"digits:{k}/{clients}" for k in range(1, clients + 1)]
         for i in range(repeats):
             loads.append(os.getloadavg()[0])

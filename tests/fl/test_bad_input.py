@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from flrepo.fl.demo import digits_task
-from flrepo.fl.digits_models import write_initial
+from flrepo.fl.examples.digits_models import write_initial
 from tests.helpers import last_condition, logs_of
 
 

@@ -55,6 +55,9 @@ def test_seed_is_idempotent_and_loads_in_a_fresh_process(live_server):
     repo = RepositoryClient(live_server.url, keyring=KEYS)
     first = seed(repo)
     assert len(first["added"]) == len(STRATEGIES) + len(MESSAGE_STRATEGIES) + 3 and first["kept"] == []
+    # A new user sees the Message-API strategies first; the legacy ones follow, for aerOS.
+    assert first["added"][: len(MESSAGE_STRATEGIES)] == [f"strategy {name}" for name in MESSAGE_STRATEGIES]
+    assert first["added"][len(MESSAGE_STRATEGIES)] == f"strategy {next(iter(STRATEGIES))}"
     second = seed(repo)
     assert second["added"] == [] and len(second["kept"]) == len(first["added"])
     meta = repo.get_strategy("fedprox").meta

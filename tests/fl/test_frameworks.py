@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flrepo.fl.data import held_out
-from flrepo.fl.digits_models import write_initial
+from flrepo.fl.examples.data import held_out
+from flrepo.fl.examples.digits_models import write_initial
 from flrepo.fl.frameworks import ModelError, Training, file_format, library_name, open_model
 
 FRAMEWORKS = ["numpy", "pytorch", "keras", "keras-h5"]

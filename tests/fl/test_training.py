@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from flrepo.client import calls
-from flrepo.fl.data import held_out, partition
 from flrepo.fl.demo import digits_task, held_out_accuracy, register_model, write_partitions
+from flrepo.fl.examples.data import held_out, partition
 from flrepo.fl.weights import from_npz
 from tests.helpers import last_condition, logs_of, run_training
 
@@ -101,6 +101,16 @@ def test_a_legacy_h5_keras_model_trains(fl, tmp_path):
     assert trained.read_bytes()[:2] == b"PK"  # published as a .keras archive
 
 
+def _flower_lines_once(logs):
+    """Flower's log lines appear once, through flrepo's handler (its own console handler, which
+    also printed each, is gone), in the legacy collector's log and in its local executions'."""
+    collector = (logs / "collector.log").read_text(errors="replace")
+    assert collector.count("[ROUND 1]") == 1, collector[-3000:]
+    for site in sorted(logs.glob("local-exec-*.log")):
+        replies = [line for line in site.read_text(errors="replace").splitlines() if "Sent reply" in line]
+        assert replies and all(line.startswith("20") for line in replies), replies  # flrepo's format: time first
+
+
 @pytest.mark.parametrize("strategy", ["fedavg", "fedprox", "fedmedian"])
 def test_numpy_training_with_catalogue_strategies(fl, tmp_path, strategy):
     initial_file = register_model(fl.repo, "digits", "v1", "numpy", tmp_path)
@@ -114,6 +124,7 @@ def test_numpy_training_with_catalogue_strategies(fl, tmp_path, strategy):
     assert sorted(p["samples"] for p in task["participants"]) == expected
     settings = task["strategy_settings"]
     assert settings["min_available_clients"] == {"value": 2, "source": "task min_participants"}
+    _flower_lines_once(fl.logs)
     assert settings["initial_parameters"]["source"] == "model file"
     trained = tmp_path / "trained.npz"
     fl.repo.download_model("digits", "v1-" + task["task_id"], trained)

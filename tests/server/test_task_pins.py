@@ -41,7 +41,9 @@ async def test_pins_cannot_be_sent_by_the_creator(client):
         "strategy": {"strategy_name": "fedavg"},
         "pins": {"model": {"sha256": "0" * 64}, "strategy": {"sha256": "0" * 64}},
     }
-    task = (await client.post("/tasks", json=plan)).json()
+    refused = await client.post("/tasks", json=plan)  # pins are the service's to record: an unknown field
+    assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body", "pins"], refused.text
+    task = (await client.post("/tasks", json={k: v for k, v in plan.items() if k != "pins"})).json()
     assert task["pins"]["strategy"]["sha256"] == sha(b"pickled strategy")
 
 

@@ -20,7 +20,7 @@ async def test_create_pending_with_defaults(client):
     assert (task["publish"], task["checkpoints_kept"], task["output_model_version"], task["best"]) == (
         "last",
         3,
-        None,
+        "v1-t1",
         None,
     )
     assert (await client.post("/tasks", json=PLAN)).status_code == 409

@@ -76,7 +76,7 @@ def _local_exec(args: argparse.Namespace) -> int:
             x, y = local_data.load(args.data, label=args.label, loader=args.data_loader)
         except local_data.DataError as exc:  # this site cannot take part: the task says why
             sys.stderr.write(f"flrepo local-exec: {exc}\n")
-            local_exec.fail_task(repo, args.task, exc)
+            local_exec.fail_site(repo, args.task, exc)
             return USAGE
         try:
             return local_exec.run(repo, args.task, site, x, y, args.allow_unsigned, seed=args.seed)

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 from flrepo.cli.collections import COLLECTIONS, Collection, Keys, key_help
 from flrepo.cli.exit_codes import OK, UsageError, WouldOverwrite, exit_code
 from flrepo.cli.options import add_global_options
-from flrepo.cli.output import emit, log_to_stderr, progress_bar
+from flrepo.cli.output import emit, error_text, log_to_stderr, progress_bar
 from flrepo.client import Conflict, NotFound, RepositoryClient, RepositoryError, SignatureError
 from flrepo.client.transfer import in_folder
 from flrepo.signing import verify_digest
@@ -188,7 +188,7 @@ def _run(
             with RepositoryClient(args.url, args.api_key or None, timeout=args.timeout) as repo:
                 action(spec, repo, args)
         except (RepositoryError, SignatureError, UsageError, WouldOverwrite, OSError, ValueError) as exc:
-            sys.stderr.write(f"flrepo {spec.command}: {exc}\n")
+            sys.stderr.write(error_text(spec.command, exc))
             return exit_code(exc)
         return OK
 

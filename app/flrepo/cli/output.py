@@ -137,3 +137,29 @@ def quiet_http_logs() -> None:
     debug = os.environ.get("FLREPO_LOG_LEVEL", "").strip().upper() == "DEBUG"
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.NOTSET if debug else logging.WARNING)
+
+
+def field_problems(detail: Any) -> list[tuple[str, str]]:
+    """(field, message) for each entry of a validation `detail` (a 422's list, or the SDK's own
+    check before sending); empty when `detail` is not such a list."""
+    if not isinstance(detail, list) or not all(isinstance(item, dict) and "msg" in item for item in detail):
+        return []
+    return [
+        (".".join(str(p) for p in item.get("loc", ()) if p != "body") or "(body)", str(item["msg"])) for item in detail
+    ]
+
+
+def error_text(command: str, exc: Exception) -> str:
+    """What a failed command writes on stderr: one line, or, for refused fields, one line per field
+    (an unknown field named with the one it probably meant)."""
+    problems = field_problems(getattr(exc, "detail", None))
+    if not problems:
+        return f"flrepo {command}: {exc}\n"
+    status = getattr(exc, "status", None)
+    head = f"the server refused the request ({status})" if status else "refused before sending"
+    request_id = getattr(exc, "request_id", None)
+    lines = [f"flrepo {command}: {head}, {len(problems)} problem(s):"]
+    lines += [f"  {where}: {message}" for where, message in problems]
+    if request_id:
+        lines.append(f"  (request id {request_id})")
+    return "\n".join(lines) + "\n"

@@ -7,17 +7,26 @@ new endpoint is one function here plus one line in each client.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from flrepo.client.errors import RepositoryError, id_suffix
+from flrepo.client.errors import Invalid, RepositoryError, describe, id_suffix
 from flrepo.schemas import ModelOut, StrategyOut, TrainingResultOut, TransformationOut
-from flrepo.schemas.tasks import CheckpointOut, RoundRecord, TaskIn, TaskOut
+from flrepo.schemas.tasks import (
+    CheckpointOut,
+    ModelRef,
+    RoundRecord,
+    StrategyRef,
+    TaskIn,
+    TaskOut,
+    TrainingConfig,
+    TransformationRef,
+)
 
 T = TypeVar("T")
 R = TypeVar("R", covariant=True)
@@ -326,10 +335,49 @@ def get_task_history(task_id: str, limit: int | None = None, offset: int = 0) ->
     return _get(f"/tasks/{seg(task_id)}/history", _page(RoundRecord), **_paging(limit, offset))
 
 
-def create_task(task: TaskIn | dict[str, Any]) -> Call[TaskOut]:
-    """Create a task (phase Pending); every referenced item must exist with its file."""
-    body = task.model_dump(mode="json", exclude_none=True) if isinstance(task, TaskIn) else task
-    return Call("POST", "/tasks", _one(TaskOut), json=body)
+def create_task(
+    task: TaskIn | Mapping[str, Any] | None = None,
+    /,
+    *,
+    task_id: str | None = None,
+    model: ModelRef | Mapping[str, Any] | None = None,
+    strategy: StrategyRef | Mapping[str, Any] | None = None,
+    strategy_conf: Mapping[str, Any] | None = None,
+    transformations: Sequence[TransformationRef | Mapping[str, Any]] | None = None,
+    rounds: int | None = None,
+    min_participants: int | None = None,
+    participants_ratio: float | None = None,
+    round_timeout: float | None = None,
+    training: TrainingConfig | Mapping[str, Any] | None = None,
+    configuration_id: str | None = None,
+    output_model_version: str | None = None,
+    publish: Literal["last", "best"] | None = None,
+    checkpoints_kept: int | None = None,
+    heartbeat_timeout: float | None = None,
+    participants_timeout: float | None = None,
+    participant_keys: Sequence[str] | None = None,
+) -> Call[TaskOut]:
+    """Create a task (phase Pending); every referenced item must exist with its file.
+
+    The plan is given as keyword arguments (None: the service's default), or as a whole (a TaskIn or
+    a dict) that keyword arguments override. It is checked before sending: an unknown field or a bad
+    value raises `Invalid` naming each field (with the field probably meant for a near miss), as the
+    server's 422 would."""
+    passed = dict(locals())  # first statement: the arguments only
+    fields = {name: value for name, value in passed.items() if name != "task" and value is not None}
+    given = task.model_dump(exclude_unset=True) if isinstance(task, TaskIn) else dict(task or {})
+    return Call("POST", "/tasks", _one(TaskOut), json=task_body({**given, **fields}))
+
+
+def task_body(plan: Mapping[str, Any]) -> dict[str, Any]:
+    """`plan` checked as the server checks it (TaskIn), as JSON; `Invalid` with the server's kind of
+    `detail` (a list of `{loc, msg, type}`) when it would be refused."""
+    try:
+        checked = TaskIn.model_validate(plan)
+    except ValidationError as exc:
+        detail = [{"type": e["type"], "loc": ["body", *e["loc"]], "msg": e["msg"]} for e in exc.errors()]
+        raise Invalid(f"POST /tasks: refused before sending: {describe(detail)}", detail=detail) from None
+    return checked.model_dump(mode="json", exclude_unset=True)
 
 
 def update_task_status(task_id: str, **fields: Any) -> Call[TaskOut]:

@@ -1,5 +1,5 @@
-"""The built-in catalogue: Flower's strategies (legacy and Message API) and flrepo's transformations,
-signed (Ed25519).
+"""The built-in catalogue: Flower's strategies (Message API first, then legacy) and flrepo's
+transformations, signed (Ed25519).
 
 Strategies are pickled instances made with their defaults (cloudpickle stores flwr classes by
 reference); the collector applies a task's `strategy_conf` and the initial weights to the loaded
@@ -113,7 +113,9 @@ def seed(repo: RepositoryClient) -> dict[str, list[str]]:
     registered without its file is completed."""
     repo.keyring.require_signing("the signed catalogue")  # checked first, so nothing is left half-seeded
     report: dict[str, list[str]] = {"added": [], "resigned": [], "kept": []}
-    for name, (class_name, _) in [*STRATEGIES.items(), *MESSAGE_STRATEGIES.items()]:
+    # The Message-API strategies first: they are what a new task should use; the legacy ones are
+    # there for aerOS tasks and clients.
+    for name, (class_name, _) in [*MESSAGE_STRATEGIES.items(), *STRATEGIES.items()]:
         state = _state(repo, "strategy", name)
         if state == "signed":
             report["kept"].append(f"strategy {name}")

@@ -19,8 +19,8 @@ from typing import Any
 
 from flrepo.client import RepositoryClient, calls
 from flrepo.fl.catalogue import seed
-from flrepo.fl.data import held_out, partition
-from flrepo.fl.digits_models import SUFFIX, TRAINING, write_initial
+from flrepo.fl.examples.data import held_out, partition
+from flrepo.fl.examples.digits_models import SUFFIX, TRAINING, write_initial
 from flrepo.fl.frameworks import open_model
 from flrepo.server.embedded import EmbeddedMongo, api_server, free_port, reap
 from flrepo.signing import Keyring, encode_key, new_key_pair

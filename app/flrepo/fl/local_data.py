@@ -28,7 +28,7 @@ def load(spec: str, *, label: str = "label", loader: str | None = None) -> Array
     if loader:
         return _from_loader(loader, spec)
     if spec.startswith("digits:"):
-        from flrepo.fl.data import parse_partition, partition
+        from flrepo.fl.examples.data import parse_partition, partition
 
         try:
             index, parts = parse_partition(spec)

@@ -15,10 +15,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from flrepo.schemas.identifiers import Identifier, SafeDict, check_keys
 from flrepo.schemas.items import FileInfo
+from flrepo.schemas.strict import StoredView, StrictBody
 
 Text = Annotated[str, StringConstraints(max_length=2000)]
 MetricValues = Annotated[dict[str, float | int | str | bool], AfterValidator(check_keys)]
@@ -94,25 +95,23 @@ Address = Annotated[str, StringConstraints(min_length=3, max_length=300), AfterV
 PemCertificates = Annotated[str, StringConstraints(max_length=64_000), AfterValidator(check_pem_certificates)]
 
 
-class ModelRef(BaseModel):
+class ModelRef(StrictBody):
     model_name: Identifier
     model_version: Identifier
 
 
-class StrategyRef(BaseModel):
+class StrategyRef(StrictBody):
     strategy_name: Identifier
 
 
-class TransformationRef(BaseModel):
+class TransformationRef(StrictBody):
     id: Identifier
     parameters: SafeDict = Field(default_factory=dict, description="Overrides of the transformation's defaults.")
 
 
-class TrainingConfig(BaseModel):
+class TrainingConfig(StrictBody):
     """What each local execution does per round. Unset values: the model's own (a compiled Keras
     model keeps its optimizer and loss) or the framework client's default. Other keys are refused."""
-
-    model_config = ConfigDict(extra="forbid")
 
     epochs: int = Field(default=1, ge=1, le=10_000)
     batch_size: int = Field(default=32, ge=1, le=1_000_000)
@@ -132,9 +131,11 @@ class StoredTrainingConfig(TrainingConfig):
     model_config = ConfigDict(extra="allow")
 
 
-class TaskIn(BaseModel):
+class TaskIn(StrictBody):
+    """A training plan. Unknown fields are refused (422, each named): a typo must not become a
+    different experiment."""
+
     model_config = ConfigDict(
-        extra="ignore",
         json_schema_extra={
             "examples": [
                 {
@@ -202,7 +203,7 @@ class TaskIn(BaseModel):
     )
 
 
-class CancelIn(BaseModel):
+class CancelIn(StrictBody):
     """Why a task is cancelled (optional)."""
 
     message: Text | None = None
@@ -224,14 +225,14 @@ class Condition(BaseModel):
     last_transition_time: datetime
 
 
-class Participant(BaseModel):
+class Participant(StrictBody):
     node_id: Annotated[str, StringConstraints(min_length=1, max_length=256)]
     samples: int = Field(default=0, ge=0)
     last_round: int = Field(default=0, ge=0)
     metrics: MetricValues = Field(default_factory=dict)
 
 
-class RoundRecord(BaseModel):
+class RoundRecord(StrictBody):
     round: int = Field(ge=1)
     loss: float | None = None
     metrics: MetricValues = Field(default_factory=dict)
@@ -240,7 +241,7 @@ class RoundRecord(BaseModel):
     duration_s: float | None = Field(default=None, ge=0)
 
 
-class ResultRef(BaseModel):
+class ResultRef(StrictBody):
     model_name: str
     model_version: str
     training_id: str
@@ -255,7 +256,7 @@ class BestRound(BaseModel):
     metrics: MetricValues = Field(default_factory=dict)
 
 
-class StatusUpdate(BaseModel):
+class StatusUpdate(StrictBody):
     """What a collector reports; every field is optional and only given ones change."""
 
     phase: Phase | None = None
@@ -309,7 +310,12 @@ class Pins(BaseModel):
     transformations: list[TransformationPin] = Field(default_factory=list)
 
 
-class TaskOut(TaskIn):
+class TaskOut(StoredView, TaskIn):
+    """A task as stored, with every setting in force (defaults included) and its live status. Fields
+    refused today but stored by an older server are left out (flrepo.schemas.strict.StoredView)."""
+
+    model_config = ConfigDict(extra="ignore")
+
     task_id: str
     pins: Pins | None = Field(default=None, description="Pinned sha256 digests (null for tasks made before pinning).")
     training: StoredTrainingConfig = Field(default_factory=StoredTrainingConfig)
@@ -336,6 +342,13 @@ class TaskOut(TaskIn):
     failed: int = 0
     created_at: datetime | None = None
     updated_at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _output_version_in_force(self) -> TaskOut:
+        # What runs is what the user sees: the version the trained model will get, not "null".
+        if self.output_model_version is None:
+            self.output_model_version = output_version(self.model_dump(include={"model", "task_id"}))
+        return self
 
 
 def to_dict(model: BaseModel) -> dict[str, Any]:
@@ -424,7 +437,7 @@ def transition(phase_now: Phase, update: StatusUpdate, stamp: datetime) -> tuple
 # --- checkpoints ----------------------------------------------------------------------------
 
 
-class CheckpointIn(BaseModel):
+class CheckpointIn(StrictBody):
     """The aggregated weights after a round (their file is uploaded separately, as .npz)."""
 
     round: int = Field(ge=1, le=10_000)
@@ -432,6 +445,8 @@ class CheckpointIn(BaseModel):
     metrics: MetricValues = Field(default_factory=dict)
 
 
-class CheckpointOut(FileInfo, CheckpointIn):
+class CheckpointOut(StoredView, FileInfo, CheckpointIn):
+    model_config = ConfigDict(extra="ignore")
+
     task_id: str
     weights_id: str | None = None

@@ -15,14 +15,15 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
+from flrepo.fl.core.reporting import numbers
+from flrepo.fl.core.trainer import SiteTrainer
 from flrepo.fl.frameworks import Training, open_model
-from flrepo.fl.local_exec import LocalExecution
 
 SITE_KEY = "flrepo-site"  # the node config entry naming the site directory
 WEIGHT_KEY = "num-examples"  # what Flower's message strategies weight by
 
 
-def save_site(client: LocalExecution, directory: Path, meta: dict[str, Any]) -> Path:
+def save_site(client: SiteTrainer, directory: Path, meta: dict[str, Any]) -> Path:
     """The prepared model, data and settings of this site, for the ClientApp processes."""
     directory.mkdir(parents=True, exist_ok=True)
     model_file = directory / f"model{client.model.suffix}"
@@ -41,7 +42,7 @@ def save_site(client: LocalExecution, directory: Path, meta: dict[str, Any]) -> 
     return directory
 
 
-def load_site(node_config: dict[str, Any]) -> LocalExecution:
+def load_site(node_config: dict[str, Any]) -> SiteTrainer:
     if SITE_KEY not in node_config:
         raise RuntimeError(f"this SuperNode has no {SITE_KEY!r} in its node config: start it with `flrepo local-exec`")
     directory = Path(str(node_config[SITE_KEY]))
@@ -49,7 +50,7 @@ def load_site(node_config: dict[str, Any]) -> LocalExecution:
     model = open_model(site["library"], directory / site["model_file"], site["meta"])
     data = np.load(directory / "data.npz")
     split = (data["x_train"], data["y_train"], data["x_val"], data["y_val"])  # stored: no second split
-    return LocalExecution.from_split(model, split, Training.from_config(site["training"]), int(site["seed"]))
+    return SiteTrainer(model, split, Training.from_config(site["training"]), int(site["seed"]))
 
 
 def fit_config(config: ConfigRecord) -> dict[str, Any]:
@@ -61,17 +62,13 @@ def fit_config(config: ConfigRecord) -> dict[str, Any]:
     return values
 
 
-def _numbers(metrics: dict[str, Any]) -> dict[str, float | int]:
-    return {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-
-
 def train_reply(message: Message, node_config: dict[str, Any]) -> Message:
     client = load_site(node_config)
     weights = message.content.array_records["arrays"].to_numpy_ndarrays()
     config = fit_config(message.content.config_records.get("config", ConfigRecord()))
     new_weights, samples, metrics = client.fit(weights, config)
     content = RecordDict(
-        {"arrays": ArrayRecord(new_weights), "metrics": MetricRecord({**_numbers(metrics), WEIGHT_KEY: samples})}
+        {"arrays": ArrayRecord(new_weights), "metrics": MetricRecord({**numbers(metrics), WEIGHT_KEY: samples})}
     )
     return Message(content, reply_to=message)
 
@@ -81,5 +78,5 @@ def evaluate_reply(message: Message, node_config: dict[str, Any]) -> Message:
     weights = message.content.array_records["arrays"].to_numpy_ndarrays()
     config = fit_config(message.content.config_records.get("config", ConfigRecord()))
     loss, samples, metrics = client.evaluate(weights, config)
-    record = MetricRecord({**_numbers(metrics), "loss": float(loss), WEIGHT_KEY: samples})
+    record = MetricRecord({**numbers(metrics), "loss": float(loss), WEIGHT_KEY: samples})
     return Message(RecordDict({"metrics": record}), reply_to=message)

@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from flrepo.client import RepositoryClient
-from flrepo.fl.collector import Serving, advertised, fail, started, stopped
-from flrepo.fl.heartbeat import Ended, Heartbeat
+from flrepo.fl.core.lifecycle import exit_code, fail, started, stopped
+from flrepo.fl.core.publishing import Written
+from flrepo.fl.core.resume import Resume, resume_round
+from flrepo.fl.core.serving import Serving, advertised
+from flrepo.fl.core.watch import Ended, Heartbeat, ended
 from flrepo.fl.message import programs
 from flrepo.fl.message.fab import task_fab
-from flrepo.fl.publishing import Resume, Written
-from flrepo.schemas.tasks import TERMINAL
 
 log = logging.getLogger(__name__)
 # Flower's ServerApp may be slow to come up (imports, the model): the SuperLink must answer first.
@@ -153,13 +154,6 @@ def _checked(serving: Serving, task: dict[str, Any]) -> None:
         raise ConfigurationError("SuperNode authentication (the task's participant_keys) needs TLS")
 
 
-def _resume_round(repo: RepositoryClient, task: dict[str, Any]) -> int:
-    if task["phase"] != "Running":
-        return 0
-    filed = [c.round for c in repo.list_checkpoints(task["task_id"]) if c.size is not None]
-    return max(filed, default=0)
-
-
 def run(repo: RepositoryClient, task: dict[str, Any], serving: Serving, allow_unsigned: bool) -> int:
     """Serve the task until its run ends: 0 when it Succeeded or was cancelled, else 1."""
     task_id = task["task_id"]
@@ -182,7 +176,7 @@ def run(repo: RepositoryClient, task: dict[str, Any], serving: Serving, allow_un
             control = Control(control_port)
             control.wait_ready(superlink, SUPERLINK_START_SECONDS)
             control.allow(keys)
-            done = _resume_round(repo, task)
+            done = resume_round(repo, task)  # the ServerApp loads its weights
             address = advertised(serving, serving.address)
             started(repo, task, None, Resume(done, []) if done else None, "message", address, serving.tls)
             if not keys:
@@ -203,7 +197,7 @@ def run(repo: RepositoryClient, task: dict[str, Any], serving: Serving, allow_un
                 len(keys),
                 run_id,
             )
-            ended: list[Ended] = []
+            ends: list[Ended] = []
             link = control
 
             def progress() -> dict[str, Any]:
@@ -212,9 +206,9 @@ def run(repo: RepositoryClient, task: dict[str, Any], serving: Serving, allow_un
                 except Exception:  # the count is a nicety; the heartbeat is what matters
                     return {}
 
-            heartbeat = Heartbeat(repo, task_id, float(task["heartbeat_timeout"]), progress, ended.append)
+            heartbeat = Heartbeat(repo, task_id, float(task["heartbeat_timeout"]), progress, ends.append)
             heartbeat.start()
-            return _until_done(repo, task, control, superlink, run_id, ended)
+            return _until_done(repo, task, control, superlink, run_id, ends)
     except Exception as exc:
         if heartbeat is not None and heartbeat.ended is not None:
             return stopped(repo, task, heartbeat.ended, Written())
@@ -236,24 +230,23 @@ def _until_done(
     control: Control,
     superlink: subprocess.Popen[bytes],
     run_id: int,
-    ended: list[Ended],
+    ends: list[Ended],
 ) -> int:
     task_id = task["task_id"]
     while True:
-        if ended and ended[0].phase == "Succeeded":  # the ServerApp's own report, seen first by the heartbeat
+        if ends and ends[0].phase == "Succeeded":  # the ServerApp's own report, seen first by the heartbeat
             return 0
-        if ended:  # cancelled, or failed by a site or by the service
+        if ends:  # cancelled, or failed by a site or by the service
             control.stop_run(run_id)
-            return stopped(repo, task, ended[0], Written())
+            return stopped(repo, task, ends[0], Written())
         if superlink.poll() is not None:
             raise SuperLinkError(f"the SuperLink exited with code {superlink.returncode} while the task ran")
         status, sub_status, details = control.run_status(run_id)
         if status == "finished":
-            now = repo.get_task(task_id)
-            if now.phase == "Succeeded":
-                return 0
-            if now.phase in TERMINAL:  # the ServerApp reported why (and removed what it wrote)
-                log.error("task %s: %s", task_id, Ended.of(now))
-                return 0 if Ended.of(now).cancelled else 1
+            end = ended(repo, task_id)
+            if end is not None:  # the ServerApp reported how (and, on failure, removed what it wrote)
+                if end.phase != "Succeeded":
+                    log.error("task %s: %s", task_id, end)
+                return exit_code(end)
             raise SuperLinkError(f"the ServerApp run ended ({sub_status}: {details or 'no details'}) without a result")
         time.sleep(1)

@@ -18,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from flrepo.client import RepositoryClient, RepositoryError
-from flrepo.fl.local_exec import RECONNECT_SECONDS, Connection, LocalExecution, Site, exit_code
+from flrepo.fl.core.discovery import Connection, Site
+from flrepo.fl.core.lifecycle import exit_code
+from flrepo.fl.core.reconnect import RECONNECT_SECONDS, stay
+from flrepo.fl.core.trainer import SiteTrainer
+from flrepo.fl.core.watch import ended
 from flrepo.fl.message import programs
 from flrepo.fl.message.client import SITE_KEY, save_site
-from flrepo.schemas.tasks import TERMINAL
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 2.0
@@ -49,7 +52,7 @@ def run(
     task: dict[str, Any],
     found: Connection,
     site: Site,
-    client: LocalExecution,
+    client: SiteTrainer,
     workdir: Path,
 ) -> int:
     """Run the SuperNode until the task ends; the exit code as for the legacy runtime."""
@@ -61,22 +64,18 @@ def run(
     meta = repo.get_model(task["model"]["model_name"], task["model"]["model_version"]).meta or {}
     site_dir = save_site(client, workdir / "site", dict(meta))
     env = programs.flower_env(workdir / "flower")
-    lost_since: float | None = None
-    while True:
+
+    def attempt() -> int | None:
         supernode = programs.start(supernode_command(found, site, workdir, site_dir), env)
         try:
             code = _watch(repo, task_id, supernode)
         finally:
             programs.stop(supernode)
-        if code is not None:
-            return code
-        # The SuperNode stopped while the task still runs (its collector gone or restarted).
-        lost_since = lost_since or time.monotonic()
-        if time.monotonic() - lost_since > RECONNECT_SECONDS:
-            log.error("task %s: no collector for %.0f s; giving up", task_id, RECONNECT_SECONDS)
-            return 1
-        log.warning("task %s: the SuperNode stopped (code %s); starting it again", task_id, supernode.returncode)
-        time.sleep(2)
+        if code is None:  # the SuperNode stopped while the task still runs (its collector gone or restarted)
+            log.warning("task %s: the SuperNode stopped (code %s)", task_id, supernode.returncode)
+        return code
+
+    return stay(repo, task_id, attempt)
 
 
 def public_key(private_key: Path) -> str:
@@ -107,14 +106,11 @@ def _watch(repo: RepositoryClient, task_id: str, supernode: subprocess.Popen[byt
     """Wait for the task's end (its exit code) or the SuperNode's (None)."""
     while True:
         try:
-            task = repo.get_task(task_id)
-            if task.phase in TERMINAL:
-                from flrepo.fl.heartbeat import Ended
-
-                ended = Ended.of(task)
-                if ended.phase != "Succeeded":
-                    log.warning("task %s ended: %s; local execution stopped", task_id, ended)
-                return exit_code(ended)
+            end = ended(repo, task_id)
+            if end is not None:
+                if end.phase != "Succeeded":
+                    log.warning("task %s ended: %s; local execution stopped", task_id, end)
+                return exit_code(end)
         except RepositoryError as exc:
             log.warning("task %s: %s", task_id, exc)
         if supernode.poll() is not None:

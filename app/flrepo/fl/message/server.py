@@ -10,7 +10,6 @@ The strategy decides everything else, as Flower's `Strategy.start` runs it.
 
 from __future__ import annotations
 
-import io
 import logging
 import tempfile
 import time
@@ -24,12 +23,12 @@ from flwr.serverapp.strategy import Strategy
 
 from flrepo.client import RepositoryClient
 from flrepo.fl import pinning, strategy_setup
-from flrepo.fl.collector import fail
+from flrepo.fl.core.lifecycle import fail
+from flrepo.fl.core.publishing import Written, finish
+from flrepo.fl.core.reporting import ParticipantWait, RoundReporter, loss_and_metrics
+from flrepo.fl.core.resume import checkpoint_weights
 from flrepo.fl.message import fast_grid
-from flrepo.fl.publishing import Written, finish
-from flrepo.fl.reporting import ParticipantWait, RoundReporter
 from flrepo.fl.task_model import fetch_model, training_settings
-from flrepo.fl.weights import from_npz
 
 log = logging.getLogger(__name__)
 WEIGHT_KEY = "num-examples"
@@ -64,12 +63,6 @@ class BoundedGrid:
 def _metrics(message: Message) -> dict[str, Any]:
     records = list(message.content.metric_records.values())
     return dict(records[0]) if records else {}
-
-
-def _loss_and_metrics(metrics: MetricRecord | None) -> tuple[float | None, dict[str, Any]]:
-    values = {k: v for k, v in dict(metrics or {}).items() if isinstance(v, int | float)}
-    loss = values.pop("loss", None)
-    return (float(loss) if loss is not None else None), values
 
 
 class Reporting:
@@ -113,18 +106,12 @@ class Reporting:
 
         def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
             if server_round > 0:
-                loss, metrics = _loss_and_metrics(self.evaluated)
+                loss, metrics = loss_and_metrics(dict(self.evaluated or {}))
                 active = len(list(self.grid.get_node_ids()))
                 self.reporter.round_done(server_round, loss, metrics, arrays.to_numpy_ndarrays(), active)
             return None
 
         return evaluate_fn
-
-
-def _checkpoint_weights(repo: RepositoryClient, task_id: str, round_: int) -> list[Any]:
-    buffer = io.BytesIO()
-    repo.download_checkpoint(task_id, round_, buffer)
-    return from_npz(buffer.getvalue())
 
 
 def run_task(grid: Grid, run_config: dict[str, Any]) -> None:
@@ -143,7 +130,7 @@ def run_task(grid: Grid, run_config: dict[str, Any]) -> None:
                 training = training_settings(task)
                 model.check(training)
                 done = int(run_config.get("resume-round", 0) or 0)
-                start = _checkpoint_weights(repo, task_id, done) if done else None
+                start = checkpoint_weights(repo, task_id, done) if done else None
                 settings, initial = strategy_setup.configure_message(strategy, task, model, start)
                 repo.update_task_status(task_id, strategy_settings=settings)
                 # Counted from when the collector started serving, as on the legacy runtime.

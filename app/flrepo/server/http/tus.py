@@ -14,6 +14,8 @@ from fastapi import HTTPException
 from fastapi.routing import APIRoute
 from starlette.types import Message, Receive, Scope, Send
 
+from flrepo.schemas.strict import unknown_field_error
+
 TUS_VERSION = "1.0.0"
 EXTENSIONS = "creation,termination,checksum,expiration"
 OFFSET_STREAM = "application/offset+octet-stream"
@@ -75,6 +77,23 @@ def parse_metadata(value: str | None) -> dict[str, bytes | None]:
         except (binascii.Error, ValueError):
             raise TusBadRequest(f"Upload-Metadata: the value of {key!r} is not base64") from None
     return found
+
+
+# The Upload-Metadata keys flrepo reads; others are refused like unknown fields of its JSON bodies
+# (a misspelt `target` or `filename` must not be dropped without a word).
+METADATA_KEYS = ("target", "filename", "filetype")
+
+
+def check_metadata_keys(metadata: dict[str, bytes | None]) -> None:
+    """422 naming every key flrepo does not read, with the key it probably meant."""
+    unknown = [key for key in metadata if key not in METADATA_KEYS]
+    if unknown:
+        errors = [unknown_field_error(key, list(METADATA_KEYS)) for key in unknown]
+        detail = [
+            {"type": e.type, "loc": ["header", "Upload-Metadata", key], "msg": e.message(), "ctx": e.context}
+            for key, e in zip(unknown, errors, strict=True)
+        ]
+        raise HTTPException(422, detail)
 
 
 def metadata_text(metadata: dict[str, bytes | None], key: str) -> str | None:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from flrepo.schemas.identifiers import Identifier
+from flrepo.schemas.strict import split_unknown
 from flrepo.schemas.tasks import CancelIn, Phase, RoundRecord, StatusUpdate, TaskIn, TaskOut
 from flrepo.server.deps import DB, Page, SettingsDep, listed, problems
 from flrepo.server.http.json_body import JsonBodyRoute
 from flrepo.server.repository import tasks
 
 router = APIRouter(tags=["tasks"], route_class=JsonBodyRoute)
+log = logging.getLogger(__name__)
 
 TaskId = Annotated[Identifier, Path(description="Task id")]
 # Round records shown with a task; all of them are paged at /tasks/{task_id}/history.
@@ -21,6 +24,27 @@ History = Annotated[
     int,
     Query(ge=0, le=10_000, description="How many of the most recent round records to include in `history`."),
 ]
+
+
+# Tasks whose stored fields were checked in this process: each stored task's unknown fields (written
+# before unknown fields were refused) are logged once, not on every read. Bounded: cleared when full.
+_checked: set[tuple[str, str]] = set()
+_CHECKED_MAX = 10_000
+
+
+def loaded(db: DB, doc: dict[str, Any]) -> dict[str, Any]:
+    """`doc` as read from the store, after logging (once per task) the fields it holds that a task no
+    longer accepts; they are left out of the answer (TaskOut), never fatal."""
+    task_id = str(doc.get("task_id"))
+    if (db.meta.name, task_id) in _checked:
+        return doc
+    if len(_checked) >= _CHECKED_MAX:
+        _checked.clear()
+    _checked.add((db.meta.name, task_id))
+    _, unknown = split_unknown(TaskOut, doc, forbid=True)
+    if unknown:
+        log.warning("task %s was stored with fields no task accepts now, ignored: %s", task_id, ", ".join(unknown))
+    return doc
 
 
 @router.post("/tasks", status_code=201, response_model=TaskOut, responses=problems(409))
@@ -39,13 +63,13 @@ async def list_tasks(
 ) -> list[dict[str, Any]]:
     """All tasks, optionally in one phase (`X-Total-Count` holds the total); round records only when asked."""
     found = await tasks.page(db, phase=phase, limit=page.limit, offset=page.offset, history=history)
-    return listed(response, found)
+    return [loaded(db, doc) for doc in listed(response, found)]
 
 
 @router.get("/tasks/{task_id}", response_model=TaskOut, responses=problems(404))
 async def get_task(task_id: TaskId, db: DB, history: History = SHOWN_ROUNDS) -> dict[str, Any]:
     """One task with its live status and its most recent round records (`history_total` counts all kept)."""
-    return await tasks.get(db, task_id, history=history)
+    return loaded(db, await tasks.get(db, task_id, history=history))
 
 
 @router.get("/tasks/{task_id}/history", response_model=list[RoundRecord], responses=problems(404))
@@ -63,7 +87,7 @@ async def update_task_status(task_id: TaskId, body: StatusUpdate, db: DB, settin
     """
     keep, limit = settings.task_history_rounds, settings.task_record_bytes
     reported = await tasks.report(db, task_id, body, keep_rounds=keep, record_bytes=limit)
-    return tasks.shown(reported, SHOWN_ROUNDS)
+    return loaded(db, tasks.shown(reported, SHOWN_ROUNDS))
 
 
 @router.post("/tasks/{task_id}/cancel", response_model=TaskOut, responses=problems(404, 409))
@@ -77,7 +101,8 @@ async def cancel_task(
     by = f"cancelled by {principal.key_id}" if principal else "cancelled"
     message = f"{by}: {body.message}" if body and body.message else by
     keep, limit = settings.task_history_rounds, settings.task_record_bytes
-    return tasks.shown(await tasks.cancel(db, task_id, message, keep_rounds=keep, record_bytes=limit), SHOWN_ROUNDS)
+    cancelled = await tasks.cancel(db, task_id, message, keep_rounds=keep, record_bytes=limit)
+    return loaded(db, tasks.shown(cancelled, SHOWN_ROUNDS))
 
 
 @router.delete("/tasks/{task_id}", status_code=204, responses=problems(404, 409))

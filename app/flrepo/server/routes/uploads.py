@@ -154,6 +154,7 @@ async def create_upload(
     if length > settings.max_upload_bytes:
         raise HTTPException(413, f"the file is larger than the {settings.max_upload_bytes}-byte limit")
     metadata = tus.parse_metadata(upload_metadata)
+    tus.check_metadata_keys(metadata)
     target = tus.metadata_text(metadata, "target")
     if not target:
         raise HTTPException(422, "Upload-Metadata must name the `target` path the file is for")

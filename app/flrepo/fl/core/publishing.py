@@ -1,7 +1,7 @@
-"""What a collector does before its first round and after its last, on either Flower runtime:
-resume after the last checkpoint, choose the weights to publish (last or best round), store the
-aerOS training result (results + .npz weights), register the trained model as a new version in
-its native format, and undo all of it when the task fails at the end."""
+"""What a collector does after its last round, on either Flower runtime: choose the weights to
+publish (last or best round), store the aerOS training result (results + .npz weights), register
+the trained model as a new version in its native format, and undo all of it when the task fails
+at the end."""
 
 from __future__ import annotations
 
@@ -12,44 +12,19 @@ from pathlib import Path
 from typing import Any
 
 from flrepo.client import Conflict, NotFound, RepositoryClient, RepositoryError
+from flrepo.fl.core.resume import checkpoint_weights
 from flrepo.fl.frameworks import LocalModel, ModelError, Weights
-from flrepo.fl.weights import from_npz, to_npz
+from flrepo.fl.weights import to_npz
 from flrepo.schemas.tasks import output_version
 
 log = logging.getLogger(__name__)
-
-
-class NotEnoughParticipants(RuntimeError):
-    """Fewer participants than the task needs joined within its participants_timeout (the class
-    name is the task's failure reason)."""
-
-
-@dataclass
-class Resume:
-    """Where a restarted collector picks up: after `round`, from those weights."""
-
-    round: int
-    weights: Weights
-
-
-def last_checkpoint(repo: RepositoryClient, task_id: str) -> Resume | None:
-    """The newest checkpoint with its file, or None."""
-    filed = [c for c in repo.list_checkpoints(task_id) if c.size is not None]
-    if not filed:
-        return None
-    newest = max(filed, key=lambda c: c.round)
-    buffer = io.BytesIO()
-    repo.download_checkpoint(task_id, newest.round, buffer)
-    return Resume(newest.round, from_npz(buffer.getvalue()))
 
 
 def published_weights(repo: RepositoryClient, task: dict[str, Any], last: Weights) -> tuple[Weights, int]:
     """The weights to publish and their round: the last round's, or the best checkpoint's."""
     best = task.get("best")
     if task.get("publish") == "best" and best:
-        buffer = io.BytesIO()
-        repo.download_checkpoint(task["task_id"], best["round"], buffer)
-        return from_npz(buffer.getvalue()), int(best["round"])
+        return checkpoint_weights(repo, task["task_id"], int(best["round"])), int(best["round"])
     return last, int(task["rounds"])
 
 

@@ -1,7 +1,7 @@
 """The same training with bare Flower and no repository: the baseline of the round-overhead benchmark.
 
-`python -m flrepo.fl.bare server ADDRESS ROUNDS CLIENTS LIBRARY MODEL_FILE` and
-`python -m flrepo.fl.bare client ADDRESS K/N LIBRARY MODEL_FILE`: the same FedAvg, initial model,
+`python -m flrepo.fl.examples.bare server ADDRESS ROUNDS CLIENTS LIBRARY MODEL_FILE` and
+`python -m flrepo.fl.examples.bare client ADDRESS K/N LIBRARY MODEL_FILE`: the same FedAvg, initial model,
 data split, scaling and framework client as a repository task, configured in code, with nothing
 reported, checkpointed or downloaded.
 """
@@ -18,10 +18,11 @@ import flwr
 from flwr.common import ndarrays_to_parameters
 from flwr.server.strategy import FedAvg
 
-from flrepo.fl.data import parse_partition, partition
-from flrepo.fl.digits_models import TRAINING
+from flrepo.fl.core.trainer import SiteTrainer
+from flrepo.fl.examples.data import parse_partition, partition
+from flrepo.fl.examples.digits_models import TRAINING
 from flrepo.fl.frameworks import Training, open_model
-from flrepo.fl.local_exec import LocalExecution
+from flrepo.fl.legacy.participant import FlowerClient
 from flrepo.fl.strategy_setup import weighted_average
 
 
@@ -46,7 +47,7 @@ def client(address: str, spec: str, library: str, model_file: str) -> None:
     index, parts = parse_partition(f"digits:{spec}")
     x, y = partition(index, parts)
     model = open_model(library, Path(model_file))
-    local = LocalExecution(model, x / 16.0, y, Training.from_config(TRAINING[library]), seed=index)
+    local = FlowerClient(SiteTrainer.split(model, x / 16.0, y, Training.from_config(TRAINING[library]), seed=index))
     flwr.client.start_client(server_address=address, client=local.to_client(), insecure=True, max_wait_time=60)
 
 

@@ -1,4 +1,5 @@
-"""Knowing when a task ends while a collector or a local execution is busy with it.
+"""Knowing when a task ends while a collector or a local execution is busy with it: the one
+home of "has the task ended" (`ended`, `ended_of`) and of the watchers built on it.
 
 The collector's `Heartbeat` reports to the task every few seconds (the service marks a Running task
 whose collector stopped reporting Failed, reason CollectorLost, after its `heartbeat_timeout`).
@@ -50,6 +51,16 @@ class Ended:
         return cls(task.phase, (last.reason or "") if last else "", (last.message or "") if last else "")
 
 
+def ended_of(task: TaskOut) -> Ended | None:
+    """How the task ended, or None while it has not."""
+    return Ended.of(task) if task.phase in TERMINAL else None
+
+
+def ended(repo: RepositoryClient, task_id: str) -> Ended | None:
+    """Whether the task has ended now, read from the repository (RepositoryError when it cannot say)."""
+    return ended_of(repo.get_task(task_id))
+
+
 def interval_for(heartbeat_timeout: float) -> float:
     """A quarter of the timeout (a few reports may be lost), at most MAX_INTERVAL seconds."""
     return max(0.5, min(MAX_INTERVAL, heartbeat_timeout / 4))
@@ -82,8 +93,9 @@ class _Watcher(threading.Thread):
             except RepositoryError as exc:  # the service may be briefly away; the next try may pass
                 log.warning("task %s: %s", self.task_id, exc)
                 continue
-            if task is not None and task.phase in TERMINAL and not self.stopped.is_set():
-                self.ended = Ended.of(task)
+            end = ended_of(task) if task is not None else None
+            if end is not None and not self.stopped.is_set():
+                self.ended = end
                 level = logging.INFO if self.ended.phase == "Succeeded" else logging.WARNING
                 log.log(level, "task %s ended while this process worked on it: %s", self.task_id, self.ended)
                 self.on_end(self.ended)

@@ -1,0 +1,69 @@
+"""A local execution on Flower's legacy gRPC runtime: the site trainer as Flower's NumPyClient in
+this process, reconnected by the core's loop (flrepo.fl.core.reconnect) while the task runs."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import flwr
+import grpc
+from flwr.client import NumPyClient
+
+from flrepo.client import RepositoryClient
+from flrepo.fl.core.discovery import Connection
+from flrepo.fl.core.lifecycle import Stopped, exit_code
+from flrepo.fl.core.reconnect import stay
+from flrepo.fl.core.trainer import SiteTrainer
+from flrepo.fl.core.watch import TaskWatch
+from flrepo.fl.frameworks import Weights
+
+log = logging.getLogger(__name__)
+
+
+class FlowerClient(NumPyClient):
+    """Flower's side of one site: its calls handed to the site's trainer."""
+
+    def __init__(self, trainer: SiteTrainer) -> None:
+        self.trainer = trainer
+
+    def get_parameters(self, config: dict[str, Any]) -> Weights:
+        return self.trainer.weights()
+
+    def fit(self, parameters: Weights, config: dict[str, Any]) -> tuple[Weights, int, dict[str, Any]]:
+        return self.trainer.fit(parameters, config)
+
+    def evaluate(self, parameters: Weights, config: dict[str, Any]) -> tuple[float, int, dict[str, Any]]:
+        return self.trainer.evaluate(parameters, config)
+
+
+def run(repo: RepositoryClient, task_id: str, found: Connection, trainer: SiteTrainer) -> int:
+    """Take part until the collector ends the training; Stopped (with the exit code) when the task
+    ends without it (cancelled, failed) while Flower's client is mid-call."""
+    client = FlowerClient(trainer).to_client()
+
+    def attempt() -> int | None:
+        try:
+            flwr.client.start_client(
+                server_address=found.address,
+                client=client,
+                insecure=found.ca is None,
+                root_certificates=found.ca,
+                max_wait_time=60,
+            )
+            return 0
+        except grpc.RpcError as exc:
+            log.warning("task %s: the collector went away (%s)", task_id, exc.code() if hasattr(exc, "code") else exc)
+            return None
+
+    watch = TaskWatch(repo, task_id)
+    watch.start()
+    try:
+        return stay(repo, task_id, attempt)
+    except KeyboardInterrupt:
+        if watch.ended is None:
+            raise
+        log.warning("task %s ended: %s; local execution stopped", task_id, watch.ended)
+        raise Stopped(exit_code(watch.ended)) from None
+    finally:
+        watch.stop()
