@@ -87,6 +87,12 @@ def federated(
                     task_id = f"bench-{path}-{i}"
                     times[path].append(message_task(repo, url, task_id, rounds, clients, data, {**env, **extra}, tmp))
                     in_rounds[path].append(rounds_seconds(repo, task_id))
+            # A repeat's figures as it ends: a long run on a busy machine keeps what it measured.
+            print(
+                f"federated: repeat {i}: load {loads[-1]:.1f}, "
+                + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items() if v),
+                flush=True,
+            )
         rounds_s = [h.duration_s for h in repo.get_task(f"bench-{repeats - 1}").history if h.duration_s]
         message_rounds = (
             [h.duration_s for h in repo.get_task(f"bench-message-{repeats - 1}").history] if message else []
@@ -141,7 +147,7 @@ def message_task(
     address = f"127.0.0.1:{free_port()}"
     collector = start_collector(url, task_id, env, tmp, address, ["--tls-dir", str(tls)])
     # As the legacy path waits for its server to listen: the SuperLink is up once it is published.
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600
     while not repo.get_task(task_id).server_address:
         if time.monotonic() > deadline or collector.poll() is not None:
             raise RuntimeError(f"Message-API task {task_id}: no server address; logs in {tmp}")
@@ -157,7 +163,7 @@ def message_task(
     return time.monotonic() - started
 
 
-def wait_listening(address: str, timeout: float = 120) -> None:
+def wait_listening(address: str, timeout: float = 600) -> None:
     host, port = address.rsplit(":", 1)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
