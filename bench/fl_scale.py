@@ -144,7 +144,7 @@ def run(repo: Any, url: str, plan: Plan, rounds: int, env: dict[str, str], tmp: 
     data = [f"digits:{k}/{plan.sites}" for k in range(1, plan.sites + 1)]
     task = digits_task(plan.task_id, "fedavg", rounds, plan.sites, plan.framework)
     task |= {"model": {"model_name": f"digits-{plan.framework}", "model_version": "v1"}}
-    task |= {"round_timeout": 900, "participants_timeout": 1800}
+    task |= {"round_timeout": 900, "participants_timeout": 1800, "heartbeat_timeout": 600}
     options: list[list[str]] = [[] for _ in data]
     collector_options: list[str] = []
     if plan.runtime == "message":
@@ -247,13 +247,14 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", choices=["message", "legacy"], help="one runtime only")
     parser.add_argument("--out", type=Path, help="prepend the section to this Markdown file")
+    parser.add_argument("--workdir", type=Path, help="keep the logs here (default: a temporary directory)")
     args = parser.parse_args()
     chosen = plans([int(n) for n in args.sites.split(",")], [int(n) for n in args.torch_sites.split(",")])
     chosen = [p for p in chosen if args.only in (None, p.runtime)]
     results = []
     env_db = {"FLREPO_DB_NAME": "fl", "FLREPO_GRIDFS_DB_NAME": "fl_grid", "FLREPO_LOG_LEVEL": "WARNING"}
-    with tempfile.TemporaryDirectory() as tmp_name, EmbeddedMongo(Path(tmp_name) / "db") as mongo:
-        tmp = Path(tmp_name)
+    with tempfile.TemporaryDirectory() as tmp_name, EmbeddedMongo(Path(args.workdir or tmp_name) / "db") as mongo:
+        tmp = Path(args.workdir or tmp_name)
         with api_server(tmp, mongo.url, FLREPO_METRICS_PUBLIC="1", **env_db) as (url, _):
             keyring, trusted = publisher("bench")
             repo = RepositoryClient(url, keyring=keyring)
