@@ -135,13 +135,31 @@ def delta(before: dict[tuple[str, str], float], after: dict[tuple[str, str], flo
     return found
 
 
+def partitions(work: Path, sites: int) -> list[str]:
+    """Each site's data: digits:K/N up to 10 sites; beyond, that split leaves sites without samples
+    (it prefers one label per site), so an even round-robin share of the digits' training split."""
+    if sites <= 10:
+        return [f"digits:{k}/{sites}" for k in range(1, sites + 1)]
+    import numpy as np
+
+    from flrepo.fl.examples.data import held_out
+
+    x, y, _, _ = held_out()
+    files = []
+    for k in range(sites):
+        path = work / f"site-{k + 1}.npz"
+        np.savez(path, x=x[k::sites], y=y[k::sites])
+        files.append(str(path))
+    return files
+
+
 def run(repo: Any, url: str, plan: Plan, rounds: int, env: dict[str, str], tmp: Path) -> dict[str, Any]:
     """One training of `plan`; its figures."""
     from flrepo.fl.demo import digits_task, start_collector
 
     work = tmp / plan.task_id
     work.mkdir()
-    data = [f"digits:{k}/{plan.sites}" for k in range(1, plan.sites + 1)]
+    data = partitions(work, plan.sites)
     task = digits_task(plan.task_id, "fedavg", rounds, plan.sites, plan.framework)
     task |= {"model": {"model_name": f"digits-{plan.framework}", "model_version": "v1"}}
     task |= {"round_timeout": 900, "participants_timeout": 1800, "heartbeat_timeout": 600}
