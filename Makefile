@@ -5,11 +5,12 @@ PY := $(VENV)/bin/python
 FERRETDB := tools/bin/ferretdb
 PORT ?= 9013
 
-.PHONY: help venv ferretdb helm tusjs constraints run test lint format fuzz fuzz-nightly loadtest demo bench bench-full bench-fl bench-fl-scale bench-sdk bench-store clean
+.PHONY: help venv ferretdb helm tusjs constraints run test test-stress lint format fuzz fuzz-nightly loadtest demo bench bench-full bench-fl bench-fl-scale bench-sdk bench-store clean
 
 help:
 	@echo "make run     - the API on http://127.0.0.1:$(PORT)/docs with an embedded FerretDB (SQLite) store"
 	@echo "make test    - the test suite against a real MongoDB wire-protocol server"
+	@echo "make test-stress - the FL and CLI process tests beside two CPU burners, three times"
 	@echo "make lint    - ruff check and format check"
 	@echo "make demo    - federated training end to end (collector + 3 local executions)"
 	@echo "make fuzz    - schemathesis against the OpenAPI document (SEED=, EXAMPLES=)"
@@ -88,6 +89,11 @@ run: venv ferretdb
 
 test: venv ferretdb helm tusjs
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The process tests (FL runtime, CLI subprocesses) while two CPU burners run, three times in a row:
+# waits must depend on events, not on a quiet machine. PYTEST_ARGS narrows it (e.g. -k cancel).
+test-stress: venv ferretdb tusjs
+	$(PY) tools/stress.py --burners 2 --runs 3 -- $(PY) -m pytest -q -p no:cacheprovider tests/fl tests/cli $(PYTEST_ARGS)
 
 # Property-based fuzzing of every operation with schemathesis (seed and case count are printed).
 fuzz: venv ferretdb

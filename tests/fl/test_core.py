@@ -13,6 +13,7 @@ import pytest
 
 from flrepo.fl.core.discovery import Connection, DiscoveryTimeout, Site, discover
 from flrepo.fl.core.lifecycle import exit_code, fail, fail_site, mark_failed, started
+from flrepo.fl.core.link import IDENTITY, TaskLink
 from flrepo.fl.core.publishing import Written
 from flrepo.fl.core.reconnect import stay
 from flrepo.fl.core.resume import Resume, checkpoint_weights, resume_point, resume_round
@@ -31,7 +32,7 @@ def _task(fl, tmp_path, task_id: str, running: bool = True) -> dict:
     fl.repo.create_task(digits_task(task_id, rounds=3, clients=1))
     task = fl.repo.get_task(task_id).model_dump()
     if running:
-        started(fl.repo, task, None, None, "legacy", "127.0.0.1:9", None)
+        started(TaskLink(fl.repo, task_id), task, None, None, "legacy", "127.0.0.1:9", None)
         task = fl.repo.get_task(task_id).model_dump()
     return task
 
@@ -77,6 +78,21 @@ def test_discovery_is_bounded_and_sees_an_ended_task(fl, tmp_path):
     assert isinstance(found, Ended) and found.cancelled
 
 
+# --- the collector's line to its task ---------------------------------------------------------
+
+
+def test_the_task_link_reports_heartbeats_and_checkpoints(fl, tmp_path):
+    _task(fl, tmp_path, "link")
+    link = TaskLink(fl.repo, "link")
+    link.heartbeat(current_round=1, active=2)
+    now = fl.repo.get_task("link").model_dump(mode="json")
+    assert now["heartbeat"]["collector"] == IDENTITY and now["current_round"] == 1 and now["active"] == 2
+    link.checkpoint(1, 0.5, {"accuracy": 0.9}, [np.ones(3)])
+    assert checkpoint_weights(fl.repo, "link", 1)[0].tolist() == [1.0, 1.0, 1.0]
+    link.report(phase="Failed", reason="Test", message="done")
+    assert last_condition(fl.repo.get_task("link").model_dump(mode="json")) == ("Test", "done")
+
+
 # --- resume -------------------------------------------------------------------------------------
 
 
@@ -105,7 +121,7 @@ def test_a_task_that_starts_now_never_resumes(fl, tmp_path):
 
 def test_a_collector_failure_marks_the_task_failed_with_the_class_as_reason(fl, tmp_path):
     task = _task(fl, tmp_path, "boom")
-    assert fail(fl.repo, task, ValueError("bad weights"), Written()) == 1
+    assert fail(TaskLink(fl.repo, "boom"), task, ValueError("bad weights"), Written()) == 1
     now = fl.repo.get_task("boom").model_dump(mode="json")
     assert now["phase"] == "Failed" and last_condition(now) == ("ValueError", "bad weights")
 
@@ -121,9 +137,9 @@ def test_a_site_failure_names_the_site(fl, tmp_path):
 def test_failing_an_ended_task_leaves_it_as_it_ended(fl, tmp_path):
     task = _task(fl, tmp_path, "gone")
     fl.repo.cancel_task("gone", "enough")
-    end = mark_failed(fl.repo, "gone", ValueError("late"))
+    end = mark_failed(TaskLink(fl.repo, "gone"), ValueError("late"))
     assert end is not None and end.cancelled
-    assert fail(fl.repo, task, ValueError("late"), Written()) == 0  # cancelled: the collector exits 0
+    assert fail(TaskLink(fl.repo, "gone"), task, ValueError("late"), Written()) == 0  # cancelled: the collector exits 0
     assert last_condition(fl.repo.get_task("gone").model_dump(mode="json"))[0] == CANCELLED
 
 
@@ -151,7 +167,7 @@ def test_the_watchers_call_on_end_once_the_task_ends(fl, tmp_path, watcher):
     if watcher == "TaskWatch":
         watch: TaskWatch | Heartbeat = TaskWatch(fl.repo, "w", interval=0.1, on_end=on_end)
     else:
-        watch = Heartbeat(fl.repo, "w", heartbeat_timeout=2.0, progress=lambda: {"active": 1}, on_end=on_end)
+        watch = Heartbeat(TaskLink(fl.repo, "w"), heartbeat_timeout=2.0, progress=lambda: {"active": 1}, on_end=on_end)
     watch.start()
     try:
         if watcher == "Heartbeat":  # its reports reach the task while it runs

@@ -73,14 +73,15 @@ def test_cancel_stops_the_collector_and_its_local_executions(fl, tmp_path):
     collector = start_collector(fl.url, "stop", fl.env, fl.logs, f"127.0.0.1:{free_port()}")
     sites = [start_local_exec(fl.url, "stop", spec, fl.env, fl.logs, k) for k, spec in enumerate(data, start=1)]
     try:
-        wait_for(lambda: _phase(fl, "stop")["current_round"] >= 1, 180, "round 1\n" + logs_of(fl.logs))
-        assert _phase(fl, "stop")["active"] == 2
+        # Events, with bounds generous enough for a busy machine (the printed figures are the measure).
+        wait_for(lambda: _phase(fl, "stop")["current_round"] >= 1, 600, "round 1\n" + logs_of(fl.logs))
+        wait_for(lambda: _phase(fl, "stop")["active"] == 2, 120, "both sites connected")
         fl.repo.cancel_task("stop", "enough")
         cancelled = time.monotonic()
-        collector.wait(15)
+        collector.wait(180)
         print(f"\nmeasured: cancel -> collector exited in {time.monotonic() - cancelled:.1f} s")
         for site in sites:
-            site.wait(30)
+            site.wait(180)
         print(f"measured: cancel -> local executions exited in {time.monotonic() - cancelled:.1f} s")
     finally:
         reap([collector, *sites], terminate=True)

@@ -134,10 +134,11 @@ def test_numpy_training_with_catalogue_strategies(fl, tmp_path, strategy):
 
 def test_the_task_fails_at_once_when_a_site_cannot_use_its_data(fl, tmp_path):
     register_model(fl.repo, "digits", "v1", "numpy", tmp_path)
-    fl.repo.create_task(digits_task("t-bad", rounds=2, clients=2))
+    # "At once": long before the participants timeout, which is set far beyond the generous bound below.
+    fl.repo.create_task(digits_task("t-bad", rounds=2, clients=2, participants_timeout=3600))
     bad = tmp_path / "bad.csv"
     bad.write_text("f0,f1,target\n1,2,0\n")
-    task, code = run_training(fl, "t-bad", [write_partitions(tmp_path, 1)[0], str(bad)], timeout=60)
+    task, code = run_training(fl, "t-bad", [write_partitions(tmp_path, 1)[0], str(bad)], timeout=600)
     assert task["phase"] == "Failed" and code == 1, logs_of(fl.logs)
     reason, message = last_condition(task)
     assert reason == "DataError" and "no label column 'label'" in message and "bad.csv" in message

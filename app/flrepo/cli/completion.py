@@ -9,6 +9,7 @@ generated from the parser itself by shtab (so it cannot drift from the commands)
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 import shtab
@@ -18,19 +19,18 @@ from flrepo.cli.exit_codes import OK
 SHELLS = ("bash", "zsh", "tcsh")
 
 
-def _completion(args: argparse.Namespace) -> int:
-    from flrepo.cli.main import build_parser  # the whole tree; main imports this module
-
-    sys.stdout.write(shtab.complete(build_parser(), shell=args.shell))
+def _completion(root: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    sys.stdout.write(shtab.complete(root, shell=args.shell))
     return OK
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add `flrepo completion SHELL`."""
+def register(sub: argparse._SubParsersAction, root: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+    """Add `flrepo completion SHELL`, which completes every command of `root` (the whole tree, read when
+    the command runs, so commands added after this one are in it too)."""
     parser = sub.add_parser(
         "completion",
         help="print a shell completion script (e.g. `source <(flrepo completion bash)`)",
         description="Print a completion script for SHELL on stdout; see docs/CLI.md for where to install it.",
     )
     parser.add_argument("shell", metavar="SHELL", choices=SHELLS, help=f"one of {', '.join(SHELLS)}")
-    parser.set_defaults(func=_completion)
+    parser.set_defaults(func=functools.partial(_completion, root))

@@ -135,6 +135,12 @@ def _add_fl_options(parser: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the FL commands: collector, local-exec, seed, demo."""
+    _add_collector(sub)
+    _add_local_exec(sub)
+    _add_seed_and_demo(sub)
+
+
+def _add_collector(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     env = os.environ.get
     collector = sub.add_parser("collector", help="run a task's training collector (Flower server or SuperLink)")
     collector.add_argument("--task", required=True, help="task id")
@@ -168,6 +174,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _add_fl_options(collector)
     collector.set_defaults(func=_collector)
 
+
+def _add_local_exec(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    env = os.environ.get
     local = sub.add_parser("local-exec", help="run a local execution (Flower client or SuperNode) for a task")
     local.add_argument("--task", required=True, help="task id")
     local.add_argument(
@@ -212,11 +221,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _add_fl_options(local)
     local.set_defaults(func=_local_exec)
 
+
+def _add_seed_and_demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     seed = sub.add_parser("seed", help="upload the signed catalogue of strategies and transformations")
     _add_fl_options(seed)
     seed.set_defaults(func=_seed)
 
-    demo = sub.add_parser("demo", help="federated training end to end on an embedded store (a few seconds)")
+    demo = sub.add_parser("demo", help="federated training end to end on an embedded store (about a minute)")
     demo.add_argument("--rounds", type=int, default=5)
     demo.add_argument("--clients", type=int, default=3)
     demo.add_argument("--strategy", default="fedavg", help="a catalogue strategy, e.g. fedprox, fedmedian")

@@ -204,78 +204,97 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             spec.command, parents=[common], help=f"{spec.command} in a running repository (list, show, create, ...)"
         )
         actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+        _add_metadata_actions(actions, common, spec)
+        if spec.file_path is not None:
+            _add_upload(actions, common, spec)
+            _add_download(actions, common, spec)
 
-        listing = actions.add_parser("list", parents=[common], help=f"list {spec.command}")
-        listing.add_argument("--limit", type=int, help="most items (default: the server's cap, 1000)")
-        listing.add_argument("--offset", type=int, default=0, help="items to skip (default: 0)")
-        spec.list_options(listing)
-        listing.set_defaults(func=_run(_list, spec))
 
-        show = actions.add_parser("show", parents=[common], help=f"one {spec.noun}'s metadata")
-        _key_arguments(show, spec)
-        show.set_defaults(func=_run(_show, spec))
+def _add_metadata_actions(
+    actions: argparse._SubParsersAction,  # type: ignore[type-arg]
+    common: argparse.ArgumentParser,
+    spec: Collection,
+) -> None:
+    """list, show, create, delete (and cancel, for tasks)."""
+    listing = actions.add_parser("list", parents=[common], help=f"list {spec.command}")
+    listing.add_argument("--limit", type=int, help="most items (default: the server's cap, 1000)")
+    listing.add_argument("--offset", type=int, default=0, help="items to skip (default: 0)")
+    spec.list_options(listing)
+    listing.set_defaults(func=_run(_list, spec))
 
-        create = actions.add_parser("create", parents=[common], help=f"register a {spec.noun}")
-        if spec.command == "tasks":
-            create.add_argument(
-                "task_id", metavar="TASK_ID", nargs="?", default="-", help="task id (default: the spec's, or generated)"
-            )
-        else:
-            _key_arguments(create, spec)
-        spec.create_options(create, False)
-        create.set_defaults(func=_run(_create, spec))
+    show = actions.add_parser("show", parents=[common], help=f"one {spec.noun}'s metadata")
+    _key_arguments(show, spec)
+    show.set_defaults(func=_run(_show, spec))
 
-        delete = actions.add_parser("delete", parents=[common], help=f"delete a {spec.noun} and its file")
-        _key_arguments(delete, spec)
-        delete.set_defaults(func=_run(_delete, spec))
-
-        if spec.command == "tasks":
-            cancel = actions.add_parser(
-                "cancel", parents=[common], help="end a Pending or Running task (Failed, reason Cancelled)"
-            )
-            _key_arguments(cancel, spec)
-            cancel.add_argument("--message", help="why, recorded in the task's condition")
-            cancel.set_defaults(func=_run(_cancel, spec))
-
-        if spec.file_path is None:
-            continue
-        upload = actions.add_parser("upload", parents=[common], help=f"upload (or replace) a {spec.noun}'s file")
-        _key_arguments(upload, spec)
-        upload.add_argument("file", metavar="FILE", help="the file to upload (streamed); - reads standard input")
-        upload.add_argument("--filename", help="name recorded for the file (default: its own)")
-        if spec.command == "results":
-            upload.add_argument("--configuration-id", default="1", help="must equal the result's")
-        if spec.signed:
-            upload.add_argument(
-                "--unsigned", action="store_true", help="do not sign even if a signing key is configured"
-            )
-        upload.add_argument(
-            "--create", action="store_true", help=f"register the {spec.noun} first if it does not exist (options below)"
+    create = actions.add_parser("create", parents=[common], help=f"register a {spec.noun}")
+    if spec.command == "tasks":
+        create.add_argument(
+            "task_id", metavar="TASK_ID", nargs="?", default="-", help="task id (default: the spec's, or generated)"
         )
-        spec.create_options(upload.add_argument_group(f"with --create, for a new {spec.noun}"), True)
-        _progress(upload)
-        upload.set_defaults(func=_run(_upload, spec))
+    else:
+        _key_arguments(create, spec)
+    spec.create_options(create, False)
+    create.set_defaults(func=_run(_create, spec))
 
-        download = actions.add_parser("download", parents=[common], help=f"download a {spec.noun}'s file, verified")
-        _key_arguments(download, spec)
+    delete = actions.add_parser("delete", parents=[common], help=f"delete a {spec.noun} and its file")
+    _key_arguments(delete, spec)
+    delete.set_defaults(func=_run(_delete, spec))
+
+    if spec.command == "tasks":
+        cancel = actions.add_parser(
+            "cancel", parents=[common], help="end a Pending or Running task (Failed, reason Cancelled)"
+        )
+        _key_arguments(cancel, spec)
+        cancel.add_argument("--message", help="why, recorded in the task's condition")
+        cancel.set_defaults(func=_run(_cancel, spec))
+
+
+def _add_upload(
+    actions: argparse._SubParsersAction,  # type: ignore[type-arg]
+    common: argparse.ArgumentParser,
+    spec: Collection,
+) -> None:
+    upload = actions.add_parser("upload", parents=[common], help=f"upload (or replace) a {spec.noun}'s file")
+    _key_arguments(upload, spec)
+    upload.add_argument("file", metavar="FILE", help="the file to upload (streamed); - reads standard input")
+    upload.add_argument("--filename", help="name recorded for the file (default: its own)")
+    if spec.command == "results":
+        upload.add_argument("--configuration-id", default="1", help="must equal the result's")
+    if spec.signed:
+        upload.add_argument("--unsigned", action="store_true", help="do not sign even if a signing key is configured")
+    upload.add_argument(
+        "--create", action="store_true", help=f"register the {spec.noun} first if it does not exist (options below)"
+    )
+    spec.create_options(upload.add_argument_group(f"with --create, for a new {spec.noun}"), True)
+    _progress(upload)
+    upload.set_defaults(func=_run(_upload, spec))
+
+
+def _add_download(
+    actions: argparse._SubParsersAction,  # type: ignore[type-arg]
+    common: argparse.ArgumentParser,
+    spec: Collection,
+) -> None:
+    download = actions.add_parser("download", parents=[common], help=f"download a {spec.noun}'s file, verified")
+    _key_arguments(download, spec)
+    download.add_argument(
+        "-o", "--dest", help="file or directory (default: the recorded file name, here); - writes standard output"
+    )
+    download.add_argument("--restart", action="store_true", help="ignore a partial download and start over")
+    download.add_argument(
+        "--force", action="store_true", help="replace a different existing file (the same file is never fetched)"
+    )
+    if spec.signed:
         download.add_argument(
-            "-o", "--dest", help="file or directory (default: the recorded file name, here); - writes standard output"
+            "--allow-unsigned", action="store_true", help="keep the file even without a valid signature"
         )
-        download.add_argument("--restart", action="store_true", help="ignore a partial download and start over")
         download.add_argument(
-            "--force", action="store_true", help="replace a different existing file (the same file is never fetched)"
+            "--allow-legacy-hmac",
+            action="store_true",
+            help="migration: accept an HMAC signature made before Ed25519 (secret in FLREPO_LEGACY_HMAC_KEYS)",
         )
-        if spec.signed:
-            download.add_argument(
-                "--allow-unsigned", action="store_true", help="keep the file even without a valid signature"
-            )
-            download.add_argument(
-                "--allow-legacy-hmac",
-                action="store_true",
-                help="migration: accept an HMAC signature made before Ed25519 (secret in FLREPO_LEGACY_HMAC_KEYS)",
-            )
-        _progress(download)
-        download.set_defaults(func=_run(_download, spec))
+    _progress(download)
+    download.set_defaults(func=_run(_download, spec))
 
 
 def _key_arguments(parser: argparse.ArgumentParser, spec: Collection) -> None:

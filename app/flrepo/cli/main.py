@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     fl.register(sub)
     server.add_keys(sub)
     items.register(sub)  # models, results, strategies, transformations, tasks
-    completion.register(sub)
+    completion.register(sub, parser)
     return parser
 
 

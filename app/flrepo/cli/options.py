@@ -13,7 +13,7 @@ import argparse
 import os
 from typing import Any
 
-from flrepo.client.sync import DEFAULT_URL
+from flrepo.client.base import DEFAULT_URL
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 DEFAULTS: dict[str, Any] = {"url": None, "api_key": None, "output": "table", "timeout": 60.0, "log_level": None}
@@ -23,7 +23,7 @@ def add_global_options(parser: argparse.ArgumentParser, *, url_aliases: tuple[st
     """The global options on one level of the parser tree; `url_aliases` adds names for --url (the FL
     commands' historical --repo)."""
     group = parser.add_argument_group("global options (before or after the command)")
-    # Left unset, the SDK reads FLREPO_URL / FLREPO_API_KEY (flrepo.client.sync.client_options).
+    # Left unset, the SDK reads FLREPO_URL / FLREPO_API_KEY (flrepo.client.base.client_options).
     group.add_argument(
         "--url", *url_aliases, dest="url", default=argparse.SUPPRESS, help=f"default: FLREPO_URL, else {DEFAULT_URL}"
     )

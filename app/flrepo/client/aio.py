@@ -13,11 +13,11 @@ import httpx
 
 from flrepo.client import artifacts, calls, tus
 from flrepo.client.artifacts import Kind
+from flrepo.client.base import AsyncSender, client_options
 from flrepo.client.calls import Call, Stored
 from flrepo.client.endpoint import AsyncEndpoint, AsyncPager
 from flrepo.client.errors import RepositoryError
 from flrepo.client.retry import Attempts, Retry
-from flrepo.client.sync import client_options
 from flrepo.client.transfer import Dest, Download, Downloaded, Progress, Source, Upload, in_folder, is_folder
 from flrepo.signing import Keyring
 
@@ -47,10 +47,19 @@ class AsyncRepositoryClient:
         options = client_options(base_url, api_key, timeout)
         self.base_url: str = options["base_url"]
         self.http = httpx.AsyncClient(transport=transport, **options)
-        self.retry = retry or Retry()
+        self.sender = AsyncSender(self.http, retry or Retry(), self.base_url)
         self.keyring = keyring if keyring is not None else Keyring.from_env()
         # Files from this size on go as resumable tus uploads (flrepo.client.tus).
         self.tus_threshold = tus.threshold(tus_threshold)
+
+    @property
+    def retry(self) -> Retry:
+        """The retry policy of every request (settable)."""
+        return self.sender.retry
+
+    @retry.setter
+    def retry(self, policy: Retry) -> None:
+        self.sender.retry = policy
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -65,26 +74,8 @@ class AsyncRepositoryClient:
 
     async def send(self, call: Call[T]) -> T:
         """Send one call, repeating it per the retry policy, and read its typed result."""
-        response = await self._request(call.method, call.path, call.idempotent, params=call.params, json=call.json)
-        return calls.read(call, response)
-
-    async def _request(
-        self, method: str, path: str, idempotent: bool, upload: Upload | None = None, **kw: Any
-    ) -> httpx.Response:
-        """One request with the retry policy; an upload is read afresh for every attempt."""
-        plan = Attempts(self.retry, idempotent, self.base_url)
-        while True:
-            try:
-                content = _chunks(upload) if upload else None
-                response = await self.http.request(method, path, content=content, **kw)
-            except httpx.TransportError as exc:
-                delay = plan.after_error(exc)
-            else:
-                wait = plan.after_response(response)
-                if wait is None:
-                    return response
-                delay = wait
-            await asyncio.sleep(delay)
+        request = self.sender.request(call.method, call.path, call.idempotent, params=call.params, json=call.json)
+        return calls.read(call, await request)
 
     health = AsyncEndpoint(calls.health)
     ready = AsyncEndpoint(calls.ready)
@@ -151,10 +142,11 @@ class AsyncRepositoryClient:
     async def _put(self, path: str, upload: Upload, stat: str | None = None) -> Stored:
         """PUT the upload (tus from the threshold up); what was stored comes as in RepositoryClient._put."""
         if tus.wanted(upload, self.tus_threshold):
-            await tus.send_async(self, path, upload)
+            await tus.send_async(self.sender, path, upload)
             stored = None
         else:
-            response = await self._request("PUT", path, upload.repeatable, upload, headers=upload.headers)
+            body = lambda: _chunks(upload)  # noqa: E731 - read afresh for every attempt
+            response = await self.sender.request("PUT", path, upload.repeatable, body, headers=upload.headers)
             stored = upload.stored(response)
         if stored is not None:
             return stored

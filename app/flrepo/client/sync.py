@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import io
-import os
 import time
-from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -13,6 +11,7 @@ import httpx
 
 from flrepo.client import artifacts, calls, tus
 from flrepo.client.artifacts import Kind
+from flrepo.client.base import Sender, client_options
 from flrepo.client.calls import Call, Stored
 from flrepo.client.endpoint import SyncEndpoint, SyncPager
 from flrepo.client.errors import RepositoryError
@@ -21,16 +20,6 @@ from flrepo.client.transfer import Dest, Download, Downloaded, Progress, Source,
 from flrepo.signing import Keyring
 
 T = TypeVar("T")
-DEFAULT_URL = "http://127.0.0.1:9013"
-
-
-def client_options(base_url: str | None, api_key: str | None, timeout: float) -> dict[str, Any]:
-    """httpx options shared by both clients; FLREPO_URL / FLREPO_API_KEY fill what is not given."""
-    url = (base_url or os.environ.get("FLREPO_URL") or DEFAULT_URL).rstrip("/")
-    key = api_key if api_key is not None else os.environ.get("FLREPO_API_KEY")
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    # Connecting should be quick; reads may wait on a large file being written server-side.
-    return {"base_url": url, "headers": headers, "timeout": httpx.Timeout(timeout, connect=min(timeout, 10.0))}
 
 
 class RepositoryClient:
@@ -56,10 +45,19 @@ class RepositoryClient:
         options = client_options(base_url, api_key, timeout)
         self.base_url: str = options["base_url"]
         self.http = httpx.Client(transport=transport, **options)
-        self.retry = retry or Retry()
+        self.sender = Sender(self.http, retry or Retry(), self.base_url)
         self.keyring = keyring if keyring is not None else Keyring.from_env()
         # Files from this size on go as resumable tus uploads (flrepo.client.tus).
         self.tus_threshold = tus.threshold(tus_threshold)
+
+    @property
+    def retry(self) -> Retry:
+        """The retry policy of every request (settable)."""
+        return self.sender.retry
+
+    @retry.setter
+    def retry(self, policy: Retry) -> None:
+        self.sender.retry = policy
 
     def close(self) -> None:
         self.http.close()
@@ -74,25 +72,8 @@ class RepositoryClient:
 
     def send(self, call: Call[T]) -> T:
         """Send one call, repeating it per the retry policy, and read its typed result."""
-        response = self._request(call.method, call.path, call.idempotent, params=call.params, json=call.json)
+        response = self.sender.request(call.method, call.path, call.idempotent, params=call.params, json=call.json)
         return calls.read(call, response)
-
-    def _request(
-        self, method: str, path: str, idempotent: bool, body: Callable[[], Iterator[bytes]] | None = None, **kw: Any
-    ) -> httpx.Response:
-        """One request with the retry policy; `body` makes a fresh request body for every attempt."""
-        plan = Attempts(self.retry, idempotent, self.base_url)
-        while True:
-            try:
-                response = self.http.request(method, path, content=body() if body else None, **kw)
-            except httpx.TransportError as exc:
-                delay = plan.after_error(exc)
-            else:
-                wait = plan.after_response(response)
-                if wait is None:
-                    return response
-                delay = wait
-            time.sleep(delay)
 
     health = SyncEndpoint(calls.health)
     ready = SyncEndpoint(calls.ready)
@@ -161,10 +142,10 @@ class RepositoryClient:
         the answer's ETag, else from a HEAD of `stat` (the file's download path) or, when none is given,
         of `path` if the server answers one."""
         if tus.wanted(upload, self.tus_threshold):
-            tus.send(self, path, upload)  # completion answers no ETag: the HEAD below says what was stored
+            tus.send(self.sender, path, upload)  # completion answers no ETag: the HEAD below says what was stored
             stored = None
         else:
-            response = self._request("PUT", path, upload.repeatable, upload.chunks, headers=upload.headers)
+            response = self.sender.request("PUT", path, upload.repeatable, upload.chunks, headers=upload.headers)
             stored = upload.stored(response)
         if stored is not None:
             return stored

@@ -26,8 +26,7 @@ from flrepo.client.retry import Attempts, Retry
 from flrepo.client.transfer import Upload
 
 if TYPE_CHECKING:
-    from flrepo.client.aio import AsyncRepositoryClient
-    from flrepo.client.sync import RepositoryClient
+    from flrepo.client.base import AsyncSender, Sender
 
 THRESHOLD_ENV = "FLREPO_TUS_THRESHOLD_BYTES"
 DEFAULT_THRESHOLD = 64 * 1024 * 1024
@@ -141,10 +140,10 @@ class TusUpload:
         return self.offset >= self.size
 
 
-def send(client: RepositoryClient, target: str, upload: Upload, part_bytes: int | None = None) -> None:
+def send(client: Sender, target: str, upload: Upload, part_bytes: int | None = None) -> None:
     """Upload `upload` to the file path `target` with tus, resuming after failures (blocking)."""
     state = TusUpload(target, upload, part_bytes or PART_BYTES)
-    state.created(client._request("POST", "/uploads", False, headers=state.creation_headers()))
+    state.created(client.request("POST", "/uploads", False, headers=state.creation_headers()))
     assert state.url is not None
     while not state.done:
         plan = Attempts(client.retry, True, client.base_url)
@@ -159,13 +158,13 @@ def send(client: RepositoryClient, target: str, upload: Upload, part_bytes: int 
                     break
                 delay = _delay(plan, response, client.retry)
             time.sleep(delay)
-            state.learned(client._request("HEAD", state.url, True, headers=VERSION))
+            state.learned(client.request("HEAD", state.url, True, headers=VERSION))
 
 
-async def send_async(client: AsyncRepositoryClient, target: str, upload: Upload, part_bytes: int | None = None) -> None:
+async def send_async(client: AsyncSender, target: str, upload: Upload, part_bytes: int | None = None) -> None:
     """The same, for the async client (file reads in a worker thread)."""
     state = TusUpload(target, upload, part_bytes or PART_BYTES)
-    state.created(await client._request("POST", "/uploads", False, headers=state.creation_headers()))
+    state.created(await client.request("POST", "/uploads", False, headers=state.creation_headers()))
     assert state.url is not None
     while not state.done:
         plan = Attempts(client.retry, True, client.base_url)
@@ -180,7 +179,7 @@ async def send_async(client: AsyncRepositoryClient, target: str, upload: Upload,
                     break
                 delay = _delay(plan, response, client.retry)
             await asyncio.sleep(delay)
-            state.learned(await client._request("HEAD", state.url, True, headers=VERSION))
+            state.learned(await client.request("HEAD", state.url, True, headers=VERSION))
 
 
 def _delay(plan: Attempts, response: httpx.Response, retry: Retry) -> float:

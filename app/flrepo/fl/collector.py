@@ -22,6 +22,7 @@ import logging
 from flrepo.client import RepositoryClient
 from flrepo.fl import pinning
 from flrepo.fl.core.lifecycle import fail
+from flrepo.fl.core.link import TaskLink
 from flrepo.fl.core.publishing import Written
 from flrepo.fl.core.serving import Serving
 from flrepo.fl.flower_logs import through_flrepo_only
@@ -55,16 +56,17 @@ def run(repo: RepositoryClient, task_id: str, serving: Serving, allow_unsigned: 
         log.error("task %s is %s already; nothing to run", task_id, task["phase"])
         return 1
     name = task["strategy"]["strategy_name"]
+    link = TaskLink(repo, task_id)  # every report this collector makes to its task goes through it
     try:
         strategy = pinning.load_strategy(repo, task, allow_unsigned)  # the pinned version, signature checked
         runtime = runtime_of(strategy, name)
     except Exception as exc:
-        return fail(repo, task, exc, Written())
+        return fail(link, task, exc, Written())
     through_flrepo_only()
     if runtime == "message":
         from flrepo.fl.message.collector import run as run_message
 
-        return run_message(repo, task, serving, allow_unsigned)
+        return run_message(link, task, serving, allow_unsigned)
     from flrepo.fl.legacy.collector import run as run_legacy
 
-    return run_legacy(repo, task, strategy, serving, allow_unsigned)
+    return run_legacy(link, task, strategy, serving, allow_unsigned)

@@ -351,10 +351,6 @@ class TaskOut(StoredView, TaskIn):
         return self
 
 
-def to_dict(model: BaseModel) -> dict[str, Any]:
-    return model.model_dump(mode="python")
-
-
 def output_version(task: dict[str, Any]) -> str:
     """The version the trained model is registered under: `output_model_version`, by default
     `{model_version}-{task_id}`."""

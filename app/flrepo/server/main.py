@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from datetime import timedelta
 from typing import Any
 
@@ -86,8 +86,8 @@ TAGS = [
 ]
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or get_settings()
+def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Opens the database (indexes once it answers), runs the background jobs, closes both at the end."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -99,16 +99,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # Start anyway: /health answers, /ready says 503, and the first request that reaches
             # the database creates the indexes once it is back.
             log.warning("database not reachable at start-up (%s); will retry on demand", exc)
-        background = []
         # The sweep is nobody's request: its own handle, without the per-reply bound (deleting a large
         # chunk set may take longer than a request may wait).
         sweep_db = Database.connect(settings, bounded=False) if settings.sweep_interval_s > 0 else None
-        if sweep_db is not None:
-            grace = timedelta(seconds=settings.sweep_grace_s)
-            background.append(asyncio.create_task(sweep_forever(sweep_db, settings.sweep_interval_s, grace)))
-        if settings.task_check_interval_s > 0:
-            # Beside the sweep: fails Running tasks whose collector stopped heartbeating.
-            background.append(asyncio.create_task(watch_tasks_forever(db, settings.task_check_interval_s)))
+        background = _background_jobs(settings, db, sweep_db)
         try:
             yield
         finally:
@@ -120,22 +114,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await sweep_db.close()
             await db.close()
 
-    # FastAPIOffline serves Swagger UI and ReDoc assets from the package, not a CDN.
-    app = FastAPIOffline(
-        title="flrepo — FL Repository",
-        version=__version__,
-        description=DESCRIPTION,
-        openapi_tags=TAGS,
-        lifespan=lifespan,
-        # `/model/` → 307 to `http://{Host header}/model` built redirects from what the client sent;
-        # TrailingSlash serves such paths in place instead.
-        redirect_slashes=False,
-    )
-    app.state.settings = settings
-    app.state.keys = KeyStore.from_settings(settings.api_keys_file, settings.anonymous_role)
-    app.state.metrics = Metrics.create()
-    errors.install(app)
-    openapi.install(app)
+    return lifespan
+
+
+def _background_jobs(settings: Settings, db: Database, sweep_db: Database | None) -> list[asyncio.Task[None]]:
+    """The orphan sweep and the task watch, as settings ask."""
+    jobs = []
+    if sweep_db is not None:
+        grace = timedelta(seconds=settings.sweep_grace_s)
+        jobs.append(asyncio.create_task(sweep_forever(sweep_db, settings.sweep_interval_s, grace)))
+    if settings.task_check_interval_s > 0:
+        # Beside the sweep: fails Running tasks whose collector stopped heartbeating.
+        jobs.append(asyncio.create_task(watch_tasks_forever(db, settings.task_check_interval_s)))
+    return jobs
+
+
+def _routes(app: FastAPI, settings: Settings) -> None:
+    """Every router, behind its authorization, and /metrics."""
     for module in (models, training_results, strategies, transformations, tasks, checkpoints, collectors):
         app.include_router(module.router, dependencies=[Depends(authorize)], responses=problems(401, 403))
     # Authorized per route: OPTIONS (capabilities) is public, the rest need the role of the target's PUT.
@@ -154,6 +149,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return Response(media_type=CONTENT_TYPE_LATEST)
         return Response(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+
+def _middleware(app: FastAPI, settings: Settings) -> None:
+    """CORS when configured, then the layers every request passes (the last added runs first)."""
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -193,4 +191,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_header_bytes=settings.max_header_bytes,
     )
     app.add_middleware(TrailingSlash)  # outermost: every layer sees the path as routed
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    # FastAPIOffline serves Swagger UI and ReDoc assets from the package, not a CDN.
+    app = FastAPIOffline(
+        title="flrepo — FL Repository",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=_lifespan(settings),
+        # `/model/` → 307 to `http://{Host header}/model` built redirects from what the client sent;
+        # TrailingSlash serves such paths in place instead.
+        redirect_slashes=False,
+    )
+    app.state.settings = settings
+    app.state.keys = KeyStore.from_settings(settings.api_keys_file, settings.anonymous_role)
+    app.state.metrics = Metrics.create()
+    errors.install(app)
+    openapi.install(app)
+    _routes(app, settings)
+    _middleware(app, settings)
     return app

@@ -2,6 +2,7 @@
 carries their messages. flrepo.fl.legacy and flrepo.fl.message adapt it to Flower's legacy gRPC
 API and to its Message API; nothing here imports either of them, or Flower.
 
+- link: the collector's line to its task (every status report, heartbeat and checkpoint it writes)
 - lifecycle: the task's start (Running, with where to connect), stop, failing it (collector or
   site), the exit code
 - resume: the resume point and checkpoint loading

@@ -9,9 +9,10 @@ import socket
 from typing import Any
 
 from flrepo.client import RepositoryClient, RepositoryError
+from flrepo.fl.core.link import IDENTITY, TaskLink
 from flrepo.fl.core.publishing import Written, undo
 from flrepo.fl.core.resume import Resume
-from flrepo.fl.core.watch import IDENTITY, Ended, ended
+from flrepo.fl.core.watch import Ended, ended
 from flrepo.fl.tls import ServerTls
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ def exit_code(end: Ended) -> int:
 
 
 def started(
-    repo: RepositoryClient,
+    link: TaskLink,
     task: dict[str, Any],
     settings: dict[str, Any] | None,
     resume: Resume | None,
@@ -64,42 +65,43 @@ def started(
         )
     else:
         fields.update(reason="ServerStarted", message=how)
-    repo.update_task_status(task["task_id"], **fields)
+    link.report(**fields)
 
 
-def stopped(repo: RepositoryClient, task: dict[str, Any], end: Ended, written: Written) -> int:
+def stopped(link: TaskLink, task: dict[str, Any], end: Ended, written: Written) -> int:
     """The task ended without this collector (cancelled, failed by a site or the service): nothing
     this run wrote is left behind; the exit code."""
-    undo(repo, task, written)
+    undo(link, task, written)
     log.warning("task %s ended while it ran: %s; collector stopped", task["task_id"], end)
     return exit_code(end)
 
 
-def mark_failed(repo: RepositoryClient, task_id: str, exc: BaseException, who: str = "") -> Ended | None:
+def mark_failed(link: TaskLink, exc: BaseException, who: str = "") -> Ended | None:
     """Mark the task Failed with the exception's class as reason and `who` before the message;
     how the task had ended instead when it had (then it is left as it is)."""
+    task_id = link.task_id
     try:
-        end = ended(repo, task_id)
+        end = ended(link.repo, task_id)
         if end is not None:
             return end
         message = f"{who}: {exc}" if who else str(exc)
         log.error("task %s failed: %s", task_id, message, exc_info=exc)
-        repo.update_task_status(task_id, phase="Failed", reason=type(exc).__name__, message=message[:2000], active=0)
+        link.report(phase="Failed", reason=type(exc).__name__, message=message[:2000], active=0)
     except RepositoryError as report_error:
         log.error("could not mark task %s Failed: %s", task_id, report_error)
     return None
 
 
-def fail(repo: RepositoryClient, task: dict[str, Any], exc: BaseException, written: Written) -> int:
+def fail(link: TaskLink, task: dict[str, Any], exc: BaseException, written: Written) -> int:
     """The collector's failure: what it wrote removed, the task Failed (unless it ended otherwise
     meanwhile, then as `stopped`); the exit code."""
-    undo(repo, task, written)
-    end = mark_failed(repo, task["task_id"], exc)
+    undo(link, task, written)
+    end = mark_failed(link, exc)
     if end is not None:  # cancelled (or failed by a site) while this collector finished up
-        return stopped(repo, task, end, Written())
+        return stopped(link, task, end, Written())
     return 1
 
 
 def fail_site(repo: RepositoryClient, task_id: str, exc: BaseException) -> None:
     """A site that cannot take part fails the task with its reason (unless it has ended already)."""
-    mark_failed(repo, task_id, exc, who=f"local execution on {socket.gethostname()}")
+    mark_failed(TaskLink(repo, task_id), exc, who=f"local execution on {socket.gethostname()}")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from flrepo.client import Conflict, NotFound, RepositoryClient, RepositoryError
+from flrepo.fl.core.link import TaskLink
 from flrepo.fl.core.resume import checkpoint_weights
 from flrepo.fl.frameworks import LocalModel, ModelError, Weights
 from flrepo.fl.weights import to_npz
@@ -94,9 +95,9 @@ class Written:
     models: list[tuple[str, str]] = field(default_factory=list)
 
 
-def undo(repo: RepositoryClient, task: dict[str, Any], written: Written) -> None:
+def undo(link: TaskLink, task: dict[str, Any], written: Written) -> None:
     """Nothing half-written is presented as a result of a failed task."""
-    task_id = task["task_id"]
+    repo, task_id = link.repo, task["task_id"]
     try:
         if written.result:
             repo.delete_training_result(task["model"]["model_name"], task["model"]["model_version"], task_id)
@@ -107,8 +108,7 @@ def undo(repo: RepositoryClient, task: dict[str, Any], written: Written) -> None
 
 
 def finish(
-    repo: RepositoryClient,
-    task_id: str,
+    link: TaskLink,
     model: LocalModel,
     final: Weights,
     last_loss: float | None,
@@ -117,16 +117,16 @@ def finish(
     written: Written,
 ) -> None:
     """Publish the result and the trained model, then mark the task Succeeded."""
-    task = repo.get_task(task_id).model_dump()  # with the best round the checkpoints set
+    repo = link.repo
+    task = repo.get_task(link.task_id).model_dump()  # with the best round the checkpoints set
     final, chosen = published_weights(repo, task, final)
     written.result = store_result(repo, task, last_loss, last_metrics, final, chosen)
     written.models.append(publish_model(repo, task, model, final, workdir))
-    repo.update_task_status(
-        task_id,
+    link.report(
         phase="Succeeded",
         reason="TrainingComplete",
         message=f"{task['rounds']} rounds; published round {chosen} ({task['publish']}) as "
         f"{task['model']['model_name']}/{output_version(task)}",
-        result={**task["model"], "training_id": task_id, "output_model_version": output_version(task)},
+        result={**task["model"], "training_id": link.task_id, "output_model_version": output_version(task)},
         active=0,
     )

@@ -12,15 +12,14 @@ with it (flrepo.fl.legacy.strategy); the Message-API runtime hooks the reporter 
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from flrepo.client import RepositoryClient, RepositoryError
+from flrepo.client import RepositoryError
+from flrepo.fl.core.link import TaskLink
 from flrepo.fl.frameworks import Weights
-from flrepo.fl.weights import to_npz
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +52,8 @@ def loss_and_metrics(metrics: Mapping[str, Any] | None) -> tuple[float | None, d
 class RoundReporter:
     """Round records, participants and checkpoints of one task, for either Flower runtime."""
 
-    def __init__(self, repo: RepositoryClient, task_id: str, round_offset: int = 0) -> None:
-        self.repo = repo
-        self.task_id = task_id
+    def __init__(self, link: TaskLink, round_offset: int = 0) -> None:
+        self.link = link
         self.offset = round_offset
         self.last_loss: float | None = None
         self.last_metrics: dict[str, Any] = {}
@@ -126,16 +124,14 @@ class RoundReporter:
         if active is not None:
             status["active"] = active
         try:
-            self.repo.update_task_status(self.task_id, **status)
+            self.link.report(**status)
         except RepositoryError as exc:  # a missed progress report must not stop the training
             log.warning("could not report round %d: %s", task_round, exc)
 
     def _checkpoint(self, task_round: int, loss: float | None, metrics: Mapping[str, Any], weights: Weights) -> None:
         started = time.monotonic()
         try:
-            self.repo.create_checkpoint(self.task_id, task_round, loss=loss, metrics=scalars(metrics))
-            data = to_npz(weights)
-            self.repo.upload_checkpoint(self.task_id, task_round, io.BytesIO(data), filename=f"round-{task_round}.npz")
+            self.link.checkpoint(task_round, loss, scalars(metrics), weights)
         except RepositoryError as exc:  # training goes on; only a resume would start further back
             log.warning("could not checkpoint round %d: %s", task_round, exc)
             return

@@ -12,22 +12,19 @@ server or client runs and where a KeyboardInterrupt is the one way to stop it mi
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from flrepo.client import Conflict, RepositoryClient, RepositoryError
+from flrepo.fl.core.link import TaskLink
 from flrepo.schemas.tasks import CANCELLED, TERMINAL, TaskOut
 
 log = logging.getLogger(__name__)
 # Reports and reads this often at most: "every few seconds", and well inside any heartbeat_timeout.
 MAX_INTERVAL = 5.0
-# Who reports: shown in the task's heartbeat and in CollectorLost messages.
-IDENTITY = f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -111,18 +108,17 @@ class Heartbeat(_Watcher):
 
     def __init__(
         self,
-        repo: RepositoryClient,
-        task_id: str,
+        link: TaskLink,
         heartbeat_timeout: float,
         progress: Callable[[], dict[str, Any]] = dict,
         on_end: Callable[[Ended], None] = lambda ended: interrupt_main(),
     ) -> None:
-        super().__init__(repo, task_id, interval_for(heartbeat_timeout), on_end)
-        self.progress = progress
+        super().__init__(link.repo, link.task_id, interval_for(heartbeat_timeout), on_end)
+        self.link, self.progress = link, progress
 
     def check(self) -> TaskOut | None:
         try:
-            self.repo.update_task_status(self.task_id, collector=IDENTITY, **self.progress())
+            self.link.heartbeat(**self.progress())
             return None
         except Conflict:  # finished: read how
             return self.repo.get_task(self.task_id)

@@ -15,9 +15,9 @@ from flwr.server.server import Server, run_fl
 from flwr.server.strategy import Strategy
 from flwr.server.superlink.fleet.grpc_bidi.grpc_server import start_grpc_server
 
-from flrepo.client import RepositoryClient
 from flrepo.fl import strategy_setup
 from flrepo.fl.core.lifecycle import fail, started, stopped
+from flrepo.fl.core.link import TaskLink
 from flrepo.fl.core.publishing import Written, finish
 from flrepo.fl.core.reporting import ParticipantWait
 from flrepo.fl.core.resume import resume_point
@@ -29,11 +29,9 @@ from flrepo.fl.task_model import fetch_model, training_settings
 log = logging.getLogger(__name__)
 
 
-def run(
-    repo: RepositoryClient, task: dict[str, Any], strategy: Strategy, serving: Serving, allow_unsigned: bool
-) -> int:
+def run(link: TaskLink, task: dict[str, Any], strategy: Strategy, serving: Serving, allow_unsigned: bool) -> int:
     """Train the task to its end: 0 when it Succeeded or was cancelled, 1 when it Failed."""
-    task_id = task["task_id"]
+    repo = link.repo
     heartbeat: Heartbeat | None = None
     grpc_server = None
     written = Written()
@@ -48,9 +46,7 @@ def run(
             # The strategy samples from at least min_available_clients connected clients each round.
             needed = int(getattr(strategy, "min_available_clients", 1) or 1)
             wait = ParticipantWait(needed, float(task["participants_timeout"]))
-            reporting = ReportingStrategy(
-                strategy, repo, task_id, training.as_config(), round_offset=done, participants=wait
-            )
+            reporting = ReportingStrategy(strategy, link, training.as_config(), round_offset=done, participants=wait)
             client_manager = SimpleClientManager()
             grpc_server = start_grpc_server(
                 client_manager=client_manager,
@@ -58,7 +54,7 @@ def run(
                 certificates=serving.tls.certificates() if serving.tls else None,
             )
             address = advertised(serving, grpc_server.bound_address)
-            started(repo, task, settings, resume, "legacy", address, serving.tls)
+            started(link, task, settings, resume, "legacy", address, serving.tls)
             wait.since = time.monotonic()  # participants have known where to go from now on
             stop_server = grpc_server.stop
 
@@ -66,7 +62,7 @@ def run(
                 stop_server(0)
                 interrupt_main()
 
-            heartbeat = Heartbeat(repo, task_id, float(task["heartbeat_timeout"]), reporting.progress, stop)
+            heartbeat = Heartbeat(link, float(task["heartbeat_timeout"]), reporting.progress, stop)
             heartbeat.start()
             remaining = int(task["rounds"]) - done
             if remaining > 0:
@@ -88,18 +84,18 @@ def run(
                 raise RuntimeError(
                     f"training stopped after {rounds_done} of {task['rounds']} rounds without final weights"
                 )
-            finish(repo, task_id, model, final, reporting.last_loss, reporting.last_metrics, Path(tmp), written)
+            finish(link, model, final, reporting.last_loss, reporting.last_metrics, Path(tmp), written)
             return 0
     except KeyboardInterrupt:
         if heartbeat is None or heartbeat.ended is None:
             raise
-        return stopped(repo, task, heartbeat.ended, written)
+        return stopped(link, task, heartbeat.ended, written)
     except Exception as exc:
         if heartbeat is not None:
             heartbeat.stop()
         if heartbeat is not None and heartbeat.ended is not None:
-            return stopped(repo, task, heartbeat.ended, written)
-        return fail(repo, task, exc, written)
+            return stopped(link, task, heartbeat.ended, written)
+        return fail(link, task, exc, written)
     finally:
         if heartbeat is not None:
             heartbeat.stop()

@@ -21,7 +21,7 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
-from flrepo.client import RepositoryClient
+from flrepo.fl.core.link import TaskLink
 from flrepo.fl.core.reporting import ParticipantWait, RoundReporter
 from flrepo.fl.frameworks import Weights
 from flrepo.fl.strategy_setup import weighted_average
@@ -34,8 +34,7 @@ class ReportingStrategy(Strategy):
     def __init__(
         self,
         inner: Strategy,
-        repo: RepositoryClient,
-        task_id: str,
+        link: TaskLink,
         fit_config: Mapping[str, Scalar],
         round_offset: int = 0,
         participants: ParticipantWait | None = None,
@@ -43,7 +42,7 @@ class ReportingStrategy(Strategy):
         self.inner = inner
         self.fit_config = dict(fit_config)
         self.offset = round_offset
-        self.reporter = RoundReporter(repo, task_id, round_offset)
+        self.reporter = RoundReporter(link, round_offset)
         self.participants = participants
         self.latest: Parameters | None = None
         self.client_manager: ClientManager | None = None

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flrepo.client import RepositoryClient
 from flrepo.fl.core.lifecycle import exit_code, fail, started, stopped
+from flrepo.fl.core.link import TaskLink
 from flrepo.fl.core.publishing import Written
 from flrepo.fl.core.resume import Resume, resume_round
 from flrepo.fl.core.serving import Serving, advertised
@@ -154,9 +154,9 @@ def _checked(serving: Serving, task: dict[str, Any]) -> None:
         raise ConfigurationError("SuperNode authentication (the task's participant_keys) needs TLS")
 
 
-def run(repo: RepositoryClient, task: dict[str, Any], serving: Serving, allow_unsigned: bool) -> int:
+def run(link: TaskLink, task: dict[str, Any], serving: Serving, allow_unsigned: bool) -> int:
     """Serve the task until its run ends: 0 when it Succeeded or was cancelled, else 1."""
-    task_id = task["task_id"]
+    repo, task_id = link.repo, task["task_id"]
     try:
         _checked(serving, task)
     except ConfigurationError as exc:
@@ -178,7 +178,7 @@ def run(repo: RepositoryClient, task: dict[str, Any], serving: Serving, allow_un
             control.allow(keys)
             done = resume_round(repo, task)  # the ServerApp loads its weights
             address = advertised(serving, serving.address)
-            started(repo, task, None, Resume(done, []) if done else None, "message", address, serving.tls)
+            started(link, task, None, Resume(done, []) if done else None, "message", address, serving.tls)
             if not keys:
                 log.warning("task %s has no participant_keys: any SuperNode that reaches %s may join", task_id, address)
             run_config = {
@@ -198,21 +198,21 @@ def run(repo: RepositoryClient, task: dict[str, Any], serving: Serving, allow_un
                 run_id,
             )
             ends: list[Ended] = []
-            link = control
+            api = control
 
             def progress() -> dict[str, Any]:
                 try:
-                    return {"active": link.active_nodes()}
+                    return {"active": api.active_nodes()}
                 except Exception:  # the count is a nicety; the heartbeat is what matters
                     return {}
 
-            heartbeat = Heartbeat(repo, task_id, float(task["heartbeat_timeout"]), progress, ends.append)
+            heartbeat = Heartbeat(link, float(task["heartbeat_timeout"]), progress, ends.append)
             heartbeat.start()
-            return _until_done(repo, task, control, superlink, run_id, ends)
+            return _until_done(link, task, control, superlink, run_id, ends)
     except Exception as exc:
         if heartbeat is not None and heartbeat.ended is not None:
-            return stopped(repo, task, heartbeat.ended, Written())
-        return fail(repo, task, exc, Written())
+            return stopped(link, task, heartbeat.ended, Written())
+        return fail(link, task, exc, Written())
     finally:
         if heartbeat is not None:
             heartbeat.stop()
@@ -225,20 +225,20 @@ def run(repo: RepositoryClient, task: dict[str, Any], serving: Serving, allow_un
 
 
 def _until_done(
-    repo: RepositoryClient,
+    link: TaskLink,
     task: dict[str, Any],
     control: Control,
     superlink: subprocess.Popen[bytes],
     run_id: int,
     ends: list[Ended],
 ) -> int:
-    task_id = task["task_id"]
+    repo, task_id = link.repo, task["task_id"]
     while True:
         if ends and ends[0].phase == "Succeeded":  # the ServerApp's own report, seen first by the heartbeat
             return 0
         if ends:  # cancelled, or failed by a site or by the service
             control.stop_run(run_id)
-            return stopped(repo, task, ends[0], Written())
+            return stopped(link, task, ends[0], Written())
         if superlink.poll() is not None:
             raise SuperLinkError(f"the SuperLink exited with code {superlink.returncode} while the task ran")
         status, sub_status, details = control.run_status(run_id)

@@ -24,6 +24,7 @@ from flwr.serverapp.strategy import Strategy
 from flrepo.client import RepositoryClient
 from flrepo.fl import pinning, strategy_setup
 from flrepo.fl.core.lifecycle import fail
+from flrepo.fl.core.link import TaskLink
 from flrepo.fl.core.publishing import Written, finish
 from flrepo.fl.core.reporting import ParticipantWait, RoundReporter, loss_and_metrics
 from flrepo.fl.core.resume import checkpoint_weights
@@ -120,6 +121,7 @@ def run_task(grid: Grid, run_config: dict[str, Any]) -> None:
     allow_unsigned = bool(run_config.get("allow-unsigned", False))
     with RepositoryClient() as repo:  # FLREPO_URL, FLREPO_API_KEY and the signature keys, as the collector's
         task = repo.get_task(task_id).model_dump()
+        link = TaskLink(repo, task_id)  # this process's reports to the task (the collector has its own)
         written = Written()
         try:
             with tempfile.TemporaryDirectory(prefix="flrepo-serverapp-") as tmp:
@@ -132,13 +134,13 @@ def run_task(grid: Grid, run_config: dict[str, Any]) -> None:
                 done = int(run_config.get("resume-round", 0) or 0)
                 start = checkpoint_weights(repo, task_id, done) if done else None
                 settings, initial = strategy_setup.configure_message(strategy, task, model, start)
-                repo.update_task_status(task_id, strategy_settings=settings)
+                link.report(strategy_settings=settings)
                 # Counted from when the collector started serving, as on the legacy runtime.
                 since = time.monotonic() - max(0.0, time.time() - float(run_config.get("serving-since") or time.time()))
                 needed = int(getattr(strategy, "min_available_nodes", 1) or 1)
                 wait = ParticipantWait(needed, float(task["participants_timeout"]), since)
                 nodes = BoundedGrid(fast_grid.wrap(grid), wait, poll=fast_grid.MAX_PULL_S)
-                reporter = RoundReporter(repo, task_id, round_offset=done)
+                reporter = RoundReporter(link, round_offset=done)
                 hooks = Reporting(strategy, reporter, grid)
                 remaining = int(task["rounds"]) - done
                 final = start
@@ -159,6 +161,6 @@ def run_task(grid: Grid, run_config: dict[str, Any]) -> None:
                         f"training stopped after {done + reporter.rounds_done} of {task['rounds']} rounds "
                         "without final weights"
                     )
-                finish(repo, task_id, model, final, reporter.last_loss, reporter.last_metrics, Path(tmp), written)
+                finish(link, model, final, reporter.last_loss, reporter.last_metrics, Path(tmp), written)
         except Exception as exc:
-            fail(repo, task, exc, written)
+            fail(link, task, exc, written)

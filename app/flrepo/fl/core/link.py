@@ -1,0 +1,44 @@
+"""A process's line to its task: every write a collector (or a site failing the task) makes to the
+task goes through a `TaskLink` — status reports, heartbeats, checkpoints and the end of the task —
+so what a write carries (a task-scoped credential, say) has one place to be added. Publishing the
+trained model (flrepo.fl.core.publishing) uses its repository client.
+
+The collector makes its link once per run (flrepo.fl.collector), the Message-API ServerApp, which
+runs in its own process, once more (flrepo.fl.message.server). Reads (has the task ended, its
+checkpoints) go to the repository directly."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+from flrepo.client import RepositoryClient
+from flrepo.fl.frameworks import Weights
+from flrepo.fl.weights import to_npz
+
+# Who reports: shown in the task's heartbeat and in CollectorLost messages.
+IDENTITY = f"{socket.gethostname()}:{os.getpid()}"
+
+
+class TaskLink:
+    """Writes to one task."""
+
+    def __init__(self, repo: RepositoryClient, task_id: str) -> None:
+        self.repo, self.task_id = repo, task_id
+
+    def report(self, **fields: Any) -> None:
+        """A status report (phase, conditions, rounds, participants, ...)."""
+        self.repo.update_task_status(self.task_id, **fields)
+
+    def heartbeat(self, **progress: Any) -> None:
+        """This collector is alive, with its progress (Conflict once the task has ended)."""
+        self.repo.update_task_status(self.task_id, collector=IDENTITY, **progress)
+
+    def checkpoint(self, round_: int, loss: float | None, metrics: Mapping[str, Any], weights: Weights) -> None:
+        """A round's aggregated weights, with its loss and metrics."""
+        self.repo.create_checkpoint(self.task_id, round_, loss=loss, metrics=dict(metrics))
+        data = to_npz(weights)
+        self.repo.upload_checkpoint(self.task_id, round_, io.BytesIO(data), filename=f"round-{round_}.npz")
