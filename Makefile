@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 FERRETDB := tools/bin/ferretdb
 PORT ?= 9013
 
-.PHONY: help venv ferretdb helm tusjs constraints run test test-stress test-tensorflow compat lint format fuzz fuzz-nightly loadtest demo bench bench-full bench-fl bench-sdk bench-store bench-store-compare clean
+.PHONY: help venv ferretdb helm tusjs constraints run test test-stress test-tensorflow compat lint format fuzz fuzz-nightly loadtest demo bench bench-full bench-fl bench-fl-scale bench-sdk bench-store bench-store-compare clean
 
 help:
 	@echo "make run     - the API on http://127.0.0.1:$(PORT)/docs with an embedded FerretDB (SQLite) store"
@@ -127,6 +127,12 @@ bench-store-compare: venv ferretdb $(FERRETDB_UNPATCHED)
 # The SDK's transfer rate against plain httpx streaming (MIB= file size).
 bench-fl: venv ferretdb
 	$(PY) bench/federated.py --repeats $(or $(REPEATS),3) $(if $(OUT),--out $(OUT))
+
+# Federated training with 3, 10 and 30 sites on both runtimes (NumPy; PyTorch at 3 and 10): time per
+# round, the repository's share of it, memory per site, participants lost. Takes ~30 min on 2 cores.
+bench-fl-scale: venv ferretdb
+	$(PY) bench/fl_scale.py --sites $(or $(SITES),3,10,30) --torch-sites $(or $(TORCH_SITES),3,10) \
+		--rounds $(or $(ROUNDS),3) $(if $(OUT),--out $(OUT))
 
 bench-sdk: venv ferretdb
 	$(PY) bench/sdk.py --mib $(or $(MIB),64)

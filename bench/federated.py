@@ -25,13 +25,17 @@ FRAMEWORK = "pytorch"
 def federated(
     mongo_url: str, tmp: Path, rounds: int, clients: int, repeats: int, message: bool = False
 ) -> dict[str, Any]:
-    """Wall time of the task through the repository vs. bare Flower (and, with `message`, through the
-    repository on the Message-API runtime), best of `repeats`, alternated."""
+    """Wall time of the task through the repository (legacy runtime) vs. bare Flower's legacy API;
+    with `message`, also the task on the Message-API runtime (flrepo's) and on Flower's stock
+    SuperLink/SuperNode (FLREPO_FLOWER_STOCK=1: same ServerApp and ClientApp). The paths alternate
+    within each repeat, so drift in the machine's load hits all alike; medians are reported."""
     from flrepo.client import RepositoryClient
     from flrepo.fl.catalogue import seed
     from flrepo.fl.demo import digits_task, fl_env, publisher, register_model, start_collector
 
-    repo_times, bare_times, message_times = [], [], []
+    times: dict[str, list[float]] = {"repo": [], "bare": [], "message": [], "stock": []}
+    in_rounds: dict[str, list[float]] = {"repo": [], "message": [], "stock": []}
+    loads: list[float] = []
     env_db = {"FLREPO_DB_NAME": "fl", "FLREPO_GRIDFS_DB_NAME": "fl_grid", "FLREPO_LOG_LEVEL": "ERROR"}
     with api_server(tmp, mongo_url, **env_db) as (url, _):
         keyring, trusted = publisher("bench")
@@ -43,7 +47,7 @@ def federated(
         bare = [sys.executable, "-m", "flrepo.fl.examples.bare"]
         data = [f"digits:{k}/{clients}" for k in range(1, clients + 1)]
         for i in range(repeats):
-            # Alternate the two so drift in the machine's speed hits both alike.
+            loads.append(os.getloadavg()[0])
             started = time.monotonic()
             repo.create_task(digits_task(f"bench-{i}", "fedavg", rounds, clients, FRAMEWORK))
             address = f"127.0.0.1:{free_port()}"
@@ -56,7 +60,8 @@ def federated(
                 proc.wait(600)
             if repo.get_task(f"bench-{i}").phase != "Succeeded":
                 raise RuntimeError(f"repository task bench-{i} did not succeed; logs in {tmp}")
-            repo_times.append(time.monotonic() - started)
+            times["repo"].append(time.monotonic() - started)
+            in_rounds["repo"].append(rounds_seconds(repo, f"bench-{i}"))
 
             started = time.monotonic()
             address = f"127.0.0.1:{free_port()}"
@@ -75,31 +80,49 @@ def federated(
                 ]
                 for proc in procs:
                     proc.wait(600)
-            bare_times.append(time.monotonic() - started)
+            times["bare"].append(time.monotonic() - started)
 
             if message:
-                message_times.append(message_task(repo, url, f"bench-msg-{i}", rounds, clients, data, env, tmp))
+                for path, extra in (("message", {}), ("stock", {"FLREPO_FLOWER_STOCK": "1"})):
+                    task_id = f"bench-{path}-{i}"
+                    times[path].append(message_task(repo, url, task_id, rounds, clients, data, {**env, **extra}, tmp))
+                    in_rounds[path].append(rounds_seconds(repo, task_id))
+            # A repeat's figures as it ends: a long run on a busy machine keeps what it measured.
+            print(
+                f"federated: repeat {i}: load {loads[-1]:.1f}, "
+                + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items() if v),
+                flush=True,
+            )
         rounds_s = [h.duration_s for h in repo.get_task(f"bench-{repeats - 1}").history if h.duration_s]
+        message_rounds = (
+            [h.duration_s for h in repo.get_task(f"bench-message-{repeats - 1}").history] if message else []
+        )
         checkpoint_ms = checkpoint_cost(repo, f"bench-{repeats - 1}", initial)
         repo.close()
-    repo_time, bare_time = min(repo_times), min(bare_times)
-    if message_times:
-        message_s: float | None = min(message_times)
-    else:
-        message_s = None
+    median = {path: statistics.median(values) if values else None for path, values in times.items()}
     return {
-        "message_s": message_s,
-        "message_ratio": message_s / repo_time if message_s else None,
+        "times": times,
+        "median": median,
+        "in_rounds": {path: statistics.median(v) for path, v in in_rounds.items() if v},
+        "message_ratio": median["message"] / median["repo"] if median["message"] else None,
+        "stock_ratio": median["message"] / median["stock"] if median["stock"] else None,
         "framework": FRAMEWORK,
         "rounds": rounds,
         "clients": clients,
-        "repo_s": repo_time,
-        "bare_s": bare_time,
-        "ratio": repo_time / bare_time,
+        "repo_s": median["repo"],
+        "bare_s": median["bare"],
+        "ratio": median["repo"] / median["bare"],
         "repeats": repeats,
+        "loads": loads,
         "round_s": statistics.median(rounds_s) if rounds_s else 0.0,
+        "message_round_s": statistics.median([r for r in message_rounds if r]) if message_rounds else None,
         "checkpoint_ms": checkpoint_ms,
     }
+
+
+def rounds_seconds(repo: Any, task_id: str) -> float:
+    """The time the task spent in its rounds (the rest is starting and stopping)."""
+    return sum(h.duration_s or 0.0 for h in repo.get_task(task_id).history)
 
 
 def message_task(
@@ -124,7 +147,7 @@ def message_task(
     address = f"127.0.0.1:{free_port()}"
     collector = start_collector(url, task_id, env, tmp, address, ["--tls-dir", str(tls)])
     # As the legacy path waits for its server to listen: the SuperLink is up once it is published.
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600
     while not repo.get_task(task_id).server_address:
         if time.monotonic() > deadline or collector.poll() is not None:
             raise RuntimeError(f"Message-API task {task_id}: no server address; logs in {tmp}")
@@ -140,7 +163,7 @@ def message_task(
     return time.monotonic() - started
 
 
-def wait_listening(address: str, timeout: float = 120) -> None:
+def wait_listening(address: str, timeout: float = 600) -> None:
     host, port = address.rsplit(":", 1)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -207,27 +230,41 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp_name, EmbeddedMongo(Path(tmp_name) / "db") as mongo:
         fed = federated(mongo.url, Path(tmp_name), args.rounds, args.clients, args.repeats, message=True)
     share = 100 * fed["checkpoint_ms"] / 1000 / max(fed["round_s"], 1e-9)
+    med, spent = fed["median"], fed["in_rounds"]
+
+    def row(label: str, path: str) -> str:
+        runs = ", ".join(f"{t:.1f}" for t in fed["times"][path])
+        rounds = f"{spent[path]:.1f} s" if path in spent else "-"
+        outside = f"{med[path] - spent[path]:.1f} s" if path in spent else "-"
+        return f"| {label} | **{med[path]:.2f} s** | {runs} | {rounds} | {outside} |"
+
     text = "\n".join(
         [
             f"## Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} — federated round overhead "
             f"(`python bench/federated.py --repeats {args.repeats}`)",
             "",
-            f"Machine: {machine()}.",
+            f"Machine: {machine()}; load average (1 min) at each repeat's start: "
+            + ", ".join(f"{load:.1f}" for load in fed["loads"])
+            + ".",
             "",
             f"A {fed['framework']} MLP (64-32-10) on the digits, FedAvg, {fed['clients']} local executions, "
-            f"{fed['rounds']} rounds, 2 local epochs per round, each process started cold (imports torch).",
+            f"{fed['rounds']} rounds, 2 local epochs per round, each process started cold (imports torch). "
+            "The four paths alternate within each repeat.",
             "",
-            f"| path | wall time (best of {fed['repeats']}) |",
-            "|---|---:|",
-            f"| through the repository (legacy runtime, as aerOS: gRPC, plaintext) | {fed['repo_s']:.2f} s |",
-            f"| bare Flower | {fed['bare_s']:.2f} s |",
-            f"| **ratio** repository / bare (goal ≤ 1.15) | **{fed['ratio']:.2f}** |",
-            f"| through the repository, Message-API runtime (SuperLink/SuperNode, TLS, SuperNode auth) "
-            f"| {fed['message_s']:.2f} s |",
-            f"| **ratio** Message API / legacy | **{fed['message_ratio']:.2f}** |",
+            f"| path | median of {fed['repeats']} | runs (s) | in rounds | starting + stopping |",
+            "|---|---:|---|---:|---:|",
+            row("through the repository, legacy runtime (as aerOS: gRPC, plaintext)", "repo"),
+            row("bare Flower, legacy API", "bare"),
+            row("through the repository, Message-API runtime (flrepo's: TLS, SuperNode auth)", "message"),
+            row("same ServerApp/ClientApp on Flower's stock SuperLink/SuperNode (TLS, SuperNode auth)", "stock"),
+            "",
+            f"- ratio repository (legacy) / bare Flower: **{fed['ratio']:.2f}** (goal ≤ 1.15)",
+            f"- ratio Message API / legacy: **{fed['message_ratio']:.2f}** (goal ≤ 1.2)",
+            f"- ratio Message API / stock Flower SuperLink/SuperNode: **{fed['stock_ratio']:.2f}** (goal ≤ 1.0)",
             "",
             f"One checkpoint (register + upload the round's .npz): median **{fed['checkpoint_ms']:.1f} ms**; "
-            f"a round's median is {fed['round_s']:.2f} s, so checkpoints cost {share:.1f} % of a round.",
+            f"a legacy round's median is {fed['round_s']:.2f} s, so checkpoints cost {share:.1f} % of a round "
+            f"(a Message-API round's median: {fed['message_round_s']:.2f} s).",
             "",
         ]
     )

@@ -104,7 +104,7 @@ def report(
         f"A {fed['framework']} MLP (64-32-10), FedAvg, {fed['clients']:.0f} clients, {fed['rounds']:.0f} rounds. "
         f"Through the repository (task, signed strategy, model and transformation downloads, status reports, a "
         f"checkpoint per round, the result and the published model): {fed['repo_s']:.2f} s. Bare Flower, same model, "
-        f"strategy, clients and data: {fed['bare_s']:.2f} s. **Ratio {fed['ratio']:.2f}** (best of "
+        f"strategy, clients and data: {fed['bare_s']:.2f} s. **Ratio {fed['ratio']:.2f}** (median of "
         f"{fed['repeats']:.0f}; goal ≤ 1.15).",
         "",
         f"One checkpoint (register + upload the round's .npz): median **{fed['checkpoint_ms']:.1f} ms**, against a "

@@ -47,15 +47,10 @@ def test_a_message_api_fedavg_task_with_tls_and_authenticated_participants(fl, t
     tls = make_tls(tmp_path / "tls")
     port = free_port()
     address = f"127.0.0.1:{port}"
+    # The collector alone first: the listed sites join after the checks below, so the training (a
+    # few seconds on the fast runtime) cannot end before the intruders have been turned away.
     collector, sites = start_training(
-        fl.url,
-        "msg",
-        write_partitions(tmp_path, 2),
-        fl.env,
-        fl.logs,
-        address=address,
-        collector_options=["--tls-dir", str(tls)],
-        site_options=[["--participant-key", str(keys[1])], ["--participant-key", str(keys[2])]],
+        fl.url, "msg", [], fl.env, fl.logs, address=address, collector_options=["--tls-dir", str(tls)]
     )
     others = []
     try:
@@ -86,6 +81,11 @@ def test_a_message_api_fedavg_task_with_tls_and_authenticated_participants(fl, t
         others.append(unlisted)
         assert unlisted.wait(120) == 1
         assert "not in the task's participant_keys" in (fl.logs / "local-exec-3.log").read_text()
+
+        sites = [
+            start_local_exec(fl.url, "msg", str(data), fl.env, fl.logs, k, ["--participant-key", str(keys[k])])
+            for k, data in enumerate(write_partitions(tmp_path, 2), start=1)
+        ]
 
         started = time.monotonic()
         collector.wait(300)

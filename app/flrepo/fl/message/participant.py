@@ -31,7 +31,7 @@ POLL_SECONDS = 2.0
 
 
 def supernode_command(found: Connection, site: Site, workdir: Path, site_dir: Path) -> list[str]:
-    argv = [*programs.command("flower-supernode"), "--superlink", found.address]
+    argv = [*programs.command("flrepo-supernode"), "--superlink", found.address]
     if found.ca is None or site.insecure:
         argv += ["--insecure"]
     else:

@@ -24,7 +24,17 @@ ENTRY_POINTS = {
     "flower-superexec": ("flwr.supercore.cli", "flower_superexec"),
     "flwr-serverapp": ("flwr.superlink.cli", "flwr_serverapp"),
     "flwr-clientapp": ("flwr.supernode.cli", "flwr_clientapp"),
+    # Flower's SuperNode with flrepo's warm SuperExec and short polls (flrepo.fl.message.supernode).
+    "flrepo-supernode": ("flrepo.fl.message.supernode", "main"),
 }
+STOCK_ENV = "FLREPO_FLOWER_STOCK"
+
+
+def stock() -> bool:
+    """FLREPO_FLOWER_STOCK=1: run Flower's SuperLink, SuperNode and Grid as shipped (a cold
+    ClientApp process per message, Flower's polling): the baseline of bench/federated.py, and a way
+    to rule flrepo's runtime changes out when something misbehaves."""
+    return os.environ.get(STOCK_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def free_port() -> int:
@@ -73,6 +83,11 @@ def _die_with_parent() -> None:
     """In the child before exec: its own process group (so it can be stopped with its helpers),
     and SIGTERM from Linux when the collector or local execution that started it dies."""
     os.setsid()
+    pdeathsig()
+
+
+def pdeathsig() -> None:
+    """In a child before exec: SIGTERM from Linux when the process that started it dies."""
     try:
         import ctypes
 

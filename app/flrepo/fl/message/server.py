@@ -28,6 +28,7 @@ from flrepo.fl.core.link import TaskLink
 from flrepo.fl.core.publishing import Written, finish
 from flrepo.fl.core.reporting import ParticipantWait, RoundReporter, loss_and_metrics
 from flrepo.fl.core.resume import checkpoint_weights
+from flrepo.fl.message import fast_grid
 from flrepo.fl.task_model import fetch_model, training_settings
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,8 @@ def run_task(grid: Grid, run_config: dict[str, Any]) -> None:
                 # Counted from when the collector started serving, as on the legacy runtime.
                 since = time.monotonic() - max(0.0, time.time() - float(run_config.get("serving-since") or time.time()))
                 needed = int(getattr(strategy, "min_available_nodes", 1) or 1)
-                nodes = BoundedGrid(grid, ParticipantWait(needed, float(task["participants_timeout"]), since))
+                wait = ParticipantWait(needed, float(task["participants_timeout"]), since)
+                nodes = BoundedGrid(fast_grid.wrap(grid), wait, poll=fast_grid.MAX_PULL_S)
                 reporter = RoundReporter(link, round_offset=done)
                 hooks = Reporting(strategy, reporter, grid)
                 remaining = int(task["rounds"]) - done

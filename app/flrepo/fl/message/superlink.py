@@ -18,13 +18,22 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
+import shutil
 import signal
+import subprocess
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
+from flrepo.fl.message.programs import pdeathsig, stock
+
 FLEET_PREFIX = "/v1/fleet/"
+SUPEREXEC_POLL_ENV = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"
+SUPEREXEC_POLL_S = "0.1"
 LOOPBACK = "127.0.0.1"
 
 log = logging.getLogger(__name__)
@@ -86,6 +95,17 @@ async def serve(fleet: str, argv: list[str]) -> None:
     from flwr.superlink.cli.flower_superlink import SuperLinkLifespan, _parse_superlink_lifespan_config
     from flwr.superlink.main import create_app
 
+    work = Path(tempfile.mkdtemp(prefix="flrepo-superlink-"))
+    secret: Path | None = None
+    if not stock():
+        # flrepo's SuperExec (flrepo.fl.message.executor) starts the ServerApp: a fork of a
+        # process that imported it while the SuperLink started, instead of a cold program; it asks
+        # for the run's task every 0.1 s rather than every second.
+        os.environ.setdefault(SUPEREXEC_POLL_ENV, SUPEREXEC_POLL_S)
+        secret = work / "superexec-secret"
+        secret.write_bytes(os.urandom(32))
+        secret.chmod(0o600)
+        argv = [*argv, "--isolation", "process", "--superexec-auth-secret-file", str(secret)]
     sys.argv = ["flower-superlink", *argv]
     config = _parse_superlink_lifespan_config()  # flower-superlink's own parsing and checks
     # The loopback side carries no TLS: Flower's helpers (SuperExec, the ServerApp) then connect in
@@ -123,15 +143,27 @@ async def serve(fleet: str, argv: list[str]) -> None:
     first = asyncio.create_task(servers[0].serve())
     while not servers[0].started and not first.done():  # noqa: ASYNC110 - uvicorn offers no event to await
         await asyncio.sleep(0.05)
+    executor = None
+    if secret is not None and servers[0].started:
+        executor = start_executor(f"{LOOPBACK}:{config.port}", secret)
     second = asyncio.create_task(servers[1].serve())
     done, _ = await asyncio.wait({first, second}, return_when=asyncio.FIRST_COMPLETED)
     shut_down()  # one stopped (a port in use, a signal): stop the other too
     await asyncio.gather(first, second, return_exceptions=True)
+    if executor is not None:
+        executor.terminate()
+    shutil.rmtree(work, ignore_errors=True)
     for task in done:
         if task.exception() is not None:
             raise task.exception()  # type: ignore[misc]
     if not all(server.started for server in servers):
         raise SystemExit("the SuperLink could not listen (see above)")
+
+
+def start_executor(runtime_api: str, secret: Path) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "flrepo.fl.message.executor", "--app", "flwr-serverapp"]
+    argv += ["--runtime-api-address", runtime_api, "--superexec-auth-secret-file", str(secret)]
+    return subprocess.Popen(argv, preexec_fn=pdeathsig)
 
 
 def main() -> None:

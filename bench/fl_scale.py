@@ -1,0 +1,318 @@
+"""5. Federated training at scale on one machine: 3, 10 and 30 sites on the Message-API runtime
+(flrepo's SuperLink/SuperNode runtime, TLS and SuperNode authentication) and on the legacy gRPC
+runtime, with the NumPy softmax model (30 sites fit in 2 cores) and the PyTorch MLP (3 and 10).
+
+Per run: wall time per round (median), the repository's share of a round (requests and server
+milliseconds per round, from the service's own /metrics: every request the collector and the sites
+made while the task ran, divided by the rounds; their server time against the round's wall time),
+resident memory per site (the peak RSS and PSS of a site's processes: the local execution and,
+on the Message API, its SuperNode, SuperExec and the ClientApp processes), participants lost (sites
+missing from a round or failing in it), and the service's 5xx answers.
+
+    python bench/fl_scale.py [--sites 3,10,30] [--rounds 3] [--out bench/RESULTS.md]
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.federated import local_exec, wait_listening
+from flrepo.server.embedded import api_server, free_port
+
+RUN_TIMEOUT_S = 3600.0
+METRIC = re.compile(r"^(flrepo_http_[a-z_]+)\{(.*)\} ([0-9.e+-]+)$")  # routes hold braces too
+
+
+@dataclass
+class Plan:
+    runtime: str  # "message" or "legacy"
+    framework: str  # "numpy" or "pytorch"
+    sites: int
+
+    @property
+    def task_id(self) -> str:
+        return f"scale-{self.runtime}-{self.framework}-{self.sites}"
+
+
+@dataclass
+class Memory:
+    """Peak RSS/PSS (MiB) of each site's process tree, sampled every `every` seconds."""
+
+    roots: list[int]
+    every: float = 1.0
+    rss: dict[int, float] = field(default_factory=dict)
+    pss: dict[int, float] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> Memory:
+        threading.Thread(target=self._run, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            children = _children()
+            for root in self.roots:
+                rss = pss = 0.0
+                for pid in _tree(root, children):
+                    rss += _kib(f"/proc/{pid}/status", "VmRSS:") / 1024
+                    pss += _kib(f"/proc/{pid}/smaps_rollup", "Pss:") / 1024
+                self.rss[root] = max(self.rss.get(root, 0.0), rss)
+                self.pss[root] = max(self.pss.get(root, 0.0), pss)
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        tree.setdefault(parent, []).append(int(entry))
+    return tree
+
+
+def _tree(root: int, children: dict[int, list[int]]) -> list[int]:
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def _kib(path: str, key: str) -> float:
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return 0.0
+
+
+def metrics(url: str) -> dict[tuple[str, str], float]:
+    """(metric name, labels) -> value, of the service's request counters and latency sums."""
+    found = {}
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        match = METRIC.match(line)
+        if match and match.group(1) in ("flrepo_http_requests_total", "flrepo_http_request_duration_seconds_sum"):
+            found[(match.group(1), match.group(2))] = float(match.group(3))
+    return found
+
+
+# The collector's round work: status reports (PUT .../status) and checkpoints (register, upload).
+ROUND_WORK = re.compile(r'method="(PUT|POST)",route="/tasks/\{task_id\}/(status|checkpoints[^"]*)"')
+
+
+def delta(before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]) -> dict[str, float]:
+    """Requests and server seconds since `before`: all of them, and the round work's alone."""
+    found = dict.fromkeys(("requests", "server_s", "round_requests", "round_server_s", "5xx"), 0.0)
+    for key, value in after.items():
+        change = value - before.get(key, 0.0)
+        counter = key[0] == "flrepo_http_requests_total"
+        found["requests" if counter else "server_s"] += change
+        if ROUND_WORK.search(key[1]):
+            found["round_requests" if counter else "round_server_s"] += change
+        if counter and 'status="5' in key[1]:
+            found["5xx"] += change
+    return found
+
+
+def partitions(work: Path, sites: int) -> list[str]:
+    """Each site's data: digits:K/N up to 10 sites; beyond, that split leaves sites without samples
+    (it prefers one label per site), so an even round-robin share of the digits' training split."""
+    if sites <= 10:
+        return [f"digits:{k}/{sites}" for k in range(1, sites + 1)]
+    import numpy as np
+
+    from flrepo.fl.examples.data import held_out
+
+    x, y, _, _ = held_out()
+    files = []
+    for k in range(sites):
+        path = work / f"site-{k + 1}.npz"
+        np.savez(path, x=x[k::sites], y=y[k::sites])
+        files.append(str(path))
+    return files
+
+
+def run(repo: Any, url: str, plan: Plan, rounds: int, env: dict[str, str], tmp: Path) -> dict[str, Any]:
+    """One training of `plan`; its figures."""
+    from flrepo.fl.demo import digits_task, start_collector
+
+    work = tmp / plan.task_id
+    work.mkdir()
+    data = partitions(work, plan.sites)
+    task = digits_task(plan.task_id, "fedavg", rounds, plan.sites, plan.framework)
+    task |= {"model": {"model_name": f"digits-{plan.framework}", "model_version": "v1"}}
+    task |= {"round_timeout": 900, "participants_timeout": 1800, "heartbeat_timeout": 600}
+    options: list[list[str]] = [[] for _ in data]
+    collector_options: list[str] = []
+    if plan.runtime == "message":
+        from tests.helpers import make_participant_key, make_tls
+
+        keys = [work / f"site-{k}" for k in range(1, plan.sites + 1)]
+        task = {**task, "strategy": {"strategy_name": "message-fedavg"}}
+        task["participant_keys"] = [make_participant_key(path) for path in keys]
+        collector_options = ["--tls-dir", str(make_tls(work / "tls"))]
+        options = [["--participant-key", str(key)] for key in keys]
+    before = metrics(url)
+    started = time.monotonic()
+    repo.create_task(task)
+    address = f"127.0.0.1:{free_port()}"
+    collector = start_collector(url, plan.task_id, env, work, address, collector_options)
+    if plan.runtime == "message":  # the sites find the SuperLink through the task
+        while not repo.get_task(plan.task_id).server_address:
+            if collector.poll() is not None or time.monotonic() - started > 300:
+                raise RuntimeError(f"{plan.task_id}: the collector published no address; logs in {work}")
+            time.sleep(0.1)
+    else:
+        wait_listening(address, timeout=300)
+    server = address if plan.runtime == "legacy" else None
+    sites = [
+        local_exec(url, plan.task_id, server, spec, k, env, work, options[k - 1]) for k, spec in enumerate(data, 1)
+    ]
+    memory = Memory([site.pid for site in sites]).start()
+    for proc in [collector, *sites]:
+        proc.wait(RUN_TIMEOUT_S)
+    wall = time.monotonic() - started
+    memory.stop()
+    after = metrics(url)
+    done = repo.get_task(plan.task_id)
+    history = done.history
+    lost = max([plan.sites - h.participants + h.failures for h in history] + [plan.sites if not history else 0, 0])
+    used = delta(before, after)
+    round_s = statistics.median([h.duration_s or 0.0 for h in history]) if history else 0.0
+    per_round = max(len(history), 1)
+    return {
+        "plan": plan,
+        "phase": done.phase,
+        "wall_s": wall,
+        "round_s": round_s,
+        "rounds": len(history),
+        "requests_per_round": used["requests"] / per_round,
+        "server_ms_per_round": 1000 * used["server_s"] / per_round,
+        "round_requests_per_round": used["round_requests"] / per_round,
+        "round_ms_per_round": 1000 * used["round_server_s"] / per_round,
+        "share": used["round_server_s"] / per_round / round_s if round_s else float("nan"),
+        "all_share": used["server_s"] / per_round / round_s if round_s else float("nan"),
+        "5xx": used["5xx"],
+        "lost": lost,
+        "rss_mib": statistics.median(memory.rss.values()) if memory.rss else 0.0,
+        "pss_mib": statistics.median(memory.pss.values()) if memory.pss else 0.0,
+        "exit_codes": [collector.returncode, *[s.returncode for s in sites]],
+    }
+
+
+def plans(sites: list[int], torch_sites: list[int]) -> list[Plan]:
+    found = []
+    for n in sites:
+        for framework in ("numpy", "pytorch"):
+            if framework == "pytorch" and n not in torch_sites:
+                continue
+            found += [Plan("message", framework, n), Plan("legacy", framework, n)]
+    return found
+
+
+def table(results: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| runtime | model | sites | wall time | per round (median) | status + checkpoint requests / round "
+        "| their server ms / round | **repository share of a round** | all requests / round (ms) "
+        "| RSS / site (PSS) | lost | 5xx |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        plan = r["plan"]
+        lines.append(
+            f"| {plan.runtime} | {plan.framework} | {plan.sites} | {r['wall_s']:.1f} s | {r['round_s']:.2f} s "
+            f"| {r['round_requests_per_round']:.1f} | {r['round_ms_per_round']:.0f} | **{100 * r['share']:.1f} %** "
+            f"| {r['requests_per_round']:.1f} ({r['server_ms_per_round']:.0f}) "
+            f"| {r['rss_mib']:.0f} MiB ({r['pss_mib']:.0f}) | {r['lost']} | {r['5xx']:.0f} |"
+        )
+    return lines
+
+
+def main() -> int:
+    import argparse
+    import tempfile
+
+    from bench.report import machine, record
+    from flrepo.client import RepositoryClient
+    from flrepo.fl.catalogue import seed
+    from flrepo.fl.demo import fl_env, publisher, register_model
+    from flrepo.server.embedded import EmbeddedMongo
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sites", default="3,10,30", help="site counts (NumPy model)")
+    parser.add_argument("--torch-sites", default="3,10", help="site counts for the PyTorch model too")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", choices=["message", "legacy"], help="one runtime only")
+    parser.add_argument("--out", type=Path, help="prepend the section to this Markdown file")
+    parser.add_argument("--workdir", type=Path, help="keep the logs here (default: a temporary directory)")
+    args = parser.parse_args()
+    chosen = plans([int(n) for n in args.sites.split(",")], [int(n) for n in args.torch_sites.split(",")])
+    chosen = [p for p in chosen if args.only in (None, p.runtime)]
+    results = []
+    env_db = {"FLREPO_DB_NAME": "fl", "FLREPO_GRIDFS_DB_NAME": "fl_grid", "FLREPO_LOG_LEVEL": "WARNING"}
+    with tempfile.TemporaryDirectory() as tmp_name, EmbeddedMongo(Path(args.workdir or tmp_name) / "db") as mongo:
+        tmp = Path(args.workdir or tmp_name)
+        with api_server(tmp, mongo.url, FLREPO_METRICS_PUBLIC="1", **env_db) as (url, _):
+            keyring, trusted = publisher("bench")
+            repo = RepositoryClient(url, keyring=keyring)
+            seed(repo)
+            for framework in ("numpy", "pytorch"):
+                register_model(repo, f"digits-{framework}", "v1", framework, tmp)
+            env = {**fl_env(url, trusted), "FLREPO_LOG_LEVEL": "WARNING"}
+            for plan in chosen:
+                load = os.getloadavg()[0]
+                result = run(repo, url, plan, args.rounds, env, tmp) | {"load": load}
+                print(f"fl_scale: {plan.task_id}: {result}", flush=True)
+                if result["phase"] != "Succeeded":
+                    raise RuntimeError(f"{plan.task_id} ended {result['phase']}; logs in {tmp / plan.task_id}")
+                results.append(result)
+            repo.close()
+    text = "\n".join(
+        [
+            f"## Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} — federated training at scale "
+            f"(`python bench/fl_scale.py --sites {args.sites} --torch-sites {args.torch_sites} "
+            f"--rounds {args.rounds}`)",
+            "",
+            f"Machine: {machine()}; load average (1 min) before each run: "
+            + ", ".join(f"{r['load']:.1f}" for r in results)
+            + ".",
+            "",
+            f"FedAvg, {args.rounds} rounds, each site a `flrepo local-exec` on its share of the digits; the "
+            "Message API with TLS and SuperNode authentication, the legacy runtime in plaintext (as aerOS). "
+            "Repository figures come from the service's /metrics: the round work is the collector's status "
+            "reports and checkpoints (register + upload), its server time against the round's wall time; "
+            "*all requests* adds heartbeats, downloads and the sites' polls of the task's status.",
+            "",
+            *table(results),
+            "",
+        ]
+    )
+    print(text)
+    if args.out:
+        record(args.out, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""The pieces that make flrepo's Message-API runtime cost what the work costs: growing poll
+intervals, the Grid that pulls replies without Flower's 3-second sleeps, the SuperNode loop's
+sleeps, and the SuperExec executor that forks a warm process per task."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("flwr")
+
+from flwr.app import Message, Metadata, RecordDict
+from flwr.app.message import make_message
+from flwr.serverapp import Grid
+from flwr.supercore.constant import TaskType
+from flwr.supercore.superexec.executor import ExecutionSpec, LaunchResultStatus
+
+from flrepo.fl.message import executor, fast_grid, supernode
+from flrepo.fl.message.polling import Backoff
+
+WAIT_S = 120.0  # upper bound for events on a busy two-core machine
+
+
+def until(condition, timeout: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def test_backoff_starts_short_grows_to_its_cap_and_starts_again_after_a_reset():
+    backoff = Backoff(0.01, 2.0, 0.05)
+    assert [backoff.interval() for _ in range(5)] == [0.01, 0.02, 0.04, 0.05, 0.05]
+    backoff.reset()
+    assert backoff.interval() == 0.01
+    with pytest.raises(ValueError):
+        Backoff(0.5, 2.0, 0.1)
+
+
+class SlowReplies(Grid):
+    """A Grid whose replies appear only after a given number of pulls (None: never)."""
+
+    def __init__(self, pulls_until_reply: dict[int, int | None]) -> None:
+        self.pulls_until_reply = pulls_until_reply
+        self.pulls = 0
+        self.sent: dict[str, Message] = {}
+
+    def set_run(self, run):  # pragma: no cover - not used
+        raise NotImplementedError
+
+    @property
+    def run(self):  # pragma: no cover - not used
+        raise NotImplementedError
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):  # pragma: no cover
+        raise NotImplementedError
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self.pulls_until_reply)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        ids = []
+        for message in messages:
+            message_id = f"m{message.metadata.dst_node_id}"
+            self.sent[message_id] = message
+            ids.append(message_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        self.pulls += 1
+        replies = []
+        for message_id in message_ids:
+            node = self.sent[message_id].metadata.dst_node_id
+            after = self.pulls_until_reply[node]
+            if after is not None and self.pulls >= after:
+                replies.append(message(node, reply_to=message_id))
+        return replies
+
+    def send_and_receive(self, messages, *, timeout=None):  # pragma: no cover - FastGrid's is tested
+        raise NotImplementedError
+
+
+def message(node: int, reply_to: str = "") -> Message:
+    metadata = Metadata(
+        run_id=1, message_id="", src_node_id=0, dst_node_id=node, reply_to_message_id=reply_to, group_id="1",
+        created_at=time.time(), ttl=60.0, message_type="train",
+    )  # fmt: skip
+    return make_message(metadata=metadata, content=RecordDict())
+
+
+def messages(nodes: Iterable[int]) -> list[Message]:
+    return [message(node) for node in nodes]
+
+
+def test_fast_grid_returns_every_reply_once_pulling_until_the_last_arrives():
+    inner = SlowReplies({1: 1, 2: 4, 3: 7})
+    grid = fast_grid.FastGrid(inner, Backoff(0.001, 1.0, 0.001))
+    replies = list(grid.send_and_receive(messages([1, 2, 3])))
+    assert sorted(r.metadata.reply_to_message_id for r in replies) == ["m1", "m2", "m3"]
+    assert inner.pulls == 7  # stopped at the last reply
+
+
+def test_fast_grid_gives_up_at_the_timeout_with_the_replies_it_has():
+    inner = SlowReplies({1: 1, 2: None})
+    grid = fast_grid.FastGrid(inner, Backoff(0.001, 1.0, 0.001))
+    replies = list(grid.send_and_receive(messages([1, 2]), timeout=0.2))
+    assert [r.metadata.reply_to_message_id for r in replies] == ["m1"]
+    assert inner.pulls > 1
+
+
+def test_fast_grid_is_flowers_own_grid_when_flrepo_runs_flower_as_shipped(monkeypatch):
+    inner = SlowReplies({1: 1})
+    assert isinstance(fast_grid.wrap(inner), fast_grid.FastGrid)
+    monkeypatch.setenv("FLREPO_FLOWER_STOCK", "1")
+    assert fast_grid.wrap(inner) is inner
+
+
+def test_the_supernode_loops_sleeps_become_short_growing_intervals(monkeypatch):
+    slept: list[float] = []
+
+    class Recorder:
+        def sleep(self, seconds: float) -> None:
+            slept.append(seconds)
+
+    monkeypatch.setattr(supernode, "time", Recorder())
+    node_time = supernode.NodeTime()
+    node_time.sleep(supernode.IDLE_SLEEP)
+    node_time.sleep(supernode.IDLE_SLEEP)
+    node_time.sleep(supernode.REPLY_SLEEP)
+    node_time.sleep(7)  # any other sleep is left alone
+    first, factor, cap = supernode.IDLE
+    assert slept == [first, first * factor, supernode.REPLY[0], 7]
+    assert cap < supernode.IDLE_SLEEP and supernode.REPLY[2] < supernode.REPLY_SLEEP
+
+
+def test_a_wake_datagram_ends_the_superexec_loops_sleep(tmp_path):
+    path = tmp_path / "wake.sock"
+    clock = executor.WakeableTime(executor.wake_socket(path))
+    executor.wake(path)
+    executor.wake(path)
+    clock.sleep(WAIT_S)  # returns at the first datagram, and drains the second
+    assert clock.woken == 1
+    executor.wake(tmp_path / "nobody-listens.sock")  # no executor: no error either
+
+
+def spec(task_id: int = 1, task_type: TaskType = TaskType.CLIENT_APP) -> ExecutionSpec:
+    return ExecutionSpec(
+        task_type=task_type,
+        runtime_api_address="127.0.0.1:9",
+        token="a-task-token",
+        insecure=True,
+        root_certificates_path=None,
+        runtime_dependency_install=False,
+        parent_pid=os.getpid(),
+        suppress_output=False,
+        task_id=task_id,
+    )
+
+
+def write_pid_and_token(where: Path):
+    def run(task: ExecutionSpec) -> None:
+        (where / f"task-{task.task_id}").write_text(f"{os.getpid()} {task.token}")
+        raise SystemExit(3 if task.task_id == 2 else 0)  # as Flower's flwr_exit ends an app
+
+    return run
+
+
+def fork_two_tasks(tmp_path: Path) -> None:
+    """Run in a fresh interpreter (the test below): pytest's process may hold other tests' threads,
+    and the executor rightly refuses to fork then."""
+    fork = executor.ForkExecutor({TaskType.CLIENT_APP: write_pid_and_token(tmp_path)})
+    assert fork.launch(spec(1)).status == LaunchResultStatus.ACCEPTED
+    assert fork.launch(spec(2)).status == LaunchResultStatus.ACCEPTED
+    until(lambda: (tmp_path / "task-1").exists() and (tmp_path / "task-2").exists())
+    pids = {(tmp_path / f"task-{n}").read_text().split()[0] for n in (1, 2)}
+    assert len(pids) == 2 and str(os.getpid()) not in pids
+    assert (tmp_path / "task-1").read_text().endswith(" a-task-token")
+    until(lambda: fork.reconcile() or not fork.children)  # both exited and were collected
+    (tmp_path / "launched").write_text(str(fork.launched))
+
+
+def test_the_fork_executor_runs_each_task_in_its_own_child_with_its_token_and_reaps_it(tmp_path):
+    code = "import sys, pathlib; from tests.fl.test_fast_runtime import fork_two_tasks as run; "
+    code += "run(pathlib.Path(sys.argv[1]))"
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], cwd=root, capture_output=True, text=True, timeout=WAIT_S
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "launched").read_text() == "2"
+
+
+def test_the_fork_executor_refuses_to_fork_while_the_process_has_another_thread(tmp_path):
+    fork = executor.ForkExecutor({TaskType.CLIENT_APP: write_pid_and_token(tmp_path)})
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait)
+    thread.start()
+    try:
+        result = fork.launch(spec(1))
+    finally:
+        release.set()
+        thread.join()
+    assert result.status == LaunchResultStatus.FAILED and "threads" in (result.message or "")
+    assert not fork.children and not (tmp_path / "task-1").exists()
+
+
+def test_the_fork_executor_starts_other_task_types_cold_as_flower_would(tmp_path, monkeypatch):
+    started = []
+    fork = executor.ForkExecutor({TaskType.CLIENT_APP: write_pid_and_token(tmp_path)})
+    monkeypatch.setattr(fork.cold, "launch", lambda task: started.append(task.task_type) or "cold")
+    assert fork.launch(spec(5, TaskType.SERVER_APP)) == "cold"
+    assert started == [TaskType.SERVER_APP] and not fork.children
