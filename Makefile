@@ -88,7 +88,7 @@ tusjs: $(TUSJS)
 run: venv ferretdb
 	$(VENV)/bin/flrepo serve --embedded --host 127.0.0.1 --port $(PORT)
 
-test: venv ferretdb helm tusjs
+test: venv ferretdb $(FERRETDB_UNPATCHED) helm tusjs
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # The process tests (FL runtime, CLI subprocesses) while two CPU burners run, three times in a row:

@@ -46,7 +46,7 @@ async def test_the_read_strategy_follows_what_explain_shows(settings):
         await db.close()
 
 
-@pytest.mark.skipif(not UNPATCHED.exists(), reason="tools/bin/ferretdb-unpatched not built (make it: no network here)")
+@pytest.mark.skipif(not UNPATCHED.exists(), reason="tools/bin/ferretdb-unpatched not built (make test builds it)")
 async def test_ferretdb_as_released_is_read_in_one_unsorted_pass(tmp_path, monkeypatch):
     monkeypatch.setenv("FLREPO_FERRETDB_BIN", str(UNPATCHED))
     with EmbeddedMongo(tmp_path / "data", log_file=tmp_path / "ferretdb.log") as server:
