@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flrepo.fl.examples.data import held_out
-from flrepo.fl.examples.digits_models import CLASSES, FEATURES, HIDDEN
 
 from flrepo.fl.demo import digits_task, write_partitions
+from flrepo.fl.examples.data import held_out
+from flrepo.fl.examples.digits_models import CLASSES, FEATURES, HIDDEN
 from flrepo.fl.frameworks import ModelError, Training, file_format, open_model
 from tests.helpers import logs_of, run_training
 

@@ -97,10 +97,12 @@ def test_a_replaced_transformation_is_refused_by_local_executions(signed):
 def test_a_replaced_model_is_refused(signed):
     repo, _, _ = signed
     task = repo.create_task(digits_task("t-model", rounds=1, clients=1)).model_dump()
-    assert pinning.read_model(repo, task) == repo.read("/model/digits/v1")
+    pinned = io.BytesIO()
+    pinning.download_model(repo, task, pinned)
+    assert pinned.getvalue() == repo.read("/model/digits/v1")
     repo.upload_model("digits", "v1", io.BytesIO(b"other weights"), filename="w.npz")
     with pytest.raises(PinMismatch):
-        pinning.read_model(repo, task)
+        pinning.download_model(repo, task, io.BytesIO())
 
 
 def test_tasks_without_pins_load_only_when_told(signed):

@@ -8,15 +8,13 @@ is unpickled or trained. Signatures are still checked (flrepo.signing); `allow_u
 only, never the pins, except for tasks created before pinning (which have none), which then load with
 a warning.
 
-Call sites: a collector loads its strategy with `load_strategy(repo, task, allow_unsigned)` and its
-initial model with `read_model(repo, task)` (or `download_model` for large files); a local execution
-loads each transformation with `load_transformation(repo, task, ref["id"], allow_unsigned)` and, when it
-needs the model file itself, `read_model` / `download_model`.
+Call sites: a collector loads its strategy with `load_strategy(repo, task, allow_unsigned)`; the
+framework clients fetch the task's model file with `download_model` (flrepo.fl.core.trainer); a local
+execution loads each transformation with `load_transformation(repo, task, ref["id"], allow_unsigned)`.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 from pathlib import Path
 from typing import Any
@@ -91,10 +89,3 @@ def download_model(
             Path(dest).unlink(missing_ok=True)
         raise PinMismatch(f"model {name}/{version} is now {done.sha256[:12]}…, not the pinned {sha[:12]}…")
     return done
-
-
-def read_model(repo: RepositoryClient, task: dict[str, Any], allow_unsigned: bool = False) -> bytes | None:
-    """The task's model file, as `download_model` checks it, in memory (small files: weights)."""
-    buffer = io.BytesIO()
-    done = download_model(repo, task, buffer, allow_unsigned)
-    return None if done is None else buffer.getvalue()

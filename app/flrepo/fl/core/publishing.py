@@ -36,7 +36,7 @@ def store_result(
     last_metrics: dict[str, Any],
     final: Weights,
     chosen: int,
-) -> bool:
+) -> None:
     """The aerOS training result: results (the figures of the run) and the .npz weights."""
     name, version = task["model"]["model_name"], task["model"]["model_version"]
     results: dict[str, Any] = {
@@ -62,7 +62,6 @@ def store_result(
     repo.upload_weights(
         name, version, task_id, task["configuration_id"], io.BytesIO(to_npz(final)), filename="weights.npz"
     )
-    return True
 
 
 def publish_model(
@@ -120,7 +119,8 @@ def finish(
     repo = link.repo
     task = repo.get_task(link.task_id).model_dump()  # with the best round the checkpoints set
     final, chosen = published_weights(repo, task, final)
-    written.result = store_result(repo, task, last_loss, last_metrics, final, chosen)
+    store_result(repo, task, last_loss, last_metrics, final, chosen)
+    written.result = True
     written.models.append(publish_model(repo, task, model, final, workdir))
     link.report(
         phase="Succeeded",
