@@ -35,7 +35,7 @@ async def create_checkpoint(task_id: TaskId, body: CheckpointIn, db: DB, actor: 
 @router.put(
     "/tasks/{task_id}/checkpoints/{round}",
     status_code=204,
-    responses=upload_responses(),
+    responses=upload_responses(409),
     openapi_extra=UPLOAD_OPENAPI,
 )
 async def upload_checkpoint(
