@@ -11,7 +11,7 @@ import logging
 import pickle
 from typing import Any, Literal
 
-from flrepo.client import calls
+import flrepo.client.calls as calls
 from flrepo.client.calls import Call
 from flrepo.client.errors import TooLarge
 from flrepo.client.transfer import Downloaded, Upload

@@ -9,7 +9,9 @@ from typing import Any, TypeVar
 
 import httpx
 
-from flrepo.client import artifacts, calls, tus
+import flrepo.client.artifacts as artifacts
+import flrepo.client.calls as calls
+import flrepo.client.tus as tus
 from flrepo.client.artifacts import Kind
 from flrepo.client.base import Sender, client_options
 from flrepo.client.calls import TASK_TOKEN_HEADER, Call, Stored
