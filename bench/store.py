@@ -463,6 +463,23 @@ def write_results(path: Path, section: str) -> None:
     path.write_text(text)
 
 
+def ferretdb_bins(parser: argparse.ArgumentParser, specs: list[str]) -> list[tuple[str, Path]]:
+    """`--ferretdb-bin [LABEL=]PATH` values as (label, binary); a missing binary is a usage error."""
+    bins = []
+    for spec in specs:
+        label, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        binary = Path(path).resolve()
+        if not binary.exists():
+            parser.error(f"{binary} does not exist")
+        bins.append((label or binary.name, binary))
+    return bins
+
+
+def command_line(script: str) -> str:
+    """This run's command as RESULTS.md shows it (arguments quoted where the shell would need it)."""
+    return f"python {script} " + " ".join(a if re.fullmatch(r"[\w./=:,-]+", a) else repr(a) for a in sys.argv[1:])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ferretdb-bin", action="append", required=True, metavar="[LABEL=]PATH")
@@ -477,16 +494,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, help="where the stores go (default: a temporary directory)")
     args = parser.parse_args()
 
-    bins = []
-    for spec in args.ferretdb_bin:
-        label, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
-        binary = Path(path).resolve()
-        if not binary.exists():
-            parser.error(f"{binary} does not exist")
-        bins.append((label or binary.name, binary))
-    command = "python bench/store.py " + " ".join(
-        a if re.fullmatch(r"[\w./=:,-]+", a) else repr(a) for a in sys.argv[1:]
-    )
+    bins = ferretdb_bins(parser, args.ferretdb_bin)
+    command = command_line("bench/store.py")
     root = Path(tempfile.mkdtemp(prefix="flrepo-store-", dir=args.workdir))
     try:
         runs = [scenario(label, binary, args, root) for label, binary in bins]

@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import os
 import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -42,7 +41,18 @@ from gridfs import GridFSBucket
 from pymongo import MongoClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.store import MIB, TIMEOUT, PeakRSS, Service, free_port, large, rss_mib, write_results
+from bench.store import (
+    MIB,
+    TIMEOUT,
+    PeakRSS,
+    Service,
+    command_line,
+    ferretdb_bins,
+    free_port,
+    large,
+    rss_mib,
+    write_results,
+)
 
 DB, GRID = "repository", "repository_grid"
 
@@ -425,16 +435,8 @@ def main() -> None:
     args = parser.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",")]
     args.models = [int(s) for s in args.models.split(",")]
-    bins = []
-    for spec in args.ferretdb_bin:
-        label, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
-        binary = Path(path).resolve()
-        if not binary.exists():
-            parser.error(f"{binary} does not exist")
-        bins.append((label or binary.name, binary))
-    command = "python bench/store_compare.py " + " ".join(
-        a if re.fullmatch(r"[\w./=:,-]+", a) else repr(a) for a in sys.argv[1:]
-    )
+    bins = ferretdb_bins(parser, args.ferretdb_bin)
+    command = command_line("bench/store_compare.py")
     root = Path(tempfile.mkdtemp(prefix="flrepo-compare-", dir=args.workdir))
     try:
         runs = [scenario(label, binary, args, root) for label, binary in bins]
