@@ -396,3 +396,24 @@ def seed_aeros(raw_db: tuple[Any, Any]) -> AerosData:
     # MLCollector: meta (from MLCollectorData), name, version, collector_id
     meta.collectors.insert_one({"meta": {"framework": "flwr"}, "name": "collector", "version": 1, "collector_id": None})
     return data
+
+
+def held_out_accuracy(loader: str, model_zip: Path, workdir: Path) -> float:
+    """The held-out digits accuracy of `model_zip` as `loader` (Python source: argv[1] the archive, argv[2]
+    an .npz of x and y; prints the accuracy last) measures it in a fresh interpreter run in `workdir`."""
+    import sys
+
+    import numpy as np
+
+    from flrepo.fl.examples.data import held_out
+
+    _, _, x_test, y_test = held_out()
+    np.savez(workdir / "test.npz", x=x_test / 16.0, y=y_test)
+    run = subprocess.run(
+        [sys.executable, "-c", loader, str(model_zip), str(workdir / "test.npz")],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=workdir,
+    )
+    return float(run.stdout.strip().splitlines()[-1])

@@ -4,8 +4,6 @@ aerOS's local operations store it (a ZIP holding a TorchScript `scripted_model.p
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -16,7 +14,7 @@ from flrepo.fl.demo import digits_task, write_partitions
 from flrepo.fl.examples.data import held_out
 from flrepo.fl.examples.digits_models import CLASSES, FEATURES, HIDDEN
 from flrepo.fl.frameworks import ModelError, Training, file_format, open_model
-from tests.helpers import logs_of, run_training
+from tests.helpers import held_out_accuracy, logs_of, run_training
 
 torch = pytest.importorskip("torch")
 
@@ -46,16 +44,7 @@ print(float((predicted == data["y"]).mean()))
 
 
 def aeros_accuracy(model_zip: Path, tmp_path: Path) -> float:
-    _, _, x_test, y_test = held_out()
-    np.savez(tmp_path / "test.npz", x=x_test / 16.0, y=y_test)
-    run = subprocess.run(
-        [sys.executable, "-c", AEROS_LOAD, str(model_zip), str(tmp_path / "test.npz")],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=tmp_path,
-    )
-    return float(run.stdout.strip().splitlines()[-1])
+    return held_out_accuracy(AEROS_LOAD, model_zip, tmp_path)
 
 
 @pytest.mark.parametrize("folder", ["", "model/"], ids=["top", "in-a-folder"])

@@ -5,8 +5,6 @@ Skipped where the extra is not installed (`pip install 'flrepo[tensorflow]'`).""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from flrepo.fl.demo import digits_task, write_partitions
 from flrepo.fl.examples.data import held_out
 from flrepo.fl.examples.digits_models import CLASSES, FEATURES, HIDDEN
 from flrepo.fl.frameworks import ModelError, Training, file_format, open_model
-from tests.helpers import logs_of, run_training
+from tests.helpers import held_out_accuracy, logs_of, run_training
 
 tf_keras = pytest.importorskip("tf_keras", reason="the tensorflow extra is not installed")
 
@@ -59,16 +57,7 @@ print(float((predicted == data["y"]).mean()))
 
 
 def aeros_accuracy(model_zip: Path, workdir: Path) -> float:
-    _, _, x_test, y_test = held_out()
-    np.savez(workdir / "test.npz", x=x_test / 16.0, y=y_test)
-    run = subprocess.run(
-        [sys.executable, "-c", AEROS_LOAD, str(model_zip), str(workdir / "test.npz")],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=workdir,
-    )
-    return float(run.stdout.strip().splitlines()[-1])
+    return held_out_accuracy(AEROS_LOAD, model_zip, workdir)
 
 
 def test_a_savedmodel_archive_loads_trains_and_saves_in_its_format(tmp_path):
