@@ -15,8 +15,9 @@ from typing import Any
 
 from pymongo.errors import PyMongoError
 
-from flrepo.schemas.tasks import COLLECTOR_LOST, CONDITION_TYPES, DEFAULT_HEARTBEAT_TIMEOUT, Phase
+from flrepo.schemas.tasks import COLLECTOR_LOST, DEFAULT_HEARTBEAT_TIMEOUT, Phase
 from flrepo.server.repository.kinds import TASKS
+from flrepo.server.repository.task_states import CONDITION_TYPES
 from flrepo.server.repository.tasks import bounded_conditions, lock_key
 from flrepo.server.storage.db import Database
 

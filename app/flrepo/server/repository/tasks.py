@@ -1,5 +1,5 @@
 """FL tasks in the store: creation with checked references, status updates through the phase
-machine (flrepo.schemas.tasks), cancelling, deletion of tasks that are not running. Every status
+machine (flrepo.server.repository.task_states), cancelling, deletion of tasks that are not running. Every status
 report is also the collector's heartbeat (flrepo.server.repository.liveness fails tasks whose
 collector stopped reporting)."""
 
@@ -12,25 +12,16 @@ import uuid
 from typing import Any
 
 from flrepo.schemas.identifiers import MAX_IDENTIFIER
-from flrepo.schemas.tasks import (
-    CANCELLED,
-    TERMINAL,
-    InvalidTransition,
-    Phase,
-    StatusUpdate,
-    TaskIn,
-    initial_status,
-    output_version,
-    transition,
-)
+from flrepo.schemas.tasks import CANCELLED, TERMINAL, Phase, StatusUpdate, TaskIn, output_version
 from flrepo.server.repository import checkpoints, claims, items, outputs, rounds
 from flrepo.server.repository.claims import Actor
 from flrepo.server.repository.items import Page
 from flrepo.server.repository.kinds import MODELS, STRATEGIES, TASKS, TRANSFORMATIONS, Kind
+from flrepo.server.repository.task_states import InvalidTransition, initial_status, transition
 from flrepo.server.storage.db import Database
 from flrepo.server.storage.errors import AlreadyExists, Busy, Conflict, Invalid, NotFound, TooLarge
 
-# Conditions kept besides the latest of each type (flrepo.schemas.tasks.CONDITION_TYPES).
+# Conditions kept besides the latest of each type (flrepo.server.repository.task_states.CONDITION_TYPES).
 CONDITIONS_TAIL = 16
 DEFAULT_REPORT_BYTES = 256 * 1024
 # Round records the task document keeps at hand besides their collection (what GET /tasks/{id} shows).
