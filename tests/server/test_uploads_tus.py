@@ -16,9 +16,11 @@ from tusclient import client as tus_client
 from tusclient.storage.filestorage import FileStorage
 
 from flrepo.server.auth import hash_key
+from flrepo.server.http.file_uploads import STREAMED_UPLOAD
+from flrepo.server.http.tus_targets import TARGETS
 from flrepo.server.main import create_app
 from flrepo.server.storage.sweep import sweep
-from tests.helpers import LiveServer, drop, make_model, make_settings, payload, sha, upload
+from tests.helpers import LiveServer, drop, grid_counts, make_model, make_settings, payload, sha, upload
 
 TUS = {"Tus-Resumable": "1.0.0"}
 MiB = 1024 * 1024
@@ -338,3 +340,80 @@ async def test_roles_a_reader_cannot_upload_a_writer_can_and_only_its_own(keyed)
             assert trail.status_code == 403  # (admin only) the entry's key is checked in the raw store below
         entry = await app.state.db.collection("audit").find_one({"method": "PUT", "path": "/model/m/v1"})
         assert entry is not None and entry["key_id"] == "writer"
+
+
+# --- the target: resolved to its item and attached through the repository, as its PUT does ----------
+
+
+def test_every_file_put_route_is_a_target(app):
+    """The targets the completion knows are exactly the API's file PUT routes (the ones that stream a file)."""
+    paths = app.openapi()["paths"]
+    file_puts = {path for path, ops in paths.items() if ops.get("put", {}).get(STREAMED_UPLOAD)}
+    assert len(file_puts) == 5
+    assert {route.template for route in TARGETS} == file_puts
+
+
+async def test_a_refused_target_answers_what_its_put_answers(client):
+    """Creation refuses a target with the status and detail the target's own PUT gives (404, 409, 422)."""
+    from tests.helpers import make_task
+
+    await make_task(client)
+    result = {"model_name": "digits", "model_version": "v1", "training_id": "r1", "configuration_id": "7"}
+    assert (await client.post("/training-results", json={**result, "results": {}})).status_code == 201
+    assert (await client.post("/tasks/t1/checkpoints", json={"round": 1, "loss": 0.5})).status_code == 201
+    assert (await upload(client, "/tasks/t1/checkpoints/1", b"npz")).status_code == 204
+    refused = {
+        "/model/digits/v9": 404,
+        "/strategy/nothing": 404,
+        "/transformation/nothing": 404,
+        "/training-results/digits/v1/r9/7": 404,
+        "/training-results/digits/v1/r1/8": 409,  # not the result's configuration id
+        "/tasks/t1/checkpoints/1": 409,  # has its file: immutable
+        "/tasks/t1/checkpoints/2": 404,
+        "/tasks/nothing/checkpoints/1": 404,
+        "/model/%24where/v1": 422,
+        "/tasks/t1/checkpoints/0": 422,
+        "/tasks/t1/checkpoints/x": 422,
+    }
+    for target, status in refused.items():
+        put = await client.put(target, content=b"abcd", headers={"Content-Type": "application/octet-stream"})
+        tus_answer = await create(client, target, 4)
+        assert (put.status_code, tus_answer.status_code) == (status, status), (target, put.text, tus_answer.text)
+        if status == 422:  # the same fields named (pydantic's wording aside)
+            assert [e["loc"] for e in tus_answer.json()["detail"]] == [e["loc"] for e in put.json()["detail"]]
+        else:
+            assert tus_answer.json() == put.json(), target
+    assert (await client.get("/uploads", headers=TUS)).json() == []  # nothing was created
+
+
+async def test_a_completion_its_target_refuses_answers_409_and_the_upload_is_removed(client, raw_db):
+    """A checkpoint that got its file by a PUT while the upload ran is immutable: the completion answers
+    409 as a second PUT would, and the upload goes (its file with it)."""
+    from tests.helpers import make_task
+
+    await make_task(client)
+    assert (await client.post("/tasks/t1/checkpoints", json={"round": 1, "loss": 0.5})).status_code == 201
+    files, chunks = grid_counts(raw_db)
+    url = await _upload_id(client, "/tasks/t1/checkpoints/1", 2000)
+    assert (await patch(client, url, 0, payload(1000))).status_code == 204
+    assert (await upload(client, "/tasks/t1/checkpoints/1", b"the PUT's own")).status_code == 204
+    r = await patch(client, url, 1000, payload(1000))
+    assert r.status_code == 409, r.text
+    assert "immutable" in r.json()["detail"] and r.headers["tus-resumable"] == "1.0.0"
+    assert (await client.head(url, headers=TUS)).status_code == 404
+    assert (await client.get("/tasks/t1/checkpoints/1")).content == b"the PUT's own"
+    assert grid_counts(raw_db) == (files + 1, chunks + 1)  # the PUT's file alone: the upload's went with it
+
+
+async def test_the_completion_is_audited_as_its_targets_put(client):
+    await make_model(client, "m", "v1")
+    url = await _upload_id(client, "/model/m/v1", 4)
+    before = [e for e in (await client.get("/audit")).json() if e["method"] == "PUT"]
+    done = await patch(client, url, 0, b"data")
+    assert done.status_code == 204, done.text
+    puts = [e for e in (await client.get("/audit")).json() if e["method"] == "PUT"]
+    assert len(puts) == len(before) + 1
+    entry = puts[0]  # newest first
+    assert (entry["path"], entry["status"]) == ("/model/m/v1", 204)
+    assert entry["route"] == "/model/{model_name}/{model_version}"
+    assert entry["request_id"] == done.headers["x-request-id"]

@@ -28,7 +28,7 @@ from flrepo.schemas.tasks import (
     TrainingConfig,
     TransformationRef,
 )
-from flrepo.schemas.uploads import OpenUpload
+from flrepo.schemas.tus_uploads import OpenUpload
 
 T = TypeVar("T")
 # Where a collector sends the task token its claim gave it (flrepo.server.repository.claims).

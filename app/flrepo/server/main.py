@@ -36,7 +36,7 @@ from flrepo.server.routes import (
     tasks,
     training_results,
     transformations,
-    uploads,
+    tus_uploads,
 )
 from flrepo.server.settings import Settings, get_settings
 from flrepo.server.storage.db import Database, watch_indexes_forever
@@ -137,7 +137,7 @@ def _routes(app: FastAPI, settings: Settings) -> None:
     for module in (models, training_results, strategies, transformations, tasks, checkpoints, collectors):
         app.include_router(module.router, dependencies=[Depends(authorize)], responses=problems(401, 403))
     # Authorized per route: OPTIONS (capabilities) is public, the rest need the role of the target's PUT.
-    app.include_router(uploads.router)
+    app.include_router(tus_uploads.router)
     app.include_router(audit.router)
     app.include_router(health.router)
 

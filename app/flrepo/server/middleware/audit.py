@@ -37,16 +37,19 @@ class AuditTrail:
         route = getattr(scope.get("route"), "path", None)
         if status >= 400 or not route:
             return
-        principal = principal_of(scope)
-        await self.record(
-            {
-                "time": datetime.now(UTC),
-                "key_id": getattr(principal, "key_id", None),
-                "role": getattr(getattr(principal, "role", None), "label", None),
-                "method": scope["method"],
-                "path": scope["path"],
-                "route": route,
-                "status": status,
-                "request_id": scope.get("state", {}).get("request_id", ""),
-            }
-        )
+        request_id = scope.get("state", {}).get("request_id", "")
+        await self.record(entry(principal_of(scope), scope["method"], scope["path"], route, status, request_id))
+
+
+def entry(principal: Any, method: str, path: str, route: str, status: int, request_id: str) -> dict[str, Any]:
+    """One change as the trail records it (a finished resumable upload records its target's PUT with it)."""
+    return {
+        "time": datetime.now(UTC),
+        "key_id": getattr(principal, "key_id", None),
+        "role": getattr(getattr(principal, "role", None), "label", None),
+        "method": method,
+        "path": path,
+        "route": route,
+        "status": status,
+        "request_id": request_id,
+    }

@@ -11,8 +11,8 @@ from __future__ import annotations
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from flrepo.server.http.file_uploads import streams_upload
 from flrepo.server.http.responses import send_json
-from flrepo.server.http.uploads import streams_upload
 
 
 class BodyTooLarge(HTTPException):

@@ -71,6 +71,16 @@ async def create(db: Database, task_id: str, body: CheckpointIn, actor: Actor | 
     return await items.get(db, CHECKPOINTS, key(task_id, body.round))
 
 
+async def attachable(db: Database, task_id: str, round_number: int, actor: Actor | None = None) -> dict[str, Any]:
+    """The checkpoint a file may be attached to now (what `attach` checks before it reads a byte): `actor`
+    holds the running task's claim, the checkpoint exists and has no file yet (Conflict)."""
+    await _writable(db, task_id, actor)
+    current = await items.get(db, CHECKPOINTS, key(task_id, round_number))
+    if current.get(CHECKPOINTS.id_field):
+        raise Conflict(f"checkpoint {round_number} of task {task_id!r} has its file; checkpoints are immutable")
+    return current
+
+
 async def attach(
     db: Database,
     task_id: str,
@@ -82,10 +92,7 @@ async def attach(
 ) -> StoredFile:
     """The checkpoint's file, once (its sha256 and size are recorded with it); then the task's `best`
     follows it and older checkpoints are pruned."""
-    await _writable(db, task_id, actor)
-    current = await items.get(db, CHECKPOINTS, key(task_id, round_number))
-    if current.get(CHECKPOINTS.id_field):
-        raise Conflict(f"checkpoint {round_number} of task {task_id!r} has its file; checkpoints are immutable")
+    current = await attachable(db, task_id, round_number, actor)
     # Only while it has none, checked again by the switch: two uploads cannot both land.
     # The client's own If-Match / If-None-Match still answer 412 as on any upload.
     asked = condition or FileCondition()

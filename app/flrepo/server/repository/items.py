@@ -191,12 +191,7 @@ async def attach(
     """
     expect = expect or {}
     condition = condition or FileCondition()
-    current = await get(db, kind, key)
-    for field_name, wanted in expect.items():
-        if current.get(field_name) not in (None, wanted):
-            raise Conflict(f"{kind.describe(key)} has {field_name}={current.get(field_name)!r}, not {wanted!r}")
-    if not condition.holds(current, kind.id_field):
-        raise _precondition_failed(kind, key, current)
+    current = await attachable(db, kind, key, expect=expect, condition=condition)
     incoming = await receive()
     named = {**current, **key, **expect}
     stored = await blobs.store(
@@ -219,6 +214,25 @@ async def attach(
         raise
     await blobs.discard_file(db.bucket, replaced)
     return stored
+
+
+async def attachable(
+    db: Database,
+    kind: Kind,
+    key: dict[str, Any],
+    *,
+    expect: dict[str, Any] | None = None,
+    condition: FileCondition | None = None,
+) -> dict[str, Any]:
+    """The item a file may be attached to now (what `attach` checks before it reads a byte): it exists
+    (NotFound), matches `expect` (Conflict) and `condition` holds on its file (PreconditionFailed)."""
+    current = await get(db, kind, key)
+    for field_name, wanted in (expect or {}).items():
+        if current.get(field_name) not in (None, wanted):
+            raise Conflict(f"{kind.describe(key)} has {field_name}={current.get(field_name)!r}, not {wanted!r}")
+    if not (condition or FileCondition()).holds(current, kind.id_field):
+        raise _precondition_failed(kind, key, current)
+    return current
 
 
 async def rename_file(db: Database, file_id: Any, grid_name: str, fields: dict[str, Any]) -> bool:

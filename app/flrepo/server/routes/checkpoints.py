@@ -12,8 +12,8 @@ from flrepo.server.auth import TaskActor
 from flrepo.server.deps import DB, FILE_RESPONSE, Page, SettingsDep, listed, problems
 from flrepo.server.http.conditions import UploadCondition
 from flrepo.server.http.downloads import file_response
+from flrepo.server.http.file_uploads import UPLOAD_OPENAPI, receiver, upload_responses, uploaded
 from flrepo.server.http.json_body import JsonBodyRoute
-from flrepo.server.http.uploads import UPLOAD_OPENAPI, receiver, upload_responses, uploaded
 from flrepo.server.repository import checkpoints
 
 router = APIRouter(tags=["tasks"], route_class=JsonBodyRoute)

@@ -2,27 +2,32 @@
 
 `Upload-Metadata` names the upload's `target`, the aerOS path of the file it completes (e.g.
 `/model/base/base2`), and its `filename`. Creating an upload needs what a PUT to the target needs (the
-target's own route checks it, see http.upload_targets); every later request on it needs the same role
-and the key that created it. Parts stream into GridFS; the last one attaches the file as a PUT would.
+checks that PUT makes before it reads a byte, see http.tus_targets); every later request on it needs
+the same role and the key that created it. Parts stream into GridFS; the last one attaches the file
+through the repository as a PUT would, and the audit trail records it as that PUT.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request, Response
 from starlette.requests import ClientDisconnect
 
 from flrepo.schemas import Problem
-from flrepo.schemas.uploads import OpenUpload
-from flrepo.server.auth import METHOD_ROLES, Principal, Role, authenticate, require
+from flrepo.schemas.tus_uploads import OpenUpload
+from flrepo.server.auth import METHOD_ROLES, Principal, Role, TaskActor, authenticate, require
 from flrepo.server.deps import DB, Page, SettingsDep, problems
 from flrepo.server.http import tus
+from flrepo.server.http.file_uploads import STREAMED_UPLOAD, clean_filename
 from flrepo.server.http.tus import OFFSET_STREAM, TUS_RESUMABLE, UPLOAD_EXPIRES, UPLOAD_OFFSET, TusRoute, header
-from flrepo.server.http.upload_targets import Answer, Prestored, run_put
-from flrepo.server.http.uploads import STREAMED_UPLOAD, clean_filename
+from flrepo.server.http.tus_targets import Target, resolve, stored_file
+from flrepo.server.middleware import audit as audit_trail
 from flrepo.server.repository import audit
-from flrepo.server.repository import uploads as store
+from flrepo.server.repository import tus_uploads as store
+from flrepo.server.repository.claims import Actor
+from flrepo.server.settings import Settings
 from flrepo.server.storage.db import Database
 
 router = APIRouter(tags=["uploads"], route_class=TusRoute)
@@ -30,7 +35,7 @@ router = APIRouter(tags=["uploads"], route_class=TusRoute)
 UploadId = Annotated[str, Path(max_length=64, description="The upload's id, from the `Location` of its creation")]
 TusResumable = Annotated[str | None, Header(alias="Tus-Resumable", description="Must be 1.0.0")]
 # Every file PUT is authorized by its method (flrepo.server.auth), so this is the role each target's
-# PUT needs; the dry run at creation runs the target's own checks as well.
+# PUT needs; the target's own checks are made at creation as well.
 TARGET_ROLE = METHOD_ROLES["PUT"]
 
 _TUS_PROBLEMS: dict[int, dict[str, Any]] = {
@@ -140,6 +145,7 @@ async def create_upload(
     db: DB,
     settings: SettingsDep,
     principal: Uploader,
+    actor: TaskActor,
     upload_length: Annotated[str | None, Header(alias="Upload-Length", description="The file's size in bytes")] = None,
     upload_metadata: Annotated[
         str | None,
@@ -161,9 +167,7 @@ async def create_upload(
         raise HTTPException(422, "Upload-Metadata must name the `target` path the file is for")
     filename = clean_filename(tus.metadata_text(metadata, "filename"))
     content_type = (tus.metadata_text(metadata, "filetype") or "").strip()[:255] or "application/octet-stream"
-    refused = await run_put(request, target, Prestored(None))
-    if refused is not None:
-        return _forward(refused)
+    await resolve(target).check(db, actor)
     quota = store.Quota(settings.upload_max_open, settings.upload_max_reserved_bytes)
     # One creation at a time per key in this process, so two cannot both pass the same count.
     async with db.dialect.item_lock(("upload-quota", principal.key_id)):
@@ -182,11 +186,9 @@ async def create_upload(
     if length == 0:  # nothing to PATCH: tus clients only create an empty file
         lease = await store.Lease.take(db, doc["_id"])
         try:
-            failed = await _complete(request, db, doc)
+            await _complete(request, db, settings, doc, _Caller(principal, actor))
         finally:
             await lease.release()
-        if failed is not None:
-            return failed
         return Response(status_code=201, headers={"Location": location, "Upload-Offset": "0"})
     return Response(status_code=201, headers={"Location": location, **_state_headers(doc)})
 
@@ -262,6 +264,7 @@ async def upload_part(
     db: DB,
     settings: SettingsDep,
     principal: Uploader,
+    actor: TaskActor,
     upload_offset: Annotated[
         str | None, Header(alias="Upload-Offset", description="Where this part starts: the upload's offset")
     ] = None,
@@ -286,9 +289,7 @@ async def upload_part(
         if body.disconnected:
             raise ClientDisconnect()  # what arrived is kept; nobody is left to answer
         if doc["offset"] == doc["length"]:
-            failed = await _complete(request, db, doc)
-            if failed is not None:
-                return failed
+            await _complete(request, db, settings, doc, _Caller(principal, actor))
             return Response(status_code=204, headers={"Upload-Offset": str(doc["offset"])})
     finally:
         await lease.release()
@@ -323,27 +324,25 @@ class _Body:
             self.disconnected = True
 
 
-async def _complete(request: Request, db: Database, doc: dict[str, Any]) -> Response | None:
-    """Attach the finished file to its target through the target's PUT route; None when it is attached,
-    else the target's refusal (the upload is then removed: its target cannot take it)."""
+@dataclass(frozen=True)
+class _Caller:
+    """Who sends the upload: the key (for the audit trail) and the task token it carries, if any."""
+
+    principal: Principal
+    actor: Actor
+
+
+async def _complete(request: Request, db: Database, settings: Settings, doc: dict[str, Any], caller: _Caller) -> None:
+    """Attach the finished file to its target as the target's PUT would, and record it as that PUT. When
+    the target refuses it (its error is the answer), the upload is removed: its target cannot take it."""
     stored = await store.finish(db, doc)
-
-    async def record(entry: dict[str, Any]) -> None:
-        await audit.record(db, entry)
-
-    answer = await run_put(request, doc["target"], Prestored(stored, doc.get("filename")), record=record)
-    if answer is not None and answer.status < 300:
-        await store.completed(db, doc)
-        return None
-    await store.discard(db, doc)
-    return _forward(answer or Answer(status=500))
-
-
-def _forward(answer: Answer) -> Response:
-    """The target's refusal, as the target gave it."""
-    headers = {}
-    if challenge := answer.header(b"www-authenticate"):
-        headers["WWW-Authenticate"] = challenge
-    return Response(
-        bytes(answer.body), status_code=answer.status, headers=headers, media_type=answer.header(b"content-type")
-    )
+    try:
+        target: Target = resolve(doc["target"])
+        await target.attach(db, caller.actor, stored_file(stored, doc.get("filename")), settings.max_upload_bytes)
+    except Exception:
+        await store.discard(db, doc)
+        raise
+    await store.completed(db, doc)
+    request_id = request.scope.get("state", {}).get("request_id", "")
+    entry = audit_trail.entry(caller.principal, "PUT", target.path, target.route.template, 204, request_id)
+    await audit.record(db, entry)

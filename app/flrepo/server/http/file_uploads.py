@@ -28,9 +28,6 @@ FILE_FIELD = "file"
 # this margin over the size limit can be refused before a byte is stored.
 MULTIPART_OVERHEAD = 64 * 1024
 
-# A run of an upload route that gets an already stored file instead of a body (http.upload_targets).
-PRESTORED = "flrepo.prestored"
-
 # Marks an operation whose body is a file streamed to GridFS (not held to the JSON body limit).
 STREAMED_UPLOAD = "x-flrepo-streamed-upload"
 UPLOAD_OPENAPI: dict[str, Any] = {
@@ -157,9 +154,6 @@ def _too_large(max_bytes: int) -> HTTPException:
 
 async def incoming_file(request: Request, max_bytes: int) -> IncomingFile:
     """Start reading the upload; returns once the file's name and type are known."""
-    given = request.scope.get(PRESTORED)
-    if given is not None:  # a completed resumable upload (or the dry run that checks its target)
-        return given.incoming()  # type: ignore[no-any-return]
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes + MULTIPART_OVERHEAD:
         raise _too_large(max_bytes)
