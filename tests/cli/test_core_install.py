@@ -39,7 +39,7 @@ class CoreVenv:
 
     def run(self, *args: str | Path, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(arg) for arg in args], capture_output=True, text=True, cwd=cwd, env={**self.env, **env}, timeout=120
+            [str(arg) for arg in args], capture_output=True, text=True, cwd=cwd, env={**self.env, **env}, timeout=300
         )
 
 

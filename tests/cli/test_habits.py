@@ -33,7 +33,7 @@ from tests.helpers import LiveServer, make_settings
 def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("FLREPO_")}
     return subprocess.run(
-        [sys.executable, "-m", "flrepo.cli", *args], capture_output=True, text=True, env={**environ, **env}, timeout=120
+        [sys.executable, "-m", "flrepo.cli", *args], capture_output=True, text=True, env={**environ, **env}, timeout=300
     )
 
 

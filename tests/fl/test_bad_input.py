@@ -14,7 +14,7 @@ from flrepo.fl.examples.digits_models import write_initial
 from tests.helpers import last_condition, logs_of
 
 
-def _collector_alone(fl, task_id, timeout=90):
+def _collector_alone(fl, task_id, timeout=300):
     command = [sys.executable, "-m", "flrepo.cli", "collector", "--task", task_id, "--repo", fl.url]
     command += ["--address", "127.0.0.1:0"]
     done = subprocess.run(command, env=fl.env, capture_output=True, text=True, timeout=timeout)
@@ -82,7 +82,7 @@ def test_data_a_site_cannot_use_fails_the_task_with_the_reason(fl, tmp_path, con
     data.write_text(content)
     command = [sys.executable, "-m", "flrepo.cli", "local-exec", "--task", "t", "--repo", fl.url]
     command += ["--server", "127.0.0.1:9", "--data", str(data)]
-    done = subprocess.run(command, env=fl.env, capture_output=True, text=True, timeout=90)
+    done = subprocess.run(command, env=fl.env, capture_output=True, text=True, timeout=300)
     task = fl.repo.get_task("t").model_dump(mode="json")
     assert done.returncode != 0 and task["phase"] == "Failed", done.stderr + logs_of(fl.logs)
     reason, message = last_condition(task)

@@ -30,9 +30,10 @@ def test_a_killed_collector_fails_its_task_with_collector_lost(fl, tmp_path):
     try:  # no participants: it waits for them, heartbeating
         wait_for(lambda: (_phase(fl, "lost")["heartbeat"] or {}).get("collector"), 120, "collector up")
         collector.send_signal(signal.SIGKILL)
-        collector.wait(10)
+        collector.wait(60)
         killed = time.monotonic()
-        task = wait_for(lambda: (t := _phase(fl, "lost"))["phase"] != "Running" and t, 10 + 15, "CollectorLost")
+        # The service's watcher sees it after the 10 s timeout; on a busy machine maybe much later.
+        task = wait_for(lambda: (t := _phase(fl, "lost"))["phase"] != "Running" and t, 10 + 170, "CollectorLost")
         print(f"\nmeasured: SIGKILL -> Failed/CollectorLost in {time.monotonic() - killed:.1f} s (timeout 10 s)")
     finally:
         reap([collector], terminate=True)
@@ -50,12 +51,12 @@ def test_one_of_two_participants_fails_the_task_after_participants_timeout(fl, t
     try:
         wait_for(lambda: _phase(fl, "few")["phase"] == "Running", 120, "Running")
         running = time.monotonic()
-        task = wait_for(lambda: (t := _phase(fl, "few"))["phase"] != "Running" and t, 10 + 15, "NotEnoughParticipants")
+        task = wait_for(lambda: (t := _phase(fl, "few"))["phase"] != "Running" and t, 10 + 170, "NotEnoughParticipants")
         print(
             f"\nmeasured: 1 of 2 participants -> Failed {time.monotonic() - running:.1f} s after Running (timeout 10 s)"
         )
-        collector.wait(15)
-        site.wait(15)
+        collector.wait(120)
+        site.wait(120)
     finally:
         reap([collector, site], terminate=True)
     task = _phase(fl, "few")
@@ -107,9 +108,9 @@ def test_local_executions_find_their_collector_through_the_task_over_tls(fl, tmp
     collector = start_collector(fl.url, "found", fl.env, fl.logs, f"0.0.0.0:{port}", tls)
     started = time.monotonic()
     try:
-        collector.wait(240)
+        collector.wait(600)
         for site in sites:
-            site.wait(30)
+            site.wait(180)
         elapsed = time.monotonic() - started
         print(f"\nmeasured: discovery over TLS (2 sites, 1 round) done {elapsed:.1f} s after the collector started")
     finally:

@@ -63,7 +63,7 @@ def test_a_rolled_back_strategy_is_refused_by_the_collector(signed):
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
     assert collector.returncode == 1, collector.stderr
     status = repo.get_task("t-roll").model_dump()
@@ -89,7 +89,7 @@ def test_a_replaced_transformation_is_refused_by_local_executions(signed):
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
     assert local.returncode == INTEGRITY and "pinned" in local.stderr, local.stderr
 

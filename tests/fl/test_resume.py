@@ -58,7 +58,7 @@ def test_a_killed_collector_resumes_after_its_last_checkpoint(fl, tmp_path):
             kill_after_round_2(fl.repo.get_task("cut").model_dump(mode="json"), [collector, *workers])
             assert time.monotonic() < deadline, logs_of(fl.logs)
             time.sleep(0.1)
-        collector.wait(30)
+        collector.wait(120)
         assert killed == [2], f"the collector was killed after round {killed} (wanted 2)\n" + logs_of(fl.logs)
         stale = fl.repo.get_task("cut")
         assert stale.phase == "Running" and stale.current_round == 2  # what a dead collector leaves

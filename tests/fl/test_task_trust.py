@@ -96,7 +96,7 @@ def _local_exec(fl: FlSite, task_id: str, *options: str, key: str = "site") -> s
     env = {**fl.env, "FLREPO_API_KEY": KEYS[key]}
     command = [sys.executable, "-m", "flrepo.cli", "local-exec", "--task", task_id, "--repo", fl.url]
     command += ["--data", "digits:1/2", "--wait", "30", *options]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_a_local_execution_refuses_a_discovery_record_not_signed_as_the_task_requires(keyed, tmp_path):

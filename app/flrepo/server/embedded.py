@@ -147,16 +147,23 @@ def reap(processes: list[subprocess.Popen[bytes]], timeout: float = 10, terminat
             proc.wait()
 
 
-def wait_ready(base: str, timeout: float = 30) -> None:
+# A process's imports alone can take a minute on a busy machine; a server that exits says so at once.
+READY_TIMEOUT_S = 180.0
+
+
+def wait_ready(base: str, timeout: float = READY_TIMEOUT_S, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until `base` answers /ready; RuntimeError after `timeout` s, or as soon as `proc` exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the server for {base} exited ({proc.returncode}) before it was ready")
         try:
-            if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
+            if httpx.get(f"{base}/ready", timeout=5).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"{base} did not become ready")
+    raise RuntimeError(f"{base} did not become ready in {timeout:.0f} s")
 
 
 @contextmanager
@@ -187,7 +194,7 @@ def api_server(
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(base)
+        wait_ready(base, proc=proc)
         yield base, proc
     finally:
         reap([proc], terminate=True)
