@@ -83,17 +83,17 @@ def raw_db(settings: Settings) -> Iterator[tuple[object, object]]:
 
 @pytest.fixture
 def fl(settings: Settings, tmp_path) -> Iterator[FlSite]:
-    """An API process on this test's database with the signed catalogue seeded."""
+    """An API server on this test's database with the signed catalogue seeded. It serves from a thread
+    of this process (the FL processes reach it over loopback all the same): a `flrepo serve` process
+    per test spent its setup importing the server again, half a minute of it on a busy machine."""
     from flrepo.client import RepositoryClient
     from flrepo.fl.catalogue import seed
     from flrepo.fl.demo import fl_env, publisher
-    from flrepo.server.embedded import api_server
 
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    env = {"FLREPO_DB_NAME": settings.db_name, "FLREPO_GRIDFS_DB_NAME": settings.gridfs_db_name}
-    with api_server(tmp_path, settings.mongodb_url, **env) as (url, _):
+    with LiveServer(create_app(settings)) as server:
         keyring, trusted = publisher("test")
-        with RepositoryClient(url, keyring=keyring) as repo:
+        with RepositoryClient(server.url, keyring=keyring) as repo:
             seed(repo)
             # The public key only: collectors and local executions verify, they cannot sign.
-            yield FlSite(repo, url, fl_env(url, trusted), tmp_path)
+            yield FlSite(repo, server.url, fl_env(server.url, trusted), tmp_path)

@@ -174,7 +174,7 @@ async def make_task(client: httpx.AsyncClient, task_id: str = "t1", **plan: Any)
 
 @dataclass
 class FlSite:
-    """A running API process with the signed catalogue, and what FL processes need to use it."""
+    """A running API server with the signed catalogue, and what FL processes need to use it."""
 
     repo: Any  # flrepo.client.RepositoryClient
     url: str
