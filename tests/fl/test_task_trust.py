@@ -17,9 +17,9 @@ from flrepo.client import Forbidden, RepositoryClient
 from flrepo.fl.catalogue import seed
 from flrepo.fl.demo import digits_task, fl_env, publisher, register_model, write_partitions
 from flrepo.server.auth import hash_key
-from flrepo.server.embedded import api_server
+from flrepo.server.main import create_app
 from flrepo.signing import Keyring, encode_key, new_key_pair
-from tests.helpers import FlSite, logs_of, run_training
+from tests.helpers import FlSite, LiveServer, logs_of, make_settings, run_training
 
 KEYS = {"admin": "admin-key", "collector": "collector-key", "site": "site-key", "intruder": "intruder-key"}
 ROLES = {"admin": "admin", "collector": "writer", "site": "writer", "intruder": "writer"}
@@ -28,16 +28,13 @@ PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
 @pytest.fixture
 def keyed(settings, tmp_path) -> Iterator[tuple[FlSite, RepositoryClient]]:
-    """An API process with API keys; the FL processes run with the collector's key (writer); the second
-    value is a client holding the intruder's writer key."""
+    """An API server with API keys (in a thread of this process, as the fl fixture's); the FL processes run
+    with the collector's key (writer); the second value is a client holding the intruder's writer key."""
     keys = tmp_path / "keys.yaml"
     keys.write_text(yaml.safe_dump([{"id": n, "role": ROLES[n], "sha256": hash_key(k)} for n, k in KEYS.items()]))
-    env = {
-        "FLREPO_DB_NAME": settings.db_name,
-        "FLREPO_GRIDFS_DB_NAME": settings.gridfs_db_name,
-        "FLREPO_API_KEYS_FILE": str(keys),
-    }
-    with api_server(tmp_path, settings.mongodb_url, **env) as (url, _):
+    names = {"db_name": settings.db_name, "gridfs_db_name": settings.gridfs_db_name}
+    with LiveServer(create_app(make_settings(settings.mongodb_url, **names, api_keys_file=keys))) as server:
+        url = server.url
         keyring, trusted = publisher("test")
         with (
             RepositoryClient(url, api_key=KEYS["admin"], keyring=keyring) as admin,

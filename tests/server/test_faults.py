@@ -22,6 +22,16 @@ from flrepo.server.storage.sweep import sweep
 from tests.helpers import CHUNK, create_app, drop, grid_counts, make_model, make_settings, payload, sha, upload
 
 
+@pytest.fixture
+def settings(mongo_url):
+    """This module's database, with a generous bound on each store operation: fifty uploads at once on
+    a busy machine queue for the embedded store far longer than the usual 10 s (they answered 503 at
+    load 30); the bound only says how long an answer may take, every assertion stays."""
+    s = make_settings(mongo_url, db_timeout_ms=120_000)
+    yield s
+    drop(s)
+
+
 def _start_server(settings, port):
     env = {
         **os.environ,
