@@ -28,7 +28,7 @@ def test_a_killed_collector_fails_its_task_with_collector_lost(fl, tmp_path):
     fl.repo.create_task(_plan("lost", rounds=2, clients=2, heartbeat_timeout=10))
     collector = start_collector(fl.url, "lost", fl.env, fl.logs, f"127.0.0.1:{free_port()}")
     try:  # no participants: it waits for them, heartbeating
-        wait_for(lambda: (_phase(fl, "lost")["heartbeat"] or {}).get("collector"), 120, "collector up")
+        wait_for(lambda: (_phase(fl, "lost")["heartbeat"] or {}).get("collector"), 300, "collector up")
         collector.send_signal(signal.SIGKILL)
         collector.wait(60)
         killed = time.monotonic()
@@ -51,7 +51,7 @@ def test_one_of_two_participants_fails_the_task_after_participants_timeout(fl, t
     collector = start_collector(fl.url, "few", fl.env, fl.logs, f"127.0.0.1:{free_port()}")
     site = start_local_exec(fl.url, "few", data[0], fl.env, fl.logs, 1)
     try:
-        wait_for(lambda: _phase(fl, "few")["phase"] == "Running", 120, "Running")
+        wait_for(lambda: _phase(fl, "few")["phase"] == "Running", 300, "Running")
         running = time.monotonic()
         task = wait_for(lambda: (t := _phase(fl, "few"))["phase"] != "Running" and t, 30 + 170, "NotEnoughParticipants")
         print(
@@ -78,7 +78,7 @@ def test_cancel_stops_the_collector_and_its_local_executions(fl, tmp_path):
     try:
         # Events, with bounds generous enough for a busy machine (the printed figures are the measure).
         wait_for(lambda: _phase(fl, "stop")["current_round"] >= 1, 600, "round 1\n" + logs_of(fl.logs))
-        wait_for(lambda: _phase(fl, "stop")["active"] == 2, 120, "both sites connected")
+        wait_for(lambda: _phase(fl, "stop")["active"] == 2, 300, "both sites connected")
         fl.repo.cancel_task("stop", "enough")
         cancelled = time.monotonic()
         collector.wait(180)

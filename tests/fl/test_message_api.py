@@ -55,7 +55,7 @@ def test_a_message_api_fedavg_task_with_tls_and_authenticated_participants(fl, t
     others = []
     try:
         task = wait_for(
-            lambda: (t := fl.repo.get_task("msg")).server_address and t, 120, "address\n" + logs_of(fl.logs)
+            lambda: (t := fl.repo.get_task("msg")).server_address and t, 300, "address\n" + logs_of(fl.logs)
         )
         assert (task.runtime, task.server_address) == ("message", address) and "BEGIN CERTIFICATE" in task.server_ca
 
