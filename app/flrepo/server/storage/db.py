@@ -174,8 +174,7 @@ class Database:
 
     @staticmethod
     async def _has(coll: AsyncCollection) -> bool:
-        names = {index["name"] async for index in await coll.list_indexes()}
-        return bool(names & {"natural_key", "files_id_1_n_1"})
+        return await has_unique_index(coll)
 
     async def _natural_key_index(self, name: str, keys: tuple[str, ...]) -> None:
         try:
@@ -214,6 +213,12 @@ class Database:
         if self.reader is not None:
             await self.reader.close()
         await self.client.close()
+
+
+async def has_unique_index(coll: AsyncCollection) -> bool:
+    """`coll` has the unique index the service makes for it (natural key, or GridFS chunks' files_id + n)."""
+    names = {index["name"] async for index in await coll.list_indexes()}
+    return bool(names & {"natural_key", "files_id_1_n_1"})
 
 
 async def watch_indexes_forever(db: Database, interval_s: float) -> None:

@@ -289,7 +289,8 @@ class ReadGuard:
         finally:
             if not task.done():
                 task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+            # Retrieves what a step that ended meanwhile raised (or lets a cancelled one unwind).
+            await asyncio.gather(task, return_exceptions=True)
 
     async def run(self, attempt: Callable[[int], Awaitable[T]], what: str) -> T:
         """`attempt(0)`, then `attempt(1)`, ... after each failure, for up to retry_s after the first
@@ -317,7 +318,12 @@ class ReadGuard:
 
 
 class StoreUnavailable(PyMongoError):
-    """A file read found the store dead or stuck for longer than its guard allows."""
+    """A file read or write found the store dead or stuck for longer than its guard allows."""
+
+    @property
+    def timeout(self) -> bool:
+        # The store did not answer in time: the request gets a 503 (server.errors), not a 500.
+        return True
 
 
 async def read_range(
@@ -338,6 +344,8 @@ async def read_range(
     first, last = start // size, (start + length - 1) // size
     skip, remaining = start - first * size, length
     source = _Chunks(grid, file_doc["_id"], reads, key_batch, guard)
+    parts: list[bytes] = []
+    held = 0
     async for data in source.read(first, last):
         if skip:
             data = data[skip:]
@@ -345,10 +353,22 @@ async def read_range(
         if len(data) > remaining:
             data = data[:remaining]
         remaining -= len(data)
-        yield data
+        parts.append(data)
+        held += len(data)
+        # Chunks that arrived together leave together: one socket write (and one wake-up of the reader)
+        # per ~PIECE instead of per 255 KiB chunk.
+        if held >= PIECE or remaining == 0:
+            yield parts[0] if len(parts) == 1 else b"".join(parts)
+            parts, held = [], 0
         if remaining == 0:
             return
+    if parts:
+        yield b"".join(parts)
     raise OSError(f"GridFS file {file_doc['_id']} ended {remaining} bytes early")
+
+
+# Bytes handed on at a time by read_range (at most one chunk more).
+PIECE = 1024 * 1024
 
 
 # Chunks that arrive ahead of the one needed next and are kept for later: ~4 MiB with 255 KiB chunks.
