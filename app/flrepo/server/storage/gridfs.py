@@ -61,7 +61,7 @@ class _Chunker:
         self._pending: list[dict[str, Any]] = []
         self._sending: asyncio.Future[None] | None = None
         # With a guard, `grid` is a client without the per-reply bound: a slow store is waited for while it
-        # answers pings, a failed write retried within the guard's budget (StoreGuard.run).
+        # answers pings, a failed write retried within the guard's budget (ReadGuard.run).
         self._guard = guard
 
     async def write(self, data: bytes) -> None:
