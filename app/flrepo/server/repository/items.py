@@ -140,7 +140,9 @@ async def page(
     sort: list[tuple[str, int]] | None = None,
     projection: dict[str, Any] | None = None,
 ) -> Page:
-    coll = db.collection(kind.collection)
+    # Through the client without the per-reply bound, waited for while the store answers pings: a long
+    # list on a slow store (a busy machine, FerretDB as released counting every document) is slow, not a 503.
+    coll = db.read_meta[kind.collection]
     cursor = coll.find(query, {**NO_ID, **(projection or {})})
     if sort or db.dialect.streams_sorted_reads:
         # _id order is insertion order: stable pages from the _id index.
@@ -151,12 +153,13 @@ async def page(
     # total, so no count is sent (a list of up to a page of items costs the store one query, as aerOS's).
     # The whole answer in one reply (batch size): no getMore round trips.
     cursor = cursor.skip(offset).limit(limit + 1).batch_size(limit + 1)
-    docs = await cursor.to_list()
+    what = f"listing {kind.collection}"
+    docs = await db.waited(cursor.to_list(), what)
     if len(docs) <= limit and (docs or offset == 0):
         return Page(items=docs, total=offset + len(docs))
     # A whole collection's count comes from its metadata (MongoDB; FerretDB with tools/ferretdb's patch),
     # not a scan.
-    total = await (coll.estimated_document_count() if not query else coll.count_documents(query))
+    total = await db.waited(coll.estimated_document_count() if not query else coll.count_documents(query), what)
     return Page(items=docs[:limit], total=total)
 
 

@@ -271,13 +271,16 @@ class ReadGuard:
     # However alive the store says it is, a read that delivers nothing for this long is given up.
     slow_s: float = 600.0
 
-    async def wait(self, step: Awaitable[T], since: float, what: str) -> T:
+    async def wait(self, step: Awaitable[T], since: float, what: str, first_check: float | None = None) -> T:
         """`step`'s result, waited for while the store answers pings (TimeoutError once it does not, or
-        after slow_s without progress since `since`); `step` is cancelled if given up."""
+        after slow_s without progress since `since`); `step` is cancelled if given up. The first ping goes
+        after `first_check` seconds (default reply_s), then every reply_s."""
         task = asyncio.ensure_future(step)
+        timeout = self.reply_s if first_check is None else first_check
         try:
             while True:
-                done, _ = await asyncio.wait({task}, timeout=self.reply_s)
+                done, _ = await asyncio.wait({task}, timeout=timeout)
+                timeout = self.reply_s
                 if done:
                     return task.result()
                 slow = time.monotonic() - since
