@@ -313,6 +313,18 @@ async def _load(base: str, clients: int, seconds: float) -> dict[str, float]:
     }
 
 
+def lists(run: Run, svc: Service, raw: Raw, args: argparse.Namespace, workdir: Path) -> None:
+    aeros = AerosApp(svc.mongo_url, workdir)
+    try:
+        for models in args.models:
+            seed(raw, models)
+            run.lists.append(list_latency(svc, aeros, models, args.n))
+        run.lists[-1].load = asyncio.run(_load(svc.base, 16, args.load_seconds))
+        print(f"  16 clients, {args.load_seconds:.0f} s, {args.models[-1]} models: {run.lists[-1].load}")
+    finally:
+        aeros.stop()
+
+
 def scenario(label: str, binary: Path, args: argparse.Namespace, root: Path) -> Run:
     run = Run(label, binary)
     started = time.monotonic()
@@ -330,15 +342,8 @@ def scenario(label: str, binary: Path, args: argparse.Namespace, root: Path) -> 
                 run.transfers.append(transfers(svc, raw, stored, mib, repeats, label))
         if not args.skip_memory:
             run.memory = memory(svc, max(args.sizes))
-        aeros = AerosApp(svc.mongo_url, root / label)
-        try:
-            for models in args.models:
-                seed(raw, models)
-                run.lists.append(list_latency(svc, aeros, models, args.n))
-            run.lists[-1].load = asyncio.run(_load(svc.base, 16, args.load_seconds))
-            print(f"  16 clients, {args.load_seconds:.0f} s, {args.models[-1]} models: {run.lists[-1].load}")
-        finally:
-            aeros.stop()
+        if not args.skip_lists:
+            lists(run, svc, raw, args, root / label)
         run.loads.append(loadavg())
     finally:
         raw.close()
@@ -410,6 +415,8 @@ def report(runs: list[Run], args: argparse.Namespace, command: str) -> str:
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
+        if not r.lists:
+            continue
         c = r.lists[-1]
         ld = c.load
         lines.append(
@@ -430,6 +437,7 @@ def main() -> None:
     parser.add_argument("--load-seconds", type=float, default=30.0)
     parser.add_argument("--skip-transfers", action="store_true", help="no transfer table")
     parser.add_argument("--skip-memory", action="store_true", help="no memory table")
+    parser.add_argument("--skip-lists", action="store_true", help="no list latency tables")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args()

@@ -60,7 +60,7 @@ async def test_missing_chunk_is_an_error_not_short_data(app, raw_db):
 async def test_abort_removes_written_chunks(app, raw_db):
     db = app.state.db
     writer = GridWriter(db.grid, "f.bin", CHUNK, None)
-    for _ in range(20):  # a batch at a time is stored while the next one fills
+    for _ in range(2 * gridio.WRITE_BATCH_CHUNKS + 1):  # a batch is stored while the next one fills
         await writer.write(os.urandom(CHUNK))
     assert raw_db[1]["fs.chunks"].count_documents({"files_id": writer.file_id}) > 0
     await writer.abort()

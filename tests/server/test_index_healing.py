@@ -5,7 +5,10 @@ interval; while a unique index cannot be built /ready says so, and `flrepo migra
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
+from pathlib import Path
 
 import httpx
 from pymongo import AsyncMongoClient
@@ -75,3 +78,47 @@ async def test_a_duplicate_made_meanwhile_keeps_the_service_not_ready_and_is_rep
             await raw[settings.db_name]["strategies"].delete_one({"_id": dup[-1]["_id"]})
             assert (await client.get("/ready")).status_code == 200
             assert "natural_key" in await _index_names(raw, settings.db_name, "strategies")
+
+
+async def _migrate_check(settings) -> tuple[int, str]:
+    """`flrepo migrate --check` as a user runs it, against the service's databases."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLREPO_")}
+    env.update(
+        FLREPO_MONGODB_URL=settings.mongodb_url,
+        FLREPO_DB_NAME=settings.db_name,
+        FLREPO_GRIDFS_DB_NAME=settings.gridfs_db_name,
+        FLREPO_LOG_LEVEL="WARNING",
+    )
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "flrepo"),
+        "migrate",
+        "--check",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_migrate_check_reports_a_duplicate_made_while_the_index_was_missing_and_changes_nothing(settings):
+    app = create_app(settings.model_copy(update={"index_check_interval_s": 0}))
+    async with app.router.lifespan_context(app), AsyncMongoClient(settings.mongodb_url) as raw:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            assert (await client.post("/strategy", json=STRATEGY)).status_code == 201
+            code, out = await _migrate_check(settings)
+            assert code == 0 and "check: clean" in out, out
+            await _drop_and_restore(raw, settings.db_name, "strategies")
+            code, out = await _migrate_check(settings)
+            assert code == 6 and f"no unique index on {settings.db_name}.strategies" in out, out
+            # Accepted before any index check has run: the duplicate the check must not keep silent.
+            assert (await client.post("/strategy", json=STRATEGY)).status_code == 201
+            before = await raw[settings.db_name]["strategies"].find({}, {"_id": 1}).to_list()
+            code, out = await _migrate_check(settings)
+            assert code == 6, out
+            assert "duplicate key" in out and "strategy_name='fedavg': 2 documents" in out, out
+            # Read only: both copies are still there, and no index was built behind the service's back.
+            assert await raw[settings.db_name]["strategies"].find({}, {"_id": 1}).to_list() == before
+            assert "natural_key" not in await _index_names(raw, settings.db_name, "strategies")

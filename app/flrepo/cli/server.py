@@ -143,7 +143,7 @@ def _migrate(args: argparse.Namespace) -> int:
     require_extra("server")
     from pymongo.errors import PyMongoError
 
-    from flrepo.server.repository.migrate import MigrateReport, migrate
+    from flrepo.server.repository.migrate import CheckReport, MigrateReport, check, migrate
     from flrepo.server.settings import Settings
     from flrepo.server.storage.db import Database
 
@@ -155,9 +155,11 @@ def _migrate(args: argparse.Namespace) -> int:
         if not args.quiet:
             sys.stderr.write(f"[{done}/{total}] {what}\n")
 
-    async def run() -> MigrateReport:
+    async def run() -> MigrateReport | CheckReport:
         db = Database.connect(settings)
         try:
+            if args.check:
+                return await check(db)  # reads only: no index is created, nothing is written
             await db.ensure_indexes()
             return await migrate(db, progress)
         finally:
@@ -170,7 +172,8 @@ def _migrate(args: argparse.Namespace) -> int:
         log.error("migrate failed: %s", exc)
         return 1
     sys.stdout.write(report.summary() + "\n")
-    # Missing or damaged files and duplicate keys need a person: a script can tell them from success.
+    # Missing or damaged files, duplicate keys and missing unique indexes need a person (or the service):
+    # a script can tell them from success.
     return OK if report.clean else INTEGRITY
 
 
@@ -182,6 +185,12 @@ def add_migrate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "safe to interrupt and to run again)",
     )
     migrate.add_argument("--quiet", action="store_true", help="no progress line per item on stderr")
+    migrate.add_argument(
+        "--check",
+        action="store_true",
+        help="change nothing: report duplicated keys, collections without their unique index, items whose "
+        "file is missing and how many items a migration would touch (exit 6 when anything needs a person)",
+    )
     migrate.set_defaults(func=_migrate)
 
 

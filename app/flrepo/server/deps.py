@@ -44,8 +44,13 @@ def get_paging(
 
 def listed(response: Response, page: ItemPage) -> list[dict[str, Any]]:
     """A page's items as the body; its total in `X-Total-Count`."""
-    response.headers["X-Total-Count"] = str(page.total)
+    response.headers.update(listed_headers(page))
     return page.items
+
+
+def listed_headers(page: ItemPage) -> dict[str, str]:
+    """The headers of a page's answer: its total in `X-Total-Count`."""
+    return {"X-Total-Count": str(page.total)}
 
 
 DB = Annotated[Database, Depends(get_db)]

@@ -38,7 +38,8 @@ class Settings(BaseSettings):
         ge=0,
         description="How long a file download retries chunk reads that fail or time out (counted from the last "
         "chunk received) before it is given up: 503 if nothing was sent yet, else the connection is closed. "
-        "A slow store that still answers pings is waited for.",
+        "A slow store that still answers pings is waited for. File uploads likewise: a write of chunks is "
+        "waited for while the store answers pings and retried for this long before the upload gets a 503.",
     )
     index_check_interval_s: float = Field(
         default=30,

@@ -6,7 +6,6 @@ and knows no HTTP: it raises the store's errors (flrepo.server.storage.errors).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -141,19 +140,27 @@ async def page(
     sort: list[tuple[str, int]] | None = None,
     projection: dict[str, Any] | None = None,
 ) -> Page:
-    coll = db.collection(kind.collection)
+    # Through the client without the per-reply bound, waited for while the store answers pings: a long
+    # list on a slow store (a busy machine, FerretDB as released counting every document) is slow, not a 503.
+    coll = db.read_meta[kind.collection]
     cursor = coll.find(query, {**NO_ID, **(projection or {})})
     if sort or db.dialect.streams_sorted_reads:
         # _id order is insertion order: stable pages from the _id index.
         cursor = cursor.sort(sort or [("_id", 1)])
     # Else a store that would sort every document in memory (FerretDB) returns its own storage order,
     # which is insertion order and stable, and reads only the page (it pushes the limit down).
-    cursor = cursor.skip(offset).limit(limit)
+    # One item more than the page: when it does not come, the page is the last one and its end is the
+    # total, so no count is sent (a list of up to a page of items costs the store one query, as aerOS's).
+    # The whole answer in one reply (batch size): no getMore round trips.
+    cursor = cursor.skip(offset).limit(limit + 1).batch_size(limit + 1)
+    what = f"listing {kind.collection}"
+    docs = await db.waited(cursor.to_list(), what)
+    if len(docs) <= limit and (docs or offset == 0):
+        return Page(items=docs, total=offset + len(docs))
     # A whole collection's count comes from its metadata (MongoDB; FerretDB with tools/ferretdb's patch),
-    # not a scan. The count and the page are independent: one round trip's wait instead of two.
-    count = coll.estimated_document_count() if not query else coll.count_documents(query)
-    total, docs = await asyncio.gather(count, cursor.to_list())
-    return Page(items=docs, total=total)
+    # not a scan.
+    total = await db.waited(coll.estimated_document_count() if not query else coll.count_documents(query), what)
+    return Page(items=docs[:limit], total=total)
 
 
 async def update(db: Database, kind: Kind, key: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,10 @@ once, so legacy files get an `ETag`, integrity checks and a place in "newest fir
   name (and a weights file's `training_id`) changes; the uploaded file's name stays on the item.
 - Natural keys held by more than one document (aerOS had no unique index) are reported: the service
   cannot build its unique index on that collection until they are resolved by hand.
+
+`check` (`flrepo migrate --check`) changes nothing: it reports the duplicates, the collections without
+their unique index (dropped under the service: the service re-creates it, unless a duplicate made
+meanwhile stops it), the items pointing at a missing file and how many items a migration would touch.
 """
 
 from __future__ import annotations
@@ -31,9 +35,19 @@ from typing import Any
 
 from bson import ObjectId
 
-from flrepo.server.repository.kinds import CHECKPOINTS, COLLECTORS, MODELS, RESULTS, STRATEGIES, TRANSFORMATIONS, Kind
+from flrepo.server.repository.kinds import (
+    CHECKPOINTS,
+    COLLECTORS,
+    MODELS,
+    RESULTS,
+    ROUNDS,
+    STRATEGIES,
+    TASKS,
+    TRANSFORMATIONS,
+    Kind,
+)
 from flrepo.server.storage import blobs
-from flrepo.server.storage.db import Database
+from flrepo.server.storage.db import Database, has_unique_index
 
 log = logging.getLogger(__name__)
 
@@ -225,4 +239,62 @@ async def migrate(db: Database, progress: Progress | None = None) -> MigrateRepo
             progress(number, len(todo), f"{kind.describe(doc or {})}: {what}")
     await name_files(db, report, progress)
     log.info("migration done: %s", report.summary().splitlines()[0])
+    return report
+
+
+# Every collection with a natural key (storage.db.NATURAL_KEYS): a duplicate can appear in any of them
+# while its unique index is missing.
+KEYED_KINDS: tuple[Kind, ...] = (MODELS, RESULTS, STRATEGIES, TRANSFORMATIONS, TASKS, CHECKPOINTS, COLLECTORS, ROUNDS)
+
+
+@dataclass
+class CheckReport:
+    """What `check` found; it changes nothing."""
+
+    duplicates: list[str] = field(default_factory=list)
+    unindexed: list[str] = field(default_factory=list)  # collections holding documents but no unique index
+    missing_files: list[str] = field(default_factory=list)
+    to_migrate: int = 0  # items `migrate` would fill in
+
+    @property
+    def clean(self) -> bool:
+        return not (self.duplicates or self.unindexed or self.missing_files)
+
+    def summary(self) -> str:
+        lines = [f"duplicate key (resolve by hand; the service then rebuilds its index): {k}" for k in self.duplicates]
+        lines += [f"no unique index on {name} (the running service re-creates it)" for name in self.unindexed]
+        lines += [f"missing file: {item}" for item in self.missing_files]
+        lines.append(f"{self.to_migrate} items to migrate (`flrepo migrate`)")
+        lines.append("check: clean" if self.clean else "check: problems found")
+        return "\n".join(lines)
+
+
+async def _missing_files(db: Database, kind: Kind) -> list[str]:
+    """Items of `kind` that point at a GridFS file that does not exist."""
+    fields = dict.fromkeys((*kind.keys, kind.id_field), 1)
+    docs = await db.collection(kind.collection).find({kind.id_field: {"$ne": None}}, fields).to_list()
+    missing: list[str] = []
+    for start in range(0, len(docs), NAME_BATCH):
+        batch = docs[start : start + NAME_BATCH]
+        ids = [blobs.parse_file_id(doc[kind.id_field]) for doc in batch]
+        found = {f["_id"] async for f in db.grid["fs.files"].find({"_id": {"$in": ids}}, {"_id": 1})}
+        pairs = zip(batch, ids, strict=True)
+        missing += [f"{kind.describe(doc)} -> {doc[kind.id_field]}" for doc, i in pairs if i not in found]
+    return missing
+
+
+async def check(db: Database) -> CheckReport:
+    """Report what needs a person or a migration, reading only (see the module's docstring)."""
+    report = CheckReport()
+    for kind in KEYED_KINDS:
+        coll = db.collection(kind.collection)
+        if not await coll.find_one({}, {"_id": 1}):
+            continue
+        report.duplicates += await duplicate_keys(db, kind)
+        if not await has_unique_index(coll):
+            report.unindexed.append(f"{db.meta.name}.{kind.collection}")
+    for kind in FILE_KINDS:
+        report.missing_files += await _missing_files(db, kind)
+    for kind in LEGACY_KINDS:
+        report.to_migrate += await db.collection(kind.collection).count_documents(_pending(kind))
     return report

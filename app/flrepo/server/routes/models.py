@@ -7,11 +7,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from pydantic_core import to_json
 
 from flrepo.schemas import ModelIn, ModelMeta, ModelOut
 from flrepo.schemas.identifiers import Identifier
 from flrepo.server.auth import TaskActor
-from flrepo.server.deps import DB, FILE_RESPONSE, Page, SettingsDep, listed, problems
+from flrepo.server.deps import DB, FILE_RESPONSE, Page, SettingsDep, listed, listed_headers, problems
 from flrepo.server.http.archive import archive_response
 from flrepo.server.http.conditions import UploadCondition
 from flrepo.server.http.downloads import file_response
@@ -24,6 +25,11 @@ router = APIRouter(tags=["models"], route_class=JsonBodyRoute)
 
 Name = Annotated[Identifier, Path(description="Model name")]
 Version = Annotated[Identifier, Path(description="Model version")]
+
+
+# ModelOut's fields, each null unless the document holds it (every one of them defaults to null;
+# tests/server/test_models.py checks the list answers what ModelOut would).
+LISTED_FIELDS: dict[str, Any] = dict.fromkeys(ModelOut.model_fields)
 
 
 def _key(name: str, version: str) -> dict[str, Any]:
@@ -103,13 +109,17 @@ async def upload_model(
 async def list_models(
     db: DB,
     page: Page,
-    response: Response,
     trained: Annotated[
         bool | None, Query(description="Only models with (true) or without (false) training results.")
     ] = None,
-) -> list[dict[str, Any]]:
+) -> Response:
     """The metadata of all models (`X-Total-Count` holds the total)."""
-    return listed(response, await models.page(db, trained=trained, limit=page.limit, offset=page.offset))
+    found = await models.page(db, trained=trained, limit=page.limit, offset=page.offset)
+    # ModelOut's fields of each document, serialised as they are in one pass instead of validated into a
+    # model first: half the service's work for a page of 1,000. (Picked here, not projected by the store:
+    # FerretDB spends more on an inclusion projection than on sending the whole document.)
+    body = [{name: doc.get(name) for name in LISTED_FIELDS} for doc in found.items]
+    return Response(to_json(body, fallback=str), media_type="application/json", headers=listed_headers(found))
 
 
 @router.get("/model/meta", response_model=ModelOut, responses=problems(404))

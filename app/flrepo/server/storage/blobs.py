@@ -80,8 +80,13 @@ async def store(
     if incoming.stored is not None:
         return incoming.stored
     filename = incoming.filename or default_filename
+    # Through the file client and its guard (Database.read_guard): a slow store is waited for, not given up.
     writer = GridWriter(
-        db.grid, grid_name or filename, db.chunk_bytes, metadata={"content_type": incoming.content_type, "owner": owner}
+        db.read_grid,
+        grid_name or filename,
+        db.chunk_bytes,
+        metadata={"content_type": incoming.content_type, "owner": owner},
+        guard=db.read_guard,
     )
     digest = hashlib.sha256()
     crc = 0

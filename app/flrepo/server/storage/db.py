@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from gridfs import AsyncGridFSBucket
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
@@ -16,9 +18,12 @@ from pymongo.errors import OperationFailure, PyMongoError
 from flrepo.server.settings import Settings
 from flrepo.server.storage import probe
 from flrepo.server.storage.dialect import Dialect
-from flrepo.server.storage.gridfs import ReadGuard
+from flrepo.server.storage.gridfs import ReadGuard, StoreUnavailable
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+# How long `waited` lets an operation run before it first asks whether the store is alive.
+FIRST_CHECK_S = 0.1
 
 # Natural keys of each collection; unique indexes on them are what make concurrent creates safe.
 NATURAL_KEYS: dict[str, tuple[str, ...]] = {
@@ -123,6 +128,23 @@ class Database:
         """The GridFS database as file reads reach it (see `reader`)."""
         return self.grid if self.reader is None else self.reader[self.grid.name]
 
+    @property
+    def read_meta(self) -> AsyncDatabase:
+        """The metadata database as long reads (lists) reach it: through `reader`, watched by `waited`."""
+        return self.meta if self.reader is None else self.reader[self.meta.name]
+
+    async def waited(self, step: Awaitable[T], what: str) -> T:
+        """`step` (an operation through `reader`), waited for while the store answers pings; StoreUnavailable
+        (503) once it does not (Database.read_guard)."""
+        if self.read_guard is None:
+            return await step
+        try:
+            # The first ping soon: a frozen store answers 503 within about one FLREPO_DB_TIMEOUT_MS, as a
+            # bounded operation would, while a slow one that answers is waited for.
+            return await self.read_guard.wait(step, time.monotonic(), what, first_check=FIRST_CHECK_S)
+        except TimeoutError as exc:
+            raise StoreUnavailable(f"{what}: {exc}") from exc
+
     def collection(self, name: str) -> AsyncCollection:
         return self.meta[name]
 
@@ -174,8 +196,7 @@ class Database:
 
     @staticmethod
     async def _has(coll: AsyncCollection) -> bool:
-        names = {index["name"] async for index in await coll.list_indexes()}
-        return bool(names & {"natural_key", "files_id_1_n_1"})
+        return await has_unique_index(coll)
 
     async def _natural_key_index(self, name: str, keys: tuple[str, ...]) -> None:
         try:
@@ -214,6 +235,12 @@ class Database:
         if self.reader is not None:
             await self.reader.close()
         await self.client.close()
+
+
+async def has_unique_index(coll: AsyncCollection) -> bool:
+    """`coll` has the unique index the service makes for it (natural key, or GridFS chunks' files_id + n)."""
+    names = {index["name"] async for index in await coll.list_indexes()}
+    return bool(names & {"natural_key", "files_id_1_n_1"})
 
 
 async def watch_indexes_forever(db: Database, interval_s: float) -> None:

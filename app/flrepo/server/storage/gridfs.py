@@ -15,19 +15,25 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from bson import Binary, Int64, ObjectId
 from pymongo import ReplaceOne
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from flrepo.server.storage.dialect import ChunkReads
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-# Chunks per insert_many and per cursor batch: ~1 MiB per round trip with 255 KiB chunks.
+# Chunks per cursor batch: ~1 MiB per round trip with 255 KiB chunks.
 BATCH_CHUNKS = 4
+# Chunks per insert_many: ~4 MiB per write. Each insert costs the store a transaction and a pass of its
+# own (FerretDB: ~25% more CPU per stored byte at 4 chunks than at 16; PyMongo's GridIn sends up to
+# 48 MB at once), while one batch stored and the next filling keep the service's memory at ~8 MiB.
+WRITE_BATCH_CHUNKS = 16
 
 
 def chunk_id(file_id: Any, n: int) -> str:
@@ -44,7 +50,9 @@ class _Chunker:
 
     overlap = False
 
-    def __init__(self, grid: AsyncDatabase, file_id: Any, chunk_size: int, n: int = 0) -> None:
+    def __init__(
+        self, grid: AsyncDatabase, file_id: Any, chunk_size: int, n: int = 0, guard: ReadGuard | None = None
+    ) -> None:
         self.file_id = file_id
         self._chunks = grid["fs.chunks"]
         self._chunk_size = chunk_size
@@ -52,6 +60,9 @@ class _Chunker:
         self._buffer = bytearray()
         self._pending: list[dict[str, Any]] = []
         self._sending: asyncio.Future[None] | None = None
+        # With a guard, `grid` is a client without the per-reply bound: a slow store is waited for while it
+        # answers pings, a failed write retried within the guard's budget (ReadGuard.run).
+        self._guard = guard
 
     async def write(self, data: bytes) -> None:
         self._buffer += data
@@ -64,7 +75,7 @@ class _Chunker:
             self._pending.append(self._chunk(bytes(view[offset : offset + size])))
         view.release()
         del self._buffer[:whole]
-        if len(self._pending) >= BATCH_CHUNKS:
+        if len(self._pending) >= WRITE_BATCH_CHUNKS:
             await self._flush()
 
     def _chunk(self, data: bytes) -> dict[str, Any]:
@@ -84,9 +95,17 @@ class _Chunker:
             batch, self._pending = self._pending, []
             await self._drain()  # batches are stored one after the other, in order
             if not self.overlap:
-                await self._send(batch)
+                await self._store(batch)
                 return
-            self._sending = asyncio.ensure_future(self._send(batch))
+            self._sending = asyncio.ensure_future(self._store(batch))
+
+    async def _store(self, batch: list[dict[str, Any]]) -> None:
+        if self._guard is None:
+            await self._send(batch)
+            return
+        what = f"writing GridFS file {self.file_id}, chunks {batch[0]['n']}-{batch[-1]['n']}"
+        # A retry rewrites the batch by _id: chunks an interrupted attempt stored are replaced, never doubled.
+        await self._guard.run(lambda attempt: self._send(batch) if attempt == 0 else _upsert(self._chunks, batch), what)
 
     async def _drain(self) -> None:
         """Wait until the batch being stored is stored (raising what storing it raised)."""
@@ -113,6 +132,10 @@ class _Chunker:
         await self._drain()
 
 
+async def _upsert(chunks: AsyncCollection, batch: list[dict[str, Any]]) -> None:
+    await chunks.bulk_write([ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in batch])
+
+
 class GridWriter(_Chunker):
     """Writes one new GridFS file; the files document appears only in `close`, so an unfinished
     upload is never visible as a file (just chunks, which the sweep removes)."""
@@ -127,8 +150,9 @@ class GridWriter(_Chunker):
         chunk_size: int,
         metadata: dict[str, Any] | None,
         file_id: Any = None,
+        guard: ReadGuard | None = None,
     ) -> None:
-        super().__init__(grid, file_id if file_id is not None else ObjectId(), chunk_size)
+        super().__init__(grid, file_id if file_id is not None else ObjectId(), chunk_size, guard=guard)
         self._files = grid["fs.files"]
         self._filename = filename
         self._metadata = metadata
@@ -143,22 +167,37 @@ class GridWriter(_Chunker):
 
     async def close(self, **extra: Any) -> None:
         await self._write_rest()
-        await self._files.insert_one(
-            {
-                "_id": self.file_id,
-                "length": Int64(self.length),
-                "chunkSize": self._chunk_size,
-                "uploadDate": datetime.now(UTC),
-                "filename": self._filename,
-                "metadata": self._metadata,
-                **extra,
-            }
+        doc = {
+            "_id": self.file_id,
+            "length": Int64(self.length),
+            "chunkSize": self._chunk_size,
+            "uploadDate": datetime.now(UTC),
+            "filename": self._filename,
+            "metadata": self._metadata,
+            **extra,
+        }
+        if self._guard is None:
+            await self._files.insert_one(doc)
+            return
+        await self._guard.run(
+            lambda attempt: (
+                self._files.insert_one(doc)
+                if attempt == 0
+                else self._files.replace_one({"_id": self.file_id}, doc, upsert=True)
+            ),
+            f"writing the files document of GridFS file {self.file_id}",
         )
 
     async def abort(self) -> None:
         self._pending.clear()
         await self._settle()
-        await self._chunks.delete_many({"files_id": self.file_id})
+        removal = self._chunks.delete_many({"files_id": self.file_id})
+        if self._guard is None:
+            await removal
+            return
+        # `grid` has no per-reply bound: a dead store must not hold the failed request (the sweep removes
+        # what stays behind).
+        await asyncio.wait_for(removal, self._guard.reply_s)
 
 
 class GridAppender(_Chunker):
@@ -184,7 +223,7 @@ class GridAppender(_Chunker):
         self._buffer += data[: self._tail]
 
     async def _send(self, batch: list[dict[str, Any]]) -> None:
-        await self._chunks.bulk_write([ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in batch])
+        await _upsert(self._chunks, batch)
 
     async def close(self) -> None:
         """Write what is buffered, the partial last chunk too (the next append rewrites it, longer)."""
@@ -216,12 +255,14 @@ async def find_file(grid: AsyncDatabase, file_id: Any) -> dict[str, Any] | None:
 
 @dataclass(frozen=True)
 class ReadGuard:
-    """How long a file read waits for the store, so that a slow store is waited for and a dead one is not.
+    """How long a file read or write waits for the store, so that a slow store is waited for and a dead
+    one is not.
 
     `reply_s`: after this long without a reply, ask the store whether it is alive (`alive`, bounded by
     the per-operation timeout); while it answers, keep waiting. `retry_s`: a read that fails (a driver
     error, or the store no longer answering) is retried from the next chunk needed for this long after
-    the last chunk arrived, then given up (StoreUnavailable).
+    the last chunk arrived, then given up (StoreUnavailable); a write of a batch of chunks likewise,
+    from the batch.
     """
 
     reply_s: float
@@ -230,9 +271,62 @@ class ReadGuard:
     # However alive the store says it is, a read that delivers nothing for this long is given up.
     slow_s: float = 600.0
 
+    async def wait(self, step: Awaitable[T], since: float, what: str, first_check: float | None = None) -> T:
+        """`step`'s result, waited for while the store answers pings (TimeoutError once it does not, or
+        after slow_s without progress since `since`); `step` is cancelled if given up. The first ping goes
+        after `first_check` seconds (default reply_s), then every reply_s."""
+        task = asyncio.ensure_future(step)
+        timeout = self.reply_s if first_check is None else first_check
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=timeout)
+                timeout = self.reply_s
+                if done:
+                    return task.result()
+                slow = time.monotonic() - since
+                if slow >= self.slow_s:
+                    raise TimeoutError(f"no reply for {slow:.0f} s although the store answers")
+                if not await self.alive():
+                    raise TimeoutError(f"no reply for {self.reply_s:g} s and the store does not answer a ping")
+                log.info("%s: the store is slow (%.1f s), still waiting", what, slow)
+        finally:
+            if not task.done():
+                task.cancel()
+            # Retrieves what a step that ended meanwhile raised (or lets a cancelled one unwind).
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def run(self, attempt: Callable[[int], Awaitable[T]], what: str) -> T:
+        """`attempt(0)`, then `attempt(1)`, ... after each failure, for up to retry_s after the first
+        began; each waited for as `wait` does. StoreUnavailable once the budget is spent."""
+        started, failures = time.monotonic(), 0
+        while True:
+            try:
+                return await self.wait(attempt(failures), started, what)
+            except (PyMongoError, TimeoutError) as exc:
+                failures += 1
+                waited = time.monotonic() - started
+                if waited >= self.retry_s:
+                    log.error("%s: given up after %.1f s without progress: %s", what, waited, exc)
+                    raise StoreUnavailable(f"{what}: the store did not answer: {exc}") from exc
+                pause = min(0.25 * 2 ** (failures - 1), self.reply_s)
+                log.warning(
+                    "%s failed (%s: %s); retrying in %.2f s (%.1f s without progress)",
+                    what,
+                    type(exc).__name__,
+                    exc,
+                    pause,
+                    waited,
+                )
+                await asyncio.sleep(pause)
+
 
 class StoreUnavailable(PyMongoError):
-    """A file read found the store dead or stuck for longer than its guard allows."""
+    """A file read or write found the store dead or stuck for longer than its guard allows."""
+
+    @property
+    def timeout(self) -> bool:
+        # The store did not answer in time: the request gets a 503 (server.errors), not a 500.
+        return True
 
 
 async def read_range(
@@ -253,6 +347,8 @@ async def read_range(
     first, last = start // size, (start + length - 1) // size
     skip, remaining = start - first * size, length
     source = _Chunks(grid, file_doc["_id"], reads, key_batch, guard)
+    parts: list[bytes] = []
+    held = 0
     async for data in source.read(first, last):
         if skip:
             data = data[skip:]
@@ -260,10 +356,22 @@ async def read_range(
         if len(data) > remaining:
             data = data[:remaining]
         remaining -= len(data)
-        yield data
+        parts.append(data)
+        held += len(data)
+        # Chunks that arrived together leave together: one socket write (and one wake-up of the reader)
+        # per ~PIECE instead of per 255 KiB chunk.
+        if held >= PIECE or remaining == 0:
+            yield parts[0] if len(parts) == 1 else b"".join(parts)
+            parts, held = [], 0
         if remaining == 0:
             return
+    if parts:
+        yield b"".join(parts)
     raise OSError(f"GridFS file {file_doc['_id']} ended {remaining} bytes early")
+
+
+# Bytes handed on at a time by read_range (at most one chunk more).
+PIECE = 1024 * 1024
 
 
 # Chunks that arrive ahead of the one needed next and are kept for later: ~4 MiB with 255 KiB chunks.
@@ -345,23 +453,7 @@ class _Chunks:
         """The pass's next chunk; with a guard, waited for while the store says it is alive."""
         if self._guard is None:
             return await anext(pass_, None)
-        guard = self._guard
-        step = asyncio.ensure_future(anext(pass_, None))
-        try:
-            while True:
-                done, _ = await asyncio.wait({step}, timeout=guard.reply_s)
-                if done:
-                    return step.result()
-                slow = time.monotonic() - self._progress
-                if slow >= guard.slow_s:
-                    raise TimeoutError(f"no chunk for {slow:.0f} s although the store answers")
-                if not await guard.alive():
-                    raise TimeoutError(f"no reply for {guard.reply_s:g} s and the store does not answer a ping")
-                log.info("reading GridFS file %s: the store is slow (%.1f s), still waiting", self._file_id, slow)
-        finally:
-            if not step.done():
-                step.cancel()
-                await asyncio.gather(step, return_exceptions=True)
+        return await self._guard.wait(anext(pass_, None), self._progress, f"reading GridFS file {self._file_id}")
 
     def _pass(self, first: int, last: int) -> AsyncGenerator[tuple[int, bytes]]:
         if self._reads is ChunkReads.KEYS:
