@@ -66,9 +66,7 @@ def store_result(
     )
 
 
-def lineage(
-    task: dict[str, Any], chosen: int, last_loss: float | None, last_metrics: dict[str, Any]
-) -> dict[str, Any]:
+def lineage(task: dict[str, Any], chosen: int, last_loss: float | None, last_metrics: dict[str, Any]) -> dict[str, Any]:
     """What a published version says about how it was made, beside `task_id`, `trained_from` and `rounds`:
     the strategy, the round published, and that round's loss and metrics (the best round's, when it was
     chosen), so a reader of the model (the web console) need not look the task up."""
