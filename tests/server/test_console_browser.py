@@ -255,3 +255,32 @@ def test_readable_at_phone_width(keyed_server):
         console.page.keyboard.press("Enter")
         console.page.wait_for_selector("#models-table", timeout=20_000)
         assert console.page.get_attribute("nav a[href='#/models']", "aria-current") == "page"
+
+
+HIDE = """hidden => {
+    Object.defineProperty(document, 'hidden', {configurable: true, get: () => hidden});
+    document.dispatchEvent(new Event('visibilitychange'));
+}"""
+
+
+def test_a_running_task_is_polled_only_while_the_tab_is_visible(keyed_server):
+    with admin(keyed_server) as api:
+        make_pending_task(api, "t-live")
+        api.put("/tasks/t-live/status", json={"phase": "Running"}).raise_for_status()
+    with chromium() as context:
+        console = Console(context.new_page(), keyed_server.url)
+        console.open("/tasks/t-live", poll_ms=250)
+        console.sign_in(KEYS["reader"])
+        console.rendered()
+        polled = "**/tasks/t-live?history=*"
+        with console.page.expect_request(polled, timeout=20_000):
+            pass  # polling runs while visible
+        console.page.evaluate(HIDE, True)
+        # Whatever was in flight when the tab was hidden has ended; from then on, no call for 8 intervals.
+        console.page.wait_for_load_state("networkidle", timeout=20_000)
+        before = len(console.requests)
+        console.page.wait_for_timeout(2000)  # a span with nothing expected in it (the check is its silence)
+        assert len(console.requests) == before, console.requests[before:]
+        assert console.page.evaluate("() => window.flrepoConsole.stats.paused") is True
+        with console.page.expect_request(polled, timeout=5_000):
+            console.page.evaluate(HIDE, False)  # shown again: refreshed at once
