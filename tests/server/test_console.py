@@ -5,26 +5,15 @@ browser tests are in tests/server/test_console_browser.py."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
-from flrepo.server.auth import hash_key
 from flrepo.server.main import create_app
 from flrepo.server.ui import STATIC
 from flrepo.signing import Keyring, encode_key, new_key_pair, sign
 from tests.helpers import drop, make_settings, make_task, upload
-
-KEYS = {role: f"console-key-of-{role}" for role in ("reader", "writer", "admin")}
-
-
-def keys_file(directory: Path) -> Path:
-    path = directory / "keys.yaml"
-    entries = [{"id": f"{role}-1", "role": role, "sha256": hash_key(key)} for role, key in KEYS.items()]
-    path.write_text(yaml.safe_dump(entries))
-    return path
+from tests.server.console_pages import KEYS, keys_file
 
 
 @pytest.fixture

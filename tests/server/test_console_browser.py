@@ -1,13 +1,10 @@
 """The web console in headless Chromium (Playwright, as the Swagger UI test): roles, the first render
 of every page on a store with 1,000 models and 100 tasks, and no request leaving the service. The
-live demo task is followed in tests/fl/test_console_demo.py."""
+live demo task is followed in tests/server/test_console_demo.py."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,67 +12,10 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
+from flrepo.schemas.tasks import RoundRecord
 from flrepo.server.main import create_app
 from tests.helpers import LiveServer, drop, make_settings
-from tests.server.test_console import KEYS, keys_file
-
-CHROMIUM = os.environ.get("FLREPO_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
-FIRST_RENDER_MS = 1000
-
-
-def need_browser() -> None:
-    missing = None
-    if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
-        missing = f"no Chromium at {CHROMIUM} (apt-get install chromium; .ci/run installs it)"
-    else:
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError:
-            missing = "the playwright package is not installed"
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run the browser tests: {missing}")
-        pytest.skip(missing)
-
-
-class Console:
-    """A Chromium page on the console of `base`, recording every request it makes."""
-
-    def __init__(self, page: Any, base: str) -> None:
-        self.page = page
-        self.base = base
-        self.requests: list[str] = []
-        page.on("request", lambda request: self.requests.append(request.url))
-
-    def open(self, fragment: str, poll_ms: int | None = None) -> None:
-        query = f"?poll={poll_ms}" if poll_ms else ""
-        self.page.goto(f"{self.base}/ui{query}#{fragment}")
-
-    def sign_in(self, key: str) -> None:
-        self.page.fill("#api-key", key)
-        self.page.click("#key-form button[type=submit]")
-
-    def rendered(self, timeout_ms: float = 20_000) -> float:
-        """Milliseconds from navigation to the view's first render (the page stamps it on <main>)."""
-        self.page.wait_for_selector("main[data-rendered]", timeout=timeout_ms)
-        return float(self.page.get_attribute("main", "data-rendered") or "nan")
-
-    def outside(self) -> list[str]:
-        return [url for url in self.requests if not url.startswith(self.base + "/") and not url.startswith("data:")]
-
-
-@contextmanager
-def chromium(viewport: dict[str, int] | None = None) -> Iterator[Any]:
-    need_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield browser.new_context(viewport=viewport or {"width": 1280, "height": 800})
-        finally:
-            browser.close()
+from tests.server.console_pages import FIRST_RENDER_MS, KEYS, Console, admin, chromium, keys_file, make_pending_task
 
 
 @pytest.fixture
@@ -86,31 +26,6 @@ def keyed_server(mongo_url, tmp_path) -> Iterator[LiveServer]:
             yield server
     finally:
         drop(settings)
-
-
-def admin(server: LiveServer) -> httpx.Client:
-    return httpx.Client(base_url=server.url, headers={"X-API-Key": KEYS["admin"]}, timeout=30)
-
-
-def make_pending_task(api: httpx.Client, task_id: str) -> None:
-    """A task over a model, a strategy and a transformation that all have files."""
-    for path, body in (
-        ("/model", {"model_name": "m", "model_version": "v1", "meta": {"library": "numpy"}}),
-        ("/strategy", {"strategy_name": "fedavg"}),
-        ("/transformation", {"id": "scale", "parameter_types": {}, "default_values": {}, "outputs": [], "needs": {}}),
-    ):
-        r = api.post(path, json=body)
-        assert r.status_code in (201, 409), r.text
-    for path in ("/model/m/v1", "/strategy/fedavg", "/transformation/scale"):
-        assert api.put(path, files={"file": ("f.bin", b"bytes of " + path.encode())}).status_code == 204
-    body = {
-        "task_id": task_id,
-        "model": {"model_name": "m", "model_version": "v1"},
-        "strategy": {"strategy_name": "fedavg"},
-        "transformations": [{"id": "scale"}],
-        "rounds": 20,
-    }
-    assert api.post("/tasks", json=body).status_code == 201
 
 
 def test_a_reader_sees_everything_but_no_cancel_and_its_cancel_call_is_refused(keyed_server):
@@ -284,3 +199,25 @@ def test_a_running_task_is_polled_only_while_the_tab_is_visible(keyed_server):
         assert console.page.evaluate("() => window.flrepoConsole.stats.paused") is True
         with console.page.expect_request(polled, timeout=5_000):
             console.page.evaluate(HIDE, False)  # shown again: refreshed at once
+
+
+@pytest.mark.skipif(
+    "bytes_up" not in RoundRecord.model_fields, reason="round records carry no bytes_up/bytes_down yet (compression)"
+)
+def test_bytes_per_round_are_shown_when_the_history_records_them(keyed_server):
+    with admin(keyed_server) as api:
+        make_pending_task(api, "t-bytes")
+        api.put("/tasks/t-bytes/status", json={"phase": "Running"}).raise_for_status()
+        for k in (1, 2):
+            record = {"round": k, "loss": 1.0 / k, "bytes_up": 1000 * k, "bytes_down": 4000 * k}
+            api.put("/tasks/t-bytes/status", json={"current_round": k, "round": record}).raise_for_status()
+    with chromium() as context:
+        console = Console(context.new_page(), keyed_server.url)
+        console.open("/tasks/t-bytes")
+        console.sign_in(KEYS["reader"])
+        console.rendered()
+        head = console.page.inner_text("#rounds-table thead")
+        assert "Bytes up" in head and "Bytes down" in head
+        assert "3.9 KiB" in console.page.inner_text("#rounds-table tbody tr[data-round='1']")
+        points = console.page.get_attribute("[data-chart=bytes] g.series", "data-points")
+        assert points == "2"

@@ -6,6 +6,7 @@ task's page go to docs/images/ (README shows them; FLREPO_SCREENSHOTS names anot
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +19,7 @@ from flrepo.fl.demo import digits_task, fl_env, publisher, register_model, start
 from flrepo.server.embedded import api_server, reap
 from flrepo.server.settings import Settings
 from tests.helpers import FlSite, logs_of
-from tests.server.test_console import KEYS, keys_file
-from tests.server.test_console_browser import Console, chromium
+from tests.server.console_pages import KEYS, Console, chromium, keys_file
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = 6
@@ -95,6 +95,12 @@ def test_the_task_page_follows_a_demo_training_live_and_links_its_published_mode
         lineage = console.page.inner_text("#lineage")
         assert "Trained from\nv1" in lineage and f"Rounds\n{ROUNDS}" in lineage
         assert "Strategy\nfedavg" in lineage and "Final accuracy" in lineage
+        console.page.screenshot(path=str(screenshots() / "console-version.png"), full_page=True)
+        with console.page.expect_download(timeout=30_000) as fetched:
+            console.page.click("#download")  # with the key in its header: a plain link could not send it
+        saved = tmp_path / "downloaded.npz"
+        fetched.value.save_as(saved)
+        assert hashlib.sha256(saved.read_bytes()).hexdigest() == fl.repo.get_model("digits", "v1-ui-demo").sha256
         console.page.click("#lineage-task")
         console.page.wait_for_selector("main[data-phase=Succeeded]", timeout=20_000)
         assert console.page.evaluate("location.hash") == "#/tasks/ui-demo"
@@ -107,6 +113,7 @@ def test_the_task_page_follows_a_demo_training_live_and_links_its_published_mode
         console.page.wait_for_selector("#strategy-table", timeout=20_000)
         fedavg = console.page.inner_text("#strategy-table tr[data-name=fedavg]")
         assert "verified · key test" in fedavg and "ui-demo" in fedavg and "pins this file" in fedavg
+        console.page.screenshot(path=str(screenshots() / "console-code.png"), full_page=True)
         assert console.outside() == []
     published = fl.repo.get_model("digits", "v1-ui-demo").meta or {}
     assert published["task_id"] == "ui-demo" and published["strategy"] == "fedavg"

@@ -8,7 +8,8 @@ function verdict(state) {
   if (!state) return h("span", { class: "muted" }, "—");
   if (!state.signed) return h("span", { class: "badge warn", title: state.detail }, "unsigned");
   const label = state.verified ? `verified · key ${state.key_id}` : `not verified · key ${state.key_id ?? "?"}`;
-  return [h("span", { class: `badge ${state.verified ? "ok" : "bad"}` }, label), h("div", { class: "muted" }, state.detail)];
+  const badge = h("span", { class: `badge ${state.verified ? "ok" : "bad"}`, title: state.detail }, label);
+  return state.verified ? badge : [badge, h("div", { class: "muted" }, state.detail)];
 }
 
 // The tasks that pin `name` of this kind, each saying whether its pin is the file stored now.
