@@ -4,6 +4,7 @@ records every request it makes, and a task to look at."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -68,6 +69,10 @@ class Console:
         """Milliseconds from navigation to the view's first render (the page stamps it on <main>)."""
         self.page.wait_for_selector("main[data-rendered]", timeout=timeout_ms)
         return float(self.page.get_attribute("main", "data-rendered") or "nan")
+
+    def leaks(self) -> list[str]:
+        """Words of JavaScript's own leaking into the page's text (a missing value printed as is)."""
+        return re.findall(r"\b(?:null|undefined|NaN|\[object Object\])", self.page.inner_text("body"))
 
     def outside(self) -> list[str]:
         """Requests to anywhere but the service (data: and blob: URLs are the page's own memory)."""

@@ -39,6 +39,7 @@ def test_a_reader_sees_everything_but_no_cancel_and_its_cancel_call_is_refused(k
         assert console.page.get_attribute("#role", "data-role") == "reader"
         assert console.page.get_attribute("main", "data-phase") == "Pending"
         assert console.page.locator("#cancel").count() == 0
+        assert console.leaks() == []
         # The same call a Cancel button would make, sent by the page with the reader's key.
         status = console.page.evaluate(
             """async () => (await fetch('/tasks/t-reader/cancel', {method: 'POST',
@@ -141,6 +142,7 @@ def test_every_page_renders_within_a_second_with_1000_models_and_100_tasks(keyed
         console.page.reload()
         console.rendered()
         assert console.page.locator("#rounds-table tbody tr").count() == 20
+        assert console.leaks() == []
         assert console.outside() == []
     print("first render (ms, best of 3):", {k: round(v) for k, v in times.items()})
     slow = {fragment: ms for fragment, ms in times.items() if ms > FIRST_RENDER_MS}
@@ -159,6 +161,7 @@ def test_readable_at_phone_width(keyed_server):
         # Nothing but scrollable tables is wider than the screen.
         width = console.page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, width
+        assert console.leaks() == []
         # Keyboard, on a fresh load (the key is kept in the tab): Tab reaches the skip link first, then
         # the sections.
         console.page.reload()
@@ -221,3 +224,13 @@ def test_bytes_per_round_are_shown_when_the_history_records_them(keyed_server):
         assert "3.9 KiB" in console.page.inner_text("#rounds-table tbody tr[data-round='1']")
         points = console.page.get_attribute("[data-chart=bytes] g.series", "data-points")
         assert points == "2"
+
+
+def test_without_keys_configured_the_console_asks_for_none(live_server):
+    with chromium() as context:
+        console = Console(context.new_page(), live_server.url)
+        console.open("/models")
+        console.page.wait_for_selector("#models-table", timeout=20_000)
+        assert console.page.locator("#key-form").count() == 0
+        assert console.page.inner_text("#who") == "anonymous · admin"
+        assert console.leaks() == [] and console.outside() == []

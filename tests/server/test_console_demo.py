@@ -74,6 +74,8 @@ def test_the_task_page_follows_a_demo_training_live_and_links_its_published_mode
         try:
             console.page.wait_for_selector("#rounds-table tbody tr", timeout=180_000)
             first_rows, first_points = rows(console), curve_points(console, "loss")
+            # The screenshot once the curves have a few points (while it runs, unless it finished first).
+            console.page.wait_for_selector("tr[data-round='3'], main[data-phase=Succeeded]", timeout=180_000)
             console.page.screenshot(path=str(screenshots() / "console-task.png"), full_page=True)
             console.page.wait_for_selector("main[data-phase=Succeeded]", timeout=300_000)
         except Exception:
@@ -88,6 +90,7 @@ def test_the_task_page_follows_a_demo_training_live_and_links_its_published_mode
         assert console.page.locator("[data-chart=loss] g.series").count() >= 2  # per site as well
         assert console.page.locator("#cancel").count() == 0  # nothing left to cancel
         assert console.page.locator("#checkpoints-table tr.best").count() == 1
+        assert console.leaks() == []
 
         # The published version's page: lineage, and a link back to the task.
         console.page.click("#published-link")

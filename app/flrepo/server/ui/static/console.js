@@ -55,7 +55,9 @@ function header() {
     who.replaceChildren();
     keyForm(null);
   });
-  who.replaceChildren(h("span", { id: "role", dataset: { role: ctx.role } }, `${ctx.keyId} · ${ctx.role}`), storedKey() ? forget : null);
+  const me = h("span", { id: "role", dataset: { role: ctx.role } }, `${ctx.keyId} · ${ctx.role}`);
+  if (storedKey()) who.replaceChildren(me, forget);
+  else who.replaceChildren(me); // no key needed here: nothing to forget
 }
 
 async function show() {

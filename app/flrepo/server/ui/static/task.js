@@ -255,7 +255,9 @@ export async function taskView(main, id, ctx) {
     const task = follow.task;
     main.dataset.phase = task.phase;
     if (writer && !cancel) cancel = cancelButton(follow, refresh, status);
-    head.replaceChildren(phase(task.phase), lastReason(task) || "", progress(task), cancel && !TERMINAL.includes(task.phase) ? cancel : null, status);
+    const parts = [phase(task.phase), lastReason(task) || "", progress(task)];
+    if (cancel && !TERMINAL.includes(task.phase)) parts.push(cancel);
+    head.replaceChildren(...parts, status); // (replaceChildren would print a null as "null")
     sumBody.replaceChildren(summary(task));
     pubBody.replaceChildren(published(task));
     chartsBox.replaceChildren(...charts(follow));
@@ -278,8 +280,8 @@ export async function taskView(main, id, ctx) {
     h("h2", null, "Curves"),
     chartsBox,
     roundCard,
-    h("div", { class: "grid" }, partCard, condCard),
-    ckCard,
+    partCard,
+    h("div", { class: "grid" }, condCard, ckCard),
   );
   draw();
   return TERMINAL.includes(follow.task.phase) ? null : poll(refresh);
