@@ -234,3 +234,26 @@ def test_without_keys_configured_the_console_asks_for_none(live_server):
         assert console.page.locator("#key-form").count() == 0
         assert console.page.inner_text("#who") == "anonymous · admin"
         assert console.leaks() == [] and console.outside() == []
+
+
+def test_stored_names_are_shown_as_text_never_as_markup(keyed_server):
+    name, version = "<b>bold<b>", "<img src=x onerror=window.pwned=1>"  # names hold no "/"
+    with admin(keyed_server) as api:
+        body = {"model_name": name, "model_version": version, "meta": {"library": "<i>numpy</i>", "k": "<script>"}}
+        assert api.post("/model", json=body).status_code == 201
+    with chromium() as context:
+        console = Console(context.new_page(), keyed_server.url)
+        console.open("/models")
+        console.sign_in(KEYS["reader"])
+        console.page.wait_for_selector("#models-table", timeout=20_000)
+        table = console.page.inner_text("#models-table")
+        assert name in table and version in table and "<i>numpy</i>" in table
+        assert console.page.locator("#models-table tbody b, #models-table img, #models-table i").count() == 0
+        console.page.click(f"#models-table a:text-is('{version}')")
+        console.page.wait_for_selector("#lineage", timeout=20_000)
+        assert f"{name} / {version}" in console.page.inner_text("h1")
+        assert console.page.evaluate("() => window.pwned") is None
+        console.open("/tasks/no-such-task")
+        console.page.wait_for_selector("main [role=alert]", timeout=20_000)
+        assert "not found" in console.page.inner_text("main [role=alert]")
+        assert console.outside() == []
