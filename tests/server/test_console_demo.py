@@ -61,7 +61,9 @@ def curve_points(console: Console, chart: str) -> int:
 def test_the_task_page_follows_a_demo_training_live_and_links_its_published_model(keyed_fl, tmp_path):
     fl = keyed_fl
     register_model(fl.repo, "digits", "v1", "numpy", tmp_path)
-    fl.repo.create_task(digits_task("ui-demo", rounds=ROUNDS, clients=2))
+    # More local epochs than the demo's: rounds long enough (a fraction of a second) to watch them arrive.
+    training = {"epochs": 60, "batch_size": 32, "learning_rate": 0.1}
+    fl.repo.create_task(digits_task("ui-demo", rounds=ROUNDS, clients=2, training=training))
     with chromium() as context:
         console = Console(context.new_page(), fl.url)
         console.open("/tasks/ui-demo", poll_ms=300)
@@ -74,8 +76,9 @@ def test_the_task_page_follows_a_demo_training_live_and_links_its_published_mode
         try:
             console.page.wait_for_selector("#rounds-table tbody tr", timeout=180_000)
             first_rows, first_points = rows(console), curve_points(console, "loss")
-            # The screenshot once the curves have a few points (while it runs, unless it finished first).
+            # The screenshot once the curves have a few points, while it runs.
             console.page.wait_for_selector("tr[data-round='3'], main[data-phase=Succeeded]", timeout=180_000)
+            running = console.page.get_attribute("main", "data-phase") == "Running"
             console.page.screenshot(path=str(screenshots() / "console-task.png"), full_page=True)
             console.page.wait_for_selector("main[data-phase=Succeeded]", timeout=300_000)
         except Exception:
@@ -85,6 +88,7 @@ def test_the_task_page_follows_a_demo_training_live_and_links_its_published_mode
             reap([collector, *workers], timeout=30)
         assert console.page.evaluate("window.sameDocument") is True, "the page was reloaded"
         assert first_rows < ROUNDS and first_points < ROUNDS, (first_rows, first_points)
+        assert running, "the task ended before its page showed three rounds"
         assert rows(console) == ROUNDS
         assert curve_points(console, "loss") == ROUNDS and curve_points(console, "accuracy") == ROUNDS
         assert console.page.locator("[data-chart=loss] g.series").count() >= 2  # per site as well
@@ -113,7 +117,7 @@ def test_the_task_page_follows_a_demo_training_live_and_links_its_published_mode
         assert console.page.locator("#models-table a[href='#/tasks/ui-demo']").count() == 1
         console.page.screenshot(path=str(screenshots() / "console-models.png"), full_page=True)
         console.open("/code")
-        console.page.wait_for_selector("#strategy-table", timeout=20_000)
+        console.page.wait_for_selector("main[data-pins=loaded] #strategy-table", timeout=20_000)
         fedavg = console.page.inner_text("#strategy-table tr[data-name=fedavg]")
         assert "verified · key test" in fedavg and "ui-demo" in fedavg and "pins this file" in fedavg
         console.page.screenshot(path=str(screenshots() / "console-code.png"), full_page=True)

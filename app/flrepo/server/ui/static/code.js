@@ -2,7 +2,7 @@
 // trusted keys or why not) and the tasks whose pins reference them.
 
 import { enc, get } from "./api.js";
-import { bytes, h, hash, phase, table } from "./dom.js";
+import { bytes, errorBox, h, hash, phase, table } from "./dom.js";
 
 function verdict(state) {
   if (!state) return h("span", { class: "muted" }, "—");
@@ -14,6 +14,7 @@ function verdict(state) {
 
 // The tasks that pin `name` of this kind, each saying whether its pin is the file stored now.
 function pinsOf(kind, name, sha, tasks) {
+  if (tasks === null) return h("span", { class: "muted" }, "loading…");
   const refs = [];
   for (const task of tasks) {
     const pins = task.pins || {};
@@ -65,23 +66,36 @@ function itemsTable(kind, items, states, tasks, nameOf) {
 }
 
 export async function codeView(main) {
-  const [strategies, transformations, strategyStates, transformationStates, tasks] = await Promise.all([
+  const [strategies, transformations, strategyStates, transformationStates] = await Promise.all([
     get("/strategy"),
     get("/transformation"),
     get("/signatures/strategy"),
     get("/signatures/transformation"),
-    get("/tasks"),
   ]);
-  main.replaceChildren(
-    h("h1", null, "Strategies & transformations"),
-    h(
-      "p",
-      { class: "muted" },
-      "Signatures are checked with the public keys the service trusts (FLREPO_TRUSTED_KEYS); collectors and local executions verify again before loading. Pins are the sha256 a task recorded when it was created.",
-    ),
-    h("h2", { id: "strategies-h" }, `Strategies (${strategies.total ?? strategies.data.length})`),
-    itemsTable("strategy", strategies.data, strategyStates.data, tasks.data, (s) => s.strategy_name),
-    h("h2", { id: "transformations-h" }, `Transformations (${transformations.total ?? transformations.data.length})`),
-    itemsTable("transformation", transformations.data, transformationStates.data, tasks.data, (t) => t.id),
-  );
+  const draw = (tasks, note) =>
+    main.replaceChildren(
+      h("h1", null, "Strategies & transformations"),
+      h(
+        "p",
+        { class: "muted" },
+        "Signatures are checked with the public keys the service trusts (FLREPO_TRUSTED_KEYS); collectors and local executions verify again before loading. Pins are the sha256 a task recorded when it was created.",
+        note ? ` ${note}` : "",
+      ),
+      h("h2", { id: "strategies-h" }, `Strategies (${strategies.total ?? strategies.data.length})`),
+      itemsTable("strategy", strategies.data, strategyStates.data, tasks, (s) => s.strategy_name),
+      h("h2", { id: "transformations-h" }, `Transformations (${transformations.total ?? transformations.data.length})`),
+      itemsTable("transformation", transformations.data, transformationStates.data, tasks, (t) => t.id),
+    );
+  draw(null);
+  // The tasks (for their pins) after the first render: there may be many, and each is a full document.
+  get("/tasks")
+    .then(({ data, total }) => {
+      if (main.dataset.view !== "code") return; // the user has moved on
+      const note = total !== null && total > data.length ? `Pins of the first ${data.length} of ${total} tasks.` : "";
+      const focused = document.activeElement && document.activeElement.id;
+      draw(data, note);
+      main.dataset.pins = "loaded";
+      if (focused) document.getElementById(focused)?.focus();
+    })
+    .catch((error) => main.append(errorBox(error)));
 }

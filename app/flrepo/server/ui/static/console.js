@@ -70,7 +70,8 @@ async function show() {
     if (link.dataset.section === section) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
-  delete main.dataset.rendered;
+  for (const name of Object.keys(main.dataset)) delete main.dataset[name]; // the last view's marks
+  main.dataset.view = section;
   try {
     const stop = await view(main);
     if (mine !== generation) {

@@ -250,8 +250,11 @@ export async function taskView(main, id, ctx) {
   const [ckCard, ckBody] = section("checkpoints", "Checkpoints");
   const writer = ROLES[ctx.role] >= ROLES.writer;
   let cancel = null;
+  let drawn = false;
 
   const draw = () => {
+    if (drawn && !head.isConnected) return; // a refresh that ended after the user moved on
+    drawn = true;
     const task = follow.task;
     main.dataset.phase = task.phase;
     if (writer && !cancel) cancel = cancelButton(follow, refresh, status);

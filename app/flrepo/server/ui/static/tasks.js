@@ -4,7 +4,8 @@ import { enc, get } from "./api.js";
 import { age, h, phase, table } from "./dom.js";
 import { poll } from "./poll.js";
 
-const PAGE = 100;
+// A list page: each task is a full document (about 1 KB), so the first render waits for few of them.
+const PAGE = 25;
 
 export function lastReason(task) {
   const conditions = task.conditions || [];
