@@ -121,3 +121,19 @@ async def test_signatures_verify_nothing_without_trusted_keys(client):
     await _strategy(client, "s", data, sign(Keyring.signer("k", private), "strategy", "s", data))
     (state,) = (await client.get("/signatures/strategy")).json()
     assert state["signed"] and not state["verified"] and state["key_id"] == "k"
+
+
+def test_the_lineage_of_a_published_version_names_the_round_it_holds():
+    from flrepo.fl.core.publishing import lineage
+
+    task = {"rounds": 5, "strategy": {"strategy_name": "fedavg"}, "best": {"round": 3, "loss": 0.2, "metrics": {}}}
+    task["best"]["metrics"] = {"accuracy": 0.9, "note": "x", "skip": [1]}
+    best = lineage({**task, "publish": "best"}, 3, 0.4, {"accuracy": 0.8})
+    assert best == {
+        "strategy": "fedavg",
+        "published_round": 3,
+        "final_loss": 0.2,
+        "final_metrics": {"accuracy": 0.9, "note": "x"},
+    }
+    last = lineage({**task, "publish": "last"}, 5, None, {"accuracy": 0.8})
+    assert last == {"strategy": "fedavg", "published_round": 5, "final_metrics": {"accuracy": 0.8}}
