@@ -121,6 +121,13 @@ def test_the_wheel_holds_only_the_flrepo_package(wheel):
     assert tops == {"flrepo", f"{name_version}.dist-info"}
 
 
+def test_the_wheel_ships_the_web_console(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    console = ROOT / "app" / "flrepo" / "server" / "ui" / "static"
+    shipped = {f"flrepo/server/ui/static/{path.name}" for path in console.iterdir()}
+    assert shipped and shipped <= names, sorted(shipped - names)
+
+
 def test_the_wheel_requires_only_the_core(wheel):
     with zipfile.ZipFile(wheel) as archive:
         (metadata,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]

@@ -32,15 +32,18 @@ from flrepo.server.routes import (
     collectors,
     health,
     models,
+    signatures,
     strategies,
     tasks,
     training_results,
     transformations,
     tus_uploads,
+    whoami,
 )
 from flrepo.server.settings import Settings, get_settings
 from flrepo.server.storage.db import Database, watch_indexes_forever
 from flrepo.server.storage.sweep import sweep_forever
+from flrepo.server.ui import install as install_console
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +85,7 @@ TAGS = [
         "description": "Resumable uploads (tus 1.0: core, creation, termination, checksum, expiration) of any file "
         "an upload path takes; `Upload-Metadata` names its `target`, e.g. /model/NAME/VERSION.",
     },
-    {"name": "service", "description": "Health and readiness."},
+    {"name": "service", "description": "Health and readiness; who the caller is; signature states."},
 ]
 
 
@@ -134,12 +137,23 @@ def _background_jobs(settings: Settings, db: Database, sweep_db: Database | None
 
 def _routes(app: FastAPI, settings: Settings) -> None:
     """Every router, behind its authorization, and /metrics."""
-    for module in (models, training_results, strategies, transformations, tasks, checkpoints, collectors):
+    for module in (
+        models,
+        training_results,
+        strategies,
+        transformations,
+        tasks,
+        checkpoints,
+        collectors,
+        signatures,
+        whoami,
+    ):
         app.include_router(module.router, dependencies=[Depends(authorize)], responses=problems(401, 403))
     # Authorized per route: OPTIONS (capabilities) is public, the rest need the role of the target's PUT.
     app.include_router(tus_uploads.router)
     app.include_router(audit.router)
     app.include_router(health.router)
+    install_console(app)  # the web console at /ui (its page needs no key; the API calls it makes do)
 
     # Request counts by route and status reveal how the service is used: a reader key, unless the
     # deployment says its scraper cannot send one (FLREPO_METRICS_PUBLIC=true).

@@ -55,6 +55,15 @@ class Settings(BaseSettings):
         pattern="^(none|reader|writer|admin)$",
         description="Role of requests without a key (default: none when keys are configured, else admin).",
     )
+    trusted_keys: str = Field(
+        default="",
+        description="Public keys (`id:base64,...`, as `flrepo keys signing-create` prints them) the web console "
+        "checks stored strategies' and transformations' signatures with (GET /signatures/{kind}).",
+    )
+    trusted_keys_file: Path | None = Field(
+        default=None,
+        description="A file of such keys, one `id:base64` a line (the .pub files signing-create writes).",
+    )
     max_body_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="Largest JSON request body in bytes (413 above it)."
     )

@@ -19,6 +19,8 @@ from flrepo.fl.weights import to_npz
 from flrepo.schemas.tasks import output_version
 
 log = logging.getLogger(__name__)
+# What a published version's meta says about how it was made (`lineage` and publish_model).
+LINEAGE_KEYS = ("task_id", "trained_from", "rounds", "strategy", "published_round", "final_loss", "final_metrics")
 
 
 def published_weights(repo: RepositoryClient, task: dict[str, Any], last: Weights) -> tuple[Weights, int]:
@@ -64,15 +66,37 @@ def store_result(
     )
 
 
+def lineage(task: dict[str, Any], chosen: int, last_loss: float | None, last_metrics: dict[str, Any]) -> dict[str, Any]:
+    """What a published version says about how it was made, beside `task_id`, `trained_from` and `rounds`:
+    the strategy, the round published, and that round's loss and metrics (the best round's, when it was
+    chosen), so a reader of the model (the web console) need not look the task up."""
+    best = task.get("best") or {}
+    if best and int(best.get("round", 0)) == chosen and chosen != int(task["rounds"]):
+        loss, metrics = best.get("loss"), best.get("metrics") or {}
+    else:
+        loss, metrics = last_loss, last_metrics
+    figures = {k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool)}
+    found = {"strategy": task["strategy"]["strategy_name"], "published_round": chosen, "final_loss": loss}
+    return {**{k: v for k, v in found.items() if v is not None}, "final_metrics": figures}
+
+
 def publish_model(
-    repo: RepositoryClient, task: dict[str, Any], model: LocalModel, final: Weights, workdir: Path
+    repo: RepositoryClient,
+    task: dict[str, Any],
+    model: LocalModel,
+    final: Weights,
+    workdir: Path,
+    made: dict[str, Any] | None = None,
 ) -> tuple[str, str]:
-    """Register the trained model as `output_model_version` with its native file."""
+    """Register the trained model as `output_model_version` with its native file; `made` (its `lineage`)
+    goes into its meta beside the task and the version it was trained from."""
     name, version = task["model"]["model_name"], output_version(task)
     source = repo.get_model(task["model"]["model_name"], task["model"]["model_version"])
     source_meta = source.meta or {}  # aerOS-era models may have `meta: null`
-    meta = {k: v for k, v in source_meta.items() if k not in ("library", "signature")}
+    # The source's own lineage (when it was trained too) is not this version's.
+    meta = {k: v for k, v in source_meta.items() if k not in ("library", "signature", *LINEAGE_KEYS)}
     meta.update(trained_from=task["model"]["model_version"], task_id=task["task_id"], rounds=int(task["rounds"]))
+    meta.update(made or {})
     try:
         repo.create_model(name, version, source_meta.get("library", model.library), **meta)
     except Conflict:
@@ -121,7 +145,8 @@ def finish(
     final, chosen = published_weights(repo, task, final)
     store_result(repo, task, last_loss, last_metrics, final, chosen)
     written.result = True
-    written.models.append(publish_model(repo, task, model, final, workdir))
+    made = lineage(task, chosen, last_loss, last_metrics)
+    written.models.append(publish_model(repo, task, model, final, workdir, made))
     link.report(
         phase="Succeeded",
         reason="TrainingComplete",
