@@ -150,3 +150,21 @@ def test_a_stopped_watch_never_calls_on_end_even_with_a_read_in_flight(fl, tmp_p
     fl.repo.cancel_task("held", "enough")  # the held read (if any) now answers with the end
     watch.join(BOUND_S)
     assert not watch.is_alive() and seen == [] and watch.ended is None
+
+
+def test_the_figures_say_how_long_the_rounds_waited_for_the_repository(fl, tmp_path):
+    link = GatedLink(_running(fl, tmp_path, "fig"))
+    reporter = RoundReporter(link, sender=Sender(backlog=1))
+    reporter.round_started_now()
+    reporter.round_done(1, 0.5, {}, None)
+    assert link.reporting.wait(BOUND_S)  # round 1's report is stuck: round 2's hook must wait for it
+    second = threading.Thread(target=reporter.round_done, args=(2, 0.4, {}, None))
+    second.start()
+    second.join(0.2)
+    assert second.is_alive()
+    link.gate.set()
+    second.join(BOUND_S)
+    assert reporter.flush(BOUND_S)
+    figures = reporter.figures()
+    durations = [h.duration_s or 0.0 for h in fl.repo.get_task("fig").history]
+    assert figures["repository_wait_s"] >= 0.2 and abs(figures["rounds_s"] - sum(durations)) < 0.01

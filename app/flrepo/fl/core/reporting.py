@@ -135,6 +135,7 @@ class RoundReporter:
         self.rounds_done = 0
         self.current_round = round_offset  # the last round reported to the task
         self.checkpoint_seconds: list[float] = []
+        self.rounds_seconds = 0.0  # the rounds' durations, added up
         self.round_started = time.monotonic()
         self._chained = False  # the round's start is the previous round's end
         self._participants: dict[str, dict[str, Any]] = {}
@@ -151,6 +152,11 @@ class RoundReporter:
     def flush(self, timeout: float = FLUSH_SECONDS) -> bool:
         """Wait for the rounds' reports and checkpoints (before the task's end is reported)."""
         return self.sender.flush(timeout)
+
+    def figures(self) -> dict[str, float]:
+        """What the rounds cost, for the training result: their time, and how much of it they waited
+        for the repository (a full backlog of writes)."""
+        return {"rounds_s": round(self.rounds_seconds, 3), "repository_wait_s": round(self.sender.waited_seconds, 3)}
 
     def abandon(self) -> None:
         """The task ended without this collector: the writes not yet made are dropped."""
@@ -192,13 +198,15 @@ class RoundReporter:
         self.last_loss, self.last_metrics = loss, dict(metrics)
         self.rounds_done = server_round
         kept = scalars(metrics)  # a copy: the caller's metrics may change before it is sent
-        record = {
+        duration = round(time.monotonic() - self.round_started, 3)
+        self.rounds_seconds += duration
+        record: dict[str, Any] = {
             "round": task_round,
             "loss": loss,
             "metrics": kept,
             "participants": self._fit_count,
             "failures": self._fit_failures,
-            "duration_s": round(time.monotonic() - self.round_started, 3),
+            "duration_s": duration,
         }
         status: dict[str, Any] = {
             "current_round": task_round,

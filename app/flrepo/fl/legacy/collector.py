@@ -86,7 +86,8 @@ def run(link: TaskLink, task: dict[str, Any], strategy: Strategy, serving: Servi
                 raise RuntimeError(
                     f"training stopped after {rounds_done} of {task['rounds']} rounds without final weights"
                 )
-            finish(link, model, final, reporting.last_loss, reporting.last_metrics, Path(tmp), written)
+            last = reporting.last_loss, reporting.last_metrics
+            finish(link, model, final, *last, Path(tmp), written, reporting.reporter.figures())
             return 0
     except KeyboardInterrupt:
         if heartbeat is None or heartbeat.ended is None:

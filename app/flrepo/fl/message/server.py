@@ -163,7 +163,16 @@ def run_task(grid: Grid, run_config: dict[str, Any]) -> None:
                         "without final weights"
                     )
                 reporter.flush()  # the rounds' reports and checkpoints before the task's end
-                finish(link, model, final, reporter.last_loss, reporter.last_metrics, Path(tmp), written)
+                finish(
+                    link,
+                    model,
+                    final,
+                    reporter.last_loss,
+                    reporter.last_metrics,
+                    Path(tmp),
+                    written,
+                    reporter.figures(),
+                )
         except Exception as exc:
             if reporter is not None:
                 reporter.flush()
