@@ -20,6 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from flrepo.server.embedded import api_server, free_port
 
 FRAMEWORK = "pytorch"
+# A path's processes may take this long: Flower's stock SuperLink/SuperNode took over 600 s at load 25.
+PROCESS_TIMEOUT_S = 2400.0
 
 
 def federated(
@@ -57,7 +59,7 @@ def federated(
             wait_listening(address)
             workers = [local_exec(url, f"bench-{i}", address, spec, k, env, tmp) for k, spec in enumerate(data, 1)]
             for proc in [collector, *workers]:
-                proc.wait(600)
+                proc.wait(PROCESS_TIMEOUT_S)
             if repo.get_task(f"bench-{i}").phase != "Succeeded":
                 raise RuntimeError(f"repository task bench-{i} did not succeed; logs in {tmp}")
             times["repo"].append(time.monotonic() - started)
@@ -79,14 +81,19 @@ def federated(
                     for k in range(1, clients + 1)
                 ]
                 for proc in procs:
-                    proc.wait(600)
+                    proc.wait(PROCESS_TIMEOUT_S)
             times["bare"].append(time.monotonic() - started)
+            print(f"federated: repeat {i}: repo {times['repo'][-1]:.1f} s, bare {times['bare'][-1]:.1f} s", flush=True)
 
             if message:
                 for path, extra in (("message", {}), ("stock", {"FLREPO_FLOWER_STOCK": "1"})):
                     task_id = f"bench-{path}-{i}"
                     times[path].append(message_task(repo, url, task_id, rounds, clients, data, {**env, **extra}, tmp))
                     in_rounds[path].append(rounds_seconds(repo, task_id))
+                    print(
+                        f"federated: repeat {i}: {path} {times[path][-1]:.1f} s, load {os.getloadavg()[0]:.1f}",
+                        flush=True,
+                    )
             # A repeat's figures as it ends: a long run on a busy machine keeps what it measured.
             print(
                 f"federated: repeat {i}: load {loads[-1]:.1f}, "
@@ -147,7 +154,7 @@ def message_task(
     address = f"127.0.0.1:{free_port()}"
     collector = start_collector(url, task_id, env, tmp, address, ["--tls-dir", str(tls)])
     # As the legacy path waits for its server to listen: the SuperLink is up once it is published.
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + PROCESS_TIMEOUT_S
     while not repo.get_task(task_id).server_address:
         if time.monotonic() > deadline or collector.poll() is not None:
             raise RuntimeError(f"Message-API task {task_id}: no server address; logs in {tmp}")
@@ -157,7 +164,7 @@ def message_task(
         for k, spec in enumerate(data, 1)
     ]
     for proc in [collector, *workers]:
-        proc.wait(600)
+        proc.wait(PROCESS_TIMEOUT_S)
     if repo.get_task(task_id).phase != "Succeeded":
         raise RuntimeError(f"Message-API task {task_id} did not succeed; logs in {tmp}")
     return time.monotonic() - started

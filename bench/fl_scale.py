@@ -117,19 +117,23 @@ def metrics(url: str) -> dict[tuple[str, str], float]:
     return found
 
 
-# The collector's round work: status reports (PUT .../status) and checkpoints (register, upload).
+# The collector's round work: status reports (PUT .../status, heartbeats included) and checkpoints
+# (register, upload).
 ROUND_WORK = re.compile(r'method="(PUT|POST)",route="/tasks/\{task_id\}/(status|checkpoints[^"]*)"')
+# Reads of one task: mostly the sites' reads held until the task ends (GET /tasks/{id}?wait_end=),
+# whose server time is waiting, not work: counted apart.
+TASK_READ = re.compile(r'method="GET",route="/tasks/\{task_id\}"')
 
 
 def delta(before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]) -> dict[str, float]:
-    """Requests and server seconds since `before`: all of them, and the round work's alone."""
-    found = dict.fromkeys(("requests", "server_s", "round_requests", "round_server_s", "5xx"), 0.0)
+    """Requests and server seconds since `before`: the round work's, the task reads' and the rest's."""
+    kinds = ("round", "reads", "other")
+    found = {f"{k}_{m}": 0.0 for k in kinds for m in ("requests", "server_s")} | {"5xx": 0.0}
     for key, value in after.items():
         change = value - before.get(key, 0.0)
         counter = key[0] == "flrepo_http_requests_total"
-        found["requests" if counter else "server_s"] += change
-        if ROUND_WORK.search(key[1]):
-            found["round_requests" if counter else "round_server_s"] += change
+        kind = "round" if ROUND_WORK.search(key[1]) else "reads" if TASK_READ.search(key[1]) else "other"
+        found[f"{kind}_{'requests' if counter else 'server_s'}"] += change
         if counter and 'status="5' in key[1]:
             found["5xx"] += change
     return found
@@ -178,11 +182,14 @@ def run(repo: Any, url: str, plan: Plan, rounds: int, env: dict[str, str], tmp: 
     repo.create_task(task)
     address = f"127.0.0.1:{free_port()}"
     collector = start_collector(url, plan.task_id, env, work, address, collector_options)
+    own_reads = 0  # this harness's reads of the task, taken off the sites' figure
     if plan.runtime == "message":  # the sites find the SuperLink through the task
-        while not repo.get_task(plan.task_id).server_address:
+        while not repo.get_task(plan.task_id, history=0).server_address:
+            own_reads += 1
             if collector.poll() is not None or time.monotonic() - started > 300:
                 raise RuntimeError(f"{plan.task_id}: the collector published no address; logs in {work}")
-            time.sleep(0.1)
+            time.sleep(0.5)
+        own_reads += 1
     else:
         wait_listening(address, timeout=300)
     server = address if plan.runtime == "legacy" else None
@@ -199,20 +206,35 @@ def run(repo: Any, url: str, plan: Plan, rounds: int, env: dict[str, str], tmp: 
     history = done.history
     lost = max([plan.sites - h.participants + h.failures for h in history] + [plan.sites if not history else 0, 0])
     used = delta(before, after)
-    round_s = statistics.median([h.duration_s or 0.0 for h in history]) if history else 0.0
+    # A round's duration_s runs from the previous round's end (its reports and checkpoint handed to
+    # the collector's sender, or made, included) to its aggregation: the rounds' durations add up to
+    # the training (flrepo.fl.core.reporting.RoundReporter). The median leaves out round 1's wait
+    # for the sites to join.
+    durations = [h.duration_s or 0.0 for h in history]
+    # What the collector's rounds waited for the repository (its writes' backlog full), as it
+    # recorded in the training result: the repository's part of the rounds' critical path.
+    figures = repo.get_training_result(f"digits-{plan.framework}", "v1", plan.task_id).results or {}
+    waited = float(figures.get("repository_wait_s", "nan"))
+    rounds_total = float(figures.get("rounds_s") or sum(durations) or "nan")
+    round_s = statistics.median(durations) if history else 0.0
     per_round = max(len(history), 1)
     return {
         "plan": plan,
         "phase": done.phase,
         "wall_s": wall,
         "round_s": round_s,
+        "rounds_s": durations,
         "rounds": len(history),
-        "requests_per_round": used["requests"] / per_round,
-        "server_ms_per_round": 1000 * used["server_s"] / per_round,
+        "reads_per_round": (used["reads_requests"] - own_reads) / per_round,
+        "other_per_round": used["other_requests"] / per_round,
+        "other_ms_per_round": 1000 * used["other_server_s"] / per_round,
         "round_requests_per_round": used["round_requests"] / per_round,
         "round_ms_per_round": 1000 * used["round_server_s"] / per_round,
+        # Every status report, heartbeat and checkpoint of the task's run, in server time, against
+        # one round: off the critical path or not, the time the repository spent on the round.
         "share": used["round_server_s"] / per_round / round_s if round_s else float("nan"),
-        "all_share": used["server_s"] / per_round / round_s if round_s else float("nan"),
+        "critical_share": waited / rounds_total,
+        "waited_s": waited,
         "5xx": used["5xx"],
         "lost": lost,
         "rss_mib": statistics.median(memory.rss.values()) if memory.rss else 0.0,
@@ -234,16 +256,17 @@ def plans(sites: list[int], torch_sites: list[int]) -> list[Plan]:
 def table(results: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| runtime | model | sites | wall time | per round (median) | status + checkpoint requests / round "
-        "| their server ms / round | **repository share of a round** | all requests / round (ms) "
-        "| RSS / site (PSS) | lost | 5xx |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| their server ms / round | their server time / round | **rounds' wait for the repository** "
+        "| sites' task reads / round | other requests / round (ms) | RSS / site (PSS) | lost | 5xx |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         plan = r["plan"]
         lines.append(
             f"| {plan.runtime} | {plan.framework} | {plan.sites} | {r['wall_s']:.1f} s | {r['round_s']:.2f} s "
-            f"| {r['round_requests_per_round']:.1f} | {r['round_ms_per_round']:.0f} | **{100 * r['share']:.1f} %** "
-            f"| {r['requests_per_round']:.1f} ({r['server_ms_per_round']:.0f}) "
+            f"| {r['round_requests_per_round']:.1f} | {r['round_ms_per_round']:.0f} | {100 * r['share']:.1f} % "
+            f"| **{100 * r['critical_share']:.1f} %** ({r['waited_s']:.2f} s) "
+            f"| {r['reads_per_round']:.1f} | {r['other_per_round']:.1f} ({r['other_ms_per_round']:.0f}) "
             f"| {r['rss_mib']:.0f} MiB ({r['pss_mib']:.0f}) | {r['lost']} | {r['5xx']:.0f} |"
         )
     return lines
@@ -300,9 +323,15 @@ def main() -> int:
             "",
             f"FedAvg, {args.rounds} rounds, each site a `flrepo local-exec` on its share of the digits; the "
             "Message API with TLS and SuperNode authentication, the legacy runtime in plaintext (as aerOS). "
-            "Repository figures come from the service's /metrics: the round work is the collector's status "
-            "reports and checkpoints (register + upload), its server time against the round's wall time; "
-            "*all requests* adds heartbeats, downloads and the sites' polls of the task's status.",
+            "Repository figures come from the service's /metrics: the round work is every status report "
+            "(heartbeats included) and checkpoint (register + upload) of the run, its server time per round "
+            "against the round's median duration (which runs from the previous round's end to this one's "
+            "aggregation, so the rounds add up to the training). The rounds' wait for the repository is the "
+            "time the collector's rounds were blocked on those writes (a full backlog of its background "
+            "sender), against the rounds' total time, as the collector records it in the training result "
+            "(`repository_wait_s`, `rounds_s`); the sites' task reads are held by the "
+            "service until the task ends (their server time is waiting, left out); *other requests* are "
+            "downloads, site reports, claims.",
             "",
             *table(results),
             "",

@@ -230,7 +230,12 @@ def _add_seed_and_demo(sub: argparse._SubParsersAction) -> None:  # type: ignore
     demo = sub.add_parser("demo", help="federated training end to end on an embedded store (about a minute)")
     demo.add_argument("--rounds", type=int, default=5)
     demo.add_argument("--clients", type=int, default=3)
-    demo.add_argument("--strategy", default="fedavg", help="a catalogue strategy, e.g. fedprox, fedmedian")
+    demo.add_argument(
+        "--strategy",
+        default="message-fedavg",
+        help="a catalogue strategy: message-fedavg (default), message-fedprox, ... (Message API, TLS and SuperNode "
+        "authentication); fedavg, fedprox, ... (legacy, as aerOS)",
+    )
     demo.add_argument(
         "--framework",
         choices=["numpy", "pytorch", "keras"],

@@ -331,9 +331,12 @@ def list_tasks(
     return _get("/tasks", _page(TaskOut), **_paging(limit, offset, phase=phase, history=history))
 
 
-def get_task(task_id: str, history: int | None = None) -> Call[TaskOut]:
-    """One task with its live status and its most recent round records (100 unless `history` says)."""
-    params = {} if history is None else {"history": history}
+def get_task(task_id: str, history: int | None = None, wait_end: float | None = None) -> Call[TaskOut]:
+    """One task with its live status and its most recent round records (100 unless `history` says);
+    with `wait_end`, answered when the task ends or after that many seconds (at most 25)."""
+    params: dict[str, Any] = {} if history is None else {"history": history}
+    if wait_end:
+        params["wait_end"] = wait_end
     return _get(f"/tasks/{seg(task_id)}", _one(TaskOut), **params)
 
 

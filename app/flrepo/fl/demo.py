@@ -2,9 +2,11 @@
 
 Seeds the signed catalogue, registers an initial model of the chosen framework (numpy, pytorch or
 keras), writes each local execution's share of the digits data as its own CSV file, creates a task
-(FedAvg, 3 clients, 5 rounds), starts the training collector and the local executions as separate
-processes, prints a table row per round while it runs, then the held-out accuracy of the trained
-model the task published, loaded from its native file.
+(FedAvg on Flower's Message API, 3 clients, 5 rounds), starts the training collector and the local
+executions as separate processes, prints a table row per round while it runs, then the held-out
+accuracy of the trained model the task published, loaded from its native file. A Message-API task
+(the default, `message-fedavg`) runs over TLS with SuperNode authentication, on a throw-away CA and
+site keys; a legacy strategy (`--strategy fedavg`, as aerOS) on Flower's gRPC server in plaintext.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from flrepo.client import RepositoryClient, calls
-from flrepo.fl.catalogue import seed
+from flrepo.fl.catalogue import MESSAGE_STRATEGIES, seed
+from flrepo.fl.examples.credentials import participant_key, throwaway_tls
 from flrepo.fl.examples.data import held_out, partition
 from flrepo.fl.examples.digits_models import SUFFIX, TRAINING, write_initial
 from flrepo.fl.frameworks import open_model
@@ -180,7 +183,17 @@ def watch(repo: RepositoryClient, task_id: str, collector: subprocess.Popen[byte
         time.sleep(0.5)
 
 
-def main(rounds: int = 5, clients: int = 3, strategy: str = "fedavg", framework: str = "numpy") -> int:
+def secured(plan: dict[str, Any], workdir: Path) -> tuple[dict[str, Any], list[str], list[list[str]]]:
+    """A Message-API `plan` with one throw-away key per site in its participant_keys, and the
+    collector's (a throw-away CA) and the sites' options; a legacy plan as it is."""
+    if plan["strategy"]["strategy_name"] not in MESSAGE_STRATEGIES:
+        return plan, [], []
+    keys = [workdir / f"site-{k}.key" for k in range(1, int(plan["min_participants"]) + 1)]
+    plan = {**plan, "participant_keys": [participant_key(key) for key in keys]}
+    return plan, ["--tls-dir", str(throwaway_tls(workdir / "tls"))], [["--participant-key", str(k)] for k in keys]
+
+
+def main(rounds: int = 5, clients: int = 3, strategy: str = "message-fedavg", framework: str = "numpy") -> int:
     started = time.monotonic()
     keyring, trusted = publisher("demo")
     with tempfile.TemporaryDirectory(prefix="flrepo-demo-") as tmp_name:
@@ -193,14 +206,18 @@ def main(rounds: int = 5, clients: int = 3, strategy: str = "fedavg", framework:
             print(f"catalogue: {len(report['added'])} signed items added")
             initial_file = register_model(repo, "digits", "v1", framework, tmp)
             data = write_partitions(tmp, clients)
-            plan = digits_task("digits-demo", strategy, rounds, clients, framework)
+            plan, collector_options, site_options = secured(
+                digits_task("digits-demo", strategy, rounds, clients, framework), tmp
+            )
             task = repo.create_task(plan).model_dump()
             initial = held_out_accuracy(framework, initial_file)
             print(
                 f"task {task['task_id']}: {framework} model, {strategy}, {clients} local executions on their own "
                 f"CSV files, {rounds} rounds; initial accuracy {initial:.4f}"
             )
-            collector, workers = start_training(url, task["task_id"], data, env, tmp)
+            collector, workers = start_training(
+                url, task["task_id"], data, env, tmp, collector_options=collector_options, site_options=site_options
+            )
             try:
                 final_task = watch(repo, task["task_id"], collector, timeout=600)
             finally:

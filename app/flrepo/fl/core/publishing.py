@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,10 @@ def store_result(
     last_metrics: dict[str, Any],
     final: Weights,
     chosen: int,
+    figures: Mapping[str, Any] | None = None,
 ) -> None:
-    """The aerOS training result: results (the figures of the run) and the .npz weights."""
+    """The aerOS training result: results (the figures of the run, with the runtime's `figures`) and
+    the .npz weights."""
     name, version = task["model"]["model_name"], task["model"]["model_version"]
     results: dict[str, Any] = {
         "rounds": int(task["rounds"]),
@@ -53,6 +56,7 @@ def store_result(
         "min_participants": task.get("min_participants"),
         "participants_ratio": task.get("participants_ratio"),
         "runtime": task.get("runtime"),
+        **(figures or {}),
     }
     results = {k: v for k, v in results.items() if v is not None}
     task_id = task["task_id"]
@@ -138,12 +142,14 @@ def finish(
     last_metrics: dict[str, Any],
     workdir: Path,
     written: Written,
+    figures: Mapping[str, Any] | None = None,
 ) -> None:
-    """Publish the result and the trained model, then mark the task Succeeded."""
+    """Publish the result (with the runtime's `figures` of the run) and the trained model, then mark
+    the task Succeeded."""
     repo = link.repo
     task = repo.get_task(link.task_id).model_dump()  # with the best round the checkpoints set
     final, chosen = published_weights(repo, task, final)
-    store_result(repo, task, last_loss, last_metrics, final, chosen)
+    store_result(repo, task, last_loss, last_metrics, final, chosen, figures)
     written.result = True
     made = lineage(task, chosen, last_loss, last_metrics)
     written.models.append(publish_model(repo, task, model, final, workdir, made))

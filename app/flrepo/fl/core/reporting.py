@@ -3,7 +3,10 @@
 After every round the `RoundReporter` appends the round to the task's history (participants,
 loss, metrics, duration, failures), updates the participants and their counts (active, succeeded,
 failed), and checkpoints the aggregated weights to the repository, so a restarted collector can
-resume and the best round can be published. Round numbers are the task's: after a resume from
+resume and the best round can be published. Those writes leave the round's critical path: a
+`Sender` thread makes them in order while the next round trains, at most `BACKLOG` rounds behind
+(then the round waits, and its duration shows it); the collector flushes it before it reports the
+task's end. Round numbers are the task's: after a resume from
 round r, Flower's round 1 is reported as r + 1. `ReportingStrategy` wraps a legacy Flower strategy
 with it (flrepo.fl.legacy.strategy); the Message-API runtime hooks the reporter into its strategy
 (flrepo.fl.message.server). `ParticipantWait` bounds every wait for participants; `scalars` and
@@ -13,7 +16,9 @@ with it (flrepo.fl.legacy.strategy); the Message-API runtime hooks the reporter 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -25,6 +30,11 @@ log = logging.getLogger(__name__)
 
 
 Scalar = int | float | str | bool
+# Rounds whose writes may wait to be sent: one being sent and one behind it. A deeper backlog would
+# only hold more weights in memory; a round that finds it full waits for the repository.
+BACKLOG = 2
+# How long a collector waits for its last rounds' writes before it reports the task's end.
+FLUSH_SECONDS = 600.0
 
 
 class NotEnoughParticipants(RuntimeError):
@@ -49,18 +59,85 @@ def loss_and_metrics(metrics: Mapping[str, Any] | None) -> tuple[float | None, d
     return (float(loss) if loss is not None else None), values
 
 
-class RoundReporter:
-    """Round records, participants and checkpoints of one task, for either Flower runtime."""
+class Sender:
+    """One thread that runs a collector's writes in the order they were given, off the caller's
+    critical path. `send` returns at once unless `backlog` writes are already waiting (then it waits
+    for the oldest to finish); `flush` waits until all were made. A write that raises is logged and
+    the next one goes on, as when the collector made them inline."""
 
-    def __init__(self, link: TaskLink, round_offset: int = 0) -> None:
+    def __init__(self, backlog: int = BACKLOG, name: str = "flrepo-sender") -> None:
+        self.backlog, self.name = max(1, backlog), name
+        self.waited_seconds = 0.0  # how long callers waited for the backlog to drain
+        self._jobs: deque[Callable[[], None]] = deque()  # the first one is being run
+        self._lock = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def send(self, job: Callable[[], None]) -> None:
+        started = time.monotonic()
+        with self._lock:
+            while len(self._jobs) >= self.backlog:
+                self._lock.wait()
+            self._jobs.append(job)
+            if self._thread is None:  # daemon: an abandoned sender never keeps the process alive
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+            self._lock.notify_all()
+        self.waited_seconds += time.monotonic() - started
+
+    def flush(self, timeout: float = FLUSH_SECONDS) -> bool:
+        """Wait until every write given so far was made (at most `timeout` s); whether they were."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._jobs:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    log.warning("%d writes to the repository still waiting after %g s", len(self._jobs), timeout)
+                    return False
+                self._lock.wait(left)
+        return True
+
+    def discard(self) -> None:
+        """Drop the writes not yet started (the task ended without this collector: they would be refused)."""
+        with self._lock:
+            while len(self._jobs) > 1:
+                self._jobs.pop()
+            self._lock.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._jobs:
+                    self._lock.wait()
+                job = self._jobs[0]
+            try:
+                job()
+            except Exception:  # a write's own errors are its own; the thread must outlive them
+                log.exception("a write to the repository failed")
+            with self._lock:
+                self._jobs.popleft()
+                self._lock.notify_all()
+
+
+class RoundReporter:
+    """Round records, participants and checkpoints of one task, for either Flower runtime.
+
+    A round's duration runs from the end of the previous round's hook (the first round: from
+    `round_started_now`, when it is configured) to its aggregation, so that every second between
+    the first round's start and the last round's end, including a wait for the repository, falls
+    in exactly one round."""
+
+    def __init__(self, link: TaskLink, round_offset: int = 0, sender: Sender | None = None) -> None:
         self.link = link
         self.offset = round_offset
+        self.sender = sender or Sender()
         self.last_loss: float | None = None
         self.last_metrics: dict[str, Any] = {}
         self.rounds_done = 0
-        self.current_round = round_offset
+        self.current_round = round_offset  # the last round reported to the task
         self.checkpoint_seconds: list[float] = []
+        self.rounds_seconds = 0.0  # the rounds' durations, added up
         self.round_started = time.monotonic()
+        self._chained = False  # the round's start is the previous round's end
         self._participants: dict[str, dict[str, Any]] = {}
         self._last_state: dict[str, str] = {}  # node -> succeeded | failed, in its last round
         self._fit_count = 0
@@ -68,7 +145,22 @@ class RoundReporter:
         self._unnamed_failures = 0
 
     def round_started_now(self) -> None:
-        self.round_started = time.monotonic()
+        """A round is configured: its start, unless a previous round's end already is."""
+        if not self._chained:
+            self.round_started = time.monotonic()
+
+    def flush(self, timeout: float = FLUSH_SECONDS) -> bool:
+        """Wait for the rounds' reports and checkpoints (before the task's end is reported)."""
+        return self.sender.flush(timeout)
+
+    def figures(self) -> dict[str, float]:
+        """What the rounds cost, for the training result: their time, and how much of it they waited
+        for the repository (a full backlog of writes)."""
+        return {"rounds_s": round(self.rounds_seconds, 3), "repository_wait_s": round(self.sender.waited_seconds, 3)}
+
+    def abandon(self) -> None:
+        """The task ended without this collector: the writes not yet made are dropped."""
+        self.sender.discard()
 
     def trained(
         self, server_round: int, results: list[tuple[str, int, dict[str, Any]]], failed: list[str], unnamed: int = 0
@@ -101,20 +193,21 @@ class RoundReporter:
         weights: Weights | None,
         active: int | None = None,
     ) -> None:
-        """Checkpoint `weights` and append the round to the task's history."""
+        """Checkpoint `weights` and append the round to the task's history, in the background."""
         task_round = server_round + self.offset
         self.last_loss, self.last_metrics = loss, dict(metrics)
-        self.rounds_done, self.current_round = server_round, task_round
-        record = {
+        self.rounds_done = server_round
+        kept = scalars(metrics)  # a copy: the caller's metrics may change before it is sent
+        duration = round(time.monotonic() - self.round_started, 3)
+        self.rounds_seconds += duration
+        record: dict[str, Any] = {
             "round": task_round,
             "loss": loss,
-            "metrics": scalars(metrics),
+            "metrics": kept,
             "participants": self._fit_count,
             "failures": self._fit_failures,
-            "duration_s": round(time.monotonic() - self.round_started, 3),
+            "duration_s": duration,
         }
-        if weights is not None:
-            self._checkpoint(task_round, loss, metrics, weights)
         status: dict[str, Any] = {
             "current_round": task_round,
             "participants": list(self._participants.values()),
@@ -123,10 +216,18 @@ class RoundReporter:
         }
         if active is not None:
             status["active"] = active
-        try:
-            self.link.report(**status)
-        except RepositoryError as exc:  # a missed progress report must not stop the training
-            log.warning("could not report round %d: %s", task_round, exc)
+
+        def write() -> None:  # the checkpoint first: a round the task shows can be resumed from
+            if weights is not None:
+                self._checkpoint(task_round, loss, kept, weights)
+            try:
+                self.link.report(**status)
+            except RepositoryError as exc:  # a missed progress report must not stop the training
+                log.warning("could not report round %d: %s", task_round, exc)
+            self.current_round = task_round
+
+        self.sender.send(write)
+        self.round_started, self._chained = time.monotonic(), True
 
     def _checkpoint(self, task_round: int, loss: float | None, metrics: Mapping[str, Any], weights: Weights) -> None:
         started = time.monotonic()

@@ -7,7 +7,10 @@ A report refused with 409 means the task ended without the collector — cancell
 site, or given up by the service — and the collector stops; refused with 403, another collector has
 claimed the task, and this one stops too. A site that reports it cannot take part (its own record)
 makes the collector fail the task with the site's reason. A local execution's `TaskWatch` only
-reads the task. Both then call `on_end`, by default interrupting the main thread, where Flower's
+reads the task, with held requests (`GET /tasks/{id}?wait_end=`, answered the moment the task
+ends): one request every WAIT_END_SECONDS per site rather than one every few seconds, and the end
+is seen at once (a service that does not hold the request is asked every `interval` seconds, as
+before). Both then call `on_end`, by default interrupting the main thread, where Flower's
 server or client runs and where a KeyboardInterrupt is the one way to stop it mid-call.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +34,9 @@ log = logging.getLogger(__name__)
 MAX_INTERVAL = 5.0
 # Why a collector stops when another collector claimed its task (this one fell silent too long).
 CLAIM_LOST = "ClaimLost"
+# How long a local execution's read of its task may be held by the service waiting for the end:
+# under the service's bound (25 s) and the SDK's default timeout (60 s).
+WAIT_END_SECONDS = 20.0
 
 
 @dataclass(frozen=True)
@@ -58,9 +65,10 @@ def ended_of(task: TaskOut) -> Ended | None:
     return Ended.of(task) if task.phase in TERMINAL else None
 
 
-def ended(repo: RepositoryClient, task_id: str) -> Ended | None:
-    """Whether the task has ended now, read from the repository (RepositoryError when it cannot say)."""
-    return ended_of(repo.get_task(task_id))
+def ended(repo: RepositoryClient, task_id: str, wait: float = 0.0) -> Ended | None:
+    """Whether the task has ended, read from the repository (RepositoryError when it cannot say); with
+    `wait`, the service holds the answer up to that many seconds until it has."""
+    return ended_of(repo.get_task(task_id, history=0, wait_end=wait or None))
 
 
 def failed_site(task: TaskOut, since: datetime) -> dict[str, str] | None:
@@ -89,24 +97,34 @@ class _Watcher(threading.Thread):
         super().__init__(daemon=True, name=f"{type(self).__name__.lower()}-{task_id}")
         self.repo, self.task_id, self.interval, self.on_end = repo, task_id, interval, on_end
         self.stopped = threading.Event()
+        self.ending = threading.RLock()
         self.ended: Ended | None = None
 
     def stop(self) -> None:
         """Stop watching (before this process reports the task's end itself); waits for an
         in-flight report so it cannot be mistaken for someone else's."""
-        self.stopped.set()
+        with self.ending:
+            self.stopped.set()
         if self.is_alive() and threading.current_thread() is not self:
             self.join(30)
 
+    def pause(self, asked: float) -> float:
+        """Seconds to wait before the next check, the last one having started at `asked`."""
+        return self.interval
+
     def run(self) -> None:
-        while not self.stopped.wait(self.interval):
+        asked = time.monotonic()
+        while not self.stopped.wait(self.pause(asked)):
+            asked = time.monotonic()
             try:
                 task = self.check()
             except RepositoryError as exc:  # the service may be briefly away; the next try may pass
                 log.warning("task %s: %s", self.task_id, exc)
                 continue
             end = task if isinstance(task, Ended) else ended_of(task) if task is not None else None
-            if end is not None and not self.stopped.is_set():
+            with self.ending:  # never after stop() returned
+                if end is None or self.stopped.is_set():
+                    continue
                 self.ended = end
                 level = logging.INFO if self.ended.phase == "Succeeded" else logging.WARNING
                 log.log(level, "task %s ended while this process worked on it: %s", self.task_id, self.ended)
@@ -150,7 +168,9 @@ class Heartbeat(_Watcher):
 
 
 class TaskWatch(_Watcher):
-    """A local execution's look at its task every few seconds."""
+    """A local execution's look at its task: a read held until the task ends (WAIT_END_SECONDS at
+    most), then the next one; never two starting less than `interval` seconds apart (a service that
+    answers at once is polled at that pace)."""
 
     def __init__(
         self,
@@ -158,8 +178,19 @@ class TaskWatch(_Watcher):
         task_id: str,
         interval: float = MAX_INTERVAL,
         on_end: Callable[[Ended], None] = lambda ended: interrupt_main(),
+        wait: float = WAIT_END_SECONDS,
     ) -> None:
         super().__init__(repo, task_id, interval, on_end)
+        self.wait = wait
+
+    def pause(self, asked: float) -> float:
+        return max(0.0, self.interval - (time.monotonic() - asked))
 
     def check(self) -> TaskOut | None:
-        return self.repo.get_task(self.task_id)
+        return self.repo.get_task(self.task_id, history=0, wait_end=self.wait or None)
+
+    def stop(self) -> None:
+        """Stop watching at once: `on_end` is not called after this returns; a held read still in
+        flight ends on its own (the thread is a daemon), nobody waits for it."""
+        with self.ending:
+            self.stopped.set()

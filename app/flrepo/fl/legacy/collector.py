@@ -33,6 +33,7 @@ def run(link: TaskLink, task: dict[str, Any], strategy: Strategy, serving: Servi
     """Train the task to its end: 0 when it Succeeded or was cancelled, 1 when it Failed."""
     repo = link.repo
     heartbeat: Heartbeat | None = None
+    reporting: ReportingStrategy | None = None
     grpc_server = None
     written = Written()
     try:
@@ -76,6 +77,7 @@ def run(link: TaskLink, task: dict[str, Any], strategy: Strategy, serving: Servi
                 )
                 server = Server(client_manager=client_manager, strategy=reporting)
                 run_fl(server, ServerConfig(num_rounds=remaining, round_timeout=task.get("round_timeout")))
+            reporting.reporter.flush()  # the rounds' reports and checkpoints before the task's end
             heartbeat.stop()
             final, rounds_done = reporting.latest_weights(), done + reporting.rounds_done
             if final is None and resume is not None and remaining <= 0:
@@ -84,20 +86,32 @@ def run(link: TaskLink, task: dict[str, Any], strategy: Strategy, serving: Servi
                 raise RuntimeError(
                     f"training stopped after {rounds_done} of {task['rounds']} rounds without final weights"
                 )
-            finish(link, model, final, reporting.last_loss, reporting.last_metrics, Path(tmp), written)
+            last = reporting.last_loss, reporting.last_metrics
+            finish(link, model, final, *last, Path(tmp), written, reporting.reporter.figures())
             return 0
     except KeyboardInterrupt:
         if heartbeat is None or heartbeat.ended is None:
             raise
-        return stopped(link, task, heartbeat.ended, written)
+        return _stopped(link, task, heartbeat.ended, written, reporting)
     except Exception as exc:
         if heartbeat is not None:
             heartbeat.stop()
         if heartbeat is not None and heartbeat.ended is not None:
-            return stopped(link, task, heartbeat.ended, written)
+            return _stopped(link, task, heartbeat.ended, written, reporting)
+        if reporting is not None:
+            reporting.reporter.flush()
         return fail(link, task, exc, written)
     finally:
         if heartbeat is not None:
             heartbeat.stop()
         if grpc_server is not None:
             grpc_server.stop(grace=1)
+
+
+def _stopped(
+    link: TaskLink, task: dict[str, Any], end: Ended, written: Written, reporting: ReportingStrategy | None
+) -> int:
+    """The task ended without this collector: its unsent round writes would be refused; drop them."""
+    if reporting is not None:
+        reporting.reporter.abandon()
+    return stopped(link, task, end, written)

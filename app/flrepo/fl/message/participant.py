@@ -13,21 +13,23 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-import time
+import threading
 from pathlib import Path
 from typing import Any
 
-from flrepo.client import RepositoryClient, RepositoryError
+from flrepo.client import RepositoryClient
 from flrepo.fl.core.discovery import Connection, Site
 from flrepo.fl.core.lifecycle import exit_code
 from flrepo.fl.core.reconnect import RECONNECT_SECONDS, stay
 from flrepo.fl.core.trainer import SiteTrainer
-from flrepo.fl.core.watch import ended
+from flrepo.fl.core.watch import TaskWatch
 from flrepo.fl.message import programs
 from flrepo.fl.message.client import SITE_KEY, save_site
 
 log = logging.getLogger(__name__)
+# The task is read at most this often (a service that does not hold reads: flrepo.fl.core.watch).
 POLL_SECONDS = 2.0
+SUPERNODE_CHECK_SECONDS = 0.5
 
 
 def supernode_command(found: Connection, site: Site, workdir: Path, site_dir: Path) -> list[str]:
@@ -103,16 +105,21 @@ def _key_problem(task: dict[str, Any], site: Site) -> str | None:
 
 
 def _watch(repo: RepositoryClient, task_id: str, supernode: subprocess.Popen[bytes]) -> int | None:
-    """Wait for the task's end (its exit code) or the SuperNode's (None)."""
-    while True:
-        try:
-            end = ended(repo, task_id)
-            if end is not None:
-                if end.phase != "Succeeded":
-                    log.warning("task %s ended: %s; local execution stopped", task_id, end)
-                return exit_code(end)
-        except RepositoryError as exc:
-            log.warning("task %s: %s", task_id, exc)
-        if supernode.poll() is not None:
-            return None
-        time.sleep(POLL_SECONDS)
+    """Wait for the task's end (its exit code) or the SuperNode's (None). The task is read with
+    held requests (flrepo.fl.core.watch.TaskWatch) that answer the moment it ends; the SuperNode,
+    a child process, is looked at every SUPERNODE_CHECK_SECONDS."""
+    done = threading.Event()
+    watch = TaskWatch(repo, task_id, interval=POLL_SECONDS, on_end=lambda end: done.set())
+    watch.start()
+    try:
+        while not done.wait(SUPERNODE_CHECK_SECONDS):
+            if supernode.poll() is not None:
+                return None
+    finally:
+        watch.stop()
+    end = watch.ended  # set before on_end was called
+    if end is None:
+        return None
+    if end.phase != "Succeeded":
+        log.warning("task %s ended: %s; local execution stopped", task_id, end)
+    return exit_code(end)

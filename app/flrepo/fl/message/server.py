@@ -123,6 +123,7 @@ def run_task(grid: Grid, run_config: dict[str, Any]) -> None:
         task = repo.get_task(task_id).model_dump()
         link = TaskLink(repo, task_id)  # this process's reports to the task (the collector has its own)
         written = Written()
+        reporter: RoundReporter | None = None
         try:
             with tempfile.TemporaryDirectory(prefix="flrepo-serverapp-") as tmp:
                 strategy = pinning.load_strategy(repo, task, allow_unsigned)  # the pinned version
@@ -161,6 +162,18 @@ def run_task(grid: Grid, run_config: dict[str, Any]) -> None:
                         f"training stopped after {done + reporter.rounds_done} of {task['rounds']} rounds "
                         "without final weights"
                     )
-                finish(link, model, final, reporter.last_loss, reporter.last_metrics, Path(tmp), written)
+                reporter.flush()  # the rounds' reports and checkpoints before the task's end
+                finish(
+                    link,
+                    model,
+                    final,
+                    reporter.last_loss,
+                    reporter.last_metrics,
+                    Path(tmp),
+                    written,
+                    reporter.figures(),
+                )
         except Exception as exc:
+            if reporter is not None:
+                reporter.flush()
             fail(link, task, exc, written)

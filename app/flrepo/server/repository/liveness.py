@@ -16,6 +16,7 @@ from typing import Any
 from pymongo.errors import PyMongoError
 
 from flrepo.schemas.tasks import COLLECTOR_LOST, DEFAULT_HEARTBEAT_TIMEOUT, Phase
+from flrepo.server.repository import task_ends
 from flrepo.server.repository.kinds import TASKS
 from flrepo.server.repository.task_states import CONDITION_TYPES
 from flrepo.server.repository.tasks import bounded_conditions, lock_key
@@ -94,6 +95,7 @@ async def _fail_lost(db: Database, doc: dict[str, Any], now: datetime, silent: f
         result = await tasks.update_one(same, change)
     if result.modified_count:
         log.warning("task %s: %s", doc["task_id"], message)
+        task_ends.ended_now(db, str(doc["task_id"]))
     return bool(result.modified_count)
 
 

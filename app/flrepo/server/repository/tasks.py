@@ -13,7 +13,7 @@ from typing import Any
 
 from flrepo.schemas.identifiers import MAX_IDENTIFIER
 from flrepo.schemas.tasks import CANCELLED, TERMINAL, Phase, StatusUpdate, TaskIn, output_version
-from flrepo.server.repository import checkpoints, claims, items, outputs, rounds
+from flrepo.server.repository import checkpoints, claims, items, outputs, rounds, task_ends
 from flrepo.server.repository.claims import Actor
 from flrepo.server.repository.items import Page
 from flrepo.server.repository.kinds import MODELS, STRATEGIES, TASKS, TRANSFORMATIONS, Kind
@@ -231,6 +231,8 @@ async def report(
             if (await coll.update_one(guard, change)).matched_count:
                 # The sequence numbers are this update's alone: no other update read the same task.
                 await rounds.append(db, task_id, int(current.get("history_seq") or 0) + 1, appended, keep_rounds)
+                if update.phase in TERMINAL:  # held GET /tasks/{id}?wait_end answer now
+                    task_ends.ended_now(db, task_id)
                 return await items.get(db, TASKS, key)
     raise Busy(f"task {task_id!r} is being updated too often; try again")
 

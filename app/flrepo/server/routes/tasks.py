@@ -23,7 +23,7 @@ from flrepo.schemas.tasks import (
 from flrepo.server.auth import Principal, Role, TaskActor, authenticate
 from flrepo.server.deps import DB, Page, SettingsDep, listed, problems
 from flrepo.server.http.json_body import JsonBodyRoute
-from flrepo.server.repository import claims, site_reports, tasks
+from flrepo.server.repository import claims, site_reports, task_ends, tasks
 
 router = APIRouter(tags=["tasks"], route_class=JsonBodyRoute)
 log = logging.getLogger(__name__)
@@ -77,9 +77,23 @@ async def list_tasks(
     return [loaded(db, doc) for doc in listed(response, found)]
 
 
+WaitEnd = Annotated[
+    float,
+    Query(
+        ge=0,
+        le=task_ends.MAX_WAIT_SECONDS,
+        description="Hold the answer up to this many seconds while the task has not ended: it comes as soon "
+        "as the task is Succeeded or Failed, or when the time is up, with the task as it is then (a local "
+        "execution learns its task's end at once without asking every few seconds). 0: answer at once.",
+    ),
+]
+
+
 @router.get("/tasks/{task_id}", response_model=TaskOut, responses=problems(404))
-async def get_task(task_id: TaskId, db: DB, history: History = SHOWN_ROUNDS) -> dict[str, Any]:
+async def get_task(task_id: TaskId, db: DB, history: History = SHOWN_ROUNDS, wait_end: WaitEnd = 0) -> dict[str, Any]:
     """One task with its live status and its most recent round records (`history_total` counts all kept)."""
+    if wait_end > 0:
+        await task_ends.wait_end(db, task_id, wait_end)
     return loaded(db, await tasks.get(db, task_id, history=history))
 
 
