@@ -152,6 +152,13 @@ def encode_update(received: Weights, local: Weights, spec: Compression, residual
     return Update(spec.uplink, blobs=blobs, encode_ms=(time.perf_counter() - started) * 1000)
 
 
+def received_weights(codec: str, blobs: list[bytes]) -> tuple[Weights, float]:
+    """Global weights sent compressed (the task's downlink codec), decoded; and the ms it took."""
+    started = time.perf_counter()
+    weights = codecs.decode_all(codec, blobs)
+    return weights, (time.perf_counter() - started) * 1000
+
+
 # --- the collector's side -----------------------------------------------------------------------------
 
 

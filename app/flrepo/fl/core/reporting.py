@@ -100,8 +100,10 @@ class RoundReporter:
         metrics: Mapping[str, Any],
         weights: Weights | None,
         active: int | None = None,
+        traffic: Mapping[str, Any] | None = None,
     ) -> None:
-        """Checkpoint `weights` and append the round to the task's history."""
+        """Checkpoint `weights` and append the round to the task's history (with its `traffic`: bytes
+        each way and codec ms, flrepo.fl.core.compression.Traffic)."""
         task_round = server_round + self.offset
         self.last_loss, self.last_metrics = loss, dict(metrics)
         self.rounds_done, self.current_round = server_round, task_round
@@ -112,6 +114,7 @@ class RoundReporter:
             "participants": self._fit_count,
             "failures": self._fit_failures,
             "duration_s": round(time.monotonic() - self.round_started, 3),
+            **(traffic or {}),
         }
         if weights is not None:
             self._checkpoint(task_round, loss, metrics, weights)

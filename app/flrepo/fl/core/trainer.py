@@ -5,7 +5,6 @@ and fit/evaluate of whatever weights the collector sends. No Flower types: each 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from numpy.typing import NDArray
 
 from flrepo.client import RepositoryClient
 from flrepo.fl import pinning
-from flrepo.fl.core import codecs, compression
+from flrepo.fl.core import compression
 from flrepo.fl.frameworks import LocalModel, Training, Weights
 from flrepo.fl.local_data import DataError
 from flrepo.fl.task_model import fetch_model, training_settings
@@ -76,13 +75,6 @@ class SiteTrainer:
         if spec.active:
             metrics = {**metrics, compression.ENCODE_MS: update.encode_ms, compression.DECODE_MS: decode_ms}
         return update, samples, metrics
-
-
-def received_weights(codec: str, blobs: list[bytes]) -> tuple[Weights, float]:
-    """Global weights sent compressed (the task's downlink codec), decoded; and the ms it took."""
-    started = time.perf_counter()
-    weights = codecs.decode_all(codec, blobs)
-    return weights, (time.perf_counter() - started) * 1000
 
 
 def prepare_data(

@@ -1,0 +1,229 @@
+"""Compression of the update path (issue #24): each codec as a real task through the repository, on
+the legacy and the Message-API runtime, with the digits MLP of each framework (FedAvg, 3 sites, 10
+rounds by default; each site a `flrepo local-exec` on its share of the digits).
+
+Per run, from the task's round history (bytes as they went on the wire, all sites together, and
+the codec milliseconds of the collector and the sites) and the published model (held-out accuracy,
+loaded from its native file): uplink and downlink bytes per round, their ratio to the same
+framework's and runtime's `none` run, final held-out accuracy and its difference to `none`, encode
+and decode ms per round.
+
+    python bench/compression.py [--frameworks pytorch,keras] [--runtimes legacy,message]
+        [--rounds 10] [--sites 3] [--configs none,fp16,...] [--out bench/RESULTS.md]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.federated import local_exec, wait_listening
+from flrepo.server.embedded import api_server, free_port
+
+RUN_TIMEOUT_S = 3600.0
+# name -> the task's `compression` (None: the task sets none); `fp16` is fp16 both ways.
+CONFIGS: dict[str, dict[str, Any] | None] = {
+    "none": None,
+    "fp16": {"uplink": "fp16", "error_feedback": False, "downlink": "fp16"},
+    "int8": {"uplink": "int8", "error_feedback": False},
+    "topk1%": {"uplink": "topk", "ratio": 0.01, "error_feedback": False},
+    "topk1%+EF": {"uplink": "topk", "ratio": 0.01, "error_feedback": True},
+    "topk3%+EF": {"uplink": "topk", "ratio": 0.03, "error_feedback": True},
+    "stc3%+EF": {"uplink": "stc", "ratio": 0.03, "error_feedback": True},
+}
+LIBRARY = {"pytorch": "pytorch", "keras": "keras", "numpy": "numpy"}
+
+
+def run(
+    repo: Any,
+    url: str,
+    runtime: str,
+    framework: str,
+    config: str,
+    rounds: int,
+    sites: int,
+    env: dict[str, str],
+    tmp: Path,
+) -> dict[str, Any]:
+    """One task; its figures."""
+    from flrepo.fl.demo import digits_task, held_out_accuracy, start_collector
+
+    task_id = f"c-{runtime}-{framework}-{config}".replace("%", "pc").replace("+", "-")
+    work = tmp / task_id
+    work.mkdir()
+    strategy = "message-fedavg" if runtime == "message" else "fedavg"
+    task = digits_task(task_id, strategy, rounds, sites, framework)
+    task |= {"model": {"model_name": f"digits-{framework}", "model_version": "v1"}}
+    task |= {"round_timeout": 900, "participants_timeout": 1800, "heartbeat_timeout": 600}
+    if CONFIGS[config] is not None:
+        task["compression"] = CONFIGS[config]
+    load = os.getloadavg()[0]
+    started = time.monotonic()
+    repo.create_task(task)
+    address = f"127.0.0.1:{free_port()}"
+    site_env = {**env, "FLREPO_STATE_DIR": str(work / "state")}
+    collector = start_collector(url, task_id, env, work, address, ["--insecure"] if runtime == "message" else [])
+    if runtime == "message":  # the sites find the SuperLink through the task
+        while not repo.get_task(task_id).server_address:
+            if collector.poll() is not None or time.monotonic() - started > 300:
+                raise RuntimeError(f"{task_id}: the collector published no address; logs in {work}")
+            time.sleep(0.1)
+    else:
+        wait_listening(address, timeout=300)
+    server = address if runtime == "legacy" else None
+    data = [f"digits:{k}/{sites}" for k in range(1, sites + 1)]
+    procs = [local_exec(url, task_id, server, spec, k, site_env, work) for k, spec in enumerate(data, 1)]
+    for proc in [collector, *procs]:
+        proc.wait(RUN_TIMEOUT_S)
+    done = repo.get_task(task_id)
+    if done.phase != "Succeeded":
+        raise RuntimeError(f"{task_id} ended {done.phase}; logs in {work}")
+    history = list(repo.get_task_history(task_id, limit=1000))
+    trained = work / "trained.bin"
+    repo.download_model(f"digits-{framework}", f"v1-{task_id}", trained)
+    return {
+        "runtime": runtime,
+        "framework": framework,
+        "config": config,
+        "load": load,
+        "wall_s": time.monotonic() - started,
+        "rounds": len(history),
+        "up": statistics.mean(h.bytes_up or 0 for h in history),
+        "up_raw": statistics.mean(h.bytes_up_raw or 0 for h in history),
+        "down": statistics.mean(h.bytes_down or 0 for h in history),
+        "down_raw": statistics.mean(h.bytes_down_raw or 0 for h in history),
+        "encode_ms": statistics.mean(h.encode_ms or 0.0 for h in history),
+        "decode_ms": statistics.mean(h.decode_ms or 0.0 for h in history),
+        "accuracy": held_out_accuracy(LIBRARY[framework], trained),
+    }
+
+
+def table(results: list[dict[str, Any]]) -> list[str]:
+    """One row a run, each compared with the `none` run of its framework and runtime."""
+    lines = [
+        "| runtime | model | config | up B/round | up ratio | down B/round | down ratio | accuracy | Δ to none "
+        "| encode ms/round | decode ms/round |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        base = next(
+            (
+                b
+                for b in results
+                if (b["runtime"], b["framework"], b["config"]) == (r["runtime"], r["framework"], "none")
+            ),
+            None,
+        )
+        up_ratio = f"{base['up'] / r['up']:.1f}x" if base and r["up"] else "-"
+        down_ratio = f"{base['down'] / r['down']:.2f}x" if base and r["down"] else "-"
+        diff = f"{100 * (r['accuracy'] - base['accuracy']):+.1f} pt" if base else "-"
+        lines.append(
+            f"| {r['runtime']} | {r['framework']} | {r['config']} | {r['up']:,.0f} | {up_ratio} | {r['down']:,.0f} "
+            f"| {down_ratio} | {r['accuracy']:.3f} | {diff} | {r['encode_ms']:.1f} | {r['decode_ms']:.1f} |"
+        )
+    return lines
+
+
+@contextmanager
+def started_api(tmp: Path, mongo_url: str, env: dict[str, str], attempts: int = 5) -> Iterator[str]:
+    """The API server; tried again when it is not ready within api_server's bound (30 s), which a
+    loaded two-core machine can miss."""
+    for attempt in range(1, attempts + 1):
+        with ExitStack() as stack:
+            try:
+                url, _ = stack.enter_context(api_server(tmp, mongo_url, **env))
+            except RuntimeError as exc:
+                if attempt == attempts:
+                    raise
+                print(f"compression: {exc}; trying again", flush=True)
+                continue
+            yield url
+            return
+
+
+def main() -> int:
+    import argparse
+    import tempfile
+
+    from bench.report import machine, record
+    from flrepo.client import RepositoryClient
+    from flrepo.fl.catalogue import seed
+    from flrepo.fl.demo import fl_env, publisher, register_model
+    from flrepo.server.embedded import EmbeddedMongo
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frameworks", default="pytorch,keras")
+    parser.add_argument("--runtimes", default="legacy,message")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help=f"of {', '.join(CONFIGS)}")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--sites", type=int, default=3)
+    parser.add_argument("--out", type=Path, help="prepend the section to this Markdown file")
+    parser.add_argument("--workdir", type=Path, help="keep the logs here (default: a temporary directory)")
+    parser.add_argument("--json", type=Path, help="also append each run's figures to this file, a JSON line each")
+    args = parser.parse_args()
+    configs = args.configs.split(",")
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown configs {unknown}: of {', '.join(CONFIGS)}")
+    results = []
+    env_db = {"FLREPO_DB_NAME": "fl", "FLREPO_GRIDFS_DB_NAME": "fl_grid", "FLREPO_LOG_LEVEL": "WARNING"}
+    with tempfile.TemporaryDirectory() as tmp_name, EmbeddedMongo(Path(args.workdir or tmp_name) / "db") as mongo:
+        tmp = Path(args.workdir or tmp_name)
+        with started_api(tmp, mongo.url, env_db) as url:
+            keyring, trusted = publisher("bench")
+            repo = RepositoryClient(url, keyring=keyring)
+            seed(repo)
+            frameworks = args.frameworks.split(",")
+            for framework in frameworks:
+                register_model(repo, f"digits-{framework}", "v1", framework, tmp)
+            env = {**fl_env(url, trusted), "FLREPO_LOG_LEVEL": "WARNING"}
+            for framework in frameworks:
+                for runtime in args.runtimes.split(","):
+                    for config in configs:
+                        result = run(repo, url, runtime, framework, config, args.rounds, args.sites, env, tmp)
+                        print(f"compression: {result}", flush=True)
+                        results.append(result)
+                        if args.json:  # a long run on a busy machine keeps what it measured
+                            with args.json.open("a") as out:
+                                out.write(json.dumps(result) + "\n")
+            repo.close()
+    command = (
+        f"python bench/compression.py --frameworks {args.frameworks} --runtimes {args.runtimes} "
+        f"--rounds {args.rounds} --sites {args.sites} --configs {args.configs}"
+    )
+    text = "\n".join(
+        [
+            f"## Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} — compression of the update path "
+            f"(`{command}`)",
+            "",
+            f"Machine: {machine()}; load average (1 min) before each run: "
+            + ", ".join(f"{r['load']:.1f}" for r in results)
+            + ".",
+            "",
+            f"FedAvg, {args.rounds} rounds, {args.sites} sites (`flrepo local-exec` on its share of the digits), "
+            "the Message API in plaintext on loopback. Bytes per round are all sites together, as the arrays' "
+            "payloads went on the wire (Flower's framing left out), from the task's round history; ratios and "
+            "Δ are against the `none` run of the same model and runtime; accuracy is the published model's "
+            "on the held-out digits. EF: error feedback; `fp16` is fp16 both ways, every other config sends "
+            "the downlink as plain arrays.",
+            "",
+            *table(results),
+            "",
+        ]
+    )
+    print(text)
+    if args.out:
+        record(args.out, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
