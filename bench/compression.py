@@ -20,13 +20,13 @@ import statistics
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.federated import local_exec, wait_listening
-from flrepo.server.embedded import api_server, free_port
+from flrepo.server.embedded import free_port
 
 RUN_TIMEOUT_S = 3600.0
 # name -> the task's `compression` (None: the task sets none); `fp16` is fp16 both ways.
@@ -133,46 +133,39 @@ def table(results: list[dict[str, Any]]) -> list[str]:
 
 
 @contextmanager
-def started_api(tmp: Path, mongo_url: str, env: dict[str, str], attempts: int = 5) -> Iterator[str]:
-    """The API server; tried again when it is not ready within api_server's bound (30 s), which a
-    loaded two-core machine can miss."""
-    for attempt in range(1, attempts + 1):
-        with ExitStack() as stack:
-            try:
-                url, _ = stack.enter_context(api_server(tmp, mongo_url, **env))
-            except RuntimeError as exc:
-                if attempt == attempts:
-                    raise
-                print(f"compression: {exc}; trying again", flush=True)
-                continue
-            yield url
-            return
+def started_api(tmp: Path, mongo_url: str, env: dict[str, str], timeout: float = 600) -> Iterator[str]:
+    """`flrepo serve` as flrepo.server.embedded.api_server starts it, waiting up to `timeout` seconds
+    for it to be ready (api_server's 30 s are too few on a loaded two-core machine)."""
+    import subprocess
+
+    from flrepo.server.embedded import reap, wait_ready
+
+    environment = {**os.environ, "FLREPO_MONGODB_URL": mongo_url, "FLREPO_SWEEP_INTERVAL_S": "0"}
+    environment |= {"FLREPO_DB_TIMEOUT_MS": "30000", **env}
+    port = free_port()
+    with open(tmp / "server.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flrepo.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", timeout)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        reap([proc], terminate=True)
 
 
-def main() -> int:
-    import argparse
+def measure(args: Any) -> list[dict[str, Any]]:
+    """Every (framework, runtime, config) of `args`, one task each, against one repository."""
     import tempfile
 
-    from bench.report import machine, record
     from flrepo.client import RepositoryClient
     from flrepo.fl.catalogue import seed
     from flrepo.fl.demo import fl_env, publisher, register_model
     from flrepo.server.embedded import EmbeddedMongo
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frameworks", default="pytorch,keras")
-    parser.add_argument("--runtimes", default="legacy,message")
-    parser.add_argument("--configs", default=",".join(CONFIGS), help=f"of {', '.join(CONFIGS)}")
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--sites", type=int, default=3)
-    parser.add_argument("--out", type=Path, help="prepend the section to this Markdown file")
-    parser.add_argument("--workdir", type=Path, help="keep the logs here (default: a temporary directory)")
-    parser.add_argument("--json", type=Path, help="also append each run's figures to this file, a JSON line each")
-    args = parser.parse_args()
-    configs = args.configs.split(",")
-    unknown = [c for c in configs if c not in CONFIGS]
-    if unknown:
-        parser.error(f"unknown configs {unknown}: of {', '.join(CONFIGS)}")
     results = []
     env_db = {"FLREPO_DB_NAME": "fl", "FLREPO_GRIDFS_DB_NAME": "fl_grid", "FLREPO_LOG_LEVEL": "WARNING"}
     with tempfile.TemporaryDirectory() as tmp_name, EmbeddedMongo(Path(args.workdir or tmp_name) / "db") as mongo:
@@ -187,7 +180,7 @@ def main() -> int:
             env = {**fl_env(url, trusted), "FLREPO_LOG_LEVEL": "WARNING"}
             for framework in frameworks:
                 for runtime in args.runtimes.split(","):
-                    for config in configs:
+                    for config in args.configs.split(","):
                         result = run(repo, url, runtime, framework, config, args.rounds, args.sites, env, tmp)
                         print(f"compression: {result}", flush=True)
                         results.append(result)
@@ -195,11 +188,13 @@ def main() -> int:
                             with args.json.open("a") as out:
                                 out.write(json.dumps(result) + "\n")
             repo.close()
-    command = (
-        f"python bench/compression.py --frameworks {args.frameworks} --runtimes {args.runtimes} "
-        f"--rounds {args.rounds} --sites {args.sites} --configs {args.configs}"
-    )
-    text = "\n".join(
+    return results
+
+
+def section(results: list[dict[str, Any]], command: str, rounds: int, sites: int) -> str:
+    from bench.report import machine
+
+    return "\n".join(
         [
             f"## Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} — compression of the update path "
             f"(`{command}`)",
@@ -208,7 +203,7 @@ def main() -> int:
             + ", ".join(f"{r['load']:.1f}" for r in results)
             + ".",
             "",
-            f"FedAvg, {args.rounds} rounds, {args.sites} sites (`flrepo local-exec` on its share of the digits), "
+            f"FedAvg, {rounds} rounds, {sites} sites (`flrepo local-exec` on its share of the digits), "
             "the Message API in plaintext on loopback. Bytes per round are all sites together, as the arrays' "
             "payloads went on the wire (Flower's framing left out), from the task's round history; ratios and "
             "Δ are against the `none` run of the same model and runtime; accuracy is the published model's "
@@ -219,6 +214,38 @@ def main() -> int:
             "",
         ]
     )
+
+
+def main() -> int:
+    import argparse
+
+    from bench.report import record
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frameworks", default="pytorch,keras")
+    parser.add_argument("--runtimes", default="legacy,message")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help=f"of {', '.join(CONFIGS)}")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--sites", type=int, default=3)
+    parser.add_argument("--out", type=Path, help="prepend the section to this Markdown file")
+    parser.add_argument("--workdir", type=Path, help="keep the logs here (default: a temporary directory)")
+    parser.add_argument("--json", type=Path, help="also append each run's figures to this file, a JSON line each")
+    parser.add_argument(
+        "--report", type=Path, nargs="+", help="run nothing: the section of the runs these --json files hold"
+    )
+    args = parser.parse_args()
+    unknown = [c for c in args.configs.split(",") if c not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown configs {unknown}: of {', '.join(CONFIGS)}")
+    command = (
+        f"python bench/compression.py --frameworks {args.frameworks} --runtimes {args.runtimes} "
+        f"--rounds {args.rounds} --sites {args.sites} --configs {args.configs}"
+    )
+    if args.report:
+        results = [json.loads(line) for path in args.report for line in path.read_text().splitlines() if line]
+    else:
+        results = measure(args)
+    text = section(results, command, args.rounds, args.sites)
     print(text)
     if args.out:
         record(args.out, text)
