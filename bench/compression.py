@@ -106,6 +106,82 @@ def run(
     }
 
 
+def in_process(framework: str, config: str, rounds: int, sites: int, tmp: Path) -> dict[str, Any]:
+    """The same training without Flower or the repository: the sites' trainers (flrepo.fl.core.trainer,
+    as local executions prepare them) and FedAvg in this process, updates through the same encoding
+    and decoding (SiteTrainer.fit_update, compression.apply_delta). Counted as the runtimes count:
+    every site's update up; the global weights down to every site twice a round (fit and evaluate)."""
+    import numpy as np
+
+    from flrepo.fl.core import compression
+    from flrepo.fl.core.trainer import SiteTrainer
+    from flrepo.fl.demo import held_out_accuracy
+    from flrepo.fl.examples.data import partition
+    from flrepo.fl.examples.digits_models import SUFFIX, TRAINING, write_initial
+    from flrepo.fl.frameworks import Training, open_model
+
+    spec = compression.Compression.of_task({"compression": CONFIGS[config]})
+    initial = write_initial(framework, tmp / f"inproc-{framework}{SUFFIX[framework]}")
+    trainers = []
+    for k in range(sites):
+        x, y = partition(k, sites)
+        model = open_model(LIBRARY[framework], initial, {"features": 64, "classes": 10})
+        trainer = SiteTrainer.split(model, x / 16.0, y, Training.from_config(TRAINING[framework]), seed=k + 1)
+        trainer.residual_file = tmp / f"residual-{framework}-{config}-{k}.npz".replace("%", "pc")
+        trainer.residual_file.unlink(missing_ok=True)
+        trainers.append(trainer)
+    load, started = os.getloadavg()[0], time.monotonic()
+    weights = trainers[0].weights()
+    total = compression.Traffic()
+    for server_round in range(1, rounds + 1):
+        if spec.downlink == "none":
+            down, sent = compression.plain_size(weights), weights
+        else:
+            blobs, sent, ms = compression.downlink(weights, spec.downlink)
+            down, total.encode_ms = sum(map(len, blobs)), total.encode_ms + ms
+        total.bytes_down += 2 * sites * down
+        total.bytes_down_raw += 2 * sites * compression.plain_size(weights)
+        updates = []
+        for trainer in trainers:
+            update, samples, metrics = trainer.fit_update(sent, {"server_round": server_round, **spec.config()})
+            total.site_metrics(metrics)
+            if update.blobs is None:
+                local = update.weights or []
+                total.bytes_up += compression.plain_size(local)
+            else:
+                local, ms = compression.apply_delta(sent, update.codec, update.blobs)
+                total.bytes_up, total.decode_ms = total.bytes_up + sum(map(len, update.blobs)), total.decode_ms + ms
+            total.bytes_up_raw += compression.plain_size(local)
+            updates.append((samples, local))
+        count = sum(n for n, _ in updates)
+        weights = [sum(n * np.asarray(w[i], dtype=np.float64) for n, w in updates) / count for i in range(len(weights))]
+        weights = [w.astype(np.asarray(s).dtype) for w, s in zip(weights, sent, strict=True)]
+    model = trainers[0].model
+    model.set_weights(weights)
+    trained = tmp / f"inproc-trained-{framework}{SUFFIX[framework]}"
+    model.save(trained)
+    return {
+        "runtime": "in-process",
+        "framework": framework,
+        "config": config,
+        "load": load,
+        "wall_s": time.monotonic() - started,
+        "rounds": rounds,
+        **{name: getattr(total, field) / rounds for name, field in PER_ROUND.items()},
+        "accuracy": held_out_accuracy(LIBRARY[framework], trained),
+    }
+
+
+PER_ROUND = {
+    "up": "bytes_up",
+    "up_raw": "bytes_up_raw",
+    "down": "bytes_down",
+    "down_raw": "bytes_down_raw",
+    "encode_ms": "encode_ms",
+    "decode_ms": "decode_ms",
+}
+
+
 def table(results: list[dict[str, Any]]) -> list[str]:
     """One row a run, each compared with the `none` run of its framework and runtime."""
     lines = [
@@ -166,7 +242,22 @@ def measure(args: Any) -> list[dict[str, Any]]:
     from flrepo.fl.demo import fl_env, publisher, register_model
     from flrepo.server.embedded import EmbeddedMongo
 
-    results = []
+    results: list[dict[str, Any]] = []
+
+    def keep(result: dict[str, Any]) -> None:
+        print(f"compression: {result}", flush=True)
+        results.append(result)
+        if args.json:  # a long run on a busy machine keeps what it measured
+            with args.json.open("a") as out:
+                out.write(json.dumps(result) + "\n")
+
+    runtimes = args.runtimes.split(",")
+    if runtimes == ["in-process"]:  # no repository needed
+        with tempfile.TemporaryDirectory() as tmp_name:
+            for framework in args.frameworks.split(","):
+                for config in args.configs.split(","):
+                    keep(in_process(framework, config, args.rounds, args.sites, Path(args.workdir or tmp_name)))
+        return results
     env_db = {"FLREPO_DB_NAME": "fl", "FLREPO_GRIDFS_DB_NAME": "fl_grid", "FLREPO_LOG_LEVEL": "WARNING"}
     with tempfile.TemporaryDirectory() as tmp_name, EmbeddedMongo(Path(args.workdir or tmp_name) / "db") as mongo:
         tmp = Path(args.workdir or tmp_name)
@@ -179,14 +270,12 @@ def measure(args: Any) -> list[dict[str, Any]]:
                 register_model(repo, f"digits-{framework}", "v1", framework, tmp)
             env = {**fl_env(url, trusted), "FLREPO_LOG_LEVEL": "WARNING"}
             for framework in frameworks:
-                for runtime in args.runtimes.split(","):
+                for runtime in runtimes:
                     for config in args.configs.split(","):
-                        result = run(repo, url, runtime, framework, config, args.rounds, args.sites, env, tmp)
-                        print(f"compression: {result}", flush=True)
-                        results.append(result)
-                        if args.json:  # a long run on a busy machine keeps what it measured
-                            with args.json.open("a") as out:
-                                out.write(json.dumps(result) + "\n")
+                        if runtime == "in-process":
+                            keep(in_process(framework, config, args.rounds, args.sites, tmp))
+                        else:
+                            keep(run(repo, url, runtime, framework, config, args.rounds, args.sites, env, tmp))
             repo.close()
     return results
 
@@ -223,7 +312,11 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frameworks", default="pytorch,keras")
-    parser.add_argument("--runtimes", default="legacy,message")
+    parser.add_argument(
+        "--runtimes",
+        default="legacy,message",
+        help="of legacy, message, in-process (no Flower: bench.compression.in_process)",
+    )
     parser.add_argument("--configs", default=",".join(CONFIGS), help=f"of {', '.join(CONFIGS)}")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--sites", type=int, default=3)
