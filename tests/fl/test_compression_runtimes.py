@@ -1,8 +1,9 @@
 """Compressed updates end to end on both Flower runtimes: a task with a `compression` trains with real
 processes, each round's record carries its bytes each way (smaller than plain arrays by the codec's
 factor), the training result the totals, the sites keep their error-feedback residual in their state
-directory, and the published model is as accurate as the same task's without compression. Plus the
-collector's side alone: plain arrays from an older site are taken as they are, on both carriers."""
+directory, and the published model is within each codec's bound of the same task's without
+compression (BOUNDS). Plus the collector's side alone: plain arrays from an older site are taken as
+they are, on both carriers."""
 
 from __future__ import annotations
 
