@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 FERRETDB := tools/bin/ferretdb
 PORT ?= 9013
 
-.PHONY: help venv ferretdb helm tusjs constraints run test test-stress test-tensorflow compat lint format fuzz fuzz-nightly loadtest demo bench bench-full bench-fl bench-fl-scale bench-sdk bench-store bench-store-compare clean
+.PHONY: help venv ferretdb helm tusjs constraints run test test-stress test-tensorflow compat lint format fuzz fuzz-nightly loadtest demo bench bench-full bench-fl bench-fl-scale bench-compression bench-sdk bench-store bench-store-compare clean
 
 help:
 	@echo "make run     - the API on http://127.0.0.1:$(PORT)/docs with an embedded FerretDB (SQLite) store"
@@ -133,6 +133,12 @@ bench-fl: venv ferretdb
 bench-fl-scale: venv ferretdb
 	$(PY) bench/fl_scale.py --sites $(or $(SITES),3,10,30) --torch-sites $(or $(TORCH_SITES),3,10) \
 		--rounds $(or $(ROUNDS),3) $(if $(OUT),--out $(OUT))
+
+# Compression of the update path (#24): none, fp16, int8, top-k 1 % with/without error feedback, top-k
+# 3 % and STC 3 % with it, on the PyTorch and Keras MLPs, both runtimes, 3 sites, 10 rounds.
+bench-compression: venv ferretdb
+	$(PY) bench/compression.py --frameworks $(or $(FRAMEWORKS),pytorch,keras) --rounds $(or $(ROUNDS),10) \
+		$(if $(RUNTIMES),--runtimes $(RUNTIMES)) $(if $(OUT),--out $(OUT))
 
 bench-sdk: venv ferretdb
 	$(PY) bench/sdk.py --mib $(or $(MIB),64)

@@ -28,15 +28,15 @@ def _references(url: str) -> None:
 
 def test_a_spec_with_unknown_fields_prints_each_on_its_own_line(flrepo, live_server, tmp_path):
     _references(live_server.url)
-    spec = _spec(tmp_path, round_timout=5, min_participant=2, compression={"uplink": "topk"}, training={"epocs": 2})
+    spec = _spec(tmp_path, round_timout=5, min_participant=2, quantization={"bits": 8}, training={"epocs": 2})
     code, out, err = flrepo("tasks", "create", "job-1", "--spec", spec)
     assert code == USAGE and out == ""
     # (the in-process server's access log may share stderr: the CLI's own lines are read)
     lines = [line for line in err.splitlines() if line.startswith(("flrepo tasks:", "  "))]
     assert lines[0] == "flrepo tasks: refused before sending, 4 problem(s):"
     assert sorted(lines[1:]) == [
-        "  compression: unknown field 'compression'",
         "  min_participant: unknown field 'min_participant'; did you mean 'min_participants'?",
+        "  quantization: unknown field 'quantization'",
         "  round_timout: unknown field 'round_timout'; did you mean 'round_timeout'?",
         "  training.epocs: unknown field 'epocs'; did you mean 'epochs'?",
     ]

@@ -40,11 +40,11 @@ def test_typed_arguments_create_the_task_and_override_a_given_plan(live_server):
 
 def test_unknown_fields_are_refused_before_sending():
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens: anything sent would be Unavailable
-    plan = {"model": MODEL, "strategy": STRATEGY, "round_timout": 5, "compression": {"uplink": "topk"}}
+    plan = {"model": MODEL, "strategy": STRATEGY, "round_timout": 5, "quantization": {"bits": 8}}
     with RepositoryClient(closed) as repo, pytest.raises(Invalid) as refused:
         repo.create_task(plan)
     assert refused.value.status is None
-    assert [e["loc"] for e in refused.value.detail] == [["body", "round_timout"], ["body", "compression"]]
+    assert [e["loc"] for e in refused.value.detail] == [["body", "round_timout"], ["body", "quantization"]]
     assert "did you mean 'round_timeout'?" in str(refused.value)
     with RepositoryClient(closed) as repo, pytest.raises(TypeError, match="round_timout"):
         repo.create_task(model=MODEL, strategy=STRATEGY, round_timout=5)  # type: ignore[call-arg]

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from flrepo.client import RepositoryClient, calls
+from flrepo.schemas.tasks import TaskOut
 
 # --- arguments --------------------------------------------------------------------------------
 
@@ -59,7 +60,7 @@ class Collection:
     noun: str
     keys: tuple[str, ...]
     columns: tuple[str, ...]
-    show: Callable[[RepositoryClient, Keys], BaseModel]
+    show: Callable[[RepositoryClient, Keys], BaseModel | dict[str, Any]]
     listing: Callable[[RepositoryClient, argparse.Namespace], calls.Page[Any]]
     create: Callable[[RepositoryClient, Keys, argparse.Namespace], BaseModel]
     # Adds the create options to `create` (False) or, for `upload --create`, to `upload` (True).
@@ -222,7 +223,7 @@ COLLECTIONS = [
         "task",
         ("task_id",),
         ("task_id", "phase", "current_round", "rounds", "model.model_name", "strategy.strategy_name"),
-        show=lambda repo, k: repo.get_task(k[0]),
+        show=lambda repo, k: _task_with_traffic(repo.get_task(k[0])),
         listing=lambda repo, a: repo.list_tasks(phase=a.phase, limit=a.limit, offset=a.offset),
         create=_create_task,
         create_options=_task_create_options,
@@ -230,6 +231,25 @@ COLLECTIONS = [
         list_options=_task_list_options,
     ),
 ]
+
+
+TRAFFIC = ("bytes_up", "bytes_up_raw", "bytes_down", "bytes_down_raw", "encode_ms", "decode_ms")
+
+
+def _task_with_traffic(task: TaskOut) -> dict[str, Any]:
+    """The task, with its updates' traffic over the rounds shown (each round's is in its record):
+    bytes each way as sent and as plain arrays, their ratio, codec milliseconds."""
+    shown = task.model_dump(mode="json")
+    rounds = [r for r in task.history if r.bytes_up is not None]
+    if rounds:
+        sums = {name: sum(getattr(r, name) or 0 for r in rounds) for name in TRAFFIC}
+        shown["traffic"] = {
+            "rounds": len(rounds),
+            **{k: round(v, 3) if isinstance(v, float) else v for k, v in sums.items()},
+            "uplink_ratio": round(sums["bytes_up_raw"] / sums["bytes_up"], 2) if sums["bytes_up"] else None,
+            "downlink_ratio": round(sums["bytes_down_raw"] / sums["bytes_down"], 2) if sums["bytes_down"] else None,
+        }
+    return shown
 
 
 def key_help(spec: Collection, key: str) -> str:

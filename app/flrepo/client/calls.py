@@ -20,6 +20,7 @@ from flrepo.schemas import ModelOut, StrategyOut, TrainingResultOut, Transformat
 from flrepo.schemas.tasks import (
     CheckpointOut,
     ClaimOut,
+    CompressionSpec,
     ModelRef,
     RoundRecord,
     StrategyRef,
@@ -368,6 +369,7 @@ def create_task(
     participant_keys: Sequence[str] | None = None,
     collector_keys: Sequence[str] | None = None,
     discovery_key: str | None = None,
+    compression: CompressionSpec | Mapping[str, Any] | None = None,
 ) -> Call[TaskOut]:
     """Create a task (phase Pending); every referenced item must exist with its file.
 

@@ -120,6 +120,29 @@ class StoredTrainingConfig(TrainingConfig):
     model_config = ConfigDict(extra="allow")
 
 
+class CompressionSpec(StrictBody):
+    """How model updates travel between the sites and the collector (flrepo.fl.core.compression).
+    Lossy uplink codecs encode each site's delta (its trained weights minus the global weights it
+    received); the collector decodes before the strategy aggregates, so every strategy works."""
+
+    uplink: Literal["none", "fp16", "int8", "topk", "stc"] = Field(
+        default="none",
+        description="none: plain float arrays; fp16: 2x smaller, relative error 2^-11; int8: ~4x smaller, error "
+        "half a step of max|delta|/127 per tensor; topk: the `ratio` largest delta values (fp16) and their "
+        "positions, ~4 bytes each; stc: the same top values as +-their mean magnitude, 1 bit a sign.",
+    )
+    ratio: float = Field(
+        default=0.01, gt=0, le=1, description="topk/stc: the share of each tensor's values sent per round."
+    )
+    error_feedback: bool = Field(
+        default=True,
+        description="Keep what a lossy codec left out at the site (its state directory) and add it to the next delta.",
+    )
+    downlink: Literal["none", "fp16"] = Field(
+        default="none", description="fp16: the global weights go to the sites in half precision (2x smaller)."
+    )
+
+
 class TaskIn(StrictBody):
     """A training plan. Unknown fields are refused (422, each named): a typo must not become a
     different experiment."""
@@ -201,6 +224,9 @@ class TaskIn(StrictBody):
         description="`id:base64` of the Ed25519 public key that must sign the collector's discovery record "
         "(server_address, server_ca); unset: any key the sites trust (FLREPO_TRUSTED_KEYS).",
     )
+    compression: CompressionSpec | None = Field(
+        default=None, description="Compression of the model updates each way; unset: none (plain float arrays)."
+    )
 
 
 class CancelIn(StrictBody):
@@ -239,6 +265,14 @@ class RoundRecord(StrictBody):
     participants: int = Field(default=0, ge=0)
     failures: int = Field(default=0, ge=0)
     duration_s: float | None = Field(default=None, ge=0)
+    # The round's traffic, all sites together (flrepo.fl.core.compression.Traffic): bytes as sent and
+    # as plain float arrays would have been, and the codec milliseconds of the collector and the sites.
+    bytes_up: int | None = Field(default=None, ge=0, description="Sites to collector, as sent.")
+    bytes_up_raw: int | None = Field(default=None, ge=0, description="The same as plain arrays.")
+    bytes_down: int | None = Field(default=None, ge=0, description="Collector to sites, as sent.")
+    bytes_down_raw: int | None = Field(default=None, ge=0, description="The same as plain arrays.")
+    encode_ms: float | None = Field(default=None, ge=0)
+    decode_ms: float | None = Field(default=None, ge=0)
 
 
 class ResultRef(StrictBody):

@@ -192,8 +192,10 @@ class RoundReporter:
         metrics: Mapping[str, Any],
         weights: Weights | None,
         active: int | None = None,
+        traffic: Mapping[str, Any] | None = None,
     ) -> None:
-        """Checkpoint `weights` and append the round to the task's history, in the background."""
+        """Checkpoint `weights` and append the round to the task's history (with its `traffic`: bytes
+        each way and codec ms, flrepo.fl.core.compression.Traffic), in the background."""
         task_round = server_round + self.offset
         self.last_loss, self.last_metrics = loss, dict(metrics)
         self.rounds_done = server_round
@@ -207,6 +209,7 @@ class RoundReporter:
             "participants": self._fit_count,
             "failures": self._fit_failures,
             "duration_s": duration,
+            **(traffic or {}),
         }
         status: dict[str, Any] = {
             "current_round": task_round,

@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 
 from flrepo.client import RepositoryClient
 from flrepo.fl import pinning
+from flrepo.fl.core import compression
 from flrepo.fl.frameworks import LocalModel, Training, Weights
 from flrepo.fl.local_data import DataError
 from flrepo.fl.task_model import fetch_model, training_settings
@@ -33,6 +34,8 @@ class SiteTrainer:
     ) -> None:
         self.model, self.training, self.seed = model, training, seed
         self.x_train, self.y_train, self.x_val, self.y_val = split
+        # Where this site keeps its error-feedback residual (flrepo.fl.core.compression); None: nowhere.
+        self.residual_file: Path | None = None
 
     @classmethod
     def split(
@@ -58,8 +61,20 @@ class SiteTrainer:
 
     def evaluate(self, weights: Weights, config: dict[str, Any]) -> tuple[float, int, dict[str, Any]]:
         self.model.set_weights(weights)
-        loss, metrics = self.model.evaluate(self.x_val, self.y_val, self.settings(config))
+        loss, metrics = self.model.evaluate(self.x_val, self.y_val, self.settings(compression.strip_config(config)))
         return loss, len(self.y_val), metrics
+
+    def fit_update(
+        self, received: Weights, config: dict[str, Any], decode_ms: float = 0.0
+    ) -> tuple[compression.Update, int, dict[str, Any]]:
+        """`fit`, its result encoded as the round's config asks (the task's `compression`): plain
+        weights, or the compressed delta; with the codec ms in the metrics when compressing."""
+        spec = compression.Compression.of_config(config)
+        weights, samples, metrics = self.fit(received, compression.strip_config(config))
+        update = compression.encode_update(received, weights, spec, self.residual_file)
+        if spec.active:
+            metrics = {**metrics, compression.ENCODE_MS: update.encode_ms, compression.DECODE_MS: decode_ms}
+        return update, samples, metrics
 
 
 def prepare_data(
@@ -91,4 +106,6 @@ def prepare(
     model.check_data(x)
     if len(y) < 2:
         raise DataError(f"{len(y)} sample{'s' if len(y) != 1 else ''}: too few to train and validate")
-    return SiteTrainer.split(model, x, y, training, seed)
+    trainer = SiteTrainer.split(model, x, y, training, seed)
+    trainer.residual_file = compression.residual_file(repo.base_url, task["task_id"], seed, trainer.x_train)
+    return trainer

@@ -16,6 +16,7 @@ from flwr.server.strategy import Strategy
 from flwr.server.superlink.fleet.grpc_bidi.grpc_server import start_grpc_server
 
 from flrepo.fl import strategy_setup
+from flrepo.fl.core.compression import Compression
 from flrepo.fl.core.lifecycle import fail, started, stopped
 from flrepo.fl.core.link import TaskLink
 from flrepo.fl.core.publishing import Written, finish
@@ -47,7 +48,9 @@ def run(link: TaskLink, task: dict[str, Any], strategy: Strategy, serving: Servi
             # The strategy samples from at least min_available_clients connected clients each round.
             needed = int(getattr(strategy, "min_available_clients", 1) or 1)
             wait = ParticipantWait(needed, float(task["participants_timeout"]))
-            reporting = ReportingStrategy(strategy, link, training.as_config(), round_offset=done, participants=wait)
+            reporting = ReportingStrategy(
+                strategy, link, training.as_config(), done, wait, compression=Compression.of_task(task)
+            )
             client_manager = SimpleClientManager()
             grpc_server = start_grpc_server(
                 client_manager=client_manager,

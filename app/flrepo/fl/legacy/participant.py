@@ -8,7 +8,18 @@ from typing import Any
 
 import flwr
 import grpc
-from flwr.client import NumPyClient
+from flwr.client import Client, NumPyClient
+from flwr.common import (
+    Code,
+    EvaluateIns,
+    EvaluateRes,
+    FitIns,
+    FitRes,
+    GetParametersIns,
+    GetParametersRes,
+    Status,
+    ndarrays_to_parameters,
+)
 
 from flrepo.client import RepositoryClient
 from flrepo.fl.core.discovery import Connection
@@ -17,8 +28,10 @@ from flrepo.fl.core.reconnect import stay
 from flrepo.fl.core.trainer import SiteTrainer
 from flrepo.fl.core.watch import TaskWatch
 from flrepo.fl.frameworks import Weights
+from flrepo.fl.legacy import compressed
 
 log = logging.getLogger(__name__)
+OK = Status(code=Code.OK, message="Success")
 
 
 class FlowerClient(NumPyClient):
@@ -37,10 +50,36 @@ class FlowerClient(NumPyClient):
         return self.trainer.evaluate(parameters, config)
 
 
+class CompressingClient(Client):
+    """The site's side with the task's compression: Flower's `Client` (not NumPyClient, which would
+    decode every tensor as a plain array) reading compressed global weights and answering with the
+    update the round's config asks for (flrepo.fl.legacy.compressed)."""
+
+    def __init__(self, trainer: SiteTrainer) -> None:
+        self.trainer = trainer
+
+    def get_parameters(self, ins: GetParametersIns) -> GetParametersRes:
+        return GetParametersRes(status=OK, parameters=ndarrays_to_parameters(self.trainer.weights()))
+
+    def fit(self, ins: FitIns) -> FitRes:
+        weights, decode_ms = compressed.weights_of(ins.parameters)
+        update, samples, metrics = self.trainer.fit_update(weights, dict(ins.config), decode_ms)
+        if update.blobs is not None:
+            parameters = compressed.to_parameters(update.codec, update.blobs)
+        else:
+            parameters = ndarrays_to_parameters(update.weights or [])
+        return FitRes(status=OK, parameters=parameters, num_examples=samples, metrics=metrics)
+
+    def evaluate(self, ins: EvaluateIns) -> EvaluateRes:
+        weights, _ = compressed.weights_of(ins.parameters)
+        loss, samples, metrics = self.trainer.evaluate(weights, dict(ins.config))
+        return EvaluateRes(status=OK, loss=float(loss), num_examples=samples, metrics=metrics)
+
+
 def run(repo: RepositoryClient, task_id: str, found: Connection, trainer: SiteTrainer) -> int:
     """Take part until the collector ends the training; Stopped (with the exit code) when the task
     ends without it (cancelled, failed) while Flower's client is mid-call."""
-    client = FlowerClient(trainer).to_client()
+    client = CompressingClient(trainer)
 
     def attempt() -> int | None:
         try:

@@ -21,9 +21,11 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
+from flrepo.fl.core.compression import Compression
 from flrepo.fl.core.link import TaskLink
 from flrepo.fl.core.reporting import ParticipantWait, RoundReporter
 from flrepo.fl.frameworks import Weights
+from flrepo.fl.legacy.compressed import ServerSide
 from flrepo.fl.strategy_setup import weighted_average
 
 
@@ -38,9 +40,13 @@ class ReportingStrategy(Strategy):
         fit_config: Mapping[str, Scalar],
         round_offset: int = 0,
         participants: ParticipantWait | None = None,
+        compression: Compression | None = None,
     ) -> None:
         self.inner = inner
-        self.fit_config = dict(fit_config)
+        spec = compression or Compression()
+        # The task's compression between the strategy and the sites; it counts the bytes either way.
+        self.traffic = ServerSide(spec)
+        self.fit_config = {**fit_config, **(spec.config() if spec.active else {})}  # a site compresses as told
         self.offset = round_offset
         self.reporter = RoundReporter(link, round_offset)
         self.participants = participants
@@ -61,7 +67,8 @@ class ReportingStrategy(Strategy):
 
     @property
     def last_metrics(self) -> dict[str, Any]:
-        return self.reporter.last_metrics
+        """The last round's metrics, and the run's traffic totals (for the training result)."""
+        return {**self.reporter.last_metrics, **self.traffic.total.totals()}
 
     @property
     def checkpoint_seconds(self) -> list[float]:
@@ -92,9 +99,11 @@ class ReportingStrategy(Strategy):
     ) -> list[tuple[ClientProxy, FitIns]]:
         self._wait(client_manager)
         self.reporter.round_started_now()
+        self.traffic.start_round()
         instructions = self.inner.configure_fit(server_round, parameters, client_manager)
         for _, ins in instructions:
             ins.config = {**self.fit_config, **ins.config, "server_round": server_round + self.offset}
+        self.traffic.outgoing(instructions)
         return instructions
 
     def aggregate_fit(
@@ -103,6 +112,8 @@ class ReportingStrategy(Strategy):
         results: list[tuple[ClientProxy, FitRes]],
         failures: list[tuple[ClientProxy, FitRes] | BaseException],
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        results, undecodable = self.traffic.incoming(results)
+        failures = [*failures, *undecodable]
         parameters, metrics = self.inner.aggregate_fit(server_round, results, failures)
         if parameters is not None:
             self.latest = parameters
@@ -122,6 +133,7 @@ class ReportingStrategy(Strategy):
         instructions = self.inner.configure_evaluate(server_round, parameters, client_manager)
         if not instructions:  # no evaluation this round: it ends here
             self._round_done(server_round, None, {})
+        self.traffic.outgoing(instructions)
         return instructions
 
     def aggregate_evaluate(
@@ -141,4 +153,5 @@ class ReportingStrategy(Strategy):
 
     def _round_done(self, server_round: int, loss: float | None, metrics: dict[str, Scalar]) -> None:
         active = self.client_manager.num_available() if self.client_manager is not None else None
-        self.reporter.round_done(server_round, loss, metrics, self.latest_weights(), active)
+        traffic = self.traffic.end_round()
+        self.reporter.round_done(server_round, loss, metrics, self.latest_weights(), active, traffic)

@@ -18,6 +18,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flrepo.fl.core.reporting import numbers
 from flrepo.fl.core.trainer import SiteTrainer
 from flrepo.fl.frameworks import Training, open_model
+from flrepo.fl.message import compressed
 
 SITE_KEY = "flrepo-site"  # the node config entry naming the site directory
 WEIGHT_KEY = "num-examples"  # what Flower's message strategies weight by
@@ -37,6 +38,7 @@ def save_site(client: SiteTrainer, directory: Path, meta: dict[str, Any]) -> Pat
         "meta": meta,
         "training": client.training.as_config(),
         "seed": client.seed,
+        "residual_file": str(client.residual_file) if client.residual_file else None,
     }
     (directory / "site.json").write_text(json.dumps(site))
     return directory
@@ -50,7 +52,9 @@ def load_site(node_config: dict[str, Any]) -> SiteTrainer:
     model = open_model(site["library"], directory / site["model_file"], site["meta"])
     data = np.load(directory / "data.npz")
     split = (data["x_train"], data["y_train"], data["x_val"], data["y_val"])  # stored: no second split
-    return SiteTrainer(model, split, Training.from_config(site["training"]), int(site["seed"]))
+    trainer = SiteTrainer(model, split, Training.from_config(site["training"]), int(site["seed"]))
+    trainer.residual_file = Path(site["residual_file"]) if site.get("residual_file") else None
+    return trainer
 
 
 def fit_config(config: ConfigRecord) -> dict[str, Any]:
@@ -63,19 +67,24 @@ def fit_config(config: ConfigRecord) -> dict[str, Any]:
 
 
 def train_reply(message: Message, node_config: dict[str, Any]) -> Message:
+    """Train from the global weights (compressed or not); reply with the weights, or the delta
+    compressed as the round's config asks (flrepo.fl.message.compressed)."""
     client = load_site(node_config)
-    weights = message.content.array_records["arrays"].to_numpy_ndarrays()
+    received = message.content.array_records["arrays"]
+    weights, decode_ms = compressed.weights_of(received)
     config = fit_config(message.content.config_records.get("config", ConfigRecord()))
-    new_weights, samples, metrics = client.fit(weights, config)
-    content = RecordDict(
-        {"arrays": ArrayRecord(new_weights), "metrics": MetricRecord({**numbers(metrics), WEIGHT_KEY: samples})}
-    )
+    update, samples, metrics = client.fit_update(weights, config, decode_ms)
+    if update.blobs is not None:
+        arrays = compressed.to_record(update.codec, update.blobs, weights, list(received.keys()))
+    else:
+        arrays = ArrayRecord(update.weights or [])
+    content = RecordDict({"arrays": arrays, "metrics": MetricRecord({**numbers(metrics), WEIGHT_KEY: samples})})
     return Message(content, reply_to=message)
 
 
 def evaluate_reply(message: Message, node_config: dict[str, Any]) -> Message:
     client = load_site(node_config)
-    weights = message.content.array_records["arrays"].to_numpy_ndarrays()
+    weights, _ = compressed.weights_of(message.content.array_records["arrays"])
     config = fit_config(message.content.config_records.get("config", ConfigRecord()))
     loss, samples, metrics = client.evaluate(weights, config)
     record = MetricRecord({**numbers(metrics), "loss": float(loss), WEIGHT_KEY: samples})

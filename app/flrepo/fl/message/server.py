@@ -23,12 +23,13 @@ from flwr.serverapp.strategy import Strategy
 
 from flrepo.client import RepositoryClient
 from flrepo.fl import pinning, strategy_setup
+from flrepo.fl.core.compression import Compression
 from flrepo.fl.core.lifecycle import fail
 from flrepo.fl.core.link import TaskLink
 from flrepo.fl.core.publishing import Written, finish
 from flrepo.fl.core.reporting import ParticipantWait, RoundReporter, loss_and_metrics
 from flrepo.fl.core.resume import checkpoint_weights
-from flrepo.fl.message import fast_grid
+from flrepo.fl.message import compressed, fast_grid
 from flrepo.fl.task_model import fetch_model, training_settings
 
 log = logging.getLogger(__name__)
@@ -70,22 +71,31 @@ class Reporting:
     """Hooks on the strategy object (instance attributes shadow its methods; its decisions stay its
     own) that feed the task's RoundReporter."""
 
-    def __init__(self, strategy: Strategy, reporter: RoundReporter, grid: Grid) -> None:
+    def __init__(
+        self, strategy: Strategy, reporter: RoundReporter, grid: Grid, traffic: compressed.ServerSide | None = None
+    ) -> None:
         self.reporter, self.grid = reporter, grid
+        # The task's compression between the strategy and the Grid; it counts the bytes either way.
+        self.traffic = traffic or compressed.ServerSide(Compression())
         self.evaluated: MetricRecord | None = None
         configure_train = strategy.configure_train
+        configure_evaluate = strategy.configure_evaluate
         aggregate_train = strategy.aggregate_train
         aggregate_evaluate = strategy.aggregate_evaluate
 
         def on_configure_train(server_round: int, *args: Any) -> Iterable[Message]:
             reporter.round_started_now()
             self.evaluated = None
-            return configure_train(server_round, *args)
+            self.traffic.start_round()
+            return self.traffic.outgoing(configure_train(server_round, *args))
+
+        def on_configure_evaluate(server_round: int, *args: Any) -> Iterable[Message]:
+            return self.traffic.outgoing(configure_evaluate(server_round, *args))
 
         def on_aggregate_train(
             server_round: int, replies: Iterable[Message]
         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-            replies = list(replies)
+            replies = self.traffic.incoming(replies)
             ok = [m for m in replies if not m.has_error()]
             reporter.trained(
                 server_round,
@@ -99,6 +109,7 @@ class Reporting:
             return self.evaluated
 
         strategy.configure_train = on_configure_train  # type: ignore[method-assign,assignment]
+        strategy.configure_evaluate = on_configure_evaluate  # type: ignore[method-assign,assignment]
         strategy.aggregate_train = on_aggregate_train  # type: ignore[method-assign]
         strategy.aggregate_evaluate = on_aggregate_evaluate  # type: ignore[method-assign]
 
@@ -109,7 +120,8 @@ class Reporting:
             if server_round > 0:
                 loss, metrics = loss_and_metrics(dict(self.evaluated or {}))
                 active = len(list(self.grid.get_node_ids()))
-                self.reporter.round_done(server_round, loss, metrics, arrays.to_numpy_ndarrays(), active)
+                traffic = self.traffic.end_round()
+                self.reporter.round_done(server_round, loss, metrics, arrays.to_numpy_ndarrays(), active, traffic)
             return None
 
         return evaluate_fn
@@ -142,11 +154,13 @@ def run_task(grid: Grid, run_config: dict[str, Any]) -> None:
                 wait = ParticipantWait(needed, float(task["participants_timeout"]), since)
                 nodes = BoundedGrid(fast_grid.wrap(grid), wait, poll=fast_grid.MAX_PULL_S)
                 reporter = RoundReporter(link, round_offset=done)
-                hooks = Reporting(strategy, reporter, grid)
+                spec = Compression.of_task(task)
+                hooks = Reporting(strategy, reporter, grid, compressed.ServerSide(spec))
                 remaining = int(task["rounds"]) - done
                 final = start
                 if remaining > 0:
-                    config = ConfigRecord({**training.as_config(), "round-offset": done})
+                    sites_told = spec.config() if spec.active else {}  # a site compresses as told
+                    config = ConfigRecord({**training.as_config(), "round-offset": done, **sites_told})
                     result = strategy.start(
                         grid=nodes,  # type: ignore[arg-type]
                         initial_arrays=ArrayRecord(initial),
@@ -163,12 +177,13 @@ def run_task(grid: Grid, run_config: dict[str, Any]) -> None:
                         "without final weights"
                     )
                 reporter.flush()  # the rounds' reports and checkpoints before the task's end
+                totals = {**reporter.last_metrics, **hooks.traffic.total.totals()}  # in the training result
                 finish(
                     link,
                     model,
                     final,
                     reporter.last_loss,
-                    reporter.last_metrics,
+                    totals,
                     Path(tmp),
                     written,
                     reporter.figures(),

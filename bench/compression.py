@@ -1,0 +1,349 @@
+"""Compression of the update path (issue #24): each codec as a real task through the repository, on
+the legacy and the Message-API runtime, with the digits MLP of each framework (FedAvg, 3 sites, 10
+rounds by default; each site a `flrepo local-exec` on its share of the digits).
+
+Per run, from the task's round history (bytes as they went on the wire, all sites together, and
+the codec milliseconds of the collector and the sites) and the published model (held-out accuracy,
+loaded from its native file): uplink and downlink bytes per round, their ratio to the same
+framework's and runtime's `none` run, final held-out accuracy and its difference to `none`, encode
+and decode ms per round.
+
+    python bench/compression.py [--frameworks pytorch,keras] [--runtimes legacy,message]
+        [--rounds 10] [--sites 3] [--configs none,fp16,...] [--out bench/RESULTS.md]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.federated import local_exec, wait_listening
+from flrepo.server.embedded import free_port
+
+RUN_TIMEOUT_S = 3600.0
+# name -> the task's `compression` (None: the task sets none); `fp16` is fp16 both ways.
+CONFIGS: dict[str, dict[str, Any] | None] = {
+    "none": None,
+    "fp16": {"uplink": "fp16", "error_feedback": False, "downlink": "fp16"},
+    "int8": {"uplink": "int8", "error_feedback": False},
+    "topk1%": {"uplink": "topk", "ratio": 0.01, "error_feedback": False},
+    "topk1%+EF": {"uplink": "topk", "ratio": 0.01, "error_feedback": True},
+    "topk3%+EF": {"uplink": "topk", "ratio": 0.03, "error_feedback": True},
+    "stc3%+EF": {"uplink": "stc", "ratio": 0.03, "error_feedback": True},
+}
+LIBRARY = {"pytorch": "pytorch", "keras": "keras", "numpy": "numpy"}
+
+
+def run(
+    repo: Any,
+    url: str,
+    runtime: str,
+    framework: str,
+    config: str,
+    rounds: int,
+    sites: int,
+    env: dict[str, str],
+    tmp: Path,
+) -> dict[str, Any]:
+    """One task; its figures."""
+    from flrepo.fl.demo import digits_task, held_out_accuracy, start_collector
+
+    task_id = f"c-{runtime}-{framework}-{config}".replace("%", "pc").replace("+", "-")
+    work = tmp / task_id
+    work.mkdir()
+    strategy = "message-fedavg" if runtime == "message" else "fedavg"
+    task = digits_task(task_id, strategy, rounds, sites, framework)
+    task |= {"model": {"model_name": f"digits-{framework}", "model_version": "v1"}}
+    task |= {"round_timeout": 900, "participants_timeout": 1800, "heartbeat_timeout": 600}
+    if CONFIGS[config] is not None:
+        task["compression"] = CONFIGS[config]
+    load = os.getloadavg()[0]
+    started = time.monotonic()
+    repo.create_task(task)
+    address = f"127.0.0.1:{free_port()}"
+    site_env = {**env, "FLREPO_STATE_DIR": str(work / "state")}
+    collector = start_collector(url, task_id, env, work, address, ["--insecure"] if runtime == "message" else [])
+    if runtime == "message":  # the sites find the SuperLink through the task
+        while not repo.get_task(task_id).server_address:
+            if collector.poll() is not None or time.monotonic() - started > 300:
+                raise RuntimeError(f"{task_id}: the collector published no address; logs in {work}")
+            time.sleep(0.1)
+    else:
+        wait_listening(address, timeout=300)
+    server = address if runtime == "legacy" else None
+    data = [f"digits:{k}/{sites}" for k in range(1, sites + 1)]
+    procs = [local_exec(url, task_id, server, spec, k, site_env, work) for k, spec in enumerate(data, 1)]
+    for proc in [collector, *procs]:
+        proc.wait(RUN_TIMEOUT_S)
+    done = repo.get_task(task_id)
+    if done.phase != "Succeeded":
+        raise RuntimeError(f"{task_id} ended {done.phase}; logs in {work}")
+    history = list(repo.get_task_history(task_id, limit=1000))
+    trained = work / "trained.bin"
+    repo.download_model(f"digits-{framework}", f"v1-{task_id}", trained)
+    return {
+        "runtime": runtime,
+        "framework": framework,
+        "config": config,
+        "load": load,
+        "wall_s": time.monotonic() - started,
+        "rounds": len(history),
+        "up": statistics.mean(h.bytes_up or 0 for h in history),
+        "up_raw": statistics.mean(h.bytes_up_raw or 0 for h in history),
+        "down": statistics.mean(h.bytes_down or 0 for h in history),
+        "down_raw": statistics.mean(h.bytes_down_raw or 0 for h in history),
+        "encode_ms": statistics.mean(h.encode_ms or 0.0 for h in history),
+        "decode_ms": statistics.mean(h.decode_ms or 0.0 for h in history),
+        "accuracy": held_out_accuracy(LIBRARY[framework], trained),
+    }
+
+
+def in_process(framework: str, config: str, rounds: int, sites: int, tmp: Path) -> dict[str, Any]:
+    """The same training without Flower or the repository: the sites' trainers (flrepo.fl.core.trainer,
+    as local executions prepare them) and FedAvg in this process, updates through the same encoding
+    and decoding (SiteTrainer.fit_update, compression.apply_delta). Counted as the runtimes count:
+    every site's update up; the global weights down to every site twice a round (fit and evaluate)."""
+    import numpy as np
+
+    from flrepo.fl.core import compression
+    from flrepo.fl.core.trainer import SiteTrainer
+    from flrepo.fl.demo import held_out_accuracy
+    from flrepo.fl.examples.data import partition
+    from flrepo.fl.examples.digits_models import SUFFIX, TRAINING, write_initial
+    from flrepo.fl.frameworks import Training, open_model
+
+    spec = compression.Compression.of_task({"compression": CONFIGS[config]})
+    initial = write_initial(framework, tmp / f"inproc-{framework}{SUFFIX[framework]}")
+    trainers = []
+    for k in range(sites):
+        x, y = partition(k, sites)
+        model = open_model(LIBRARY[framework], initial, {"features": 64, "classes": 10})
+        trainer = SiteTrainer.split(model, x / 16.0, y, Training.from_config(TRAINING[framework]), seed=k + 1)
+        trainer.residual_file = tmp / f"residual-{framework}-{config}-{k}.npz".replace("%", "pc")
+        trainer.residual_file.unlink(missing_ok=True)
+        trainers.append(trainer)
+    load, started = os.getloadavg()[0], time.monotonic()
+    weights = trainers[0].weights()
+    total = compression.Traffic()
+    for server_round in range(1, rounds + 1):
+        if spec.downlink == "none":
+            down, sent = compression.plain_size(weights), weights
+        else:
+            blobs, sent, ms = compression.downlink(weights, spec.downlink)
+            down, total.encode_ms = sum(map(len, blobs)), total.encode_ms + ms
+        total.bytes_down += 2 * sites * down
+        total.bytes_down_raw += 2 * sites * compression.plain_size(weights)
+        updates = []
+        for trainer in trainers:
+            update, samples, metrics = trainer.fit_update(sent, {"server_round": server_round, **spec.config()})
+            total.site_metrics(metrics)
+            if update.blobs is None:
+                local = update.weights or []
+                total.bytes_up += compression.plain_size(local)
+            else:
+                local, ms = compression.apply_delta(sent, update.codec, update.blobs)
+                total.bytes_up, total.decode_ms = total.bytes_up + sum(map(len, update.blobs)), total.decode_ms + ms
+            total.bytes_up_raw += compression.plain_size(local)
+            updates.append((samples, local))
+        count = sum(n for n, _ in updates)
+        weights = [sum(n * np.asarray(w[i], dtype=np.float64) for n, w in updates) / count for i in range(len(weights))]
+        weights = [w.astype(np.asarray(s).dtype) for w, s in zip(weights, sent, strict=True)]
+    model = trainers[0].model
+    model.set_weights(weights)
+    trained = tmp / f"inproc-trained-{framework}{SUFFIX[framework]}"
+    model.save(trained)
+    return {
+        "runtime": "in-process",
+        "framework": framework,
+        "config": config,
+        "load": load,
+        "wall_s": time.monotonic() - started,
+        "rounds": rounds,
+        **{name: getattr(total, field) / rounds for name, field in PER_ROUND.items()},
+        "accuracy": held_out_accuracy(LIBRARY[framework], trained),
+    }
+
+
+PER_ROUND = {
+    "up": "bytes_up",
+    "up_raw": "bytes_up_raw",
+    "down": "bytes_down",
+    "down_raw": "bytes_down_raw",
+    "encode_ms": "encode_ms",
+    "decode_ms": "decode_ms",
+}
+
+
+def table(results: list[dict[str, Any]]) -> list[str]:
+    """One row a run, each compared with the `none` run of its framework and runtime."""
+    lines = [
+        "| runtime | model | config | up B/round | up ratio | down B/round | down ratio | accuracy | Δ to none "
+        "| encode ms/round | decode ms/round |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        base = next(
+            (
+                b
+                for b in results
+                if (b["runtime"], b["framework"], b["config"]) == (r["runtime"], r["framework"], "none")
+            ),
+            None,
+        )
+        up_ratio = f"{base['up'] / r['up']:.1f}x" if base and r["up"] else "-"
+        down_ratio = f"{base['down'] / r['down']:.2f}x" if base and r["down"] else "-"
+        diff = f"{100 * (r['accuracy'] - base['accuracy']):+.1f} pt" if base else "-"
+        lines.append(
+            f"| {r['runtime']} | {r['framework']} | {r['config']} | {r['up']:,.0f} | {up_ratio} | {r['down']:,.0f} "
+            f"| {down_ratio} | {r['accuracy']:.3f} | {diff} | {r['encode_ms']:.1f} | {r['decode_ms']:.1f} |"
+        )
+    return lines
+
+
+@contextmanager
+def started_api(tmp: Path, mongo_url: str, env: dict[str, str], timeout: float = 600) -> Iterator[str]:
+    """`flrepo serve` as flrepo.server.embedded.api_server starts it, waiting up to `timeout` seconds
+    for it to be ready (api_server's 30 s are too few on a loaded two-core machine)."""
+    import subprocess
+
+    from flrepo.server.embedded import reap, wait_ready
+
+    environment = {**os.environ, "FLREPO_MONGODB_URL": mongo_url, "FLREPO_SWEEP_INTERVAL_S": "0"}
+    environment |= {"FLREPO_DB_TIMEOUT_MS": "30000", **env}
+    port = free_port()
+    with open(tmp / "server.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flrepo.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", timeout)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        reap([proc], terminate=True)
+
+
+def measure(args: Any) -> list[dict[str, Any]]:
+    """Every (framework, runtime, config) of `args`, one task each, against one repository."""
+    import tempfile
+
+    from flrepo.client import RepositoryClient
+    from flrepo.fl.catalogue import seed
+    from flrepo.fl.demo import fl_env, publisher, register_model
+    from flrepo.server.embedded import EmbeddedMongo
+
+    results: list[dict[str, Any]] = []
+
+    def keep(result: dict[str, Any]) -> None:
+        print(f"compression: {result}", flush=True)
+        results.append(result)
+        if args.json:  # a long run on a busy machine keeps what it measured
+            with args.json.open("a") as out:
+                out.write(json.dumps(result) + "\n")
+
+    runtimes = args.runtimes.split(",")
+    if runtimes == ["in-process"]:  # no repository needed
+        with tempfile.TemporaryDirectory() as tmp_name:
+            for framework in args.frameworks.split(","):
+                for config in args.configs.split(","):
+                    keep(in_process(framework, config, args.rounds, args.sites, Path(args.workdir or tmp_name)))
+        return results
+    env_db = {"FLREPO_DB_NAME": "fl", "FLREPO_GRIDFS_DB_NAME": "fl_grid", "FLREPO_LOG_LEVEL": "WARNING"}
+    with tempfile.TemporaryDirectory() as tmp_name, EmbeddedMongo(Path(args.workdir or tmp_name) / "db") as mongo:
+        tmp = Path(args.workdir or tmp_name)
+        with started_api(tmp, mongo.url, env_db) as url:
+            keyring, trusted = publisher("bench")
+            repo = RepositoryClient(url, keyring=keyring)
+            seed(repo)
+            frameworks = args.frameworks.split(",")
+            for framework in frameworks:
+                register_model(repo, f"digits-{framework}", "v1", framework, tmp)
+            env = {**fl_env(url, trusted), "FLREPO_LOG_LEVEL": "WARNING"}
+            for framework in frameworks:
+                for runtime in runtimes:
+                    for config in args.configs.split(","):
+                        if runtime == "in-process":
+                            keep(in_process(framework, config, args.rounds, args.sites, tmp))
+                        else:
+                            keep(run(repo, url, runtime, framework, config, args.rounds, args.sites, env, tmp))
+            repo.close()
+    return results
+
+
+def section(results: list[dict[str, Any]], command: str, rounds: int, sites: int) -> str:
+    from bench.report import machine
+
+    return "\n".join(
+        [
+            f"## Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} — compression of the update path "
+            f"(`{command}`)",
+            "",
+            f"Machine: {machine()}; load average (1 min) before each run: "
+            + ", ".join(f"{r['load']:.1f}" for r in results)
+            + ".",
+            "",
+            f"FedAvg, {rounds} rounds, {sites} sites (`flrepo local-exec` on its share of the digits), "
+            "the Message API in plaintext on loopback. Bytes per round are all sites together, as the arrays' "
+            "payloads went on the wire (Flower's framing left out), from the task's round history; ratios and "
+            "Δ are against the `none` run of the same model and runtime; accuracy is the published model's "
+            "on the held-out digits. EF: error feedback; `fp16` is fp16 both ways, every other config sends "
+            "the downlink as plain arrays.",
+            "",
+            *table(results),
+            "",
+        ]
+    )
+
+
+def main() -> int:
+    import argparse
+
+    from bench.report import record
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frameworks", default="pytorch,keras")
+    parser.add_argument(
+        "--runtimes",
+        default="legacy,message",
+        help="of legacy, message, in-process (no Flower: bench.compression.in_process)",
+    )
+    parser.add_argument("--configs", default=",".join(CONFIGS), help=f"of {', '.join(CONFIGS)}")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--sites", type=int, default=3)
+    parser.add_argument("--out", type=Path, help="prepend the section to this Markdown file")
+    parser.add_argument("--workdir", type=Path, help="keep the logs here (default: a temporary directory)")
+    parser.add_argument("--json", type=Path, help="also append each run's figures to this file, a JSON line each")
+    parser.add_argument(
+        "--report", type=Path, nargs="+", help="run nothing: the section of the runs these --json files hold"
+    )
+    args = parser.parse_args()
+    unknown = [c for c in args.configs.split(",") if c not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown configs {unknown}: of {', '.join(CONFIGS)}")
+    command = (
+        f"python bench/compression.py --frameworks {args.frameworks} --runtimes {args.runtimes} "
+        f"--rounds {args.rounds} --sites {args.sites} --configs {args.configs}"
+    )
+    if args.report:
+        results = [json.loads(line) for path in args.report for line in path.read_text().splitlines() if line]
+    else:
+        results = measure(args)
+    text = section(results, command, args.rounds, args.sites)
+    print(text)
+    if args.out:
+        record(args.out, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
