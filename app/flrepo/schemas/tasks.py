@@ -19,6 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from flrepo.schemas.identifiers import Identifier, SafeDict, check_keys
 from flrepo.schemas.items import FileInfo
+from flrepo.schemas.privacy import PrivacySettings
 from flrepo.schemas.strict import StoredView, StrictBody
 
 Text = Annotated[str, StringConstraints(max_length=2000)]
@@ -214,6 +215,11 @@ class TaskIn(StrictBody):
         description="`id:base64` of the Ed25519 public key that must sign the collector's discovery record "
         "(server_address, server_ca); unset: any key the sites trust (FLREPO_TRUSTED_KEYS).",
     )
+    privacy: PrivacySettings | None = Field(
+        default=None,
+        description="Differential privacy (`dp`, accounted: ε per round, in the published model's meta.privacy) "
+        "or secure aggregation (`secure_aggregation`, Flower's SecAgg+, Message-API strategies only).",
+    )
 
 
 class CancelIn(StrictBody):
@@ -252,6 +258,9 @@ class RoundRecord(StrictBody):
     participants: int = Field(default=0, ge=0)
     failures: int = Field(default=0, ge=0)
     duration_s: float | None = Field(default=None, ge=0)
+    epsilon: float | None = Field(
+        default=None, ge=0, description="Differential privacy: ε spent after this round, at the task's δ."
+    )
 
 
 class ResultRef(StrictBody):

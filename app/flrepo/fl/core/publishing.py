@@ -36,8 +36,10 @@ def store_result(
     last_metrics: dict[str, Any],
     final: Weights,
     chosen: int,
+    privacy: dict[str, Any] | None = None,
 ) -> None:
-    """The aerOS training result: results (the figures of the run) and the .npz weights."""
+    """The aerOS training result: results (the figures of the run, the privacy guarantee as flat
+    `privacy_*` values: aerOS results hold scalars) and the .npz weights."""
     name, version = task["model"]["model_name"], task["model"]["model_version"]
     results: dict[str, Any] = {
         "rounds": int(task["rounds"]),
@@ -51,6 +53,7 @@ def store_result(
         "min_participants": task.get("min_participants"),
         "participants_ratio": task.get("participants_ratio"),
         "runtime": task.get("runtime"),
+        **{f"privacy_{k}": (privacy or {}).get(k) for k in ("mechanism", "epsilon", "delta", "rounds")},
     }
     results = {k: v for k, v in results.items() if v is not None}
     task_id = task["task_id"]
@@ -65,7 +68,12 @@ def store_result(
 
 
 def publish_model(
-    repo: RepositoryClient, task: dict[str, Any], model: LocalModel, final: Weights, workdir: Path
+    repo: RepositoryClient,
+    task: dict[str, Any],
+    model: LocalModel,
+    final: Weights,
+    workdir: Path,
+    privacy: dict[str, Any] | None = None,
 ) -> tuple[str, str]:
     """Register the trained model as `output_model_version` with its native file."""
     name, version = task["model"]["model_name"], output_version(task)
@@ -73,6 +81,9 @@ def publish_model(
     source_meta = source.meta or {}  # aerOS-era models may have `meta: null`
     meta = {k: v for k, v in source_meta.items() if k not in ("library", "signature")}
     meta.update(trained_from=task["model"]["model_version"], task_id=task["task_id"], rounds=int(task["rounds"]))
+    meta.pop("privacy", None)  # the source model's guarantee is not this training's
+    if privacy is not None:
+        meta["privacy"] = privacy  # what the model promises, for whoever reads the repository
     try:
         repo.create_model(name, version, source_meta.get("library", model.library), **meta)
     except Conflict:
@@ -114,14 +125,16 @@ def finish(
     last_metrics: dict[str, Any],
     workdir: Path,
     written: Written,
+    privacy: dict[str, Any] | None = None,
 ) -> None:
-    """Publish the result and the trained model, then mark the task Succeeded."""
+    """Publish the result and the trained model (with the privacy guarantee it was trained under,
+    flrepo.fl.privacy_accounting), then mark the task Succeeded."""
     repo = link.repo
     task = repo.get_task(link.task_id).model_dump()  # with the best round the checkpoints set
     final, chosen = published_weights(repo, task, final)
-    store_result(repo, task, last_loss, last_metrics, final, chosen)
+    store_result(repo, task, last_loss, last_metrics, final, chosen, privacy)
     written.result = True
-    written.models.append(publish_model(repo, task, model, final, workdir))
+    written.models.append(publish_model(repo, task, model, final, workdir, privacy))
     link.report(
         phase="Succeeded",
         reason="TrainingComplete",

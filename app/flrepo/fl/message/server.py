@@ -28,7 +28,7 @@ from flrepo.fl.core.link import TaskLink
 from flrepo.fl.core.publishing import Written, finish
 from flrepo.fl.core.reporting import ParticipantWait, RoundReporter, loss_and_metrics
 from flrepo.fl.core.resume import checkpoint_weights
-from flrepo.fl.message import fast_grid
+from flrepo.fl.message import fast_grid, privacy
 from flrepo.fl.task_model import fetch_model, training_settings
 
 log = logging.getLogger(__name__)
@@ -134,20 +134,22 @@ def run_task(grid: Grid, run_config: dict[str, Any]) -> None:
                 done = int(run_config.get("resume-round", 0) or 0)
                 start = checkpoint_weights(repo, task_id, done) if done else None
                 settings, initial = strategy_setup.configure_message(strategy, task, model, start)
-                link.report(strategy_settings=settings)
+                needed = int(getattr(strategy, "min_available_nodes", 1) or 1)
+                private = privacy.wrap(strategy, task, done)  # the task's DP: Flower's wrapper, accounted
+                strategy = private.strategy
+                link.report(strategy_settings={**settings, **private.settings})
                 # Counted from when the collector started serving, as on the legacy runtime.
                 since = time.monotonic() - max(0.0, time.time() - float(run_config.get("serving-since") or time.time()))
-                needed = int(getattr(strategy, "min_available_nodes", 1) or 1)
                 wait = ParticipantWait(needed, float(task["participants_timeout"]), since)
                 nodes = BoundedGrid(fast_grid.wrap(grid), wait, poll=fast_grid.MAX_PULL_S)
-                reporter = RoundReporter(link, round_offset=done)
+                reporter = RoundReporter(private.link(link), round_offset=done)
                 hooks = Reporting(strategy, reporter, grid)
                 remaining = int(task["rounds"]) - done
                 final = start
                 if remaining > 0:
-                    config = ConfigRecord({**training.as_config(), "round-offset": done})
+                    config = privacy.train_config(ConfigRecord({**training.as_config(), "round-offset": done}), private)
                     result = strategy.start(
-                        grid=nodes,  # type: ignore[arg-type]
+                        grid=privacy.secure_grid(nodes, task),  # type: ignore[arg-type]
                         initial_arrays=ArrayRecord(initial),
                         num_rounds=remaining,
                         timeout=float(task.get("round_timeout") or 3600),
@@ -161,6 +163,7 @@ def run_task(grid: Grid, run_config: dict[str, Any]) -> None:
                         f"training stopped after {done + reporter.rounds_done} of {task['rounds']} rounds "
                         "without final weights"
                     )
-                finish(link, model, final, reporter.last_loss, reporter.last_metrics, Path(tmp), written)
+                guarantee = private.guarantee()
+                finish(link, model, final, reporter.last_loss, reporter.last_metrics, Path(tmp), written, guarantee)
         except Exception as exc:
             fail(link, task, exc, written)

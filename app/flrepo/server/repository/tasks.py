@@ -23,7 +23,7 @@ from flrepo.schemas.tasks import (
     output_version,
     transition,
 )
-from flrepo.server.repository import checkpoints, claims, items, outputs, rounds
+from flrepo.server.repository import checkpoints, claims, items, outputs, rounds, task_privacy
 from flrepo.server.repository.claims import Actor
 from flrepo.server.repository.items import Page
 from flrepo.server.repository.kinds import MODELS, STRATEGIES, TASKS, TRANSFORMATIONS, Kind
@@ -119,6 +119,7 @@ async def create(db: Database, body: TaskIn) -> dict[str, Any]:
     missing = await missing_references(db, body)
     if missing:
         raise Invalid("unknown references: " + "; ".join(missing))
+    await task_privacy.check(db, body)
     doc = body.model_dump(mode="python")
     doc["task_id"] = body.task_id or uuid.uuid4().hex
     output = {"model_name": body.model.model_name, "model_version": output_version(doc)}
