@@ -17,7 +17,7 @@ from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
 from flrepo.client import Invalid
 from flrepo.fl.demo import digits_task, register_model, start_training
 from flrepo.server.embedded import reap
-from tests.helpers import logs_of, wait_for
+from tests.helpers import logs_of, run_training, wait_for
 
 DP = {"mode": "server-fixed", "noise_multiplier": 0.3, "clipping_norm": 10.0, "target_delta": 1e-5}
 SECAGG = {"num_shares": 3, "reconstruction_threshold": 2}
@@ -110,3 +110,19 @@ def test_a_dp_task_reports_epsilon_per_round_as_flowers_accountant_does(fl, tmp_
     # norm bit that adaptiveclipping_mod adds, so the sites ran it.
     assert (fl.logs / "collector.log").read_text().count("central DP noise with") == 3
 
+
+def test_dp_on_the_legacy_runtime_clips_at_the_sites_and_is_accounted(fl, tmp_path):
+    register_model(fl.repo, "digits", "v1", "numpy", tmp_path)
+    dp = {**DP, "mode": "client-fixed", "clipping_norm": 1.0}
+    fl.repo.create_task(digits_task("legacy-dp", "fedavg", rounds=2, clients=2, privacy={"dp": dp}))
+    task, code = run_training(fl, "legacy-dp", ["digits:1/2", "digits:2/2"], timeout=300)
+    assert code == 0 and task["phase"] == "Succeeded", logs_of(fl.logs)
+    assert task["runtime"] == "legacy"
+    expected = flower_epsilons(0.3, 1e-5, 2, 2)
+    assert [r["epsilon"] for r in task["history"]] == pytest.approx(expected, rel=1e-5)
+    assert task["strategy_settings"]["privacy"]["flower"] == "DifferentialPrivacyClientSideFixedClipping"
+    published = dict(fl.repo.get_model("digits", "v1-legacy-dp").meta)["privacy"]
+    assert (published["mechanism"], published["rounds"]) == ("dp-client-fixed", 2)
+    assert published["epsilon"] == pytest.approx(expected[-1], rel=1e-5)
+    # Flower's legacy wrapper added its noise to both rounds' aggregates.
+    assert (fl.logs / "collector.log").read_text().count("central DP noise with") == 2

@@ -15,13 +15,13 @@ import os
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.app.message_type import MessageType
 from flwr.clientapp.typing import ClientAppCallable
+from flwr.common.constant import ErrorCode
 
 MODS_ENV = "FLREPO_PRIVACY_MODS"
 DEFAULT_MODS = "clipping,secaggplus"
 CLIPPING_KEY = "flrepo-clipping"  # set by the collector for client-side DP (flrepo.fl.message.privacy)
-SECAGG_CONFIGS = "secaggplus_configs"  # Flower's RECORD_KEY_CONFIGS (checked in test_flower_internals)
+SECAGG_CONFIGS = "secaggplus_configs"  # Flower's RECORD_KEY_CONFIGS (checked in test_privacy_internals)
 WEIGHT_KEY = "num-examples"
-REFUSED = 3  # Flower's ErrorCode.MOD_FAILED_PRECONDITION (checked in test_flower_internals)
 
 
 def allowed_mods() -> set[str]:
@@ -30,7 +30,7 @@ def allowed_mods() -> set[str]:
 
 def _refuse(message: Message, mod: str, need: str) -> Message:
     reason = f"this site does not run Flower's {mod} ({MODS_ENV}={os.environ.get(MODS_ENV, DEFAULT_MODS)!r}): {need}"
-    return Message(Error(REFUSED, reason), reply_to=message)
+    return Message(Error(ErrorCode.MOD_FAILED_PRECONDITION, reason), reply_to=message)
 
 
 def _as_fitres(call_next: ClientAppCallable) -> ClientAppCallable:
