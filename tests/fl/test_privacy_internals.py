@@ -34,7 +34,9 @@ def test_the_secaggplus_stages_take_grid_context_state_and_read_only_what_the_ro
     unknown = {chain for chain in used if not any(read.startswith(chain) for read in reads)}
     assert not unknown, f"the stages now read {unknown} of their context"
     fields = {f.name for f in dataclasses.fields(WorkflowState)}
-    assert {"nid_to_fitins", "active_node_ids", "threshold"} <= fields
+    assert {"nid_to_fitins", "active_node_ids", "sampled_node_ids", "threshold"} <= fields
+    # secure.py narrows sampled_node_ids to the sites that set the protocol up: the later stages read it.
+    assert "state.sampled_node_ids" in inspect.getsource(SecAggPlusWorkflow.unmask_stage)
     # secure.py replaces nid_to_fitins after the setup stage: the collect stage must send it.
     assert "state.nid_to_fitins[nid]" in inspect.getsource(SecAggPlusWorkflow.collect_masked_vectors_stage)
 

@@ -93,6 +93,21 @@ def workflow(settings: dict[str, Any], timeout: float | None) -> Any:
     )
 
 
+class _Watched:
+    """The Grid the stages send through, keeping why each site's reply was an error."""
+
+    def __init__(self, grid: Grid) -> None:
+        self.grid = grid
+        self.errors: dict[int, str] = {}
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        replies = list(self.grid.send_and_receive(messages, timeout=timeout))
+        for reply in replies:
+            if reply.has_error():
+                self.errors.setdefault(reply.metadata.src_node_id, reply.error.reason or "an error")
+        return replies
+
+
 class SecureGrid:
     """The run's Grid; training rounds go through SecAgg+, everything else as it is."""
 
@@ -123,9 +138,13 @@ class SecureGrid:
         )
         strategy = _Strategy(messages)
         context = _RoundContext(state, strategy, _Count(len(messages)))
-        flow, progress = workflow(self.settings, self.timeout), WorkflowState()
-        if not flow.setup_stage(self.grid, context, progress):
-            raise self._failed(server_round, "setup", progress, len(messages))
+        flow, progress, watched = workflow(self.settings, self.timeout), WorkflowState(), _Watched(self.grid)
+        if not flow.setup_stage(watched, context, progress):
+            raise self._failed(server_round, "setup", progress, len(messages), watched.errors)
+        # A site that did not set the protocol up (it refused, or did not answer) holds no key and
+        # no share of any: the round is the others'. Flower would count it as a dropout to unmask,
+        # whose key shares nobody has, and halt the round.
+        progress.sampled_node_ids = set(progress.active_node_ids)
         # The strategy's own instructions, one RecordDict per site (SecAgg+ adds its config to each).
         progress.nid_to_fitins = {m.metadata.dst_node_id: RecordDict(dict(m.content.items())) for m in messages}
         for stage, step in (
@@ -133,18 +152,21 @@ class SecureGrid:
             ("collect masked vectors", flow.collect_masked_vectors_stage),
             ("unmask", flow.unmask_stage),
         ):
-            if not step(self.grid, context, progress):
-                raise self._failed(server_round, stage, progress, len(messages))
-        return self._replies(messages, strategy)
+            if not step(watched, context, progress):
+                raise self._failed(server_round, stage, progress, len(messages), watched.errors)
+        return self._replies(messages, strategy, watched.errors)
 
-    def _failed(self, server_round: int, stage: str, progress: Any, sampled: int) -> SecureAggregationFailed:
+    def _failed(
+        self, server_round: int, stage: str, progress: Any, sampled: int, errors: dict[int, str]
+    ) -> SecureAggregationFailed:
+        why = "; ".join(f"node {node}: {reason}" for node, reason in errors.items())
         return SecureAggregationFailed(
             f"round {server_round}: SecAgg+ stopped at its {stage} stage: {len(progress.active_node_ids)} of "
             f"{sampled} sites still in, fewer than the reconstruction threshold ({progress.threshold}) needs "
-            f"among each site's neighbours"
+            f"among each site's neighbours" + (f" ({why})" if why else "")
         )
 
-    def _replies(self, messages: list[Message], strategy: _Strategy) -> list[Message]:
+    def _replies(self, messages: list[Message], strategy: _Strategy, errors: dict[int, str]) -> list[Message]:
         from flwr.common import parameters_to_ndarrays
 
         from flrepo.fl.core.reporting import numbers
@@ -159,6 +181,8 @@ class SecureGrid:
         answered = {proxy.node_id for proxy, _ in strategy.results}
         for node, message in by_node.items():
             if node not in answered:
-                replies.append(Message(Error(DROPPED, "dropped out of the SecAgg+ round"), reply_to=message))
+                reason = f"dropped out of the SecAgg+ round: {errors.get(node, 'no answer')}"
+                log.warning("SecAgg+: node %s %s", node, reason)
+                replies.append(Message(Error(DROPPED, reason), reply_to=message))
         log.info("SecAgg+: %d of %d sites in the sum", len(answered), len(messages))
         return replies
