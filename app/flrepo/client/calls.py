@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from flrepo.client.errors import Invalid, RepositoryError, describe, id_suffix
 from flrepo.schemas import ModelOut, StrategyOut, TrainingResultOut, TransformationOut
+from flrepo.schemas.privacy import PrivacySettings
 from flrepo.schemas.tasks import (
     CheckpointOut,
     ClaimOut,
@@ -370,6 +371,7 @@ def create_task(
     collector_keys: Sequence[str] | None = None,
     discovery_key: str | None = None,
     compression: CompressionSpec | Mapping[str, Any] | None = None,
+    privacy: PrivacySettings | Mapping[str, Any] | None = None,
 ) -> Call[TaskOut]:
     """Create a task (phase Pending); every referenced item must exist with its file.
 

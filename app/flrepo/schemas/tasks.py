@@ -19,6 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from flrepo.schemas.identifiers import Identifier, SafeDict, check_keys
 from flrepo.schemas.items import FileInfo
+from flrepo.schemas.privacy import PrivacySettings
 from flrepo.schemas.strict import StoredView, StrictBody
 
 Text = Annotated[str, StringConstraints(max_length=2000)]
@@ -227,6 +228,11 @@ class TaskIn(StrictBody):
     compression: CompressionSpec | None = Field(
         default=None, description="Compression of the model updates each way; unset: none (plain float arrays)."
     )
+    privacy: PrivacySettings | None = Field(
+        default=None,
+        description="Differential privacy (`dp`, accounted: ε per round, in the published model's meta.privacy) "
+        "or secure aggregation (`secure_aggregation`, Flower's SecAgg+, Message-API strategies only).",
+    )
 
 
 class CancelIn(StrictBody):
@@ -273,6 +279,9 @@ class RoundRecord(StrictBody):
     bytes_down_raw: int | None = Field(default=None, ge=0, description="The same as plain arrays.")
     encode_ms: float | None = Field(default=None, ge=0)
     decode_ms: float | None = Field(default=None, ge=0)
+    epsilon: float | None = Field(
+        default=None, ge=0, description="Differential privacy: ε spent after this round, at the task's δ."
+    )
 
 
 class ResultRef(StrictBody):

@@ -40,9 +40,10 @@ def store_result(
     final: Weights,
     chosen: int,
     figures: Mapping[str, Any] | None = None,
+    privacy: dict[str, Any] | None = None,
 ) -> None:
-    """The aerOS training result: results (the figures of the run, with the runtime's `figures`) and
-    the .npz weights."""
+    """The aerOS training result: results (the figures of the run, with the runtime's `figures`, the
+    privacy guarantee as flat `privacy_*` values: aerOS results hold scalars) and the .npz weights."""
     name, version = task["model"]["model_name"], task["model"]["model_version"]
     results: dict[str, Any] = {
         "rounds": int(task["rounds"]),
@@ -57,6 +58,7 @@ def store_result(
         "participants_ratio": task.get("participants_ratio"),
         "runtime": task.get("runtime"),
         **(figures or {}),
+        **{f"privacy_{k}": (privacy or {}).get(k) for k in ("mechanism", "epsilon", "delta", "rounds")},
     }
     results = {k: v for k, v in results.items() if v is not None}
     task_id = task["task_id"]
@@ -91,6 +93,7 @@ def publish_model(
     final: Weights,
     workdir: Path,
     made: dict[str, Any] | None = None,
+    privacy: dict[str, Any] | None = None,
 ) -> tuple[str, str]:
     """Register the trained model as `output_model_version` with its native file; `made` (its `lineage`)
     goes into its meta beside the task and the version it was trained from."""
@@ -101,6 +104,9 @@ def publish_model(
     meta = {k: v for k, v in source_meta.items() if k not in ("library", "signature", *LINEAGE_KEYS)}
     meta.update(trained_from=task["model"]["model_version"], task_id=task["task_id"], rounds=int(task["rounds"]))
     meta.update(made or {})
+    meta.pop("privacy", None)  # the source model's guarantee is not this training's
+    if privacy is not None:
+        meta["privacy"] = privacy  # what the model promises, for whoever reads the repository
     try:
         repo.create_model(name, version, source_meta.get("library", model.library), **meta)
     except Conflict:
@@ -143,16 +149,17 @@ def finish(
     workdir: Path,
     written: Written,
     figures: Mapping[str, Any] | None = None,
+    privacy: dict[str, Any] | None = None,
 ) -> None:
-    """Publish the result (with the runtime's `figures` of the run) and the trained model, then mark
-    the task Succeeded."""
+    """Publish the result (with the runtime's `figures` of the run) and the trained model (with the
+    privacy guarantee it was trained under, flrepo.fl.privacy_accounting), then mark the task Succeeded."""
     repo = link.repo
     task = repo.get_task(link.task_id).model_dump()  # with the best round the checkpoints set
     final, chosen = published_weights(repo, task, final)
-    store_result(repo, task, last_loss, last_metrics, final, chosen, figures)
+    store_result(repo, task, last_loss, last_metrics, final, chosen, figures, privacy)
     written.result = True
     made = lineage(task, chosen, last_loss, last_metrics)
-    written.models.append(publish_model(repo, task, model, final, workdir, made))
+    written.models.append(publish_model(repo, task, model, final, workdir, made, privacy))
     link.report(
         phase="Succeeded",
         reason="TrainingComplete",

@@ -24,6 +24,7 @@ from flrepo.fl.core.reporting import ParticipantWait
 from flrepo.fl.core.resume import resume_point
 from flrepo.fl.core.serving import Serving, advertised
 from flrepo.fl.core.watch import Ended, Heartbeat, interrupt_main
+from flrepo.fl.legacy import privacy
 from flrepo.fl.legacy.strategy import ReportingStrategy
 from flrepo.fl.task_model import fetch_model, training_settings
 
@@ -48,8 +49,16 @@ def run(link: TaskLink, task: dict[str, Any], strategy: Strategy, serving: Servi
             # The strategy samples from at least min_available_clients connected clients each round.
             needed = int(getattr(strategy, "min_available_clients", 1) or 1)
             wait = ParticipantWait(needed, float(task["participants_timeout"]))
+            private = privacy.wrap(strategy, task, done)  # the task's DP: Flower's wrapper, accounted
+            settings = {**settings, **private.settings}
+            fit_config = {**training.as_config(), **private.fit_config}
             reporting = ReportingStrategy(
-                strategy, link, training.as_config(), done, wait, compression=Compression.of_task(task)
+                private.strategy,
+                private.link(link),
+                fit_config,
+                round_offset=done,
+                participants=wait,
+                compression=Compression.of_task(task),
             )
             client_manager = SimpleClientManager()
             grpc_server = start_grpc_server(
@@ -90,7 +99,8 @@ def run(link: TaskLink, task: dict[str, Any], strategy: Strategy, serving: Servi
                     f"training stopped after {rounds_done} of {task['rounds']} rounds without final weights"
                 )
             last = reporting.last_loss, reporting.last_metrics
-            finish(link, model, final, *last, Path(tmp), written, reporting.reporter.figures())
+            figures, guarantee = reporting.reporter.figures(), private.guarantee()
+            finish(link, model, final, *last, Path(tmp), written, figures, guarantee)
             return 0
     except KeyboardInterrupt:
         if heartbeat is None or heartbeat.ended is None:

@@ -28,7 +28,7 @@ from flrepo.fl.core.reconnect import stay
 from flrepo.fl.core.trainer import SiteTrainer
 from flrepo.fl.core.watch import TaskWatch
 from flrepo.fl.frameworks import Weights
-from flrepo.fl.legacy import compressed
+from flrepo.fl.legacy import compressed, privacy
 
 log = logging.getLogger(__name__)
 OK = Status(code=Code.OK, message="Success")
@@ -44,7 +44,9 @@ class FlowerClient(NumPyClient):
         return self.trainer.weights()
 
     def fit(self, parameters: Weights, config: dict[str, Any]) -> tuple[Weights, int, dict[str, Any]]:
-        return self.trainer.fit(parameters, config)
+        sent = [p.copy() for p in parameters] if privacy.CLIPPING_KEY in config else parameters
+        weights, samples, metrics = self.trainer.fit(parameters, config)
+        return privacy.clipped(sent, weights, metrics, config), samples, metrics  # client-side DP, if asked
 
     def evaluate(self, parameters: Weights, config: dict[str, Any]) -> tuple[float, int, dict[str, Any]]:
         return self.trainer.evaluate(parameters, config)

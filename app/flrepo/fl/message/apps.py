@@ -15,10 +15,11 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
+from flrepo.fl.message.site_privacy import site_privacy
 from flrepo.logs import configure_logging
 
 server_app = ServerApp()
-client_app = ClientApp()
+client_app = ClientApp(mods=[site_privacy])  # Flower's privacy mods, when a task's round asks
 
 
 def _logging() -> None:

@@ -29,7 +29,7 @@ from flrepo.fl.core.link import TaskLink
 from flrepo.fl.core.publishing import Written, finish
 from flrepo.fl.core.reporting import ParticipantWait, RoundReporter, loss_and_metrics
 from flrepo.fl.core.resume import checkpoint_weights
-from flrepo.fl.message import compressed, fast_grid
+from flrepo.fl.message import compressed, fast_grid, privacy
 from flrepo.fl.task_model import fetch_model, training_settings
 
 log = logging.getLogger(__name__)
@@ -147,22 +147,25 @@ def run_task(grid: Grid, run_config: dict[str, Any]) -> None:
                 done = int(run_config.get("resume-round", 0) or 0)
                 start = checkpoint_weights(repo, task_id, done) if done else None
                 settings, initial = strategy_setup.configure_message(strategy, task, model, start)
-                link.report(strategy_settings=settings)
+                needed = int(getattr(strategy, "min_available_nodes", 1) or 1)
+                private = privacy.wrap(strategy, task, done)  # the task's DP: Flower's wrapper, accounted
+                strategy = private.strategy
+                link.report(strategy_settings={**settings, **private.settings})
                 # Counted from when the collector started serving, as on the legacy runtime.
                 since = time.monotonic() - max(0.0, time.time() - float(run_config.get("serving-since") or time.time()))
-                needed = int(getattr(strategy, "min_available_nodes", 1) or 1)
                 wait = ParticipantWait(needed, float(task["participants_timeout"]), since)
                 nodes = BoundedGrid(fast_grid.wrap(grid), wait, poll=fast_grid.MAX_PULL_S)
-                reporter = RoundReporter(link, round_offset=done)
+                reporter = RoundReporter(private.link(link), round_offset=done)
                 spec = Compression.of_task(task)
                 hooks = Reporting(strategy, reporter, grid, compressed.ServerSide(spec))
                 remaining = int(task["rounds"]) - done
                 final = start
                 if remaining > 0:
                     sites_told = spec.config() if spec.active else {}  # a site compresses as told
-                    config = ConfigRecord({**training.as_config(), "round-offset": done, **sites_told})
+                    told = ConfigRecord({**training.as_config(), "round-offset": done, **sites_told})
+                    config = privacy.train_config(told, private)
                     result = strategy.start(
-                        grid=nodes,  # type: ignore[arg-type]
+                        grid=privacy.secure_grid(nodes, task),  # type: ignore[arg-type]
                         initial_arrays=ArrayRecord(initial),
                         num_rounds=remaining,
                         timeout=float(task.get("round_timeout") or 3600),
@@ -178,16 +181,8 @@ def run_task(grid: Grid, run_config: dict[str, Any]) -> None:
                     )
                 reporter.flush()  # the rounds' reports and checkpoints before the task's end
                 totals = {**reporter.last_metrics, **hooks.traffic.total.totals()}  # in the training result
-                finish(
-                    link,
-                    model,
-                    final,
-                    reporter.last_loss,
-                    totals,
-                    Path(tmp),
-                    written,
-                    reporter.figures(),
-                )
+                guarantee = private.guarantee()
+                finish(link, model, final, reporter.last_loss, totals, Path(tmp), written, reporter.figures(), guarantee)
         except Exception as exc:
             if reporter is not None:
                 reporter.flush()

@@ -13,7 +13,7 @@ from typing import Any
 
 from flrepo.schemas.identifiers import MAX_IDENTIFIER
 from flrepo.schemas.tasks import CANCELLED, TERMINAL, Phase, StatusUpdate, TaskIn, output_version
-from flrepo.server.repository import checkpoints, claims, items, outputs, rounds, task_ends
+from flrepo.server.repository import checkpoints, claims, items, outputs, rounds, task_ends, task_privacy
 from flrepo.server.repository.claims import Actor
 from flrepo.server.repository.items import Page
 from flrepo.server.repository.kinds import MODELS, STRATEGIES, TASKS, TRANSFORMATIONS, Kind
@@ -110,6 +110,7 @@ async def create(db: Database, body: TaskIn) -> dict[str, Any]:
     missing = await missing_references(db, body)
     if missing:
         raise Invalid("unknown references: " + "; ".join(missing))
+    await task_privacy.check(db, body)
     doc = body.model_dump(mode="python")
     doc["task_id"] = body.task_id or uuid.uuid4().hex
     output = {"model_name": body.model.model_name, "model_version": output_version(doc)}

@@ -1,0 +1,137 @@
+"""A task's differential privacy on the Message-API runtime: the task's strategy inside Flower's DP
+wrapper for its mode (flwr.serverapp.strategy), the sites' updates averaged uniformly (the noise
+is calibrated to one site's share), and every released round composed into the task's ledger
+(flrepo.fl.privacy_accounting). Flower's classes do the clipping and the noise; this module picks
+them, feeds them the task's settings, and says what they did.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp.strategy import Strategy
+
+from flrepo.fl.core.link import TaskLink
+from flrepo.fl.message.secure import SecureGrid
+from flrepo.fl.privacy_accounting import AccountedLink, Ledger, guarantee_of, sampled_sites
+
+log = logging.getLogger(__name__)
+WEIGHT_KEY = "num-examples"
+CLIPPING_KEY = "flrepo-clipping"  # tells a site's ClientApp which of Flower's clipping mods to run
+
+
+class PrivacyRefused(RuntimeError):
+    """Sites refused a round the task's privacy needs (no clipping mod, say): the task fails with why."""
+
+
+@dataclass
+class Private:
+    """The strategy Flower runs (the task's, wrapped), the ledger, and what the status shows."""
+
+    strategy: Strategy
+    task: dict[str, Any]
+    ledger: Ledger | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    train_config: dict[str, Any] = field(default_factory=dict)
+
+    def link(self, link: TaskLink) -> TaskLink:
+        """The link the round reports go through: with ε in each round record under DP."""
+        return AccountedLink(link, self.ledger) if self.ledger is not None else link
+
+    def guarantee(self) -> dict[str, Any] | None:
+        """What the published model promises (None without privacy settings)."""
+        return guarantee_of(self.task, self.ledger)
+
+
+def _dp_strategy(inner: Strategy, dp: dict[str, Any], sites: int) -> Strategy:
+    from flwr.serverapp import strategy as flower
+
+    noise = float(dp["noise_multiplier"])
+    if dp["mode"].endswith("-fixed"):
+        fixed = {
+            "server-fixed": flower.DifferentialPrivacyServerSideFixedClipping,
+            "client-fixed": flower.DifferentialPrivacyClientSideFixedClipping,
+        }[dp["mode"]]
+        return fixed(inner, noise, float(dp["clipping_norm"]), sites)
+    adaptive = {
+        "server-adaptive": flower.DifferentialPrivacyServerSideAdaptiveClipping,
+        "client-adaptive": flower.DifferentialPrivacyClientSideAdaptiveClipping,
+    }[dp["mode"]]
+    given = {
+        "initial_clipping_norm": dp.get("clipping_norm"),
+        "target_clipped_quantile": dp.get("target_clipped_quantile"),
+        "clip_norm_lr": dp.get("clip_norm_lr"),
+        "clipped_count_stddev": dp.get("clipped_count_stddev"),
+    }
+    return adaptive(inner, noise, sites, **{k: v for k, v in given.items() if v is not None})
+
+
+def _uniform(replies: list[Message]) -> None:
+    """Every site's weight 1: Flower's noise is calibrated to clipping_norm / sites, one site's share
+    of a plain mean; a sample-weighted mean would give a large site more than that."""
+    for reply in replies:
+        if reply.has_error():
+            continue
+        for record in reply.content.metric_records.values():
+            if WEIGHT_KEY in record:
+                record[WEIGHT_KEY] = 1
+
+
+def _refusals(replies: list[Message]) -> list[str]:
+    return [f"node {m.metadata.src_node_id}: {m.error.reason}" for m in replies if m.has_error()]
+
+
+def _accounted(strategy: Strategy, ledger: Ledger) -> None:
+    """The wrapper's aggregation composes each released round (one with an aggregate) into the ledger."""
+    aggregate_train = strategy.aggregate_train
+
+    def on_aggregate_train(
+        server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        _uniform(replies)
+        arrays, metrics = aggregate_train(server_round, replies)
+        if arrays is None:
+            refused = _refusals(replies)
+            if refused:  # Flower's DP wrappers aggregate nothing when any site failed: say why
+                raise PrivacyRefused(f"round {server_round}: {'; '.join(refused)}")
+        else:
+            ledger.released()
+        return arrays, metrics
+
+    strategy.aggregate_train = on_aggregate_train  # type: ignore[method-assign]
+
+
+def wrap(strategy: Strategy, task: dict[str, Any], rounds_done: int) -> Private:
+    """The task's strategy with its privacy settings applied (unchanged without any)."""
+    privacy = task.get("privacy") or {}
+    dp, secure = privacy.get("dp"), privacy.get("secure_aggregation")
+    if secure:
+        return Private(strategy, task, settings={"privacy": {**secure, "mechanism": "secagg+"}})
+    if not dp:
+        return Private(strategy, task)
+    sites = sampled_sites(task)
+    wrapped = _dp_strategy(strategy, dp, sites)
+    ledger = Ledger(dp, sites)
+    ledger.released(rounds_done)  # a resumed task spent these before
+    _accounted(wrapped, ledger)
+    shown = {"mechanism": f"dp-{dp['mode']}", "flower": type(wrapped).__name__, "num_sampled_clients": sites}
+    config = {CLIPPING_KEY: dp["mode"].split("-")[1]} if dp["mode"].startswith("client-") else {}
+    return Private(wrapped, task, ledger, {"privacy": {**dp, **shown}}, config)
+
+
+def train_config(config: ConfigRecord, private: Private) -> ConfigRecord:
+    """The round config with what the sites' privacy mods need."""
+    return ConfigRecord({**dict(config), **private.train_config}) if private.train_config else config
+
+
+def secure_grid(grid: Any, task: dict[str, Any]) -> Any:
+    """The Grid the strategy runs on: with SecAgg+ for its training rounds when the task asks for it."""
+    secure = (task.get("privacy") or {}).get("secure_aggregation")
+    if not secure:
+        return grid
+    return SecureGrid(grid, dict(secure), float(task.get("round_timeout") or 3600))

@@ -1,0 +1,107 @@
+"""The privacy a task's training spends, for either Flower runtime: Flower's RDP accountant
+(flwr.supercore.privacy_accounting, whose backend is dp-accounting, Flower's `dp` extra) composes
+one Gaussian release per aggregated round, and every round record, the training result and the
+published model say what was spent.
+
+Accounting model: every round releases one noisy aggregate of the sampled sites' clipped updates,
+with the task's noise_multiplier; no privacy amplification by sampling is claimed (Flower's
+`no-amplification`, the model its own accounted fixed-clipping wrappers require). For the adaptive
+modes the clipped-count release and the update release share that one noise_multiplier (Flower's
+`compute_adaptive_noise_params` splits it), so the same event accounts for both. A resumed task
+composes the rounds it had done before going on.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flwr.supercore.privacy_accounting import (
+    GaussianPrivacyEvent,
+    NeighboringRelation,
+    PrivacyConfig,
+    SamplingMethod,
+)
+from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
+
+from flrepo.fl.core.link import TaskLink
+
+log = logging.getLogger(__name__)
+
+
+def sampled_sites(task: dict[str, Any]) -> int:
+    """The sites each round is calibrated to: the task's min_participants (required with dp at
+    creation). More sites only lower each one's share, so the noise is never too small."""
+    return max(1, int(task.get("min_participants") or 1))
+
+
+class Ledger:
+    """ε spent so far by a task with `dp` settings, from Flower's RDP accountant."""
+
+    def __init__(self, dp: dict[str, Any], sites: int) -> None:
+        self.dp = dp
+        self.delta = float(dp.get("target_delta") or 1e-5)
+        config = PrivacyConfig(
+            target_delta=self.delta,
+            population_size=sites,
+            neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
+            sampling_method=SamplingMethod.NO_AMPLIFICATION,
+        )
+        self.accountant = RdpAccountant(config)
+        self.event = GaussianPrivacyEvent(
+            noise_multiplier=float(dp["noise_multiplier"]), sample_size=sites, population_size=sites
+        )
+
+    @property
+    def rounds(self) -> int:
+        return self.accountant.num_releases
+
+    def released(self, count: int = 1) -> None:
+        """`count` more rounds released a noisy aggregate."""
+        if count > 0:
+            self.accountant.compose(self.event, count)
+            log.info("privacy spent: ε=%.4f at δ=%g after %d rounds", self.epsilon(), self.delta, self.rounds)
+
+    def epsilon(self) -> float:
+        return float(self.accountant.get_epsilon(self.delta)) if self.rounds else 0.0
+
+    def guarantee(self) -> dict[str, Any]:
+        """What the trained model promises (its meta.privacy, the training result's `privacy`)."""
+        return {
+            "mechanism": f"dp-{self.dp['mode']}",
+            "epsilon": round(self.epsilon(), 6),
+            "delta": self.delta,
+            "rounds": self.rounds,
+            "noise_multiplier": float(self.dp["noise_multiplier"]),
+            "clipping_norm": self.dp.get("clipping_norm"),
+            "accountant": "flwr rdp (no amplification)",
+        }
+
+
+def secure_guarantee(secure: dict[str, Any], rounds: int) -> dict[str, Any]:
+    """SecAgg+ promises no ε: that the collector saw only the sum of the sites' updates."""
+    return {"mechanism": "secagg+", "epsilon": None, "delta": None, "rounds": rounds, **secure}
+
+
+def guarantee_of(task: dict[str, Any], ledger: Ledger | None) -> dict[str, Any] | None:
+    """The task's privacy guarantee after its training (None: it had no privacy settings)."""
+    privacy = task.get("privacy") or {}
+    if ledger is not None:
+        return ledger.guarantee()
+    if privacy.get("secure_aggregation"):
+        return secure_guarantee(dict(privacy["secure_aggregation"]), int(task["rounds"]))
+    return None
+
+
+class AccountedLink(TaskLink):
+    """The task's link with ε added to every round record it reports (the ledger has composed the
+    round by then: the aggregation that released it ran first)."""
+
+    def __init__(self, link: TaskLink, ledger: Ledger) -> None:
+        super().__init__(link.repo, link.task_id)
+        self.ledger = ledger
+
+    def report(self, **fields: Any) -> None:
+        if isinstance(fields.get("round"), dict):
+            fields["round"] = {**fields["round"], "epsilon": round(self.ledger.epsilon(), 6)}
+        super().report(**fields)
