@@ -74,6 +74,15 @@ def test_invalid_privacy_settings_are_refused_at_creation_naming_the_field(fl, t
     _refused(fl, {**plan, "min_participants": None, "privacy": {"dp": DP}}, "privacy.dp needs min_participants")
     adaptive = {"mode": "server-adaptive", "noise_multiplier": 0.3}  # Flower's default count noise: 3 / 20
     _refused(fl, {**plan, "privacy": {"dp": adaptive}}, "privacy.dp.clipped_count_stddev", "noise_multiplier / 2")
+    # A compressed uplink is not the plain update that client-side clipping and SecAgg+ work on.
+    topk = {"uplink": "topk", "ratio": 0.03}
+    client_dp = {**DP, "mode": "client-fixed"}
+    _refused(fl, {**plan, "compression": topk, "privacy": {"dp": client_dp}}, "compression.uplink", "client-fixed")
+    secure = {"secure_aggregation": SECAGG}
+    _refused(fl, {**plan, "compression": topk, "privacy": secure}, "compression.uplink", "SecAgg+")
+    server_dp = {**DP, "mode": "server-fixed"}
+    assert httpx.post(f"{fl.url}/tasks", json={**plan, "task_id": "p-srv", "compression": topk,
+                      "privacy": {"dp": server_dp}}, timeout=30).status_code == 201  # fmt: skip
     # The SDK checks the same before sending, and takes the field as a keyword.
     with pytest.raises(Invalid, match="noise_multiplier"):
         fl.repo.create_task(plan, privacy={"dp": {**DP, "noise_multiplier": 0}})

@@ -181,8 +181,8 @@ def run_task(grid: Grid, run_config: dict[str, Any]) -> None:
                     )
                 reporter.flush()  # the rounds' reports and checkpoints before the task's end
                 totals = {**reporter.last_metrics, **hooks.traffic.total.totals()}  # in the training result
-                guarantee = private.guarantee()
-                finish(link, model, final, reporter.last_loss, totals, Path(tmp), written, reporter.figures(), guarantee)
+                figures, guarantee = reporter.figures(), private.guarantee()
+                finish(link, model, final, reporter.last_loss, totals, Path(tmp), written, figures, guarantee)
         except Exception as exc:
             if reporter is not None:
                 reporter.flush()
