@@ -14,7 +14,8 @@ composes the rounds it had done before going on.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from flwr.supercore.privacy_accounting import (
     GaussianPrivacyEvent,
@@ -27,6 +28,7 @@ from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
 from flrepo.fl.core.link import TaskLink
 
 log = logging.getLogger(__name__)
+S = TypeVar("S")  # the runtime's strategy type: flwr.server.strategy or flwr.serverapp.strategy
 
 
 def sampled_sites(task: dict[str, Any]) -> int:
@@ -105,3 +107,35 @@ class AccountedLink(TaskLink):
         if isinstance(fields.get("round"), dict):
             fields["round"] = {**fields["round"], "epsilon": round(self.ledger.epsilon(), 6)}
         super().report(**fields)
+
+
+@dataclass
+class Private(Generic[S]):
+    """The strategy Flower runs (the task's, wrapped), the ledger, what the status shows and what the
+    sites are told each training round (`config`: which clipping to run)."""
+
+    strategy: S
+    task: dict[str, Any]
+    ledger: Ledger | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def link(self, link: TaskLink) -> TaskLink:
+        """The link the round reports go through: with ε in each round record under DP."""
+        return AccountedLink(link, self.ledger) if self.ledger is not None else link
+
+    def guarantee(self) -> dict[str, Any] | None:
+        """What the published model promises (None without privacy settings)."""
+        return guarantee_of(self.task, self.ledger)
+
+
+def adaptive_arguments(dp: dict[str, Any]) -> dict[str, Any]:
+    """The task's adaptive-clipping settings as keywords of Flower's adaptive DP wrappers (either
+    runtime's); unset ones are left to Flower's defaults."""
+    given = {
+        "initial_clipping_norm": dp.get("clipping_norm"),
+        "target_clipped_quantile": dp.get("target_clipped_quantile"),
+        "clip_norm_lr": dp.get("clip_norm_lr"),
+        "clipped_count_stddev": dp.get("clipped_count_stddev"),
+    }
+    return {k: v for k, v in given.items() if v is not None}

@@ -51,7 +51,7 @@ def run(link: TaskLink, task: dict[str, Any], strategy: Strategy, serving: Servi
             wait = ParticipantWait(needed, float(task["participants_timeout"]))
             private = privacy.wrap(strategy, task, done)  # the task's DP: Flower's wrapper, accounted
             settings = {**settings, **private.settings}
-            fit_config = {**training.as_config(), **private.fit_config}
+            fit_config = {**training.as_config(), **private.config}
             reporting = ReportingStrategy(
                 private.strategy,
                 private.link(link),

@@ -8,15 +8,13 @@ NumPyClient has no mods). SecAgg+ has no legacy-runtime form in Flower: such a t
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from typing import Any
 
 from flwr.common import FitRes, NDArrays, Parameters, Scalar
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
-from flrepo.fl.core.link import TaskLink
-from flrepo.fl.privacy_accounting import AccountedLink, Ledger, guarantee_of, sampled_sites
+from flrepo.fl.privacy_accounting import Ledger, Private, adaptive_arguments, sampled_sites
 
 CLIPPING_KEY = "flrepo-clipping"  # tells the site which clipping Flower's client-side wrapper expects
 MODS_ENV = "FLREPO_PRIVACY_MODS"
@@ -24,23 +22,6 @@ MODS_ENV = "FLREPO_PRIVACY_MODS"
 
 class LegacySecureAggregation(ValueError):
     """SecAgg+ asked of a legacy strategy (a task created before its strategy said its runtime)."""
-
-
-@dataclass
-class Private:
-    """The strategy Flower runs (the task's, wrapped), the ledger, and what the status shows."""
-
-    strategy: Strategy
-    task: dict[str, Any]
-    ledger: Ledger | None = None
-    settings: dict[str, Any] = field(default_factory=dict)
-    fit_config: dict[str, Scalar] = field(default_factory=dict)
-
-    def link(self, link: TaskLink) -> TaskLink:
-        return AccountedLink(link, self.ledger) if self.ledger is not None else link
-
-    def guarantee(self) -> dict[str, Any] | None:
-        return guarantee_of(self.task, self.ledger)
 
 
 class _Accounted(Strategy):
@@ -94,13 +75,7 @@ def _dp_strategy(inner: Strategy, dp: dict[str, Any], sites: int) -> Strategy:
         if dp["mode"] == "server-adaptive"
         else flower.DifferentialPrivacyClientSideAdaptiveClipping
     )
-    given = {
-        "initial_clipping_norm": dp.get("clipping_norm"),
-        "target_clipped_quantile": dp.get("target_clipped_quantile"),
-        "clip_norm_lr": dp.get("clip_norm_lr"),
-        "clipped_count_stddev": dp.get("clipped_count_stddev"),
-    }
-    return adaptive(inner, noise, sites, **{k: v for k, v in given.items() if v is not None})
+    return adaptive(inner, noise, sites, **adaptive_arguments(dp))
 
 
 def wrap(strategy: Strategy, task: dict[str, Any], rounds_done: int) -> Private:

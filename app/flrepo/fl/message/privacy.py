@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp.strategy import Strategy
 
-from flrepo.fl.core.link import TaskLink
 from flrepo.fl.message.secure import SecureGrid
-from flrepo.fl.privacy_accounting import AccountedLink, Ledger, guarantee_of, sampled_sites
+from flrepo.fl.privacy_accounting import Ledger, Private, adaptive_arguments, sampled_sites
 
 log = logging.getLogger(__name__)
 WEIGHT_KEY = "num-examples"
@@ -26,25 +24,6 @@ CLIPPING_KEY = "flrepo-clipping"  # tells a site's ClientApp which of Flower's c
 
 class PrivacyRefused(RuntimeError):
     """Sites refused a round the task's privacy needs (no clipping mod, say): the task fails with why."""
-
-
-@dataclass
-class Private:
-    """The strategy Flower runs (the task's, wrapped), the ledger, and what the status shows."""
-
-    strategy: Strategy
-    task: dict[str, Any]
-    ledger: Ledger | None = None
-    settings: dict[str, Any] = field(default_factory=dict)
-    train_config: dict[str, Any] = field(default_factory=dict)
-
-    def link(self, link: TaskLink) -> TaskLink:
-        """The link the round reports go through: with ε in each round record under DP."""
-        return AccountedLink(link, self.ledger) if self.ledger is not None else link
-
-    def guarantee(self) -> dict[str, Any] | None:
-        """What the published model promises (None without privacy settings)."""
-        return guarantee_of(self.task, self.ledger)
 
 
 def _dp_strategy(inner: Strategy, dp: dict[str, Any], sites: int) -> Strategy:
@@ -61,13 +40,7 @@ def _dp_strategy(inner: Strategy, dp: dict[str, Any], sites: int) -> Strategy:
         "server-adaptive": flower.DifferentialPrivacyServerSideAdaptiveClipping,
         "client-adaptive": flower.DifferentialPrivacyClientSideAdaptiveClipping,
     }[dp["mode"]]
-    given = {
-        "initial_clipping_norm": dp.get("clipping_norm"),
-        "target_clipped_quantile": dp.get("target_clipped_quantile"),
-        "clip_norm_lr": dp.get("clip_norm_lr"),
-        "clipped_count_stddev": dp.get("clipped_count_stddev"),
-    }
-    return adaptive(inner, noise, sites, **{k: v for k, v in given.items() if v is not None})
+    return adaptive(inner, noise, sites, **adaptive_arguments(dp))
 
 
 def _uniform(replies: list[Message]) -> None:
@@ -126,7 +99,7 @@ def wrap(strategy: Strategy, task: dict[str, Any], rounds_done: int) -> Private:
 
 def train_config(config: ConfigRecord, private: Private) -> ConfigRecord:
     """The round config with what the sites' privacy mods need."""
-    return ConfigRecord({**dict(config), **private.train_config}) if private.train_config else config
+    return ConfigRecord({**dict(config), **private.config}) if private.config else config
 
 
 def secure_grid(grid: Any, task: dict[str, Any]) -> Any:
