@@ -72,13 +72,13 @@ async def test_every_json_body_is_strict_unless_it_is_aeros(client):
 
 async def test_a_task_with_misspelt_and_unknown_fields_is_422_naming_each(client):
     await make_task_references(client)
-    body = {**PLAN, "round_timout": 5, "min_participant": 2, "compression": {"uplink": "topk"}}
+    body = {**PLAN, "round_timout": 5, "min_participant": 2, "quantization": {"bits": 8}}
     found = unknown(await client.post("/tasks", json=body))
-    assert set(found) == {"round_timout", "min_participant", "compression"}
+    assert set(found) == {"round_timout", "min_participant", "quantization"}
     assert found["round_timout"]["ctx"]["suggestion"] == "round_timeout"
     assert "did you mean 'round_timeout'?" in found["round_timout"]["msg"]
     assert found["min_participant"]["ctx"]["suggestion"] == "min_participants"
-    assert found["compression"]["msg"] == "unknown field 'compression'"  # nothing close: no guess
+    assert found["quantization"]["msg"] == "unknown field 'quantization'"  # nothing close: no guess
     assert (await client.get("/tasks/t1")).status_code == 404  # nothing was created
 
 

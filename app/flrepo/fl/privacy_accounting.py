@@ -96,17 +96,16 @@ def guarantee_of(task: dict[str, Any], ledger: Ledger | None) -> dict[str, Any] 
 
 
 class AccountedLink(TaskLink):
-    """The task's link with ε added to every round record it reports (the ledger has composed the
-    round by then: the aggregation that released it ran first)."""
+    """The task's link with ε added to every round record when the round ends (the ledger has composed
+    the round by then: the aggregation that released it ran first; the report itself may be sent
+    later, after further rounds)."""
 
     def __init__(self, link: TaskLink, ledger: Ledger) -> None:
         super().__init__(link.repo, link.task_id)
         self.ledger = ledger
 
-    def report(self, **fields: Any) -> None:
-        if isinstance(fields.get("round"), dict):
-            fields["round"] = {**fields["round"], "epsilon": round(self.ledger.epsilon(), 6)}
-        super().report(**fields)
+    def round_record(self, record: dict[str, Any]) -> dict[str, Any]:
+        return {**record, "epsilon": round(self.ledger.epsilon(), 6)}
 
 
 @dataclass

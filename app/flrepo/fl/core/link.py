@@ -34,6 +34,11 @@ class TaskLink:
         """A status report (phase, conditions, rounds, participants, ...)."""
         self.repo.update_task_status(self.task_id, **fields)
 
+    def round_record(self, record: dict[str, Any]) -> dict[str, Any]:
+        """A round's record as the history keeps it; called when the round ends, not when its report is
+        sent (reports go out in the background, flrepo.fl.core.reporting.Sender)."""
+        return record
+
     def heartbeat(self, **progress: Any) -> TaskOut:
         """This collector is alive, with its progress (Conflict once the task has ended); the task as
         the report left it."""

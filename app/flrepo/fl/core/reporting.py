@@ -211,6 +211,7 @@ class RoundReporter:
             "duration_s": duration,
             **(traffic or {}),
         }
+        record = self.link.round_record(record)  # now: ε, say, is the one spent up to this round
         status: dict[str, Any] = {
             "current_round": task_round,
             "participants": list(self._participants.values()),

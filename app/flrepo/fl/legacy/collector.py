@@ -26,6 +26,7 @@ from flrepo.fl.core.serving import Serving, advertised
 from flrepo.fl.core.watch import Ended, Heartbeat, interrupt_main
 from flrepo.fl.legacy import privacy
 from flrepo.fl.legacy.strategy import ReportingStrategy
+from flrepo.fl.privacy_accounting import Private
 from flrepo.fl.task_model import fetch_model, training_settings
 
 log = logging.getLogger(__name__)
@@ -51,15 +52,7 @@ def run(link: TaskLink, task: dict[str, Any], strategy: Strategy, serving: Servi
             wait = ParticipantWait(needed, float(task["participants_timeout"]))
             private = privacy.wrap(strategy, task, done)  # the task's DP: Flower's wrapper, accounted
             settings = {**settings, **private.settings}
-            fit_config = {**training.as_config(), **private.config}
-            reporting = ReportingStrategy(
-                private.strategy,
-                private.link(link),
-                fit_config,
-                round_offset=done,
-                participants=wait,
-                compression=Compression.of_task(task),
-            )
+            reporting = _reporting(link, task, private, {**training.as_config(), **private.config}, done, wait)
             client_manager = SimpleClientManager()
             grpc_server = start_grpc_server(
                 client_manager=client_manager,
@@ -81,11 +74,8 @@ def run(link: TaskLink, task: dict[str, Any], strategy: Strategy, serving: Servi
             if remaining > 0:
                 log.info(
                     "Flower server (legacy gRPC) on %s, advertised as %s, TLS %s: num_rounds=%d, round_timeout=%s",
-                    grpc_server.bound_address,
-                    address,
-                    "on" if serving.tls else "off",
-                    remaining,
-                    task.get("round_timeout"),
+                    *(grpc_server.bound_address, address, "on" if serving.tls else "off"),
+                    *(remaining, task.get("round_timeout")),
                 )
                 server = Server(client_manager=client_manager, strategy=reporting)
                 run_fl(server, ServerConfig(num_rounds=remaining, round_timeout=task.get("round_timeout")))
@@ -119,6 +109,22 @@ def run(link: TaskLink, task: dict[str, Any], strategy: Strategy, serving: Servi
             heartbeat.stop()
         if grpc_server is not None:
             grpc_server.stop(grace=1)
+
+
+def _reporting(
+    link: TaskLink,
+    task: dict[str, Any],
+    private: Private[Strategy],
+    fit_config: dict[str, Any],
+    done: int,
+    wait: ParticipantWait,
+) -> ReportingStrategy:
+    """The strategy Flower runs: the task's (inside its DP wrapper, if any) behind the round reports and
+    the task's compression (decoded before the wrapper sees an update)."""
+    compression = Compression.of_task(task)
+    return ReportingStrategy(
+        private.strategy, private.link(link), fit_config, round_offset=done, participants=wait, compression=compression
+    )
 
 
 def _stopped(

@@ -78,7 +78,7 @@ def _dp_strategy(inner: Strategy, dp: dict[str, Any], sites: int) -> Strategy:
     return adaptive(inner, noise, sites, **adaptive_arguments(dp))
 
 
-def wrap(strategy: Strategy, task: dict[str, Any], rounds_done: int) -> Private:
+def wrap(strategy: Strategy, task: dict[str, Any], rounds_done: int) -> Private[Strategy]:
     """The task's strategy with its privacy settings applied (unchanged without any)."""
     privacy = task.get("privacy") or {}
     if privacy.get("secure_aggregation"):

@@ -79,7 +79,7 @@ def _accounted(strategy: Strategy, ledger: Ledger) -> None:
     strategy.aggregate_train = on_aggregate_train  # type: ignore[method-assign]
 
 
-def wrap(strategy: Strategy, task: dict[str, Any], rounds_done: int) -> Private:
+def wrap(strategy: Strategy, task: dict[str, Any], rounds_done: int) -> Private[Strategy]:
     """The task's strategy with its privacy settings applied (unchanged without any)."""
     privacy = task.get("privacy") or {}
     dp, secure = privacy.get("dp"), privacy.get("secure_aggregation")
