@@ -229,3 +229,25 @@ class Traffic:
         """Take a site's codec ms out of its metrics and count them."""
         self.encode_ms += float(metrics.pop(ENCODE_MS, 0.0) or 0.0)
         self.decode_ms += float(metrics.pop(DECODE_MS, 0.0) or 0.0)
+
+
+class TrafficMeter:
+    """The collector's count of a task's traffic, this round's and the run's, for either runtime's
+    ServerSide (flrepo.fl.legacy.compressed, flrepo.fl.message.compressed); `_sent` holds what each
+    site was sent this round, keyed as the runtime names sites."""
+
+    _sent: dict[Any, Any]
+
+    def __init__(self, spec: Compression) -> None:
+        self.spec = spec
+        self.round = Traffic()
+        self.total = Traffic()
+        self._sent = {}
+
+    def start_round(self) -> None:
+        self.round = Traffic()
+        self._sent = {}
+
+    def end_round(self) -> dict[str, int | float]:
+        self.total.add(self.round)
+        return self.round.record()

@@ -19,7 +19,7 @@ from flwr.common import Parameters, ndarrays_to_parameters, parameters_to_ndarra
 
 from flrepo.fl.core import compression
 from flrepo.fl.core.codecs import CodecError
-from flrepo.fl.core.compression import Compression, Traffic, Weights
+from flrepo.fl.core.compression import TrafficMeter, Weights
 
 log = logging.getLogger(__name__)
 TENSOR_PREFIX = "flrepo."
@@ -48,22 +48,10 @@ def weights_of(parameters: Parameters) -> tuple[Weights, float]:
     return compression.received_weights(codec, parameters.tensors)
 
 
-class ServerSide:
+class ServerSide(TrafficMeter):
     """The collector's half of a task's compression on the legacy runtime."""
 
-    def __init__(self, spec: Compression) -> None:
-        self.spec = spec
-        self.round = Traffic()
-        self.total = Traffic()
-        self._sent: dict[str, Weights] = {}  # client id -> the weights it decodes
-
-    def start_round(self) -> None:
-        self.round = Traffic()
-        self._sent = {}
-
-    def end_round(self) -> dict[str, int | float]:
-        self.total.add(self.round)
-        return self.round.record()
+    _sent: dict[str, Weights]  # client id -> the weights it decodes
 
     def outgoing(self, instructions: Sequence[tuple[Any, Any]]) -> None:
         """Each instruction's parameters as the task's downlink sends them (in place), counted."""

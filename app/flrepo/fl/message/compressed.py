@@ -21,7 +21,7 @@ from flwr.app import Array, ArrayRecord, Message
 
 from flrepo.fl.core import compression
 from flrepo.fl.core.codecs import CodecError
-from flrepo.fl.core.compression import Compression, Traffic, Weights
+from flrepo.fl.core.compression import TrafficMeter, Weights
 
 log = logging.getLogger(__name__)
 STYPE_PREFIX = "flrepo."
@@ -64,22 +64,10 @@ def weights_of(record: ArrayRecord) -> tuple[Weights, float]:
     return compression.received_weights(codec, blobs_of(record))
 
 
-class ServerSide:
+class ServerSide(TrafficMeter):
     """The collector's half of a task's compression on the Message API (see the module's docstring)."""
 
-    def __init__(self, spec: Compression) -> None:
-        self.spec = spec
-        self.round = Traffic()
-        self.total = Traffic()
-        self._sent: dict[int, tuple[list[str], Weights]] = {}  # node -> (keys, the weights it decodes)
-
-    def start_round(self) -> None:
-        self.round = Traffic()
-        self._sent = {}
-
-    def end_round(self) -> dict[str, int | float]:
-        self.total.add(self.round)
-        return self.round.record()
+    _sent: dict[int, tuple[list[str], Weights]]  # node -> (keys, the weights it decodes)
 
     def outgoing(self, messages: Iterable[Message]) -> list[Message]:
         """The messages with their arrays as the task's downlink sends them, counted."""
