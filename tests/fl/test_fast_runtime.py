@@ -22,7 +22,7 @@ from flwr.serverapp import Grid
 from flwr.supercore.constant import TaskType
 from flwr.supercore.superexec.executor import ExecutionSpec, LaunchResultStatus
 
-from flrepo.fl.message import executor, fast_grid, supernode
+from flrepo.fl.message import executor, fast_grid, supernode, warm_worker
 from flrepo.fl.message.polling import Backoff
 
 WAIT_S = 120.0  # upper bound for events on a busy two-core machine
@@ -217,3 +217,73 @@ def test_the_fork_executor_starts_other_task_types_cold_as_flower_would(tmp_path
     monkeypatch.setattr(fork.cold, "launch", lambda task: started.append(task.task_type) or "cold")
     assert fork.launch(spec(5, TaskType.SERVER_APP)) == "cold"
     assert started == [TaskType.SERVER_APP] and not fork.children
+
+
+def write_pid_token_and_exit_handler(where: Path):
+    """A task that registers an exit handler, as Flower's run_clientapp does, and ends with SystemExit."""
+
+    def run(task: ExecutionSpec) -> None:
+        from flwr.supercore.exit import exit_handler
+
+        exit_handler.add_exit_handler(lambda: (where / f"handled-{task.task_id}").write_text("1"))
+        (where / f"task-{task.task_id}").write_text(f"{os.getpid()} {task.token} {task.parent_pid}")
+        raise SystemExit(0)
+
+    return run
+
+
+def work_three_tasks(tmp_path: Path) -> None:
+    """Run in a fresh interpreter (the test below), as fork_two_tasks."""
+    from flwr.supercore.exit import exit_handler
+
+    worker = warm_worker.Worker(write_pid_token_and_exit_handler(tmp_path))
+    fork = executor.ForkExecutor({TaskType.CLIENT_APP: write_pid_token_and_exit_handler(tmp_path)}, worker)
+    assert fork.launch(spec(1)).status == LaunchResultStatus.ACCEPTED
+    # While task 1 may still run, task 2 is forked on its own: a task never waits for another.
+    assert fork.launch(spec(2)).status == LaunchResultStatus.ACCEPTED
+    until(lambda: all((tmp_path / f"task-{n}").exists() for n in (1, 2)))
+    until(lambda: worker.collect() or not worker.busy)
+    assert fork.launch(spec(3)).status == LaunchResultStatus.ACCEPTED
+    until(lambda: (tmp_path / "task-3").exists())
+    until(lambda: worker.collect() or not worker.busy)
+    pid = {n: (tmp_path / f"task-{n}").read_text().split()[0] for n in (1, 2, 3)}
+    assert pid[1] == pid[3] == str(worker.pid) and pid[2] != pid[1] and str(os.getpid()) not in pid.values()
+    # In the worker the task runs without the SuperNode's parent monitor (the worker dies with the
+    # executor), and each task's exit handlers are its own: task 3 did not run task 1's again.
+    assert (tmp_path / "task-3").read_text().endswith(" None")
+    assert (tmp_path / "handled-1").exists() is False  # SystemExit, not flwr_exit: handlers not run here
+    assert exit_handler.registered_exit_handlers == []
+    (tmp_path / "served").write_text(str(worker.served))
+
+
+def test_the_worker_runs_client_tasks_one_after_another_in_one_process_and_forks_when_busy(tmp_path):
+    code = "import sys, pathlib; from tests.fl.test_fast_runtime import work_three_tasks as run; "
+    code += "run(pathlib.Path(sys.argv[1]))"
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], cwd=root, capture_output=True, text=True, timeout=WAIT_S
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "served").read_text() == "2"
+
+
+def test_the_workers_exit_runs_the_tasks_exit_handlers_and_leaves_the_task_not_the_process(tmp_path):
+    from flwr.supercore.exit import exit_handler
+
+    ran = []
+    exit_handler.add_exit_handler(lambda: ran.append("after"))
+    exit_handler.add_exit_handler(lambda: ran.append("before"), run_before_force_exit=True)
+    try:
+        with pytest.raises(SystemExit) as ended:
+            warm_worker.exit_in_worker(0)
+    finally:
+        exit_handler.registered_exit_handlers.clear()
+    assert ended.value.code == 0 and ran == ["before", "after"]
+    with pytest.raises(SystemExit) as failed:
+        warm_worker.exit_in_worker(100, "failed")
+    assert failed.value.code == 1
+
+
+def test_a_task_spec_crosses_to_the_worker_unchanged():
+    task = spec(7)
+    assert warm_worker.spec_of(warm_worker.spec_line(task)) == task

@@ -116,3 +116,41 @@ def test_grid_keeps_the_public_methods_fast_grid_uses():
 
     assert {"push_messages", "pull_messages", "send_and_receive", "get_node_ids"} <= set(Grid.__abstractmethods__)
     assert parameters(Grid.send_and_receive) == {"self", "messages", "timeout"}
+
+
+def test_run_clientapp_ends_through_its_modules_flwr_exit_which_the_worker_replaces():
+    """flrepo.fl.message.warm_worker replaces `flwr_exit` in run_clientapp's module (Flower's exit
+    starts a thread that hard-exits the process seconds later: the worker must outlive its task)."""
+    import flwr.supernode.runtime.run_clientapp as module
+    from flwr.supercore.exit import exit as flower_exit
+    from flwr.supercore.exit import exit_handler
+
+    assert module.flwr_exit is flower_exit.flwr_exit or module.flwr_exit.__module__.startswith("flrepo")
+    source = inspect.getsource(module.run_clientapp)
+    assert "flwr_exit(" in source and "register_signal_handlers(" in source
+    assert "os._exit" in inspect.getsource(flower_exit.flwr_exit)  # why it is replaced
+    assert "run_before_force_exit" in inspect.signature(exit_handler.trigger_exit_handlers).parameters
+
+
+def test_flowers_object_pulls_wait_by_keyword_defaults_that_quick_object_pulls_shortens():
+    """Every hop of a message pulls its objects through these two functions, whose retry interval
+    (1 s, doubling to 10 s, in Flower 1.42) is a keyword default; flrepo's processes shorten it."""
+    import subprocess
+    import sys
+
+    from flwr.supercore.inflatable import inflatable_utils
+
+    for function in (inflatable_utils.pull_objects, inflatable_utils.pull_and_inflate_object_from_tree):
+        assert {"initial_backoff", "backoff_cap"} <= set(function.__kwdefaults__ or {})
+    grid = inspect.getsource(__import__("flwr.superlink.grid.http_grid", fromlist=["x"]))
+    node = inspect.getsource(__import__("flwr.supernode.start_client_internal", fromlist=["x"]))
+    app = inspect.getsource(__import__("flwr.supernode.runtime.run_clientapp", fromlist=["x"]))
+    assert "pull_objects(" in grid and "pull_objects(" in node and "pull_and_inflate_object_from_tree(" in app
+    code = (
+        "from flrepo.fl.message.polling import quick_object_pulls as q; q(); "
+        "from flwr.supercore.inflatable import inflatable_utils as u; "
+        "print(u.pull_objects.__kwdefaults__['initial_backoff'], "
+        "u.pull_and_inflate_object_from_tree.__kwdefaults__['backoff_cap'])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["0.01", "1.0"]

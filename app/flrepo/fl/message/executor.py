@@ -42,7 +42,18 @@ from typing import Any
 from flwr.supercore.constant import TaskType
 from flwr.supercore.superexec.executor import ExecutionSpec, LaunchResult, SubprocessExecutor
 
+from flrepo.fl.message.polling import quick_object_pulls
+from flrepo.fl.message.warm_worker import Worker, forget_parent
+
 log = logging.getLogger(__name__)
+
+# Set to 1 to fork a fresh ClientApp process per message (the worker off): for comparison.
+COLD_ENV = "FLREPO_CLIENTAPP_PER_MESSAGE"
+
+
+def cold_clientapps() -> bool:
+    return os.environ.get(COLD_ENV, "") == "1"
+
 
 # What a warm executor imports before it forks, by the kind of app it runs: Flower's app runtime
 # and flrepo's app (the site's framework comes with the site, see warm_site).
@@ -98,10 +109,12 @@ RUNNERS: dict[TaskType, Callable[[ExecutionSpec], None]] = {
 class ForkExecutor:
     """Flower's SuperExec `Executor` protocol: `launch` forks a child that runs the task."""
 
-    def __init__(self, warm: dict[TaskType, Callable[[ExecutionSpec], None]]) -> None:
+    def __init__(self, warm: dict[TaskType, Callable[[ExecutionSpec], None]], worker: Worker | None = None) -> None:
         """`warm`: the task types forked, and what the child runs; any other type is started
-        cold, as Flower's SubprocessExecutor would."""
+        cold, as Flower's SubprocessExecutor would. `worker`: a long-lived process that takes its
+        task type's tasks while it is free (flrepo.fl.message.warm_worker)."""
         self.warm = warm
+        self.worker = worker
         self.cold = SubprocessExecutor()
         self.children: set[int] = set()
         self.owner = os.getpid()
@@ -127,6 +140,10 @@ class ForkExecutor:
         if run is None:
             return self.cold.launch(spec)
         self.reconcile()
+        if self.worker is not None and spec.task_type == TaskType.CLIENT_APP and self.worker.submit(spec):
+            log.debug("task %s (%s): to the worker", spec.task_id, spec.task_type)
+            self.launched += 1
+            return LaunchResult.accepted()
         if threading.active_count() > 1:  # a thread would leave its locks held in the child
             names = [t.name for t in threading.enumerate()]
             return LaunchResult.failed(f"the executor has threads {names}: refusing to fork")
@@ -157,7 +174,7 @@ def _child(run: Callable[[ExecutionSpec], None], spec: ExecutionSpec) -> None:
     code = 1
     started, cpu = time.perf_counter(), time.process_time()
     try:
-        _forget_parent()
+        forget_parent()
         if spec.suppress_output:  # as Flower's SubprocessExecutor would start it
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 1)
@@ -177,14 +194,6 @@ def _child(run: Callable[[ExecutionSpec], None], spec: ExecutionSpec) -> None:
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)
-
-
-def _forget_parent() -> None:
-    """The child inherited the SuperExec's exit handlers (close its Runtime API client, the
-    executor): they belong to the parent, and the app registers its own."""
-    from flwr.supercore.exit import exit_handler
-
-    exit_handler.registered_exit_handlers.clear()
 
 
 class WakeableTime:
@@ -266,9 +275,11 @@ def serve(
     from flwr.supercore.superexec import run_superexec as loop
 
     preload(list(PRELOAD[task_type]))
+    quick_object_pulls()  # inherited by every ClientApp/ServerApp this executor runs
     if site is not None:
         warm_site(site)
-    executor = ForkExecutor({task_type: RUNNERS[task_type]})
+    worker = Worker(run_clientapp) if task_type == TaskType.CLIENT_APP and not cold_clientapps() else None
+    executor = ForkExecutor({task_type: RUNNERS[task_type]}, worker)
     loop.get_executor = lambda *args, **kwargs: executor  # type: ignore[assignment]
     loop.time = WakeableTime(wake_socket(wake_path) if wake_path else None)  # type: ignore[assignment]
     loop.run_superexec(

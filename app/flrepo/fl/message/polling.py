@@ -36,3 +36,25 @@ class Backoff:
 
     def sleep(self) -> None:
         time.sleep(self.interval())
+
+
+# Flower 1.42 waits 1 s (then 2, 4, ... up to 10 s) before asking again for a message's object that
+# is not there yet. Every hop of a message pulls objects (the SuperNode from the SuperLink, the
+# ClientApp from the SuperNode, the ServerApp's grid the replies from the SuperLink), and an object
+# is often a few milliseconds short of ready when it is first asked for: a round paid 1 s per hop.
+OBJECT_PULL_FIRST_S = 0.01
+OBJECT_PULL_CAP_S = 1.0
+
+
+def quick_object_pulls() -> None:
+    """Make this process's object pulls ask again after 10 ms, doubling up to 1 s (Flower: 1 s, to
+    10 s). The intervals are keyword defaults of Flower's two pull functions, which every caller
+    uses; tests/fl/test_flower_internals.py fails loudly if Flower changes them."""
+    from flwr.supercore.inflatable import inflatable_utils
+
+    for function in (inflatable_utils.pull_objects, inflatable_utils.pull_and_inflate_object_from_tree):
+        defaults = function.__kwdefaults__
+        if defaults is None or not {"initial_backoff", "backoff_cap"} <= defaults.keys():
+            raise RuntimeError(f"Flower's {function.__qualname__} no longer takes initial_backoff/backoff_cap")
+        defaults["initial_backoff"] = OBJECT_PULL_FIRST_S
+        defaults["backoff_cap"] = OBJECT_PULL_CAP_S

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flrepo.fl.message.polling import Backoff
+from flrepo.fl.message.polling import Backoff, quick_object_pulls
 from flrepo.fl.message.programs import pdeathsig, stock
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,7 @@ def main() -> None:
         executor = start_executor(runtime_api, secret, wake_path, site_directory(config))
         atexit.register(executor.terminate)
         patch_loop(wake_path)
+        quick_object_pulls()
     sys.argv = ["flower-supernode", *argv]
     flower_supernode()
 
