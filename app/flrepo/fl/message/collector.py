@@ -24,7 +24,7 @@ from flrepo.fl.core.link import TaskLink
 from flrepo.fl.core.publishing import Written
 from flrepo.fl.core.resume import Resume, resume_round
 from flrepo.fl.core.serving import Serving, advertised
-from flrepo.fl.core.watch import Ended, Heartbeat, ended
+from flrepo.fl.core.watch import Ended, Heartbeat, TaskWatch, ended
 from flrepo.fl.message import programs
 from flrepo.fl.message.fab import task_fab
 
@@ -233,6 +233,33 @@ def _until_done(
     ends: list[Ended],
 ) -> int:
     repo, task_id = link.repo, task["task_id"]
+    # The task's end is seen the moment the service records it (a held read), not at the next
+    # heartbeat: the ServerApp's own Succeeded report ends the collector while Flower still winds the
+    # run down (its task output, the run's logs: a second or two).
+    woken = threading.Event()
+
+    def seen(end: Ended) -> None:
+        ends.append(end)
+        woken.set()
+
+    watch = TaskWatch(repo, task_id, interval=1.0, on_end=seen)
+    watch.start()
+    try:
+        return _until_ended(link, task, control, superlink, run_id, ends, woken)
+    finally:
+        watch.stop()
+
+
+def _until_ended(
+    link: TaskLink,
+    task: dict[str, Any],
+    control: Control,
+    superlink: subprocess.Popen[bytes],
+    run_id: int,
+    ends: list[Ended],
+    woken: threading.Event,
+) -> int:
+    repo, task_id = link.repo, task["task_id"]
     while True:
         if ends and ends[0].phase == "Succeeded":  # the ServerApp's own report, seen first by the heartbeat
             return 0
@@ -249,4 +276,4 @@ def _until_done(
                     log.error("task %s: %s", task_id, end)
                 return exit_code(end)
             raise SuperLinkError(f"the ServerApp run ended ({sub_status}: {details or 'no details'}) without a result")
-        time.sleep(1)
+        woken.wait(1)
