@@ -266,7 +266,9 @@ async def write_part(db: Database, doc: dict[str, Any], lease: Lease, part: Part
     whole = _hashes.get(upload_id, offset)
     # The whole file's sums go on from the last part this process wrote (or from the start).
     sha, crc = whole if whole is not None else (hashlib.sha256() if offset == 0 else None, 0)
-    appender = GridAppender(db.grid, doc[UPLOAD_FILE_FIELD], int(doc["chunk_size"]), offset)
+    # Through the file client and its guard, as a PUT's body (storage.blobs): a store that is slow for a
+    # while is waited for and a failed batch retried, not given up at the per-operation timeout.
+    appender = GridAppender(db.read_grid, doc[UPLOAD_FILE_FIELD], int(doc["chunk_size"]), offset, db.read_guard)
     await appender.open()
     received = 0
     async for piece in part.chunks:

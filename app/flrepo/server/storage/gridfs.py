@@ -209,14 +209,23 @@ class GridAppender(_Chunker):
     recorded offset is simply overwritten when the upload gets there again.
     """
 
-    def __init__(self, grid: AsyncDatabase, file_id: Any, chunk_size: int, offset: int) -> None:
-        super().__init__(grid, file_id, chunk_size, n=offset // chunk_size)
+    def __init__(
+        self, grid: AsyncDatabase, file_id: Any, chunk_size: int, offset: int, guard: ReadGuard | None = None
+    ) -> None:
+        super().__init__(grid, file_id, chunk_size, n=offset // chunk_size, guard=guard)
         self._tail = offset % chunk_size  # bytes of chunk _n already stored
 
     async def open(self) -> None:
         if not self._tail:
             return
-        doc = await self._chunks.find_one({"files_id": self.file_id, "n": self._n}, {"_id": 0, "data": 1})
+        query = {"files_id": self.file_id, "n": self._n}
+        if self._guard is None:
+            doc = await self._chunks.find_one(query, {"_id": 0, "data": 1})
+        else:
+            doc = await self._guard.run(
+                lambda _: self._chunks.find_one(query, {"_id": 0, "data": 1}),
+                f"reading the last chunk of GridFS file {self.file_id}",
+            )
         data = bytes(doc["data"]) if doc is not None else b""
         if len(data) < self._tail:
             raise OSError(f"GridFS file {self.file_id} has {len(data)} bytes in chunk {self._n}, not {self._tail}")
