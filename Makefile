@@ -126,7 +126,8 @@ bench-store-compare: venv ferretdb $(FERRETDB_UNPATCHED)
 
 # The SDK's transfer rate against plain httpx streaming (MIB= file size).
 bench-fl: venv ferretdb
-	$(PY) bench/federated.py --repeats $(or $(REPEATS),3) $(if $(OUT),--out $(OUT))
+	$(PY) bench/federated.py --repeats $(or $(REPEATS),3) $(if $(STOCK_REPEATS),--stock-repeats $(STOCK_REPEATS)) \
+		$(if $(OUT),--out $(OUT))
 
 # Federated training with 3, 10 and 30 sites on both runtimes (NumPy; PyTorch at 3 and 10): time per
 # round, the repository's share of it, memory per site, participants lost. Takes ~30 min on 2 cores.

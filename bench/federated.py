@@ -25,12 +25,19 @@ PROCESS_TIMEOUT_S = 2400.0
 
 
 def federated(
-    mongo_url: str, tmp: Path, rounds: int, clients: int, repeats: int, message: bool = False
+    mongo_url: str,
+    tmp: Path,
+    rounds: int,
+    clients: int,
+    repeats: int,
+    message: bool = False,
+    stock_repeats: int | None = None,
 ) -> dict[str, Any]:
     """Wall time of the task through the repository (legacy runtime) vs. bare Flower's legacy API;
     with `message`, also the task on the Message-API runtime (flrepo's) and on Flower's stock
-    SuperLink/SuperNode (FLREPO_FLOWER_STOCK=1: same ServerApp and ClientApp). The paths alternate
-    within each repeat, so drift in the machine's load hits all alike; medians are reported."""
+    SuperLink/SuperNode (FLREPO_FLOWER_STOCK=1: same ServerApp and ClientApp) in the first
+    `stock_repeats` repeats (default: all; it takes minutes a run). The paths alternate within each
+    repeat, so drift in the machine's load hits all alike; medians are reported."""
     from flrepo.client import RepositoryClient
     from flrepo.fl.catalogue import seed
     from flrepo.fl.demo import digits_task, fl_env, publisher, register_model, start_collector
@@ -86,7 +93,10 @@ def federated(
             print(f"federated: repeat {i}: repo {times['repo'][-1]:.1f} s, bare {times['bare'][-1]:.1f} s", flush=True)
 
             if message:
-                for path, extra in (("message", {}), ("stock", {"FLREPO_FLOWER_STOCK": "1"})):
+                paths: list[tuple[str, dict[str, str]]] = [("message", {})]
+                if stock_repeats is None or i < stock_repeats:
+                    paths.append(("stock", {"FLREPO_FLOWER_STOCK": "1"}))
+                for path, extra in paths:
                     task_id = f"bench-{path}-{i}"
                     times[path].append(message_task(repo, url, task_id, rounds, clients, data, {**env, **extra}, tmp))
                     in_rounds[path].append(rounds_seconds(repo, task_id))
@@ -230,12 +240,15 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--clients", type=int, default=3)
+    parser.add_argument(
+        "--stock-repeats", type=int, help="run Flower's stock runtime in this many repeats only (default: all)"
+    )
     parser.add_argument("--out", type=Path, help="prepend the section to this Markdown file")
     args = parser.parse_args()
     from flrepo.server.embedded import EmbeddedMongo
 
     with tempfile.TemporaryDirectory() as tmp_name, EmbeddedMongo(Path(tmp_name) / "db") as mongo:
-        fed = federated(mongo.url, Path(tmp_name), args.rounds, args.clients, args.repeats, message=True)
+        fed = federated(mongo.url, Path(tmp_name), args.rounds, args.clients, args.repeats, True, args.stock_repeats)
     share = 100 * fed["checkpoint_ms"] / 1000 / max(fed["round_s"], 1e-9)
     med, spent = fed["median"], fed["in_rounds"]
 
@@ -248,7 +261,9 @@ def main() -> int:
     text = "\n".join(
         [
             f"## Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} — federated round overhead "
-            f"(`python bench/federated.py --repeats {args.repeats}`)",
+            f"(`python bench/federated.py --repeats {args.repeats}"
+            + (f" --stock-repeats {args.stock_repeats}" if args.stock_repeats is not None else "")
+            + "`)",
             "",
             f"Machine: {machine()}; load average (1 min) at each repeat's start: "
             + ", ".join(f"{load:.1f}" for load in fed["loads"])
