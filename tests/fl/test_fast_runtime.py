@@ -287,3 +287,10 @@ def test_the_workers_exit_runs_the_tasks_exit_handlers_and_leaves_the_task_not_t
 def test_a_task_spec_crosses_to_the_worker_unchanged():
     task = spec(7)
     assert warm_worker.spec_of(warm_worker.spec_line(task)) == task
+
+
+def test_a_fresh_clientapp_per_message_is_one_variable_away(monkeypatch):
+    monkeypatch.delenv(executor.COLD_ENV, raising=False)
+    assert not executor.cold_clientapps()
+    monkeypatch.setenv(executor.COLD_ENV, "1")
+    assert executor.cold_clientapps()
