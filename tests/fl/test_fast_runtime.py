@@ -186,14 +186,19 @@ def fork_two_tasks(tmp_path: Path) -> None:
     (tmp_path / "launched").write_text(str(fork.launched))
 
 
-def test_the_fork_executor_runs_each_task_in_its_own_child_with_its_token_and_reaps_it(tmp_path):
-    code = "import sys, pathlib; from tests.fl.test_fast_runtime import fork_two_tasks as run; "
+def in_fresh_interpreter(function: str, tmp_path: Path) -> None:
+    """Run this module's `function(tmp_path)` in a new Python (no threads of other tests to refuse a fork)."""
+    code = f"import sys, pathlib; from tests.fl.test_fast_runtime import {function} as run; "
     code += "run(pathlib.Path(sys.argv[1]))"
     root = Path(__file__).resolve().parents[2]
     done = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path)], cwd=root, capture_output=True, text=True, timeout=WAIT_S
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_the_fork_executor_runs_each_task_in_its_own_child_with_its_token_and_reaps_it(tmp_path):
+    in_fresh_interpreter("fork_two_tasks", tmp_path)
     assert (tmp_path / "launched").read_text() == "2"
 
 
@@ -257,13 +262,7 @@ def work_three_tasks(tmp_path: Path) -> None:
 
 
 def test_the_worker_runs_client_tasks_one_after_another_in_one_process_and_forks_when_busy(tmp_path):
-    code = "import sys, pathlib; from tests.fl.test_fast_runtime import work_three_tasks as run; "
-    code += "run(pathlib.Path(sys.argv[1]))"
-    root = Path(__file__).resolve().parents[2]
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path)], cwd=root, capture_output=True, text=True, timeout=WAIT_S
-    )
-    assert done.returncode == 0, done.stderr
+    in_fresh_interpreter("work_three_tasks", tmp_path)
     assert (tmp_path / "served").read_text() == "2"
 
 

@@ -10,12 +10,14 @@ the SuperLink. The ServerApp reports the rounds and the result itself (flrepo.fl
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -224,18 +226,11 @@ def run(link: TaskLink, task: dict[str, Any], serving: Serving, allow_unsigned: 
             programs.stop(superlink)
 
 
-def _until_done(
-    link: TaskLink,
-    task: dict[str, Any],
-    control: Control,
-    superlink: subprocess.Popen[bytes],
-    run_id: int,
-    ends: list[Ended],
-) -> int:
-    repo, task_id = link.repo, task["task_id"]
-    # The task's end is seen the moment the service records it (a held read), not at the next
-    # heartbeat: the ServerApp's own Succeeded report ends the collector while Flower still winds the
-    # run down (its task output, the run's logs: a second or two).
+@contextlib.contextmanager
+def _watching(repo: Any, task_id: str, ends: list[Ended]) -> Iterator[threading.Event]:
+    """An event set the moment the service records the task's end (a held read, which appends the end
+    to `ends`), not at the next heartbeat: the ServerApp's own Succeeded report ends the collector
+    while Flower still winds the run down (its task output, the run's logs: a second or two)."""
     woken = threading.Event()
 
     def seen(end: Ended) -> None:
@@ -245,35 +240,36 @@ def _until_done(
     watch = TaskWatch(repo, task_id, interval=1.0, on_end=seen)
     watch.start()
     try:
-        return _until_ended(link, task, control, superlink, run_id, ends, woken)
+        yield woken
     finally:
         watch.stop()
 
 
-def _until_ended(
+def _until_done(
     link: TaskLink,
     task: dict[str, Any],
     control: Control,
     superlink: subprocess.Popen[bytes],
     run_id: int,
     ends: list[Ended],
-    woken: threading.Event,
 ) -> int:
     repo, task_id = link.repo, task["task_id"]
-    while True:
-        if ends and ends[0].phase == "Succeeded":  # the ServerApp's own report, seen first by the heartbeat
-            return 0
-        if ends:  # cancelled, or failed by a site or by the service
-            control.stop_run(run_id)
-            return stopped(link, task, ends[0], Written())
-        if superlink.poll() is not None:
-            raise SuperLinkError(f"the SuperLink exited with code {superlink.returncode} while the task ran")
-        status, sub_status, details = control.run_status(run_id)
-        if status == "finished":
-            end = ended(repo, task_id)
-            if end is not None:  # the ServerApp reported how (and, on failure, removed what it wrote)
-                if end.phase != "Succeeded":
-                    log.error("task %s: %s", task_id, end)
-                return exit_code(end)
-            raise SuperLinkError(f"the ServerApp run ended ({sub_status}: {details or 'no details'}) without a result")
-        woken.wait(1)
+    with _watching(repo, task_id, ends) as woken:
+        while True:
+            if ends and ends[0].phase == "Succeeded":  # the ServerApp's own report
+                return 0
+            if ends:  # cancelled, or failed by a site or by the service
+                control.stop_run(run_id)
+                return stopped(link, task, ends[0], Written())
+            if superlink.poll() is not None:
+                raise SuperLinkError(f"the SuperLink exited with code {superlink.returncode} while the task ran")
+            status, sub_status, details = control.run_status(run_id)
+            if status == "finished":
+                end = ended(repo, task_id)
+                if end is not None:  # the ServerApp reported how (and, on failure, removed what it wrote)
+                    if end.phase != "Succeeded":
+                        log.error("task %s: %s", task_id, end)
+                    return exit_code(end)
+                details = details or "no details"
+                raise SuperLinkError(f"the ServerApp run ended ({sub_status}: {details}) without a result")
+            woken.wait(1)
