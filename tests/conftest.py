@@ -20,7 +20,7 @@ from pymongo import MongoClient
 from flrepo.server.embedded import EmbeddedMongo, free_port
 from flrepo.server.main import create_app
 from flrepo.server.settings import Settings
-from tests.helpers import FlSite, LiveServer, drop, make_settings
+from tests.helpers import Catalogue, FlSite, LiveServer, drop, make_settings
 
 
 @pytest.fixture(scope="session")
@@ -81,19 +81,34 @@ def raw_db(settings: Settings) -> Iterator[tuple[object, object]]:
         yield c[settings.db_name], c[settings.gridfs_db_name]
 
 
-@pytest.fixture
-def fl(settings: Settings, tmp_path) -> Iterator[FlSite]:
-    """An API server on this test's database with the signed catalogue seeded. It serves from a thread
-    of this process (the FL processes reach it over loopback all the same): a `flrepo serve` process
-    per test spent its setup importing the server again, half a minute of it on a busy machine."""
+@pytest.fixture(scope="session")
+def catalogue(mongo_url: str) -> Iterator[Catalogue]:
+    """The signed catalogue, seeded through the API once per run into a database of its own; tests copy it
+    into their fresh database (a seed per test was ~57 requests and signatures: seconds of every FL
+    test's setup, half a minute on a busy machine). tests/fl/test_catalogue.py seeds for real."""
     from flrepo.client import RepositoryClient
     from flrepo.fl.catalogue import seed
-    from flrepo.fl.demo import fl_env, publisher
+    from flrepo.fl.demo import publisher
+
+    template = make_settings(mongo_url)
+    keyring, trusted = publisher("test")
+    with LiveServer(create_app(template)) as server, RepositoryClient(server.url, keyring=keyring) as repo:
+        seed(repo)
+    yield Catalogue(template, keyring, trusted)
+    drop(template)
+
+
+@pytest.fixture
+def fl(settings: Settings, tmp_path, catalogue: Catalogue) -> Iterator[FlSite]:
+    """An API server on this test's database with the signed catalogue (copied from `catalogue`). It serves
+    from a thread of this process (the FL processes reach it over loopback all the same): a `flrepo serve`
+    process per test spent its setup importing the server again, half a minute of it on a busy machine."""
+    from flrepo.client import RepositoryClient
+    from flrepo.fl.demo import fl_env
 
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    keyring = catalogue.copy_to(settings)
     with LiveServer(create_app(settings)) as server:
-        keyring, trusted = publisher("test")
         with RepositoryClient(server.url, keyring=keyring) as repo:
-            seed(repo)
             # The public key only: collectors and local executions verify, they cannot sign.
-            yield FlSite(repo, server.url, fl_env(server.url, trusted), tmp_path)
+            yield FlSite(repo, server.url, fl_env(server.url, catalogue.trusted), tmp_path)

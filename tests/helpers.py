@@ -26,8 +26,10 @@ from flrepo.server.settings import Settings
 __all__ = [
     "PLAN",
     "AerosData",
+    "Catalogue",
     "FlSite",
     "LiveServer",
+    "copy_databases",
     "create_app",
     "drop",
     "grid_counts",
@@ -124,6 +126,16 @@ def make_settings(mongo_url: str, **overrides: object) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
+def copy_databases(source: Settings, target: Settings) -> None:
+    """Every document of `source`'s metadata and GridFS databases, as stored, into `target`'s."""
+    with MongoClient(source.mongodb_url, serverSelectionTimeoutMS=2000) as client:
+        for frm, to in ((source.db_name, target.db_name), (source.gridfs_db_name, target.gridfs_db_name)):
+            for name in client[frm].list_collection_names():
+                documents = [] if name.startswith("system.") else list(client[frm][name].find())
+                if documents:
+                    client[to][name].insert_many(documents)
+
+
 def drop(settings: Settings) -> None:
     with MongoClient(settings.mongodb_url, serverSelectionTimeoutMS=2000) as client:
         client.drop_database(settings.db_name)
@@ -180,6 +192,23 @@ class FlSite:
     url: str
     env: dict[str, str]
     logs: Path
+
+
+@dataclass
+class Catalogue:
+    """The signed catalogue, seeded once through the API into a database of its own (`template`), and the
+    publisher that signed it: `keyring` signs, `trusted` is its FLREPO_TRUSTED_KEYS entry."""
+
+    template: Settings
+    keyring: Any  # flrepo.signing.Keyring
+    trusted: str
+
+    def copy_to(self, settings: Settings) -> Any:
+        """Put the seeded catalogue in `settings`' (fresh) databases; a keyring of the publisher's own."""
+        import dataclasses
+
+        copy_databases(self.template, settings)
+        return dataclasses.replace(self.keyring, trusted=dict(self.keyring.trusted))
 
 
 def run_training(

@@ -25,6 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL = {"bash", "sh", "shell", "console"}
 PYTHON = {"python", "py"}
+# Blocks that are not commands: output, trees, synopses (`text`) and files shown as they are. Any other
+# language is refused, so no command hides in a block the test neither runs nor knows (`zsh`, `pwsh`).
+NOT_CODE = {"text", "yaml", "json", "toml"}
 _FENCE = re.compile(r"^(```+|~~~+)\s*([\w+-]*)")
 _MARKER = re.compile(r"^<!--\s*doc-test:\s*(skip|fresh|setup|checkout)\s*(?::\s*(.*?))?\s*-->\s*$")
 

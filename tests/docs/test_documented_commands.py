@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from flrepo.server.embedded import api_server, free_port
-from tests.docs.blocks import DOCUMENTS, PYTHON, ROOT, Block, blocks, console_commands
+from tests.docs.blocks import DOCUMENTS, NOT_CODE, PYTHON, ROOT, Block, blocks, console_commands
 
 BIN = Path(sys.executable).parent
 _CURL_LINE = re.compile(r"^DOCCURL (\d{3}) (\S+)$", re.M)
@@ -224,6 +224,9 @@ def test_every_fence_names_its_language_and_every_skip_its_reason():
     for document in DOCUMENTS:
         for block in blocks(document):
             assert block.language, f"{block.where}: name the block's language (`text` for output)"
+            assert block.is_code or block.language in NOT_CODE, (
+                f"{block.where}: `{block.language}` is neither run nor known as output or data ({sorted(NOT_CODE)})"
+            )
             if block.marker == "skip":
                 assert len(block.argument) >= 8, f"{block.where}: say why the block cannot run"
             if block.marker == "setup":
@@ -231,7 +234,7 @@ def test_every_fence_names_its_language_and_every_skip_its_reason():
 
 
 @pytest.mark.parametrize("document", DOCUMENTS, ids=lambda d: str(d.relative_to(ROOT)))
-def test_documented_commands_run(document: Path, mongo_url: str, scratch: Path) -> None:
+def test_documented_commands_run(document: Path, mongo_url: str, scratch: Path, report_count) -> None:
     code = _code_blocks(document)
     ran, skipped, failures = 0, 0, []
     collector = f"127.0.0.1:{free_port()}"
@@ -254,7 +257,9 @@ def test_documented_commands_run(document: Path, mongo_url: str, scratch: Path) 
             ran += 1
             if problems:
                 failures.append(f"{block.where} ({block.language}):\n  " + "\n  ".join(problems))
-    print(f"{document.relative_to(ROOT)}: {ran} blocks run, {skipped} marked not runnable, {len(code)} in all")
+    counted = f"{document.relative_to(ROOT)}: {ran} blocks run, {skipped} marked not runnable, {len(code)} in all"
+    print(counted)
+    report_count(counted)
     assert not failures, "\n\n".join(failures)
 
 

@@ -15,25 +15,25 @@ from flwr.server.strategy import FedAvg
 from flrepo.cli.exit_codes import INTEGRITY
 from flrepo.client import PinMismatch, RepositoryClient
 from flrepo.fl import pinning
-from flrepo.fl.catalogue import seed
-from flrepo.fl.demo import digits_task, fl_env, publisher, register_model
+from flrepo.fl.demo import digits_task, fl_env, register_model
 from flrepo.server.embedded import free_port
 from flrepo.signing import Keyring
+from tests.helpers import LiveServer, create_app
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 
 
 @pytest.fixture
-def signed(live_server, tmp_path):
-    """A seeded repository, the publisher's client, and a writer's client without any key."""
-    keyring, trusted = publisher("pub")
+def signed(settings, catalogue, tmp_path):
+    """A seeded repository (the catalogue's copy), the publisher's client, and a writer's client without any key."""
+    keyring = catalogue.copy_to(settings)
     with (
+        LiveServer(create_app(settings)) as live_server,
         RepositoryClient(live_server.url, keyring=keyring) as repo,
         RepositoryClient(live_server.url, keyring=Keyring()) as writer,
     ):
-        seed(repo)
         register_model(repo, "digits", "v1", "numpy", tmp_path)
-        yield repo, writer, fl_env(live_server.url, trusted)
+        yield repo, writer, fl_env(live_server.url, catalogue.trusted)
 
 
 def _put_back(writer: RepositoryClient, name: str, data: bytes, meta: dict) -> None:
