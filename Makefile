@@ -141,7 +141,7 @@ bench-compression: venv ferretdb
 	$(PY) bench/compression.py --frameworks $(or $(FRAMEWORKS),pytorch,keras) --rounds $(or $(ROUNDS),10) \
 		$(if $(RUNTIMES),--runtimes $(RUNTIMES)) $(if $(OUT),--out $(OUT))
 
-# The privacy mechanisms against none (DP in four modes, SecAgg+) with the PyTorch MLP at 3 and 10
+# The privacy mechanisms against none (DP in four modes, SecAgg+, DP with SecAgg+) with the PyTorch MLP at 3 and 10
 # sites: time per round and its ratio; accuracy and ε at two noise levels. ~30 min on 2 cores.
 bench-privacy: venv ferretdb
 	$(PY) bench/privacy.py --sites $(or $(SITES),3,10) --rounds $(or $(ROUNDS),3) --noise $(or $(NOISE),0.1,1.0) \

@@ -5,7 +5,8 @@ two noise levels.
 
 Mechanisms: none; DP with server-side and client-side fixed clipping (Flower's wrappers and
 fixedclipping_mod), server-side and client-side adaptive clipping; SecAgg+ (Flower's workflow and
-secaggplus_mod). The sites find the collector through the task; plaintext on loopback.
+secaggplus_mod); client-side fixed clipping DP with SecAgg+ (`dp-secagg`: each site clips, then
+masks). The sites find the collector through the task; plaintext on loopback.
 
     python bench/privacy.py [--sites 3,10] [--rounds 3] [--noise 0.1,1.0] [--mechanisms ...] [--out bench/RESULTS.md]
 """
@@ -26,19 +27,21 @@ from flrepo.server.embedded import api_server, free_port
 
 RUN_TIMEOUT_S = 3600.0
 CLIPPING_NORM = 1.0
-MECHANISMS = ["none", "server-fixed", "client-fixed", "server-adaptive", "client-adaptive", "secagg"]
+MECHANISMS = ["none", "server-fixed", "client-fixed", "server-adaptive", "client-adaptive", "secagg", "dp-secagg"]
 
 
 def privacy_of(mechanism: str, noise: float, sites: int) -> dict[str, Any] | None:
     if mechanism == "none":
         return None
+    shares = sites if sites % 2 else sites - 1  # odd, as SecAgg+ prefers
+    secure = {"num_shares": shares, "reconstruction_threshold": max(2, shares // 2 + 1)}
     if mechanism == "secagg":
-        shares = sites if sites % 2 else sites - 1  # odd, as SecAgg+ prefers
-        return {"secure_aggregation": {"num_shares": shares, "reconstruction_threshold": max(2, shares // 2 + 1)}}
-    dp: dict[str, Any] = {"mode": mechanism, "noise_multiplier": noise, "clipping_norm": CLIPPING_NORM}
-    if mechanism.endswith("adaptive"):
+        return {"secure_aggregation": secure}
+    mode = "client-fixed" if mechanism == "dp-secagg" else mechanism
+    dp: dict[str, Any] = {"mode": mode, "noise_multiplier": noise, "clipping_norm": CLIPPING_NORM}
+    if mode.endswith("adaptive"):
         dp["clipped_count_stddev"] = max(sites / 20, noise)  # Flower needs it above noise_multiplier / 2
-    return {"dp": dp}
+    return {"dp": dp, "secure_aggregation": secure} if mechanism == "dp-secagg" else {"dp": dp}
 
 
 def run(
@@ -164,8 +167,9 @@ def main() -> int:
             f"Message-API runtime (plaintext on loopback), PyTorch MLP, FedAvg, {args.rounds} rounds, each site a "
             f"`flrepo local-exec` on its share of the digits. DP: clipping norm {CLIPPING_NORM:g} (adaptive: the "
             "initial norm), noise on the aggregate by Flower's wrappers, ε from Flower's RDP accountant after the "
-            "last round; SecAgg+: num_shares = the sites (odd), threshold a majority of them. *vs none*: the "
-            "median round against the same task without privacy at the same site count.",
+            "last round; SecAgg+: num_shares = the sites (odd), threshold a majority of them; dp-secagg: "
+            "client-fixed DP with that SecAgg+. *vs none*: the median round against the same task without privacy "
+            "at the same site count.",
             "",
             *table(results),
             "",

@@ -63,7 +63,15 @@ def test_invalid_privacy_settings_are_refused_at_creation_naming_the_field(fl, t
     _refused(fl, {**plan, "privacy": {"dp": no_norm}}, "needs clipping_norm")
     _refused(fl, {**plan, "privacy": {"dp": {**DP, "clip_norm_lr": 0.1}}}, "only for the adaptive modes")
     _refused(fl, {**plan, "privacy": {}}, "give dp, secure_aggregation or both")
-    _refused(fl, {**plan, "privacy": {"dp": DP, "secure_aggregation": SECAGG}}, "not supported")
+    # Server-side clipping reads each site's update, which SecAgg+ hides; client-side clipping does not.
+    server_side = "cannot be combined with secure_aggregation"
+    _refused(fl, {**plan, "privacy": {"dp": DP, "secure_aggregation": SECAGG}},
+             f"'server-fixed' {server_side}", "each site's update in the clear")  # fmt: skip
+    adaptive_secure = {"dp": {"mode": "server-adaptive", "noise_multiplier": 0.3}, "secure_aggregation": SECAGG}
+    _refused(fl, {**plan, "privacy": adaptive_secure}, f"'server-adaptive' {server_side}")
+    both = {"dp": {**DP, "mode": "client-fixed"}, "secure_aggregation": SECAGG}
+    assert httpx.post(f"{fl.url}/tasks", json={**plan, "task_id": "p-both", "privacy": both},
+                      timeout=30).status_code == 201  # fmt: skip
     _refused(fl, {**plan, "privacy": {"secure_aggregation": {**SECAGG, "reconstruction_threshold": 3}}},
              "reconstruction_threshold must be less than num_shares")  # fmt: skip
     _refused(fl, {**plan, "privacy": {"secure_aggregation": {**SECAGG, "num_shares": 2}}}, "greater than 2")

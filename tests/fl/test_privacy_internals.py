@@ -48,11 +48,14 @@ def test_the_workflow_constants_secure_uses():
 
 
 def test_the_site_mod_constants_match_flowers():
-    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 
     from flrepo.fl.message import site_privacy
 
     assert site_privacy.SECAGG_CONFIGS == RECORD_KEY_CONFIGS
+    # The test-only hold names a stage as Flower's configs carry it (tests/fl/test_privacy_secagg.py).
+    assert site_privacy.SECAGG_STAGE == Key.STAGE
+    assert Stage.COLLECT_MASKED_VECTORS == "collect_masked_vectors"
     # secaggplus_mod reads the inner app's reply as a legacy FitRes (what _as_fitres writes).
     module = importlib.import_module("flwr.client.mod.secure_aggregation.secaggplus_mod")
     assert "recorddict_to_fitres(out_content" in inspect.getsource(module.secaggplus_mod)
@@ -78,3 +81,18 @@ def test_the_rdp_accountant_and_the_adaptive_noise_split():
     assert {"compose", "get_epsilon", "num_releases"} <= set(dir(RdpAccountant))
     count_stddev, update_noise = dp.compute_adaptive_noise_params(0.3, 2, 1.0)
     assert count_stddev == 1.0 and update_noise > 0.3
+
+
+def test_the_clipping_mods_take_one_config_record_and_secaggplus_passes_its_message_on():
+    """With DP and SecAgg+ both, site_privacy shows the clipping mod the round's message without
+    SecAgg+'s ConfigRecord (a shallow copy with its content replaced): Flower 1.42's Message-API
+    clipping mods refuse a message with two, and secaggplus_mod hands its own message to the app."""
+    from flwr.app import Message
+    from flwr.clientapp.mod import centraldp_mods
+
+    for mod in (centraldp_mods.fixedclipping_mod, centraldp_mods.adaptiveclipping_mod):
+        assert "len(msg.content.config_records) != 1" in inspect.getsource(mod)
+    module = importlib.import_module("flwr.client.mod.secure_aggregation.secaggplus_mod")
+    assert "out_msg = call_next(msg, ctxt)" in inspect.getsource(module.secaggplus_mod)
+    assert isinstance(inspect.getattr_static(Message, "content"), property)
+    assert inspect.getattr_static(Message, "content").fset is not None

@@ -28,6 +28,7 @@ from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
 from flrepo.fl.core.link import TaskLink
 
 log = logging.getLogger(__name__)
+SECAGG = "secagg+"  # the mechanism name of Flower's SecAgg+ in status, results and model meta
 S = TypeVar("S")  # the runtime's strategy type: flwr.server.strategy or flwr.serverapp.strategy
 
 
@@ -82,16 +83,39 @@ class Ledger:
 
 def secure_guarantee(secure: dict[str, Any], rounds: int) -> dict[str, Any]:
     """SecAgg+ promises no ε: that the collector saw only the sum of the sites' updates."""
-    return {"mechanism": "secagg+", "epsilon": None, "delta": None, "rounds": rounds, **secure}
+    return {"mechanism": SECAGG, "epsilon": None, "delta": None, "rounds": rounds, **secure}
+
+
+def mechanisms(privacy: dict[str, Any]) -> list[str]:
+    """The mechanisms a task's `privacy` settings name: `dp-<mode>`, `secagg+`, or both."""
+    dp, secure = privacy.get("dp"), privacy.get("secure_aggregation")
+    return [*([f"dp-{dp['mode']}"] if dp else []), *([SECAGG] if secure else [])]
+
+
+def secure_settings(task: dict[str, Any]) -> dict[str, Any]:
+    """The SecAgg+ settings a task runs with ({} without SecAgg+). Under DP every site's weight is 1
+    (the sites send 1: the noise is calibrated to a plain mean), so 1 is the largest weight and is
+    quantized exactly."""
+    privacy = task.get("privacy") or {}
+    secure = dict(privacy.get("secure_aggregation") or {})
+    if secure and privacy.get("dp"):
+        secure["max_weight"] = 1.0
+    return secure
 
 
 def guarantee_of(task: dict[str, Any], ledger: Ledger | None) -> dict[str, Any] | None:
-    """The task's privacy guarantee after its training (None: it had no privacy settings)."""
-    privacy = task.get("privacy") or {}
+    """The task's privacy guarantee after its training (None: it had no privacy settings). With DP
+    and SecAgg+ both, the DP guarantee (ε, δ) with SecAgg+'s settings under `secure_aggregation`
+    and `mechanism` naming both (`dp-client-fixed+secagg+`)."""
+    privacy, secure = task.get("privacy") or {}, secure_settings(task)
     if ledger is not None:
-        return ledger.guarantee()
-    if privacy.get("secure_aggregation"):
-        return secure_guarantee(dict(privacy["secure_aggregation"]), int(task["rounds"]))
+        guarantee = ledger.guarantee()
+        if secure:
+            named = mechanisms(privacy)
+            guarantee |= {"mechanism": "+".join(named), "mechanisms": named, "secure_aggregation": secure}
+        return guarantee
+    if secure:
+        return secure_guarantee(secure, int(task["rounds"]))
     return None
 
 

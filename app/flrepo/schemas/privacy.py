@@ -3,7 +3,7 @@ mods) and secure aggregation (Flower's SecAgg+), checked when the task is create
 
 The checks here need only the settings themselves; those that need the rest of the task (the
 strategy's runtime, min_participants) are in flrepo.server.repository.task_privacy. The collector
-builds Flower's objects from these settings (flrepo.fl.core.privacy).
+builds Flower's objects from these settings (flrepo.fl.message.privacy, flrepo.fl.legacy.privacy).
 """
 
 from __future__ import annotations
@@ -76,7 +76,11 @@ class SecureAggregationSettings(StrictBody):
         default=4194304, gt=0, lt=SECAGG_MODULUS_RANGE, description="Integers each parameter is quantized to."
     )
     max_weight: float = Field(
-        default=1000.0, gt=0, le=1e9, description="The largest site weight (training samples) quantized exactly."
+        default=1000.0,
+        gt=0,
+        le=1e9,
+        description="The largest site weight (training samples) quantized exactly; with dp every site's weight "
+        "is 1 and so is this.",
     )
 
     @model_validator(mode="after")
@@ -94,21 +98,20 @@ class SecureAggregationSettings(StrictBody):
 
 
 class PrivacySettings(StrictBody):
-    """A task's privacy: differential privacy or secure aggregation (one of them: see `_one_mechanism`)."""
+    """A task's privacy: differential privacy, secure aggregation, or both (client-side DP only: see
+    `_compatible`)."""
 
     dp: DpSettings | None = None
     secure_aggregation: SecureAggregationSettings | None = None
 
     @model_validator(mode="after")
-    def _one_mechanism(self) -> PrivacySettings:
+    def _compatible(self) -> PrivacySettings:
         if self.dp is None and self.secure_aggregation is None:
             raise ValueError("give dp, secure_aggregation or both")
-        if self.dp is not None and self.secure_aggregation is not None:
-            # Server-side clipping needs each site's update, which SecAgg+ hides; Flower 1.42's
-            # clipping mods refuse a message with two config records, and SecAgg+ adds one.
+        if self.dp is not None and self.secure_aggregation is not None and self.dp.mode.startswith("server-"):
             raise ValueError(
-                "dp together with secure_aggregation is not supported on Flower 1.42: server-side clipping "
-                "needs each site's update (hidden by SecAgg+) and Flower's client-side clipping mods refuse "
-                "SecAgg+'s messages"
+                f"dp mode {self.dp.mode!r} cannot be combined with secure_aggregation: server-side clipping needs "
+                "each site's update in the clear, which SecAgg+ hides from the collector; use 'client-fixed' or "
+                "'client-adaptive' (each site clips its own update before masking it)"
             )
         return self

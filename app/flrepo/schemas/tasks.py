@@ -230,8 +230,9 @@ class TaskIn(StrictBody):
     )
     privacy: PrivacySettings | None = Field(
         default=None,
-        description="Differential privacy (`dp`, accounted: ε per round, in the published model's meta.privacy) "
-        "or secure aggregation (`secure_aggregation`, Flower's SecAgg+, Message-API strategies only).",
+        description="Differential privacy (`dp`, accounted: ε per round, in the published model's meta.privacy), "
+        "secure aggregation (`secure_aggregation`, Flower's SecAgg+, Message-API strategies only), or both "
+        "(client-side DP modes only).",
     )
 
 

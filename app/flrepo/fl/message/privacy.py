@@ -3,6 +3,13 @@ wrapper for its mode (flwr.serverapp.strategy), the sites' updates averaged unif
 is calibrated to one site's share), and every released round composed into the task's ledger
 (flrepo.fl.privacy_accounting). Flower's classes do the clipping and the noise; this module picks
 them, feeds them the task's settings, and says what they did.
+
+With SecAgg+ too (client-side modes only: flrepo.schemas.privacy), each site clips its own update
+before masking it (flrepo.fl.message.site_privacy), the SecAgg+ Grid hands the wrapper the
+unmasked mean of the clipped updates in every reply, and the wrapper adds its noise to that: the
+collector never sees a single site's update, and the released model carries the accounted ε. A
+site that drops out of such a round fails it (Flower's DP wrappers release only a round with
+every sampled site: the noise is calibrated to their count).
 """
 
 from __future__ import annotations
@@ -15,7 +22,15 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp.strategy import Strategy
 
 from flrepo.fl.message.secure import SecureGrid
-from flrepo.fl.privacy_accounting import Ledger, Private, adaptive_arguments, sampled_sites
+from flrepo.fl.privacy_accounting import (
+    SECAGG,
+    Ledger,
+    Private,
+    adaptive_arguments,
+    mechanisms,
+    sampled_sites,
+    secure_settings,
+)
 
 log = logging.getLogger(__name__)
 WEIGHT_KEY = "num-examples"
@@ -80,19 +95,26 @@ def _accounted(strategy: Strategy, ledger: Ledger) -> None:
 
 
 def wrap(strategy: Strategy, task: dict[str, Any], rounds_done: int) -> Private[Strategy]:
-    """The task's strategy with its privacy settings applied (unchanged without any)."""
+    """The task's strategy with its privacy settings applied (unchanged without any). SecAgg+ is
+    the Grid's (`secure_grid`); with DP too, Flower's client-side DP wrapper runs on the sum it gives."""
     privacy = task.get("privacy") or {}
     dp, secure = privacy.get("dp"), privacy.get("secure_aggregation")
-    if secure:
-        return Private(strategy, task, settings={"privacy": {**secure, "mechanism": "secagg+"}})
     if not dp:
+        if secure:
+            return Private(strategy, task, settings={"privacy": {**secure, "mechanism": SECAGG}})
         return Private(strategy, task)
     sites = sampled_sites(task)
     wrapped = _dp_strategy(strategy, dp, sites)
     ledger = Ledger(dp, sites)
     ledger.released(rounds_done)  # a resumed task spent these before
     _accounted(wrapped, ledger)
-    shown = {"mechanism": f"dp-{dp['mode']}", "flower": type(wrapped).__name__, "num_sampled_clients": sites}
+    shown: dict[str, Any] = {
+        "mechanism": "+".join(mechanisms(privacy)),
+        "flower": type(wrapped).__name__,
+        "num_sampled_clients": sites,
+    }
+    if secure:
+        shown["secure_aggregation"] = secure_settings(task)
     config = {CLIPPING_KEY: dp["mode"].split("-")[1]} if dp["mode"].startswith("client-") else {}
     return Private(wrapped, task, ledger, {"privacy": {**dp, **shown}}, config)
 
@@ -104,7 +126,7 @@ def train_config(config: ConfigRecord, private: Private) -> ConfigRecord:
 
 def secure_grid(grid: Any, task: dict[str, Any]) -> Any:
     """The Grid the strategy runs on: with SecAgg+ for its training rounds when the task asks for it."""
-    secure = (task.get("privacy") or {}).get("secure_aggregation")
+    secure = secure_settings(task)
     if not secure:
         return grid
-    return SecureGrid(grid, dict(secure), float(task.get("round_timeout") or 3600))
+    return SecureGrid(grid, secure, float(task.get("round_timeout") or 3600))

@@ -101,10 +101,15 @@ class _Watched:
         self.errors: dict[int, str] = {}
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        messages = list(messages)
         replies = list(self.grid.send_and_receive(messages, timeout=timeout))
+        # The SuperLink answers for a site that went offline (Node Unavailable) from its own node id:
+        # the site is the one the message was for (pushing set each message's id).
+        site_of = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
         for reply in replies:
             if reply.has_error():
-                self.errors.setdefault(reply.metadata.src_node_id, reply.error.reason or "an error")
+                site = site_of.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+                self.errors.setdefault(site, reply.error.reason or "an error")
         return replies
 
 
