@@ -1,6 +1,16 @@
 """Compression of the update path (issue #24): each codec as a real task through the repository, on
-the legacy and the Message-API runtime, with the digits MLP of each framework (FedAvg, 3 sites, 10
+the legacy and the Message-API runtime, with the digits MLP of each framework (FedAvg, 3 sites, 40
 rounds by default; each site a `flrepo local-exec` on its share of the digits).
+
+Every config trains the same task: the same data, sites, seeds, rounds and local training (the
+framework's digits settings, flrepo.fl.examples.digits_models.TRAINING, with the learning rate
+`--learning-rate` for all of them). Why 40 rounds and a learning rate of 0.003 rather than 10 and
+0.01: top-k at 3 % moves at most 3 % of each tensor per site and round, so after 10 rounds most of
+the model has not moved at all and top-k is 7.5 points behind; it catches up as the rounds go on
+(`--runtimes in-process --rounds 10,20,40,60` shows the curve in a minute or two). At 0.01 the
+uncompressed run itself wanders by 0.8 point from one round count to the next (20 to 80), as much as
+the 1-point bound; at 0.003 every config's accuracy rises smoothly, so a difference of a point means
+something.
 
 Per run, from the task's round history (bytes as they went on the wire, all sites together, and
 the codec milliseconds of the collector and the sites) and the published model (held-out accuracy,
@@ -9,7 +19,7 @@ framework's and runtime's `none` run, final held-out accuracy and its difference
 and decode ms per round.
 
     python bench/compression.py [--frameworks pytorch,keras] [--runtimes legacy,message]
-        [--rounds 10] [--sites 3] [--configs none,fp16,...] [--out bench/RESULTS.md]
+        [--rounds 40] [--learning-rate 0.003] [--sites 3] [--configs none,fp16,...] [--out bench/RESULTS.md]
 """
 
 from __future__ import annotations
@@ -40,6 +50,15 @@ CONFIGS: dict[str, dict[str, Any] | None] = {
     "stc3%+EF": {"uplink": "stc", "ratio": 0.03, "error_feedback": True},
 }
 LIBRARY = {"pytorch": "pytorch", "keras": "keras", "numpy": "numpy"}
+LEARNING_RATE = 0.003  # for every config and framework (see the module's docstring)
+
+
+def training(framework: str, learning_rate: float | None) -> dict[str, Any]:
+    """The local training of every config's task: the framework's digits settings, at `learning_rate`."""
+    from flrepo.fl.examples.digits_models import TRAINING
+
+    settings = dict(TRAINING[framework])
+    return settings if learning_rate is None else settings | {"learning_rate": learning_rate}
 
 
 def run(
@@ -52,17 +71,19 @@ def run(
     sites: int,
     env: dict[str, str],
     tmp: Path,
+    learning_rate: float | None = LEARNING_RATE,
 ) -> dict[str, Any]:
     """One task; its figures."""
     from flrepo.fl.demo import digits_task, held_out_accuracy, start_collector
 
-    task_id = f"c-{runtime}-{framework}-{config}".replace("%", "pc").replace("+", "-")
+    task_id = f"c-{runtime}-{framework}-{config}-{rounds}".replace("%", "pc").replace("+", "-")
     work = tmp / task_id
     work.mkdir()
     strategy = "message-fedavg" if runtime == "message" else "fedavg"
     task = digits_task(task_id, strategy, rounds, sites, framework)
     task |= {"model": {"model_name": f"digits-{framework}", "model_version": "v1"}}
     task |= {"round_timeout": 900, "participants_timeout": 1800, "heartbeat_timeout": 600}
+    task["training"] = training(framework, learning_rate)
     if CONFIGS[config] is not None:
         task["compression"] = CONFIGS[config]
     load = os.getloadavg()[0]
@@ -96,6 +117,7 @@ def run(
         "load": load,
         "wall_s": time.monotonic() - started,
         "rounds": len(history),
+        "learning_rate": task["training"].get("learning_rate"),
         "up": statistics.mean(h.bytes_up or 0 for h in history),
         "up_raw": statistics.mean(h.bytes_up_raw or 0 for h in history),
         "down": statistics.mean(h.bytes_down or 0 for h in history),
@@ -106,7 +128,9 @@ def run(
     }
 
 
-def in_process(framework: str, config: str, rounds: int, sites: int, tmp: Path) -> dict[str, Any]:
+def in_process(
+    framework: str, config: str, rounds: int, sites: int, tmp: Path, learning_rate: float | None = LEARNING_RATE
+) -> dict[str, Any]:
     """The same training without Flower or the repository: the sites' trainers (flrepo.fl.core.trainer,
     as local executions prepare them) and FedAvg in this process, updates through the same encoding
     and decoding (SiteTrainer.fit_update, compression.apply_delta). Counted as the runtimes count:
@@ -117,16 +141,17 @@ def in_process(framework: str, config: str, rounds: int, sites: int, tmp: Path) 
     from flrepo.fl.core.trainer import SiteTrainer
     from flrepo.fl.demo import held_out_accuracy
     from flrepo.fl.examples.data import partition
-    from flrepo.fl.examples.digits_models import SUFFIX, TRAINING, write_initial
+    from flrepo.fl.examples.digits_models import SUFFIX, write_initial
     from flrepo.fl.frameworks import Training, open_model
 
     spec = compression.Compression.of_task({"compression": CONFIGS[config]})
+    settings = training(framework, learning_rate)
     initial = write_initial(framework, tmp / f"inproc-{framework}{SUFFIX[framework]}")
     trainers = []
     for k in range(sites):
         x, y = partition(k, sites)
         model = open_model(LIBRARY[framework], initial, {"features": 64, "classes": 10})
-        trainer = SiteTrainer.split(model, x / 16.0, y, Training.from_config(TRAINING[framework]), seed=k + 1)
+        trainer = SiteTrainer.split(model, x / 16.0, y, Training.from_config(settings), seed=k + 1)
         trainer.residual_file = tmp / f"residual-{framework}-{config}-{k}.npz".replace("%", "pc")
         trainer.residual_file.unlink(missing_ok=True)
         trainers.append(trainer)
@@ -167,6 +192,7 @@ def in_process(framework: str, config: str, rounds: int, sites: int, tmp: Path) 
         "load": load,
         "wall_s": time.monotonic() - started,
         "rounds": rounds,
+        "learning_rate": settings.get("learning_rate"),
         **{name: getattr(total, field) / rounds for name, field in PER_ROUND.items()},
         "accuracy": held_out_accuracy(LIBRARY[framework], trained),
     }
@@ -183,26 +209,24 @@ PER_ROUND = {
 
 
 def table(results: list[dict[str, Any]]) -> list[str]:
-    """One row a run, each compared with the `none` run of its framework and runtime."""
+    """One row a run, each compared with the `none` run of its framework, runtime, rounds and learning rate."""
     lines = [
-        "| runtime | model | config | up B/round | up ratio | down B/round | down ratio | accuracy | Δ to none "
-        "| encode ms/round | decode ms/round |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| runtime | model | rounds | config | up B/round | up ratio | down B/round | down ratio | accuracy "
+        "| Δ to none | encode ms/round | decode ms/round |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def same(r: dict[str, Any]) -> tuple[Any, ...]:
+        return r["runtime"], r["framework"], r["rounds"], r.get("learning_rate")
+
     for r in results:
-        base = next(
-            (
-                b
-                for b in results
-                if (b["runtime"], b["framework"], b["config"]) == (r["runtime"], r["framework"], "none")
-            ),
-            None,
-        )
+        base = next((b for b in results if same(b) == same(r) and b["config"] == "none"), None)
         up_ratio = f"{base['up'] / r['up']:.1f}x" if base and r["up"] else "-"
         down_ratio = f"{base['down'] / r['down']:.2f}x" if base and r["down"] else "-"
         diff = f"{100 * (r['accuracy'] - base['accuracy']):+.1f} pt" if base else "-"
         lines.append(
-            f"| {r['runtime']} | {r['framework']} | {r['config']} | {r['up']:,.0f} | {up_ratio} | {r['down']:,.0f} "
+            f"| {r['runtime']} | {r['framework']} | {r['rounds']} | {r['config']} | {r['up']:,.0f} | {up_ratio} "
+            f"| {r['down']:,.0f} "
             f"| {down_ratio} | {r['accuracy']:.3f} | {diff} | {r['encode_ms']:.1f} | {r['decode_ms']:.1f} |"
         )
     return lines
@@ -255,8 +279,10 @@ def measure(args: Any) -> list[dict[str, Any]]:
     if runtimes == ["in-process"]:  # no repository needed
         with tempfile.TemporaryDirectory() as tmp_name:
             for framework in args.frameworks.split(","):
-                for config in args.configs.split(","):
-                    keep(in_process(framework, config, args.rounds, args.sites, Path(args.workdir or tmp_name)))
+                for rounds in args.rounds:
+                    for config in args.configs.split(","):
+                        work = Path(args.workdir or tmp_name)
+                        keep(in_process(framework, config, rounds, args.sites, work, args.learning_rate))
         return results
     env_db = {"FLREPO_DB_NAME": "fl", "FLREPO_GRIDFS_DB_NAME": "fl_grid", "FLREPO_LOG_LEVEL": "WARNING"}
     with tempfile.TemporaryDirectory() as tmp_name, EmbeddedMongo(Path(args.workdir or tmp_name) / "db") as mongo:
@@ -271,16 +297,18 @@ def measure(args: Any) -> list[dict[str, Any]]:
             env = {**fl_env(url, trusted), "FLREPO_LOG_LEVEL": "WARNING"}
             for framework in frameworks:
                 for runtime in runtimes:
-                    for config in args.configs.split(","):
-                        if runtime == "in-process":
-                            keep(in_process(framework, config, args.rounds, args.sites, tmp))
-                        else:
-                            keep(run(repo, url, runtime, framework, config, args.rounds, args.sites, env, tmp))
+                    for rounds in args.rounds:
+                        for config in args.configs.split(","):
+                            if runtime == "in-process":
+                                keep(in_process(framework, config, rounds, args.sites, tmp, args.learning_rate))
+                            else:
+                                figures = (runtime, framework, config, rounds, args.sites, env, tmp)
+                                keep(run(repo, url, *figures, learning_rate=args.learning_rate))
             repo.close()
     return results
 
 
-def section(results: list[dict[str, Any]], command: str, rounds: int, sites: int) -> str:
+def section(results: list[dict[str, Any]], command: str, sites: int) -> str:
     from bench.report import machine
 
     return "\n".join(
@@ -292,10 +320,14 @@ def section(results: list[dict[str, Any]], command: str, rounds: int, sites: int
             + ", ".join(f"{r['load']:.1f}" for r in results)
             + ".",
             "",
-            f"FedAvg, {rounds} rounds, {sites} sites (`flrepo local-exec` on its share of the digits), "
+            f"FedAvg, {sites} sites (`flrepo local-exec` on its share of the digits; `in-process`: the same "
+            "trainers, codecs and FedAvg without Flower or the repository), every config the same task: "
+            "the same rounds and local training (learning rate "
+            + ", ".join(sorted({str(r.get("learning_rate")) for r in results}))
+            + "), "
             "the Message API in plaintext on loopback. Bytes per round are all sites together, as the arrays' "
             "payloads went on the wire (Flower's framing left out), from the task's round history; ratios and "
-            "Δ are against the `none` run of the same model and runtime; accuracy is the published model's "
+            "Δ are against the `none` run of the same model, runtime and rounds; accuracy is the published model's "
             "on the held-out digits. EF: error feedback; `fp16` is fp16 both ways, every other config sends "
             "the downlink as plain arrays.",
             "",
@@ -317,8 +349,16 @@ def main() -> int:
         default="legacy,message",
         help="of legacy, message, in-process (no Flower: bench.compression.in_process)",
     )
-    parser.add_argument("--configs", default=",".join(CONFIGS), help=f"of {', '.join(CONFIGS)}")
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="of " + ", ".join(CONFIGS).replace("%", "%%"))
+    parser.add_argument(
+        "--rounds", type=lambda v: [int(r) for r in v.split(",")], default=[40], help="a count, or several: 10,20,40"
+    )
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=LEARNING_RATE,
+        help="the local learning rate of every config's task (default %(default)s; see above)",
+    )
     parser.add_argument("--sites", type=int, default=3)
     parser.add_argument("--out", type=Path, help="prepend the section to this Markdown file")
     parser.add_argument("--workdir", type=Path, help="keep the logs here (default: a temporary directory)")
@@ -332,13 +372,14 @@ def main() -> int:
         parser.error(f"unknown configs {unknown}: of {', '.join(CONFIGS)}")
     command = (
         f"python bench/compression.py --frameworks {args.frameworks} --runtimes {args.runtimes} "
-        f"--rounds {args.rounds} --sites {args.sites} --configs {args.configs}"
+        f"--rounds {','.join(map(str, args.rounds))} --learning-rate {args.learning_rate} --sites {args.sites} "
+        f"--configs {args.configs}"
     )
     if args.report:
         results = [json.loads(line) for path in args.report for line in path.read_text().splitlines() if line]
     else:
         results = measure(args)
-    text = section(results, command, args.rounds, args.sites)
+    text = section(results, command, args.sites)
     print(text)
     if args.out:
         record(args.out, text)

@@ -1,7 +1,7 @@
 """Compressed updates end to end on both Flower runtimes: a task with a `compression` trains with real
 processes, each round's record carries its bytes each way (smaller than plain arrays by the codec's
 factor), the training result the totals, the sites keep their error-feedback residual in their state
-directory, and the published model is within each codec's bound of the same task's without
+directory, and the published model is within issue #24's bound of the same task's without
 compression (BOUNDS). Plus the collector's side alone: plain arrays from an older site are taken as
 they are, on both carriers."""
 
@@ -21,7 +21,12 @@ from tests.helpers import logs_of
 
 TOPK_EF = {"uplink": "topk", "ratio": 0.03, "error_feedback": True, "downlink": "fp16"}
 SITES = ["digits:1/2", "digits:2/2"]
-ROUNDS = 4
+# Top-k at 3 % moves at most 3 % of each tensor a site and round, so it needs rounds to catch up with
+# the uncompressed run: on this task (numpy softmax, 2 sites, SGD 0.5, 2 epochs; in process, the same
+# trainers and codecs) top-k 3 % + EF is 4.2 points behind at 10 rounds, 1.1 at 30, level at 35 and
+# +0.3 at 40 (fp16 downlink included); int8 is level from the start. Every task of the test trains
+# the same 40 rounds.
+ROUNDS = 40
 
 
 def _published_accuracy(fl, tmp_path, task_id):
@@ -35,10 +40,10 @@ def _train(fl, tmp_path, task_id, strategy, rounds, **plan):
     fl.repo.create_task(digits_task(task_id, strategy, rounds=rounds, clients=2, **plan))
     options = ["--insecure"] if strategy.startswith("message") else []
     collector, sites = start_training(fl.url, task_id, SITES, fl.env, fl.logs, collector_options=options)
-    try:
-        collector.wait(300)
+    try:  # generous: 40 rounds on a busy two-core machine
+        collector.wait(1200)
         for site in sites:
-            site.wait(120)
+            site.wait(300)
     finally:
         reap([collector, *sites], terminate=True)
     task = fl.repo.get_task(task_id).model_dump(mode="json")
@@ -46,11 +51,9 @@ def _train(fl, tmp_path, task_id, strategy, rounds, **plan):
     return task, _published_accuracy(fl, tmp_path, task_id)
 
 
-# Each codec's bound on the published model's held-out accuracy against the same task without
-# compression (digits, numpy softmax, 2 sites, 4 rounds; measured: none 0.925, int8 0.922, top-k 3 %
-# with error feedback 0.872: at 4 rounds top-k has moved only a few % of the weights; bench/compression.py
-# measures the gap at 10 rounds), and its least uplink factor.
-BOUNDS = {"int8": (0.005, 3.9), "topk": (0.08, 30)}
+# Issue #24's bounds: the published model's held-out accuracy at most this far below the same task's
+# without compression, and the least uplink factor.
+BOUNDS = {"int8": (0.005, 3.9), "topk": (0.01, 30)}
 
 
 @pytest.mark.parametrize(
@@ -63,8 +66,9 @@ def test_a_compressed_task_trains_nearly_as_well_as_an_uncompressed_one_with_far
 ):
     state = tmp_path / "state"
     fl = replace(fl, env={**fl.env, "FLREPO_STATE_DIR": str(state)})
-    register_model(fl.repo, "digits", "v1", "numpy", tmp_path)
+    initial = register_model(fl.repo, "digits", "v1", "numpy", tmp_path)
     plain, plain_accuracy = _train(fl, tmp_path, "plain", strategy, ROUNDS)
+    assert plain_accuracy > held_out_accuracy("numpy", initial)  # the reference learned something
     for record in plain["history"]:  # measured without compression too: the reference
         assert record["bytes_up"] == record["bytes_up_raw"] > 0 and record["bytes_down"] == record["bytes_down_raw"]
     for n, spec in enumerate(specs):
@@ -81,7 +85,7 @@ def test_a_compressed_task_trains_nearly_as_well_as_an_uncompressed_one_with_far
         result = fl.repo.get_training_result("digits", "v1", task_id).results
         assert result["bytes_up_total"] == sum(r["bytes_up"] for r in task["history"])
         assert result["bytes_down_raw_total"] == sum(r["bytes_down_raw"] for r in task["history"])
-        assert accuracy > 0.8 and accuracy >= plain_accuracy - tolerance, (spec, plain_accuracy, accuracy)
+        assert accuracy >= plain_accuracy - tolerance, (spec, plain_accuracy, accuracy)
     # Each site kept what the codec left out in its state directory: one file a site and task.
     assert len(list((state / "residuals").glob("*.npz"))) == 2 * len(specs)
 
