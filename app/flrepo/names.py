@@ -35,7 +35,26 @@ def is_unsafe(ch: str) -> bool:
     return is_control(ch) or is_surrogate(ch) or is_format(ch)
 
 
+# The Cf ranges of the Unicode version Python 3.11 ships, written out: finding them means asking
+# unicodedata about all 1.1 million code points, ~0.4 s at every start of every flrepo process (each CLI
+# call, collector and site). Another version is scanned; tests/code/test_names.py checks this table.
+KNOWN_FORMAT_RANGES: dict[str, tuple[tuple[int, int], ...]] = {
+    "14.0.0": (
+        (173, 173), (1536, 1541), (1564, 1564), (1757, 1757), (1807, 1807), (2192, 2193), (2274, 2274),
+        (6158, 6158), (8203, 8207), (8234, 8238), (8288, 8292), (8294, 8303), (65279, 65279), (65529, 65531),
+        (69821, 69821), (69837, 69837), (78896, 78904), (113824, 113827), (119155, 119162), (917505, 917505),
+        (917536, 917631),
+    ),
+}  # fmt: skip
+
+
 def _format_ranges() -> list[tuple[int, int]]:
+    known = KNOWN_FORMAT_RANGES.get(unicodedata.unidata_version)
+    return list(known) if known else scan_format_ranges()
+
+
+def scan_format_ranges() -> list[tuple[int, int]]:
+    """The ranges of Unicode format characters (Cf), from unicodedata itself."""
     ranges: list[tuple[int, int]] = []
     start = None
     for code in range(sys.maxunicode + 2):

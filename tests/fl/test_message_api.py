@@ -64,22 +64,22 @@ def test_a_message_api_fedavg_task_with_tls_and_authenticated_participants(fl, t
             httpx.post(f"http://{address}/v1/fleet/register-node", content=b"", timeout=5)
         ca = str(tls / "ca.crt")
         trust = ssl.create_default_context(cafile=ca)
-        assert httpx.post(f"https://{address}/v1/control/list-runs", verify=trust, timeout=5).status_code == 404
-        assert httpx.post(f"https://{address}/v1/control/register-node", verify=trust, timeout=5).status_code == 404
+        assert httpx.post(f"https://{address}/v1/control/list-runs", verify=trust, timeout=60).status_code == 404
+        assert httpx.post(f"https://{address}/v1/control/register-node", verify=trust, timeout=60).status_code == 404
 
         # A SuperNode whose key is not listed is refused, and so is a plaintext one.
         intruder = _supernode(address, tmp_path, "intruder", "--root-certificates", ca,
                               "--auth-supernode-private-key", str(tmp_path / "intruder"))  # fmt: skip
         plaintext = _supernode(address, tmp_path, "plaintext", "--insecure")
         others += [intruder, plaintext]
-        assert intruder.wait(60) != 0 and plaintext.wait(60) != 0
+        assert intruder.wait(300) != 0 and plaintext.wait(300) != 0
         assert "Failed to activate SuperNode" in (tmp_path / "intruder.log").read_text()
         assert "Failed to initialize the connection to the SuperLink" in (tmp_path / "plaintext.log").read_text()
         # A local execution with an unlisted key is told so, before it even tries.
         unlisted = start_local_exec(fl.url, "msg", "digits:1/2", fl.env, fl.logs, 3,
                                     ["--participant-key", str(tmp_path / "intruder")])  # fmt: skip
         others.append(unlisted)
-        assert unlisted.wait(120) == 1
+        assert unlisted.wait(300) == 1
         assert "not in the task's participant_keys" in (fl.logs / "local-exec-3.log").read_text()
 
         sites = [
@@ -93,7 +93,7 @@ def test_a_message_api_fedavg_task_with_tls_and_authenticated_participants(fl, t
             f"\nmeasured: Message-API task (2 sites, 2 rounds) ran {time.monotonic() - started:.1f} s after the checks"
         )
         for site in sites:
-            site.wait(60)
+            site.wait(300)
     finally:
         reap([collector, *sites, *others], terminate=True)
     task = fl.repo.get_task("msg").model_dump(mode="json")
@@ -127,14 +127,14 @@ def test_cancel_stops_a_message_api_task_served_in_plaintext_on_request(fl, tmp_
     fl.repo.create_task(digits_task("halt", "message-fedavg", rounds=2, clients=2, framework="pytorch"))
     collector, sites = start_training(fl.url, "halt", ["digits:1/2"], fl.env, fl.logs, collector_options=["--insecure"])
     try:
-        wait_for(lambda: fl.repo.get_task("halt").active == 1, 180, "one SuperNode online\n" + logs_of(fl.logs))
+        wait_for(lambda: fl.repo.get_task("halt").active == 1, 600, "one SuperNode online\n" + logs_of(fl.logs))
         task = fl.repo.get_task("halt")
         assert task.runtime == "message" and task.server_ca is None and "plaintext" in task.conditions[0].message
         fl.repo.cancel_task("halt")
         cancelled = time.monotonic()
-        collector.wait(180)
+        collector.wait(300)
         print(f"\nmeasured: cancel -> Message-API collector exited in {time.monotonic() - cancelled:.1f} s")
-        sites[0].wait(180)
+        sites[0].wait(300)
         print(f"measured: cancel -> its local execution exited in {time.monotonic() - cancelled:.1f} s")
     finally:
         reap([collector, *sites], terminate=True)

@@ -36,7 +36,7 @@ def test_a_killed_collector_resumes_after_its_last_checkpoint(fl, tmp_path):
 
     # The same task uninterrupted, for comparison.
     fl.repo.create_task(_plan("whole"))
-    whole, code = run_training(fl, "whole", data, timeout=300)
+    whole, code = run_training(fl, "whole", data, timeout=900)
     assert code == 0 and whole["phase"] == "Succeeded", logs_of(fl.logs)
 
     fl.repo.create_task(_plan("cut"))
@@ -52,7 +52,7 @@ def test_a_killed_collector_resumes_after_its_last_checkpoint(fl, tmp_path):
     from flrepo.fl.demo import start_training
 
     collector, workers = start_training(fl.url, "cut", data, fl.env, fl.logs, address=address)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 900
     try:
         while not killed and collector.poll() is None:
             kill_after_round_2(fl.repo.get_task("cut").model_dump(mode="json"), [collector, *workers])
@@ -64,7 +64,7 @@ def test_a_killed_collector_resumes_after_its_last_checkpoint(fl, tmp_path):
         assert stale.phase == "Running" and stale.current_round == 2  # what a dead collector leaves
         # Started again on the same address: the local executions reconnect to it.
         again = start_collector(fl.url, "cut", fl.env, fl.logs, address)
-        again.wait(300)
+        again.wait(900)
     finally:
         reap([collector, *workers], timeout=60, terminate=True)
     task = fl.repo.get_task("cut").model_dump(mode="json")

@@ -52,6 +52,9 @@ def run(
             log.error("task %s: %s", task_id, exc)
             fail_site(repo, task_id, exc)
             return 1
+        # Ready to train: what remains is to find the collector (an operator, and a test, can tell
+        # a site still starting from one waiting for its collector).
+        log.info("task %s: ready; waiting for its collector's address", task_id)
         found = discover(repo, task_id, site)
         if isinstance(found, Ended):
             log.warning("task %s ended before this site joined: %s", task_id, found)
