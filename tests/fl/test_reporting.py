@@ -168,3 +168,26 @@ def test_the_figures_say_how_long_the_rounds_waited_for_the_repository(fl, tmp_p
     figures = reporter.figures()
     durations = [h.duration_s or 0.0 for h in fl.repo.get_task("fig").history]
     assert figures["repository_wait_s"] >= 0.2 and abs(figures["rounds_s"] - sum(durations)) < 0.01
+
+
+def test_a_heartbeat_read_before_a_rounds_report_and_sent_after_it_never_sets_the_round_back(fl, tmp_path):
+    """The legacy collector's heartbeat runs in its own thread while round reports go out in the
+    background: what it read before a report must not undo that report once it lands after it."""
+    from flwr.server.strategy import FedAvg
+
+    from flrepo.fl.legacy.strategy import ReportingStrategy
+
+    link = GatedLink(_running(fl, tmp_path, "hb"))
+    strategy = ReportingStrategy(FedAvg(), link, {})
+    reporter = strategy.reporter
+    reporter.round_started_now()
+    reporter.trained(1, [("a", 10, {"accuracy": 0.5})], [])
+    reporter.round_done(1, 0.7, {"accuracy": 0.5}, [np.full(3, 1.0)], active=1)
+    assert link.reporting.wait(BOUND_S)  # round 1's report is on its way
+    progress = strategy.progress()  # the heartbeat reads meanwhile ...
+    link.gate.set()
+    assert reporter.flush(BOUND_S)
+    assert fl.repo.get_task("hb").current_round == 1
+    link.heartbeat(**progress)  # ... and its request lands after the report
+    task = fl.repo.get_task("hb")
+    assert task.current_round == 1 and task.heartbeat is not None and task.heartbeat.round == 1

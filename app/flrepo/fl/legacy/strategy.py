@@ -78,9 +78,12 @@ class ReportingStrategy(Strategy):
         return parameters_to_ndarrays(self.latest) if self.latest is not None else None
 
     def progress(self) -> dict[str, Any]:
-        """What each heartbeat reports: the round and the participants connected now."""
+        """What each heartbeat reports: the participants connected now. Not the round: the round's own
+        report (sent in the background) sets it, and a heartbeat read just before that report went out
+        and answered just after it would set the task's round back by one (which also made the service
+        refuse the next round's checkpoint as ahead of the task)."""
         active = self.client_manager.num_available() if self.client_manager is not None else 0
-        return {"current_round": self.reporter.current_round, "active": active}
+        return {"active": active}
 
     def _wait(self, client_manager: ClientManager) -> None:
         self.client_manager = client_manager
