@@ -25,7 +25,7 @@ from bench.common import MODES
 from bench.federated import federated
 from bench.files import memory, throughput
 from bench.metadata import metadata, seed_models, wait_ready_minimal
-from bench.report import record, report, versions
+from bench.report import publish, report, versions
 from flrepo.server.embedded import EmbeddedMongo, api_server, free_port, reap
 
 
@@ -82,10 +82,7 @@ def main() -> int:
             fed = federated(mongo.url, tmp, 5, 3, cfg["fl_repeats"])
             print(f"bench: federated {fed}", flush=True)
     text = report(args.mode, info, tp, mem, meta, fed)
-    print(text)
-    if args.out:
-        record(args.out, text)
-    return 0
+    return publish(text, args.out)
 
 
 if __name__ == "__main__":

@@ -340,7 +340,7 @@ def section(results: list[dict[str, Any]], command: str, sites: int) -> str:
 def main() -> int:
     import argparse
 
-    from bench.report import record
+    from bench.report import publish
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frameworks", default="pytorch,keras")
@@ -380,10 +380,7 @@ def main() -> int:
     else:
         results = measure(args)
     text = section(results, command, args.sites)
-    print(text)
-    if args.out:
-        record(args.out, text)
-    return 0
+    return publish(text, args.out)
 
 
 if __name__ == "__main__":

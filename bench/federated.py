@@ -234,7 +234,7 @@ def main() -> int:
     import argparse
     import tempfile
 
-    from bench.report import machine, record
+    from bench.report import machine, publish
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
@@ -290,10 +290,7 @@ def main() -> int:
             "",
         ]
     )
-    print(text)
-    if args.out:
-        record(args.out, text)
-    return 0
+    return publish(text, args.out)
 
 
 if __name__ == "__main__":

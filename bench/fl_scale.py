@@ -276,7 +276,7 @@ def main() -> int:
     import argparse
     import tempfile
 
-    from bench.report import machine, record
+    from bench.report import machine, publish
     from flrepo.client import RepositoryClient
     from flrepo.fl.catalogue import seed
     from flrepo.fl.demo import fl_env, publisher, register_model
@@ -337,10 +337,7 @@ def main() -> int:
             "",
         ]
     )
-    print(text)
-    if args.out:
-        record(args.out, text)
-    return 0
+    return publish(text, args.out)
 
 
 if __name__ == "__main__":

@@ -114,6 +114,14 @@ def report(
     return "\n".join(lines)
 
 
+def publish(text: str, out: Path | None) -> int:
+    """A benchmark's last step: print its section and, with `--out`, record it; the exit code."""
+    print(text)
+    if out:
+        record(out, text)
+    return 0
+
+
 def record(path: Path, text: str) -> None:
     """Put a run's section at the top of a results file (newest run first)."""
     previous = path.read_text() if path.exists() else "# Benchmark results\n\nNewest run first.\n\n"
