@@ -29,14 +29,12 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.federated import local_exec, wait_listening
-from flrepo.server.embedded import free_port
+from flrepo.server.embedded import api_server, free_port
 
 RUN_TIMEOUT_S = 3600.0
 # name -> the task's `compression` (None: the task sets none); `fp16` is fp16 both ways.
@@ -232,31 +230,6 @@ def table(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-@contextmanager
-def started_api(tmp: Path, mongo_url: str, env: dict[str, str], timeout: float = 600) -> Iterator[str]:
-    """`flrepo serve` as flrepo.server.embedded.api_server starts it, waiting up to `timeout` seconds
-    for it to be ready (api_server's 30 s are too few on a loaded two-core machine)."""
-    import subprocess
-
-    from flrepo.server.embedded import reap, wait_ready
-
-    environment = {**os.environ, "FLREPO_MONGODB_URL": mongo_url, "FLREPO_SWEEP_INTERVAL_S": "0"}
-    environment |= {"FLREPO_DB_TIMEOUT_MS": "30000", **env}
-    port = free_port()
-    with open(tmp / "server.log", "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "flrepo.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_ready(f"http://127.0.0.1:{port}", timeout)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        reap([proc], terminate=True)
-
-
 def measure(args: Any) -> list[dict[str, Any]]:
     """Every (framework, runtime, config) of `args`, one task each, against one repository."""
     import tempfile
@@ -287,7 +260,8 @@ def measure(args: Any) -> list[dict[str, Any]]:
     env_db = {"FLREPO_DB_NAME": "fl", "FLREPO_GRIDFS_DB_NAME": "fl_grid", "FLREPO_LOG_LEVEL": "WARNING"}
     with tempfile.TemporaryDirectory() as tmp_name, EmbeddedMongo(Path(args.workdir or tmp_name) / "db") as mongo:
         tmp = Path(args.workdir or tmp_name)
-        with started_api(tmp, mongo.url, env_db) as url:
+        # A server as the other benchmarks start it, given minutes to be ready on a loaded machine.
+        with api_server(tmp, mongo.url, ready_timeout=600, FLREPO_DB_TIMEOUT_MS="30000", **env_db) as (url, _):
             keyring, trusted = publisher("bench")
             repo = RepositoryClient(url, keyring=keyring)
             seed(repo)

@@ -168,9 +168,10 @@ def wait_ready(base: str, timeout: float = READY_TIMEOUT_S, proc: subprocess.Pop
 
 @contextmanager
 def api_server(
-    workdir: Path, mongo_url: str | None = None, **env: str
+    workdir: Path, mongo_url: str | None = None, *, ready_timeout: float = READY_TIMEOUT_S, **env: str
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Yield (base URL, process) of `flrepo serve` on a free port; its own FerretDB unless given a URL."""
+    """Yield (base URL, process) of `flrepo serve` on a free port; its own FerretDB unless given a URL.
+    It is waited for up to `ready_timeout` seconds (a loaded machine may need minutes)."""
     mongo = None
     if mongo_url is None:
         mongo = EmbeddedMongo(workdir / "db", log_file=workdir / "ferretdb.log").start()
@@ -194,7 +195,7 @@ def api_server(
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(base, proc=proc)
+        wait_ready(base, ready_timeout, proc=proc)
         yield base, proc
     finally:
         reap([proc], terminate=True)
