@@ -102,11 +102,10 @@ def serve_tasks(conn: socket.socket, run: Callable[[ExecutionSpec], None]) -> No
     pdeathsig()
     clientapp_module.flwr_exit = exit_in_worker  # type: ignore[assignment]
     reader = conn.makefile("rb")
-    code = 0
     for line in reader:
         answer = run_one(run, spec_of(line))
         conn.sendall(f"{answer}\n".encode())
-    os._exit(code)
+    os._exit(0)  # the executor closed its end: it is stopping
 
 
 def forget_parent() -> None:
