@@ -130,7 +130,7 @@ ROUTE = re.compile(r'method="([A-Z]+)",route="([^"]*)"')
 
 def delta(before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]) -> dict[str, Any]:
     """Requests and server seconds since `before`: the round work's, the task reads' and the rest's;
-    and under "routes", each round-work route's (requests, server seconds)."""
+    and under "routes", each route's but the task reads' (requests, server seconds)."""
     kinds = ("round", "reads", "other")
     found: dict[str, Any] = {f"{k}_{m}": 0.0 for k in kinds for m in ("requests", "server_s")} | {"5xx": 0.0}
     routes: dict[str, list[float]] = {}
@@ -142,7 +142,7 @@ def delta(before: dict[tuple[str, str], float], after: dict[tuple[str, str], flo
         if counter and 'status="5' in key[1]:
             found["5xx"] += change
         route = ROUTE.search(key[1])
-        if kind == "round" and route and change:
+        if kind != "reads" and route and change:
             routes.setdefault(" ".join(route.groups()), [0.0, 0.0])[0 if counter else 1] += change
     found["routes"] = {name: (int(n), round(s, 2)) for name, (n, s) in routes.items()}
     return found
@@ -245,7 +245,7 @@ def run(repo: Any, url: str, plan: Plan, rounds: int, env: dict[str, str], tmp: 
         "critical_share": waited / rounds_total,
         "waited_s": waited,
         "5xx": used["5xx"],
-        "round_routes": used["routes"],  # requests and server seconds over the run, by route
+        "routes": used["routes"],  # requests and server seconds over the run, by route (task reads left out)
         "lost": lost,
         "rss_mib": statistics.median(memory.rss.values()) if memory.rss else 0.0,
         "pss_mib": statistics.median(memory.pss.values()) if memory.pss else 0.0,

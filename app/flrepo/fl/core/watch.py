@@ -173,6 +173,7 @@ class Heartbeat(_Watcher):
         self.stamp: datetime | None = None  # the task's last heartbeat as last seen
         self.writes = 0
         self.writing = threading.Lock()
+        self.held = 0.0  # how long the last read asked the service to hold it (0: it was a write)
 
     def stop(self) -> None:
         """Stop: no write after this returns (one in flight is waited for, so that its answer cannot be
@@ -183,8 +184,9 @@ class Heartbeat(_Watcher):
             pass
 
     def pause(self, asked: float) -> float:
-        # A held read is its own wait; a service that answers at once is read at this pace.
-        return max(0.0, self.read_seconds - (time.monotonic() - asked))
+        # A held read is its own wait, and a write is followed by one at once (an end is seen the
+        # moment it is recorded); a service that answers held reads at once is read at their pace.
+        return max(0.0, self.held - (time.monotonic() - asked))
 
     def due(self, progress: dict[str, Any]) -> float:
         """When the next write is due (time.monotonic())."""
@@ -199,9 +201,11 @@ class Heartbeat(_Watcher):
         left = self.due(progress) - time.monotonic()
         try:
             if left <= 0:
+                self.held = 0.0
                 answer = self.write(progress)
             else:
-                answer = self.repo.get_task(self.task_id, history=0, wait_end=min(left, self.read_seconds))
+                self.held = min(left, self.read_seconds)
+                answer = self.repo.get_task(self.task_id, history=0, wait_end=self.held)
                 self.seen(answer)
         except Conflict:  # finished: read how
             return self.repo.get_task(self.task_id)
