@@ -125,10 +125,15 @@ ROUND_WORK = re.compile(r'method="(PUT|POST)",route="/tasks/\{task_id\}/(status|
 TASK_READ = re.compile(r'method="GET",route="/tasks/\{task_id\}"')
 
 
-def delta(before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]) -> dict[str, float]:
-    """Requests and server seconds since `before`: the round work's, the task reads' and the rest's."""
+ROUTE = re.compile(r'method="([A-Z]+)",route="([^"]*)"')
+
+
+def delta(before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]) -> dict[str, Any]:
+    """Requests and server seconds since `before`: the round work's, the task reads' and the rest's;
+    and under "routes", each route's but the task reads' (requests, server seconds)."""
     kinds = ("round", "reads", "other")
-    found = {f"{k}_{m}": 0.0 for k in kinds for m in ("requests", "server_s")} | {"5xx": 0.0}
+    found: dict[str, Any] = {f"{k}_{m}": 0.0 for k in kinds for m in ("requests", "server_s")} | {"5xx": 0.0}
+    routes: dict[str, list[float]] = {}
     for key, value in after.items():
         change = value - before.get(key, 0.0)
         counter = key[0] == "flrepo_http_requests_total"
@@ -136,6 +141,10 @@ def delta(before: dict[tuple[str, str], float], after: dict[tuple[str, str], flo
         found[f"{kind}_{'requests' if counter else 'server_s'}"] += change
         if counter and 'status="5' in key[1]:
             found["5xx"] += change
+        route = ROUTE.search(key[1])
+        if kind != "reads" and route and change:
+            routes.setdefault(" ".join(route.groups()), [0.0, 0.0])[0 if counter else 1] += change
+    found["routes"] = {name: (int(n), round(s, 2)) for name, (n, s) in routes.items()}
     return found
 
 
@@ -236,6 +245,7 @@ def run(repo: Any, url: str, plan: Plan, rounds: int, env: dict[str, str], tmp: 
         "critical_share": waited / rounds_total,
         "waited_s": waited,
         "5xx": used["5xx"],
+        "routes": used["routes"],  # requests and server seconds over the run, by route (task reads left out)
         "lost": lost,
         "rss_mib": statistics.median(memory.rss.values()) if memory.rss else 0.0,
         "pss_mib": statistics.median(memory.pss.values()) if memory.pss else 0.0,

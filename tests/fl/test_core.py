@@ -179,6 +179,68 @@ def test_the_watchers_call_on_end_once_the_task_ends(fl, tmp_path, watcher):
     assert len(seen) == 1 and seen[0].cancelled and watch.ended == seen[0]
 
 
+def test_a_heartbeat_is_written_only_when_no_report_came_within_its_interval_or_progress_changed(fl, tmp_path):
+    # Driven by hand (the thread not started), its clock moved back instead of waited for.
+    _task(fl, tmp_path, "beat")
+    link = TaskLink(fl.repo, "beat")
+    shown = {"active": 2}
+    beat = Heartbeat(link, heartbeat_timeout=40.0, progress=lambda: dict(shown), read_seconds=0.05)
+    assert beat.interval == 10.0
+
+    def later(seconds: float, written: bool = True) -> None:
+        beat.reported_at -= seconds
+        if written:
+            beat.written_at -= seconds
+
+    before = fl.repo.get_task("beat").heartbeat
+    assert beat.check() is not None and beat.writes == 0  # nothing due yet: a read
+    later(10.5)  # the progress is new, and the Running report is an interval old
+    beat.check()
+    assert beat.writes == 1
+    after = fl.repo.get_task("beat")
+    assert after.active == 2 and after.heartbeat is not None and after.heartbeat != before
+    assert after.heartbeat.collector == IDENTITY
+
+    later(5)
+    link.report(current_round=1)  # a round's report (the ServerApp's, say) is a heartbeat too
+    beat.check()  # the read that sees it
+    later(6, written=False)  # 11 s after this heartbeat, 6 s after the round's report: not due
+    beat.check()
+    assert beat.writes == 1
+    later(5, written=False)  # 11 s after the round's report: due
+    beat.check()
+    assert beat.writes == 2
+
+    shown["active"] = 3  # a participant joined: written PROGRESS_SECONDS after the last write
+    beat.check()
+    assert beat.writes == 2
+    later(10.5)
+    beat.check()
+    assert beat.writes == 3 and fl.repo.get_task("beat").active == 3
+
+
+def test_a_heartbeat_reads_a_sites_failure_and_fails_the_task_with_its_reason(fl, tmp_path):
+    _task(fl, tmp_path, "siteless")
+    seen: list[Ended] = []
+    called = threading.Event()
+
+    def on_end(end: Ended) -> None:
+        seen.append(end)
+        called.set()
+
+    # A long interval: the failure comes through its reads, not its writes.
+    beat = Heartbeat(TaskLink(fl.repo, "siteless"), heartbeat_timeout=600.0, on_end=on_end, read_seconds=0.2)
+    beat.start()
+    try:
+        fl.repo.report_site("siteless", "site-a", "failed", reason="DataError", message="no labels")
+        assert called.wait(60), "the heartbeat did not fail the task"
+    finally:
+        beat.stop()
+    assert seen[0].phase == "Failed" and seen[0].reason == "DataError" and "no labels" in seen[0].message
+    assert beat.writes == 0
+    assert fl.repo.get_task("siteless").phase == "Failed"
+
+
 # --- reconnect ----------------------------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ from flwr.supercore.superexec.executor import ExecutionSpec, LaunchResultStatus
 
 from flrepo.fl.message import executor, fast_grid, supernode, warm_worker
 from flrepo.fl.message.polling import Backoff
+from flrepo.fl.message.programs import free_port
 
 WAIT_S = 120.0  # upper bound for events on a busy two-core machine
 
@@ -293,3 +294,36 @@ def test_a_fresh_clientapp_per_message_is_one_variable_away(monkeypatch):
     assert not executor.cold_clientapps()
     monkeypatch.setenv(executor.COLD_ENV, "1")
     assert executor.cold_clientapps()
+
+
+def fork_site_superexec(tmp_path: Path) -> None:
+    """Run in a fresh interpreter (the test below), as fork_two_tasks."""
+    from flrepo.fl.message import site_superexec
+
+    port = free_port()
+    forked = site_superexec.start(tmp_path / "no-site", tmp_path / "superexec", port)
+    assert forked is not None and forked.port == port
+    # Flower's SuperExec loop in a child of this process (the local execution), waiting for its
+    # SuperNode's Runtime API.
+    status = Path(f"/proc/{forked.pid}/status").read_text()
+    assert f"PPid:\t{os.getpid()}" in status
+    assert os.waitpid(forked.pid, os.WNOHANG) == (0, 0)
+    env = forked.env()
+    assert Path(env[site_superexec.SECRET_ENV]).stat().st_size == 32
+    assert Path(env[site_superexec.WAKE_ENV]).exists()  # bound before the fork: no wake is lost
+    forked.stop()
+    assert not Path(f"/proc/{forked.pid}").exists()  # stopped and reaped
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait)
+    thread.start()
+    try:  # with a second thread the fork would be unsafe: the SuperNode starts its own SuperExec then
+        assert site_superexec.start(tmp_path / "no-site", tmp_path / "again", free_port()) is None
+    finally:
+        release.set()
+        thread.join()
+    (tmp_path / "forked").write_text("1")
+
+
+def test_a_local_execution_forks_its_sites_superexec_only_while_it_has_one_thread(tmp_path):
+    in_fresh_interpreter("fork_site_superexec", tmp_path)
+    assert (tmp_path / "forked").read_text() == "1"

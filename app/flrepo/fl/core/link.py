@@ -31,8 +31,9 @@ class TaskLink:
         self.repo, self.task_id = repo, task_id
 
     def report(self, **fields: Any) -> None:
-        """A status report (phase, conditions, rounds, participants, ...)."""
-        self.repo.update_task_status(self.task_id, **fields)
+        """A status report (phase, conditions, rounds, participants, ...); while the task runs, the
+        service takes it for a heartbeat too, so it says who sends it."""
+        self.repo.update_task_status(self.task_id, **{"collector": IDENTITY, **fields})
 
     def round_record(self, record: dict[str, Any]) -> dict[str, Any]:
         """A round's record as the history keeps it; called when the round ends, not when its report is

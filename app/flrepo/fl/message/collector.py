@@ -10,14 +10,12 @@ the SuperLink. The ServerApp reports the rounds and the result itself (flrepo.fl
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ from flrepo.fl.core.link import TaskLink
 from flrepo.fl.core.publishing import Written
 from flrepo.fl.core.resume import Resume, resume_round
 from flrepo.fl.core.serving import Serving, advertised
-from flrepo.fl.core.watch import Ended, Heartbeat, TaskWatch, ended
+from flrepo.fl.core.watch import Ended, Heartbeat, ended
 from flrepo.fl.message import programs
 from flrepo.fl.message.fab import task_fab
 
@@ -200,7 +198,12 @@ def run(link: TaskLink, task: dict[str, Any], serving: Serving, allow_unsigned: 
                 run_id,
             )
             ends: list[Ended] = []
+            woken = threading.Event()
             api = control
+
+            def seen(end: Ended) -> None:
+                ends.append(end)
+                woken.set()
 
             def progress() -> dict[str, Any]:
                 try:
@@ -208,9 +211,12 @@ def run(link: TaskLink, task: dict[str, Any], serving: Serving, allow_unsigned: 
                 except Exception:  # the count is a nicety; the heartbeat is what matters
                     return {}
 
-            heartbeat = Heartbeat(link, float(task["heartbeat_timeout"]), progress, ends.append)
+            # Its held reads of the task also see the end the moment the service records it, not at the
+            # next heartbeat: the ServerApp's own Succeeded report ends the collector while Flower still
+            # winds the run down (its task output, the run's logs: a second or two).
+            heartbeat = Heartbeat(link, float(task["heartbeat_timeout"]), progress, seen)
             heartbeat.start()
-            return _until_done(link, task, control, superlink, run_id, ends)
+            return _until_done(link, task, control, superlink, run_id, ends, woken)
     except Exception as exc:
         if heartbeat is not None and heartbeat.ended is not None:
             return stopped(link, task, heartbeat.ended, Written())
@@ -226,25 +232,6 @@ def run(link: TaskLink, task: dict[str, Any], serving: Serving, allow_unsigned: 
             programs.stop(superlink)
 
 
-@contextlib.contextmanager
-def _watching(repo: Any, task_id: str, ends: list[Ended]) -> Iterator[threading.Event]:
-    """An event set the moment the service records the task's end (a held read, which appends the end
-    to `ends`), not at the next heartbeat: the ServerApp's own Succeeded report ends the collector
-    while Flower still winds the run down (its task output, the run's logs: a second or two)."""
-    woken = threading.Event()
-
-    def seen(end: Ended) -> None:
-        ends.append(end)
-        woken.set()
-
-    watch = TaskWatch(repo, task_id, interval=1.0, on_end=seen)
-    watch.start()
-    try:
-        yield woken
-    finally:
-        watch.stop()
-
-
 def _until_done(
     link: TaskLink,
     task: dict[str, Any],
@@ -252,24 +239,24 @@ def _until_done(
     superlink: subprocess.Popen[bytes],
     run_id: int,
     ends: list[Ended],
+    woken: threading.Event,
 ) -> int:
     repo, task_id = link.repo, task["task_id"]
-    with _watching(repo, task_id, ends) as woken:
-        while True:
-            if ends and ends[0].phase == "Succeeded":  # the ServerApp's own report
-                return 0
-            if ends:  # cancelled, or failed by a site or by the service
-                control.stop_run(run_id)
-                return stopped(link, task, ends[0], Written())
-            if superlink.poll() is not None:
-                raise SuperLinkError(f"the SuperLink exited with code {superlink.returncode} while the task ran")
-            status, sub_status, details = control.run_status(run_id)
-            if status == "finished":
-                end = ended(repo, task_id)
-                if end is not None:  # the ServerApp reported how (and, on failure, removed what it wrote)
-                    if end.phase != "Succeeded":
-                        log.error("task %s: %s", task_id, end)
-                    return exit_code(end)
-                details = details or "no details"
-                raise SuperLinkError(f"the ServerApp run ended ({sub_status}: {details}) without a result")
-            woken.wait(1)
+    while True:
+        if ends and ends[0].phase == "Succeeded":  # the ServerApp's own report
+            return 0
+        if ends:  # cancelled, or failed by a site or by the service
+            control.stop_run(run_id)
+            return stopped(link, task, ends[0], Written())
+        if superlink.poll() is not None:
+            raise SuperLinkError(f"the SuperLink exited with code {superlink.returncode} while the task ran")
+        status, sub_status, details = control.run_status(run_id)
+        if status == "finished":
+            end = ended(repo, task_id)
+            if end is not None:  # the ServerApp reported how (and, on failure, removed what it wrote)
+                if end.phase != "Succeeded":
+                    log.error("task %s: %s", task_id, end)
+                return exit_code(end)
+            details = details or "no details"
+            raise SuperLinkError(f"the ServerApp run ended ({sub_status}: {details}) without a result")
+        woken.wait(1)

@@ -16,8 +16,9 @@ launch) and the frameworks are imported, not used: PyTorch starts its intra-op p
 operation, in the child. OpenBLAS's pool (started by importing numpy) re-initialises after fork.
 
 A SuperNode started by flrepo (flrepo.fl.message.supernode) wakes this loop through a datagram
-socket the moment it has stored a message, so the task is acquired at once; without a wake the
-loop still polls every FLWR_SUPEREXEC_TASK_POLL_INTERVAL seconds.
+socket the moment it has stored a message, so the task is acquired at once; the loop still polls
+every FLWR_SUPEREXEC_TASK_POLL_INTERVAL seconds, WOKEN_POLL_S by default when it is woken (Flower's
+default, 1 s, is an AcquireTask a second per site while nothing happens: 30 a second at 30 sites).
 
     python -m flrepo.fl.message.executor --runtime-api-address 127.0.0.1:9094 \\
         --superexec-auth-secret-file secret --wake-socket wake.sock --site /path/to/site
@@ -47,6 +48,9 @@ from flrepo.fl.message.warm_worker import Worker, forget_parent
 
 log = logging.getLogger(__name__)
 
+# The SuperExec loop's poll when a wake socket tells it of each task (a lost wake costs this much).
+POLL_ENV = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"
+WOKEN_POLL_S = "5"
 # Set to 1 to fork a fresh ClientApp process per message (the worker off): for comparison.
 COLD_ENV = "FLREPO_CLIENTAPP_PER_MESSAGE"
 
@@ -269,9 +273,14 @@ def native_threads() -> int:
 
 
 def serve(
-    task_type: TaskType, runtime_api_address: str, secret: bytes | None, wake_path: Path | None, site: Path | None
+    task_type: TaskType,
+    runtime_api_address: str,
+    secret: bytes | None,
+    wake: Path | socket.socket | None,
+    site: Path | None,
 ) -> None:
-    """Preload, then run Flower's SuperExec loop with the fork executor (until signalled)."""
+    """Preload, then run Flower's SuperExec loop with the fork executor (until signalled); `wake`: the
+    wake socket's path, or the socket bound already."""
     from flwr.supercore.superexec import run_superexec as loop
 
     preload(list(PRELOAD[task_type]))
@@ -281,7 +290,10 @@ def serve(
     worker = Worker(run_clientapp) if task_type == TaskType.CLIENT_APP and not cold_clientapps() else None
     executor = ForkExecutor({task_type: RUNNERS[task_type]}, worker)
     loop.get_executor = lambda *args, **kwargs: executor  # type: ignore[assignment]
-    loop.time = WakeableTime(wake_socket(wake_path) if wake_path else None)  # type: ignore[assignment]
+    listening = wake_socket(wake) if isinstance(wake, Path) else wake
+    if listening is not None:
+        os.environ.setdefault(POLL_ENV, WOKEN_POLL_S)  # read by run_superexec
+    loop.time = WakeableTime(listening)  # type: ignore[assignment]
     loop.run_superexec(
         runtime_api_address=runtime_api_address,
         insecure=True,  # loopback only

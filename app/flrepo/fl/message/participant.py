@@ -23,7 +23,7 @@ from flrepo.fl.core.lifecycle import exit_code
 from flrepo.fl.core.reconnect import RECONNECT_SECONDS, stay
 from flrepo.fl.core.trainer import SiteTrainer
 from flrepo.fl.core.watch import TaskWatch
-from flrepo.fl.message import programs
+from flrepo.fl.message import programs, site_superexec
 from flrepo.fl.message.client import SITE_KEY, save_site
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ POLL_SECONDS = 2.0
 SUPERNODE_CHECK_SECONDS = 0.5
 
 
-def supernode_command(found: Connection, site: Site, workdir: Path, site_dir: Path) -> list[str]:
+def supernode_command(found: Connection, site: Site, workdir: Path, site_dir: Path, port: int) -> list[str]:
     argv = [*programs.command("flrepo-supernode"), "--superlink", found.address]
     if found.ca is None or site.insecure:
         argv += ["--insecure"]
@@ -43,7 +43,7 @@ def supernode_command(found: Connection, site: Site, workdir: Path, site_dir: Pa
     if site.key is not None:
         argv += ["--auth-supernode-private-key", str(site.key)]
     # Its Runtime API (for the ClientApp processes) stays on loopback.
-    argv += ["--host", "127.0.0.1", "--port", str(programs.free_port())]
+    argv += ["--host", "127.0.0.1", "--port", str(port)]
     argv += ["--node-config", f"{SITE_KEY}={json.dumps(str(site_dir))}"]
     argv += ["--max-wait-time", str(int(RECONNECT_SECONDS))]
     return argv
@@ -67,12 +67,25 @@ def run(
     site_dir = save_site(client, workdir / "site", dict(meta))
     env = programs.flower_env(workdir / "flower")
 
+    attempts = 0
+
     def attempt() -> int | None:
-        supernode = programs.start(supernode_command(found, site, workdir, site_dir), env)
+        nonlocal attempts
+        attempts += 1
+        port = programs.free_port()
+        superexec = (
+            None if programs.stock() else site_superexec.start(site_dir, workdir / f"superexec-{attempts}", port)
+        )
+        argv = supernode_command(found, site, workdir, site_dir, port)
+        supernode = programs.start(argv, {**env, **superexec.env()} if superexec else env)
         try:
             code = _watch(repo, task_id, supernode)
         finally:
+            if superexec is not None:
+                superexec.terminate()  # both wind down at once
             programs.stop(supernode)
+            if superexec is not None:
+                superexec.stop()
         if code is None:  # the SuperNode stopped while the task still runs (its collector gone or restarted)
             log.warning("task %s: the SuperNode stopped (code %s)", task_id, supernode.returncode)
         return code

@@ -9,7 +9,9 @@ with three changes:
 - `--isolation process` and a SuperExec secret (SuperExec authentication on the loopback Runtime
   API), and flrepo's SuperExec (flrepo.fl.message.executor) started beside it: it imports flwr,
   numpy, flrepo's ClientApp and the site's framework once (it loads the site's model once) and
-  forks a process per task.
+  forks a process per task. Where the local execution forked that SuperExec already
+  (flrepo.fl.message.site_superexec), the SuperNode uses it: its secret and wake socket come in
+  the environment.
 - The SuperNode wakes that SuperExec through a datagram socket as soon as it has stored a message.
 - Its sleeps become intervals that start short and grow (flrepo.fl.message.polling): right after
   a reply the next message is usually close.
@@ -37,13 +39,17 @@ from typing import Any
 
 from flrepo.fl.message.polling import Backoff, quick_object_pulls
 from flrepo.fl.message.programs import pdeathsig, stock
+from flrepo.fl.message.site_superexec import SECRET_ENV, WAKE_ENV
 
 log = logging.getLogger(__name__)
 
 # The sleeps Flower 1.42 hard-codes in start_client_internal, and what they become.
 IDLE_SLEEP = 3  # no message pulled
 REPLY_SLEEP = 0.5  # waiting for the ClientApp's reply (or its objects)
-IDLE = (0.02, 1.4, 0.3)  # first, factor, cap (seconds): at most ~3 pulls a second per idle site
+# first, factor, cap (seconds): the first second after a reply as before (0.3 s steps by then), then
+# up to one pull a second per idle site: 30 sites waiting out a long round pulled 100 times a second
+# at a 0.3-s cap, each a TLS request the SuperLink answers, on the cores the round needs.
+IDLE = (0.02, 1.4, 1.0)
 REPLY = (0.005, 1.3, 0.05)
 
 
@@ -113,19 +119,22 @@ def main() -> None:
 
     argv = sys.argv[1:]
     if not stock():
-        args = _parse_args_run_supernode().parse_args(argv)
-        work = Path(tempfile.mkdtemp(prefix="flrepo-supernode-"))
-        atexit.register(shutil.rmtree, work, ignore_errors=True)
-        secret = work / "superexec-secret"
-        secret.write_bytes(os.urandom(32))
-        secret.chmod(0o600)
-        wake_path = work / "wake.sock"
+        if os.environ.get(SECRET_ENV):  # the local execution forked its SuperExec (flrepo.fl.message.site_superexec)
+            secret, wake_path = Path(os.environ[SECRET_ENV]), Path(os.environ[WAKE_ENV])
+        else:
+            args = _parse_args_run_supernode().parse_args(argv)
+            work = Path(tempfile.mkdtemp(prefix="flrepo-supernode-"))
+            atexit.register(shutil.rmtree, work, ignore_errors=True)
+            secret = work / "superexec-secret"
+            secret.write_bytes(os.urandom(32))
+            secret.chmod(0o600)
+            wake_path = work / "wake.sock"
+            host = f"[{args.host}]" if ":" in args.host else args.host
+            runtime_api = resolve_bind_address(f"{host}:{args.port}")  # as Flower's own SuperExec connects
+            config = parse_config_args([args.node_config] if args.node_config else None)
+            executor = start_executor(runtime_api, secret, wake_path, site_directory(config))
+            atexit.register(executor.terminate)
         argv += ["--isolation", "process", "--superexec-auth-secret-file", str(secret)]
-        host = f"[{args.host}]" if ":" in args.host else args.host
-        runtime_api = resolve_bind_address(f"{host}:{args.port}")  # as Flower's own SuperExec connects
-        config = parse_config_args([args.node_config] if args.node_config else None)
-        executor = start_executor(runtime_api, secret, wake_path, site_directory(config))
-        atexit.register(executor.terminate)
         patch_loop(wake_path)
         quick_object_pulls()
     sys.argv = ["flower-supernode", *argv]

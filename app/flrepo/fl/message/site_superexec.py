@@ -1,0 +1,133 @@
+"""The site's SuperExec forked from its local execution, which has imported the framework and
+loaded the model already.
+
+A SuperNode started on its own starts flrepo's SuperExec as a new program
+(flrepo.fl.message.supernode), which imports flwr, numpy and the framework and loads the model
+again before the first ClientApp can run: ~3 s of CPU per site, which the sites of one machine pay
+at the same time, all of it before the first round. Forked from the local execution, the SuperExec
+starts with all of that done.
+
+Forking is safe only while the local execution has one Python thread (a thread's locks would stay
+held in the child) and has not loaded a framework whose thread pool breaks in a forked child
+(PyTorch's OpenMP pool, once used, hangs the child): `start` forks then — a NumPy site, as the
+30-site benchmark's — and otherwise returns None, and the SuperNode starts its own SuperExec as
+before (a PyTorch site; a restarted SuperNode, whose local execution's watch thread has run). The
+SuperNode learns the secret and the wake socket from the environment (SECRET_ENV, WAKE_ENV).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# Set for a SuperNode whose SuperExec runs already: its secret's file and wake socket.
+SECRET_ENV = "FLREPO_SUPEREXEC_SECRET_FILE"
+WAKE_ENV = "FLREPO_SUPEREXEC_WAKE_SOCKET"
+STOP_SECONDS = 10.0
+# Frameworks whose native thread pools do not survive a fork once used: a PyTorch process that ran an
+# operation (the local execution checks the model) forks a child that hangs at its first parallel
+# operation (GNU OpenMP). numpy's OpenBLAS pool is re-created in the child.
+POOLED_FRAMEWORKS = ("torch", "tensorflow", "keras", "jax")
+
+
+@dataclass
+class SiteSuperExec:
+    """A forked SuperExec serving the Runtime API on `port`."""
+
+    pid: int
+    port: int
+    secret: Path
+    wake: Path
+
+    def env(self) -> dict[str, str]:
+        """What the SuperNode's environment needs to use this SuperExec instead of starting one."""
+        return {SECRET_ENV: str(self.secret), WAKE_ENV: str(self.wake)}
+
+    def terminate(self) -> None:
+        """SIGTERM (its ClientApp worker follows it: PR_SET_PDEATHSIG)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
+
+    def stop(self) -> None:
+        """SIGTERM, SIGKILL after STOP_SECONDS; reaped."""
+        self.terminate()
+        deadline = time.monotonic() + STOP_SECONDS
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(self.pid, os.WNOHANG)[0]:
+                    return
+            time.sleep(0.02)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+
+
+def start(site_dir: Path, workdir: Path, port: int) -> SiteSuperExec | None:
+    """Fork the site's SuperExec for a SuperNode whose Runtime API will be on 127.0.0.1:`port`; None
+    when this process has threads (the SuperNode then starts its own)."""
+    from flrepo.fl.message.executor import native_threads
+
+    if threading.active_count() != 1:
+        names = [t.name for t in threading.enumerate()]
+        log.debug("this process has threads %s: the SuperNode starts its own SuperExec", names)
+        return None
+    pooled = sorted(set(POOLED_FRAMEWORKS) & set(sys.modules))
+    if pooled:
+        log.debug("this process has loaded %s: the SuperNode starts its own SuperExec", pooled)
+        return None
+    log.debug("forking the SuperExec: %d native threads %s", native_threads(), _thread_names())
+    workdir.mkdir(parents=True, exist_ok=True)
+    secret = workdir / "superexec-secret"
+    secret.write_bytes(os.urandom(32))
+    secret.chmod(0o600)
+    wake = workdir / "wake.sock"
+    from flrepo.fl.message.executor import wake_socket
+
+    listening = wake_socket(wake)  # bound before the SuperNode can wake it
+    pid = os.fork()
+    if pid == 0:
+        _child(f"127.0.0.1:{port}", secret, listening, site_dir)  # never returns
+    listening.close()
+    log.debug("SuperExec forked: pid %s, Runtime API 127.0.0.1:%s", pid, port)
+    return SiteSuperExec(pid, port, secret, wake)
+
+
+def _thread_names() -> list[str]:
+    names = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError):
+                names.append(Path(f"/proc/self/task/{task}/comm").read_text().strip())
+    return names
+
+
+def _child(runtime_api: str, secret: Path, wake: socket.socket, site_dir: Path) -> None:
+    code = 1
+    try:
+        from flwr.supercore.constant import TaskType
+
+        from flrepo.fl.message.executor import serve
+        from flrepo.fl.message.programs import pdeathsig
+
+        pdeathsig()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # the local execution's handlers are not ours
+            signal.signal(sig, signal.SIG_DFL)
+        serve(TaskType.CLIENT_APP, runtime_api, secret.read_bytes(), wake, site_dir)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0
+    except BaseException:
+        log.exception("the site's SuperExec failed")
+    finally:
+        os._exit(code)
