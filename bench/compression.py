@@ -7,8 +7,9 @@ Every config trains the same task: the same model, data, sites, seeds, rounds an
 0.01). The model is the MLP 64-256-10 (19,210 weights; `--hidden`), not the 64-32-10 of the demo
 (2,410): top-k at 3 % moves at most 3 % of each tensor per site and round, so on the small MLP most
 weights cannot move in 10 rounds and top-k is 7.5 points behind (level only after about 40 rounds,
-at a learning rate of 0.003); on the wider one it ends 0.3-1.4 points behind at 10 (about at the 1-point bound, not reliably within it). `--runtimes in-process
---rounds 10,20` shows such curves in a minute or two.
+at a learning rate of 0.003); on the wider one it ends 0.3-1.4 points behind at 10 (about at the
+1-point bound, not reliably within it). `--runtimes in-process --rounds 10,20` shows such curves in
+a minute or two.
 
 Per run, from the task's round history (bytes as they went on the wire, all sites together, and
 the codec milliseconds of the collector and the sites) and the published model (held-out accuracy,
