@@ -138,7 +138,7 @@ bench-fl-scale: venv ferretdb
 # Compression of the update path (#24): none, fp16, int8, top-k 1 % with/without error feedback, top-k
 # 3 % and STC 3 % with it, on the PyTorch and Keras MLPs, both runtimes, 3 sites, 10 rounds.
 bench-compression: venv ferretdb
-	$(PY) bench/compression.py --frameworks $(or $(FRAMEWORKS),pytorch,keras) --rounds $(or $(ROUNDS),40) \
+	$(PY) bench/compression.py --frameworks $(or $(FRAMEWORKS),pytorch,keras) --rounds $(or $(ROUNDS),10) \
 		$(if $(RUNTIMES),--runtimes $(RUNTIMES)) $(if $(OUT),--out $(OUT))
 
 # The privacy mechanisms against none (DP in four modes, SecAgg+, DP with SecAgg+) with the PyTorch MLP at 3 and 10

@@ -1,16 +1,15 @@
 """Compression of the update path (issue #24): each codec as a real task through the repository, on
-the legacy and the Message-API runtime, with the digits MLP of each framework (FedAvg, 3 sites, 40
-rounds by default; each site a `flrepo local-exec` on its share of the digits).
+the legacy and the Message-API runtime, with the digits MLP of each framework (FedAvg, 3 sites, 10
+rounds; each site a `flrepo local-exec` on its share of the digits).
 
-Every config trains the same task: the same data, sites, seeds, rounds and local training (the
-framework's digits settings, flrepo.fl.examples.digits_models.TRAINING, with the learning rate
-`--learning-rate` for all of them). Why 40 rounds and a learning rate of 0.003 rather than 10 and
-0.01: top-k at 3 % moves at most 3 % of each tensor per site and round, so after 10 rounds most of
-the model has not moved at all and top-k is 7.5 points behind; it catches up as the rounds go on
-(`--runtimes in-process --rounds 10,20,40,60` shows the curve in a minute or two). At 0.01 the
-uncompressed run itself wanders by 0.8 point from one round count to the next (20 to 80), as much as
-the 1-point bound; at 0.003 every config's accuracy rises smoothly, so a difference of a point means
-something.
+Every config trains the same task: the same model, data, sites, seeds, rounds and local training
+(the framework's digits settings, flrepo.fl.examples.digits_models.TRAINING: 2 epochs of Adam at
+0.01). The model is the MLP 64-256-10 (19,210 weights; `--hidden`), not the 64-32-10 of the demo
+(2,410): top-k at 3 % moves at most 3 % of each tensor per site and round, so on the small MLP most
+weights cannot move in 10 rounds and top-k is 7.5 points behind (level only after about 40 rounds,
+at a learning rate of 0.003); on the wider one it ends 0.3-1.4 points behind at 10 (about at the
+1-point bound, not reliably within it). `--runtimes in-process --rounds 10,20` shows such curves in
+a minute or two.
 
 Per run, from the task's round history (bytes as they went on the wire, all sites together, and
 the codec milliseconds of the collector and the sites) and the published model (held-out accuracy,
@@ -19,7 +18,8 @@ framework's and runtime's `none` run, final held-out accuracy and its difference
 and decode ms per round.
 
     python bench/compression.py [--frameworks pytorch,keras] [--runtimes legacy,message]
-        [--rounds 40] [--learning-rate 0.003] [--sites 3] [--configs none,fp16,...] [--out bench/RESULTS.md]
+        [--rounds 10] [--hidden 256] [--learning-rate R] [--optimizer sgd|adam] [--epochs N]
+        [--sites 3] [--configs none,fp16,...] [--json runs.jsonl] [--report runs.jsonl ...] [--out bench/RESULTS.md]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,15 +49,61 @@ CONFIGS: dict[str, dict[str, Any] | None] = {
     "stc3%+EF": {"uplink": "stc", "ratio": 0.03, "error_feedback": True},
 }
 LIBRARY = {"pytorch": "pytorch", "keras": "keras", "numpy": "numpy"}
-LEARNING_RATE = 0.003  # for every config and framework (see the module's docstring)
+# Every config's and framework's task (see the module's docstring).
+ROUNDS, HIDDEN, LEARNING_RATE, OPTIMIZER, EPOCHS = 10, 256, None, None, None
 
 
-def training(framework: str, learning_rate: float | None) -> dict[str, Any]:
-    """The local training of every config's task: the framework's digits settings, at `learning_rate`."""
-    from flrepo.fl.examples.digits_models import TRAINING
+@dataclass(frozen=True)
+class Setting:
+    """What every config's task shares: the MLP's hidden width and the sites' local training (the
+    framework's digits settings, flrepo.fl.examples.digits_models.TRAINING, with these changes)."""
 
-    settings = dict(TRAINING[framework])
-    return settings if learning_rate is None else settings | {"learning_rate": learning_rate}
+    hidden: int = HIDDEN
+    learning_rate: float | None = LEARNING_RATE
+    optimizer: str | None = OPTIMIZER
+    epochs: int | None = EPOCHS
+
+    def training(self, framework: str) -> dict[str, Any]:
+        from flrepo.fl.examples.digits_models import TRAINING
+
+        changes = {"learning_rate": self.learning_rate, "optimizer": self.optimizer, "epochs": self.epochs}
+        return dict(TRAINING[framework]) | {k: v for k, v in changes.items() if v is not None}
+
+    def figures(self, framework: str) -> dict[str, Any]:
+        """What a run's record says of its setting."""
+        return {"hidden": self.hidden, **{k: self.training(framework).get(k) for k in TRAINING_FIGURES}}
+
+
+TRAINING_FIGURES = ("learning_rate", "optimizer", "epochs", "batch_size")
+
+
+def model_name(framework: str, setting: Setting) -> str:
+    return f"digits-{framework}-{setting.hidden}"
+
+
+def training_label(result: dict[str, Any]) -> str:
+    """A run's local training, as the section's text names it."""
+    shown = {k: result.get(k) for k in TRAINING_FIGURES if result.get(k) is not None}
+    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in shown.items()) or "the framework's settings"
+
+
+def model_label(result: dict[str, Any]) -> str:
+    """The table's name of a run's model: its framework and layer widths."""
+    hidden = result.get("hidden", 32)  # runs recorded before the width was a setting: the 64-32-10 MLP
+    return result["framework"] if result["framework"] == "numpy" else f"{result['framework']} 64-{hidden}-10"
+
+
+def register_model(repo: Any, framework: str, setting: Setting, workdir: Path) -> None:
+    """The setting's initial MLP of `framework` in the repository (as flrepo.fl.demo.register_model
+    registers the demo's, at this width)."""
+    from flrepo.fl.examples.digits_models import SUFFIX, write_initial
+
+    path = write_initial(framework, workdir / f"initial-{setting.hidden}{SUFFIX[framework]}", hidden=setting.hidden)
+    name = model_name(framework, setting)
+    repo.create_model(
+        name, "v1", LIBRARY[framework], description=f"{framework} MLP of 8x8 digits", features=64, classes=10
+    )
+    repo.upload_model(name, "v1", path, filename=path.name)
 
 
 def run(
@@ -69,7 +116,7 @@ def run(
     sites: int,
     env: dict[str, str],
     tmp: Path,
-    learning_rate: float | None = LEARNING_RATE,
+    setting: Setting,
 ) -> dict[str, Any]:
     """One task; its figures."""
     from flrepo.fl.demo import digits_task, held_out_accuracy, start_collector
@@ -79,9 +126,10 @@ def run(
     work.mkdir()
     strategy = "message-fedavg" if runtime == "message" else "fedavg"
     task = digits_task(task_id, strategy, rounds, sites, framework)
-    task |= {"model": {"model_name": f"digits-{framework}", "model_version": "v1"}}
+    model = model_name(framework, setting)
+    task |= {"model": {"model_name": model, "model_version": "v1"}}
     task |= {"round_timeout": 900, "participants_timeout": 1800, "heartbeat_timeout": 600}
-    task["training"] = training(framework, learning_rate)
+    task["training"] = setting.training(framework)
     if CONFIGS[config] is not None:
         task["compression"] = CONFIGS[config]
     load = os.getloadavg()[0]
@@ -107,7 +155,7 @@ def run(
         raise RuntimeError(f"{task_id} ended {done.phase}; logs in {work}")
     history = list(repo.get_task_history(task_id, limit=1000))
     trained = work / "trained.bin"
-    repo.download_model(f"digits-{framework}", f"v1-{task_id}", trained)
+    repo.download_model(model, f"v1-{task_id}", trained)
     return {
         "runtime": runtime,
         "framework": framework,
@@ -115,7 +163,7 @@ def run(
         "load": load,
         "wall_s": time.monotonic() - started,
         "rounds": len(history),
-        "learning_rate": task["training"].get("learning_rate"),
+        **setting.figures(framework),
         "up": statistics.mean(h.bytes_up or 0 for h in history),
         "up_raw": statistics.mean(h.bytes_up_raw or 0 for h in history),
         "down": statistics.mean(h.bytes_down or 0 for h in history),
@@ -126,9 +174,7 @@ def run(
     }
 
 
-def in_process(
-    framework: str, config: str, rounds: int, sites: int, tmp: Path, learning_rate: float | None = LEARNING_RATE
-) -> dict[str, Any]:
+def in_process(framework: str, config: str, rounds: int, sites: int, tmp: Path, setting: Setting) -> dict[str, Any]:
     """The same training without Flower or the repository: the sites' trainers (flrepo.fl.core.trainer,
     as local executions prepare them) and FedAvg in this process, updates through the same encoding
     and decoding (SiteTrainer.fit_update, compression.apply_delta). Counted as the runtimes count:
@@ -143,8 +189,8 @@ def in_process(
     from flrepo.fl.frameworks import Training, open_model
 
     spec = compression.Compression.of_task({"compression": CONFIGS[config]})
-    settings = training(framework, learning_rate)
-    initial = write_initial(framework, tmp / f"inproc-{framework}{SUFFIX[framework]}")
+    settings = setting.training(framework)
+    initial = write_initial(framework, tmp / f"inproc-{framework}{SUFFIX[framework]}", hidden=setting.hidden)
     trainers = []
     for k in range(sites):
         x, y = partition(k, sites)
@@ -190,7 +236,7 @@ def in_process(
         "load": load,
         "wall_s": time.monotonic() - started,
         "rounds": rounds,
-        "learning_rate": settings.get("learning_rate"),
+        **setting.figures(framework),
         **{name: getattr(total, field) / rounds for name, field in PER_ROUND.items()},
         "accuracy": held_out_accuracy(LIBRARY[framework], trained),
     }
@@ -207,7 +253,7 @@ PER_ROUND = {
 
 
 def table(results: list[dict[str, Any]]) -> list[str]:
-    """One row a run, each compared with the `none` run of its framework, runtime, rounds and learning rate."""
+    """One row a run, each compared with the `none` run of the same runtime, model, rounds and training."""
     lines = [
         "| runtime | model | rounds | config | up B/round | up ratio | down B/round | down ratio | accuracy "
         "| Δ to none | encode ms/round | decode ms/round |",
@@ -215,7 +261,7 @@ def table(results: list[dict[str, Any]]) -> list[str]:
     ]
 
     def same(r: dict[str, Any]) -> tuple[Any, ...]:
-        return r["runtime"], r["framework"], r["rounds"], r.get("learning_rate")
+        return r["runtime"], r["framework"], r["rounds"], *(r.get(k) for k in ("hidden", *TRAINING_FIGURES))
 
     for r in results:
         base = next((b for b in results if same(b) == same(r) and b["config"] == "none"), None)
@@ -223,7 +269,7 @@ def table(results: list[dict[str, Any]]) -> list[str]:
         down_ratio = f"{base['down'] / r['down']:.2f}x" if base and r["down"] else "-"
         diff = f"{100 * (r['accuracy'] - base['accuracy']):+.1f} pt" if base else "-"
         lines.append(
-            f"| {r['runtime']} | {r['framework']} | {r['rounds']} | {r['config']} | {r['up']:,.0f} | {up_ratio} "
+            f"| {r['runtime']} | {model_label(r)} | {r['rounds']} | {r['config']} | {r['up']:,.0f} | {up_ratio} "
             f"| {r['down']:,.0f} "
             f"| {down_ratio} | {r['accuracy']:.3f} | {diff} | {r['encode_ms']:.1f} | {r['decode_ms']:.1f} |"
         )
@@ -236,7 +282,7 @@ def measure(args: Any) -> list[dict[str, Any]]:
 
     from flrepo.client import RepositoryClient
     from flrepo.fl.catalogue import seed
-    from flrepo.fl.demo import fl_env, publisher, register_model
+    from flrepo.fl.demo import fl_env, publisher
     from flrepo.server.embedded import EmbeddedMongo
 
     results: list[dict[str, Any]] = []
@@ -249,13 +295,14 @@ def measure(args: Any) -> list[dict[str, Any]]:
                 out.write(json.dumps(result) + "\n")
 
     runtimes = args.runtimes.split(",")
+    setting = Setting(args.hidden, args.learning_rate, args.optimizer, args.epochs)
     if runtimes == ["in-process"]:  # no repository needed
         with tempfile.TemporaryDirectory() as tmp_name:
             for framework in args.frameworks.split(","):
                 for rounds in args.rounds:
                     for config in args.configs.split(","):
                         work = Path(args.workdir or tmp_name)
-                        keep(in_process(framework, config, rounds, args.sites, work, args.learning_rate))
+                        keep(in_process(framework, config, rounds, args.sites, work, setting))
         return results
     env_db = {"FLREPO_DB_NAME": "fl", "FLREPO_GRIDFS_DB_NAME": "fl_grid", "FLREPO_LOG_LEVEL": "WARNING"}
     with tempfile.TemporaryDirectory() as tmp_name, EmbeddedMongo(Path(args.workdir or tmp_name) / "db") as mongo:
@@ -267,17 +314,17 @@ def measure(args: Any) -> list[dict[str, Any]]:
             seed(repo)
             frameworks = args.frameworks.split(",")
             for framework in frameworks:
-                register_model(repo, f"digits-{framework}", "v1", framework, tmp)
+                register_model(repo, framework, setting, tmp)
             env = {**fl_env(url, trusted), "FLREPO_LOG_LEVEL": "WARNING"}
             for framework in frameworks:
                 for runtime in runtimes:
                     for rounds in args.rounds:
                         for config in args.configs.split(","):
                             if runtime == "in-process":
-                                keep(in_process(framework, config, rounds, args.sites, tmp, args.learning_rate))
+                                keep(in_process(framework, config, rounds, args.sites, tmp, setting))
                             else:
                                 figures = (runtime, framework, config, rounds, args.sites, env, tmp)
-                                keep(run(repo, url, *figures, learning_rate=args.learning_rate))
+                                keep(run(repo, url, *figures, setting))
             repo.close()
     return results
 
@@ -296,8 +343,8 @@ def section(results: list[dict[str, Any]], command: str, sites: int) -> str:
             "",
             f"FedAvg, {sites} sites (`flrepo local-exec` on its share of the digits; `in-process`: the same "
             "trainers, codecs and FedAvg without Flower or the repository), every config the same task: "
-            "the same rounds and local training (learning rate "
-            + ", ".join(sorted({str(r.get("learning_rate")) for r in results}))
+            "the same model, rounds and local training ("
+            + "; ".join(sorted({training_label(r) for r in results}))
             + "), "
             "the Message API in plaintext on loopback. Bytes per round are all sites together, as the arrays' "
             "payloads went on the wire (Flower's framing left out), from the task's round history; ratios and "
@@ -325,14 +372,17 @@ def main() -> int:
     )
     parser.add_argument("--configs", default=",".join(CONFIGS), help="of " + ", ".join(CONFIGS).replace("%", "%%"))
     parser.add_argument(
-        "--rounds", type=lambda v: [int(r) for r in v.split(",")], default=[40], help="a count, or several: 10,20,40"
+        "--rounds", type=lambda v: [int(r) for r in v.split(",")], default=[ROUNDS], help="a count, or several: 10,20"
     )
+    parser.add_argument("--hidden", type=int, default=HIDDEN, help="the MLPs' hidden units (default %(default)s)")
     parser.add_argument(
         "--learning-rate",
         type=float,
         default=LEARNING_RATE,
-        help="the local learning rate of every config's task (default %(default)s; see above)",
+        help="the local learning rate of every config's task (default: the framework's)",
     )
+    parser.add_argument("--optimizer", choices=("sgd", "adam"), default=OPTIMIZER, help="default: the framework's")
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="local epochs a round (default: the framework's)")
     parser.add_argument("--sites", type=int, default=3)
     parser.add_argument("--out", type=Path, help="prepend the section to this Markdown file")
     parser.add_argument("--workdir", type=Path, help="keep the logs here (default: a temporary directory)")
@@ -346,8 +396,11 @@ def main() -> int:
         parser.error(f"unknown configs {unknown}: of {', '.join(CONFIGS)}")
     command = (
         f"python bench/compression.py --frameworks {args.frameworks} --runtimes {args.runtimes} "
-        f"--rounds {','.join(map(str, args.rounds))} --learning-rate {args.learning_rate} --sites {args.sites} "
-        f"--configs {args.configs}"
+        f"--rounds {','.join(map(str, args.rounds))} --hidden {args.hidden} "
+        + (f"--learning-rate {args.learning_rate} " if args.learning_rate else "")
+        + (f"--optimizer {args.optimizer} " if args.optimizer else "")
+        + (f"--epochs {args.epochs} " if args.epochs else "")
+        + f"--sites {args.sites} --configs {args.configs}"
     )
     if args.report:
         results = [json.loads(line) for path in args.report for line in path.read_text().splitlines() if line]

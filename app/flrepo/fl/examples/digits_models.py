@@ -21,33 +21,34 @@ TRAINING: dict[str, dict[str, Any]] = {
 }
 
 
-def write_initial(framework: str, path: Path, seed: int = 0) -> Path:
-    """Write the initial model of `framework` (numpy, pytorch, keras or keras-h5) to `path`."""
+def write_initial(framework: str, path: Path, seed: int = 0, hidden: int = HIDDEN) -> Path:
+    """Write the initial model of `framework` (numpy, pytorch, keras or keras-h5) to `path`; the MLPs
+    with `hidden` units in their hidden layer."""
     if framework == "numpy":
         from flrepo.fl.frameworks.numpy_model import NumpyModel
 
         NumpyModel.initial(FEATURES, CLASSES, seed).save(path)
     elif framework == "pytorch":
-        _torch_mlp(path, seed)
+        _torch_mlp(path, seed, hidden)
     elif framework in ("keras", "keras-h5"):
-        _keras_mlp(path, seed, h5=framework == "keras-h5")
+        _keras_mlp(path, seed, hidden, h5=framework == "keras-h5")
     else:
         raise ValueError(f"unknown framework {framework!r}; use numpy, pytorch, keras or keras-h5")
     return path
 
 
-def _torch_mlp(path: Path, seed: int) -> None:
+def _torch_mlp(path: Path, seed: int, hidden: int) -> None:
     import torch
 
     torch.manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Linear(FEATURES, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, CLASSES))
+    model = torch.nn.Sequential(torch.nn.Linear(FEATURES, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, CLASSES))
     batch = torch.export.Dim("batch")
     program = torch.export.export(model, (torch.zeros(2, FEATURES),), dynamic_shapes=({0: batch},))
     with path.open("wb") as f:
         torch.export.save(program, f)
 
 
-def _keras_mlp(path: Path, seed: int, h5: bool) -> None:
+def _keras_mlp(path: Path, seed: int, hidden: int, h5: bool) -> None:
     import tempfile
 
     # Through the keras client: it chooses the torch backend before keras first loads.
@@ -57,7 +58,7 @@ def _keras_mlp(path: Path, seed: int, h5: bool) -> None:
     model = keras.Sequential(
         [
             keras.Input((FEATURES,)),
-            keras.layers.Dense(HIDDEN, activation="relu"),
+            keras.layers.Dense(hidden, activation="relu"),
             keras.layers.Dense(CLASSES, activation="softmax"),
         ]
     )
