@@ -239,13 +239,13 @@ def test_documented_commands_run(document: Path, mongo_url: str, scratch: Path, 
     ran, skipped, failures = 0, 0, []
     collector = f"127.0.0.1:{free_port()}"
     with ExitStack() as stack:
-        repo = Repository(stack, mongo_url, scratch)
-        env = _environment(scratch, repo)
+        repo, env = None, {}
         for block in code:
             if block.marker == "skip":
                 skipped += 1
                 continue
-            if block.marker == "fresh":
+            # A repository once a block runs (a document with none starts no `flrepo serve`), a new one for `fresh`.
+            if repo is None or block.marker == "fresh":
                 repo = Repository(stack, mongo_url, scratch)
                 env = _environment(scratch, repo)
             if block.marker == "setup" and block.argument == "catalogue":

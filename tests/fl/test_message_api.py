@@ -67,18 +67,17 @@ def test_a_message_api_fedavg_task_with_tls_and_authenticated_participants(fl, t
         assert httpx.post(f"https://{address}/v1/control/list-runs", verify=trust, timeout=60).status_code == 404
         assert httpx.post(f"https://{address}/v1/control/register-node", verify=trust, timeout=60).status_code == 404
 
-        # A SuperNode whose key is not listed is refused, and so is a plaintext one.
+        # A SuperNode whose key is not listed is refused, and so is a plaintext one; a local execution with
+        # an unlisted key is told so, before it even tries. The three start together (each start is seconds).
         intruder = _supernode(address, tmp_path, "intruder", "--root-certificates", ca,
                               "--auth-supernode-private-key", str(tmp_path / "intruder"))  # fmt: skip
         plaintext = _supernode(address, tmp_path, "plaintext", "--insecure")
-        others += [intruder, plaintext]
+        unlisted = start_local_exec(fl.url, "msg", "digits:1/2", fl.env, fl.logs, 3,
+                                    ["--participant-key", str(tmp_path / "intruder")])  # fmt: skip
+        others += [intruder, plaintext, unlisted]
         assert intruder.wait(300) != 0 and plaintext.wait(300) != 0
         assert "Failed to activate SuperNode" in (tmp_path / "intruder.log").read_text()
         assert "Failed to initialize the connection to the SuperLink" in (tmp_path / "plaintext.log").read_text()
-        # A local execution with an unlisted key is told so, before it even tries.
-        unlisted = start_local_exec(fl.url, "msg", "digits:1/2", fl.env, fl.logs, 3,
-                                    ["--participant-key", str(tmp_path / "intruder")])  # fmt: skip
-        others.append(unlisted)
         assert unlisted.wait(300) == 1
         assert "not in the task's participant_keys" in (fl.logs / "local-exec-3.log").read_text()
 

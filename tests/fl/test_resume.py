@@ -16,8 +16,10 @@ from flrepo.server.embedded import free_port, reap
 from tests.helpers import logs_of, run_training
 
 ROUNDS = 4
-# Slow enough rounds (five local epochs) that the collector is surely killed inside round 3.
-TRAINING = {"epochs": 5, "batch_size": 32, "learning_rate": 0.01, "optimizer": "adam"}
+# Two local epochs a round. The kill waits for round 2's report and the assertions follow whichever
+# checkpoint the restarted collector resumed from (2 or 3), so no round needs to be slow enough to be
+# caught inside: five epochs a round were ~8 s of each round on a busy machine.
+TRAINING = {"epochs": 2, "batch_size": 32, "learning_rate": 0.01, "optimizer": "adam"}
 
 
 def _plan(task_id, **extra):
@@ -59,9 +61,11 @@ def test_a_killed_collector_resumes_after_its_last_checkpoint(fl, tmp_path):
             assert time.monotonic() < deadline, logs_of(fl.logs)
             time.sleep(0.1)
         collector.wait(120)
-        assert killed == [2], f"the collector was killed after round {killed} (wanted 2)\n" + logs_of(fl.logs)
+        assert killed, "the collector ended before round 2 was reported\n" + logs_of(fl.logs)
         stale = fl.repo.get_task("cut")
-        assert stale.phase == "Running" and stale.current_round == 2  # what a dead collector leaves
+        # What a dead collector leaves: a running task, mid-way (round 3 may have been reported before the kill).
+        assert stale.phase == "Running" and 2 <= stale.current_round < ROUNDS, stale.current_round
+        kept = {c.round for c in fl.repo.list_checkpoints("cut") if c.weights_id}  # those with their file
         # Started again on the same address: the local executions reconnect to it.
         again = start_collector(fl.url, "cut", fl.env, fl.logs, address)
         again.wait(900)
@@ -69,10 +73,12 @@ def test_a_killed_collector_resumes_after_its_last_checkpoint(fl, tmp_path):
         reap([collector, *workers], timeout=60, terminate=True)
     task = fl.repo.get_task("cut").model_dump(mode="json")
     assert again.returncode == 0 and task["phase"] == "Succeeded", logs_of(fl.logs)
-    assert task["resumed_from_round"] == 2
+    resumed_from = task["resumed_from_round"]  # the newest checkpoint the dead collector left
+    assert resumed_from == max(kept) and 2 <= resumed_from < ROUNDS, (resumed_from, kept)
     assert [c["reason"] for c in task["conditions"]] == ["ServerStarted", "Resumed", "TrainingComplete"]
-    assert [h["round"] for h in task["history"]] == [1, 2, 3, 4]  # rounds 3 and 4 run once, after the restart
-    assert "num_rounds=2" in (fl.logs / "collector.log").read_text()  # the second server ran two rounds
+    assert [h["round"] for h in task["history"]] == [1, 2, 3, 4]  # the rest run once, after the restart
+    # The second server ran only the rounds after the checkpoint.
+    assert f"num_rounds={ROUNDS - resumed_from}" in (fl.logs / "collector.log").read_text()
 
     resumed, uninterrupted = _trained(fl, tmp_path, task), _trained(fl, tmp_path, whole)
     shapes = [[w.shape for w in open_model("pytorch", path).get_weights()] for path in (resumed, uninterrupted)]

@@ -21,7 +21,7 @@ from flrepo.logs import TextFormatter
 from flrepo.server.auth import Role, new_key
 from flrepo.server.embedded import api_server
 from flrepo.server.settings import Settings
-from tests.helpers import LiveServer, create_app, drop, make_settings
+from tests.helpers import LiveServer, create_app, drop, make_settings, wait_for
 
 MiB = 1024 * 1024
 
@@ -52,12 +52,17 @@ def _send_huge_header(url: str, size: int) -> None:
             pass  # the server closed the connection: what it should do
 
 
-@pytest.fixture
-def serve(settings, tmp_path) -> Iterator[tuple[str, int]]:
-    """`flrepo serve` as every deployment runs it (subprocess), on the test's database."""
+@pytest.fixture(scope="module")
+def serve(mongo_url, tmp_path_factory) -> Iterator[tuple[str, int]]:
+    """`flrepo serve` as every deployment runs it (subprocess), on a database of its own. One for the module:
+    its tests only send heads and read /health and /model (nothing stored), and a start is seconds each."""
+    settings = make_settings(mongo_url)
     env = {"FLREPO_DB_NAME": settings.db_name, "FLREPO_GRIDFS_DB_NAME": settings.gridfs_db_name}
-    with api_server(tmp_path, settings.mongodb_url, **env) as (url, proc):
-        yield url, proc.pid
+    try:
+        with api_server(tmp_path_factory.mktemp("serve"), mongo_url, **env) as (url, proc):
+            yield url, proc.pid
+    finally:
+        drop(settings)
 
 
 def test_a_64_mib_header_is_refused_without_being_read_into_memory(serve):
@@ -271,9 +276,10 @@ def test_a_crafted_path_cannot_forge_a_text_log_line(settings, tmp_path):
     with api_server(tmp_path, settings.mongodb_url, **env) as (url, _):
         for crafted in (f"/model/x%0A{forged}", f"/model/x%0D%0A{forged}", "/model/%E2%80%AEtxt.exe/v1"):
             httpx.get(url + crafted.replace(" ", "%20"))
-        httpx.get(f"{url}/health")  # the last line, after which the log is read
-        time.sleep(0.5)
-    lines = (tmp_path / "server.log").read_text().splitlines()
+        httpx.get(f"{url}/health")  # the last line: once it is in the log, so are the others
+        log = tmp_path / "server.log"
+        wait_for(lambda: "GET /health" in log.read_text(errors="replace"), 60, "the access line of /health")
+    lines = log.read_text().splitlines()
     assert any("flrepo.access" in line and "\\n2030-01-01" in line for line in lines)
     assert not any(line.startswith("2030-01-01") for line in lines)
     assert not any("\u202e" in line or "\r" in line for line in lines)
