@@ -253,6 +253,8 @@ def main() -> int:
     med, spent = fed["median"], fed["in_rounds"]
 
     def row(label: str, path: str) -> str:
+        if med[path] is None:  # --stock-repeats 0
+            return f"| {label} | not run | - | - | - |"
         runs = ", ".join(f"{t:.1f}" for t in fed["times"][path])
         rounds = f"{spent[path]:.1f} s" if path in spent else "-"
         outside = f"{med[path] - spent[path]:.1f} s" if path in spent else "-"
@@ -282,7 +284,8 @@ def main() -> int:
             "",
             f"- ratio repository (legacy) / bare Flower: **{fed['ratio']:.2f}** (goal ≤ 1.15)",
             f"- ratio Message API / legacy: **{fed['message_ratio']:.2f}** (goal ≤ 1.2)",
-            f"- ratio Message API / stock Flower SuperLink/SuperNode: **{fed['stock_ratio']:.2f}** (goal ≤ 1.0)",
+            "- ratio Message API / stock Flower SuperLink/SuperNode: "
+            + (f"**{fed['stock_ratio']:.2f}** (goal ≤ 1.0)" if fed["stock_ratio"] is not None else "not run"),
             "",
             f"One checkpoint (register + upload the round's .npz): median **{fed['checkpoint_ms']:.1f} ms**; "
             f"a legacy round's median is {fed['round_s']:.2f} s, so checkpoints cost {share:.1f} % of a round "
