@@ -88,9 +88,7 @@ def start(site_dir: Path, workdir: Path, port: int) -> SiteSuperExec | None:
         return None
     log.debug("forking the SuperExec: %d native threads %s", native_threads(), _thread_names())
     workdir.mkdir(parents=True, exist_ok=True)
-    secret = workdir / "superexec-secret"
-    secret.write_bytes(os.urandom(32))
-    secret.chmod(0o600)
+    secret = new_secret(workdir)
     wake = workdir / "wake.sock"
     from flrepo.fl.message.executor import wake_socket
 
@@ -101,6 +99,14 @@ def start(site_dir: Path, workdir: Path, port: int) -> SiteSuperExec | None:
     listening.close()
     log.debug("SuperExec forked: pid %s, Runtime API 127.0.0.1:%s", pid, port)
     return SiteSuperExec(pid, port, secret, wake)
+
+
+def new_secret(workdir: Path) -> Path:
+    """A fresh SuperExec authentication secret in `workdir`, readable by its owner only."""
+    secret = workdir / "superexec-secret"
+    secret.write_bytes(os.urandom(32))
+    secret.chmod(0o600)
+    return secret
 
 
 def _thread_names() -> list[str]:

@@ -39,7 +39,7 @@ from typing import Any
 
 from flrepo.fl.message.polling import Backoff, quick_object_pulls
 from flrepo.fl.message.programs import pdeathsig, stock
-from flrepo.fl.message.site_superexec import SECRET_ENV, WAKE_ENV
+from flrepo.fl.message.site_superexec import SECRET_ENV, WAKE_ENV, new_secret
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +125,7 @@ def main() -> None:
             args = _parse_args_run_supernode().parse_args(argv)
             work = Path(tempfile.mkdtemp(prefix="flrepo-supernode-"))
             atexit.register(shutil.rmtree, work, ignore_errors=True)
-            secret = work / "superexec-secret"
-            secret.write_bytes(os.urandom(32))
-            secret.chmod(0o600)
+            secret = new_secret(work)
             wake_path = work / "wake.sock"
             host = f"[{args.host}]" if ":" in args.host else args.host
             runtime_api = resolve_bind_address(f"{host}:{args.port}")  # as Flower's own SuperExec connects
