@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.helpers import PLAN, grid_counts, make_task_references, payload, upload
 
 
@@ -57,3 +59,25 @@ async def test_deleting_a_task_deletes_its_checkpoints_and_their_files(client, r
     assert (await client.delete("/tasks/t1")).status_code == 204
     assert grid_counts(raw_db)[0] == files_before - 2
     assert raw_db[0]["checkpoints"].count_documents({"task_id": "t1"}) == 0
+
+
+async def test_a_checkpoint_racing_a_cancel_does_not_bring_the_task_back(app, client):
+    # Where the store rewrites the whole document on an update (FerretDB), an unserialised `best`
+    # update read before a cancel and written after it put the task back to Running; its collector's
+    # next report then turned a cancelled task into a Succeeded one.
+    from flrepo.server.repository import checkpoints, tasks
+
+    await _running_task(client)
+    db = app.state.db
+    for attempt in range(20):
+        if attempt:
+            assert (await client.delete("/tasks/t1")).status_code == 204
+            assert (await client.post("/tasks", json=PLAN)).status_code == 201
+            assert (await client.put("/tasks/t1/status", json={"phase": "Running"})).status_code == 200
+        losses = [1.0 / (k + 1) for k in range(8)]
+        racers = [checkpoints._better(db, "t1", k + 1, loss, {}) for k, loss in enumerate(losses)]
+        cancel = tasks.cancel(db, "t1", "enough", keep_rounds=100, record_bytes=1 << 16)
+        await asyncio.gather(*racers[:4], cancel, *racers[4:])
+        task = (await client.get("/tasks/t1")).json()
+        assert task["phase"] == "Failed", f"attempt {attempt}: {task['phase']}"
+        assert task["best"]["loss"] == min(losses)
