@@ -35,20 +35,32 @@ def _published_accuracy(fl, tmp_path, task_id):
     return held_out_accuracy("numpy", trained)
 
 
-def _train(fl, tmp_path, task_id, strategy, rounds, **plan):
-    """The task's collector and two sites to the end (the Message-API runtime in plaintext, on loopback)."""
+def _start(fl, task_id, strategy, rounds, **plan):
+    """The task's collector and two sites (the Message-API runtime in plaintext, on loopback), each task
+    with its own log folder: the tasks of a test train at the same time."""
     fl.repo.create_task(digits_task(task_id, strategy, rounds=rounds, clients=2, **plan))
     options = ["--insecure"] if strategy.startswith("message") else []
-    collector, sites = start_training(fl.url, task_id, SITES, fl.env, fl.logs, collector_options=options)
-    try:  # generous: 40 rounds on a busy two-core machine
-        collector.wait(1200)
-        for site in sites:
-            site.wait(300)
+    logs = fl.logs / task_id
+    logs.mkdir()
+    collector, sites = start_training(fl.url, task_id, SITES, fl.env, logs, collector_options=options)
+    return task_id, logs, collector, sites
+
+
+def _finish(fl, tmp_path, started):
+    """Each started task to its end: its status and its published model's held-out accuracy."""
+    ended = {}
+    try:  # generous: several tasks of 40 rounds at once on a busy two-core machine
+        for _, _, collector, sites in started:
+            collector.wait(1800)
+            for site in sites:
+                site.wait(300)
     finally:
-        reap([collector, *sites], terminate=True)
-    task = fl.repo.get_task(task_id).model_dump(mode="json")
-    assert collector.returncode == 0 and task["phase"] == "Succeeded", logs_of(fl.logs)
-    return task, _published_accuracy(fl, tmp_path, task_id)
+        reap([process for _, _, collector, sites in started for process in (collector, *sites)], terminate=True)
+    for task_id, logs, collector, _ in started:
+        task = fl.repo.get_task(task_id).model_dump(mode="json")
+        assert collector.returncode == 0 and task["phase"] == "Succeeded", logs_of(logs)
+        ended[task_id] = task, _published_accuracy(fl, tmp_path, task_id)
+    return ended
 
 
 # Issue #24's bounds: the published model's held-out accuracy at most this far below the same task's
@@ -67,13 +79,17 @@ def test_a_compressed_task_trains_nearly_as_well_as_an_uncompressed_one_with_far
     state = tmp_path / "state"
     fl = replace(fl, env={**fl.env, "FLREPO_STATE_DIR": str(state)})
     initial = register_model(fl.repo, "digits", "v1", "numpy", tmp_path)
-    plain, plain_accuracy = _train(fl, tmp_path, "plain", strategy, ROUNDS)
+    # The reference and the compressed tasks train side by side (each waits on its rounds, not on CPU).
+    started = [_start(fl, "plain", strategy, ROUNDS)]
+    started += [_start(fl, f"small-{n}", strategy, ROUNDS, compression=spec) for n, spec in enumerate(specs)]
+    ended = _finish(fl, tmp_path, started)
+    plain, plain_accuracy = ended["plain"]
     assert plain_accuracy > held_out_accuracy("numpy", initial)  # the reference learned something
     for record in plain["history"]:  # measured without compression too: the reference
         assert record["bytes_up"] == record["bytes_up_raw"] > 0 and record["bytes_down"] == record["bytes_down_raw"]
     for n, spec in enumerate(specs):
         task_id = f"small-{n}"
-        task, accuracy = _train(fl, tmp_path, task_id, strategy, ROUNDS, compression=spec)
+        task, accuracy = ended[task_id]
         assert task["compression"]["uplink"] == spec["uplink"]
         tolerance, factor = BOUNDS[spec["uplink"]]
         for record, reference in zip(task["history"], plain["history"], strict=True):
