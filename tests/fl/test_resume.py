@@ -9,7 +9,14 @@ import time
 
 import numpy as np
 
-from flrepo.fl.demo import digits_task, held_out_accuracy, register_model, start_collector, write_partitions
+from flrepo.fl.demo import (
+    digits_task,
+    held_out_accuracy,
+    register_model,
+    start_collector,
+    start_training,
+    write_partitions,
+)
 from flrepo.fl.frameworks import open_model
 from flrepo.fl.weights import from_npz
 from flrepo.server.embedded import free_port, reap
@@ -36,10 +43,11 @@ def test_a_killed_collector_resumes_after_its_last_checkpoint(fl, tmp_path):
     register_model(fl.repo, "digits", "v1", "pytorch", tmp_path)
     data = write_partitions(tmp_path, 2)
 
-    # The same task uninterrupted, for comparison.
+    # The same task uninterrupted, for comparison: it trains beside the one cut short (its own logs).
     fl.repo.create_task(_plan("whole"))
-    whole, code = run_training(fl, "whole", data, timeout=900)
-    assert code == 0 and whole["phase"] == "Succeeded", logs_of(fl.logs)
+    whole_logs = fl.logs / "whole"
+    whole_logs.mkdir()
+    whole_run = start_training(fl.url, "whole", data, fl.env, whole_logs)
 
     fl.repo.create_task(_plan("cut"))
     address = f"127.0.0.1:{free_port()}"
@@ -50,8 +58,6 @@ def test_a_killed_collector_resumes_after_its_last_checkpoint(fl, tmp_path):
         if not killed and task["current_round"] >= 2 and collector.poll() is None:
             collector.send_signal(signal.SIGKILL)
             killed.append(task["current_round"])
-
-    from flrepo.fl.demo import start_training
 
     collector, workers = start_training(fl.url, "cut", data, fl.env, fl.logs, address=address)
     deadline = time.monotonic() + 900
@@ -69,8 +75,11 @@ def test_a_killed_collector_resumes_after_its_last_checkpoint(fl, tmp_path):
         # Started again on the same address: the local executions reconnect to it.
         again = start_collector(fl.url, "cut", fl.env, fl.logs, address)
         again.wait(900)
+        whole_run[0].wait(900)
     finally:
-        reap([collector, *workers], timeout=60, terminate=True)
+        reap([collector, *workers, *whole_run[1], whole_run[0]], timeout=60, terminate=True)
+    whole = fl.repo.get_task("whole").model_dump(mode="json")
+    assert whole_run[0].returncode == 0 and whole["phase"] == "Succeeded", logs_of(whole_logs)
     task = fl.repo.get_task("cut").model_dump(mode="json")
     assert again.returncode == 0 and task["phase"] == "Succeeded", logs_of(fl.logs)
     resumed_from = task["resumed_from_round"]  # the newest checkpoint the dead collector left
