@@ -110,14 +110,23 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
             yield
         finally:
             for job in background:
-                job.cancel()
-                with suppress(asyncio.CancelledError):
-                    await job
+                await _stop(job)
             if sweep_db is not None:
                 await sweep_db.close()
             await db.close()
 
     return lifespan
+
+
+async def _stop(job: asyncio.Task[None]) -> None:
+    """Cancel a background job and wait for it to end. A cancel that lands inside the driver's first
+    operation (while it connects) can be swallowed there, and the job then goes on to its next sleep:
+    cancel again until it ends, or the service would never finish shutting down."""
+    while not job.done():
+        job.cancel()
+        await asyncio.wait({job}, timeout=0.5)
+    with suppress(asyncio.CancelledError):
+        await job
 
 
 def _background_jobs(settings: Settings, db: Database, sweep_db: Database | None) -> list[asyncio.Task[None]]:
