@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -21,6 +22,11 @@ from flrepo.server.embedded import EmbeddedMongo, free_port
 from flrepo.server.main import create_app
 from flrepo.server.settings import Settings
 from tests.helpers import Catalogue, FlSite, LiveServer, drop, make_settings
+
+# Run in the background by a script (`make test-stress ... &`), this process inherits SIGINT ignored, and
+# so would every process the tests start: a test of Ctrl-C models a terminal, where SIGINT is not.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

@@ -5,9 +5,11 @@ a killed collector, too few participants, cancel, and local executions that find
 from __future__ import annotations
 
 import signal
+import sys
 import time
 
 from flrepo.client import calls
+from flrepo.fl import demo
 from flrepo.fl.demo import digits_task, register_model, start_collector, start_local_exec, write_partitions
 from flrepo.server.embedded import free_port, reap
 from tests.helpers import last_condition, logs_of, make_tls, wait_for
@@ -77,7 +79,16 @@ def test_one_of_two_participants_fails_the_task_after_participants_timeout(fl, t
     assert [c["type"] for c in task["conditions"]] == ["Training", "Failed"]
 
 
-def test_cancel_stops_the_collector_and_its_local_executions(fl, tmp_path):
+# How a script's background job starts (`flrepo collector ... &` in the README): SIGINT ignored.
+SIGINT_IGNORED = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def test_cancel_stops_the_collector_and_its_local_executions(fl, tmp_path, monkeypatch):
+    # Started as a script's background jobs: a cancel still stops them (they stop themselves with a
+    # signal of their own, not with the SIGINT such a job ignores).
+    monkeypatch.setattr(demo, "CLI", [sys.executable, "-c", SIGINT_IGNORED, *demo.CLI])
     register_model(fl.repo, "digits", "v1", "pytorch", tmp_path)
     fl.repo.create_task(_plan("stop", rounds=50, clients=2))
     data = write_partitions(tmp_path, 2)

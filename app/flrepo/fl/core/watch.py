@@ -93,10 +93,29 @@ def interval_for(heartbeat_timeout: float) -> float:
     return max(0.5, min(HEARTBEAT_MAX_SECONDS, heartbeat_timeout / 4))
 
 
+# The signal a watcher stops the main thread with once it armed it (arm_interrupt): not SIGINT, which a
+# process started in the background by a script (`flrepo collector ... &`) inherits as ignored, so a
+# cancelled task's collector would never stop; and what the user's Ctrl-C does stays as it was.
+WAKE_SIGNAL = signal.SIGUSR1
+_armed = threading.Event()
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def arm_interrupt() -> None:
+    """From the main thread: make WAKE_SIGNAL raise KeyboardInterrupt there (elsewhere Python allows no
+    handler; interrupt_main then falls back to SIGINT)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(WAKE_SIGNAL, _raise_interrupt)
+        _armed.set()
+
+
 def interrupt_main() -> None:
-    """A real SIGINT to the main thread: it wakes blocking waits (a lock, a gRPC call), where
-    `_thread.interrupt_main` only sets a flag that a blocked thread never checks."""
-    signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+    """A real signal to the main thread, raising KeyboardInterrupt there: it wakes blocking waits (a
+    lock, a gRPC call), where `_thread.interrupt_main` only sets a flag that a blocked thread never checks."""
+    signal.pthread_kill(threading.main_thread().ident or 0, WAKE_SIGNAL if _armed.is_set() else signal.SIGINT)
 
 
 class _Watcher(threading.Thread):
@@ -118,6 +137,10 @@ class _Watcher(threading.Thread):
     def pause(self, asked: float) -> float:
         """Seconds to wait before the next check, the last one having started at `asked`."""
         return self.interval
+
+    def start(self) -> None:
+        arm_interrupt()  # started from the main thread, which on_end interrupts by default
+        super().start()
 
     def run(self) -> None:
         asked = time.monotonic()
