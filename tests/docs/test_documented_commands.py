@@ -39,7 +39,7 @@ _CURL_LINE = re.compile(r"^DOCCURL (\d{3}) (\S+)$", re.M)
 _FAILED = re.compile(r"^DOCFAIL (\d+) (\d+)$", re.M)
 _CURL_CALL = re.compile(r"(?:^|[\s;(|&])curl\s")
 _PRELUDE = "trap 'echo \"DOCFAIL $LINENO $?\" >&2' ERR\n"
-# Seconds one block may take: the PyTorch walk-through trains five rounds on three sites.
+# Seconds one block may take: the PyTorch walk-through trains three rounds on three sites.
 BLOCK_TIMEOUT = 900
 
 
