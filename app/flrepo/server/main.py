@@ -124,7 +124,7 @@ async def _stop(job: asyncio.Task[None]) -> None:
     cancel again until it ends, or the service would never finish shutting down."""
     while not job.done():
         job.cancel()
-        await asyncio.wait({job}, timeout=0.5)
+        await asyncio.wait({job}, timeout=0.1)
     with suppress(asyncio.CancelledError):
         await job
 
