@@ -387,3 +387,21 @@ async def test_values_the_store_cannot_hold_are_422(client, app):
         assert (await client.get("/model/meta", params={"model_name": "g", "model_version": "v"})).status_code == 404
     ok = {"library": "k", "grid": [{"row": [1, 2]}, {"row": [3, 4]}]}
     assert (await client.post("/model", json={"model_name": "a", "model_version": "v", "meta": ok})).status_code == 201
+
+
+async def test_metadata_updates_during_uploads_lose_neither(client, raw_db):
+    # Where the store rewrites the whole document on an update (FerretDB), a metadata update read
+    # before a file switch and written after it put the replaced (and deleted) file's id back: 404.
+    await make_model(client)
+    blobs = [payload(CHUNK + 1 + i) for i in range(6)]
+    libraries = [f"lib{i}" for i in range(6)]
+    uploads = [upload(client, "/model/m/v1", b) for b in blobs]
+    updates = [[client.put("/model/meta/m/v1", json={"library": name}) for _ in range(10)] for name in libraries]
+    responses = await asyncio.gather(*(call for u, ups in zip(uploads, updates, strict=True) for call in (u, *ups)))
+    assert all(r.status_code == 204 for r in responses), [r.text for r in responses if r.status_code != 204]
+    r = await client.get("/model/m/v1")
+    assert r.status_code == 200 and r.content in blobs
+    meta = (await client.get("/model/meta", params={"model_name": "m", "model_version": "v1"})).json()
+    assert meta["sha256"] == sha(r.content) and meta["meta"]["library"] in libraries
+    files, _ = grid_counts(raw_db)
+    assert files == 1  # the file it points at, and no other

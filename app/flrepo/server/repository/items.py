@@ -7,6 +7,7 @@ and knows no HTTP: it raises the store's errors (flrepo.server.storage.errors).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -165,12 +166,16 @@ async def page(
 
 async def update(db: Database, kind: Kind, key: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
     db.dialect.check_document(fields)
-    doc = await db.collection(kind.collection).find_one_and_update(
-        key,
-        {"$set": {**fields, "updated_at": now()}},
-        # No projection: FerretDB does not implement it for findAndModify, and the _id is dropped below.
-        return_document=ReturnDocument.AFTER,
-    )
+    # Under the item's lock, as a file switch is: where the store rewrites the whole document on an
+    # update (FerretDB), one read before a switch and written after it put the replaced (and deleted)
+    # file's id back, and the item lost its file.
+    async with db.dialect.item_lock(_ident(kind, key)):
+        doc = await db.collection(kind.collection).find_one_and_update(
+            key,
+            {"$set": {**fields, "updated_at": now()}},
+            # No projection: FerretDB does not implement it for findAndModify, and the _id is dropped below.
+            return_document=ReturnDocument.AFTER,
+        )
     if doc is None:
         raise kind.not_found(key)
     doc.pop("_id", None)
@@ -252,6 +257,11 @@ async def rename_file(db: Database, file_id: Any, grid_name: str, fields: dict[s
 
 def _ident(kind: Kind, key: dict[str, Any]) -> tuple[str, ...]:
     return (kind.collection, *(str(key.get(k)) for k in kind.keys))
+
+
+def item_lock(db: Database, kind: Kind, key: dict[str, Any]) -> AbstractAsyncContextManager[None]:
+    """The lock every write of an item's document takes where the store's updates are not atomic."""
+    return db.dialect.item_lock(_ident(kind, key))
 
 
 def _precondition_failed(kind: Kind, key: dict[str, Any], doc: dict[str, Any]) -> PreconditionFailed:

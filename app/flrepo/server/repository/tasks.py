@@ -85,7 +85,8 @@ async def _record_digest(db: Database, kind: Kind, key: dict[str, Any], view: it
             sha = digest.hexdigest()
             # Recorded only for the file it was computed from (a replacement meanwhile records its own).
             same_file = {**key, kind.id_field: again.item.get(kind.id_field)}
-            await db.collection(kind.collection).update_one(same_file, {"$set": {"sha256": sha}})
+            async with items.item_lock(db, kind, key):  # not to undo a file switch (see items.update)
+                await db.collection(kind.collection).update_one(same_file, {"$set": {"sha256": sha}})
             return sha
     finally:
         if not lock.locked():
