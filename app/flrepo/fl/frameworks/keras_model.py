@@ -39,6 +39,7 @@ class KerasModel(LocalModel):
     def __init__(self, model: keras.Model) -> None:
         self.model = model
         self._compiled_for: tuple[Any, ...] | None = None
+        self._ours = False  # compiled by this client (not the model's own optimizer and loss)
 
     @classmethod
     def load(cls, path: Path, meta: Mapping[str, Any]) -> KerasModel:
@@ -69,10 +70,11 @@ class KerasModel(LocalModel):
             return None
         return tuple(int(d) for d in shape) if all(isinstance(d, int) for d in shape) else None
 
-    def _compile(self, training: Training) -> None:
-        """Compile for `training` unless the model keeps its own compilation (the task sets nothing)."""
+    def _compile(self, training: Training, fresh: bool = False) -> None:
+        """Compile for `training` unless the model keeps its own compilation (the task sets nothing);
+        `fresh`: anew even if compiled so already (a new optimizer, without the last round's state)."""
         wanted = (training.optimizer, training.learning_rate, training.loss)
-        if self._compiled_for == wanted:
+        if self._compiled_for == wanted and not (fresh and self._ours):
             return
         if self.model.compiled and wanted == (None, None, None) and self._compiled_for is None:
             self._compiled_for = wanted  # saved compiled: keep its own optimizer and loss
@@ -81,7 +83,7 @@ class KerasModel(LocalModel):
         lr = training.learning_rate or DEFAULT_LEARNING_RATE[name]
         optimizer = keras.optimizers.Adam(lr) if name == "adam" else keras.optimizers.SGD(lr)
         self.model.compile(optimizer=optimizer, loss=self._loss(training.loss), metrics=_metrics(training.loss))
-        self._compiled_for = wanted
+        self._compiled_for, self._ours = wanted, True
 
     def _loss(self, loss: str | None) -> keras.losses.Loss:
         activation = getattr(getattr(self.model.layers[-1], "activation", None), "__name__", "linear")
@@ -92,7 +94,10 @@ class KerasModel(LocalModel):
         return keras.losses.MeanSquaredError()
 
     def fit(self, x: NDArray[Any], y: NDArray[Any], training: Training) -> dict[str, float]:
-        self._compile(training)
+        # Every round with a new optimizer, as the PyTorch client trains and as a Message-API site does
+        # (it loads the model for each message): Adam's moments carried from the last round in a
+        # long-lived legacy site made the same task train differently on the two runtimes.
+        self._compile(training, fresh=True)
         if training.proximal_mu:
             log.warning(
                 "the keras client does not apply FedProx's proximal term (proximal_mu=%s)", training.proximal_mu

@@ -23,10 +23,16 @@ from flwr.server.strategy import Strategy
 
 from flrepo.fl.core.compression import Compression
 from flrepo.fl.core.link import TaskLink
+from flrepo.fl.core.ordering import reply_key
 from flrepo.fl.core.reporting import ParticipantWait, RoundReporter
 from flrepo.fl.frameworks import Weights
 from flrepo.fl.legacy.compressed import ServerSide
 from flrepo.fl.strategy_setup import weighted_average
+
+
+def _fit_key(result: tuple[ClientProxy, FitRes]) -> tuple[bytes, str]:
+    res = result[1]
+    return reply_key(res.parameters.tensors, {"num_examples": res.num_examples, **res.metrics})
 
 
 class ReportingStrategy(Strategy):
@@ -117,6 +123,7 @@ class ReportingStrategy(Strategy):
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
         results, undecodable = self.traffic.incoming(results)
         failures = [*failures, *undecodable]
+        results = sorted(results, key=_fit_key)  # arrival order must not change the sums (core.ordering)
         parameters, metrics = self.inner.aggregate_fit(server_round, results, failures)
         if parameters is not None:
             self.latest = parameters

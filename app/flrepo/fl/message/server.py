@@ -26,6 +26,7 @@ from flrepo.fl import pinning, strategy_setup
 from flrepo.fl.core.compression import Compression
 from flrepo.fl.core.lifecycle import fail
 from flrepo.fl.core.link import TaskLink
+from flrepo.fl.core.ordering import reply_key
 from flrepo.fl.core.publishing import Written, finish
 from flrepo.fl.core.reporting import ParticipantWait, RoundReporter, loss_and_metrics
 from flrepo.fl.core.resume import checkpoint_weights
@@ -67,6 +68,22 @@ def _metrics(message: Message) -> dict[str, Any]:
     return dict(records[0]) if records else {}
 
 
+def arrival_free(replies: Iterable[Message]) -> list[Message]:
+    """The replies in a fixed order (flrepo.fl.core.ordering), errors last: arrival order must not
+    change the strategy's sums."""
+
+    def key(message: Message) -> tuple[bool, bytes, str]:
+        if message.has_error():
+            return True, b"", ""
+        records = message.content.array_records
+        blobs = [array.data for name in sorted(records) for array in records[name].values()]
+        metric_records = message.content.metric_records
+        metrics = {f"{name}.{k}": v for name, record in metric_records.items() for k, v in record.items()}
+        return False, *reply_key(blobs, metrics)
+
+    return sorted(replies, key=key)
+
+
 class Reporting:
     """Hooks on the strategy object (instance attributes shadow its methods; its decisions stay its
     own) that feed the task's RoundReporter."""
@@ -95,7 +112,7 @@ class Reporting:
         def on_aggregate_train(
             server_round: int, replies: Iterable[Message]
         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-            replies = self.traffic.incoming(replies)
+            replies = arrival_free(self.traffic.incoming(replies))
             ok = [m for m in replies if not m.has_error()]
             reporter.trained(
                 server_round,
