@@ -51,6 +51,11 @@ log = logging.getLogger(__name__)
 # The SuperExec loop's poll when a wake socket tells it of each task (a lost wake costs this much).
 POLL_ENV = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"
 WOKEN_POLL_S = "5"
+# A SuperLink's executor asks for the run's ServerApp task often (flrepo.fl.message.superlink), but a
+# collector submits one run per SuperLink: once it launched one, it asks this often (a request 10
+# times a second for the whole training was CPU in both it and the SuperLink, on the cores the
+# rounds need).
+SERVERAPP_LAUNCHED_POLL_S = 2.0
 # Set to 1 to fork a fresh ClientApp process per message (the worker off): for comparison.
 COLD_ENV = "FLREPO_CLIENTAPP_PER_MESSAGE"
 
@@ -202,13 +207,19 @@ def _child(run: Callable[[ExecutionSpec], None], spec: ExecutionSpec) -> None:
 
 class WakeableTime:
     """Stands in for the `time` module in Flower's SuperExec loop: its sleep between AcquireTask
-    calls ends early when a datagram arrives on the wake socket."""
+    calls ends early when a datagram arrives on the wake socket; once `settled()` says no task is
+    expected soon, it sleeps at least `settled_s`."""
 
-    def __init__(self, wake: socket.socket | None) -> None:
+    def __init__(
+        self, wake: socket.socket | None, settled: Callable[[], bool] | None = None, settled_s: float = 0.0
+    ) -> None:
         self.wake = wake
         self.woken = 0
+        self.settled, self.settled_s = settled, settled_s
 
     def sleep(self, seconds: float) -> None:
+        if self.settled is not None and self.settled():
+            seconds = max(seconds, self.settled_s)
         if self.wake is None:
             time.sleep(seconds)
             return
@@ -293,7 +304,8 @@ def serve(
     listening = wake_socket(wake) if isinstance(wake, Path) else wake
     if listening is not None:
         os.environ.setdefault(POLL_ENV, WOKEN_POLL_S)  # read by run_superexec
-    loop.time = WakeableTime(listening)  # type: ignore[assignment]
+    settled = (lambda: executor.launched > 0) if task_type == TaskType.SERVER_APP else None
+    loop.time = WakeableTime(listening, settled, SERVERAPP_LAUNCHED_POLL_S)  # type: ignore[assignment]
     loop.run_superexec(
         runtime_api_address=runtime_api_address,
         insecure=True,  # loopback only
