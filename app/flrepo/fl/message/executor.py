@@ -31,7 +31,6 @@ import contextlib
 import importlib
 import logging
 import os
-import select
 import socket
 import sys
 import threading
@@ -43,7 +42,8 @@ from typing import Any
 from flwr.supercore.constant import TaskType
 from flwr.supercore.superexec.executor import ExecutionSpec, LaunchResult, SubprocessExecutor
 
-from flrepo.fl.message.polling import quick_object_pulls
+from flrepo.fl.message import polling
+from flrepo.fl.message.polling import quick_object_pulls, wake_socket, woken
 from flrepo.fl.message.warm_worker import Worker, forget_parent
 
 log = logging.getLogger(__name__)
@@ -205,6 +205,10 @@ def _child(run: Callable[[ExecutionSpec], None], spec: ExecutionSpec) -> None:
         os._exit(code)
 
 
+# Where the SuperNode's side finds it (flrepo.fl.message.polling holds it, importing no Flower).
+wake = polling.wake
+
+
 class WakeableTime:
     """Stands in for the `time` module in Flower's SuperExec loop: its sleep between AcquireTask
     calls ends early when a datagram arrives on the wake socket; once `settled()` says no task is
@@ -223,33 +227,11 @@ class WakeableTime:
         if self.wake is None:
             time.sleep(seconds)
             return
-        ready, _, _ = select.select([self.wake], [], [], seconds)
-        if ready:
+        if woken(self.wake, seconds):  # one AcquireTask serves every wake that queued meanwhile
             self.woken += 1
-            with contextlib.suppress(BlockingIOError):
-                while True:  # one AcquireTask serves every wake that queued meanwhile
-                    self.wake.recv(64)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(time, name)
-
-
-def wake_socket(path: Path) -> socket.socket:
-    """The datagram socket a SuperNode writes to when it has stored a message."""
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(path))
-    path.chmod(0o600)
-    sock.setblocking(False)
-    return sock
-
-
-def wake(path: Path) -> None:
-    """Tell the executor listening on `path` (if any) that a task is waiting."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, contextlib.suppress(OSError):
-        sock.setblocking(False)
-        sock.sendto(b"1", str(path))
 
 
 def preload(modules: list[str]) -> None:

@@ -100,7 +100,7 @@ def start(site_dir: Path, workdir: Path, port: int) -> SiteSuperExec | None:
     workdir.mkdir(parents=True, exist_ok=True)
     secret = new_secret(workdir)
     wake = workdir / "wake.sock"
-    from flrepo.fl.message.executor import wake_socket
+    from flrepo.fl.message.polling import wake_socket
 
     listening = wake_socket(wake)  # bound before the SuperNode can wake it
     pid = os.fork()
@@ -127,7 +127,7 @@ class PreFork:
         workdir.mkdir(parents=True, exist_ok=True)
         secret = new_secret(workdir)
         wake = workdir / "wake.sock"
-        from flrepo.fl.message.executor import wake_socket
+        from flrepo.fl.message.polling import wake_socket
 
         listening = wake_socket(wake)  # bound here, before the SuperNode can wake it; the child gets the socket
         settings = {"runtime_api": f"127.0.0.1:{port}", "secret": str(secret), "site": str(site_dir)}
