@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import types
 from pathlib import Path
 
 import pytest
@@ -73,7 +74,8 @@ def test_a_pytorch_sites_superexec_is_forked_before_pytorch_ran_and_a_site_witho
 
 def prefork_or_not(tmp_path: Path) -> None:
     """Run in a fresh interpreter (the test below): a pre-fork that is not needed exits and is reaped;
-    none is made while a second thread runs; a pre-forked child that died is reported, not used."""
+    none is made while a second thread runs or after TensorFlow loaded; a pre-forked child that died
+    is reported, not used."""
     child = site_superexec.prefork()
     assert child is not None and os.waitpid(child.pid, os.WNOHANG) == (0, 0)  # waiting
     child.cancel()  # the site took the legacy runtime
@@ -89,6 +91,12 @@ def prefork_or_not(tmp_path: Path) -> None:
         release.set()
         thread.join()
 
+    sys.modules["tensorflow"] = types.ModuleType("tensorflow")  # as after loading a Keras model
+    try:  # its thread pools run already: a Keras site starts its SuperExec as before
+        assert site_superexec.prefork() is None
+    finally:
+        del sys.modules["tensorflow"]
+
     dead = site_superexec.prefork()
     assert dead is not None
     os.kill(dead.pid, signal.SIGKILL)
@@ -98,7 +106,7 @@ def prefork_or_not(tmp_path: Path) -> None:
     (tmp_path / "checked").write_text("1")
 
 
-def test_a_pre_fork_exits_when_unused_is_not_made_beside_a_thread_and_a_dead_one_is_not_used(tmp_path):
+def test_a_pre_fork_exits_when_unused_is_not_made_beside_a_thread_or_tensorflow_and_a_dead_one_is_not_used(tmp_path):
     code = (
         "import sys, pathlib; from tests.fl.test_prefork import prefork_or_not as run; run(pathlib.Path(sys.argv[1]))"
     )

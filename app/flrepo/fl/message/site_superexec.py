@@ -6,7 +6,8 @@ Two ways, both saving the SuperExec's own interpreter start, imports and first m
 - `prefork`, at the start of the local execution, right after it loaded the task's model and
   before it ran any framework operation (the model check, the training): a child that waits, on a
   socket pair, for its SuperNode's settings (`PreFork.go`) — or for the pair's close, when the site
-  ends up on the legacy runtime or fails first, and exits. This is the way for PyTorch/Keras sites.
+  ends up on the legacy runtime or fails first, and exits. This is the way for PyTorch sites (a
+  Keras model's load runs TensorFlow already: those sites start their SuperExec as before).
 - `start`, later, when the SuperNode is about to start: for sites whose process can still fork
   then (below).
 
@@ -48,6 +49,9 @@ STOP_SECONDS = 10.0
 # operation (the local execution checks the model) forks a child that hangs at its first parallel
 # operation (GNU OpenMP). numpy's OpenBLAS pool is re-created in the child.
 POOLED_FRAMEWORKS = ("torch", "tensorflow", "keras", "jax")
+# Of those, the ones whose pools may run before the local execution's first training step (loading a
+# Keras model runs TensorFlow operations): `prefork` leaves these sites to the SuperNode's own SuperExec.
+EAGER_POOLS = ("tensorflow", "keras", "jax")
 
 
 @dataclass
@@ -164,6 +168,11 @@ def prefork() -> PreFork | None:
     if threading.active_count() != 1:
         names = [t.name for t in threading.enumerate()]
         log.debug("this process has threads %s: no SuperExec is pre-forked", names)
+        return None
+    # TensorFlow starts its native thread pools as it loads a model (PyTorch only at its first operation).
+    eager = sorted(set(EAGER_POOLS) & set(sys.modules))
+    if eager:
+        log.debug("this process has loaded %s: no SuperExec is pre-forked", eager)
         return None
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = os.fork()
