@@ -129,3 +129,15 @@ def test_a_superlinks_executor_asks_seldom_once_it_launched_its_runs_serverapp(m
     launched[0] = 1
     clock.sleep(0.1)  # the run's ServerApp is running: no other task is coming soon
     assert slept == [0.1, executor.SERVERAPP_LAUNCHED_POLL_S] and executor.SERVERAPP_LAUNCHED_POLL_S >= 1
+
+
+def test_a_site_pre_forks_unless_its_tasks_strategy_is_declared_for_the_legacy_runtime(fl):
+    from flrepo.fl import local_exec
+
+    def declared(name: str) -> str | None:
+        return local_exec._declared_runtime(fl.repo, {"task_id": "t", "strategy": {"strategy_name": name}})
+
+    # The signed catalogue's strategies say which runtime they are for; a site forks no SuperExec for
+    # a legacy one (its copy-on-write faults would cost the training), and forks for anything else.
+    assert (declared("fedavg"), declared("message-fedavg")) == ("legacy", "message")
+    assert declared("no-such-strategy") is None

@@ -50,13 +50,15 @@ def run(
     1 when it Failed or this site could not take part (the task is then Failed with the reason)."""
     task = repo.get_task(task_id).model_dump()
     forked: list[PreFork] = []
+    legacy = _declared_runtime(repo, task) == "legacy"
 
     def loaded() -> None:
         # The model is loaded and its framework has run nothing yet: the last moment a PyTorch
-        # process can fork a child that will use PyTorch (flrepo.fl.message.site_superexec).
+        # process can fork a child that will use PyTorch (flrepo.fl.message.site_superexec). Not for
+        # a strategy declared legacy: the child would cost the site's training its copy-on-write faults.
         from flrepo.fl.message.site_superexec import prefork
 
-        if (child := prefork()) is not None:
+        if not legacy and (child := prefork()) is not None:
             forked.append(child)
 
     try:
@@ -64,6 +66,18 @@ def run(
     finally:
         for child in forked:
             child.cancel()
+
+
+def _declared_runtime(repo: RepositoryClient, task: dict[str, Any]) -> str | None:
+    """The runtime the task's strategy declares in its metadata (the signed catalogue's do), a hint
+    only: the collector decides by the strategy's type, and publishes it (None: not declared)."""
+    try:
+        meta = repo.get_strategy(task["strategy"]["strategy_name"]).meta or {}
+    except Exception as exc:  # a hint: the site goes on without it
+        log.debug("task %s: no strategy metadata: %s", task.get("task_id"), exc)
+        return None
+    runtime = meta.get("runtime")
+    return runtime if isinstance(runtime, str) else None
 
 
 def _run(
