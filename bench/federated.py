@@ -221,6 +221,8 @@ class CpuSampler:
                     key = (pid, stats[pid][1])
                     if key not in self.seen:
                         self.seen[key] = [self._role(pid, parents, cmdlines), 0.0, 0.0]
+                    elif cmdlines[pid]:  # named again: one first seen between its fork and exec has a new name now
+                        self.seen[key][0] = self._role(pid, parents, cmdlines)
                     self.seen[key][1] = max(self.seen[key][1], stats[pid][2])
 
     def take(self) -> dict[str, tuple[float, int]]:
