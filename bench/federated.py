@@ -12,6 +12,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,12 +33,14 @@ def federated(
     repeats: int,
     message: bool = False,
     stock_repeats: int | None = None,
+    cpu: bool = False,
 ) -> dict[str, Any]:
     """Wall time of the task through the repository (legacy runtime) vs. bare Flower's legacy API;
     with `message`, also the task on the Message-API runtime (flrepo's) and on Flower's stock
     SuperLink/SuperNode (FLREPO_FLOWER_STOCK=1: same ServerApp and ClientApp) in the first
     `stock_repeats` repeats (default: all; it takes minutes a run). The paths alternate within each
-    repeat, so drift in the machine's load hits all alike; medians are reported."""
+    repeat, so drift in the machine's load hits all alike; medians are reported. With `cpu`, each
+    path's CPU seconds per process role are printed as it ends (CpuSampler)."""
     from flrepo.client import RepositoryClient
     from flrepo.fl.catalogue import seed
     from flrepo.fl.demo import digits_task, fl_env, publisher, register_model, start_collector
@@ -45,6 +48,12 @@ def federated(
     times: dict[str, list[float]] = {"repo": [], "bare": [], "message": [], "stock": []}
     in_rounds: dict[str, list[float]] = {"repo": [], "message": [], "stock": []}
     loads: list[float] = []
+    sampler = CpuSampler() if cpu else None
+
+    def cpu_report(path: str) -> None:
+        if sampler is not None:
+            print(cpu_line(path, sampler.take()), flush=True)
+
     env_db = {"FLREPO_DB_NAME": "fl", "FLREPO_GRIDFS_DB_NAME": "fl_grid", "FLREPO_LOG_LEVEL": "ERROR"}
     with api_server(tmp, mongo_url, **env_db) as (url, _):
         keyring, trusted = publisher("bench")
@@ -71,6 +80,7 @@ def federated(
                 raise RuntimeError(f"repository task bench-{i} did not succeed; logs in {tmp}")
             times["repo"].append(time.monotonic() - started)
             in_rounds["repo"].append(rounds_seconds(repo, f"bench-{i}"))
+            cpu_report("repo")
 
             started = time.monotonic()
             address = f"127.0.0.1:{free_port()}"
@@ -90,6 +100,7 @@ def federated(
                 for proc in procs:
                     proc.wait(PROCESS_TIMEOUT_S)
             times["bare"].append(time.monotonic() - started)
+            cpu_report("bare")
             print(f"federated: repeat {i}: repo {times['repo'][-1]:.1f} s, bare {times['bare'][-1]:.1f} s", flush=True)
 
             if message:
@@ -100,6 +111,7 @@ def federated(
                     task_id = f"bench-{path}-{i}"
                     times[path].append(message_task(repo, url, task_id, rounds, clients, data, {**env, **extra}, tmp))
                     in_rounds[path].append(rounds_seconds(repo, task_id))
+                    cpu_report(path)
                     print(
                         f"federated: repeat {i}: {path} {times[path][-1]:.1f} s, load {os.getloadavg()[0]:.1f}",
                         flush=True,
@@ -116,6 +128,8 @@ def federated(
         )
         checkpoint_ms = checkpoint_cost(repo, f"bench-{repeats - 1}", initial)
         repo.close()
+    if sampler is not None:
+        sampler.stop()
     median = {path: statistics.median(values) if values else None for path, values in times.items()}
     return {
         "times": times,
@@ -135,6 +149,102 @@ def federated(
         "message_round_s": statistics.median([r for r in message_rounds if r]) if message_rounds else None,
         "checkpoint_ms": checkpoint_ms,
     }
+
+
+class CpuSampler:
+    """CPU seconds (user + system) of this process's descendants, read from /proc every
+    `interval` s: a process that ends between reads loses at most its last interval. Each is named
+    by its role (from its command line); a process forked from another (same command line) is its
+    parent's role + " fork". `take` returns the CPU the roles used since the last `take` (seconds,
+    processes): long-lived ones (the embedded database, the API server) count only their share."""
+
+    ROLES = (
+        ("--app flwr-serverapp", "ServerApp SuperExec"),
+        ("flrepo.fl.message.superlink", "SuperLink"),
+        ("flrepo.fl.message.executor", "site SuperExec"),
+        ("flower_supernode", "SuperNode"),
+        ("flower_superexec", "Flower SuperExec"),
+        ("flwr_clientapp", "Flower ClientApp"),
+        ("flwr_serverapp", "Flower ServerApp"),
+        ("local-exec", "local execution"),
+        ("collector", "collector"),
+        ("flrepo.fl.examples.bare", "bare Flower"),
+    )
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval = interval
+        # (pid, start time) -> [role, cpu seconds, cpu seconds at the last take]
+        self.seen: dict[tuple[int, str], list[Any]] = {}
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self.thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
+        self.thread.start()
+
+    def _stat(self, pid: str) -> tuple[int, str, float] | None:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        # after the name: state ppid ... utime(14th field) stime(15th) ... starttime(22nd)
+        return int(fields[1]), fields[19], (int(fields[11]) + int(fields[12])) / self.tick
+
+    def _cmdline(self, pid: int | str) -> str:
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return ""
+
+    def _role(self, pid: int, parents: dict[int, int], cmdlines: dict[int, str]) -> str:
+        command = cmdlines.get(pid, "")
+        parent = parents.get(pid)
+        if parent is not None and parent in cmdlines and cmdlines[parent] == command:
+            return self._role(parent, parents, cmdlines) + " fork"
+        return next((role for key, role in self.ROLES if key in command), command[:60] or "?")
+
+    def _run(self) -> None:
+        me = os.getpid()
+        while not self.stopping.wait(self.interval):
+            stats = {int(p): s for p in os.listdir("/proc") if p.isdigit() and (s := self._stat(p)) is not None}
+            parents = {pid: s[0] for pid, s in stats.items()}
+            mine: set[int] = set()
+            for pid in stats:
+                chain, current = [], pid
+                while current in parents and current not in mine and current != me:
+                    chain.append(current)
+                    current = parents[current]
+                if current == me or current in mine:
+                    mine.update(chain)
+            cmdlines = {pid: self._cmdline(pid) for pid in mine}
+            with self.lock:
+                for pid in mine:
+                    key = (pid, stats[pid][1])
+                    if key not in self.seen:
+                        self.seen[key] = [self._role(pid, parents, cmdlines), 0.0, 0.0]
+                    elif cmdlines[pid]:  # named again: one first seen between its fork and exec has a new name now
+                        self.seen[key][0] = self._role(pid, parents, cmdlines)
+                    self.seen[key][1] = max(self.seen[key][1], stats[pid][2])
+
+    def take(self) -> dict[str, tuple[float, int]]:
+        time.sleep(self.interval * 2)
+        totals: dict[str, tuple[float, int]] = {}
+        with self.lock:
+            for entry in self.seen.values():
+                role, cpu, before = entry
+                entry[2] = cpu
+                if cpu > before:
+                    total, count = totals.get(role, (0.0, 0))
+                    totals[role] = (total + cpu - before, count + 1)
+        return totals
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join()
+
+
+def cpu_line(path: str, totals: dict[str, tuple[float, int]]) -> str:
+    parts = [f"{role} {cpu:.1f} ({n})" for role, (cpu, n) in sorted(totals.items(), key=lambda kv: -kv[1][0])]
+    return f"federated: CPU s {path}: total {sum(c for c, _ in totals.values()):.1f}: " + ", ".join(parts)
 
 
 def rounds_seconds(repo: Any, task_id: str) -> float:
@@ -244,11 +354,14 @@ def main() -> int:
         "--stock-repeats", type=int, help="run Flower's stock runtime in this many repeats only (default: all)"
     )
     parser.add_argument("--out", type=Path, help="prepend the section to this Markdown file")
+    parser.add_argument("--cpu", action="store_true", help="print each path's CPU seconds per process role")
     args = parser.parse_args()
     from flrepo.server.embedded import EmbeddedMongo
 
     with tempfile.TemporaryDirectory() as tmp_name, EmbeddedMongo(Path(tmp_name) / "db") as mongo:
-        fed = federated(mongo.url, Path(tmp_name), args.rounds, args.clients, args.repeats, True, args.stock_repeats)
+        fed = federated(
+            mongo.url, Path(tmp_name), args.rounds, args.clients, args.repeats, True, args.stock_repeats, args.cpu
+        )
     share = 100 * fed["checkpoint_ms"] / 1000 / max(fed["round_s"], 1e-9)
     med, spent = fed["median"], fed["in_rounds"]
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from numpy.typing import NDArray
 
@@ -27,6 +28,9 @@ from flrepo.fl.core.watch import Ended
 from flrepo.fl.flower_logs import through_flrepo_only
 from flrepo.fl.frameworks import ModelError
 from flrepo.fl.local_data import DataError
+
+if TYPE_CHECKING:
+    from flrepo.fl.message.site_superexec import PreFork
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +49,52 @@ def run(
     """Join the task's training with local data (x, y); 0 when the task Succeeded or was cancelled,
     1 when it Failed or this site could not take part (the task is then Failed with the reason)."""
     task = repo.get_task(task_id).model_dump()
+    forked: list[PreFork] = []
+    legacy = _declared_runtime(repo, task) == "legacy"
+
+    def loaded() -> None:
+        # The model is loaded and its framework has run nothing yet: the last moment a PyTorch
+        # process can fork a child that will use PyTorch (flrepo.fl.message.site_superexec). Not for
+        # a strategy declared legacy: the child would cost the site's training its copy-on-write faults.
+        from flrepo.fl.message.site_superexec import prefork
+
+        if not legacy and (child := prefork()) is not None:
+            forked.append(child)
+
+    try:
+        return _run(repo, task, site, x, y, allow_unsigned, seed, loaded, forked)
+    finally:
+        for child in forked:
+            child.cancel()
+
+
+def _declared_runtime(repo: RepositoryClient, task: dict[str, Any]) -> str | None:
+    """The runtime the task's strategy declares in its metadata (the signed catalogue's do), a hint
+    only: the collector decides by the strategy's type, and publishes it (None: not declared)."""
+    try:
+        meta = repo.get_strategy(task["strategy"]["strategy_name"]).meta or {}
+    except Exception as exc:  # a hint: the site goes on without it
+        log.debug("task %s: no strategy metadata: %s", task.get("task_id"), exc)
+        return None
+    runtime = meta.get("runtime")
+    return runtime if isinstance(runtime, str) else None
+
+
+def _run(
+    repo: RepositoryClient,
+    task: dict[str, Any],
+    site: Site,
+    x: NDArray[Any],
+    y: NDArray[Any],
+    allow_unsigned: bool,
+    seed: int,
+    loaded: Callable[[], None],
+    forked: list[PreFork],
+) -> int:
+    task_id = task["task_id"]
     with tempfile.TemporaryDirectory(prefix="flrepo-local-") as tmp:
         try:
-            trainer = prepare(repo, task, x, y, Path(tmp), allow_unsigned, seed)
+            trainer = prepare(repo, task, x, y, Path(tmp), allow_unsigned, seed, loaded)
         except (ModelError, DataError) as exc:
             log.error("task %s: %s", task_id, exc)
             fail_site(repo, task_id, exc)
@@ -71,7 +118,9 @@ def run(
         if found.runtime == "message":
             from flrepo.fl.message.participant import run as run_supernode
 
-            return run_supernode(repo, task, found, site, trainer, Path(tmp))
+            return run_supernode(repo, task, found, site, trainer, Path(tmp), forked[0] if forked else None)
+        for child in forked:  # the legacy runtime trains in this process
+            child.cancel()
         from flrepo.fl.legacy.participant import run as run_legacy
 
         return run_legacy(repo, task_id, found, trainer)

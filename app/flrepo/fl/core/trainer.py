@@ -5,6 +5,7 @@ and fit/evaluate of whatever weights the collector sends. No Flower types: each 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -96,10 +97,14 @@ def prepare(
     workdir: Path,
     allow_unsigned: bool = False,
     seed: int = 0,
+    loaded: Callable[[], object] | None = None,
 ) -> SiteTrainer:
     """The site's trainer for the task: ModelError or DataError when the model or the data cannot
-    be used (the site then fails the task before it joins)."""
+    be used (the site then fails the task before it joins). `loaded` is called once the model is
+    loaded, before its framework runs any operation (the local execution forks there)."""
     model = fetch_model(repo, task, workdir, allow_unsigned)
+    if loaded is not None:
+        loaded()
     training = training_settings(task)
     model.check(training)
     x, y = prepare_data(repo, task, x, y, allow_unsigned)

@@ -31,7 +31,6 @@ import contextlib
 import importlib
 import logging
 import os
-import select
 import socket
 import sys
 import threading
@@ -43,7 +42,8 @@ from typing import Any
 from flwr.supercore.constant import TaskType
 from flwr.supercore.superexec.executor import ExecutionSpec, LaunchResult, SubprocessExecutor
 
-from flrepo.fl.message.polling import quick_object_pulls
+from flrepo.fl.message import polling
+from flrepo.fl.message.polling import quick_object_pulls, wake_socket, woken
 from flrepo.fl.message.warm_worker import Worker, forget_parent
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,11 @@ log = logging.getLogger(__name__)
 # The SuperExec loop's poll when a wake socket tells it of each task (a lost wake costs this much).
 POLL_ENV = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"
 WOKEN_POLL_S = "5"
+# A SuperLink's executor asks for the run's ServerApp task often (flrepo.fl.message.superlink), but a
+# collector submits one run per SuperLink: once it launched one, it asks this often (a request 10
+# times a second for the whole training was CPU in both it and the SuperLink, on the cores the
+# rounds need).
+SERVERAPP_LAUNCHED_POLL_S = 2.0
 # Set to 1 to fork a fresh ClientApp process per message (the worker off): for comparison.
 COLD_ENV = "FLREPO_CLIENTAPP_PER_MESSAGE"
 
@@ -200,45 +205,33 @@ def _child(run: Callable[[ExecutionSpec], None], spec: ExecutionSpec) -> None:
         os._exit(code)
 
 
+# Where the SuperNode's side finds it (flrepo.fl.message.polling holds it, importing no Flower).
+wake = polling.wake
+
+
 class WakeableTime:
     """Stands in for the `time` module in Flower's SuperExec loop: its sleep between AcquireTask
-    calls ends early when a datagram arrives on the wake socket."""
+    calls ends early when a datagram arrives on the wake socket; once `settled()` says no task is
+    expected soon, it sleeps at least `settled_s`."""
 
-    def __init__(self, wake: socket.socket | None) -> None:
+    def __init__(
+        self, wake: socket.socket | None, settled: Callable[[], bool] | None = None, settled_s: float = 0.0
+    ) -> None:
         self.wake = wake
         self.woken = 0
+        self.settled, self.settled_s = settled, settled_s
 
     def sleep(self, seconds: float) -> None:
+        if self.settled is not None and self.settled():
+            seconds = max(seconds, self.settled_s)
         if self.wake is None:
             time.sleep(seconds)
             return
-        ready, _, _ = select.select([self.wake], [], [], seconds)
-        if ready:
+        if woken(self.wake, seconds):  # one AcquireTask serves every wake that queued meanwhile
             self.woken += 1
-            with contextlib.suppress(BlockingIOError):
-                while True:  # one AcquireTask serves every wake that queued meanwhile
-                    self.wake.recv(64)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(time, name)
-
-
-def wake_socket(path: Path) -> socket.socket:
-    """The datagram socket a SuperNode writes to when it has stored a message."""
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(path))
-    path.chmod(0o600)
-    sock.setblocking(False)
-    return sock
-
-
-def wake(path: Path) -> None:
-    """Tell the executor listening on `path` (if any) that a task is waiting."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, contextlib.suppress(OSError):
-        sock.setblocking(False)
-        sock.sendto(b"1", str(path))
 
 
 def preload(modules: list[str]) -> None:
@@ -293,7 +286,8 @@ def serve(
     listening = wake_socket(wake) if isinstance(wake, Path) else wake
     if listening is not None:
         os.environ.setdefault(POLL_ENV, WOKEN_POLL_S)  # read by run_superexec
-    loop.time = WakeableTime(listening)  # type: ignore[assignment]
+    settled = (lambda: executor.launched > 0) if task_type == TaskType.SERVER_APP else None
+    loop.time = WakeableTime(listening, settled, SERVERAPP_LAUNCHED_POLL_S)  # type: ignore[assignment]
     loop.run_superexec(
         runtime_api_address=runtime_api_address,
         insecure=True,  # loopback only

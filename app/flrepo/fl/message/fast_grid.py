@@ -4,33 +4,47 @@ Flower 1.42's `HttpGrid.send_and_receive` pushes the messages, then pulls the re
 3 s whenever some are missing: every round of every strategy waits for the next multiple of 3 s
 after its last reply. `FastGrid` does the same through Grid's public `push_messages` and
 `pull_messages`, asking again after a short interval that grows while no reply comes
-(flrepo.fl.message.polling), so a reply is seen within a few tens of milliseconds.
+(flrepo.fl.message.polling), so a reply is seen within a few tens of milliseconds. Where flrepo's
+SuperLink tells it of each SuperNode push (flrepo.fl.message.superlink, through a datagram socket
+named in REPLY_WAKE_ENV), it pulls as each reply arrives and otherwise asks at most once a second.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import socket
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 from flwr.app import Message, RecordDict
 from flwr.proto.node_pb2 import NodeInfo
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
-from flrepo.fl.message.polling import Backoff
+from flrepo.fl.message.polling import REPLY_WAKE_ENV, Backoff, wake_socket, woken
 from flrepo.fl.message.programs import stock
+
+log = logging.getLogger(__name__)
 
 FIRST_PULL_S = 0.01
 PULL_FACTOR = 1.25
 MAX_PULL_S = 0.1
+# Woken by the SuperLink on every reply: the pulls between wakes are a safety net only.
+WOKEN_MAX_PULL_S = 1.0
 
 
 class FastGrid(Grid):
     """`grid` with a faster `send_and_receive`; everything else is `grid`'s own."""
 
-    def __init__(self, grid: Grid, backoff: Backoff | None = None) -> None:
+    def __init__(self, grid: Grid, backoff: Backoff | None = None, replies: socket.socket | None = None) -> None:
         self.grid = grid
-        self.backoff = backoff or Backoff(FIRST_PULL_S, PULL_FACTOR, MAX_PULL_S)
+        self.replies = replies
+        cap = WOKEN_MAX_PULL_S if replies is not None else MAX_PULL_S
+        self.backoff = backoff or Backoff(FIRST_PULL_S, PULL_FACTOR, cap)
+        self.woken = 0
 
     def set_run(self, run: Run) -> None:
         self.grid.set_run(run)
@@ -77,10 +91,35 @@ class FastGrid(Grid):
                 if left <= 0:
                     break
                 pause = min(pause, left)
-            time.sleep(pause)
+            if self.replies is None:
+                time.sleep(pause)
+            elif woken(self.replies, pause):
+                self.woken += 1
+                self.backoff.reset()
         return replies
 
 
 def wrap(grid: Grid) -> Grid:
-    """`grid` as a FastGrid (as shipped with FLREPO_FLOWER_STOCK=1)."""
-    return grid if stock() else FastGrid(grid)
+    """`grid` as a FastGrid (as shipped with FLREPO_FLOWER_STOCK=1), woken on replies where the
+    SuperLink offers that."""
+    return grid if stock() else FastGrid(grid, replies=reply_socket())
+
+
+def pause(grid: Grid, seconds: float) -> bool:
+    """Wait before asking `grid` again for its nodes: until a SuperNode arrives (at most
+    WOKEN_MAX_PULL_S) where the SuperLink tells of arrivals, else `seconds`. True if woken."""
+    if isinstance(grid, FastGrid) and grid.replies is not None:
+        return woken(grid.replies, WOKEN_MAX_PULL_S)
+    time.sleep(seconds)
+    return False
+
+
+def reply_socket() -> socket.socket | None:
+    """The socket the SuperLink wakes on each SuperNode push, bound here (None: poll only)."""
+    path = os.environ.get(REPLY_WAKE_ENV)
+    if not path:
+        return None
+    with contextlib.suppress(OSError):
+        return wake_socket(Path(path))
+    log.warning("cannot listen on %s: the grid polls for replies", path)
+    return None

@@ -56,8 +56,11 @@ def run(
     site: Site,
     client: SiteTrainer,
     workdir: Path,
+    prefork: site_superexec.PreFork | None = None,
 ) -> int:
-    """Run the SuperNode until the task ends; the exit code as for the legacy runtime."""
+    """Run the SuperNode until the task ends; the exit code as for the legacy runtime. `prefork`: the
+    child the local execution forked before its framework ran, to become the first SuperNode's
+    SuperExec (flrepo.fl.message.site_superexec)."""
     task_id = task["task_id"]
     problem = _key_problem(task, site)
     if problem:
@@ -73,9 +76,12 @@ def run(
         nonlocal attempts
         attempts += 1
         port = programs.free_port()
-        superexec = (
-            None if programs.stock() else site_superexec.start(site_dir, workdir / f"superexec-{attempts}", port)
-        )
+        superexec = None
+        if not programs.stock():
+            superexec_dir = workdir / f"superexec-{attempts}"
+            if prefork is not None:  # once: a restarted SuperNode gets a fork of now, or starts its own
+                superexec = prefork.go(site_dir, superexec_dir, port)
+            superexec = superexec or site_superexec.start(site_dir, superexec_dir, port)
         argv = supernode_command(found, site, workdir, site_dir, port)
         supernode = programs.start(argv, {**env, **superexec.env()} if superexec else env)
         try:

@@ -6,8 +6,12 @@ at a handful of requests per wait."""
 
 from __future__ import annotations
 
+import contextlib
+import select
+import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -58,3 +62,38 @@ def quick_object_pulls() -> None:
             raise RuntimeError(f"Flower's {function.__qualname__} no longer takes initial_backoff/backoff_cap")
         defaults["initial_backoff"] = OBJECT_PULL_FIRST_S
         defaults["backoff_cap"] = OBJECT_PULL_CAP_S
+
+
+# The datagram socket the ServerApp's grid listens on for SuperNodes' replies and arrivals: set by
+# flrepo's SuperLink (flrepo.fl.message.superlink) for its executor, whose ServerApp inherits it.
+REPLY_WAKE_ENV = "FLREPO_REPLY_WAKE_SOCKET"
+
+
+def wake_socket(path: Path) -> socket.socket:
+    """A datagram socket to be woken on (a SuperNode's SuperExec, the ServerApp's grid): whoever has
+    stored what it waits for writes to `path`."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    path.chmod(0o600)
+    sock.setblocking(False)
+    return sock
+
+
+def wake(path: Path) -> None:
+    """Tell whoever listens on `path` (if anyone) that something is waiting."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, contextlib.suppress(OSError):
+        sock.setblocking(False)
+        sock.sendto(b"1", str(path))
+
+
+def woken(sock: socket.socket, seconds: float) -> bool:
+    """Wait up to `seconds` for a datagram on `sock`; True if one came (every queued one is read)."""
+    ready, _, _ = select.select([sock], [], [], seconds)
+    if not ready:
+        return False
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            sock.recv(64)
+    return True

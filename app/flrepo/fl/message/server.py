@@ -55,7 +55,7 @@ class BoundedGrid:
         while self._count() < needed:
             if time.monotonic() >= deadline:
                 return False
-            time.sleep(self.poll)
+            fast_grid.pause(self.grid, self.poll)  # woken by a SuperNode's arrival where it can be
         return True
 
     def get_node_ids(self) -> Iterable[int]:

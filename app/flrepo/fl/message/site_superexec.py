@@ -1,6 +1,16 @@
 """The site's SuperExec forked from its local execution, which has imported the framework and
 loaded the model already.
 
+Two ways, both saving the SuperExec's own interpreter start, imports and first model load:
+
+- `prefork`, at the start of the local execution, right after it loaded the task's model and
+  before it ran any framework operation (the model check, the training): a child that waits, on a
+  socket pair, for its SuperNode's settings (`PreFork.go`) — or for the pair's close, when the site
+  ends up on the legacy runtime or fails first, and exits. This is the way for PyTorch sites (a
+  Keras model's load runs TensorFlow already: those sites start their SuperExec as before).
+- `start`, later, when the SuperNode is about to start: for sites whose process can still fork
+  then (below).
+
 A SuperNode started on its own starts flrepo's SuperExec as a new program
 (flrepo.fl.message.supernode), which imports flwr, numpy and the framework and loads the model
 again before the first ClientApp can run: ~3 s of CPU per site, which the sites of one machine pay
@@ -18,6 +28,7 @@ SuperNode learns the secret and the wake socket from the environment (SECRET_ENV
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -38,6 +49,9 @@ STOP_SECONDS = 10.0
 # operation (the local execution checks the model) forks a child that hangs at its first parallel
 # operation (GNU OpenMP). numpy's OpenBLAS pool is re-created in the child.
 POOLED_FRAMEWORKS = ("torch", "tensorflow", "keras", "jax")
+# Of those, the ones whose pools may run before the local execution's first training step (loading a
+# Keras model runs TensorFlow operations): `prefork` leaves these sites to the SuperNode's own SuperExec.
+EAGER_POOLS = ("tensorflow", "keras", "jax")
 
 
 @dataclass
@@ -90,7 +104,7 @@ def start(site_dir: Path, workdir: Path, port: int) -> SiteSuperExec | None:
     workdir.mkdir(parents=True, exist_ok=True)
     secret = new_secret(workdir)
     wake = workdir / "wake.sock"
-    from flrepo.fl.message.executor import wake_socket
+    from flrepo.fl.message.polling import wake_socket
 
     listening = wake_socket(wake)  # bound before the SuperNode can wake it
     pid = os.fork()
@@ -99,6 +113,75 @@ def start(site_dir: Path, workdir: Path, port: int) -> SiteSuperExec | None:
     listening.close()
     log.debug("SuperExec forked: pid %s, Runtime API 127.0.0.1:%s", pid, port)
     return SiteSuperExec(pid, port, secret, wake)
+
+
+@dataclass
+class PreFork:
+    """A child of the local execution, forked before its framework ran, that becomes the site's
+    SuperExec once told its SuperNode's settings (`go`), or exits when the pair closes (`cancel`)."""
+
+    pid: int
+    channel: socket.socket | None
+
+    def go(self, site_dir: Path, workdir: Path, port: int) -> SiteSuperExec | None:
+        """Make the child the SuperExec for a SuperNode whose Runtime API will be on 127.0.0.1:`port`;
+        None when it cannot be (it died, or was used already): the caller starts one another way."""
+        if self.channel is None:
+            return None
+        workdir.mkdir(parents=True, exist_ok=True)
+        secret = new_secret(workdir)
+        wake = workdir / "wake.sock"
+        from flrepo.fl.message.polling import wake_socket
+
+        listening = wake_socket(wake)  # bound here, before the SuperNode can wake it; the child gets the socket
+        settings = {"runtime_api": f"127.0.0.1:{port}", "secret": str(secret), "site": str(site_dir)}
+        try:
+            socket.send_fds(self.channel, [json.dumps(settings).encode()], [listening.fileno()])
+        except OSError as exc:  # the child is gone
+            log.warning("the pre-forked SuperExec (pid %s) cannot be used: %s", self.pid, exc)
+            self.cancel()
+            return None
+        finally:
+            listening.close()
+        self.channel.close()
+        self.channel = None
+        log.info("the site's SuperExec is the process forked before the framework ran (pid %s)", self.pid)
+        return SiteSuperExec(self.pid, port, secret, wake)
+
+    def cancel(self) -> None:
+        """Not needed (legacy runtime, a failure): the child exits as its pair closes; reaped."""
+        if self.channel is None:
+            return
+        self.channel.close()
+        self.channel = None
+        SiteSuperExec(self.pid, 0, Path(), Path()).stop()
+
+
+def prefork() -> PreFork | None:
+    """Fork the child that may become the site's SuperExec; call it before the framework runs any
+    operation (a PyTorch process forked after that hangs at its first parallel operation). None when
+    this process has threads (their locks would stay held in the child) or runs Flower as shipped."""
+    from flrepo.fl.message.programs import stock
+
+    if stock():
+        return None
+    if threading.active_count() != 1:
+        names = [t.name for t in threading.enumerate()]
+        log.debug("this process has threads %s: no SuperExec is pre-forked", names)
+        return None
+    # TensorFlow starts its native thread pools as it loads a model (PyTorch only at its first operation).
+    eager = sorted(set(EAGER_POOLS) & set(sys.modules))
+    if eager:
+        log.debug("this process has loaded %s: no SuperExec is pre-forked", eager)
+        return None
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        ours.close()
+        _waiting(theirs)  # never returns
+    theirs.close()
+    log.debug("SuperExec pre-forked: pid %s; this process's native threads: %s", pid, _thread_names())
+    return PreFork(pid, ours)
 
 
 def new_secret(workdir: Path) -> Path:
@@ -116,6 +199,26 @@ def _thread_names() -> list[str]:
             with contextlib.suppress(OSError):
                 names.append(Path(f"/proc/self/task/{task}/comm").read_text().strip())
     return names
+
+
+def _waiting(channel: socket.socket) -> None:
+    """The pre-forked child: wait for the settings, then serve as the SuperExec (or exit)."""
+    try:
+        from flrepo.fl.message.programs import pdeathsig
+
+        pdeathsig()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # the local execution's handlers are not ours
+            signal.signal(sig, signal.SIG_DFL)
+        data, fds, _, _ = socket.recv_fds(channel, 65536, 1)
+        channel.close()
+        if not data or not fds:  # the local execution does not need it
+            os._exit(0)
+        settings = json.loads(data)
+        wake = socket.socket(fileno=fds[0])
+    except BaseException:
+        log.exception("the pre-forked SuperExec failed to start")
+        os._exit(1)
+    _child(settings["runtime_api"], Path(settings["secret"]), wake, Path(settings["site"]))
 
 
 def _child(runtime_api: str, secret: Path, wake: socket.socket, site_dir: Path) -> None:

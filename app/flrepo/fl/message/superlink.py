@@ -29,9 +29,12 @@ from typing import Any
 
 import uvicorn
 
+from flrepo.fl.message.polling import REPLY_WAKE_ENV, wake
 from flrepo.fl.message.programs import pdeathsig, stock
 
 FLEET_PREFIX = "/v1/fleet/"
+# What a SuperNode sends that the ServerApp waits for: a reply (and its objects), its arrival.
+WAKE_PATHS = ("/v1/fleet/push-messages", "/v1/fleet/push-object", "/v1/fleet/activate-node")
 SUPEREXEC_POLL_ENV = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"
 SUPEREXEC_POLL_S = "0.1"
 LOOPBACK = "127.0.0.1"
@@ -43,14 +46,20 @@ Scope = dict[str, Any]
 
 class FleetOnly:
     """ASGI wrapper: Fleet API requests pass, anything else is 404 (and the lifespan is the
-    loopback server's, not ours)."""
+    loopback server's, not ours). With `replies`, a SuperNode's push (a reply, or one of its
+    objects) or arrival is told, once stored, to whoever listens on that datagram socket: the ServerApp's grid
+    (flrepo.fl.message.fast_grid), which then pulls at once instead of polling for it."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, replies: Path | None = None) -> None:
         self.app = app
+        self.replies = replies
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope.get("path", "").startswith(FLEET_PREFIX):
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path.startswith(FLEET_PREFIX):
             await self.app(scope, receive, send)
+            if self.replies is not None and path in WAKE_PATHS:
+                wake(self.replies)
             return
         if scope["type"] == "http":
             body = b'{"detail":"not found"}'
@@ -97,6 +106,7 @@ async def serve(fleet: str, argv: list[str]) -> None:
 
     work = Path(tempfile.mkdtemp(prefix="flrepo-superlink-"))
     secret: Path | None = None
+    replies: Path | None = None
     if not stock():
         # flrepo's SuperExec (flrepo.fl.message.executor) starts the ServerApp: a fork of a
         # process that imported it while the SuperLink started, instead of a cold program; it asks
@@ -106,6 +116,8 @@ async def serve(fleet: str, argv: list[str]) -> None:
         secret.write_bytes(os.urandom(32))
         secret.chmod(0o600)
         argv = [*argv, "--isolation", "process", "--superexec-auth-secret-file", str(secret)]
+        replies = work / "replies.sock"
+        os.environ[REPLY_WAKE_ENV] = str(replies)
     sys.argv = ["flower-superlink", *argv]
     config = _parse_superlink_lifespan_config()  # flower-superlink's own parsing and checks
     # The loopback side carries no TLS: Flower's helpers (SuperExec, the ServerApp) then connect in
@@ -121,7 +133,7 @@ async def serve(fleet: str, argv: list[str]) -> None:
         _Server(uvicorn.Config(app, host=LOOPBACK, port=config.port, log_config=log_config, workers=1)),
         _Server(
             uvicorn.Config(
-                FleetOnly(app),
+                FleetOnly(app, replies),
                 host=host.strip("[]") or "0.0.0.0",
                 port=int(port),
                 lifespan="off",

@@ -76,7 +76,7 @@ def patch_loop(wake_path: Path | None) -> NodeTime:
     """Replace the SuperNode loop's sleeps; wake the SuperExec when a message was stored."""
     from flwr.supernode import start_client_internal as loop
 
-    from flrepo.fl.message.executor import wake
+    from flrepo.fl.message.polling import wake
 
     node_time = NodeTime()
     push_messages = loop._push_messages

@@ -1,0 +1,143 @@
+"""A PyTorch site's SuperExec is forked from its local execution before PyTorch ran an operation
+(flrepo.fl.message.site_superexec.prefork), and the site trains on it; a site whose pre-forked
+child is gone, or that cannot fork, falls back to a SuperExec started another way and trains too."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import types
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("flwr")
+pytest.importorskip("torch")
+
+from flrepo.fl.demo import digits_task, register_model, start_collector, start_local_exec, write_partitions
+from flrepo.fl.message import site_superexec
+from flrepo.server.embedded import free_port, reap
+from tests.helpers import logs_of, wait_for
+
+QUICK = {"epochs": 1, "batch_size": 64, "learning_rate": 0.01, "optimizer": "adam"}
+WAIT_S = 600.0  # upper bound for events on a busy two-core machine
+FORKED = "the site's SuperExec is the process forked before the framework ran (pid {})"
+
+
+def forked_children(pid: int) -> list[int]:
+    """The children of `pid` that run its own program (forked, not started)."""
+    command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    found = []
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            if Path(f"/proc/{child}/cmdline").read_bytes() == command:
+                found.append(int(child))
+        except OSError:  # ended meanwhile
+            pass
+    return found
+
+
+def test_a_pytorch_sites_superexec_is_forked_before_pytorch_ran_and_a_site_without_it_falls_back(fl, tmp_path):
+    register_model(fl.repo, "digits", "v1", "pytorch", tmp_path)
+    fl.repo.create_task(digits_task("pre", "message-fedavg", rounds=2, clients=2, framework="pytorch", training=QUICK))
+    data = write_partitions(tmp_path, 2)
+    # The sites first: each pre-forks as soon as it loaded the model, then waits for its collector.
+    sites = [start_local_exec(fl.url, "pre", str(spec), fl.env, fl.logs, k) for k, spec in enumerate(data, start=1)]
+    collector = None
+    try:
+        for k in (1, 2):
+            wait_for(
+                lambda k=k: "waiting for its collector" in (fl.logs / f"local-exec-{k}.log").read_text(),
+                WAIT_S,
+                f"site {k} ready\n" + logs_of(fl.logs),
+            )
+        children = [forked_children(site.pid) for site in sites]
+        assert [len(c) for c in children] == [1, 1], children  # one waiting child each, nothing else forked yet
+        # Site 2's child dies before it is used: that site must start its SuperExec another way.
+        os.kill(children[1][0], signal.SIGKILL)
+        address = f"127.0.0.1:{free_port()}"
+        collector = start_collector(fl.url, "pre", fl.env, fl.logs, address, ["--insecure"])
+        assert collector.wait(WAIT_S) == 0, logs_of(fl.logs)
+        assert [site.wait(WAIT_S) for site in sites] == [0, 0], logs_of(fl.logs)
+    finally:
+        reap([p for p in [collector, *sites] if p is not None], terminate=True)
+    task = fl.repo.get_task("pre").model_dump(mode="json")
+    assert task["phase"] == "Succeeded", logs_of(fl.logs)
+    assert [h["round"] for h in task["history"]] == [1, 2] and all(h["participants"] == 2 for h in task["history"])
+    first, second = ((fl.logs / f"local-exec-{k}.log").read_text() for k in (1, 2))
+    assert FORKED.format(children[0][0]) in first  # the pre-forked child served site 1's ClientApps
+    assert "cannot be used" in second and "forked before the framework ran" not in second
+
+
+def prefork_or_not(tmp_path: Path) -> None:
+    """Run in a fresh interpreter (the test below): a pre-fork that is not needed exits and is reaped;
+    none is made while a second thread runs or after TensorFlow loaded; a pre-forked child that died
+    is reported, not used."""
+    child = site_superexec.prefork()
+    assert child is not None and os.waitpid(child.pid, os.WNOHANG) == (0, 0)  # waiting
+    child.cancel()  # the site took the legacy runtime
+    assert not Path(f"/proc/{child.pid}").exists()  # exited on the pair's close, and reaped
+    assert child.go(tmp_path / "site", tmp_path / "late", free_port()) is None  # used up
+
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait)
+    thread.start()
+    try:
+        assert site_superexec.prefork() is None
+    finally:
+        release.set()
+        thread.join()
+
+    sys.modules["tensorflow"] = types.ModuleType("tensorflow")  # as after loading a Keras model
+    try:  # its thread pools run already: a Keras site starts its SuperExec as before
+        assert site_superexec.prefork() is None
+    finally:
+        del sys.modules["tensorflow"]
+
+    dead = site_superexec.prefork()
+    assert dead is not None
+    os.kill(dead.pid, signal.SIGKILL)
+    os.waitpid(dead.pid, 0)
+    assert dead.go(tmp_path / "site", tmp_path / "dead", free_port()) is None
+    assert dead.channel is None
+    (tmp_path / "checked").write_text("1")
+
+
+def test_a_pre_fork_exits_when_unused_is_not_made_beside_a_thread_or_tensorflow_and_a_dead_one_is_not_used(tmp_path):
+    code = (
+        "import sys, pathlib; from tests.fl.test_prefork import prefork_or_not as run; run(pathlib.Path(sys.argv[1]))"
+    )
+    root = Path(__file__).resolve().parents[2]  # a new Python: no threads of other tests to refuse the fork
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "checked").read_text() == "1"
+
+
+def test_a_superlinks_executor_asks_seldom_once_it_launched_its_runs_serverapp(monkeypatch):
+    from flrepo.fl.message import executor
+
+    slept: list[float] = []
+    monkeypatch.setattr(executor.time, "sleep", slept.append)
+    launched = [0]
+    clock = executor.WakeableTime(None, lambda: launched[0] > 0, executor.SERVERAPP_LAUNCHED_POLL_S)
+    clock.sleep(0.1)  # waiting for the run: Flower's loop's own (short) interval
+    launched[0] = 1
+    clock.sleep(0.1)  # the run's ServerApp is running: no other task is coming soon
+    assert slept == [0.1, executor.SERVERAPP_LAUNCHED_POLL_S] and executor.SERVERAPP_LAUNCHED_POLL_S >= 1
+
+
+def test_a_site_pre_forks_unless_its_tasks_strategy_is_declared_for_the_legacy_runtime(fl):
+    from flrepo.fl import local_exec
+
+    def declared(name: str) -> str | None:
+        return local_exec._declared_runtime(fl.repo, {"task_id": "t", "strategy": {"strategy_name": name}})
+
+    # The signed catalogue's strategies say which runtime they are for; a site forks no SuperExec for
+    # a legacy one (its copy-on-write faults would cost the training), and forks for anything else.
+    assert (declared("fedavg"), declared("message-fedavg")) == ("legacy", "message")
+    assert declared("no-such-strategy") is None
