@@ -36,6 +36,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,18 +88,23 @@ class SiteSuperExec:
             os.waitpid(self.pid, 0)
 
 
+def _unforkable(frameworks: Iterable[str]) -> str | None:
+    """Why this process must not fork now, or None: other threads (their locks would stay held in the
+    child) or a framework among `frameworks` loaded (its native pools do not survive a fork)."""
+    if threading.active_count() != 1:
+        return f"this process has threads {[t.name for t in threading.enumerate()]}"
+    loaded = sorted(set(frameworks) & set(sys.modules))
+    return f"this process has loaded {loaded}" if loaded else None
+
+
 def start(site_dir: Path, workdir: Path, port: int) -> SiteSuperExec | None:
     """Fork the site's SuperExec for a SuperNode whose Runtime API will be on 127.0.0.1:`port`; None
     when this process has threads (the SuperNode then starts its own)."""
     from flrepo.fl.message.executor import native_threads
 
-    if threading.active_count() != 1:
-        names = [t.name for t in threading.enumerate()]
-        log.debug("this process has threads %s: the SuperNode starts its own SuperExec", names)
-        return None
-    pooled = sorted(set(POOLED_FRAMEWORKS) & set(sys.modules))
-    if pooled:
-        log.debug("this process has loaded %s: the SuperNode starts its own SuperExec", pooled)
+    why = _unforkable(POOLED_FRAMEWORKS)
+    if why:
+        log.debug("%s: the SuperNode starts its own SuperExec", why)
         return None
     log.debug("forking the SuperExec: %d native threads %s", native_threads(), _thread_names())
     workdir.mkdir(parents=True, exist_ok=True)
@@ -165,14 +171,10 @@ def prefork() -> PreFork | None:
 
     if stock():
         return None
-    if threading.active_count() != 1:
-        names = [t.name for t in threading.enumerate()]
-        log.debug("this process has threads %s: no SuperExec is pre-forked", names)
-        return None
     # TensorFlow starts its native thread pools as it loads a model (PyTorch only at its first operation).
-    eager = sorted(set(EAGER_POOLS) & set(sys.modules))
-    if eager:
-        log.debug("this process has loaded %s: no SuperExec is pre-forked", eager)
+    why = _unforkable(EAGER_POOLS)
+    if why:
+        log.debug("%s: no SuperExec is pre-forked", why)
         return None
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = os.fork()
