@@ -27,6 +27,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from flrepo.server.embedded import EmbeddedMongo, free_port
+from flrepo.server.repository.task_ends import MAX_WAIT_SECONDS
 
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 
@@ -82,6 +83,10 @@ def main() -> int:
                 "--workers",
                 "1",
                 "--no-color",
+                # A held `GET /tasks/{id}?wait_end=` answers after up to MAX_WAIT_SECONDS by design:
+                # schemathesis's default 10 s read timeout reported that as a network error.
+                "--request-timeout",
+                str(MAX_WAIT_SECONDS + 20),
             ]
             print(f"fuzz: seed={seed} examples={args.examples}: {' '.join(command)}", flush=True)
             hooks = {**os.environ, "SCHEMATHESIS_HOOKS": "fuzz_hooks", "PYTHONPATH": str(Path(__file__).parent)}
