@@ -88,8 +88,12 @@ tusjs: $(TUSJS)
 run: venv ferretdb
 	$(VENV)/bin/flrepo serve --embedded --host 127.0.0.1 --port $(PORT)
 
+# One pytest-xdist worker per core, at most 4: the suite is mostly one process's work and its waits, and
+# the FL tests' processes take the cores a worker leaves. TEST_WORKERS=1: all in one worker.
+TEST_WORKERS ?= $(shell nproc | awk '{print ($$1 > 4) ? 4 : $$1}')
+
 test: venv ferretdb $(FERRETDB_UNPATCHED) helm tusjs
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # The process tests (FL runtime, CLI subprocesses) while two CPU burners run, three times in a row:
 # waits must depend on events, not on a quiet machine. PYTEST_ARGS narrows it (e.g. -k cancel).

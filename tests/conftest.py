@@ -21,12 +21,49 @@ from pymongo import MongoClient
 from flrepo.server.embedded import EmbeddedMongo, free_port
 from flrepo.server.main import create_app
 from flrepo.server.settings import Settings
-from tests.helpers import Catalogue, FlSite, LiveServer, drop, make_settings
+from tests.helpers import DOCUMENTED, Catalogue, FlSite, LiveServer, drop, make_settings
 
 # Run in the background by a script (`make test-stress ... &`), this process inherits SIGINT ignored, and
 # so would every process the tests start: a test of Ctrl-C models a terminal, where SIGINT is not.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+_documented: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Collects the docs test's counts from its reports: here (the controller, under pytest-xdist) they
+    arrive from every worker."""
+    if report.when == "call":
+        _documented.extend(str(value) for key, value in report.user_properties if key == DOCUMENTED)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _documented:
+        terminalreporter.write_sep("-", DOCUMENTED)
+        for line in sorted(_documented):
+            terminalreporter.write_line(line)
+
+
+@pytest.hookimpl(optionalhook=True)  # a run without xdist (`-p no:xdist`) has no such hook
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """`make test` runs under pytest-xdist: each test goes to whichever worker is free, but the SDK tests all go
+    to one worker with the check that runs after them (tests/client/test_sdk_coverage.py reads what the tests of
+    its own process called; it fails if they were split). xdist's `--dist loadgroup` would do this, but it marks
+    its groups through `Item._nodeid`, which pytest 9 no longer reads: pytest-xdist is pinned in pyproject.toml."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    from tests.client.sdk import SDK_MODULES
+
+    together = {"tests/client/test_sdk_coverage.py"} | {name.replace(".", "/") + ".py" for name in SDK_MODULES}
+
+    class SdkTestsTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "sdk" if path in together else nodeid
+
+    return SdkTestsTogether(config, log)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")

@@ -50,6 +50,8 @@ __all__ = [
 ]
 
 CHUNK = 255 * 1024  # GridFS default chunk size
+# The user_properties key of the docs test's counts (tests/docs/conftest.py), printed by tests/conftest.py.
+DOCUMENTED = "documented commands"
 
 
 def sha(data: bytes) -> str:

@@ -23,6 +23,19 @@ from flrepo.client import (
 from flrepo.client.transfer import CHUNK
 
 FLAVOURS = ["sync", "async"]
+# The modules whose tests use recorded clients (Recorded, below): test_sdk_coverage checks that together they
+# called every public method, so under pytest-xdist they run in one worker (tests/conftest.py).
+SDK_MODULES = {
+    "tests.client.test_client_shapes",
+    "tests.client.test_json_calls",
+    "tests.client.test_typed_errors",
+    "tests.client.test_transfers",
+    "tests.client.test_resume",
+    "tests.client.test_retries",
+    "tests.client.test_paging",
+    "tests.client.test_signed_artifacts",
+    "tests.client.test_task_claims_sdk",
+}
 CLASSES: dict[str, type[Any]] = {"sync": RepositoryClient, "async": AsyncRepositoryClient}
 FAST = Retry(attempts=3, base_s=0.001, cap_s=0.005)
 PUBLISHER_KEY = bytes(range(32))

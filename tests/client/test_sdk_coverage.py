@@ -4,19 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.client.sdk import CLASSES, USED, public_methods
-
-# The modules whose tests use recorded clients (tests.client.sdk.Recorded).
-SDK_MODULES = {
-    "tests.client.test_client_shapes",
-    "tests.client.test_json_calls",
-    "tests.client.test_typed_errors",
-    "tests.client.test_transfers",
-    "tests.client.test_resume",
-    "tests.client.test_retries",
-    "tests.client.test_paging",
-    "tests.client.test_signed_artifacts",
-}
+from tests.client.sdk import CLASSES, SDK_MODULES, USED, public_methods
 
 
 def test_every_public_method_was_called(request):

@@ -11,6 +11,8 @@ import json
 import uuid
 from typing import Any
 
+from pymongo import ReturnDocument
+
 from flrepo.schemas.identifiers import MAX_IDENTIFIER
 from flrepo.schemas.tasks import CANCELLED, TERMINAL, Phase, StatusUpdate, TaskIn, output_version
 from flrepo.server.repository import checkpoints, claims, items, outputs, rounds, task_ends, task_privacy
@@ -230,12 +232,16 @@ async def report(
             db.dialect.check_document(change)
             # Matches only the task as read: a concurrent update makes this match nothing, and we retry.
             guard = {**key, "phase": phase_now.value, "updated_at": current.get("updated_at")}
-            if (await coll.update_one(guard, change)).matched_count:
+            # The task as updated comes back with the update (no read after it: a report is a collector's
+            # every round, and 30 sites' processes leave the store's round trips slow).
+            updated = await coll.find_one_and_update(guard, change, return_document=ReturnDocument.AFTER)
+            if updated is not None:
+                updated.pop("_id", None)
                 # The sequence numbers are this update's alone: no other update read the same task.
                 await rounds.append(db, task_id, int(current.get("history_seq") or 0) + 1, appended, keep_rounds)
                 if update.phase in TERMINAL:  # held GET /tasks/{id}?wait_end answer now
                     task_ends.ended_now(db, task_id)
-                return await items.get(db, TASKS, key)
+                return updated
     raise Busy(f"task {task_id!r} is being updated too often; try again")
 
 
