@@ -148,6 +148,28 @@ def delta(before: dict[tuple[str, str], float], after: dict[tuple[str, str], flo
     return found
 
 
+class AfterFirstRound(threading.Thread):
+    """Takes a /metrics snapshot once the task reports its first round: what the repository did in the
+    steady rounds after it, apart from round 1, which also holds every site's start (30 sites' downloads
+    at once make every request of that minute slow, the collector's reports included)."""
+
+    def __init__(self, url: str, task_id: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.task_id = url, task_id
+        self.snapshot: dict[tuple[str, str], float] | None = None
+        self.reads = 0  # its own reads of the task, taken off the sites' figure
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.reads += 1
+            task = httpx.get(f"{self.url}/tasks/{self.task_id}", params={"history": 0}, timeout=30).json()
+            if (task.get("current_round") or 0) >= 1:
+                self.snapshot = metrics(self.url)
+                return
+            self.done.wait(0.25)
+
+
 def partitions(work: Path, sites: int) -> list[str]:
     """Each site's data: digits:K/N up to 10 sites; beyond, that split leaves sites without samples
     (it prefers one label per site), so an even round-robin share of the digits' training split."""
@@ -189,6 +211,8 @@ def run(repo: Any, url: str, plan: Plan, rounds: int, env: dict[str, str], tmp: 
     before = metrics(url)
     started = time.monotonic()
     repo.create_task(task)
+    first_round = AfterFirstRound(url, plan.task_id)
+    first_round.start()
     address = f"127.0.0.1:{free_port()}"
     collector = start_collector(url, plan.task_id, env, work, address, collector_options)
     own_reads = 0  # this harness's reads of the task, taken off the sites' figure
@@ -210,6 +234,9 @@ def run(repo: Any, url: str, plan: Plan, rounds: int, env: dict[str, str], tmp: 
         proc.wait(RUN_TIMEOUT_S)
     wall = time.monotonic() - started
     memory.stop()
+    first_round.done.set()
+    first_round.join(60)
+    own_reads += first_round.reads
     after = metrics(url)
     done = repo.get_task(plan.task_id)
     history = done.history
@@ -227,6 +254,10 @@ def run(repo: Any, url: str, plan: Plan, rounds: int, env: dict[str, str], tmp: 
     rounds_total = float(figures.get("rounds_s") or sum(durations) or "nan")
     round_s = statistics.median(durations) if history else 0.0
     per_round = max(len(history), 1)
+    steady_share = float("nan")  # rounds 2..N (and the task's end): their round work against their median round
+    if first_round.snapshot is not None and len(durations) > 1:
+        steady = delta(first_round.snapshot, after)
+        steady_share = steady["round_server_s"] / (len(durations) - 1) / statistics.median(durations[1:])
     return {
         "plan": plan,
         "phase": done.phase,
@@ -242,6 +273,7 @@ def run(repo: Any, url: str, plan: Plan, rounds: int, env: dict[str, str], tmp: 
         # Every status report, heartbeat and checkpoint of the task's run, in server time, against
         # one round: off the critical path or not, the time the repository spent on the round.
         "share": used["round_server_s"] / per_round / round_s if round_s else float("nan"),
+        "steady_share": steady_share,
         "critical_share": waited / rounds_total,
         "waited_s": waited,
         "5xx": used["5xx"],
@@ -266,16 +298,17 @@ def plans(sites: list[int], torch_sites: list[int]) -> list[Plan]:
 def table(results: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| runtime | model | sites | wall time | per round (median) | status + checkpoint requests / round "
-        "| their server ms / round | their server time / round | **rounds' wait for the repository** "
+        "| their server ms / round | their server time / round | same, rounds 2+ "
+        "| **rounds' wait for the repository** "
         "| sites' task reads / round | other requests / round (ms) | RSS / site (PSS) | lost | 5xx |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         plan = r["plan"]
         lines.append(
             f"| {plan.runtime} | {plan.framework} | {plan.sites} | {r['wall_s']:.1f} s | {r['round_s']:.2f} s "
             f"| {r['round_requests_per_round']:.1f} | {r['round_ms_per_round']:.0f} | {100 * r['share']:.1f} % "
-            f"| **{100 * r['critical_share']:.1f} %** ({r['waited_s']:.2f} s) "
+            f"| {100 * r['steady_share']:.1f} % | **{100 * r['critical_share']:.1f} %** ({r['waited_s']:.2f} s) "
             f"| {r['reads_per_round']:.1f} | {r['other_per_round']:.1f} ({r['other_ms_per_round']:.0f}) "
             f"| {r['rss_mib']:.0f} MiB ({r['pss_mib']:.0f}) | {r['lost']} | {r['5xx']:.0f} |"
         )
@@ -336,7 +369,9 @@ def main() -> int:
             "Repository figures come from the service's /metrics: the round work is every status report "
             "(heartbeats included) and checkpoint (register + upload) of the run, its server time per round "
             "against the round's median duration (which runs from the previous round's end to this one's "
-            "aggregation, so the rounds add up to the training). The rounds' wait for the repository is the "
+            "aggregation, so the rounds add up to the training); *rounds 2+* is the same for the round work "
+            "after the task reported its first round (taken from /metrics at that moment), against the median "
+            "of rounds 2 and on: round 1 also holds every site's start. The rounds' wait for the repository is the "
             "time the collector's rounds were blocked on those writes (a full backlog of its background "
             "sender), against the rounds' total time, as the collector records it in the training result "
             "(`repository_wait_s`, `rounds_s`); the sites' task reads are held by the "
