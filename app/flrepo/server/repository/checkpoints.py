@@ -109,7 +109,7 @@ async def _better(db: Database, task_id: str, round_number: int, loss: float, me
     # Only replaces a worse (or no) best: concurrent checkpoints cannot put back a worse one. Under the
     # task's lock: where the store rewrites the whole document (FerretDB), an update read before a
     # cancel and written after it would put the cancelled task back to Running.
-    async with db.dialect.item_lock((TASKS.collection, task_id)):
+    async with claims.task_lock(db, task_id):
         await db.collection(TASKS.collection).update_one(
             {"task_id": task_id, "$or": [{"best": None}, {"best.loss": {"$gt": loss}}]},
             {"$set": {"best": best, "updated_at": items.now()}},

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -89,13 +90,19 @@ def lapsed(task: dict[str, Any], now: datetime) -> bool:
     return last is None or now - last > timedelta(seconds=timeout_of(task))
 
 
+def task_lock(db: Database, task_id: str) -> AbstractAsyncContextManager[None]:
+    """The lock every read-modify-write of a task's document takes (its claim, status, site reports, best
+    checkpoint, liveness) where the store's updates are not atomic: one key for all of them."""
+    return db.dialect.item_lock((TASKS.collection, task_id))
+
+
 async def claim(db: Database, task_id: str, body: ClaimIn, key_id: str, admin: bool = False) -> dict[str, Any]:
     """Claim a task that is not finished: a new token when no live claim holds it, the same one when
     `body.token` is the current claim's. Conflict while another live claim holds it or the task has
     ended; Forbidden for a token that is not the task's, or a key the task's `collector_keys` leave out."""
     key = {"task_id": task_id}
     coll = db.collection(TASKS.collection)
-    async with db.dialect.item_lock((TASKS.collection, task_id)):
+    async with task_lock(db, task_id):
         for _ in range(items.SWAP_ATTEMPTS):
             task = await read(db, task_id)
             allowed = task.get("collector_keys") or []

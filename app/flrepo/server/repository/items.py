@@ -169,7 +169,7 @@ async def update(db: Database, kind: Kind, key: dict[str, Any], fields: dict[str
     # Under the item's lock, as a file switch is: where the store rewrites the whole document on an
     # update (FerretDB), one read before a switch and written after it put the replaced (and deleted)
     # file's id back, and the item lost its file.
-    async with db.dialect.item_lock(_ident(kind, key)):
+    async with item_lock(db, kind, key):
         doc = await db.collection(kind.collection).find_one_and_update(
             key,
             {"$set": {**fields, "updated_at": now()}},
@@ -219,7 +219,7 @@ async def attach(
         # A finished resumable upload was written under its upload's name: it takes its item's now.
         await rename_file(db, stored.file_id, kind.grid_name(named), kind.grid_fields(named))
     try:
-        async with db.dialect.item_lock(_ident(kind, key)):
+        async with item_lock(db, kind, key):
             replaced = await _switch_file(db, kind, key, stored, expect, condition)
     except BaseException:
         await blobs.delete_file(db.bucket, stored.file_id)
@@ -337,7 +337,7 @@ async def delete(db: Database, kind: Kind, key: dict[str, Any]) -> None:
     """Delete the item, then its file (compare-and-swap on the file id, so a concurrent replacement
     cannot leave its new file behind unreferenced)."""
     coll = db.collection(kind.collection)
-    async with db.dialect.item_lock(_ident(kind, key)):
+    async with item_lock(db, kind, key):
         for _ in range(SWAP_ATTEMPTS):
             doc = await coll.find_one(key, {kind.file_field: 1} if kind.file_field else {"_id": 1})
             if doc is None:

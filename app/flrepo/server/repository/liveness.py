@@ -17,9 +17,10 @@ from pymongo.errors import PyMongoError
 
 from flrepo.schemas.tasks import COLLECTOR_LOST, DEFAULT_HEARTBEAT_TIMEOUT, Phase
 from flrepo.server.repository import task_ends
+from flrepo.server.repository.claims import task_lock
 from flrepo.server.repository.kinds import TASKS
 from flrepo.server.repository.task_states import CONDITION_TYPES
-from flrepo.server.repository.tasks import bounded_conditions, lock_key
+from flrepo.server.repository.tasks import bounded_conditions
 from flrepo.server.storage.db import Database
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ async def _fail_lost(db: Database, doc: dict[str, Any], now: datetime, silent: f
     # Exactly as read: a report in between, or another replica's check, makes this match nothing
     # (the lock does the same within one process where the store's updates are not atomic).
     same = {"task_id": doc["task_id"], "phase": Phase.RUNNING.value, "updated_at": doc.get("updated_at")}
-    async with db.dialect.item_lock(lock_key(str(doc["task_id"]))):
+    async with task_lock(db, str(doc["task_id"])):
         current = await tasks.find_one(same, {"conditions": 1})
         if current is None:
             return False

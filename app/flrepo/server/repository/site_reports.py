@@ -19,7 +19,7 @@ async def put(db: Database, task_id: str, body: SiteReportIn, key_id: str) -> di
     """Replace this site's record (by site and key) in a task that has not ended."""
     key = {"task_id": task_id}
     coll = db.collection(TASKS.collection)
-    async with db.dialect.item_lock((TASKS.collection, task_id)):
+    async with claims.task_lock(db, task_id):
         for _ in range(items.SWAP_ATTEMPTS):
             task = await claims.read(db, task_id)
             if Phase(task["phase"]) in TERMINAL:

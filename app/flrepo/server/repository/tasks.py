@@ -222,7 +222,7 @@ async def report(
     coll = db.collection(TASKS.collection)
     # Where the store's updates are not atomic (FerretDB), the lock keeps two transitions (a
     # collector's end and a cancel, say) from both passing the guard below.
-    async with db.dialect.item_lock(lock_key(task_id)):
+    async with claims.task_lock(db, task_id):
         for _ in range(items.SWAP_ATTEMPTS):
             # The store rewrites the whole document anyway where it cannot cap an append: read it all there.
             current = await items.get(db, TASKS, key)
@@ -278,10 +278,6 @@ def _change(
         if current.get("history") is not None:
             change["$unset"] = {"history": ""}
     return change, phase_now, appended
-
-
-def lock_key(task_id: str) -> tuple[str, str]:
-    return (TASKS.collection, task_id)
 
 
 async def cancel(
