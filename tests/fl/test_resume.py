@@ -47,7 +47,7 @@ def test_a_killed_collector_resumes_after_its_last_checkpoint(fl, tmp_path):
     fl.repo.create_task(_plan("whole"))
     whole_logs = fl.logs / "whole"
     whole_logs.mkdir()
-    whole_run = start_training(fl.url, "whole", data, fl.env, whole_logs)
+    whole_collector, whole_sites = start_training(fl.url, "whole", data, fl.env, whole_logs)
 
     fl.repo.create_task(_plan("cut"))
     address = f"127.0.0.1:{free_port()}"
@@ -75,11 +75,11 @@ def test_a_killed_collector_resumes_after_its_last_checkpoint(fl, tmp_path):
         # Started again on the same address: the local executions reconnect to it.
         again = start_collector(fl.url, "cut", fl.env, fl.logs, address)
         again.wait(900)
-        whole_run[0].wait(900)
+        whole_collector.wait(900)
     finally:
-        reap([collector, *workers, *whole_run[1], whole_run[0]], timeout=60, terminate=True)
+        reap([collector, *workers, *whole_sites, whole_collector], timeout=60, terminate=True)
     whole = fl.repo.get_task("whole").model_dump(mode="json")
-    assert whole_run[0].returncode == 0 and whole["phase"] == "Succeeded", logs_of(whole_logs)
+    assert whole_collector.returncode == 0 and whole["phase"] == "Succeeded", logs_of(whole_logs)
     task = fl.repo.get_task("cut").model_dump(mode="json")
     assert again.returncode == 0 and task["phase"] == "Succeeded", logs_of(fl.logs)
     resumed_from = task["resumed_from_round"]  # the newest checkpoint the dead collector left
