@@ -15,11 +15,14 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
+from flrepo.fl.message.packing import packed_transport
 from flrepo.fl.message.site_privacy import site_privacy
 from flrepo.logs import configure_logging
 
 server_app = ServerApp()
-client_app = ClientApp(mods=[site_privacy])  # Flower's privacy mods, when a task's round asks
+# Outermost: the wire's packed records (flrepo.fl.message.packing); then Flower's privacy mods, when a
+# task's round asks.
+client_app = ClientApp(mods=[packed_transport, site_privacy])
 
 
 def _logging() -> None:

@@ -24,6 +24,7 @@ from flwr.proto.node_pb2 import NodeInfo
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
+from flrepo.fl.message import packing
 from flrepo.fl.message.polling import REPLY_WAKE_ENV, Backoff, wake_socket, woken
 from flrepo.fl.message.programs import stock
 
@@ -65,10 +66,16 @@ class FastGrid(Grid):
         return self.grid.get_nodes()
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self.grid.push_messages(messages)
+        outgoing = list(messages)
+        for message in outgoing:
+            packing.pack(message)
+        return self.grid.push_messages(outgoing)
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self.grid.pull_messages(message_ids)
+        replies = list(self.grid.pull_messages(message_ids))
+        for reply in replies:
+            packing.unpack(reply)
+        return replies
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         """Push `messages`, then pull replies until each has one or `timeout` seconds have passed
