@@ -38,6 +38,7 @@ def content() -> RecordDict:
         {
             "arrays": ArrayRecord(layers()),
             "residual": ArrayRecord({"only": Array(np.arange(5, dtype=np.int8))}),
+            "fitres.parameters": ArrayRecord(),  # an empty record stays (SecAgg+'s replies have one)
             "config": ConfigRecord({"lr": 0.1, "server-round": 2}),
             "metrics": MetricRecord({"loss": 0.5}),
         }

@@ -7,8 +7,8 @@ is 12 objects and its reply 11; each costs a request to push and one to pull, on
 links, and at 20-30 ms of a busy machine's cores per request that was most of a small model's
 round (bench/RESULTS.md, "issue #20").
 
-`pack` moves all of a message's array records into one blob: a header (each array's record, key,
-dtype, shape, stype and length, as JSON) followed by the arrays' own serialized bytes. Up to
+`pack` moves all of a message's array records into one blob: a header (each record, empty ones
+too, and its arrays' key, dtype, shape, stype and length, as JSON) followed by the arrays' own serialized bytes. Up to
 Flower's own per-object bound (FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE, 5 MB) the blob is a bytes
 value of one ConfigRecord: the training message above becomes 4 objects. Up to MAX_PACKED_BYTES
 it is one Array (Flower chunks it); above that the bytes, not the request count, are the cost,
@@ -39,13 +39,14 @@ _LENGTH = struct.Struct(">I")
 
 
 def blob_of(records: dict[str, ArrayRecord]) -> bytes:
-    """The records' arrays as one blob: header length, JSON header, the arrays' bytes in order."""
-    entries = [
-        {"r": name, "k": key, "d": array.dtype, "s": list(array.shape), "t": array.stype, "n": len(array.data)}
-        for name, record in records.items()
-        for key, array in record.items()
-    ]
-    header = json.dumps(entries).encode()
+    """The records' arrays as one blob: header length, JSON header (each record by name, empty ones
+    too, with its arrays' key, dtype, shape, stype and length), then the arrays' bytes in order."""
+    header = json.dumps(
+        [
+            [name, [[key, a.dtype, list(a.shape), a.stype, len(a.data)] for key, a in record.items()]]
+            for name, record in records.items()
+        ]
+    ).encode()
     return b"".join(
         [_LENGTH.pack(len(header)), header, *(array.data for record in records.values() for array in record.values())]
     )
@@ -55,21 +56,18 @@ def records_of(blob: bytes) -> dict[str, ArrayRecord]:
     """The array records `blob_of` packed, in their order."""
     data = memoryview(blob)
     (length,) = _LENGTH.unpack_from(data)
-    entries: list[dict[str, Any]] = json.loads(bytes(data[_LENGTH.size : _LENGTH.size + length]))
+    header: list[list[Any]] = json.loads(bytes(data[_LENGTH.size : _LENGTH.size + length]))
     offset = _LENGTH.size + length
     records: dict[str, ArrayRecord] = {}
-    for entry in entries:
-        end = offset + int(entry["n"])
-        if end > len(data):
-            raise ValueError("a packed message is shorter than its header says")
-        array = Array(
-            dtype=str(entry["d"]),
-            shape=tuple(int(n) for n in entry["s"]),
-            stype=str(entry["t"]),
-            data=bytes(data[offset:end]),
-        )
-        records.setdefault(str(entry["r"]), ArrayRecord())[str(entry["k"])] = array
-        offset = end
+    for name, entries in header:
+        record = records[str(name)] = ArrayRecord()
+        for key, dtype, shape, stype, size in entries:
+            end = offset + int(size)
+            if end > len(data):
+                raise ValueError("a packed message is shorter than its header says")
+            shape = tuple(int(n) for n in shape)
+            record[str(key)] = Array(dtype=str(dtype), shape=shape, stype=str(stype), data=bytes(data[offset:end]))
+            offset = end
     return records
 
 
