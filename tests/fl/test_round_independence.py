@@ -1,6 +1,6 @@
 """A site's round trains from the weights and the settings it is given, nothing else: a long-lived
 site (the legacy runtime's, one process for the whole task) trains a round exactly as a site that has
-just loaded the model (a Message-API site loads it for each message). The Keras client kept Adam's
+just loaded the model (a Message-API ClientApp forked while the worker is busy). The Keras client kept Adam's
 state from the last round in the first case, so the same task trained differently on the two runtimes
 (1.4 points of held-out accuracy apart at 10 rounds, bench/RESULTS.md)."""
 
