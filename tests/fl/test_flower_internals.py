@@ -154,3 +154,51 @@ def test_flowers_object_pulls_wait_by_keyword_defaults_that_quick_object_pulls_s
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["0.01", "1.0"]
+
+
+def test_the_superlinks_middleware_is_the_list_scoped_middleware_knows_and_each_passes_on_what_is_out_of_scope():
+    """flrepo.fl.message.scoped_middleware sends a request through six of Flower's middleware only
+    when it is in that middleware's scope: each must pass any other request on untouched, and Flower's
+    list must hold no middleware flrepo has not looked at."""
+    import asyncio
+
+    from flwr.superlink import main
+    from flwr.superlink.routers.control import middlewares as control
+    from flwr.superlink.routers.fleet.middlewares import FleetEventLogMiddleware
+    from flwr.superlink.routers.fleet.node_auth import NodeAuthMiddleware
+    from starlette.middleware.base import BaseHTTPMiddleware
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from flrepo.fl.message import scoped_middleware
+
+    known = scoped_middleware.scopes()
+    assert [m.cls for m in main._get_middleware()] == [  # no extensions installed; outermost first
+        control.ControlSensitiveResponseMiddleware,
+        BaseHTTPMiddleware,  # the error translator: every request
+        control.ControlAuthenticationMiddleware,
+        control.ControlLicenseMiddleware,
+        main.ProtobufTranslationMiddleware,  # every request
+        control.ControlEventLogMiddleware,
+        NodeAuthMiddleware,
+        FleetEventLogMiddleware,
+    ]
+    assert len(known) == 6
+
+    async def call_next(request: Request) -> Response:
+        return Response(b"handled", headers={"x-handled": "1"})
+
+    async def out_of_scope(cls: type, method: str, path: str) -> Response:
+        scope = {"type": "http", "method": method, "path": path, "headers": [], "query_string": b"", "app": None}
+        middleware = cls.__new__(cls)  # dispatch only: no app around it, no plugins loaded
+        middleware._license_plugin = None
+        return await middleware.dispatch(Request(scope), call_next)
+
+    requests = {"runtime": ("POST", "/v1/runtime/push-object"), "fleet": ("POST", "/v1/fleet/pull-object")}
+    requests["control"] = ("POST", "/v1/control/list-runs")
+    for cls, applies in known.items():
+        for method, path in requests.values():
+            if applies(method, path):
+                continue
+            response = asyncio.run(out_of_scope(cls, method, path))
+            assert response.body == b"handled" and dict(response.headers).get("cache-control") is None, (cls, path)
