@@ -17,6 +17,7 @@ from bson import ObjectId
 from flrepo.server.embedded import EmbeddedMongo
 from flrepo.server.main import create_app
 from flrepo.server.storage import gridfs as gridio
+from flrepo.server.storage import probe
 from flrepo.server.storage.db import Database
 from flrepo.server.storage.dialect import ChunkReads
 from tests.helpers import LiveServer, make_settings
@@ -37,9 +38,9 @@ async def test_the_read_strategy_follows_what_explain_shows(settings):
     try:
         info = await db.client.admin.command("buildInfo")
         if "ferretdbVersion" in info:  # the embedded store: tools/bin/ferretdb, with the pushdown patch
-            # It streams GridFS's ascending chunk order from the index (sortPushdown), and sorts any
-            # other order (list pages by _id, the sweep's descending n) in memory.
-            assert db.dialect.chunk_reads is ChunkReads.RANGE
+            # Batched key look-ups search both index columns; any order but GridFS's ascending chunk
+            # order (list pages by _id, the sweep's descending n) is sorted in memory.
+            assert (db.dialect.chunk_reads, db.dialect.key_batch) == (ChunkReads.KEYS, probe.KEY_BATCH)
             assert not db.dialect.streams_sorted_reads
         else:
             assert db.dialect.chunk_reads is ChunkReads.RANGE and db.dialect.streams_sorted_reads
