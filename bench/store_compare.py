@@ -9,8 +9,9 @@ on a fresh `flrepo serve --embedded`:
    own default batch fails on FerretDB past ~200 MiB), with 0 and then `--ballast-mib` of other files
    stored. Each repetition runs driver and API interleaved (their order alternates); the table gives
    medians and the ratio API / driver (>= 1: flrepo is as fast).
-2. Memory: the service's (Python) RSS growth over idle and ferretdb's peak RSS while the largest file
-   downloads through the API.
+2. Memory: ferretdb's peak RSS while the raw driver reads a file of the largest size with GridOut's
+   sorted chunk query, then the service's (Python) RSS growth over idle and ferretdb's peak RSS while a
+   file of that size downloads through the API.
 3. Lists: `GET /model` (the default page: up to 1,000 models) with 1,000 and 10,000 models, median of
    n sequential requests, beside aerOS 1.1.0's handler (bench/aeros_list_app.py: one plain find) on
    the same store, interleaved; then 16 clients for 30 s at 10,000 models: every request must complete.
@@ -176,7 +177,9 @@ def transfers(svc: Service, raw: Raw, stored: int, mib: int, repeats: int, tag: 
     return cell
 
 
-def memory(svc: Service, mib: int) -> dict[str, float]:
+def memory(svc: Service, raw: Raw, mib: int) -> dict[str, float]:
+    """Peaks while another client reads a file of `mib` whole with the driver's sorted chunk query
+    (what GridOut sends: FerretDB as released sorts it in memory), then while flrepo downloads one."""
     svc.register("mem")
     for attempt in range(3):  # a PUT may meet a 503 on a machine this loaded: say so, try again
         try:
@@ -184,8 +187,12 @@ def memory(svc: Service, mib: int) -> dict[str, float]:
             break
         except RuntimeError as exc:
             print(f"  memory: upload attempt {attempt + 1} failed: {exc}", flush=True)
+    _, raw_id = raw.upload(mib)
     time.sleep(3)
     idle_service, idle_ferret = rss_mib(svc.proc.pid), rss_mib(svc.ferretdb_pid)
+    with PeakRSS(svc.ferretdb_pid) as driver_ferret:
+        driver_took = raw.download(raw_id, mib)
+    raw.delete(raw_id)
     with PeakRSS(svc.proc.pid) as service, PeakRSS(svc.ferretdb_pid) as ferret:
         took = api_download(svc, "mem", mib)
     api_delete(svc, "mem")
@@ -196,10 +203,14 @@ def memory(svc: Service, mib: int) -> dict[str, float]:
         "service_peak": service.peak,
         "ferretdb_idle": idle_ferret,
         "ferretdb_peak": ferret.peak,
+        "driver_seconds": driver_took,
+        "ferretdb_driver_peak": driver_ferret.peak,
     }
     print(
-        f"  memory, {mib} MiB download: service +{service.peak - idle_service:.0f} MiB, "
-        f"ferretdb peak {ferret.peak:.0f} MiB"
+        f"  memory, {mib} MiB: driver's sorted read {driver_took:.1f} s, ferretdb peak {driver_ferret.peak:.0f} MiB; "
+        f"then API download {took:.1f} s, service +{service.peak - idle_service:.0f} MiB, "
+        f"ferretdb peak {ferret.peak:.0f} MiB (idle before both {idle_ferret:.0f} MiB; load {loadavg()})",
+        flush=True,
     )
     return found
 
@@ -341,7 +352,7 @@ def scenario(label: str, binary: Path, args: argparse.Namespace, root: Path) -> 
                 repeats = args.repeats if mib < 1024 else max(1, args.repeats - 1)
                 run.transfers.append(transfers(svc, raw, stored, mib, repeats, label))
         if not args.skip_memory:
-            run.memory = memory(svc, max(args.sizes))
+            run.memory = memory(svc, raw, max(args.sizes))
         if not args.skip_lists:
             lists(run, svc, raw, args, root / label)
         run.loads.append(loadavg())
@@ -383,17 +394,22 @@ def report(runs: list[Run], args: argparse.Namespace, command: str) -> str:
             )
     lines += [
         "",
-        "Memory while the largest file downloads through the API (goals: service growth ≤ 64 MiB, ferretdb ≤ 256 MiB):",
+        "Memory while another client reads a file of the largest size whole with the driver's sorted chunk query "
+        "(GridOut's), then while a file of that size downloads through the API (goals: service growth ≤ 64 MiB, "
+        "ferretdb ≤ 256 MiB):",
         "",
-        "| store | file | time | service idle → peak (growth) | ferretdb idle → peak |",
-        "|---|---:|---:|---:|---:|",
+        "| store | file | driver's read | ferretdb peak in it | API download | service idle → peak (growth) "
+        "| ferretdb idle → peak |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         m = r.memory
         if not m:
             continue
         lines.append(
-            f"| {r.label} | {m['file_mib']:.0f} MiB | {m['seconds']:.1f} s | {m['service_idle']:.0f} → "
+            f"| {r.label} | {m['file_mib']:.0f} MiB | {m['driver_seconds']:.1f} s | "
+            f"{m['ferretdb_driver_peak']:.0f} MiB | "
+            f"{m['seconds']:.1f} s | {m['service_idle']:.0f} → "
             f"{m['service_peak']:.0f} MiB (**+{m['service_peak'] - m['service_idle']:.0f} MiB**) | "
             f"{m['ferretdb_idle']:.0f} → **{m['ferretdb_peak']:.0f} MiB** |"
         )

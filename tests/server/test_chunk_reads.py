@@ -38,6 +38,8 @@ async def test_the_read_strategy_follows_what_explain_shows(settings):
     try:
         info = await db.client.admin.command("buildInfo")
         if "ferretdbVersion" in info:  # the embedded store: tools/bin/ferretdb, with the pushdown patch
+            # Batched key look-ups search both index columns; any order but GridFS's ascending chunk
+            # order (list pages by _id, the sweep's descending n) is sorted in memory.
             assert (db.dialect.chunk_reads, db.dialect.key_batch) == (ChunkReads.KEYS, probe.KEY_BATCH)
             assert not db.dialect.streams_sorted_reads
         else:

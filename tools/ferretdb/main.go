@@ -19,6 +19,9 @@ import (
 	"github.com/FerretDB/FerretDB/ferretdb"
 )
 
+// memoryLimit is Go's soft memory limit unless GOMEMLIMIT is set (see main).
+const memoryLimit = 192 << 20
+
 func main() {
 	listen := flag.String("listen", "127.0.0.1:27017", "TCP address to listen on (host:port)")
 	dir := flag.String("dir", "./ferretdb-data", "directory holding the SQLite databases (created if missing)")
@@ -31,6 +34,15 @@ func main() {
 	// small (a few times what is live: tens of MiB). GOGC in the environment still wins.
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400)
+	}
+
+	// A soft limit on Go's memory: at GOGC=400 an upload's decoded messages left 580 MiB resident for good
+	// (Go rarely gives freed pages back); with the limit the collector runs sooner once near it, and
+	// FerretDB stayed at 151-215 MiB through a 1 GiB upload, another client's whole-file GridFS read and
+	// a download (bench/RESULTS.md, #21). Nothing flrepo sends needs more: reads stream (pushdown.patch).
+	// GOMEMLIMIT in the environment still wins ("off": none).
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(memoryLimit)
 	}
 
 	abs, err := filepath.Abs(*dir)
