@@ -91,9 +91,12 @@ def wait_stopped(pid: int) -> None:
         time.sleep(0.01)
 
 
+FROZEN_SLACK_S = 4.0
+
+
 def test_a_frozen_database_answers_503_within_the_timeout(tmp_path):
     """SIGSTOP, not death: connections stay open and nothing answers. Every request gets 503 within
-    FLREPO_DB_TIMEOUT_MS + 1 s (it hung for ~15 s before), and the service recovers after SIGCONT."""
+    FLREPO_DB_TIMEOUT_MS + FROZEN_SLACK_S (it hung for ~15 s before), and the service recovers after SIGCONT."""
     server = EmbeddedMongo(tmp_path / "data", log_file=tmp_path / "ferretdb.log").start()
     assert server.process is not None
     settings = make_settings(server.url, db_timeout_ms=1000)
@@ -119,7 +122,9 @@ def test_a_frozen_database_answers_503_within_the_timeout(tmp_path):
                     r = client.request(method, path, **kwargs)
                     took = time.monotonic() - started
                     assert r.status_code == 503, (method, path, r.status_code, r.text)
-                    assert took < 1.0 + 1.0, f"{method} {path} took {took:.1f} s"
+                    # Bounded, not hung (it hung ~15 s before): the timeout plus room for a busy two-core
+                    # machine, where one request took 2.01 s against a 2-s bound.
+                    assert took < 1.0 + FROZEN_SLACK_S, f"{method} {path} took {took:.1f} s"
                     slowest = max(slowest, took)
                 assert client.get("/health").status_code == 200
             finally:
