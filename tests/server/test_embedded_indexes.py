@@ -2,15 +2,15 @@
 
 Runs against whatever `mongo_url` serves. On FerretDB (built with tools/ferretdb/pushdown.patch)
 `explain` reports SQLite's EXPLAIN QUERY PLAN under queryPlanner.Plan plus a filterPushdown flag;
-on MongoDB the winning plan's stages must include an index scan. Self-contained on purpose: only
-the session fixture `mongo_url` comes from outside; every database here is its own and dropped.
+on MongoDB the winning plan's stages must include an index scan. Only the session fixture `mongo_url`
+and this directory's conftest (a client of it, a scratch database per test, dropped after) come from
+outside.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,19 +29,6 @@ INDEX_STAGES = {
     "EXPRESS_CLUSTERED_IXSCAN",
     "COUNT_SCAN",
 }
-
-
-@pytest.fixture(scope="module")
-def mongo_client(mongo_url: str) -> Iterator[MongoClient]:
-    with MongoClient(mongo_url, serverSelectionTimeoutMS=5000) as client:
-        yield client
-
-
-@pytest.fixture
-def scratch_db(mongo_client: MongoClient) -> Iterator[Database]:
-    name = f"idx_{uuid.uuid4().hex[:12]}"
-    yield mongo_client[name]
-    mongo_client.drop_database(name)
 
 
 def is_ferretdb(client: MongoClient) -> bool:

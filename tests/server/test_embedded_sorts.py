@@ -6,54 +6,27 @@ SQLite backend (sort_pushdown.go) instead of decoding and sorting every chunk of
 `explain` reports it as `sortPushdown`. The index holds JSON text, whose order is not numeric
 ('10' < '2'), so these tests check the order on thousands of values and on mixed types, beside the
 flag, and that whatever is not pushed down is still sorted as MongoDB sorts. On MongoDB the same
-queries must sort from the index (no SORT stage). Self-contained like test_embedded_indexes.py: only
-the session fixture `mongo_url` comes from outside; every database here is its own and dropped.
+queries must sort from the index (no SORT stage). The client and scratch-database fixtures are
+tests/server/conftest.py's (every database here is its own and dropped), the plan helpers
+test_embedded_indexes.py's.
 """
 
 from __future__ import annotations
 
 import operator
 import random
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from bson import Int64, ObjectId, Timestamp
 from gridfs import GridFS, GridFSBucket
-from pymongo import ASCENDING, MongoClient
+from pymongo import ASCENDING
 from pymongo.database import Database
 
+from .test_embedded_indexes import _stages, is_ferretdb
+
 CHUNKS = 20_001  # n = 0 ... 20000: 2 < 10 < 100 < 1000 < 10000 numerically, not as text
-
-
-@pytest.fixture(scope="module")
-def mongo_client(mongo_url: str) -> Iterator[MongoClient]:
-    with MongoClient(mongo_url, serverSelectionTimeoutMS=5000) as client:
-        yield client
-
-
-@pytest.fixture
-def scratch_db(mongo_client: MongoClient) -> Iterator[Database]:
-    name = f"sort_{uuid.uuid4().hex[:12]}"
-    yield mongo_client[name]
-    mongo_client.drop_database(name)
-
-
-def is_ferretdb(client: MongoClient) -> bool:
-    return "ferretdbVersion" in client.admin.command("buildInfo")
-
-
-def _stages(plan: Any) -> Iterator[str]:
-    if isinstance(plan, dict):
-        if isinstance(plan.get("stage"), str):
-            yield plan["stage"]
-        for value in plan.values():
-            yield from _stages(value)
-    elif isinstance(plan, list):
-        for value in plan:
-            yield from _stages(value)
 
 
 def sort_pushed_down(db: Database, collection: str, flt: dict[str, Any], sort: dict[str, int]) -> bool:
