@@ -27,14 +27,19 @@ WAIT_S = 600.0  # upper bound for events on a busy two-core machine
 FORKED = "the site's SuperExec is the process forked before the framework ran (pid {})"
 
 
-def forked_children(pid: int) -> list[int]:
-    """The children of `pid` that run its own program (forked, not started)."""
+NODE_FORKED = "the site's SuperNode is the process forked before the framework ran (pid {})"
+
+
+def forked_children(pid: int, name: str) -> list[int]:
+    """The children of `pid` that run its own program (forked, not started) under the process name
+    `name` (fl-superexec, fl-supernode)."""
     command = Path(f"/proc/{pid}/cmdline").read_bytes()
     found = []
     for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
         try:
             if Path(f"/proc/{child}/cmdline").read_bytes() == command:
-                found.append(int(child))
+                if Path(f"/proc/{child}/comm").read_text().strip() == name:
+                    found.append(int(child))
         except OSError:  # ended meanwhile
             pass
     return found
@@ -54,8 +59,10 @@ def test_a_pytorch_sites_superexec_is_forked_before_pytorch_ran_and_a_site_witho
                 WAIT_S,
                 f"site {k} ready\n" + logs_of(fl.logs),
             )
-        children = [forked_children(site.pid) for site in sites]
-        assert [len(c) for c in children] == [1, 1], children  # one waiting child each, nothing else forked yet
+        # One waiting child each for the SuperExec and one for the SuperNode, nothing else forked yet.
+        children = [forked_children(site.pid, "fl-superexec") for site in sites]
+        nodes = [forked_children(site.pid, "fl-supernode") for site in sites]
+        assert [len(c) for c in children] == [1, 1] and [len(n) for n in nodes] == [1, 1], (children, nodes)
         # Site 2's child dies before it is used: that site must start its SuperExec another way.
         os.kill(children[1][0], signal.SIGKILL)
         address = f"127.0.0.1:{free_port()}"
@@ -69,7 +76,12 @@ def test_a_pytorch_sites_superexec_is_forked_before_pytorch_ran_and_a_site_witho
     assert [h["round"] for h in task["history"]] == [1, 2] and all(h["participants"] == 2 for h in task["history"])
     first, second = ((fl.logs / f"local-exec-{k}.log").read_text() for k in (1, 2))
     assert FORKED.format(children[0][0]) in first  # the pre-forked child served site 1's ClientApps
-    assert "cannot be used" in second and "forked before the framework ran" not in second
+    assert "cannot be used" in second and FORKED.format(children[1][0]) not in second
+    # Both sites' SuperNodes are their pre-forked children (site 2's too: its SuperExec's death is
+    # its own), and Flower's lines are printed once.
+    assert NODE_FORKED.format(nodes[0][0]) in first and NODE_FORKED.format(nodes[1][0]) in second
+    for text in (first, second):
+        assert text.count("SuperNode ID:") == 1, text
 
 
 def prefork_or_not(tmp_path: Path) -> None:
@@ -77,10 +89,21 @@ def prefork_or_not(tmp_path: Path) -> None:
     none is made while a second thread runs or after TensorFlow loaded; a pre-forked child that died
     is reported, not used."""
     child = site_superexec.prefork()
-    assert child is not None and os.waitpid(child.pid, os.WNOHANG) == (0, 0)  # waiting
+    assert child is not None and child.node is not None
+    assert os.waitpid(child.pid, os.WNOHANG) == (0, 0) and os.waitpid(child.node.pid, os.WNOHANG) == (0, 0)  # waiting
     child.cancel()  # the site took the legacy runtime
-    assert not Path(f"/proc/{child.pid}").exists()  # exited on the pair's close, and reaped
+    for pid in (child.pid, child.node.pid):
+        assert not Path(f"/proc/{pid}").exists()  # exited on the pair's close, and reaped
     assert child.go(tmp_path / "site", tmp_path / "late", free_port()) is None  # used up
+    assert child.node.start(["--help"], dict(os.environ)) is None
+
+    # The SuperNode's child runs flower-supernode's command line; its exit code is the program's.
+    for args, code in ((["--help"], 0), (["--no-such-option"], 2)):
+        child = site_superexec.prefork()
+        assert child is not None and child.node is not None
+        node = child.node.start(args, dict(os.environ))
+        assert node is not None and node.wait(60) == code and node.poll() == code
+        child.cancel()
 
     release = threading.Event()
     thread = threading.Thread(target=release.wait)
@@ -103,6 +126,10 @@ def prefork_or_not(tmp_path: Path) -> None:
     os.waitpid(dead.pid, 0)
     assert dead.go(tmp_path / "site", tmp_path / "dead", free_port()) is None
     assert dead.channel is None
+    assert dead.node is not None and os.waitpid(dead.node.pid, os.WNOHANG) == (0, 0)  # the SuperNode's still waits
+    os.kill(dead.node.pid, signal.SIGKILL)
+    os.waitpid(dead.node.pid, 0)
+    assert dead.node.start(["--help"], dict(os.environ)) is None and dead.node.channel is None
     (tmp_path / "checked").write_text("1")
 
 

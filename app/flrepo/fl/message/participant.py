@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -32,8 +31,9 @@ POLL_SECONDS = 2.0
 SUPERNODE_CHECK_SECONDS = 0.5
 
 
-def supernode_command(found: Connection, site: Site, workdir: Path, site_dir: Path, port: int) -> list[str]:
-    argv = [*programs.command("flrepo-supernode"), "--superlink", found.address]
+def supernode_args(found: Connection, site: Site, workdir: Path, site_dir: Path, port: int) -> list[str]:
+    """flower-supernode's options for this site."""
+    argv = ["--superlink", found.address]
     if found.ca is None or site.insecure:
         argv += ["--insecure"]
     else:
@@ -77,13 +77,20 @@ def run(
         attempts += 1
         port = programs.free_port()
         superexec = None
+        supernode: programs.Program | None = None
+        args = supernode_args(found, site, workdir, site_dir, port)
+        node_env = env
         if not programs.stock():
             superexec_dir = workdir / f"superexec-{attempts}"
             if prefork is not None:  # once: a restarted SuperNode gets a fork of now, or starts its own
                 superexec = prefork.go(site_dir, superexec_dir, port)
             superexec = superexec or site_superexec.start(site_dir, superexec_dir, port)
-        argv = supernode_command(found, site, workdir, site_dir, port)
-        supernode = programs.start(argv, {**env, **superexec.env()} if superexec else env)
+            if superexec is not None:
+                node_env = {**env, **superexec.env()}
+            if prefork is not None and prefork.node is not None:  # once, as the SuperExec
+                supernode = prefork.node.start(args, node_env)
+        if supernode is None:
+            supernode = programs.start([*programs.command("flrepo-supernode"), *args], node_env)
         try:
             code = _watch(repo, task_id, supernode)
         finally:
@@ -123,7 +130,7 @@ def _key_problem(task: dict[str, Any], site: Site) -> str | None:
     return None
 
 
-def _watch(repo: RepositoryClient, task_id: str, supernode: subprocess.Popen[bytes]) -> int | None:
+def _watch(repo: RepositoryClient, task_id: str, supernode: programs.Program) -> int | None:
     """Wait for the task's end (its exit code) or the SuperNode's (None). The task is read with
     held requests (flrepo.fl.core.watch.TaskWatch) that answer the moment it ends; the SuperNode,
     a child process, is looked at every SUPERNODE_CHECK_SECONDS."""

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Protocol
 
 # Program name -> (module, function) of its entry point in the pinned flwr.
 ENTRY_POINTS = {
@@ -28,6 +29,10 @@ ENTRY_POINTS = {
     "flrepo-supernode": ("flrepo.fl.message.supernode", "main"),
 }
 STOCK_ENV = "FLREPO_FLOWER_STOCK"
+# Set for a SuperNode whose SuperExec runs already (flrepo.fl.message.site_superexec): its
+# authentication secret's file and its wake socket.
+SECRET_ENV = "FLREPO_SUPEREXEC_SECRET_FILE"
+WAKE_ENV = "FLREPO_SUPEREXEC_WAKE_SOCKET"
 
 
 def stock() -> bool:
@@ -101,7 +106,22 @@ def start(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, env=env, preexec_fn=_die_with_parent)
 
 
-def stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+class Program(Protocol):
+    """A started program as flrepo watches and stops it: a Popen, or a forked child
+    (flrepo.fl.message.site_supernode.Forked)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+def stop(process: Program, grace: float = 10.0) -> None:
     """SIGTERM to the program and the helpers it started (its process group), SIGKILL after `grace`."""
     if process.poll() is not None:
         _signal_group(process, signal.SIGKILL)  # helpers it left behind
@@ -115,8 +135,16 @@ def stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
     process.wait()
 
 
-def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+def _signal_group(process: Program, sig: signal.Signals) -> None:
     try:
         os.killpg(process.pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def new_secret(workdir: Path) -> Path:
+    """A fresh SuperExec authentication secret in `workdir`, readable by its owner only."""
+    secret = workdir / "superexec-secret"
+    secret.write_bytes(os.urandom(32))
+    secret.chmod(0o600)
+    return secret

@@ -39,12 +39,15 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from flrepo.fl.message.programs import SECRET_ENV, WAKE_ENV, new_secret
+
+if TYPE_CHECKING:
+    from flrepo.fl.message.site_supernode import PreForkedNode
 
 log = logging.getLogger(__name__)
 
-# Set for a SuperNode whose SuperExec runs already: its secret's file and wake socket.
-SECRET_ENV = "FLREPO_SUPEREXEC_SECRET_FILE"
-WAKE_ENV = "FLREPO_SUPEREXEC_WAKE_SOCKET"
 STOP_SECONDS = 10.0
 # Frameworks whose native thread pools do not survive a fork once used: a PyTorch process that ran an
 # operation (the local execution checks the model) forks a child that hangs at its first parallel
@@ -128,6 +131,7 @@ class PreFork:
 
     pid: int
     channel: socket.socket | None
+    node: PreForkedNode | None = None  # the child that may become the site's SuperNode
 
     def go(self, site_dir: Path, workdir: Path, port: int) -> SiteSuperExec | None:
         """Make the child the SuperExec for a SuperNode whose Runtime API will be on 127.0.0.1:`port`;
@@ -145,7 +149,7 @@ class PreFork:
             socket.send_fds(self.channel, [json.dumps(settings).encode()], [listening.fileno()])
         except OSError as exc:  # the child is gone
             log.warning("the pre-forked SuperExec (pid %s) cannot be used: %s", self.pid, exc)
-            self.cancel()
+            self._drop()  # the SuperNode's child stays usable
             return None
         finally:
             listening.close()
@@ -155,7 +159,13 @@ class PreFork:
         return SiteSuperExec(self.pid, port, secret, wake)
 
     def cancel(self) -> None:
-        """Not needed (legacy runtime, a failure): the child exits as its pair closes; reaped."""
+        """Not needed (legacy runtime, a failure): the children exit as their pairs close; reaped."""
+        if self.node is not None:
+            self.node.cancel()
+        self._drop()
+
+    def _drop(self) -> None:
+        """The SuperExec's child exits as its pair closes; reaped."""
         if self.channel is None:
             return
         self.channel.close()
@@ -176,22 +186,24 @@ def prefork() -> PreFork | None:
     if why:
         log.debug("%s: no SuperExec is pre-forked", why)
         return None
+    from flrepo.fl.message import site_supernode
+
+    site_supernode.preload()  # once, here: neither child imports Flower again
+    why = _unforkable(EAGER_POOLS)
+    if why:  # an import started a thread
+        log.debug("%s: no SuperExec is pre-forked", why)
+        return None
+    node = site_supernode.prefork()
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = os.fork()
     if pid == 0:
         ours.close()
+        if node.channel is not None:  # the SuperNode's child must see its pair close when the site drops it
+            node.channel.close()
         _waiting(theirs)  # never returns
     theirs.close()
     log.debug("SuperExec pre-forked: pid %s; this process's native threads: %s", pid, _thread_names())
-    return PreFork(pid, ours)
-
-
-def new_secret(workdir: Path) -> Path:
-    """A fresh SuperExec authentication secret in `workdir`, readable by its owner only."""
-    secret = workdir / "superexec-secret"
-    secret.write_bytes(os.urandom(32))
-    secret.chmod(0o600)
-    return secret
+    return PreFork(pid, ours, node)
 
 
 def _thread_names() -> list[str]:
@@ -211,6 +223,9 @@ def _waiting(channel: socket.socket) -> None:
         pdeathsig()
         for sig in (signal.SIGINT, signal.SIGTERM):  # the local execution's handlers are not ours
             signal.signal(sig, signal.SIG_DFL)
+        from flrepo.fl.message.site_supernode import name_process
+
+        name_process("fl-superexec")
         data, fds, _, _ = socket.recv_fds(channel, 65536, 1)
         channel.close()
         if not data or not fds:  # the local execution does not need it

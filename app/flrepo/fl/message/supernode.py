@@ -38,8 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from flrepo.fl.message.polling import Backoff, quick_object_pulls
-from flrepo.fl.message.programs import pdeathsig, stock
-from flrepo.fl.message.site_superexec import SECRET_ENV, WAKE_ENV, new_secret
+from flrepo.fl.message.programs import SECRET_ENV, WAKE_ENV, new_secret, pdeathsig, stock
 
 log = logging.getLogger(__name__)
 
