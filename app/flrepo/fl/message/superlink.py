@@ -29,7 +29,7 @@ from typing import Any
 
 import uvicorn
 
-from flrepo.fl.message import scoped_middleware
+from flrepo.fl.message import plain_translation, scoped_middleware
 from flrepo.fl.message.polling import REPLY_WAKE_ENV, wake
 from flrepo.fl.message.programs import pdeathsig, stock
 
@@ -120,6 +120,7 @@ async def serve(fleet: str, argv: list[str]) -> None:
         replies = work / "replies.sock"
         os.environ[REPLY_WAKE_ENV] = str(replies)
         scoped_middleware.install()  # Flower's Control/Fleet-only middleware on those requests only
+        plain_translation.install_superlink()  # and its two translation layers as plain ASGI
     sys.argv = ["flower-superlink", *argv]
     config = _parse_superlink_lifespan_config()  # flower-superlink's own parsing and checks
     # The loopback side carries no TLS: Flower's helpers (SuperExec, the ServerApp) then connect in

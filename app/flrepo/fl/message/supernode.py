@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from flrepo.fl.message import plain_translation
 from flrepo.fl.message.polling import Backoff, quick_object_pulls
 from flrepo.fl.message.programs import SECRET_ENV, WAKE_ENV, new_secret, pdeathsig, stock
 
@@ -136,6 +137,7 @@ def main() -> None:
         argv += ["--isolation", "process", "--superexec-auth-secret-file", str(secret)]
         patch_loop(wake_path)
         quick_object_pulls()
+        plain_translation.install_supernode()  # Flower's two translation layers as plain ASGI
     sys.argv = ["flower-supernode", *argv]
     flower_supernode()
 
