@@ -39,16 +39,29 @@ WEIGHT_KEY = "num-examples"
 
 class BoundedGrid:
     """The run's Grid, except that asking for the connected nodes while fewer than the strategy
-    needs are connected waits at most participants_timeout (Flower's own sampling waits forever)."""
+    needs are connected waits at most participants_timeout (Flower's own sampling waits forever).
+
+    The node list is asked of the SuperLink at most every NODES_TTL_S: Flower's sampling and this
+    wait ask four or five times in a row between two rounds' phases, each a request on the round's
+    path."""
+
+    NODES_TTL_S = 0.1
 
     def __init__(self, grid: Grid, wait: ParticipantWait, poll: float = 1.0) -> None:
         self.grid, self.wait, self.poll = grid, wait, poll
+        self._nodes: tuple[float, list[int]] | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.grid, name)
 
+    def _node_ids(self) -> list[int]:
+        now = time.monotonic()
+        if self._nodes is None or now - self._nodes[0] > self.NODES_TTL_S:
+            self._nodes = (now, list(self.grid.get_node_ids()))
+        return list(self._nodes[1])
+
     def _count(self) -> int:
-        return len(list(self.grid.get_node_ids()))
+        return len(self._node_ids())
 
     def _block(self, needed: int, seconds: float) -> bool:
         deadline = time.monotonic() + seconds
@@ -56,11 +69,12 @@ class BoundedGrid:
             if time.monotonic() >= deadline:
                 return False
             fast_grid.pause(self.grid, self.poll)  # woken by a SuperNode's arrival where it can be
+            self._nodes = None  # ask again: that is what the wait was for
         return True
 
     def get_node_ids(self) -> Iterable[int]:
         self.wait.wait(self._count, self._block)
-        return self.grid.get_node_ids()
+        return self._node_ids()
 
 
 def _metrics(message: Message) -> dict[str, Any]:
