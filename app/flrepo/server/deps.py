@@ -12,8 +12,12 @@ from flrepo.server.repository.items import Page as ItemPage
 from flrepo.server.settings import Settings
 from flrepo.server.storage.db import Database
 
+# The dependencies here are `async def` although they never wait: FastAPI runs a plain `def` dependency in
+# its thread pool, a thread hop per dependency per request (two on `GET /model`: each a context switch,
+# and under load a wait for a free thread).
 
-def get_settings(request: Request) -> Settings:
+
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -30,7 +34,7 @@ class Paging:
     offset: int
 
 
-def get_paging(
+async def get_paging(
     settings: Annotated[Settings, Depends(get_settings)],
     limit: Annotated[
         int | None, Query(ge=1, description="Most items to return (default and maximum: the list cap).")

@@ -55,7 +55,7 @@ def none_match(header: str | None, sha256: str | None) -> bool:
     return anything or any(opaque == sha256 for _, opaque in tags)
 
 
-def upload_condition(
+async def upload_condition(  # async: no thread-pool hop (flrepo.server.deps)
     if_match: Annotated[
         str | None,
         Header(

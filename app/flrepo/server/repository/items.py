@@ -140,10 +140,15 @@ async def page(
     offset: int,
     sort: list[tuple[str, int]] | None = None,
     projection: dict[str, Any] | None = None,
+    naive_utc: bool = False,
 ) -> Page:
+    """`naive_utc`: datetimes come back naive (they are UTC), for a caller that writes them out itself. The
+    driver makes each tz-aware one with a `replace(tzinfo=...)` call, which costs more than decoding it."""
     # Through the client without the per-reply bound, waited for while the store answers pings: a long
     # list on a slow store (a busy machine, FerretDB as released counting every document) is slow, not a 503.
     coll = db.read_meta[kind.collection]
+    if naive_utc:
+        coll = coll.with_options(codec_options=coll.codec_options.with_options(tz_aware=False))
     cursor = coll.find(query, {**NO_ID, **(projection or {})})
     if sort or db.dialect.streams_sorted_reads:
         # _id order is insertion order: stable pages from the _id index.

@@ -22,8 +22,9 @@ NEWEST_UPLOAD_FIRST = [("uploaded_at", -1)]
 ARCHIVE_ORDER = [("uploaded_at", -1), ("_id", -1)]
 
 
-async def page(db: Database, *, trained: bool | None, limit: int, offset: int) -> Page:
-    """Models, optionally only those with (True) or without (False) training results."""
+async def page(db: Database, *, trained: bool | None, limit: int, offset: int, naive_utc: bool = False) -> Page:
+    """Models, optionally only those with (True) or without (False) training results (`naive_utc`: as
+    items.page)."""
     query: dict[str, Any] = {}
     if trained is not None:
         # One aggregation finds every trained (name, version) pair, instead of a query per model.
@@ -35,7 +36,7 @@ async def page(db: Database, *, trained: bool | None, limit: int, offset: int) -
             query = {"$or": pairs} if pairs else {"_id": {"$in": []}}
         elif pairs:
             query = {"$nor": pairs}
-    return await items.page(db, MODELS, query=query, limit=limit, offset=offset)
+    return await items.page(db, MODELS, query=query, limit=limit, offset=offset, naive_utc=naive_utc)
 
 
 async def available_files_json(db: Database) -> AsyncIterator[bytes]:
