@@ -107,13 +107,32 @@ def _kib(path: str, key: str) -> float:
     return 0.0
 
 
+# The embedded store's process, whose CPU counts with the API server's as the repository's (main sets it).
+STORE_PID: int | None = None
+CPU_KEY = ("repository_cpu_seconds", "")
+
+
+def store_cpu_seconds() -> float:
+    """User + system CPU seconds of the embedded store's process so far (0 when unknown)."""
+    if STORE_PID is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{STORE_PID}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def metrics(url: str) -> dict[tuple[str, str], float]:
-    """(metric name, labels) -> value, of the service's request counters and latency sums."""
-    found = {}
+    """(metric name, labels) -> value, of the service's request counters and latency sums; and under
+    CPU_KEY the CPU seconds of the API server (its /metrics) and the embedded store together."""
+    found = {CPU_KEY: store_cpu_seconds()}
     for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
         match = METRIC.match(line)
         if match and match.group(1) in ("flrepo_http_requests_total", "flrepo_http_request_duration_seconds_sum"):
             found[(match.group(1), match.group(2))] = float(match.group(3))
+        elif line.startswith("process_cpu_seconds_total "):
+            found[CPU_KEY] += float(line.split()[1])
     return found
 
 
@@ -134,7 +153,10 @@ def delta(before: dict[tuple[str, str], float], after: dict[tuple[str, str], flo
     kinds = ("round", "reads", "other")
     found: dict[str, Any] = {f"{k}_{m}": 0.0 for k in kinds for m in ("requests", "server_s")} | {"5xx": 0.0}
     routes: dict[str, list[float]] = {}
+    found["cpu_s"] = after.get(CPU_KEY, 0.0) - before.get(CPU_KEY, 0.0)
     for key, value in after.items():
+        if key == CPU_KEY:
+            continue
         change = value - before.get(key, 0.0)
         counter = key[0] == "flrepo_http_requests_total"
         kind = "round" if ROUND_WORK.search(key[1]) else "reads" if TASK_READ.search(key[1]) else "other"
@@ -255,9 +277,11 @@ def run(repo: Any, url: str, plan: Plan, rounds: int, env: dict[str, str], tmp: 
     round_s = statistics.median(durations) if history else 0.0
     per_round = max(len(history), 1)
     steady_share = float("nan")  # rounds 2..N (and the task's end): their round work against their median round
+    steady_cpu = float("nan")  # the repository's CPU seconds (API server + store) per second of rounds 2..N
     if first_round.snapshot is not None and len(durations) > 1:
         steady = delta(first_round.snapshot, after)
         steady_share = steady["round_server_s"] / (len(durations) - 1) / statistics.median(durations[1:])
+        steady_cpu = steady["cpu_s"] / sum(durations[1:])
     return {
         "plan": plan,
         "phase": done.phase,
@@ -277,6 +301,11 @@ def run(repo: Any, url: str, plan: Plan, rounds: int, env: dict[str, str], tmp: 
         # The same work against the rounds' whole time (their durations add up to the training): round
         # 1 holds every site's start, when each request is slowest, and is counted at its own length.
         "training_share": used["round_server_s"] / sum(durations) if sum(durations) else float("nan"),
+        # All the repository's CPU (API server and store: every request, the sites' downloads too) per
+        # second of the rounds: its load on the machine, which a request's server time (a wall time)
+        # overstates when 30 sites' processes share 2 cores with it.
+        "cpu_share": used["cpu_s"] / sum(durations) if sum(durations) else float("nan"),
+        "steady_cpu_share": steady_cpu,
         "critical_share": waited / rounds_total,
         "waited_s": waited,
         "5xx": used["5xx"],
@@ -302,9 +331,10 @@ def table(results: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| runtime | model | sites | wall time | per round (median) | status + checkpoint requests / round "
         "| their server ms / round | their server time / round | same, rounds 2+ | same, all rounds' time "
+        "| repository CPU / round time (rounds 2+) "
         "| **rounds' wait for the repository** "
         "| sites' task reads / round | other requests / round (ms) | RSS / site (PSS) | lost | 5xx |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         plan = r["plan"]
@@ -312,6 +342,7 @@ def table(results: list[dict[str, Any]]) -> list[str]:
             f"| {plan.runtime} | {plan.framework} | {plan.sites} | {r['wall_s']:.1f} s | {r['round_s']:.2f} s "
             f"| {r['round_requests_per_round']:.1f} | {r['round_ms_per_round']:.0f} | {100 * r['share']:.1f} % "
             f"| {100 * r['steady_share']:.1f} % | {100 * r['training_share']:.1f} % "
+            f"| {100 * r['cpu_share']:.1f} % ({100 * r['steady_cpu_share']:.1f} %) "
             f"| **{100 * r['critical_share']:.1f} %** ({r['waited_s']:.2f} s) "
             f"| {r['reads_per_round']:.1f} | {r['other_per_round']:.1f} ({r['other_ms_per_round']:.0f}) "
             f"| {r['rss_mib']:.0f} MiB ({r['pss_mib']:.0f}) | {r['lost']} | {r['5xx']:.0f} |"
@@ -343,6 +374,8 @@ def main() -> int:
     env_db = {"FLREPO_DB_NAME": "fl", "FLREPO_GRIDFS_DB_NAME": "fl_grid", "FLREPO_LOG_LEVEL": "WARNING"}
     with tempfile.TemporaryDirectory() as tmp_name, EmbeddedMongo(Path(args.workdir or tmp_name) / "db") as mongo:
         tmp = Path(args.workdir or tmp_name)
+        global STORE_PID
+        STORE_PID = mongo.process.pid if mongo.process is not None else None
         with api_server(tmp, mongo.url, FLREPO_METRICS_PUBLIC="1", **env_db) as (url, _):
             keyring, trusted = publisher("bench")
             repo = RepositoryClient(url, keyring=keyring)
@@ -376,7 +409,10 @@ def main() -> int:
             "aggregation, so the rounds add up to the training); *rounds 2+* is the same for the round work "
             "after the task reported its first round (taken from /metrics at that moment), against the median "
             "of rounds 2 and on: round 1 also holds every site's start; *all rounds' time* is the run's round work "
-            "against the sum of the rounds' durations (round 1 at its own length). The rounds' wait for the "
+            "against the sum of the rounds' durations (round 1 at its own length); *repository CPU* is the API "
+            "server's and the embedded store's CPU seconds over the run (every request, the sites' downloads "
+            "too) per second of the rounds, in brackets from round 2 on (a share of one core). The rounds' wait "
+            "for the "
             "repository is the time the collector's rounds were blocked on those writes (a full backlog of its "
             "background sender), against the rounds' total time, as the collector records it in the training result "
             "(`repository_wait_s`, `rounds_s`); the sites' task reads are held by the "
