@@ -10,11 +10,13 @@ scripts come from elsewhere (a shared virtualenv) they are what makes the apps l
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -99,6 +101,30 @@ def pdeathsig() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+
+
+def name_process(name: str) -> None:
+    """This process's name as `ps` and /proc/PID/comm show it (PR_SET_NAME: 15 characters at most)."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(15, name.encode()[:15], 0, 0, 0)
+
+
+def stop_child(pid: int, grace: float) -> None:
+    """SIGTERM to a child this process forked, SIGKILL after `grace` seconds; reaped."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+        time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
 
 
 def start(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:

@@ -35,13 +35,12 @@ import signal
 import socket
 import sys
 import threading
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flrepo.fl.message.programs import SECRET_ENV, WAKE_ENV, new_secret
+from flrepo.fl.message.programs import SECRET_ENV, WAKE_ENV, name_process, new_secret, stop_child
 
 if TYPE_CHECKING:
     from flrepo.fl.message.site_supernode import PreForkedNode
@@ -78,17 +77,7 @@ class SiteSuperExec:
 
     def stop(self) -> None:
         """SIGTERM, SIGKILL after STOP_SECONDS; reaped."""
-        self.terminate()
-        deadline = time.monotonic() + STOP_SECONDS
-        while time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                if os.waitpid(self.pid, os.WNOHANG)[0]:
-                    return
-            time.sleep(0.02)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
+        stop_child(self.pid, STOP_SECONDS)
 
 
 def _unforkable(frameworks: Iterable[str]) -> str | None:
@@ -223,8 +212,6 @@ def _waiting(channel: socket.socket) -> None:
         pdeathsig()
         for sig in (signal.SIGINT, signal.SIGTERM):  # the local execution's handlers are not ours
             signal.signal(sig, signal.SIG_DFL)
-        from flrepo.fl.message.site_supernode import name_process
-
         name_process("fl-superexec")
         data, fds, _, _ = socket.recv_fds(channel, 65536, 1)
         channel.close()

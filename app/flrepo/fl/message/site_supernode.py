@@ -17,7 +17,6 @@ collector restarted) is started as a program again.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -28,6 +27,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from flrepo.fl.message.programs import name_process, pdeathsig, stop_child
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ PRELOAD = (
 )
 MAX_COMMAND_BYTES = 1 << 20
 POLL_S = 0.02
+STOP_SECONDS = 10.0
 
 
 def preload() -> None:
@@ -49,14 +51,6 @@ def preload() -> None:
 
     for name in PRELOAD:
         importlib.import_module(name)
-
-
-def name_process(name: str) -> None:
-    """The process's name as `ps` and /proc/PID/comm show it (PR_SET_NAME; 15 characters)."""
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(15, name.encode()[:15], 0, 0, 0)
 
 
 @dataclass
@@ -117,14 +111,7 @@ class PreForkedNode:
             return
         self.channel.close()
         self.channel = None
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGTERM)  # a child stuck before reading its pair
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            Forked(self.pid).wait(10.0)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
+        stop_child(self.pid, STOP_SECONDS)  # SIGTERM too: a child stuck before reading its pair
 
 
 def prefork() -> PreForkedNode:
@@ -154,8 +141,6 @@ def _waiting(channel: socket.socket) -> None:
     """The pre-forked child: wait for the command, then run flrepo's SuperNode (or exit)."""
     code = 1
     try:
-        from flrepo.fl.message.programs import pdeathsig
-
         os.setsid()  # its own group, as a started program: stopped with whatever it starts
         pdeathsig()
         for sig in (signal.SIGINT, signal.SIGTERM):  # the local execution's handlers are not ours
