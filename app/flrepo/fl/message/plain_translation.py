@@ -32,14 +32,15 @@ class PlainErrorTranslation:
     exception raised before the response started gets Flower's translation of it."""
 
     def __init__(self, app: Any) -> None:
+        from flwr.supercore.error.http import http_error_translator
+
         self.app = app
+        self.translator = http_error_translator
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        from flwr.supercore.error.http import http_error_translator
-
         started = False
 
         async def sending(message: Message) -> None:
@@ -52,7 +53,7 @@ class PlainErrorTranslation:
         except Exception as error:
             if started:  # as with Flower's: nothing can be translated once the response began
                 raise
-            response = await http_error_translator(Request(scope, receive), _raising(error))
+            response = await self.translator(Request(scope, receive), _raising(error))
             await response(scope, receive, send)
 
 
@@ -72,17 +73,16 @@ class PlainProtobufTranslation:
     to the next app."""
 
     def __init__(self, app: Any) -> None:
-        from flwr.supercore.protobuf.translation import ProtobufTranslationMiddleware
+        from flwr.supercore.protobuf.translation import PROTOBUF_REQUEST_TYPES, ProtobufTranslationMiddleware
 
         self.app = app
+        self.routes = PROTOBUF_REQUEST_TYPES  # Flower's own table, the one `dispatch` looks in
         # Flower's middleware, for its `dispatch` only: its ASGI entry (the BaseHTTPMiddleware
         # machinery) is never called.
         self.flower = ProtobufTranslationMiddleware(app)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        from flwr.supercore.protobuf.translation import PROTOBUF_REQUEST_TYPES
-
-        if scope["type"] != "http" or (scope.get("method"), scope.get("path")) not in PROTOBUF_REQUEST_TYPES:
+        if scope["type"] != "http" or (scope.get("method"), scope.get("path")) not in self.routes:
             await self.app(scope, receive, send)  # dispatch hands these on untouched too
             return
         request = Request(scope, receive)
