@@ -172,7 +172,7 @@ def run_task(grid: Grid, run_config: dict[str, Any]) -> None:
                 strategy = pinning.load_strategy(repo, task, allow_unsigned)  # the pinned version
                 if not isinstance(strategy, Strategy):
                     raise TypeError(f"strategy {task['strategy']['strategy_name']!r} is not a Message-API strategy")
-                model = fetch_model(repo, task, Path(tmp), allow_unsigned)
+                model = fetch_model(repo, task, Path(tmp), allow_unsigned, weights_only=True)
                 training = training_settings(task)
                 model.check(training)
                 done = int(run_config.get("resume-round", 0) or 0)
