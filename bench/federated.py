@@ -311,12 +311,16 @@ def local_exec(
     env: dict[str, str],
     logs: Path,
     options: list[str] | None = None,
+    nice: int = 0,
 ) -> Any:
-    """A local execution; without `address`, it finds the collector through the task."""
+    """A local execution; without `address`, it finds the collector through the task. `nice`: its
+    scheduling priority (inherited by its SuperNode, SuperExec and ClientApps), for sites that stand
+    for other machines."""
     command = [sys.executable, "-m", "flrepo.cli", "local-exec", "--task", task_id, "--repo", url]
     command += [*(["--server", address] if address else []), "--data", spec, "--seed", str(k), *(options or [])]
     with open(logs / f"local-exec-{k}.log", "ab") as log:
-        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        lower = (lambda: os.nice(nice)) if nice else None
+        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=lower)
 
 
 def checkpoint_cost(repo: Any, task_id: str, initial: Path, samples: int = 20) -> float:
