@@ -21,6 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from flrepo.server.embedded import api_server, free_port
 
 FRAMEWORK = "pytorch"
+# Several sites share this machine's cores, and each process sizes its OpenMP / OpenBLAS pool for all
+# of them: their threads spin at every barrier while the other sites' hold the cores. One two-epoch fit
+# of the digits MLP took 0.03 s of CPU alone and up to 2.7 s beside two others, on both runtimes alike,
+# at random: seconds of noise per run. A site on a machine of its own shares no cores; here each
+# process gets one thread, on every path.
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 # A path's processes may take this long: Flower's stock SuperLink/SuperNode took over 600 s at load 25.
 PROCESS_TIMEOUT_S = 2400.0
 
@@ -60,8 +66,8 @@ def federated(
         repo = RepositoryClient(url, keyring=keyring)
         seed(repo)
         initial = register_model(repo, "digits", "v1", FRAMEWORK, tmp)
-        env = fl_env(url, trusted)
-        env_bare = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "GRPC_VERBOSITY": "ERROR"}
+        env = {**fl_env(url, trusted), **ONE_THREAD}
+        env_bare = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "GRPC_VERBOSITY": "ERROR", **ONE_THREAD}
         bare = [sys.executable, "-m", "flrepo.fl.examples.bare"]
         data = [f"digits:{k}/{clients}" for k in range(1, clients + 1)]
         for i in range(repeats):
@@ -389,7 +395,8 @@ def main() -> int:
             + ".",
             "",
             f"A {fed['framework']} MLP (64-32-10) on the digits, FedAvg, {fed['clients']} local executions, "
-            f"{fed['rounds']} rounds, 2 local epochs per round, each process started cold (imports torch). "
+            f"{fed['rounds']} rounds, 2 local epochs per round, each process started cold (imports torch), one "
+            "OpenMP / OpenBLAS thread per process (3 sites share the cores: `ONE_THREAD`). "
             "The four paths alternate within each repeat.",
             "",
             f"| path | median of {fed['repeats']} | runs (s) | in rounds | starting + stopping |",

@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.federated import local_exec, wait_listening
+from bench.federated import ONE_THREAD, local_exec, wait_listening
 from flrepo.server.embedded import api_server, free_port
 
 RUN_TIMEOUT_S = 3600.0
@@ -395,7 +395,7 @@ def main() -> int:
             seed(repo)
             for framework in ("numpy", "pytorch"):
                 register_model(repo, f"digits-{framework}", "v1", framework, tmp)
-            env = {**fl_env(url, trusted), "FLREPO_LOG_LEVEL": "WARNING"}
+            env = {**fl_env(url, trusted), "FLREPO_LOG_LEVEL": "WARNING", **ONE_THREAD}
             for plan in chosen:
                 load = os.getloadavg()[0]
                 result = run(repo, url, plan, args.rounds, env, tmp, args.sites_nice) | {"load": load}
@@ -422,7 +422,7 @@ def main() -> int:
                 if args.sites_nice
                 else ", at the repository's and the collector's priority; "
             )
-            + "the "
+            + "one OpenMP / OpenBLAS thread per process (bench.federated.ONE_THREAD); the "
             "Message API with TLS and SuperNode authentication, the legacy runtime in plaintext (as aerOS). "
             "Repository figures come from the service's /metrics: the round work is every status report "
             "(heartbeats included) and checkpoint (register + upload) of the run, its server time per round "
