@@ -85,3 +85,28 @@ async def test_records_kept_in_the_task_by_earlier_versions_move_to_their_collec
     assert [h["round"] for h in task["history"]] == [1, 2, 3] and task["history_total"] == 3
     assert "history" not in raw_db[0]["tasks"].find_one({"task_id": "t1"})
     assert [h["round"] for h in (await client.get("/tasks/t1/history")).json()] == [1, 2, 3]
+
+
+async def test_several_rounds_in_one_report_are_appended_in_order(client, app, raw_db):
+    """A collector whose rounds end faster than it writes reports them together (flrepo.fl.core.round_writes)."""
+    app.state.settings.task_history_rounds = 4
+    app.state.settings.task_record_bytes = 2048
+    await _start(client)
+    assert (await _round(client, 1)).status_code == 200
+    records = [{"round": n, "loss": 1.0 / n, "metrics": {}} for n in (2, 3, 4)]
+    r = await client.put(
+        "/tasks/t1/status", json={"current_round": 5, "round_records": records, "round": {"round": 5, "loss": 0.2}}
+    )
+    assert r.status_code == 200, r.text
+    assert [h["round"] for h in r.json()["history"]] == [2, 3, 4, 5] and r.json()["history_total"] == 4
+    kept = raw_db[0]["task_rounds"].find({"task_id": "t1"}).sort("seq", 1)
+    assert [h["round"] for h in kept] == [2, 3, 4, 5]  # round 1 fell out of the four kept
+    r = await client.put("/tasks/t1/status", json={"round_records": [{"round": 6}, {"round": 7}]})
+    assert r.status_code == 200 and [h["round"] for h in r.json()["history"]] == [4, 5, 6, 7]
+    # Every record is held to the per-record bound; nothing of a refused report lands.
+    big = [{"round": 8, "metrics": {}}, {"round": 9, "metrics": {"note": "x" * 4000}}]
+    r = await client.put("/tasks/t1/status", json={"current_round": 9, "round_records": big})
+    assert r.status_code == 413 and "round record" in r.json()["detail"]
+    task = (await client.get("/tasks/t1")).json()
+    assert [h["round"] for h in task["history"]] == [4, 5, 6, 7] and task["current_round"] == 5
+    assert (await client.put("/tasks/t1/status", json={"round_records": [{"round": 0}]})).status_code == 422

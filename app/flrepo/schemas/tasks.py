@@ -320,6 +320,12 @@ class StatusUpdate(StrictBody):
     current_round: int | None = Field(default=None, ge=0)
     participants: list[Participant] | None = Field(default=None, max_length=10_000)
     round: RoundRecord | None = Field(default=None, description="Appended to the history.")
+    round_records: list[RoundRecord] | None = Field(
+        default=None,
+        max_length=1_000,
+        description="Several rounds at once, oldest first, appended to the history before `round`: a collector "
+        "whose rounds end faster than it writes reports them together.",
+    )
     result: ResultRef | None = None
     strategy_settings: SafeDict | None = Field(
         default=None, description="What the collector ran the strategy with, and where each value came from."

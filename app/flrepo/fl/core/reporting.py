@@ -4,9 +4,10 @@ After every round the `RoundReporter` appends the round to the task's history (p
 loss, metrics, duration, failures), updates the participants and their counts (active, succeeded,
 failed), and checkpoints the aggregated weights to the repository, so a restarted collector can
 resume and the best round can be published. Those writes leave the round's critical path: a
-`Sender` thread makes them in order while the next round trains, at most `BACKLOG` rounds behind
-(then the round waits, and its duration shows it); the collector flushes it before it reports the
-task's end. Round numbers are the task's: after a resume from
+`Sender` thread makes them in order while the next round trains, at most `BACKLOG` writes behind
+(then the round waits, and its duration shows it), rounds that end meanwhile written together and
+no more often than keeps them within a share of the training's time (flrepo.fl.core.round_writes);
+the collector flushes it before it reports the task's end. Round numbers are the task's: after a resume from
 round r, Flower's round 1 is reported as r + 1. `ReportingStrategy` wraps a legacy Flower strategy
 with it (flrepo.fl.legacy.strategy); the Message-API runtime hooks the reporter into its strategy
 (flrepo.fl.message.server). `ParticipantWait` bounds every wait for participants; `scalars` and
@@ -24,6 +25,7 @@ from typing import Any
 
 from flrepo.client import RepositoryError
 from flrepo.fl.core.link import TaskLink
+from flrepo.fl.core.round_writes import RoundWrites, Staged
 from flrepo.fl.frameworks import Weights
 
 log = logging.getLogger(__name__)
@@ -130,6 +132,7 @@ class RoundReporter:
         self.link = link
         self.offset = round_offset
         self.sender = sender or Sender()
+        self.writes = RoundWrites(self.sender, self._checkpoint, self._report)
         self.last_loss: float | None = None
         self.last_metrics: dict[str, Any] = {}
         self.rounds_done = 0
@@ -151,6 +154,7 @@ class RoundReporter:
 
     def flush(self, timeout: float = FLUSH_SECONDS) -> bool:
         """Wait for the rounds' reports and checkpoints (before the task's end is reported)."""
+        self.writes.flush()
         return self.sender.flush(timeout)
 
     def figures(self) -> dict[str, float]:
@@ -160,6 +164,7 @@ class RoundReporter:
 
     def abandon(self) -> None:
         """The task ended without this collector: the writes not yet made are dropped."""
+        self.writes.drop()
         self.sender.discard()
 
     def trained(
@@ -215,32 +220,32 @@ class RoundReporter:
         status: dict[str, Any] = {
             "current_round": task_round,
             "participants": list(self._participants.values()),
-            "round": record,
             **self.counts(),
         }
         if active is not None:
             status["active"] = active
-
-        def write() -> None:  # the checkpoint first: a round the task shows can be resumed from
-            if weights is not None:
-                self._checkpoint(task_round, loss, kept, weights)
-            try:
-                self.link.report(**status)
-            except RepositoryError as exc:  # a missed progress report must not stop the training
-                log.warning("could not report round %d: %s", task_round, exc)
-            self.current_round = task_round
-
-        self.sender.send(write)
+        # Written in the background, with the rounds that end before it is due (flrepo.fl.core.round_writes).
+        self.writes.add(status, record, Staged(task_round, loss, kept, weights) if weights is not None else None)
         self.round_started, self._chained = time.monotonic(), True
 
-    def _checkpoint(self, task_round: int, loss: float | None, metrics: Mapping[str, Any], weights: Weights) -> None:
+    def _report(self, fields: dict[str, Any]) -> None:
+        rounds = [r["round"] for r in [*fields.get("round_records", []), fields["round"]]]
+        try:
+            self.link.report(**fields)
+        except RepositoryError as exc:  # a missed progress report must not stop the training
+            named = f"round {rounds[0]}" if len(rounds) == 1 else f"rounds {rounds[0]}-{rounds[-1]}"
+            log.warning("could not report %s: %s", named, exc)
+        self.current_round = int(fields["current_round"])
+
+    def _checkpoint(self, staged: Staged) -> bool:
         started = time.monotonic()
         try:
-            self.link.checkpoint(task_round, loss, scalars(metrics), weights)
+            self.link.checkpoint(staged.round, staged.loss, scalars(staged.metrics), staged.weights)
         except RepositoryError as exc:  # training goes on; only a resume would start further back
-            log.warning("could not checkpoint round %d: %s", task_round, exc)
-            return
+            log.warning("could not checkpoint round %d: %s", staged.round, exc)
+            return False
         self.checkpoint_seconds.append(time.monotonic() - started)
+        return True
 
 
 class ParticipantWait:

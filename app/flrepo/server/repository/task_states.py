@@ -88,8 +88,9 @@ def transition(phase_now: Phase, update: StatusUpdate, stamp: datetime) -> tuple
     elif update.server_address is not None or update.server_ca is not None or update.runtime is not None:
         fields["discovery_signature"] = None  # a changed record is unsigned until signed again
     pushes: dict[str, Any] = {}
-    if update.round is not None:
-        pushes["history"] = update.round.model_dump()
+    records = [*(update.round_records or []), *([update.round] if update.round is not None else [])]
+    if records:
+        pushes["history"] = [record.model_dump() for record in records]
     if target != phase_now or update.reason:
         if target == Phase.RUNNING and target != phase_now:
             fields["start_time"] = stamp

@@ -189,8 +189,8 @@ def bounded_conditions(conditions: list[dict[str, Any]], added: dict[str, Any]) 
 
 def check_report_size(update: StatusUpdate, *, record_bytes: int, report_bytes: int) -> None:
     """TooLarge for a round record over `record_bytes` or a whole report over `report_bytes` (as JSON)."""
-    if update.round is not None:
-        size = len(json.dumps(update.round.model_dump(mode="json")))
+    for record in [*(update.round_records or []), *([update.round] if update.round is not None else [])]:
+        size = len(json.dumps(record.model_dump(mode="json")))
         if size > record_bytes:
             raise TooLarge(f"a round record of {size} bytes; at most {record_bytes} (FLREPO_TASK_RECORD_BYTES)")
     size = len(update.model_dump_json(exclude_none=True))
@@ -264,11 +264,11 @@ def _change(
     condition = pushes.pop("conditions", None)
     if condition is not None:
         change["$set"]["conditions"] = bounded_conditions(current.get("conditions") or [], condition)
-    record = pushes.pop("history", None)
+    records: list[dict[str, Any]] = pushes.pop("history", None) or []
     appended: list[dict[str, Any]] = []
-    if record is not None:
-        # Records kept in the task by earlier versions move to their collection with this one.
-        appended = [*(current.get("history") or []), record]
+    if records:
+        # Records kept in the task by earlier versions move to their collection with these.
+        appended = [*(current.get("history") or []), *records]
         total = int(current.get("history_total") or 0) if not current.get("history") else 0
         change["$set"]["history_total"] = min(total + len(appended), keep_rounds)
         change["$set"]["history_seq"] = int(current.get("history_seq") or 0) + len(appended)

@@ -1,0 +1,132 @@
+"""The collector's round writes (flrepo.fl.core.round_writes): rounds that end while a write is made,
+or before the next is due, are written together; the writes keep within their share of the time;
+the best round's checkpoint is never skipped; flush writes at once."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from flrepo.fl.core import round_writes
+from flrepo.fl.core.reporting import Sender
+from flrepo.fl.core.round_writes import RoundWrites, Staged, write_share
+
+BOUND_S = 60.0  # generous upper bound of every wait below
+
+
+class Recorder:
+    """The write callbacks: what was written, when, optionally held at a gate."""
+
+    def __init__(self, gate: threading.Event | None = None, write_s: float = 0.0) -> None:
+        self.gate, self.write_s = gate, write_s
+        self.checkpoints: list[int] = []
+        self.reports: list[list[int]] = []
+        self.spans: list[tuple[float, float]] = []  # each write's start (first checkpoint or report) and end
+        self.writing = threading.Event()
+        self._start: float | None = None
+
+    def checkpoint(self, staged: Staged) -> bool:
+        self._start = self._start or time.monotonic()
+        self.checkpoints.append(staged.round)
+        return True
+
+    def report(self, fields: dict) -> None:
+        start = self._start or time.monotonic()
+        self.writing.set()
+        if self.gate is not None:
+            assert self.gate.wait(BOUND_S)
+        if self.write_s:
+            time.sleep(self.write_s)  # the write's own duration, which sets the pause after it
+        self.reports.append([r["round"] for r in [*fields.get("round_records", []), fields["round"]]])
+        self.spans.append((start, time.monotonic()))
+        self._start = None
+
+
+def staged(n: int, loss: float | None) -> Staged:
+    return Staged(n, loss, {}, [np.full(2, float(n))])
+
+
+def add(writes: RoundWrites, n: int, loss: float | None = None) -> None:
+    writes.add({"current_round": n}, {"round": n, "loss": loss}, staged(n, loss))
+
+
+def test_rounds_that_end_during_a_write_are_written_together_with_the_best_kept():
+    gate = threading.Event()
+    recorder = Recorder(gate)
+    sender = Sender()
+    writes = RoundWrites(sender, recorder.checkpoint, recorder.report, share=1.0)  # no pause: only merging
+    add(writes, 1, 0.5)
+    assert recorder.writing.wait(BOUND_S)  # round 1's write is held at the gate
+    add(writes, 2, 0.3)  # the lowest loss: its checkpoint must be written although round 4 is newer
+    add(writes, 3, 0.4)
+    add(writes, 4, 0.45)
+    gate.set()
+    assert sender.flush(BOUND_S)
+    assert recorder.reports == [[1], [2, 3, 4]]
+    assert recorder.checkpoints == [1, 2, 4] and writes.writes == 2
+    # A newest round with the lowest loss needs no other; a held one worse than what is written neither.
+    add(writes, 5, 0.2)
+    assert sender.flush(BOUND_S) and recorder.checkpoints[-1] == 5
+
+
+def test_a_held_round_no_better_than_what_is_written_is_not_checkpointed():
+    gate = threading.Event()
+    recorder = Recorder(gate)
+    sender = Sender()
+    writes = RoundWrites(sender, recorder.checkpoint, recorder.report, share=1.0)
+    add(writes, 1, 0.1)
+    assert recorder.writing.wait(BOUND_S)
+    add(writes, 2, 0.3)
+    add(writes, 3, 0.4)
+    gate.set()
+    assert sender.flush(BOUND_S)
+    assert recorder.checkpoints == [1, 3] and recorder.reports == [[1], [2, 3]]
+
+
+def test_the_writes_keep_within_their_share_of_the_time():
+    share, write_s = 0.5, 0.05
+    recorder = Recorder(write_s=write_s)
+    sender = Sender()
+    writes = RoundWrites(sender, recorder.checkpoint, recorder.report, share=share)
+    for n in range(1, 41):  # rounds far quicker than the writes
+        add(writes, n, 1.0 / n)
+        time.sleep(0.01)
+    assert sender.flush(BOUND_S)  # no flush of the writes: every pause is taken
+    assert [r for rounds in recorder.reports for r in rounds] == list(range(1, 41))  # every round, in order
+    assert 3 <= len(recorder.reports) < 40  # merged
+    for (start, end), (next_start, _) in zip(recorder.spans, recorder.spans[1:], strict=False):
+        # Each pause at least what the share asks: (end - start) * (1 - share) / share.
+        assert next_start - end >= (end - start) * (1 - share) / share - 0.01
+
+
+def test_flush_writes_at_once_and_drop_writes_nothing(monkeypatch):
+    monkeypatch.setattr(round_writes, "MAX_PAUSE_S", 3600.0)  # without the flush, the next write waits an hour
+    recorder = Recorder(write_s=0.05)
+    sender = Sender()
+    writes = RoundWrites(sender, recorder.checkpoint, recorder.report, share=0.0001)
+    add(writes, 1, 0.5)
+    assert sender.flush(BOUND_S)
+    add(writes, 2, 0.4)  # due in about 500 s
+    writes.flush()
+    assert sender.flush(BOUND_S) and recorder.reports == [[1], [2]]
+
+    dropped = Recorder(write_s=0.05)
+    sender = Sender()
+    writes = RoundWrites(sender, dropped.checkpoint, dropped.report, share=0.0001)
+    add(writes, 1, 0.5)
+    assert sender.flush(BOUND_S)
+    add(writes, 2, 0.4)
+    writes.drop()
+    assert sender.flush(BOUND_S) and dropped.reports == [[1]] and dropped.checkpoints == [1]
+
+
+@pytest.mark.parametrize(("value", "expected"), [("", 0.05), ("0.2", 0.2), ("1", 1.0), ("0", 0.05), ("x", 0.05)])
+def test_the_share_comes_from_the_environment(monkeypatch, caplog, value, expected):
+    monkeypatch.setenv(round_writes.SHARE_ENV, value)
+    with caplog.at_level(logging.WARNING, logger="flrepo.fl.core.round_writes"):
+        assert write_share() == expected
+    assert ("not a share" in caplog.text) == (value in ("0", "x"))
