@@ -67,7 +67,14 @@ def test_a_pytorch_sites_superexec_is_forked_before_pytorch_ran_and_a_site_witho
         os.kill(children[1][0], signal.SIGKILL)
         address = f"127.0.0.1:{free_port()}"
         collector = start_collector(fl.url, "pre", fl.env, fl.logs, address, ["--insecure"])
+        # The collector's SuperLink is its forked child (flrepo.fl.message.superlink.fork), up once published.
+        wait_for(lambda: fl.repo.get_task("pre").server_address, WAIT_S, "published\n" + logs_of(fl.logs))
+        superlinks = forked_children(collector.pid, "fl-superlink")
+        assert len(superlinks) == 1 or collector.poll() is not None, logs_of(fl.logs)
         assert collector.wait(WAIT_S) == 0, logs_of(fl.logs)
+        forked = "the SuperLink is forked from this process (pid {})"
+        assert all(forked.format(pid) in (fl.logs / "collector.log").read_text() for pid in superlinks)
+        assert "the SuperLink is forked from this process" in (fl.logs / "collector.log").read_text()
         assert [site.wait(WAIT_S) for site in sites] == [0, 0], logs_of(fl.logs)
     finally:
         reap([p for p in [collector, *sites] if p is not None], terminate=True)
@@ -130,6 +137,21 @@ def prefork_or_not(tmp_path: Path) -> None:
     os.kill(dead.node.pid, signal.SIGKILL)
     os.waitpid(dead.node.pid, 0)
     assert dead.node.start(["--help"], dict(os.environ)) is None and dead.node.channel is None
+
+    # The collector's SuperLink, forked: its exit code is the launcher's; none beside a thread.
+    from flrepo.fl.message import superlink
+
+    for args, code in ((["--fleet-address", "127.0.0.1:1", "--help"], 0), (["--help"], 1)):  # no --fleet-address
+        forked = superlink.fork(args, dict(os.environ))
+        assert forked is not None and forked.wait(60) == code, args
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait)
+    thread.start()
+    try:
+        assert superlink.fork(["--help"], dict(os.environ)) is None
+    finally:
+        release.set()
+        thread.join()
     (tmp_path / "checked").write_text("1")
 
 

@@ -11,7 +11,6 @@ the SuperLink. The ServerApp reports the rounds and the result itself (flrepo.fl
 from __future__ import annotations
 
 import logging
-import subprocess
 import sys
 import tempfile
 import threading
@@ -27,6 +26,7 @@ from flrepo.fl.core.serving import Serving, advertised
 from flrepo.fl.core.watch import Ended, Heartbeat, ended
 from flrepo.fl.message import programs
 from flrepo.fl.message.fab import task_fab
+from flrepo.fl.message.superlink import fork as fork_superlink
 
 log = logging.getLogger(__name__)
 # Flower's ServerApp may be slow to come up (imports, the model): the SuperLink must answer first.
@@ -41,8 +41,12 @@ class ConfigurationError(ValueError):
     """The collector cannot serve this task as it was started (no TLS, say)."""
 
 
-def superlink_command(serving: Serving, control_port: int, authenticate: bool) -> list[str]:
-    argv = [sys.executable, "-m", "flrepo.fl.message.superlink", "--fleet-address", serving.address]
+SUPERLINK_PROGRAM = [sys.executable, "-m", "flrepo.fl.message.superlink"]
+
+
+def superlink_options(serving: Serving, control_port: int, authenticate: bool) -> list[str]:
+    """flrepo's SuperLink launcher's options (run as SUPERLINK_PROGRAM + these, or forked with them)."""
+    argv = ["--fleet-address", serving.address]
     argv += ["--port", str(control_port), "--disable-runtime-dependency-installation"]
     if serving.tls is not None:
         argv += ["--ssl-ca-certfile", str(serving.tls.ca), "--ssl-certfile", str(serving.tls.cert)]
@@ -64,7 +68,7 @@ class Control:
             server_address=f"127.0.0.1:{port}", insecure=True, root_certificates=None, interceptors=[]
         )
 
-    def wait_ready(self, process: subprocess.Popen[bytes], timeout: float) -> None:
+    def wait_ready(self, process: programs.Program, timeout: float) -> None:
         from flwr.proto.control_pb2 import ListRunsRequest
 
         deadline = time.monotonic() + timeout
@@ -162,7 +166,7 @@ def run(link: TaskLink, task: dict[str, Any], serving: Serving, allow_unsigned: 
     except ConfigurationError as exc:
         log.error("task %s: %s", task_id, exc)
         return 2
-    superlink: subprocess.Popen[bytes] | None = None
+    superlink: programs.Program | None = None
     heartbeat: Heartbeat | None = None
     control: Control | None = None
     run_id: int | None = None
@@ -170,9 +174,10 @@ def run(link: TaskLink, task: dict[str, Any], serving: Serving, allow_unsigned: 
         with tempfile.TemporaryDirectory(prefix="flrepo-superlink-") as tmp:
             control_port = programs.free_port()
             keys = list(task.get("participant_keys") or [])
-            superlink = programs.start(
-                superlink_command(serving, control_port, authenticate=bool(keys)), programs.flower_env(Path(tmp))
-            )
+            command = superlink_options(serving, control_port, authenticate=bool(keys))
+            env = programs.flower_env(Path(tmp))
+            # Forked from this process, which imported Flower already; started as a program where it cannot be.
+            superlink = fork_superlink(command, env) or programs.start([*SUPERLINK_PROGRAM, *command], env)
             control = Control(control_port)
             control.wait_ready(superlink, SUPERLINK_START_SECONDS)
             control.allow(keys)
@@ -236,7 +241,7 @@ def _until_done(
     link: TaskLink,
     task: dict[str, Any],
     control: Control,
-    superlink: subprocess.Popen[bytes],
+    superlink: programs.Program,
     run_id: int,
     ends: list[Ended],
     woken: threading.Event,

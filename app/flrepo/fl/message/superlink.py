@@ -9,6 +9,9 @@ SuperLink application (same argument parsing and checks as `flower-superlink`, s
 over: on `--host`/`--port`, loopback, with everything, for the collector and Flower's own helpers;
 and on `--fleet-address`, with TLS, answering only /v1/fleet/ (everything else is 404).
 
+The collector forks it (`fork`) after importing Flower's server stack once, rather than starting it
+as a program that imports it again; where it cannot fork safely, it starts the program.
+
     python -m flrepo.fl.message.superlink --fleet-address 0.0.0.0:9092 --port 9093 \\
         --ssl-ca-certfile ca.crt --ssl-certfile tls.crt --ssl-keyfile tls.key --enable-supernode-auth ...
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib
 import logging
 import os
 import shutil
@@ -24,6 +28,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +36,8 @@ import uvicorn
 
 from flrepo.fl.message import plain_translation, scoped_middleware
 from flrepo.fl.message.polling import REPLY_WAKE_ENV, wake
-from flrepo.fl.message.programs import pdeathsig, stock
+from flrepo.fl.message.programs import name_process, pdeathsig, stock
+from flrepo.fl.message.site_supernode import Forked
 
 FLEET_PREFIX = "/v1/fleet/"
 # What a SuperNode sends that the ServerApp waits for: a reply (and its objects), its arrival.
@@ -39,6 +45,14 @@ WAKE_PATHS = ("/v1/fleet/push-messages", "/v1/fleet/push-object", "/v1/fleet/act
 SUPEREXEC_POLL_ENV = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"
 SUPEREXEC_POLL_S = "0.1"
 LOOPBACK = "127.0.0.1"
+# What the SuperLink runs, imported by the collector before it forks it (flrepo.fl.message.collector):
+# the child then starts without a Python start and a second import of Flower's server stack.
+PRELOAD = (
+    "flwr.supercore.http_logging",
+    "flwr.supercore.logger",
+    "flwr.superlink.cli.flower_superlink",
+    "flwr.superlink.main",
+)
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +198,54 @@ def start_executor(runtime_api: str, secret: Path) -> subprocess.Popen[bytes]:
 def main() -> None:
     fleet, argv = split_arguments(sys.argv[1:])
     asyncio.run(serve(fleet, argv))
+
+
+def fork(args: list[str], env: dict[str, str]) -> Forked | None:
+    """This launcher with `args` (its options, as after `python -m flrepo.fl.message.superlink`) and
+    `env`, in a child forked from the calling process (the collector) after it imported PRELOAD; None
+    where that is not safe (a thread is running: its locks would stay held in the child) or Flower runs
+    as shipped, and the caller starts the program instead. The child is its own process group and gets
+    SIGTERM when the caller dies, as the program would."""
+    if stock() or threading.active_count() > 1:
+        return None
+    for name in PRELOAD:
+        importlib.import_module(name)
+    if threading.active_count() > 1:  # an import started a thread
+        return None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        _forked(args, env)  # never returns
+    log.info("the SuperLink is forked from this process (pid %s)", pid)
+    return Forked(pid, ["flrepo-superlink", *args])
+
+
+def _forked(args: list[str], env: dict[str, str]) -> None:
+    code = 1
+    try:
+        os.setsid()
+        pdeathsig()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # the collector's handlers are not ours
+            signal.signal(sig, signal.SIG_DFL)
+        name_process("fl-superlink")
+        os.environ.clear()
+        os.environ.update(env)
+        from flwr.supercore.exit import exit_handler
+
+        exit_handler.registered_exit_handlers.clear()  # the collector's, not the SuperLink's
+        sys.argv = ["flrepo-superlink", *args]
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        log.exception("the forked SuperLink failed")
+    finally:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 if __name__ == "__main__":
