@@ -59,7 +59,9 @@ def test_a_killed_collector_resumes_after_its_last_checkpoint(fl, tmp_path):
             collector.send_signal(signal.SIGKILL)
             killed.append(task["current_round"])
 
-    collector, workers = start_training(fl.url, "cut", data, fl.env, fl.logs, address=address)
+    # Every round written as it ends (no pause between writes): the kill must find the task mid-way.
+    unpaced = {**fl.env, "FLREPO_ROUND_WRITE_SHARE": "1"}
+    collector, workers = start_training(fl.url, "cut", data, unpaced, fl.logs, address=address)
     deadline = time.monotonic() + 900
     try:
         while not killed and collector.poll() is None:

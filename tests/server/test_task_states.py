@@ -31,7 +31,11 @@ def test_a_report_while_running_appends_its_round_without_a_condition():
     update = StatusUpdate(round=RoundRecord(round=2, loss=0.5, participants=3))
     fields, pushes = transition(Phase.RUNNING, update, STAMP)
     assert fields["phase"] == "Running" and "start_time" not in fields
-    assert pushes == {"history": update.round.model_dump()}  # type: ignore[union-attr]
+    assert pushes == {"history": [update.round.model_dump()]}  # type: ignore[union-attr]
+    # Several rounds at once (a collector whose rounds end faster than it writes): in order, `round` last.
+    more = StatusUpdate(round_records=[RoundRecord(round=3), RoundRecord(round=4)], round=RoundRecord(round=5))
+    _, pushes = transition(Phase.RUNNING, more, STAMP)
+    assert [record["round"] for record in pushes["history"]] == [3, 4, 5]
 
 
 def test_ending_sets_the_completion_time_with_the_reason_given():
