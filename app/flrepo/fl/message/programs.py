@@ -11,14 +11,16 @@ scripts come from elsewhere (a shared virtualenv) they are what makes the apps l
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 # Program name -> (module, function) of its entry point in the pinned flwr.
 ENTRY_POINTS = {
@@ -125,6 +127,31 @@ def stop_child(pid: int, grace: float) -> None:
         os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
+
+
+def run_forked(name: str, body: Callable[[], None]) -> NoReturn:
+    """In a child forked to stand for a program (flrepo.fl.message.site_supernode, superlink.fork):
+    its own process group (stopped with whatever it starts), SIGTERM when its parent dies, the default
+    SIGINT/SIGTERM (its parent's handlers are not its own), `name` in ps; then `body`, and exit with the
+    code the program would have had."""
+    code = 1
+    try:
+        os.setsid()
+        pdeathsig()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        name_process(name)
+        body()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        logging.getLogger(__name__).exception("the forked %s failed", name)
+    finally:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def start(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from flrepo.fl.message.programs import name_process, pdeathsig, stop_child
+from flrepo.fl.message.programs import run_forked, stop_child
 
 log = logging.getLogger(__name__)
 
@@ -139,13 +138,8 @@ def _read_command(channel: socket.socket) -> dict[str, Any] | None:
 
 def _waiting(channel: socket.socket) -> None:
     """The pre-forked child: wait for the command, then run flrepo's SuperNode (or exit)."""
-    code = 1
-    try:
-        os.setsid()  # its own group, as a started program: stopped with whatever it starts
-        pdeathsig()
-        for sig in (signal.SIGINT, signal.SIGTERM):  # the local execution's handlers are not ours
-            signal.signal(sig, signal.SIG_DFL)
-        name_process("fl-supernode")
+
+    def body() -> None:
         command = _read_command(channel)
         channel.close()
         if command is None:  # the local execution does not need it
@@ -157,14 +151,8 @@ def _waiting(channel: socket.socket) -> None:
         from flrepo.fl.message.supernode import main
 
         main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException:
-        log.exception("the pre-forked SuperNode failed")
-    finally:
-        logging.shutdown()
-        os._exit(code)
+
+    run_forked("fl-supernode", body)
 
 
 def _as_own_program() -> None:

@@ -36,7 +36,7 @@ import uvicorn
 
 from flrepo.fl.message import plain_translation, scoped_middleware
 from flrepo.fl.message.polling import REPLY_WAKE_ENV, wake
-from flrepo.fl.message.programs import name_process, pdeathsig, stock
+from flrepo.fl.message.programs import pdeathsig, run_forked, stock
 from flrepo.fl.message.site_supernode import Forked
 
 FLEET_PREFIX = "/v1/fleet/"
@@ -222,13 +222,7 @@ def fork(args: list[str], env: dict[str, str]) -> Forked | None:
 
 
 def _forked(args: list[str], env: dict[str, str]) -> None:
-    code = 1
-    try:
-        os.setsid()
-        pdeathsig()
-        for sig in (signal.SIGINT, signal.SIGTERM):  # the collector's handlers are not ours
-            signal.signal(sig, signal.SIG_DFL)
-        name_process("fl-superlink")
+    def body() -> None:
         os.environ.clear()
         os.environ.update(env)
         from flwr.supercore.exit import exit_handler
@@ -236,16 +230,8 @@ def _forked(args: list[str], env: dict[str, str]) -> None:
         exit_handler.registered_exit_handlers.clear()  # the collector's, not the SuperLink's
         sys.argv = ["flrepo-superlink", *args]
         main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException:
-        log.exception("the forked SuperLink failed")
-    finally:
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+
+    run_forked("fl-superlink", body)
 
 
 if __name__ == "__main__":
