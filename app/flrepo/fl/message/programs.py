@@ -129,6 +129,14 @@ def stop_child(pid: int, grace: float) -> None:
         os.waitpid(pid, 0)
 
 
+def as_forked_child() -> None:
+    """In a child this process forked: SIGTERM when its parent dies, and the default SIGINT/SIGTERM
+    (the parent's handlers are not its own)."""
+    pdeathsig()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def run_forked(name: str, body: Callable[[], None]) -> NoReturn:
     """In a child forked to stand for a program (flrepo.fl.message.site_supernode, superlink.fork):
     its own process group (stopped with whatever it starts), SIGTERM when its parent dies, the default
@@ -137,9 +145,7 @@ def run_forked(name: str, body: Callable[[], None]) -> NoReturn:
     code = 1
     try:
         os.setsid()
-        pdeathsig()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_DFL)
+        as_forked_child()
         name_process(name)
         body()
         code = 0

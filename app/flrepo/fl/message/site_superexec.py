@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flrepo.fl.message.programs import SECRET_ENV, WAKE_ENV, name_process, new_secret, stop_child
+from flrepo.fl.message.programs import SECRET_ENV, WAKE_ENV, as_forked_child, name_process, new_secret, stop_child
 
 if TYPE_CHECKING:
     from flrepo.fl.message.site_supernode import PreForkedNode
@@ -207,11 +207,7 @@ def _thread_names() -> list[str]:
 def _waiting(channel: socket.socket) -> None:
     """The pre-forked child: wait for the settings, then serve as the SuperExec (or exit)."""
     try:
-        from flrepo.fl.message.programs import pdeathsig
-
-        pdeathsig()
-        for sig in (signal.SIGINT, signal.SIGTERM):  # the local execution's handlers are not ours
-            signal.signal(sig, signal.SIG_DFL)
+        as_forked_child()
         name_process("fl-superexec")
         data, fds, _, _ = socket.recv_fds(channel, 65536, 1)
         channel.close()
@@ -231,11 +227,8 @@ def _child(runtime_api: str, secret: Path, wake: socket.socket, site_dir: Path) 
         from flwr.supercore.constant import TaskType
 
         from flrepo.fl.message.executor import serve
-        from flrepo.fl.message.programs import pdeathsig
 
-        pdeathsig()
-        for sig in (signal.SIGINT, signal.SIGTERM):  # the local execution's handlers are not ours
-            signal.signal(sig, signal.SIG_DFL)
+        as_forked_child()  # again: the SuperExec forked without a pre-fork comes here directly
         serve(TaskType.CLIENT_APP, runtime_api, secret.read_bytes(), wake, site_dir)
         code = 0
     except SystemExit as exc:
