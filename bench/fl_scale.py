@@ -314,6 +314,11 @@ def run(
         "cpu_share": used["cpu_s"] / sum(durations) if sum(durations) else float("nan"),
         "steady_cpu_share": steady_cpu,
         "critical_share": waited / rounds_total,
+        # The collector's round writes (reports + checkpoints, the task's start and end reports left
+        # out) in their own time as it measured them, against the rounds' time.
+        "writes": float(figures.get("round_writes", "nan")),
+        "writes_s": float(figures.get("round_writes_s", "nan")),
+        "writes_share": float(figures.get("round_writes_s", "nan")) / rounds_total,
         "waited_s": waited,
         "5xx": used["5xx"],
         "routes": used["routes"],  # requests and server seconds over the run, by route (task reads left out)
@@ -339,9 +344,10 @@ def table(results: list[dict[str, Any]]) -> list[str]:
         "| runtime | model | sites | wall time | per round (median) | status + checkpoint requests / round "
         "| their server ms / round | their server time / round | same, rounds 2+ | same, all rounds' time "
         "| repository CPU / round time (rounds 2+) "
+        "| round writes (collector's clock) / rounds' time "
         "| **rounds' wait for the repository** "
         "| sites' task reads / round | other requests / round (ms) | RSS / site (PSS) | lost | 5xx |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         plan = r["plan"]
@@ -350,6 +356,7 @@ def table(results: list[dict[str, Any]]) -> list[str]:
             f"| {r['round_requests_per_round']:.1f} | {r['round_ms_per_round']:.0f} | {100 * r['share']:.1f} % "
             f"| {100 * r['steady_share']:.1f} % | {100 * r['training_share']:.1f} % "
             f"| {100 * r['cpu_share']:.1f} % ({100 * r['steady_cpu_share']:.1f} %) "
+            f"| {100 * r['writes_share']:.1f} % ({r['writes']:.0f} in {r['writes_s']:.2f} s) "
             f"| **{100 * r['critical_share']:.1f} %** ({r['waited_s']:.2f} s) "
             f"| {r['reads_per_round']:.1f} | {r['other_per_round']:.1f} ({r['other_ms_per_round']:.0f}) "
             f"| {r['rss_mib']:.0f} MiB ({r['pss_mib']:.0f}) | {r['lost']} | {r['5xx']:.0f} |"
@@ -432,9 +439,12 @@ def main() -> int:
             "of rounds 2 and on: round 1 also holds every site's start; *all rounds' time* is the run's round work "
             "against the sum of the rounds' durations (round 1 at its own length); *repository CPU* is the API "
             "server's and the embedded store's CPU seconds over the run (every request, the sites' downloads "
-            "too) per second of the rounds, in brackets from round 2 on (a share of one core). The rounds' wait "
-            "for the "
-            "repository is the time the collector's rounds were blocked on those writes (a full backlog of its "
+            "too) per second of the rounds, in brackets from round 2 on (a share of one core). *Round writes* are "
+            "the collector's own count and time (its clock, loopback) of the writes its rounds made in the "
+            "background, reports and checkpoints, against the rounds' time (`round_writes`, `round_writes_s` "
+            "in the training result): the task's start and end reports and its heartbeats are not in it. "
+            "The rounds' wait for the repository is the time the collector's rounds were blocked on those "
+            "writes (a full backlog of its "
             "background sender), against the rounds' total time, as the collector records it in the training result "
             "(`repository_wait_s`, `rounds_s`); the sites' task reads are held by the "
             "service until the task ends (their server time is waiting, left out); *other requests* are "

@@ -168,6 +168,8 @@ def test_the_figures_say_how_long_the_rounds_waited_for_the_repository(fl, tmp_p
     figures = reporter.figures()
     durations = [h.duration_s or 0.0 for h in fl.repo.get_task("fig").history]
     assert figures["repository_wait_s"] >= 0.2 and abs(figures["rounds_s"] - sum(durations)) < 0.01
+    # Two writes (round 2's after round 1's pause, hurried by the flush), round 1's held at the gate.
+    assert figures["round_writes"] == 2 and figures["round_writes_s"] >= 0.2
 
 
 def test_a_heartbeat_read_before_a_rounds_report_and_sent_after_it_never_sets_the_round_back(fl, tmp_path):

@@ -50,8 +50,8 @@ def staged(n: int, loss: float | None) -> Staged:
     return Staged(n, loss, {}, [np.full(2, float(n))])
 
 
-def add(writes: RoundWrites, n: int, loss: float | None = None) -> None:
-    writes.add({"current_round": n}, {"round": n, "loss": loss}, staged(n, loss))
+def add(writes: RoundWrites, n: int, loss: float | None = None, weights: bool = True) -> None:
+    writes.add({"current_round": n}, {"round": n, "loss": loss}, staged(n, loss) if weights else None)
 
 
 def test_rounds_that_end_during_a_write_are_written_together_with_the_best_kept():
@@ -66,7 +66,9 @@ def test_rounds_that_end_during_a_write_are_written_together_with_the_best_kept(
     add(writes, 4, 0.45)
     gate.set()
     assert sender.flush(BOUND_S)
-    assert recorder.reports == [[1], [2, 3, 4]]
+    # Rounds 2-3 reported before the checkpoints, round 4 after them (the service takes a checkpoint
+    # at most one round past the task's reported progress).
+    assert recorder.reports == [[1], [2, 3], [4]]
     assert recorder.checkpoints == [1, 2, 4] and writes.writes == 2
     # A newest round with the lowest loss needs no other; a held one worse than what is written neither.
     add(writes, 5, 0.2)
@@ -84,7 +86,7 @@ def test_a_held_round_no_better_than_what_is_written_is_not_checkpointed():
     add(writes, 3, 0.4)
     gate.set()
     assert sender.flush(BOUND_S)
-    assert recorder.checkpoints == [1, 3] and recorder.reports == [[1], [2, 3]]
+    assert recorder.checkpoints == [1, 3] and recorder.reports == [[1], [2], [3]]
 
 
 def test_the_writes_keep_within_their_share_of_the_time():
@@ -92,15 +94,56 @@ def test_the_writes_keep_within_their_share_of_the_time():
     recorder = Recorder(write_s=write_s)
     sender = Sender()
     writes = RoundWrites(sender, recorder.checkpoint, recorder.report, share=share)
-    for n in range(1, 41):  # rounds far quicker than the writes
-        add(writes, n, 1.0 / n)
+    for n in range(1, 41):  # rounds far quicker than the writes (no weights: one report per write)
+        add(writes, n, 1.0 / n, weights=False)
         time.sleep(0.01)
     assert sender.flush(BOUND_S)  # no flush of the writes: every pause is taken
     assert [r for rounds in recorder.reports for r in rounds] == list(range(1, 41))  # every round, in order
     assert 3 <= len(recorder.reports) < 40  # merged
+    assert writes.writes == len(recorder.reports)
+    assert writes.seconds >= write_s * writes.writes  # each write's own time, added up
     for (start, end), (next_start, _) in zip(recorder.spans, recorder.spans[1:], strict=False):
         # Each pause at least what the share asks: (end - start) * (1 - share) / share.
         assert next_start - end >= (end - start) * (1 - share) / share - 0.01
+
+
+def test_the_first_round_waits_a_pause_as_though_a_write_had_just_ended():
+    share, first_cost = 0.5, 0.2  # the first write is due 0.2 * (1 - 0.5) / 0.5 = 0.2 s after round 1
+    recorder = Recorder()
+    sender = Sender()
+    writes = RoundWrites(sender, recorder.checkpoint, recorder.report, share=share, first_cost=lambda: first_cost)
+    ended = time.monotonic()
+    add(writes, 1, 0.5)
+    add(writes, 2, 0.4)  # ends inside the first pause: written with round 1
+    assert sender.flush(BOUND_S)
+    assert recorder.reports == [[1], [2]] and recorder.checkpoints == [2]
+    assert recorder.spans[0][0] - ended >= first_cost * (1 - share) / share - 0.01
+    # Without an estimate (no status report timed yet), round 1 is written at once, as before.
+    recorder = Recorder(gate=threading.Event())
+    sender = Sender()
+    writes = RoundWrites(sender, recorder.checkpoint, recorder.report, share=0.0001)
+    add(writes, 1, 0.5)
+    assert recorder.writing.wait(BOUND_S)
+    recorder.gate.set()
+    assert sender.flush(BOUND_S) and recorder.reports == [[1]]
+
+
+def test_a_link_times_its_status_reports_and_shares_the_timing(fl, tmp_path):
+    from flrepo.fl.core.link import TaskLink
+    from flrepo.fl.core.reporting import RoundReporter
+    from flrepo.fl.demo import digits_task, register_model
+    from flrepo.fl.privacy_accounting import AccountedLink, Ledger
+
+    register_model(fl.repo, "digits", "v1", "numpy", tmp_path)
+    fl.repo.create_task(digits_task("timed", rounds=3, clients=1))
+    link = TaskLink(fl.repo, "timed")
+    assert link.timing.report_s == 0.0
+    link.report(phase="Running")
+    assert link.timing.report_s > 0.0
+    accounted = AccountedLink(link, Ledger.__new__(Ledger))
+    assert accounted.timing is link.timing  # the round reports under DP see the same timing
+    reporter = RoundReporter(accounted)
+    assert reporter.writes.first_cost() == 3 * link.timing.report_s
 
 
 def test_flush_writes_at_once_and_drop_writes_nothing(monkeypatch):
@@ -124,7 +167,7 @@ def test_flush_writes_at_once_and_drop_writes_nothing(monkeypatch):
     assert sender.flush(BOUND_S) and dropped.reports == [[1]] and dropped.checkpoints == [1]
 
 
-@pytest.mark.parametrize(("value", "expected"), [("", 0.05), ("0.2", 0.2), ("1", 1.0), ("0", 0.05), ("x", 0.05)])
+@pytest.mark.parametrize(("value", "expected"), [("", 0.02), ("0.2", 0.2), ("1", 1.0), ("0", 0.02), ("x", 0.02)])
 def test_the_share_comes_from_the_environment(monkeypatch, caplog, value, expected):
     monkeypatch.setenv(round_writes.SHARE_ENV, value)
     with caplog.at_level(logging.WARNING, logger="flrepo.fl.core.round_writes"):

@@ -6,15 +6,22 @@ hand still works (tests/fl/test_discovery_and_claims.py)."""
 from __future__ import annotations
 
 import io
+import logging
 import subprocess
 import sys
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 import yaml
 
 from flrepo.client import Forbidden, RepositoryClient
 from flrepo.fl.catalogue import seed
+from flrepo.fl.core.claim import claim
+from flrepo.fl.core.lifecycle import started
+from flrepo.fl.core.link import TaskLink
+from flrepo.fl.core.reporting import RoundReporter
+from flrepo.fl.core.resume import resume_point
 from flrepo.fl.demo import digits_task, fl_env, publisher, register_model, write_partitions
 from flrepo.server.auth import hash_key
 from flrepo.server.main import create_app
@@ -119,3 +126,30 @@ def test_a_local_execution_refuses_a_discovery_record_not_signed_as_the_task_req
     wrong = _local_exec(fl, "pinned")
     assert wrong.returncode != 0 and "discovery_key" in wrong.stderr, wrong.stderr
     assert fl.repo.get_task("pinned").phase == "Running"  # a refused record fails nothing
+
+
+def test_rounds_written_together_reach_the_task_with_their_checkpoints(keyed, tmp_path, caplog):
+    """A collector (no admin) writing held rounds together: the service takes a checkpoint at most one
+    round past the task's reported progress, so the earlier rounds are reported before the newest's
+    checkpoint, and every round and both checkpoints (the newest, the best held) are taken."""
+    fl, _ = keyed
+    register_model(fl.repo, "digits", "v1", "numpy", tmp_path)
+    fl.repo.create_task(digits_task("merged", rounds=5, clients=1))
+    with RepositoryClient(fl.url, api_key=KEYS["collector"]) as collector:
+        claim(collector, "merged", "test:1")
+        link = TaskLink(collector, "merged")
+        started(link, fl.repo.get_task("merged").model_dump(), None, None, "legacy", "127.0.0.1:9", None)
+        reporter = RoundReporter(link)
+        reporter.writes.share = 0.0001  # each write waits its (capped) pause: the rounds below are held
+        losses = [0.9, 0.3, 0.5, 0.6, 0.4]  # round 2 is the best, held with later rounds
+        with caplog.at_level(logging.WARNING, logger="flrepo.fl.core.reporting"):
+            for n, loss in enumerate(losses, 1):
+                reporter.round_done(n, loss, {}, [np.full(2, float(n))])
+            assert reporter.flush(60)
+    assert "could not" not in caplog.text, caplog.text
+    task = fl.repo.get_task("merged")
+    assert [h.round for h in task.history] == [1, 2, 3, 4, 5] and task.current_round == 5
+    filed = [c.round for c in fl.repo.list_checkpoints("merged") if c.size is not None]
+    assert 5 in filed and 2 in filed and task.best is not None and task.best.round == 2
+    resume = resume_point(fl.repo, task.model_dump())
+    assert resume is not None and resume.round == 5 and resume.weights[0].tolist() == [5.0, 5.0]

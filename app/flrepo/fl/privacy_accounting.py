@@ -125,7 +125,7 @@ class AccountedLink(TaskLink):
     later, after further rounds)."""
 
     def __init__(self, link: TaskLink, ledger: Ledger) -> None:
-        super().__init__(link.repo, link.task_id)
+        super().__init__(link.repo, link.task_id, link.timing)
         self.ledger = ledger
 
     def round_record(self, record: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import socket
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,16 +25,27 @@ from flrepo.schemas.tasks import TaskOut
 IDENTITY = f"{socket.gethostname()}:{os.getpid()}"
 
 
+class Timing:
+    """How long the last status report took (seconds; 0 before the first): what the first round's
+    write is expected to cost (flrepo.fl.core.round_writes), shared by the links of one process."""
+
+    def __init__(self) -> None:
+        self.report_s = 0.0
+
+
 class TaskLink:
     """Writes to one task."""
 
-    def __init__(self, repo: RepositoryClient, task_id: str) -> None:
+    def __init__(self, repo: RepositoryClient, task_id: str, timing: Timing | None = None) -> None:
         self.repo, self.task_id = repo, task_id
+        self.timing = timing or Timing()
 
     def report(self, **fields: Any) -> None:
         """A status report (phase, conditions, rounds, participants, ...); while the task runs, the
         service takes it for a heartbeat too, so it says who sends it."""
+        started = time.monotonic()
         self.repo.update_task_status(self.task_id, **{"collector": IDENTITY, **fields})
+        self.timing.report_s = time.monotonic() - started
 
     def round_record(self, record: dict[str, Any]) -> dict[str, Any]:
         """A round's record as the history keeps it; called when the round ends, not when its report is
@@ -43,7 +55,10 @@ class TaskLink:
     def heartbeat(self, **progress: Any) -> TaskOut:
         """This collector is alive, with its progress (Conflict once the task has ended); the task as
         the report left it."""
-        return self.repo.update_task_status(self.task_id, collector=IDENTITY, **progress)
+        started = time.monotonic()
+        answer = self.repo.update_task_status(self.task_id, collector=IDENTITY, **progress)
+        self.timing.report_s = time.monotonic() - started
+        return answer
 
     def checkpoint(self, round_: int, loss: float | None, metrics: Mapping[str, Any], weights: Weights) -> None:
         """A round's aggregated weights, with its loss and metrics."""

@@ -132,7 +132,10 @@ class RoundReporter:
         self.link = link
         self.offset = round_offset
         self.sender = sender or Sender()
-        self.writes = RoundWrites(self.sender, self._checkpoint, self._report)
+        # A round write: a status report, a checkpoint's registration and its upload (see first_cost).
+        self.writes = RoundWrites(
+            self.sender, self._checkpoint, self._report, first_cost=lambda: 3 * link.timing.report_s
+        )
         self.last_loss: float | None = None
         self.last_metrics: dict[str, Any] = {}
         self.rounds_done = 0
@@ -158,9 +161,15 @@ class RoundReporter:
         return self.sender.flush(timeout)
 
     def figures(self) -> dict[str, float]:
-        """What the rounds cost, for the training result: their time, and how much of it they waited
-        for the repository (a full backlog of writes)."""
-        return {"rounds_s": round(self.rounds_seconds, 3), "repository_wait_s": round(self.sender.waited_seconds, 3)}
+        """What the rounds cost, for the training result: their time, how much of it they waited for
+        the repository (a full backlog of writes), and the round writes made in the background (how
+        many, and their time: the repository's share of the rounds as the collector saw it)."""
+        return {
+            "rounds_s": round(self.rounds_seconds, 3),
+            "repository_wait_s": round(self.sender.waited_seconds, 3),
+            "round_writes": self.writes.writes,
+            "round_writes_s": round(self.writes.seconds, 3),
+        }
 
     def abandon(self) -> None:
         """The task ended without this collector: the writes not yet made are dropped."""

@@ -7,13 +7,22 @@ and one checkpoint per round kept the repository busy for most of every round: 3
 0.11-s rounds, 31-71 ms of server time each (bench/RESULTS.md, #20).
 
 `RoundWrites` holds the rounds that end while a write is being made or is not due yet, and writes
-them together: one report carrying every held round's record (`round_records`, then `round`), the
-newest checkpoint, and the lowest-loss one among the held rounds when it beats every loss written
-(so `publish: best` still finds the best round). After a write that took w seconds the next one
+them together: one report carrying every held round's record but the newest (`round_records`, then
+`round`), the newest checkpoint, the lowest-loss one among the held rounds when it beats every loss
+written (so `publish: best` still finds the best round), then the newest round's report. (The
+service takes a checkpoint at most one round past the task's reported progress, and a round the
+task shows has its checkpoint written first.) After a write that took w seconds the next one
 starts no sooner than w * (1 - share) / share later, at most MAX_PAUSE_S: with the default share
-(FLREPO_ROUND_WRITE_SHARE, 0.05) the writes take at most 5 % of the time. Rounds that last longer
+(FLREPO_ROUND_WRITE_SHARE, 0.02) the writes take at most 2 % of the time, which leaves the task's
+own reports (its start, the participants joining, its end) room within 5 % of even a training of a
+few seconds (30 legacy sites, 30 rounds of 0.08 s: bench/RESULTS.md). Rounds that last longer
 than that pause are written one by one, as before; `flush` writes what is held at once. A resume
 starts from the newest checkpoint written, at most one pause back.
+
+The first round's write waits a pause too, as though a write had just ended, its cost estimated by
+`first_cost` (a round write is three requests: a status report, a checkpoint's registration and its
+upload, each about as long as the task's last status report): without it, a training of quick
+rounds wrote round 1 at once and its next write one pause later, twice the share over its first pause.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from flrepo.fl.frameworks import Weights
 log = logging.getLogger(__name__)
 
 SHARE_ENV = "FLREPO_ROUND_WRITE_SHARE"
-DEFAULT_SHARE = 0.05
+DEFAULT_SHARE = 0.02
 # The longest pause between two writes, whatever the last one took: the task's history and its
 # checkpoints stay this fresh (a write slowed by a stalled store would otherwise hold back the next for minutes).
 MAX_PAUSE_S = 10.0
@@ -79,10 +88,13 @@ class RoundWrites:
         checkpoint: Callable[[Staged], bool],
         report: Callable[[dict[str, Any]], None],
         share: float | None = None,
+        first_cost: Callable[[], float] | None = None,
     ) -> None:
         self.sender, self.checkpoint, self.report = sender, checkpoint, report
         self.share = write_share() if share is None else share
+        self.first_cost = first_cost or (lambda: 0.0)
         self.writes = 0
+        self.seconds = 0.0  # the writes' time, added up (the training result's round_writes_s)
         self._lock = threading.Lock()
         self._records: list[dict[str, Any]] = []
         self._status: dict[str, Any] = {}
@@ -90,13 +102,15 @@ class RoundWrites:
         self._best: Staged | None = None  # a held round other than the newest, with a lower loss
         self._best_written = math.inf
         self._queued = False  # a write is waiting in the sender: it takes whatever is held when it runs
-        self._due = 0.0  # when the next write may start (time.monotonic)
+        self._due: float | None = None  # when the next write may start (time.monotonic); None: no round yet
         self._hurry = threading.Event()
         self._dropped = False
 
     def add(self, status: Mapping[str, Any], record: dict[str, Any], staged: Staged | None) -> None:
         """A round ended: its record, the task's status after it, its checkpoint (if any)."""
         with self._lock:
+            if self._due is None:
+                self._due = time.monotonic() + self._pause(self.first_cost())
             self._records.append(record)
             self._status = dict(status)
             if staged is not None:
@@ -123,8 +137,17 @@ class RoundWrites:
         self._dropped = True
         self._hurry.set()
 
+    def _report(self, records: list[dict[str, Any]], status: Mapping[str, Any]) -> None:
+        """One status report carrying `records` (oldest first) and `status`."""
+        earlier = {"round_records": records[:-1]} if len(records) > 1 else {}
+        self.report({**status, **earlier, "round": records[-1]})
+
+    def _pause(self, took: float) -> float:
+        """The pause after a write that took `took` s: the writes' time a `share` of the whole."""
+        return min(MAX_PAUSE_S, max(0.0, took) * (1 - self.share) / self.share)
+
     def _write(self) -> None:
-        pause = self._due - time.monotonic()
+        pause = (self._due or 0.0) - time.monotonic()
         if pause > 0:
             self._hurry.wait(pause)
         with self._lock:
@@ -134,12 +157,18 @@ class RoundWrites:
         if self._dropped or not records:
             return
         started = time.monotonic()
-        # The checkpoints first: a round the task shows can be resumed from.
-        for checkpoint in sorted((s for s in staged if s is not None), key=lambda s: s.round):
+        checkpoints = sorted((s for s in staged if s is not None), key=lambda s: s.round)
+        if checkpoints and checkpoints[-1].round > records[0]["round"]:
+            # The service takes a checkpoint at most one round past the task's reported progress
+            # (flrepo.server.repository.checkpoints): the earlier held rounds are reported first.
+            self._report(records[:-1], {**status, "current_round": records[-2]["round"]})
+            records = records[-1:]
+        # Then the checkpoints, then the newest round: a round the task shows can be resumed from.
+        for checkpoint in checkpoints:
             if self.checkpoint(checkpoint) and checkpoint.loss is not None:
                 self._best_written = min(self._best_written, checkpoint.loss)
-        earlier = {"round_records": records[:-1]} if len(records) > 1 else {}
-        self.report({**status, **earlier, "round": records[-1]})
+        self._report(records, status)
         self.writes += 1
         took = time.monotonic() - started
-        self._due = time.monotonic() + min(MAX_PAUSE_S, took * (1 - self.share) / self.share)
+        self.seconds += took
+        self._due = time.monotonic() + self._pause(took)
