@@ -267,8 +267,8 @@ def run(
     first_round.join(60)
     own_reads += first_round.reads
     after = metrics(url)
-    done = repo.get_task(plan.task_id)
-    history = done.history
+    done = repo.get_task(plan.task_id, history=0)
+    history = list(repo.iter_task_history(plan.task_id))  # every round (GET /tasks/{id} shows the last 100)
     lost = max([plan.sites - h.participants + h.failures for h in history] + [plan.sites if not history else 0, 0])
     used = delta(before, after)
     # A round's duration_s runs from the previous round's end (its reports and checkpoint handed to

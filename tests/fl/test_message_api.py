@@ -143,6 +143,8 @@ def test_cancel_stops_a_message_api_task_served_in_plaintext_on_request(fl, tmp_
         line for line in (fl.logs / "collector.log").read_text().splitlines() if line.startswith("[ServerApp]")
     ]
     assert forwarded  # its output reaches the collector's log
+    # Once: written there by the ServerApp itself, not also read back from the SuperLink.
+    assert sum("Will load ServerApp" in line for line in forwarded) == 1, "\n".join(forwarded)
     # Once flrepo's logging is set up in the ServerApp, Flower's coloured console copy of each line is gone.
     ours = next(i for i, line in enumerate(forwarded) if re.match(r"\[ServerApp\] \d{4}-\d\d-\d\d ", line))
     assert not [line for line in forwarded[ours:] if "\x1b[" in line], "\n".join(forwarded)

@@ -120,7 +120,8 @@ class Control:
         return sum(1 for node in self.client.ListNodes(ListNodesRequest()).nodes_info if node.status == "online")
 
     def forward_logs(self, run_id: int) -> threading.Thread:
-        """Copy the ServerApp's output (Flower keeps it in the SuperLink) into this process's log."""
+        """Copy the ServerApp's output (Flower keeps it in the SuperLink) into this process's log: on
+        Flower's stock SuperLink, whose SuperExec sends it nowhere else."""
         from flwr.proto.control_pb2 import StreamLogsRequest
 
         def forward() -> None:
@@ -193,7 +194,8 @@ def run(link: TaskLink, task: dict[str, Any], serving: Serving, allow_unsigned: 
                 "allow-unsigned": allow_unsigned,
             }
             run_id = control.start_run(run_config)
-            Control(control_port).forward_logs(run_id)  # its own connection: the stream holds it
+            if programs.stock():  # flrepo's SuperExec writes the ServerApp's output here itself (executor.Prefixed)
+                Control(control_port).forward_logs(run_id)  # its own connection: the stream holds it
             log.info(
                 "Flower SuperLink (Message API) on %s, advertised as %s, %s, %d allowed SuperNode(s): run %s",
                 serving.address,
