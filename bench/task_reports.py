@@ -1,13 +1,16 @@
 """Status-report latency and task-document size over many reports (issue 28), against `flrepo serve` on
 an embedded FerretDB: a collector claims a task and sends N reports, each with a reason and a 2,000-character
 message (a condition each, before conditions were coalesced) and a round record. Prints, per block of
-reports, the median latency and the task document's size (BSON), and the ratio of the last block's median
-to the first's. Usage: python bench/task_reports.py [--reports 1000] [--block 100] [--history 1000]"""
+reports, the median latency and the task document's size (BSON), the ratio of the last block's median
+to the first's, and the CPU each report cost the store and the API server (their processes' time over
+the run: on one machine, what a report takes from the cores the rounds need, #20).
+Usage: python bench/task_reports.py [--reports 1000] [--block 100] [--history 1000]"""
 
 from __future__ import annotations
 
 import argparse
 import io
+import os
 import statistics
 import sys
 import tempfile
@@ -32,10 +35,26 @@ def main() -> None:
         mongo = EmbeddedMongo(Path(tmp) / "db", log_file=Path(tmp) / "ferretdb.log").start()
         try:
             env = {"FLREPO_TASK_HISTORY_ROUNDS": str(args.history), "FLREPO_DB_NAME": "bench"}
-            with api_server(Path(tmp), mongo.url, **env) as (url, _), MongoClient(mongo.url) as raw:
+            with api_server(Path(tmp), mongo.url, **env) as (url, server), MongoClient(mongo.url) as raw:
+                pids = {"store": mongo.process.pid if mongo.process else None, "API server": server.pid}
+                before = {name: cpu_seconds(pid) for name, pid in pids.items()}
                 run(url, raw["bench"]["tasks"], args.reports, args.block)
+                spent = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+                each = ", ".join(f"{name} {1000 * s / args.reports:.1f} ms CPU" for name, s in spent.items())
+                print(f"{each} per report")
         finally:
             mongo.stop()
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of process `pid` so far (0 when unknown)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(url: str, tasks: object, reports: int, block: int) -> None:
