@@ -14,6 +14,7 @@ missing from a round or failing in it), and the service's 5xx answers.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import statistics
@@ -175,14 +176,17 @@ def delta(before: dict[tuple[str, str], float], after: dict[tuple[str, str], flo
 
 
 class AfterFirstRound(threading.Thread):
-    """Takes a /metrics snapshot once the task reports its first round: what the repository did in the
+    """Takes a /metrics snapshot once the task shows its first round: what the repository did in the
     steady rounds after it, apart from round 1, which also holds every site's start (30 sites' downloads
-    at once make every request of that minute slow, the collector's reports included)."""
+    at once make every request of that minute slow, the collector's reports included). With the
+    collector's writes paced (flrepo.fl.core.round_writes) the first round the task shows can be a later
+    one, or the last: `round` says which."""
 
     def __init__(self, url: str, task_id: str) -> None:
         super().__init__(daemon=True)
         self.url, self.task_id = url, task_id
         self.snapshot: dict[tuple[str, str], float] | None = None
+        self.round = 0  # the round the task showed when the snapshot was taken
         self.reads = 0  # its own reads of the task, taken off the sites' figure
         self.done = threading.Event()
 
@@ -192,6 +196,7 @@ class AfterFirstRound(threading.Thread):
             task = httpx.get(f"{self.url}/tasks/{self.task_id}", params={"history": 0}, timeout=30).json()
             if (task.get("current_round") or 0) >= 1:
                 self.snapshot = metrics(self.url)
+                self.round = int(task["current_round"])
                 return
             self.done.wait(0.25)
 
@@ -283,12 +288,15 @@ def run(
     rounds_total = float(figures.get("rounds_s") or sum(durations) or "nan")
     round_s = statistics.median(durations) if history else 0.0
     per_round = max(len(history), 1)
-    steady_share = float("nan")  # rounds 2..N (and the task's end): their round work against their median round
-    steady_cpu = float("nan")  # the repository's CPU seconds (API server + store) per second of rounds 2..N
-    if first_round.snapshot is not None and len(durations) > 1:
+    # Rounds k+1..N (and the task's end), k the first round the task showed: their round work against
+    # their median round; none when the task showed no round before its last.
+    steady_share = float("nan")
+    steady_cpu = float("nan")  # the repository's CPU seconds (API server + store) per second of those rounds
+    shown = first_round.round
+    if first_round.snapshot is not None and 1 <= shown < len(durations):
         steady = delta(first_round.snapshot, after)
-        steady_share = steady["round_server_s"] / (len(durations) - 1) / statistics.median(durations[1:])
-        steady_cpu = steady["cpu_s"] / sum(durations[1:])
+        steady_share = steady["round_server_s"] / (len(durations) - shown) / statistics.median(durations[shown:])
+        steady_cpu = steady["cpu_s"] / sum(durations[shown:])
     return {
         "plan": plan,
         "phase": done.phase,
@@ -339,11 +347,16 @@ def plans(sites: list[int], torch_sites: list[int]) -> list[Plan]:
     return found
 
 
+def percent(share: float) -> str:
+    return "-" if math.isnan(share) else f"{100 * share:.1f} %"
+
+
 def table(results: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| runtime | model | sites | wall time | per round (median) | status + checkpoint requests / round "
-        "| their server ms / round | their server time / round | same, rounds 2+ | same, all rounds' time "
-        "| repository CPU / round time (rounds 2+) "
+        "| their server ms / round | their server time / round | same, after the first round shown "
+        "| same, all rounds' time "
+        "| repository CPU / round time (after the first round shown) "
         "| round writes (collector's clock) / rounds' time "
         "| **rounds' wait for the repository** "
         "| sites' task reads / round | other requests / round (ms) | RSS / site (PSS) | lost | 5xx |",
@@ -354,8 +367,8 @@ def table(results: list[dict[str, Any]]) -> list[str]:
         lines.append(
             f"| {plan.runtime} | {plan.framework} | {plan.sites} | {r['wall_s']:.1f} s | {r['round_s']:.2f} s "
             f"| {r['round_requests_per_round']:.1f} | {r['round_ms_per_round']:.0f} | {100 * r['share']:.1f} % "
-            f"| {100 * r['steady_share']:.1f} % | {100 * r['training_share']:.1f} % "
-            f"| {100 * r['cpu_share']:.1f} % ({100 * r['steady_cpu_share']:.1f} %) "
+            f"| {percent(r['steady_share'])} | {100 * r['training_share']:.1f} % "
+            f"| {100 * r['cpu_share']:.1f} % ({percent(r['steady_cpu_share'])}) "
             f"| {100 * r['writes_share']:.1f} % ({r['writes']:.0f} in {r['writes_s']:.2f} s) "
             f"| **{100 * r['critical_share']:.1f} %** ({r['waited_s']:.2f} s) "
             f"| {r['reads_per_round']:.1f} | {r['other_per_round']:.1f} ({r['other_ms_per_round']:.0f}) "
@@ -434,12 +447,13 @@ def main() -> int:
             "Repository figures come from the service's /metrics: the round work is every status report "
             "(heartbeats included) and checkpoint (register + upload) of the run, its server time per round "
             "against the round's median duration (which runs from the previous round's end to this one's "
-            "aggregation, so the rounds add up to the training); *rounds 2+* is the same for the round work "
-            "after the task reported its first round (taken from /metrics at that moment), against the median "
-            "of rounds 2 and on: round 1 also holds every site's start; *all rounds' time* is the run's round work "
+            "aggregation, so the rounds add up to the training); *after the first round shown* is the same for "
+            "the round work after the task first showed a round k (taken from /metrics at that moment), against "
+            "the median of rounds k+1 and on: round 1 also holds every site's start (with paced writes k can be "
+            "later; '-' when the task showed no round before its last); *all rounds' time* is the run's round work "
             "against the sum of the rounds' durations (round 1 at its own length); *repository CPU* is the API "
             "server's and the embedded store's CPU seconds over the run (every request, the sites' downloads "
-            "too) per second of the rounds, in brackets from round 2 on (a share of one core). *Round writes* are "
+            "too) per second of the rounds, in brackets from round k+1 on (a share of one core). *Round writes* are "
             "the collector's own count and time (its clock, loopback) of the writes its rounds made in the "
             "background, reports and checkpoints, against the rounds' time (`round_writes`, `round_writes_s` "
             "in the training result): the task's start and end reports and its heartbeats are not in it. "
