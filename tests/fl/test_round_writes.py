@@ -118,6 +118,14 @@ def test_the_first_round_waits_a_pause_as_though_a_write_had_just_ended():
     assert sender.flush(BOUND_S)
     assert recorder.reports == [[1], [2]] and recorder.checkpoints == [2]
     assert recorder.spans[0][0] - ended >= first_cost * (1 - share) / share - 0.01
+    # However slow the repository looked, round 1 shows within MAX_FIRST_PAUSE_S.
+    recorder = Recorder()
+    sender = Sender()
+    writes = RoundWrites(sender, recorder.checkpoint, recorder.report, share=0.0001, first_cost=lambda: 60.0)
+    ended = time.monotonic()
+    add(writes, 1, 0.5)
+    assert sender.flush(BOUND_S) and recorder.reports == [[1]]
+    assert round_writes.MAX_FIRST_PAUSE_S - 0.01 <= recorder.spans[0][0] - ended < round_writes.MAX_PAUSE_S
     # Without an estimate (no status report timed yet), round 1 is written at once, as before.
     recorder = Recorder(gate=threading.Event())
     sender = Sender()

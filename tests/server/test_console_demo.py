@@ -73,7 +73,11 @@ def test_the_task_page_follows_a_demo_training_live_and_links_its_published_mode
         assert console.page.get_attribute("main", "data-phase") == "Pending"
         assert console.page.locator("#cancel").is_visible()  # a writer may cancel
         console.page.evaluate("window.sameDocument = true")  # gone if the page reloads
-        collector, workers = start_training(fl.url, "ui-demo", ["digits:1/2", "digits:2/2"], fl.env, fl.logs)
+        # Every round written as it ends: this is about the page following the rounds the task shows. A
+        # collector's default pacing (flrepo.fl.core.round_writes) may hold quick rounds for a few seconds
+        # on a loaded machine, and a paced run of six such rounds can show them all at its end.
+        unpaced = {**fl.env, "FLREPO_ROUND_WRITE_SHARE": "1"}
+        collector, workers = start_training(fl.url, "ui-demo", ["digits:1/2", "digits:2/2"], unpaced, fl.logs)
         try:
             console.page.wait_for_selector("#rounds-table tbody tr", timeout=180_000)
             first_rows, first_points = rows(console), curve_points(console, "loss")

@@ -19,10 +19,12 @@ few seconds (30 legacy sites, 30 rounds of 0.08 s: bench/RESULTS.md). Rounds tha
 than that pause are written one by one, as before; `flush` writes what is held at once. A resume
 starts from the newest checkpoint written, at most one pause back.
 
-The first round's write waits a pause too, as though a write had just ended, its cost estimated by
-`first_cost` (a round write is three requests: a status report, a checkpoint's registration and its
-upload, each about as long as the task's last status report): without it, a training of quick
-rounds wrote round 1 at once and its next write one pause later, twice the share over its first pause.
+The first round's write waits a pause too (at most MAX_FIRST_PAUSE_S), as though a write had just
+ended, its cost estimated by `first_cost` (a round write is three requests: a status report, a
+checkpoint's registration and its upload, each about as long as the task's last status report):
+without it, a training of quick rounds wrote round 1 at once and its next write one pause later,
+twice the share over its first pause. The task's history (and its page in the console) shows a
+round at most one pause after it ended.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ DEFAULT_SHARE = 0.02
 # The longest pause between two writes, whatever the last one took: the task's history and its
 # checkpoints stay this fresh (a write slowed by a stalled store would otherwise hold back the next for minutes).
 MAX_PAUSE_S = 10.0
+# The longest wait for the first round's write: the task's page shows the training under way at once.
+MAX_FIRST_PAUSE_S = 2.0
 
 
 def write_share() -> float:
@@ -110,7 +114,7 @@ class RoundWrites:
         """A round ended: its record, the task's status after it, its checkpoint (if any)."""
         with self._lock:
             if self._due is None:
-                self._due = time.monotonic() + self._pause(self.first_cost())
+                self._due = time.monotonic() + min(MAX_FIRST_PAUSE_S, self._pause(self.first_cost()))
             self._records.append(record)
             self._status = dict(status)
             if staged is not None:
