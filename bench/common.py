@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 MIB = 1024 * 1024
 NOTES: set[str] = set()  # caveats found while measuring, printed with the report
@@ -41,3 +42,14 @@ def chunks(size: int) -> list[memoryview]:
         out.append(view[offset : offset + n])
         left -= n
     return out
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of process `pid` so far (0 when unknown or gone)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

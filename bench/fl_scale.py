@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import cpu_seconds
 from bench.federated import ONE_THREAD, local_exec, wait_listening
 from flrepo.server.embedded import api_server, free_port
 
@@ -119,13 +120,7 @@ CPU_KEY = ("repository_cpu_seconds", "")
 
 def store_cpu_seconds() -> float:
     """User + system CPU seconds of the embedded store's process so far (0 when unknown)."""
-    if STORE_PID is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{STORE_PID}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds(STORE_PID)
 
 
 def metrics(url: str) -> dict[tuple[str, str], float]:

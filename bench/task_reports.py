@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import statistics
 import sys
 import tempfile
@@ -21,6 +20,7 @@ import bson
 from pymongo import MongoClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import cpu_seconds
 from flrepo.client import Keyring, RepositoryClient
 from flrepo.server.embedded import EmbeddedMongo, api_server
 
@@ -44,17 +44,6 @@ def main() -> None:
                 print(f"{each} per report")
         finally:
             mongo.stop()
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU seconds of process `pid` so far (0 when unknown)."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(url: str, tasks: object, reports: int, block: int) -> None:

@@ -43,9 +43,15 @@ class TaskLink:
     def report(self, **fields: Any) -> None:
         """A status report (phase, conditions, rounds, participants, ...); while the task runs, the
         service takes it for a heartbeat too, so it says who sends it."""
+        self._status(fields)
+
+    def _status(self, fields: Mapping[str, Any]) -> TaskOut:
+        """`fields` as this collector's status report, timed (`timing`); the task as it left it."""
         started = time.monotonic()
-        self.repo.update_task_status(self.task_id, **{"collector": IDENTITY, **fields})
-        self.timing.report_s = time.monotonic() - started
+        try:
+            return self.repo.update_task_status(self.task_id, **{"collector": IDENTITY, **fields})
+        finally:
+            self.timing.report_s = time.monotonic() - started
 
     def round_record(self, record: dict[str, Any]) -> dict[str, Any]:
         """A round's record as the history keeps it; called when the round ends, not when its report is
@@ -55,10 +61,7 @@ class TaskLink:
     def heartbeat(self, **progress: Any) -> TaskOut:
         """This collector is alive, with its progress (Conflict once the task has ended); the task as
         the report left it."""
-        started = time.monotonic()
-        answer = self.repo.update_task_status(self.task_id, collector=IDENTITY, **progress)
-        self.timing.report_s = time.monotonic() - started
-        return answer
+        return self._status(progress)
 
     def checkpoint(self, round_: int, loss: float | None, metrics: Mapping[str, Any], weights: Weights) -> None:
         """A round's aggregated weights, with its loss and metrics."""

@@ -10,8 +10,8 @@ and one checkpoint per round kept the repository busy for most of every round: 3
 them together: one report carrying every held round's record but the newest (`round_records`, then
 `round`), the newest checkpoint, the lowest-loss one among the held rounds when it beats every loss
 written (so `publish: best` still finds the best round), then the newest round's report. (The
-service takes a checkpoint at most one round past the task's reported progress, and a round the
-task shows has its checkpoint written first.) After a write that took w seconds the next one
+service takes a checkpoint at most one round past the task's reported progress, and the newest
+round the task shows has its checkpoint written first.) After a write that took w seconds the next one
 starts no sooner than w * (1 - share) / share later, at most MAX_PAUSE_S: with the default share
 (FLREPO_ROUND_WRITE_SHARE, 0.02) the writes take at most 2 % of the time, which leaves the task's
 own reports (its start, the participants joining, its end) room within 5 % of even a training of a
