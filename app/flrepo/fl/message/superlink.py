@@ -34,9 +34,10 @@ from typing import Any
 
 import uvicorn
 
-from flrepo.fl.message import plain_translation, scoped_middleware
+from flrepo.fl.message import plain_translation, scoped_middleware, serverapp_superexec
 from flrepo.fl.message.polling import REPLY_WAKE_ENV, wake
 from flrepo.fl.message.programs import pdeathsig, run_forked, stock
+from flrepo.fl.message.serverapp_superexec import PreForkedExecutor
 from flrepo.fl.message.site_supernode import Forked
 
 FLEET_PREFIX = "/v1/fleet/"
@@ -113,7 +114,9 @@ def split_arguments(argv: list[str]) -> tuple[str, list[str]]:
     return fleet, rest
 
 
-async def serve(fleet: str, argv: list[str]) -> None:
+async def serve(fleet: str, argv: list[str], prefork: PreForkedExecutor | None = None) -> None:
+    """Serve both sides until signalled; the SuperExec that starts ServerApps is `prefork` (told to
+    start once the Runtime API listens) or, without one, a program."""
     from flwr.supercore.http_logging import get_uvicorn_log_config
     from flwr.supercore.logger import console_handler
     from flwr.superlink.cli.flower_superlink import SuperLinkLifespan, _parse_superlink_lifespan_config
@@ -172,9 +175,15 @@ async def serve(fleet: str, argv: list[str]) -> None:
     first = asyncio.create_task(servers[0].serve())
     while not servers[0].started and not first.done():  # noqa: ASYNC110 - uvicorn offers no event to await
         await asyncio.sleep(0.05)
-    executor = None
+    executor: PreForkedExecutor | subprocess.Popen[bytes] | None = None
     if secret is not None and servers[0].started:
-        executor = start_executor(f"{LOOPBACK}:{config.port}", secret)
+        runtime_api = f"{LOOPBACK}:{config.port}"
+        if prefork is not None and prefork.go(runtime_api, secret):
+            executor = prefork
+        else:
+            executor = start_executor(runtime_api, secret)
+    if prefork is not None and executor is not prefork:
+        prefork.terminate()
     second = asyncio.create_task(servers[1].serve())
     done, _ = await asyncio.wait({first, second}, return_when=asyncio.FIRST_COMPLETED)
     shut_down()  # one stopped (a port in use, a signal): stop the other too
@@ -197,7 +206,9 @@ def start_executor(runtime_api: str, secret: Path) -> subprocess.Popen[bytes]:
 
 def main() -> None:
     fleet, argv = split_arguments(sys.argv[1:])
-    asyncio.run(serve(fleet, argv))
+    # Forked now, while this process has one thread and no event loop (serve starts Flower's threads).
+    prefork = None if stock() else serverapp_superexec.prefork()
+    asyncio.run(serve(fleet, argv, prefork))
 
 
 def fork(args: list[str], env: dict[str, str]) -> Forked | None:
