@@ -22,7 +22,7 @@ from flwr.serverapp import Grid
 from flwr.supercore.constant import TaskType
 from flwr.supercore.superexec.executor import ExecutionSpec, LaunchResultStatus
 
-from flrepo.fl.message import executor, fast_grid, supernode, warm_worker
+from flrepo.fl.message import executor, fast_grid, held_pulls, supernode, warm_worker
 from flrepo.fl.message.polling import Backoff
 from flrepo.fl.message.programs import free_port
 
@@ -123,22 +123,54 @@ def test_fast_grid_is_flowers_own_grid_when_flrepo_runs_flower_as_shipped(monkey
     assert fast_grid.wrap(inner) is inner
 
 
+class FakeClock:
+    """Stands in for the `time` module: sleeps are recorded and move the clock; `pull` is a request."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def pull(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def test_the_supernode_loops_sleeps_become_short_growing_intervals(monkeypatch):
-    slept: list[float] = []
-
-    class Recorder:
-        def sleep(self, seconds: float) -> None:
-            slept.append(seconds)
-
-    monkeypatch.setattr(supernode, "time", Recorder())
+    clock = FakeClock()
+    monkeypatch.setattr(supernode, "time", clock)
     node_time = supernode.NodeTime()
+    clock.pull(0.004)
     node_time.sleep(supernode.IDLE_SLEEP)
+    clock.pull(0.004)
     node_time.sleep(supernode.IDLE_SLEEP)
     node_time.sleep(supernode.REPLY_SLEEP)
     node_time.sleep(7)  # any other sleep is left alone
     first, factor, cap = supernode.IDLE
-    assert slept == [first, first * factor, supernode.REPLY[0], 7]
+    assert clock.slept == [first, first * factor, supernode.REPLY[0], 7]
     assert cap < supernode.IDLE_SLEEP and supernode.REPLY[2] < supernode.REPLY_SLEEP
+
+
+def test_after_a_pull_the_superlink_held_the_node_asks_again_at_once(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(supernode, "time", clock)
+    node_time = supernode.NodeTime()
+    for _ in range(3):  # quick empty pulls: the intervals grow
+        clock.pull(0.004)
+        node_time.sleep(supernode.IDLE_SLEEP)
+    grown = clock.slept[-1]
+    clock.pull(held_pulls.HOLD_S)  # held by flrepo's SuperLink until its hold ran out
+    node_time.sleep(supernode.IDLE_SLEEP)
+    assert clock.slept[-1] == supernode.AFTER_HELD_S < grown and node_time.held == 1
+    clock.pull(0.004)  # a SuperLink that holds nothing: the intervals start short again
+    node_time.sleep(supernode.IDLE_SLEEP)
+    assert clock.slept[-1] == supernode.IDLE[0]
+    assert supernode.HELD_PULL_S < held_pulls.HOLD_S
 
 
 def test_a_wake_datagram_ends_the_superexec_loops_sleep(tmp_path):

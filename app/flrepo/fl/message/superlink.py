@@ -35,6 +35,7 @@ from typing import Any
 import uvicorn
 
 from flrepo.fl.message import plain_translation, scoped_middleware, serverapp_superexec
+from flrepo.fl.message.held_pulls import PULL_PATH, HeldPulls
 from flrepo.fl.message.polling import REPLY_WAKE_ENV, wake
 from flrepo.fl.message.programs import pdeathsig, run_forked, stock
 from flrepo.fl.message.serverapp_superexec import PreForkedExecutor
@@ -64,14 +65,19 @@ class FleetOnly:
     """ASGI wrapper: Fleet API requests pass, anything else is 404 (and the lifespan is the
     loopback server's, not ours). With `replies`, a SuperNode's push (a reply, or one of its
     objects) or arrival is told, once stored, to whoever listens on that datagram socket: the ServerApp's grid
-    (flrepo.fl.message.fast_grid), which then pulls at once instead of polling for it."""
+    (flrepo.fl.message.fast_grid), which then pulls at once instead of polling for it. With `held`, a
+    SuperNode's pull that can find no message waits for the ServerApp's next push (flrepo.fl.message.held_pulls)."""
 
-    def __init__(self, app: Any, replies: Path | None = None) -> None:
+    def __init__(self, app: Any, replies: Path | None = None, held: HeldPulls | None = None) -> None:
         self.app = app
         self.replies = replies
+        self.held = held
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path == PULL_PATH and self.held is not None:
+            await self.held.pull(self.app, scope, receive, send)
+            return
         if path.startswith(FLEET_PREFIX):
             await self.app(scope, receive, send)
             if self.replies is not None and path in WAKE_PATHS:
@@ -125,6 +131,7 @@ async def serve(fleet: str, argv: list[str], prefork: PreForkedExecutor | None =
     work = Path(tempfile.mkdtemp(prefix="flrepo-superlink-"))
     secret: Path | None = None
     replies: Path | None = None
+    held: HeldPulls | None = None
     if not stock():
         # flrepo's SuperExec (flrepo.fl.message.executor) starts the ServerApp: a fork of a
         # process that imported it while the SuperLink started, instead of a cold program; it asks
@@ -138,6 +145,7 @@ async def serve(fleet: str, argv: list[str], prefork: PreForkedExecutor | None =
         os.environ[REPLY_WAKE_ENV] = str(replies)
         scoped_middleware.install()  # Flower's Control/Fleet-only middleware on those requests only
         plain_translation.install_superlink()  # and its two translation layers as plain ASGI
+        held = HeldPulls()
     sys.argv = ["flower-superlink", *argv]
     config = _parse_superlink_lifespan_config()  # flower-superlink's own parsing and checks
     # The loopback side carries no TLS: Flower's helpers (SuperExec, the ServerApp) then connect in
@@ -147,13 +155,14 @@ async def serve(fleet: str, argv: list[str], prefork: PreForkedExecutor | None =
         ssl_keyfile=None,
     )  # fmt: skip
     app = create_app(inner, SuperLinkLifespan)
+    loopback = held.notifying(app) if held is not None else app
     log_config = get_uvicorn_log_config(console_handler.level)
     host, _, port = fleet.rpartition(":")
     servers = [
-        _Server(uvicorn.Config(app, host=LOOPBACK, port=config.port, log_config=log_config, workers=1)),
+        _Server(uvicorn.Config(loopback, host=LOOPBACK, port=config.port, log_config=log_config, workers=1)),
         _Server(
             uvicorn.Config(
-                FleetOnly(app, replies),
+                FleetOnly(app, replies, held),
                 host=host.strip("[]") or "0.0.0.0",
                 port=int(port),
                 lifespan="off",
@@ -165,6 +174,8 @@ async def serve(fleet: str, argv: list[str], prefork: PreForkedExecutor | None =
     ]
 
     def shut_down(*_: object) -> None:
+        if held is not None:
+            held.close()
         for server in servers:
             server.should_exit = True
 

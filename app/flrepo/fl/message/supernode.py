@@ -53,6 +53,11 @@ IDLE = (0.02, 1.4, 1.0)
 # The wait for the ClientApp's reply reads this process's own state (no request): checking every
 # 10 ms costs nothing measurable, and a 50-ms cap made each exchange wait 25 ms on average.
 REPLY = (0.005, 1.3, 0.01)
+# flrepo's SuperLink holds a pull that can find nothing until the ServerApp pushes, or for
+# flrepo.fl.message.held_pulls.HOLD_S (2 s): an empty pull that lasted this long was held, and the
+# node asks again at once (its next pull is held in turn), instead of sleeping past the next push.
+HELD_PULL_S = 1.0
+AFTER_HELD_S = 0.001
 
 
 class NodeTime:
@@ -61,14 +66,22 @@ class NodeTime:
     def __init__(self) -> None:
         self.idle = Backoff(*IDLE)
         self.reply = Backoff(*REPLY)
+        self.awake_since = time.monotonic()  # the loop's last sleep ended (its pull began) then
+        self.held = 0  # empty pulls the SuperLink held
 
     def sleep(self, seconds: float) -> None:
         if seconds == IDLE_SLEEP:
-            time.sleep(self.idle.interval())
+            if time.monotonic() - self.awake_since >= HELD_PULL_S:  # the SuperLink held the pull
+                self.held += 1
+                self.idle.reset()
+                time.sleep(AFTER_HELD_S)
+            else:
+                time.sleep(self.idle.interval())
         elif seconds == REPLY_SLEEP:
             time.sleep(self.reply.interval())
         else:
             time.sleep(seconds)
+        self.awake_since = time.monotonic()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(time, name)
