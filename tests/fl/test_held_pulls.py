@@ -16,7 +16,7 @@ from flwr.proto.message_pb2 import Message as MessageProto
 from flwr.proto.node_pb2 import Node
 
 from flrepo.fl.message import held_pulls, superlink
-from flrepo.fl.message.held_pulls import PULL_PATH, PUSH_PATH, HeldPulls
+from flrepo.fl.message.held_pulls import PULL_PATH, HeldPulls
 
 
 class FakeLink:
@@ -73,7 +73,7 @@ def found(answer: bytes) -> int:
 def test_a_pull_after_an_empty_one_waits_for_the_serverapps_push_and_then_gets_its_message():
     async def scenario() -> None:
         link, held = FakeLink(), HeldPulls(hold_s=30.0)
-        fleet, runtime = superlink.FleetOnly(link, held=held), held.notifying(link)
+        fleet = superlink.FleetOnly(link, held=held)
         assert found(await call(fleet, PULL_PATH, pull(7))) == 0  # the first pull goes through: nothing yet
         waiting = asyncio.create_task(call(fleet, PULL_PATH, pull(7)))
         other = asyncio.create_task(call(fleet, PULL_PATH, pull(8)))  # another node's first pull is not held
@@ -82,7 +82,7 @@ def test_a_pull_after_an_empty_one_waits_for_the_serverapps_push_and_then_gets_i
         assert not waiting.done() and held.held == 1
         assert [path for path, _ in link.seen].count(PULL_PATH) == 2  # Flower has not seen the held one
         link.queued[7] = 1
-        await call(runtime, PUSH_PATH)  # the ServerApp's push lets it go on
+        held.pushed()  # a message the ServerApp pushed is whole: the pull goes on
         assert found(await asyncio.wait_for(waiting, 10)) == 1
         assert link.seen[-1] == (PULL_PATH, pull(7))  # Flower got the very request the node sent
 
@@ -92,15 +92,14 @@ def test_a_pull_after_an_empty_one_waits_for_the_serverapps_push_and_then_gets_i
 def test_a_pull_is_not_held_after_a_pull_that_found_a_message_or_a_push_since_the_empty_one():
     async def scenario() -> None:
         link, held = FakeLink(), HeldPulls(hold_s=30.0)
-        fleet, runtime = superlink.FleetOnly(link, held=held), held.notifying(link)
+        fleet = superlink.FleetOnly(link, held=held)
         link.queued[7] = 2  # Flower answers one message a pull
         assert found(await asyncio.wait_for(call(fleet, PULL_PATH, pull(7)), 10)) == 1
         assert found(await asyncio.wait_for(call(fleet, PULL_PATH, pull(7)), 10)) == 1
         assert found(await asyncio.wait_for(call(fleet, PULL_PATH, pull(7)), 10)) == 0
-        await call(runtime, PUSH_PATH)  # a push after that empty pull: the next may find something
+        held.pushed()  # a push after that empty pull: the next may find something
         assert found(await asyncio.wait_for(call(fleet, PULL_PATH, pull(7)), 10)) == 0
-        assert held.held == 0
-        await call(runtime, "/v1/runtime/pull-messages")  # not a push: the node's next pull is held
+        assert held.held == 0  # and nothing since: the node's next pull is held
         assert not (await asyncio.wait({asyncio.create_task(call(fleet, PULL_PATH, pull(7)))}, timeout=0.1))[0]
         assert held.held == 1
 

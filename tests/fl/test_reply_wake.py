@@ -1,6 +1,7 @@
-"""flrepo's SuperLink tells the ServerApp's grid of each SuperNode push and arrival through a
-datagram socket (flrepo.fl.message.superlink.FleetOnly), and the grid pulls when told instead of
-polling every 0.1 s (flrepo.fl.message.fast_grid)."""
+"""flrepo's SuperLink tells the ServerApp's grid of each SuperNode reply (once whole: its objects
+too, flrepo.fl.message.complete_pushes) and arrival through a datagram socket
+(flrepo.fl.message.superlink.FleetOnly), and the grid pulls when told instead of polling every
+0.1 s (flrepo.fl.message.fast_grid)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,8 @@ def test_the_fleet_server_wakes_the_grid_after_a_supernodes_push_or_arrival_and_
     for path in superlink.WAKE_PATHS:
         asyncio.run(request(path))
         assert polling.woken(listening, NEVER_S), path
+    asyncio.run(request("/v1/fleet/push-messages"))  # an answer it cannot read: the grid pulls at once
+    assert polling.woken(listening, NEVER_S)
     superlink.FleetOnly(inner, None)  # without a listener (Flower as shipped) it wakes nothing
 
 
@@ -82,7 +85,8 @@ def test_the_grid_listens_where_the_superlink_says_and_polls_without_it(tmp_path
     monkeypatch.setenv(polling.REPLY_WAKE_ENV, str(tmp_path / "replies.sock"))
     woken = fast_grid.wrap(SlowReplies({1: 1}))
     assert isinstance(woken, fast_grid.FastGrid) and woken.replies is not None
-    assert woken.backoff.cap == fast_grid.WOKEN_MAX_PULL_S and Path(tmp_path / "replies.sock").exists()
+    assert woken.backoff.cap == fast_grid.WOKEN_MAX_PULL_S and woken.backoff.first == fast_grid.WOKEN_FIRST_PULL_S
+    assert Path(tmp_path / "replies.sock").exists()
     assert fast_grid.pause(polled, 0.001) is False
     polling.wake(tmp_path / "replies.sock")
     assert fast_grid.pause(woken, NEVER_S) is True  # a SuperNode arrived: the wait for nodes ends at once

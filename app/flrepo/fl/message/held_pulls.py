@@ -6,11 +6,12 @@ flrepo's SuperNode polls at intervals that grow from 20 ms to 1 s while nothing 
 3-site round, the sites asked 30-60 ms after the ServerApp's message was there, twice a round, and
 the round waits for the latest site; at 30 sites, whose rounds last seconds, half a second.
 
-A SuperNode's messages come from one place only, the ServerApp's `push-messages` on the SuperLink's
-Runtime API, and the SuperLink answers a node's pull with at most one message. So when a node's
-last pull found nothing and the ServerApp has pushed nothing since that pull began, this pull can
-find nothing either: `HeldPulls` holds it, before Flower sees it, until the ServerApp pushes (or
-HOLD_S passes), then passes it on. Flower answers it as it would have; the node learns of the
+A SuperNode's messages come from one place only, the ServerApp's pushes on the SuperLink's Runtime
+API, and the SuperLink answers a node's pull with at most one message. So when a node's last pull
+found nothing and the ServerApp has pushed nothing since that pull began, this pull can find
+nothing either: `HeldPulls` holds it, before Flower sees it, until a message the ServerApp pushed
+is whole on the SuperLink, its objects too (flrepo.fl.message.complete_pushes), or HOLD_S passes,
+then passes it on. Flower answers it as it would have; the node learns of the
 message within a request's time of its push. Nothing else changes: a pull that might find a message
 goes straight through, the request is Flower's (signed, checked by Flower after the hold: its
 timestamp allows minutes), and a held pull ends at once when the SuperLink stops.
@@ -26,10 +27,11 @@ import contextlib
 import logging
 from typing import Any
 
+from flrepo.fl.message.asgi_capture import answered, body, replaying
+
 log = logging.getLogger(__name__)
 
 PULL_PATH = "/v1/fleet/pull-messages"
-PUSH_PATH = "/v1/runtime/push-messages"  # the ServerApp's messages to the nodes
 # Below the SuperNode's HTTP timeout (Flower's client: 30 s) and its heartbeat interval; a held pull
 # is a request the SuperLink keeps open, so not much longer than the SuperNode's own longest sleep.
 HOLD_S = 2.0
@@ -50,7 +52,8 @@ class HeldPulls:
         self._empty_since: dict[int, int] = {}
 
     def pushed(self) -> None:
-        """The ServerApp pushed messages: every held pull goes on to Flower."""
+        """The ServerApp pushed a message, whole (flrepo.fl.message.complete_pushes): every held pull
+        goes on to Flower."""
         self.generation += 1
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
@@ -60,64 +63,23 @@ class HeldPulls:
         self._closing = True
         self._changed.set()
 
-    def notifying(self, app: Any) -> Any:
-        """`app` (the Runtime API's side) telling this of every ServerApp push it answered."""
-
-        async def wrapped(scope: Scope, receive: Any, send: Any) -> None:
-            await app(scope, receive, send)
-            if scope["type"] == "http" and scope.get("path") == PUSH_PATH:
-                self.pushed()
-
-        return wrapped
-
     async def pull(self, app: Any, scope: Scope, receive: Any, send: Any) -> None:
         """Serve a Fleet API pull-messages request through `app`, held first if it can find nothing."""
-        body = await _body(receive)
-        node = _node_of(body)
+        data = await body(receive)
+        node = _node_of(data)
         if node is not None and self._empty_since.get(node) == self.generation and not self._closing:
             self.held += 1
             changed = self._changed
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), self.hold_s)
         began = self.generation
-        chunks: list[bytes] = []
-        status = 0
-
-        async def sending(message: dict[str, Any]) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            elif message["type"] == "http.response.body":
-                chunks.append(message.get("body", b""))
-            await send(message)
-
-        sent = False
-
-        async def receiving() -> dict[str, Any]:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()  # the disconnect, when the client goes
-
-        await app(scope, receiving, sending)
+        status, answer = await answered(app, scope, replaying(data, receive), send)
         if node is None:
             return
-        if status == 200 and _no_message(b"".join(chunks)):
+        if status == 200 and _no_message(answer):
             self._empty_since[node] = began
         else:
             self._empty_since.pop(node, None)
-
-
-async def _body(receive: Any) -> bytes:
-    data = b""
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return data
-        data += message.get("body", b"")
-        if not message.get("more_body", False):
-            return data
 
 
 def _node_of(body: bytes) -> int | None:

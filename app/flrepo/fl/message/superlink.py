@@ -35,6 +35,7 @@ from typing import Any
 import uvicorn
 
 from flrepo.fl.message import plain_translation, scoped_middleware, serverapp_superexec
+from flrepo.fl.message.complete_pushes import CompletePushes
 from flrepo.fl.message.held_pulls import PULL_PATH, HeldPulls
 from flrepo.fl.message.polling import REPLY_WAKE_ENV, wake
 from flrepo.fl.message.programs import pdeathsig, run_forked, stock
@@ -42,8 +43,11 @@ from flrepo.fl.message.serverapp_superexec import PreForkedExecutor
 from flrepo.fl.message.site_supernode import Forked
 
 FLEET_PREFIX = "/v1/fleet/"
-# What a SuperNode sends that the ServerApp waits for: a reply (and its objects), its arrival.
-WAKE_PATHS = ("/v1/fleet/push-messages", "/v1/fleet/push-object", "/v1/fleet/activate-node")
+# What a SuperNode sends that the ServerApp waits for: a reply, whole with its objects; its arrival.
+FLEET_PUSH = ("/v1/fleet/push-messages", "/v1/fleet/push-object")
+WAKE_PATHS = ("/v1/fleet/activate-node",)
+# What the ServerApp sends that SuperNodes wait for (the Runtime API, on loopback).
+RUNTIME_PUSH = ("/v1/runtime/push-messages", "/v1/runtime/push-object")
 SUPEREXEC_POLL_ENV = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"
 SUPEREXEC_POLL_S = "0.1"
 LOOPBACK = "127.0.0.1"
@@ -63,20 +67,31 @@ Scope = dict[str, Any]
 
 class FleetOnly:
     """ASGI wrapper: Fleet API requests pass, anything else is 404 (and the lifespan is the
-    loopback server's, not ours). With `replies`, a SuperNode's push (a reply, or one of its
-    objects) or arrival is told, once stored, to whoever listens on that datagram socket: the ServerApp's grid
-    (flrepo.fl.message.fast_grid), which then pulls at once instead of polling for it. With `held`, a
+    loopback server's, not ours). With `replies`, a SuperNode's reply, once whole with its objects
+    (flrepo.fl.message.complete_pushes), or its arrival is told to whoever listens on that datagram
+    socket: the ServerApp's grid (flrepo.fl.message.fast_grid), which then pulls at once instead of
+    polling for it. With `held`, a
     SuperNode's pull that can find no message waits for the ServerApp's next push (flrepo.fl.message.held_pulls)."""
 
     def __init__(self, app: Any, replies: Path | None = None, held: HeldPulls | None = None) -> None:
+        from flwr.proto.fleet_pb2 import PushMessagesResponse
+
         self.app = app
         self.replies = replies
         self.held = held
+        self.pushes = CompletePushes(*FLEET_PUSH, PushMessagesResponse, self._wake) if replies is not None else None
+
+    def _wake(self) -> None:
+        if self.replies is not None:
+            wake(self.replies)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
         if path == PULL_PATH and self.held is not None:
             await self.held.pull(self.app, scope, receive, send)
+            return
+        if self.pushes is not None and self.pushes.watches(path):
+            await self.pushes.serve(self.app, scope, receive, send)
             return
         if path.startswith(FLEET_PREFIX):
             await self.app(scope, receive, send)
@@ -90,6 +105,19 @@ class FleetOnly:
             await send({"type": "http.response.body", "body": body})
         elif scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
+
+
+class Watched:
+    """ASGI wrapper: the pushes `pushes` watches go through it, everything else straight to `app`."""
+
+    def __init__(self, app: Any, pushes: CompletePushes) -> None:
+        self.app, self.pushes = app, pushes
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and self.pushes.watches(scope.get("path", "")):
+            await self.pushes.serve(self.app, scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 class _Server(uvicorn.Server):
@@ -155,7 +183,11 @@ async def serve(fleet: str, argv: list[str], prefork: PreForkedExecutor | None =
         ssl_keyfile=None,
     )  # fmt: skip
     app = create_app(inner, SuperLinkLifespan)
-    loopback = held.notifying(app) if held is not None else app
+    loopback: Any = app
+    if held is not None:
+        from flwr.proto.runtime_pb2 import PushAppMessagesResponse
+
+        loopback = Watched(app, CompletePushes(*RUNTIME_PUSH, PushAppMessagesResponse, held.pushed))
     log_config = get_uvicorn_log_config(console_handler.level)
     host, _, port = fleet.rpartition(":")
     servers = [
