@@ -110,3 +110,18 @@ async def test_several_rounds_in_one_report_are_appended_in_order(client, app, r
     task = (await client.get("/tasks/t1")).json()
     assert [h["round"] for h in task["history"]] == [4, 5, 6, 7] and task["current_round"] == 5
     assert (await client.put("/tasks/t1/status", json={"round_records": [{"round": 0}]})).status_code == 422
+
+
+async def test_round_records_are_stored_without_unset_fields_and_shown_with_them(client, raw_db):
+    """What a round leaves unset (None) is not stored, in the task or beside it, yet every answer shows it."""
+    await _start(client)
+    r = await client.put("/tasks/t1/status", json={"round": {"round": 1, "loss": 0.5, "epsilon": 0.25}})
+    assert r.status_code == 200, r.text
+    shown = r.json()["history"][-1]
+    assert shown["bytes_up"] is None and shown["duration_s"] is None and shown["epsilon"] == 0.25
+    assert shown["participants"] == 0 and shown["metrics"] == {}
+    stored = raw_db[0]["tasks"].find_one({"task_id": "t1"})["recent_rounds"][-1]
+    kept = raw_db[0]["task_rounds"].find_one({"task_id": "t1", "seq": 1}, {"_id": 0, "task_id": 0, "seq": 0})
+    assert stored == kept and "bytes_up" not in stored and stored["epsilon"] == 0.25
+    assert (await client.get("/tasks/t1")).json()["history"] == [shown]
+    assert (await client.get("/tasks/t1/history")).json() == [shown]
