@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from tests.helpers import make_task
 
 
@@ -78,7 +80,9 @@ async def test_concurrent_reports_all_land(client):
 async def test_records_kept_in_the_task_by_earlier_versions_move_to_their_collection(client, raw_db):
     await _start(client)
     legacy = [{"round": n, "loss": 1.0, "metrics": {}, "participants": 0, "failures": 0} for n in (1, 2)]
-    raw_db[0]["tasks"].update_one({"task_id": "t1"}, {"$set": {"history": legacy, "history_total": 2}})
+    # Written as an earlier version's report wrote them: with a new updated_at, as every write of a task does.
+    earlier = {"history": legacy, "history_total": 2, "updated_at": datetime.now(UTC)}
+    raw_db[0]["tasks"].update_one({"task_id": "t1"}, {"$set": earlier})
     assert [h["round"] for h in (await client.get("/tasks/t1")).json()["history"]] == [1, 2]  # shown as stored
     assert (await _round(client, 3)).status_code == 200
     task = (await client.get("/tasks/t1")).json()
