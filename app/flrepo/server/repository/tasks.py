@@ -228,6 +228,9 @@ async def report(
     (flrepo.server.repository.task_copies), else from the task as read.
     """
     check_report_size(update, record_bytes=record_bytes, report_bytes=report_bytes)
+    # What the report adds to the task, for the store's rules (Dialect.check_document): the rest of the
+    # update was read from this store, which held it (a hundred round records and the conditions).
+    added = update.model_dump(exclude_none=True)
     key = _key(task_id)
     coll = db.collection(TASKS.collection)
     # Where the store's updates are not atomic (FerretDB), the lock keeps two transitions (a
@@ -250,7 +253,7 @@ async def report(
                 if guessed:  # refused by what may be stale: decided on the task as stored
                     continue
                 raise
-            db.dialect.check_document(change)
+            db.dialect.check_document(added)
             # Matches only the task as read (or as last written here): any update since, of any writer, makes
             # this match nothing, and we retry on the task as read then.
             guard = {**key, "phase": phase_now.value, "updated_at": current.get("updated_at")}
