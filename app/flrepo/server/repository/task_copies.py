@@ -1,9 +1,9 @@
 """The task as this process last wrote it, so that the next status report need not read it first.
 
-A collector reports every round, and on the embedded store reading the task decodes the whole document,
-which costs about as much as the update itself. A copy is only a guess at what the store holds: a report
-writes with a compare-and-swap on the task's `phase` and `updated_at`, which every writer of a task
-changes, so a copy that another writer made stale (another replica, a site report, a checkpoint, a
+A collector reports every round, and on the embedded store reading the task decodes the whole document:
+about half of what the update costs it (bench/task_reports). A copy is only a guess at what the store
+holds: a report writes with a compare-and-swap on the task's `updated_at` (and phase), which every writer
+of a task sets, so a copy that another writer made stale (another replica, a site report, a checkpoint, a
 cancel) matches nothing and the report reads the task then. Writers in this process forget the copy
 after they write, so that the next report reads at once instead of trying the stale copy first.
 
