@@ -18,6 +18,7 @@ from pymongo import MongoClient
 
 from flrepo.server.auth import hash_key
 from flrepo.server.main import create_app
+from flrepo.server.repository.claims import token_hash
 from tests.helpers import PLAN, drop, make_settings, make_task, upload
 
 KEYS = {"collector": "key-of-the-collector", "intruder": "key-of-an-intruder", "admin": "key-of-the-admin"}
@@ -189,6 +190,28 @@ async def test_a_claim_lapses_with_the_heartbeat_and_a_restarted_collector_recla
     assert (await callers.admin.post("/tasks", json=unclaimed_plan)).status_code == 201
     detail = (await callers.collector.put("/tasks/t2/status", json={"phase": "Running"})).json()["detail"]
     assert "not claimed" in detail
+
+
+def _claimed_elsewhere(settings, token: str) -> None:
+    """Another replica's claim of t1: a new token (its hash) and a new updated_at, as claims.claim writes them."""
+    change = {"claim_sha256": token_hash(token), "updated_at": datetime.now(UTC)}
+    _raw(settings)["tasks"].update_one({"task_id": "t1"}, {"$set": change})
+
+
+async def test_a_claim_made_by_another_replica_decides_who_reports(callers, keyed_settings):
+    """A report starts from the task as this process last wrote it (flrepo.server.repository.task_copies);
+    a claim made since elsewhere still decides: the token it replaced is refused, its own is taken."""
+    first = await _claimed(callers)
+    _claimed_elsewhere(keyed_settings, "second")
+    stale = await callers.collector.put("/tasks/t1/status", json={"current_round": 1}, headers=_t(first))
+    assert stale.status_code == 403, stale.text
+    r = await callers.collector.put("/tasks/t1/status", json={"current_round": 1}, headers=_t("second"))
+    assert r.status_code == 200, r.text
+    _claimed_elsewhere(keyed_settings, "third")
+    r = await callers.intruder.put("/tasks/t1/status", json={"current_round": 2}, headers=_t("third"))
+    assert r.status_code == 200 and r.json()["current_round"] == 2, r.text
+    stale = await callers.collector.put("/tasks/t1/status", json={"current_round": 3}, headers=_t("second"))
+    assert stale.status_code == 403, stale.text
 
 
 async def test_local_executions_write_only_their_own_record(callers):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from tests.helpers import make_task
 
 
@@ -78,7 +80,9 @@ async def test_concurrent_reports_all_land(client):
 async def test_records_kept_in_the_task_by_earlier_versions_move_to_their_collection(client, raw_db):
     await _start(client)
     legacy = [{"round": n, "loss": 1.0, "metrics": {}, "participants": 0, "failures": 0} for n in (1, 2)]
-    raw_db[0]["tasks"].update_one({"task_id": "t1"}, {"$set": {"history": legacy, "history_total": 2}})
+    # Written as an earlier version's report wrote them: with a new updated_at, as every write of a task does.
+    earlier = {"history": legacy, "history_total": 2, "updated_at": datetime.now(UTC)}
+    raw_db[0]["tasks"].update_one({"task_id": "t1"}, {"$set": earlier})
     assert [h["round"] for h in (await client.get("/tasks/t1")).json()["history"]] == [1, 2]  # shown as stored
     assert (await _round(client, 3)).status_code == 200
     task = (await client.get("/tasks/t1")).json()
@@ -110,3 +114,18 @@ async def test_several_rounds_in_one_report_are_appended_in_order(client, app, r
     task = (await client.get("/tasks/t1")).json()
     assert [h["round"] for h in task["history"]] == [4, 5, 6, 7] and task["current_round"] == 5
     assert (await client.put("/tasks/t1/status", json={"round_records": [{"round": 0}]})).status_code == 422
+
+
+async def test_round_records_are_stored_without_unset_fields_and_shown_with_them(client, raw_db):
+    """What a round leaves unset (None) is not stored, in the task or beside it, yet every answer shows it."""
+    await _start(client)
+    r = await client.put("/tasks/t1/status", json={"round": {"round": 1, "loss": 0.5, "epsilon": 0.25}})
+    assert r.status_code == 200, r.text
+    shown = r.json()["history"][-1]
+    assert shown["bytes_up"] is None and shown["duration_s"] is None and shown["epsilon"] == 0.25
+    assert shown["participants"] == 0 and shown["metrics"] == {}
+    stored = raw_db[0]["tasks"].find_one({"task_id": "t1"})["recent_rounds"][-1]
+    kept = raw_db[0]["task_rounds"].find_one({"task_id": "t1", "seq": 1}, {"_id": 0, "task_id": 0, "seq": 0})
+    assert stored == kept and "bytes_up" not in stored and stored["epsilon"] == 0.25
+    assert (await client.get("/tasks/t1")).json()["history"] == [shown]
+    assert (await client.get("/tasks/t1/history")).json() == [shown]

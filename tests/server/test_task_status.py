@@ -172,3 +172,20 @@ async def test_the_service_checks_by_itself(mongo_url):
                 assert time.monotonic() - started >= 4  # not before its timeout
     finally:
         drop(settings)
+
+
+async def test_a_report_holds_what_the_store_cannot_hold_to_its_rules(app, client):
+    """Only what a report adds is checked against the store's rules (the rest was read from the store)."""
+    await _running(client)
+    for n in range(1, 4):
+        r = await client.put("/tasks/t1/status", json={"round": {"round": n}, "reason": "Progress"})
+        assert r.status_code == 200, r.text
+    settings = {"grid": [[1, 2], [3, 4]]}
+    r = await client.put("/tasks/t1/status", json={"current_round": 4, "strategy_settings": settings})
+    task = (await client.get("/tasks/t1")).json()
+    if app.state.db.dialect.nested_arrays:  # MongoDB
+        assert r.status_code == 200 and task["strategy_settings"] == settings, r.text
+    else:  # FerretDB: refused before anything is written
+        assert r.status_code == 422 and "arrays directly inside arrays" in r.json()["detail"], r.text
+        assert task["current_round"] == 0 and task["strategy_settings"] is None
+    assert [h["round"] for h in task["history"]] == [1, 2, 3]

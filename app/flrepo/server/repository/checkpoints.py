@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from flrepo.schemas.tasks import TERMINAL, CheckpointIn, Phase
-from flrepo.server.repository import claims, items
+from flrepo.server.repository import claims, items, task_copies
 from flrepo.server.repository.claims import Actor
 from flrepo.server.repository.items import FileCondition, FileView, Page
 from flrepo.server.repository.kinds import CHECKPOINTS, TASKS
@@ -110,10 +110,12 @@ async def _better(db: Database, task_id: str, round_number: int, loss: float, me
     # task's lock: where the store rewrites the whole document (FerretDB), an update read before a
     # cancel and written after it would put the cancelled task back to Running.
     async with claims.task_lock(db, task_id):
-        await db.collection(TASKS.collection).update_one(
+        result = await db.collection(TASKS.collection).update_one(
             {"task_id": task_id, "$or": [{"best": None}, {"best.loss": {"$gt": loss}}]},
             {"$set": {"best": best, "updated_at": items.now()}},
         )
+        if result.matched_count:
+            task_copies.forget(db, task_id)
 
 
 async def prune(db: Database, task_id: str) -> list[int]:

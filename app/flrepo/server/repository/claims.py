@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flrepo.schemas.tasks import DEFAULT_HEARTBEAT_TIMEOUT, TERMINAL, ClaimIn, Phase
-from flrepo.server.repository import items
+from flrepo.server.repository import items, task_copies
 from flrepo.server.repository.kinds import TASKS
 from flrepo.server.storage.db import Database
 from flrepo.server.storage.errors import Busy, Conflict, Forbidden
@@ -116,6 +116,7 @@ async def claim(db: Database, task_id: str, body: ClaimIn, key_id: str, admin: b
             change = {"$set": {TOKEN_FIELD: token_hash(token), "claimed_by": claimed_by, "updated_at": stamp}}
             guard = {**key, "phase": task["phase"], "updated_at": task.get("updated_at")}
             if (await coll.update_one(guard, change)).matched_count:
+                task_copies.forget(db, task_id)
                 return {
                     "task_id": task_id,
                     "token": token,

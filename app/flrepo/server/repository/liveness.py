@@ -16,7 +16,7 @@ from typing import Any
 from pymongo.errors import PyMongoError
 
 from flrepo.schemas.tasks import COLLECTOR_LOST, DEFAULT_HEARTBEAT_TIMEOUT, Phase
-from flrepo.server.repository import task_ends
+from flrepo.server.repository import task_copies, task_ends
 from flrepo.server.repository.claims import task_lock
 from flrepo.server.repository.kinds import TASKS
 from flrepo.server.repository.task_states import CONDITION_TYPES
@@ -94,6 +94,7 @@ async def _fail_lost(db: Database, doc: dict[str, Any], now: datetime, silent: f
             }
         }
         result = await tasks.update_one(same, change)
+        task_copies.forget(db, str(doc["task_id"]))
     if result.modified_count:
         log.warning("task %s: %s", doc["task_id"], message)
         task_ends.ended_now(db, str(doc["task_id"]))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from flrepo.schemas.tasks import TERMINAL, Phase, SiteReportIn
-from flrepo.server.repository import claims, items
+from flrepo.server.repository import claims, items, task_copies
 from flrepo.server.repository.kinds import TASKS
 from flrepo.server.storage.db import Database
 from flrepo.server.storage.errors import Busy, Conflict
@@ -34,5 +34,6 @@ async def put(db: Database, task_id: str, body: SiteReportIn, key_id: str) -> di
             guard = {**key, "updated_at": task.get("updated_at")}
             change = {"$set": {"site_reports": [*others, record], "updated_at": stamp}}
             if (await coll.update_one(guard, change)).matched_count:
+                task_copies.forget(db, task_id)
                 return await items.get(db, TASKS, key)
     raise Busy(f"task {task_id!r} is being updated too often; try again")

@@ -90,7 +90,11 @@ def transition(phase_now: Phase, update: StatusUpdate, stamp: datetime) -> tuple
     pushes: dict[str, Any] = {}
     records = [*(update.round_records or []), *([update.round] if update.round is not None else [])]
     if records:
-        pushes["history"] = [record.model_dump() for record in records]
+        # Stored without the fields left unset (None): the task document keeps the newest records
+        # (flrepo.server.repository.tasks.RECENT_ROUNDS) and the embedded store rewrites all of it, each
+        # field with its type, at every report. Every answer validates a record as RoundRecord, which
+        # puts the Nones back.
+        pushes["history"] = [record.model_dump(exclude_none=True) for record in records]
     if target != phase_now or update.reason:
         if target == Phase.RUNNING and target != phase_now:
             fields["start_time"] = stamp

@@ -15,13 +15,22 @@ from pymongo import ReturnDocument
 
 from flrepo.schemas.identifiers import MAX_IDENTIFIER
 from flrepo.schemas.tasks import CANCELLED, TERMINAL, Phase, StatusUpdate, TaskIn, output_version
-from flrepo.server.repository import checkpoints, claims, items, outputs, rounds, task_ends, task_privacy
+from flrepo.server.repository import (
+    checkpoints,
+    claims,
+    items,
+    outputs,
+    rounds,
+    task_copies,
+    task_ends,
+    task_privacy,
+)
 from flrepo.server.repository.claims import Actor
 from flrepo.server.repository.items import Page
 from flrepo.server.repository.kinds import MODELS, STRATEGIES, TASKS, TRANSFORMATIONS, Kind
 from flrepo.server.repository.task_states import InvalidTransition, initial_status, transition
 from flrepo.server.storage.db import Database
-from flrepo.server.storage.errors import AlreadyExists, Busy, Conflict, Invalid, NotFound, TooLarge
+from flrepo.server.storage.errors import AlreadyExists, Busy, Conflict, Forbidden, Invalid, NotFound, TooLarge
 
 # Conditions kept besides the latest of each type (flrepo.server.repository.task_states.CONDITION_TYPES).
 CONDITIONS_TAIL = 16
@@ -215,28 +224,45 @@ async def report(
     conditions are coalesced (bounded_conditions); a record larger than `record_bytes` or a report
     larger than `report_bytes` (as JSON) is TooLarge. The update is a compare-and-swap on the task's
     last change, repeated when another update came first (then the phase rules are applied again to
-    what that update left).
+    what that update left). It starts from the task as this process last wrote it when it has it
+    (flrepo.server.repository.task_copies), else from the task as read.
     """
     check_report_size(update, record_bytes=record_bytes, report_bytes=report_bytes)
+    # What the report adds to the task, for the store's rules (Dialect.check_document): the rest of the
+    # update was read from this store, which held it (a hundred round records and the conditions).
+    added = update.model_dump(exclude_none=True)
     key = _key(task_id)
     coll = db.collection(TASKS.collection)
     # Where the store's updates are not atomic (FerretDB), the lock keeps two transitions (a
     # collector's end and a cancel, say) from both passing the guard below.
     async with claims.task_lock(db, task_id):
-        for _ in range(items.SWAP_ATTEMPTS):
-            # The store rewrites the whole document anyway where it cannot cap an append: read it all there.
-            current = await items.get(db, TASKS, key)
-            if actor is not None:
-                claims.check(current, actor)
-            change, phase_now, appended = _change(current, update, keep_rounds)
-            db.dialect.check_document(change)
-            # Matches only the task as read: a concurrent update makes this match nothing, and we retry.
+        copy = task_copies.take(db, task_id)
+        reads = 0
+        while reads < items.SWAP_ATTEMPTS:
+            guessed = copy is not None
+            if copy is not None:
+                current, copy = copy, None
+            else:
+                current = await items.get(db, TASKS, key)
+                reads += 1
+            try:
+                if actor is not None:
+                    claims.check(current, actor)
+                change, phase_now, appended = _change(current, update, keep_rounds)
+            except (Forbidden, Conflict):
+                if guessed:  # refused by what may be stale: decided on the task as stored
+                    continue
+                raise
+            db.dialect.check_document(added)
+            # Matches only the task as read (or as last written here): any update since, of any writer, makes
+            # this match nothing, and we retry on the task as read then.
             guard = {**key, "phase": phase_now.value, "updated_at": current.get("updated_at")}
             # The task as updated comes back with the update (no read after it: a report is a collector's
             # every round, and 30 sites' processes leave the store's round trips slow).
             updated = await coll.find_one_and_update(guard, change, return_document=ReturnDocument.AFTER)
             if updated is not None:
                 updated.pop("_id", None)
+                task_copies.keep(db, task_id, updated)
                 # The sequence numbers are this update's alone: no other update read the same task.
                 await rounds.append(db, task_id, int(current.get("history_seq") or 0) + 1, appended, keep_rounds)
                 if update.phase in TERMINAL:  # held GET /tasks/{id}?wait_end answer now
@@ -299,5 +325,6 @@ async def delete(db: Database, task_id: str) -> None:
     if result.deleted_count == 0:
         await items.get(db, TASKS, key)  # NotFound when it does not exist
         raise Conflict(f"task {task_id!r} is Running; cancel it first (POST /tasks/{task_id}/cancel)")
+    task_copies.forget(db, task_id)
     await checkpoints.delete_all(db, task_id)
     await rounds.delete_all(db, task_id)
