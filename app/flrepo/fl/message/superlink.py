@@ -34,7 +34,7 @@ from typing import Any
 
 import uvicorn
 
-from flrepo.fl.message import plain_translation, scoped_middleware, serverapp_superexec
+from flrepo.fl.message import inline_endpoints, plain_translation, scoped_middleware, serverapp_superexec
 from flrepo.fl.message.complete_pushes import CompletePushes
 from flrepo.fl.message.held_pulls import PULL_PATH, HeldPulls
 from flrepo.fl.message.polling import REPLY_WAKE_ENV, wake
@@ -173,6 +173,7 @@ async def serve(fleet: str, argv: list[str], prefork: PreForkedExecutor | None =
         os.environ[REPLY_WAKE_ENV] = str(replies)
         scoped_middleware.install()  # Flower's Control/Fleet-only middleware on those requests only
         plain_translation.install_superlink()  # and its two translation layers as plain ASGI
+        inline_endpoints.install()  # its plain-function endpoints without a worker thread each
         held = HeldPulls()
     sys.argv = ["flower-superlink", *argv]
     config = _parse_superlink_lifespan_config()  # flower-superlink's own parsing and checks

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flrepo.fl.message import plain_translation
+from flrepo.fl.message import inline_endpoints, plain_translation
 from flrepo.fl.message.polling import Backoff, quick_object_pulls
 from flrepo.fl.message.programs import SECRET_ENV, WAKE_ENV, new_secret, pdeathsig, stock
 
@@ -151,6 +151,7 @@ def main() -> None:
         patch_loop(wake_path)
         quick_object_pulls()
         plain_translation.install_supernode()  # Flower's two translation layers as plain ASGI
+        inline_endpoints.install()  # its plain-function endpoints without a worker thread each
     sys.argv = ["flower-supernode", *argv]
     flower_supernode()
 
