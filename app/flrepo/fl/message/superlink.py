@@ -157,24 +157,12 @@ async def serve(fleet: str, argv: list[str], prefork: PreForkedExecutor | None =
     from flwr.superlink.main import create_app
 
     work = Path(tempfile.mkdtemp(prefix="flrepo-superlink-"))
-    secret: Path | None = None
-    replies: Path | None = None
-    held: HeldPulls | None = None
-    if not stock():
-        # flrepo's SuperExec (flrepo.fl.message.executor) starts the ServerApp: a fork of a
-        # process that imported it while the SuperLink started, instead of a cold program; it asks
-        # for the run's task every 0.1 s rather than every second.
-        os.environ.setdefault(SUPEREXEC_POLL_ENV, SUPEREXEC_POLL_S)
-        secret = work / "superexec-secret"
-        secret.write_bytes(os.urandom(32))
-        secret.chmod(0o600)
+    ours = None if stock() else _flrepo_runtime(work)
+    secret = ours.secret if ours is not None else None
+    replies = ours.replies if ours is not None else None
+    held = ours.held if ours is not None else None
+    if secret is not None:
         argv = [*argv, "--isolation", "process", "--superexec-auth-secret-file", str(secret)]
-        replies = work / "replies.sock"
-        os.environ[REPLY_WAKE_ENV] = str(replies)
-        scoped_middleware.install()  # Flower's Control/Fleet-only middleware on those requests only
-        plain_translation.install_superlink()  # and its two translation layers as plain ASGI
-        inline_endpoints.install()  # its plain-function endpoints without a worker thread each
-        held = HeldPulls()
     sys.argv = ["flower-superlink", *argv]
     config = _parse_superlink_lifespan_config()  # flower-superlink's own parsing and checks
     # The loopback side carries no TLS: Flower's helpers (SuperExec, the ServerApp) then connect in
@@ -219,13 +207,9 @@ async def serve(fleet: str, argv: list[str], prefork: PreForkedExecutor | None =
     first = asyncio.create_task(servers[0].serve())
     while not servers[0].started and not first.done():  # noqa: ASYNC110 - uvicorn offers no event to await
         await asyncio.sleep(0.05)
-    executor: PreForkedExecutor | subprocess.Popen[bytes] | None = None
+    executor = None
     if secret is not None and servers[0].started:
-        runtime_api = f"{LOOPBACK}:{config.port}"
-        if prefork is not None and prefork.go(runtime_api, secret):
-            executor = prefork
-        else:
-            executor = start_executor(runtime_api, secret)
+        executor = _executor(prefork, f"{LOOPBACK}:{config.port}", secret)
     if prefork is not None and executor is not prefork:
         prefork.terminate()
     second = asyncio.create_task(servers[1].serve())
@@ -240,6 +224,42 @@ async def serve(fleet: str, argv: list[str], prefork: PreForkedExecutor | None =
             raise task.exception()  # type: ignore[misc]
     if not all(server.started for server in servers):
         raise SystemExit("the SuperLink could not listen (see above)")
+
+
+@dataclasses.dataclass
+class FlreposRuntime:
+    """What flrepo adds to Flower's SuperLink (nothing of it with FLREPO_FLOWER_STOCK=1)."""
+
+    secret: Path  # the SuperExec's secret (SuperExec authentication on the Runtime API)
+    replies: Path  # the datagram socket the ServerApp's grid is woken on (flrepo.fl.message.fast_grid)
+    held: HeldPulls
+
+
+def _flrepo_runtime(work: Path) -> FlreposRuntime:
+    """Set this process up for flrepo's runtime: its SuperExec, wakes, held pulls, and Flower's
+    middleware and endpoints made cheaper."""
+    # flrepo's SuperExec (flrepo.fl.message.executor) starts the ServerApp: a fork of a process that
+    # imported it while the SuperLink started, instead of a cold program; it asks for the run's task
+    # every 0.1 s rather than every second.
+    os.environ.setdefault(SUPEREXEC_POLL_ENV, SUPEREXEC_POLL_S)
+    secret = work / "superexec-secret"
+    secret.write_bytes(os.urandom(32))
+    secret.chmod(0o600)
+    replies = work / "replies.sock"
+    os.environ[REPLY_WAKE_ENV] = str(replies)
+    scoped_middleware.install()  # Flower's Control/Fleet-only middleware on those requests only
+    plain_translation.install_superlink()  # and its two translation layers as plain ASGI
+    inline_endpoints.install()  # its plain-function endpoints without a worker thread each
+    return FlreposRuntime(secret, replies, HeldPulls())
+
+
+def _executor(
+    prefork: PreForkedExecutor | None, runtime_api: str, secret: Path
+) -> PreForkedExecutor | subprocess.Popen[bytes]:
+    """The SuperExec that starts the run's ServerApp: `prefork`, told to start, or a program."""
+    if prefork is not None and prefork.go(runtime_api, secret):
+        return prefork
+    return start_executor(runtime_api, secret)
 
 
 def start_executor(runtime_api: str, secret: Path) -> subprocess.Popen[bytes]:
