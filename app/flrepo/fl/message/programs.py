@@ -11,6 +11,7 @@ scripts come from elsewhere (a shared virtualenv) they are what makes the apps l
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -20,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn, Protocol
+from typing import Any, NoReturn, Protocol
 
 # Program name -> (module, function) of its entry point in the pinned flwr.
 ENTRY_POINTS = {
@@ -135,6 +136,21 @@ def as_forked_child() -> None:
     pdeathsig()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
+
+
+# What a parent may send its pre-forked child (flrepo.fl.message.site_supernode, serverapp_superexec).
+MAX_COMMAND_BYTES = 1 << 20
+
+
+def read_command(channel: socket.socket) -> dict[str, Any] | None:
+    """In a pre-forked child: what its parent sent (JSON) before closing its end of their pair, whole;
+    None when the parent closed it without a word (the child is not needed)."""
+    data = b""
+    while chunk := channel.recv(65536):
+        data += chunk
+        if len(data) > MAX_COMMAND_BYTES:
+            raise ValueError("the command from the parent process is too long")
+    return json.loads(data) if data else None
 
 
 def run_forked(name: str, body: Callable[[], None]) -> NoReturn:

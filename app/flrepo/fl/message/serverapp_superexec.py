@@ -25,12 +25,11 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from flrepo.fl.message.programs import run_forked
+from flrepo.fl.message.programs import read_command, run_forked
 
 log = logging.getLogger(__name__)
 
 PROCESS_NAME = "fl-serverexec"
-MAX_SETTINGS_BYTES = 1 << 20
 
 
 @dataclass
@@ -87,21 +86,11 @@ def prefork() -> PreForkedExecutor | None:
     return PreForkedExecutor(pid, ours)
 
 
-def _read_all(channel: socket.socket) -> bytes:
-    data = b""
-    while chunk := channel.recv(65536):
-        data += chunk
-        if len(data) > MAX_SETTINGS_BYTES:
-            raise ValueError("the SuperExec's settings are too long")
-    return data
-
-
 def _serve_when_told(channel: socket.socket) -> None:
-    data = _read_all(channel)
+    settings = read_command(channel)
     channel.close()
-    if not data:  # the SuperLink does not need it
+    if settings is None:  # the SuperLink does not need it
         return
-    settings = json.loads(data)
     os.environ.clear()
     os.environ.update(settings["env"])
     from flwr.supercore.constant import TaskType

@@ -25,9 +25,8 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
-from flrepo.fl.message.programs import run_forked, stop_child
+from flrepo.fl.message.programs import read_command, run_forked, stop_child
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +38,6 @@ PRELOAD = (
     "flrepo.fl.message.executor",
     "flrepo.fl.message.client",
 )
-MAX_COMMAND_BYTES = 1 << 20
 POLL_S = 0.02
 STOP_SECONDS = 10.0
 
@@ -126,21 +124,11 @@ def prefork() -> PreForkedNode:
     return PreForkedNode(pid, ours)
 
 
-def _read_command(channel: socket.socket) -> dict[str, Any] | None:
-    """The command the local execution sends, whole (it closes its end after it), or None."""
-    data = b""
-    while chunk := channel.recv(65536):
-        data += chunk
-        if len(data) > MAX_COMMAND_BYTES:
-            raise ValueError("the SuperNode's command is too long")
-    return json.loads(data) if data else None
-
-
 def _waiting(channel: socket.socket) -> None:
     """The pre-forked child: wait for the command, then run flrepo's SuperNode (or exit)."""
 
     def body() -> None:
-        command = _read_command(channel)
+        command = read_command(channel)
         channel.close()
         if command is None:  # the local execution does not need it
             os._exit(0)
