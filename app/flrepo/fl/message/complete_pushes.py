@@ -17,19 +17,14 @@ Flower's own client would.
 
 from __future__ import annotations
 
-import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from flrepo.fl.message.asgi_capture import answered, body, replaying
-
-log = logging.getLogger(__name__)
+from flrepo.fl.message.asgi_capture import Scope, answered, body, replaying
 
 # Sessions whose objects are not all pushed yet; a pusher that died leaves one behind: bounded.
 MAX_OPEN_SESSIONS = 10_000
-
-Scope = dict[str, Any]
 
 
 class CompletePushes:
@@ -76,10 +71,11 @@ class CompletePushes:
         except Exception:
             self.whole()
             return
+        if status != 200:
+            self.whole()  # the pusher may give up: let the waiting side see what there is
+            return
         missing = self._open.get(request.session_id)
-        if missing is None or status != 200:
-            if status != 200:
-                self.whole()  # the pusher may give up: let the waiting side see what there is
+        if missing is None:
             return
         missing.discard(request.object_id)
         if not missing:

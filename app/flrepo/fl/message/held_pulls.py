@@ -24,19 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from typing import Any
 
-from flrepo.fl.message.asgi_capture import answered, body, replaying
-
-log = logging.getLogger(__name__)
+from flrepo.fl.message.asgi_capture import Scope, answered, body, replaying
 
 PULL_PATH = "/v1/fleet/pull-messages"
 # Below the SuperNode's HTTP timeout (Flower's client: 30 s) and its heartbeat interval; a held pull
 # is a request the SuperLink keeps open, so not much longer than the SuperNode's own longest sleep.
 HOLD_S = 2.0
-
-Scope = dict[str, Any]
 
 
 class HeldPulls:

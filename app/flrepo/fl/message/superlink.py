@@ -95,8 +95,8 @@ class FleetOnly:
             return
         if path.startswith(FLEET_PREFIX):
             await self.app(scope, receive, send)
-            if self.replies is not None and path in WAKE_PATHS:
-                wake(self.replies)
+            if path in WAKE_PATHS:
+                self._wake()
             return
         if scope["type"] == "http":
             body = b'{"detail":"not found"}'
