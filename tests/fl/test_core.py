@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from flrepo.fl.core.discovery import Connection, DiscoveryTimeout, Site, discover
-from flrepo.fl.core.lifecycle import exit_code, fail, fail_site, mark_failed, started
+from flrepo.fl.core.lifecycle import RUNNING_PROGRESS, exit_code, fail, fail_site, mark_failed, started
 from flrepo.fl.core.link import IDENTITY, TaskLink
 from flrepo.fl.core.publishing import Written
 from flrepo.fl.core.reconnect import stay
@@ -217,6 +217,18 @@ def test_a_heartbeat_is_written_only_when_no_report_came_within_its_interval_or_
     later(10.5)
     beat.check()
     assert beat.writes == 3 and fl.repo.get_task("beat").active == 3
+
+
+def test_a_heartbeat_does_not_write_again_the_progress_the_running_report_showed(fl, tmp_path):
+    _task(fl, tmp_path, "quiet")  # its Running report says RUNNING_PROGRESS
+    shown = dict(RUNNING_PROGRESS)
+    beat = Heartbeat(TaskLink(fl.repo, "quiet"), 40.0, lambda: dict(shown), read_seconds=0.05, shown=RUNNING_PROGRESS)
+    beat.written_at -= 10.5  # PROGRESS_SECONDS after the Running report: a change would be due
+    beat.check()
+    assert beat.writes == 0
+    shown["active"] = 1  # a site joined: that is written
+    beat.check()
+    assert beat.writes == 1 and fl.repo.get_task("quiet").active == 1
 
 
 def test_a_heartbeat_reads_a_sites_failure_and_fails_the_task_with_its_reason(fl, tmp_path):

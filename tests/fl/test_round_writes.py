@@ -175,6 +175,29 @@ def test_flush_writes_at_once_and_drop_writes_nothing(monkeypatch):
     assert sender.flush(BOUND_S) and dropped.reports == [[1]] and dropped.checkpoints == [1]
 
 
+def test_a_final_flush_keeps_the_newest_rounds_report_for_the_tasks_end_report(monkeypatch):
+    monkeypatch.setattr(round_writes, "MAX_PAUSE_S", 3600.0)
+    gate = threading.Event()
+    recorder = Recorder(gate, write_s=0.05)
+    sender = Sender()
+    writes = RoundWrites(sender, recorder.checkpoint, recorder.report, share=0.0001)
+    add(writes, 1, 0.5)
+    assert recorder.writing.wait(BOUND_S)  # round 1's write is under way when the last rounds end
+    add(writes, 2, 0.4)
+    add(writes, 3, 0.3)
+    writes.flush(final=True)
+    gate.set()
+    assert sender.flush(BOUND_S)
+    # Round 1's write was not the last one, so it was sent; the last one reported round 2, wrote round
+    # 3's checkpoint, and kept round 3's report for the task's end.
+    assert recorder.reports == [[1], [2]] and recorder.checkpoints == [1, 3]
+    assert writes.held is not None and writes.held["round"]["round"] == 3 and writes.held["current_round"] == 3
+
+    # The end was not reported (the publishing failed): a plain flush sends the round on its own.
+    writes.flush()
+    assert sender.flush(BOUND_S) and recorder.reports == [[1], [2], [3]] and writes.held is None
+
+
 @pytest.mark.parametrize(("value", "expected"), [("", 0.02), ("0.2", 0.2), ("1", 1.0), ("0", 0.02), ("x", 0.02)])
 def test_the_share_comes_from_the_environment(monkeypatch, caplog, value, expected):
     monkeypatch.setenv(round_writes.SHARE_ENV, value)

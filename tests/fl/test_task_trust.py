@@ -128,6 +128,36 @@ def test_a_local_execution_refuses_a_discovery_record_not_signed_as_the_task_req
     assert fl.repo.get_task("pinned").phase == "Running"  # a refused record fails nothing
 
 
+def test_a_collector_ends_its_task_with_the_last_round_in_the_end_report(keyed, tmp_path, caplog):
+    """The final flush keeps the newest round's report for the task's end (one report fewer per task):
+    its checkpoint goes first, which the service takes from a collector (no admin) one round past the
+    reported progress, then one report carries the round and Succeeded."""
+    fl, _ = keyed
+    register_model(fl.repo, "digits", "v1", "numpy", tmp_path)
+    fl.repo.create_task(digits_task("ending", rounds=3, clients=1))
+    with RepositoryClient(fl.url, api_key=KEYS["collector"]) as collector:
+        claim(collector, "ending", "test:1")
+        link = TaskLink(collector, "ending")
+        started(link, fl.repo.get_task("ending").model_dump(), None, None, "legacy", "127.0.0.1:9", None)
+        reporter = RoundReporter(link)
+        reporter.writes.share = 0.0001  # each write waits its (capped) pause: rounds 2 and 3 are held
+        with caplog.at_level(logging.WARNING, logger="flrepo.fl.core.reporting"):
+            for n in (1, 2, 3):
+                reporter.trained(n, [("site-a", 10, {})], [])
+                reporter.round_done(n, 1.0 / n, {"accuracy": 0.3 * n}, [np.full(2, float(n))], active=1)
+            assert reporter.flush(60, final=True)
+        assert "could not" not in caplog.text, caplog.text
+        held = reporter.held()
+        assert held["current_round"] == 3 and held["round"]["round"] == 3
+        before = fl.repo.get_task("ending")
+        assert before.current_round == 2 and [h.round for h in before.history] == [1, 2]
+        assert 3 in [c.round for c in fl.repo.list_checkpoints("ending") if c.size is not None]
+        link.report(**{**held, "phase": "Succeeded", "reason": "TrainingComplete", "active": 0})
+    task = fl.repo.get_task("ending")
+    assert task.phase == "Succeeded" and task.current_round == 3 and task.active == 0
+    assert [h.round for h in task.history] == [1, 2, 3] and task.participants[0].last_round == 3
+
+
 def test_rounds_written_together_reach_the_task_with_their_checkpoints(keyed, tmp_path, caplog):
     """A collector (no admin) writing held rounds together: the service takes a checkpoint at most one
     round past the task's reported progress, so the earlier rounds are reported before the newest's

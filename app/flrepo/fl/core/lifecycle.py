@@ -35,6 +35,11 @@ def exit_code(end: Ended) -> int:
     return 0 if end.phase == "Succeeded" or end.cancelled else 1
 
 
+# What the Running report says of the participants (none connected yet): the collector's heartbeat
+# starts from it (flrepo.fl.core.watch.Heartbeat `shown`) and writes only a change.
+RUNNING_PROGRESS: dict[str, Any] = {"active": 0}
+
+
 def started(
     link: TaskLink,
     task: dict[str, Any],
@@ -53,7 +58,7 @@ def started(
         "phase": "Running",
         **discovery.signed_fields(signer, task["task_id"], runtime, address, ca),
         "collector": IDENTITY,
-        "active": 0,
+        **RUNNING_PROGRESS,
     }
     if settings is not None:
         fields["strategy_settings"] = settings

@@ -150,21 +150,25 @@ def finish(
     written: Written,
     figures: Mapping[str, Any] | None = None,
     privacy: dict[str, Any] | None = None,
+    last_round: Mapping[str, Any] | None = None,
 ) -> None:
     """Publish the result (with the runtime's `figures` of the run) and the trained model (with the
-    privacy guarantee it was trained under, flrepo.fl.privacy_accounting), then mark the task Succeeded."""
+    privacy guarantee it was trained under, flrepo.fl.privacy_accounting), then mark the task Succeeded,
+    in one report with `last_round`, the newest round's report when the rounds' writes kept it for this
+    one (flrepo.fl.core.round_writes: its checkpoint is written already)."""
     repo = link.repo
-    task = repo.get_task(link.task_id).model_dump()  # with the best round the checkpoints set
+    task = repo.get_task(link.task_id, history=0).model_dump()  # with the best round the checkpoints set
     final, chosen = published_weights(repo, task, final)
     store_result(repo, task, last_loss, last_metrics, final, chosen, figures, privacy)
     written.result = True
     made = lineage(task, chosen, last_loss, last_metrics)
     written.models.append(publish_model(repo, task, model, final, workdir, made, privacy))
-    link.report(
-        phase="Succeeded",
-        reason="TrainingComplete",
-        message=f"{task['rounds']} rounds; published round {chosen} ({task['publish']}) as "
+    end = {
+        "phase": "Succeeded",
+        "reason": "TrainingComplete",
+        "message": f"{task['rounds']} rounds; published round {chosen} ({task['publish']}) as "
         f"{task['model']['model_name']}/{output_version(task)}",
-        result={**task["model"], "training_id": link.task_id, "output_model_version": output_version(task)},
-        active=0,
-    )
+        "result": {**task["model"], "training_id": link.task_id, "output_model_version": output_version(task)},
+        "active": 0,
+    }
+    link.report(**{**(last_round or {}), **end})

@@ -155,10 +155,16 @@ class RoundReporter:
         if not self._chained:
             self.round_started = time.monotonic()
 
-    def flush(self, timeout: float = FLUSH_SECONDS) -> bool:
-        """Wait for the rounds' reports and checkpoints (before the task's end is reported)."""
-        self.writes.flush()
+    def flush(self, timeout: float = FLUSH_SECONDS, final: bool = False) -> bool:
+        """Wait for the rounds' reports and checkpoints (before the task's end is reported); `final`: the
+        newest round's report is kept for the task's end report to carry (`held`)."""
+        self.writes.flush(final)
         return self.sender.flush(timeout)
+
+    def held(self) -> dict[str, Any]:
+        """The newest round's report a final flush kept (flrepo.fl.core.round_writes): the task's end
+        report carries it; {} when it was sent already. A `flush()` after a failed end sends it."""
+        return dict(self.writes.held or {})
 
     def figures(self) -> dict[str, float]:
         """What the rounds cost, for the training result: their time, how much of it they waited for

@@ -19,6 +19,11 @@ few seconds (30 legacy sites, 30 rounds of 0.08 s: bench/RESULTS.md). Rounds tha
 than that pause are written one by one, as before; `flush` writes what is held at once. A resume
 starts from the newest checkpoint written, at most one pause back.
 
+At the task's end (`flush(final=True)`) the last write's newest-round report is not sent but kept in
+`held`, for the task's end report to carry (flrepo.fl.core.publishing.finish): one status report fewer
+per task, after the round's checkpoint as before. A `flush()` after it (the end was not reported: the
+publishing failed) sends it on its own.
+
 The first round's write waits a pause too (at most MAX_FIRST_PAUSE_S), as though a write had just
 ended, its cost estimated by `first_cost` (a round write is three requests: a status report, a
 checkpoint's registration and its upload, each about as long as the task's last status report):
@@ -109,6 +114,8 @@ class RoundWrites:
         self._due: float | None = None  # when the next write may start (time.monotonic); None: no round yet
         self._hurry = threading.Event()
         self._dropped = False
+        self._final = False  # flush(final=True): the last write keeps its last report in `held`
+        self.held: dict[str, Any] | None = None
 
     def add(self, status: Mapping[str, Any], record: dict[str, Any], staged: Staged | None) -> None:
         """A round ended: its record, the task's status after it, its checkpoint (if any)."""
@@ -132,8 +139,13 @@ class RoundWrites:
         self._best = lowest if keep else None
         self._newest = staged
 
-    def flush(self) -> None:
-        """Write what is held without the pause (the task is ending)."""
+    def flush(self, final: bool = False) -> None:
+        """Write what is held without the pause (the task is ending); `final`: the last write keeps its
+        newest round's report in `held` for the task's end report (see the module docstring)."""
+        self._final = final
+        if not final and self.held is not None:
+            fields, self.held = self.held, None
+            self.sender.send(lambda: self.report(fields))
         self._hurry.set()
 
     def drop(self) -> None:
@@ -141,10 +153,11 @@ class RoundWrites:
         self._dropped = True
         self._hurry.set()
 
-    def _report(self, records: list[dict[str, Any]], status: Mapping[str, Any]) -> None:
+    @staticmethod
+    def _fields(records: list[dict[str, Any]], status: Mapping[str, Any]) -> dict[str, Any]:
         """One status report carrying `records` (oldest first) and `status`."""
         earlier = {"round_records": records[:-1]} if len(records) > 1 else {}
-        self.report({**status, **earlier, "round": records[-1]})
+        return {**status, **earlier, "round": records[-1]}
 
     def _pause(self, took: float) -> float:
         """The pause after a write that took `took` s: the writes' time a `share` of the whole."""
@@ -165,13 +178,18 @@ class RoundWrites:
         if checkpoints and checkpoints[-1].round > records[0]["round"]:
             # The service takes a checkpoint at most one round past the task's reported progress
             # (flrepo.server.repository.checkpoints): the earlier held rounds are reported first.
-            self._report(records[:-1], {**status, "current_round": records[-2]["round"]})
+            self.report(self._fields(records[:-1], {**status, "current_round": records[-2]["round"]}))
             records = records[-1:]
         # Then the checkpoints, then the newest round: a round the task shows can be resumed from.
         for checkpoint in checkpoints:
             if self.checkpoint(checkpoint) and checkpoint.loss is not None:
                 self._best_written = min(self._best_written, checkpoint.loss)
-        self._report(records, status)
+        with self._lock:
+            last = self._final and not self._records  # no round is held for a write after this one
+        if last:
+            self.held = self._fields(records, status)
+        else:
+            self.report(self._fields(records, status))
         self.writes += 1
         took = time.monotonic() - started
         self.seconds += took

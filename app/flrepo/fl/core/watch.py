@@ -185,6 +185,7 @@ class Heartbeat(_Watcher):
         progress: Callable[[], dict[str, Any]] = dict,
         on_end: Callable[[Ended], None] = lambda ended: interrupt_main(),
         read_seconds: float = READ_SECONDS,
+        shown: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(link.repo, link.task_id, interval_for(heartbeat_timeout), on_end)
         self.link, self.progress = link, progress
@@ -192,7 +193,9 @@ class Heartbeat(_Watcher):
         self.since = datetime.now(UTC)  # site records older than this run are not its concern
         self.reported_at = time.monotonic()  # the collector's Running report has just gone out
         self.written_at = self.reported_at
-        self.reported: dict[str, Any] | None = None  # the progress last written
+        # The progress last written: to begin with, what the collector's Running report said
+        # (`shown`; flrepo.fl.core.lifecycle.RUNNING_PROGRESS), not written again.
+        self.reported: dict[str, Any] | None = shown
         self.stamp: datetime | None = None  # the task's last heartbeat as last seen
         self.writes = 0
         self.writing = threading.Lock()

@@ -17,7 +17,7 @@ from flwr.server.superlink.fleet.grpc_bidi.grpc_server import start_grpc_server
 
 from flrepo.fl import strategy_setup
 from flrepo.fl.core.compression import Compression
-from flrepo.fl.core.lifecycle import fail, started, stopped
+from flrepo.fl.core.lifecycle import RUNNING_PROGRESS, fail, started, stopped
 from flrepo.fl.core.link import TaskLink
 from flrepo.fl.core.publishing import Written, finish
 from flrepo.fl.core.reporting import ParticipantWait
@@ -68,7 +68,8 @@ def run(link: TaskLink, task: dict[str, Any], strategy: Strategy, serving: Servi
                 stop_server(0)
                 interrupt_main()
 
-            heartbeat = Heartbeat(link, float(task["heartbeat_timeout"]), reporting.progress, stop)
+            timeout = float(task["heartbeat_timeout"])
+            heartbeat = Heartbeat(link, timeout, reporting.progress, stop, shown=RUNNING_PROGRESS)
             heartbeat.start()
             remaining = int(task["rounds"]) - done
             if remaining > 0:
@@ -79,7 +80,7 @@ def run(link: TaskLink, task: dict[str, Any], strategy: Strategy, serving: Servi
                 )
                 server = Server(client_manager=client_manager, strategy=reporting)
                 run_fl(server, ServerConfig(num_rounds=remaining, round_timeout=task.get("round_timeout")))
-            reporting.reporter.flush()  # the rounds' reports and checkpoints before the task's end
+            reporting.reporter.flush(final=True)  # the rounds' reports and checkpoints before the task's end
             heartbeat.stop()
             final, rounds_done = reporting.latest_weights(), done + reporting.rounds_done
             if final is None and resume is not None and remaining <= 0:
@@ -90,7 +91,7 @@ def run(link: TaskLink, task: dict[str, Any], strategy: Strategy, serving: Servi
                 )
             last = reporting.last_loss, reporting.last_metrics
             figures, guarantee = reporting.reporter.figures(), private.guarantee()
-            finish(link, model, final, *last, Path(tmp), written, figures, guarantee)
+            finish(link, model, final, *last, Path(tmp), written, figures, guarantee, reporting.reporter.held())
             return 0
     except KeyboardInterrupt:
         if heartbeat is None or heartbeat.ended is None:

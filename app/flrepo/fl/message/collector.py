@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flrepo.fl.core.lifecycle import exit_code, fail, started, stopped
+from flrepo.fl.core.lifecycle import RUNNING_PROGRESS, exit_code, fail, started, stopped
 from flrepo.fl.core.link import TaskLink
 from flrepo.fl.core.publishing import Written
 from flrepo.fl.core.resume import Resume, resume_round
@@ -221,7 +221,7 @@ def run(link: TaskLink, task: dict[str, Any], serving: Serving, allow_unsigned: 
             # Its held reads of the task also see the end the moment the service records it, not at the
             # next heartbeat: the ServerApp's own Succeeded report ends the collector while Flower still
             # winds the run down (its task output, the run's logs: a second or two).
-            heartbeat = Heartbeat(link, float(task["heartbeat_timeout"]), progress, seen)
+            heartbeat = Heartbeat(link, float(task["heartbeat_timeout"]), progress, seen, shown=RUNNING_PROGRESS)
             heartbeat.start()
             return _until_done(link, task, control, superlink, run_id, ends, woken)
     except Exception as exc:

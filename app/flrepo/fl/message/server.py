@@ -210,10 +210,11 @@ def run_task(grid: Grid, run_config: dict[str, Any]) -> None:
                         f"training stopped after {done + reporter.rounds_done} of {task['rounds']} rounds "
                         "without final weights"
                     )
-                reporter.flush()  # the rounds' reports and checkpoints before the task's end
+                reporter.flush(final=True)  # the rounds' reports and checkpoints before the task's end
                 totals = {**reporter.last_metrics, **hooks.traffic.total.totals()}  # in the training result
                 figures, guarantee = reporter.figures(), private.guarantee()
-                finish(link, model, final, reporter.last_loss, totals, Path(tmp), written, figures, guarantee)
+                last = reporter.last_loss, totals
+                finish(link, model, final, *last, Path(tmp), written, figures, guarantee, reporter.held())
         except Exception as exc:
             if reporter is not None:
                 reporter.flush()
