@@ -2,10 +2,11 @@
 
 For each repetition and each `--ferretdb-bin [LABEL=]PATH` (their order alternating between
 repetitions), a fresh `flrepo serve --embedded` (bench/store.py's Service) takes `--n` uploads of a
-`--mib` file (PUT /model/NAME/1) and `--n` downloads of it (GET), and the ferretdb process's user +
-system CPU (/proc/PID/stat) is read around each transfer; the service's own CPU beside it. Prints each
-binary's CPU seconds per upload and per download (median of all its transfers, and the range of the
-repetitions' medians).
+`--mib` file (PUT /model/NAME/1: the first stores it, the others replace it), each followed by a
+download (GET), and the ferretdb process's user + system CPU (/proc/PID/stat) is read around each
+transfer; the service's own CPU beside it. Prints every transfer's figures, then each binary's CPU
+seconds per upload and per download (median of all its transfers, and the range of the repetitions'
+medians).
 
 Usage: python bench/store_cpu.py --ferretdb-bin old=/path/to/ferretdb --ferretdb-bin new=tools/bin/ferretdb \
            [--mib 64] [--n 3] [--repeats 2]
@@ -62,8 +63,8 @@ def main() -> None:
             for label, binary in bins if rep % 2 == 0 else bins[::-1]:
                 got = measure(binary, Path(tmp) / f"{label}-{rep}", args.mib, args.n)
                 runs[label].append(got)
-                cells = ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in got.items())
-                print(f"rep {rep + 1} {label}: CPU s per {args.mib} MiB: {cells}", flush=True)
+                cells = ", ".join(f"{k} {' '.join(f'{x:.2f}' for x in v)}" for k, v in got.items())
+                print(f"rep {rep + 1} {label}: CPU s per {args.mib} MiB, each transfer: {cells}", flush=True)
     print(f"\nCPU seconds per {args.mib} MiB transfer (median of all; range of the repetitions' medians):")
     for label, reps in runs.items():
         parts = []
