@@ -3,8 +3,10 @@ an embedded FerretDB: a collector claims a task and sends N reports, each with a
 message (a condition each, before conditions were coalesced) and a round record. Prints, per block of
 reports, the median latency and the task document's size (BSON), the ratio of the last block's median
 to the first's, and the CPU each report cost the store and the API server (their processes' time over
-the run: on one machine, what a report takes from the cores the rounds need, #20).
-Usage: python bench/task_reports.py [--reports 1000] [--block 100] [--history 1000]"""
+the run: on one machine, what a report takes from the cores the rounds need, #20). With `--checkpoints N`,
+then N checkpoints of the reported rounds (registered, then a 5 KB .npz uploaded, as a collector's round
+writes make them): their median latency and the CPU each cost the store and the API server.
+Usage: python bench/task_reports.py [--reports 1000] [--block 100] [--history 1000] [--checkpoints 0]"""
 
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ def main() -> None:
     parser.add_argument("--reports", type=int, default=1000)
     parser.add_argument("--block", type=int, default=100)
     parser.add_argument("--history", type=int, default=1000, help="FLREPO_TASK_HISTORY_ROUNDS")
+    parser.add_argument("--checkpoints", type=int, default=0, help="checkpoints after the reports (<= --reports)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         mongo = EmbeddedMongo(Path(tmp) / "db", log_file=Path(tmp) / "ferretdb.log").start()
@@ -38,15 +41,22 @@ def main() -> None:
             with api_server(Path(tmp), mongo.url, **env) as (url, server), MongoClient(mongo.url) as raw:
                 pids = {"store": mongo.process.pid if mongo.process else None, "API server": server.pid}
                 before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-                run(url, raw["bench"]["tasks"], args.reports, args.block)
+                token = run(url, raw["bench"]["tasks"], args.reports, args.block)
                 spent = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
                 each = ", ".join(f"{name} {1000 * s / args.reports:.1f} ms CPU" for name, s in spent.items())
                 print(f"{each} per report")
+                if args.checkpoints:
+                    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                    checkpoints(url, token, min(args.checkpoints, args.reports))
+                    spent = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+                    each = ", ".join(f"{name} {1000 * s / args.checkpoints:.1f} ms CPU" for name, s in spent.items())
+                    print(f"{each} per checkpoint (registered and uploaded)")
         finally:
             mongo.stop()
 
 
-def run(url: str, tasks: object, reports: int, block: int) -> None:
+def run(url: str, tasks: object, reports: int, block: int) -> str:
+    """The reports; the task token they were sent with."""
     with RepositoryClient(url, keyring=Keyring()) as repo:
         repo.create_model("bench", "v1", library="numpy")
         repo.create_strategy("fedavg")
@@ -81,6 +91,25 @@ def run(url: str, tasks: object, reports: int, block: int) -> None:
             p95 = statistics.quantiles(times, n=20)[-1] if len(times) > 1 else times[0]
             print(f"{start + len(times):>8} {median:>10.1f} {p95:>8.1f} {size / 1024:>8.0f}")
         print(f"last block's median / first block's: {median / first:.2f}")
+        return str(repo.task_token)
+
+
+def checkpoints(url: str, token: str, count: int) -> None:
+    """`count` checkpoints of task t's reported rounds, as a collector writes them (flrepo.fl.core.link)."""
+    import numpy as np
+
+    from flrepo.fl.weights import to_npz
+
+    data = to_npz([np.zeros((64, 10), dtype=np.float32), np.zeros(10, dtype=np.float32)])  # the digits model
+    times = []
+    with RepositoryClient(url, keyring=Keyring()) as repo:
+        repo.task_token = token
+        for n in range(1, count + 1):
+            began = time.perf_counter()
+            repo.create_checkpoint("t", n, loss=1.0 / n, metrics={"acc": 0.9})
+            repo.upload_checkpoint("t", n, io.BytesIO(data), filename=f"round-{n}.npz")
+            times.append((time.perf_counter() - began) * 1000)
+    print(f"checkpoints: {count}, median {statistics.median(times):.1f} ms (register + upload, {len(data)} bytes)")
 
 
 if __name__ == "__main__":

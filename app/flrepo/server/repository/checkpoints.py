@@ -74,11 +74,18 @@ async def create(db: Database, task_id: str, body: CheckpointIn, actor: Actor | 
 async def attachable(db: Database, task_id: str, round_number: int, actor: Actor | None = None) -> dict[str, Any]:
     """The checkpoint a file may be attached to now (what `attach` checks before it reads a byte): `actor`
     holds the running task's claim, the checkpoint exists and has no file yet (Conflict)."""
-    await _writable(db, task_id, actor)
+    return (await _attachable(db, task_id, round_number, actor))[1]
+
+
+async def _attachable(
+    db: Database, task_id: str, round_number: int, actor: Actor | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`attachable`, with the task as read."""
+    task = await _writable(db, task_id, actor)
     current = await items.get(db, CHECKPOINTS, key(task_id, round_number))
     if current.get(CHECKPOINTS.id_field):
         raise Conflict(f"checkpoint {round_number} of task {task_id!r} has its file; checkpoints are immutable")
-    return current
+    return task, current
 
 
 async def attach(
@@ -92,19 +99,25 @@ async def attach(
 ) -> StoredFile:
     """The checkpoint's file, once (its sha256 and size are recorded with it); then the task's `best`
     follows it and older checkpoints are pruned."""
-    current = await attachable(db, task_id, round_number, actor)
+    task, current = await _attachable(db, task_id, round_number, actor)
     # Only while it has none, checked again by the switch: two uploads cannot both land.
     # The client's own If-Match / If-None-Match still answer 412 as on any upload.
     asked = condition or FileCondition()
     once = FileCondition(exists=False, sha256=asked.sha256, not_sha256=asked.not_sha256)
-    stored = await items.attach(db, CHECKPOINTS, key(task_id, round_number), receive, max_bytes, condition=once)
+    where = key(task_id, round_number)
+    stored = await items.attach(db, CHECKPOINTS, where, receive, max_bytes, condition=once, current=current)
+    best = (task.get("best") or {}).get("round")
     if current.get("loss") is not None:
-        await _better(db, task_id, round_number, float(current["loss"]), current.get("metrics") or {})
-    await prune(db, task_id)
+        if await _better(db, task_id, round_number, float(current["loss"]), current.get("metrics") or {}):
+            best = round_number
+    # The task as read before the upload says how many to keep, and which round was best then: the
+    # task's one collector writes its checkpoints one after the other, so no other changed it since.
+    await prune(db, task_id, task, best)
     return stored
 
 
-async def _better(db: Database, task_id: str, round_number: int, loss: float, metrics: dict[str, Any]) -> None:
+async def _better(db: Database, task_id: str, round_number: int, loss: float, metrics: dict[str, Any]) -> bool:
+    """Make the checkpoint the task's `best` if it beats it; whether it did."""
     best = {"round": round_number, "loss": loss, "metrics": metrics}
     # Only replaces a worse (or no) best: concurrent checkpoints cannot put back a worse one. Under the
     # task's lock: where the store rewrites the whole document (FerretDB), an update read before a
@@ -116,14 +129,17 @@ async def _better(db: Database, task_id: str, round_number: int, loss: float, me
         )
         if result.matched_count:
             task_copies.forget(db, task_id)
+    return bool(result.matched_count)
 
 
-async def prune(db: Database, task_id: str) -> list[int]:
+async def prune(db: Database, task_id: str, task: dict[str, Any] | None = None, best: int | None = None) -> list[int]:
     """Remove the checkpoints beyond the task's `checkpoints_kept` newest with a file (and older
-    ones that never got their file), keeping the best; return the rounds removed."""
-    task = await items.get(db, TASKS, {"task_id": task_id})
+    ones that never got their file), keeping the best; return the rounds removed. `task` and `best`:
+    the task and its best round as the caller knows them (else read)."""
+    if task is None:
+        task = await items.get(db, TASKS, {"task_id": task_id})
+        best = (task.get("best") or {}).get("round")
     kept = int(task.get("checkpoints_kept") or 3)
-    best = (task.get("best") or {}).get("round")
     cursor = db.collection(CHECKPOINTS.collection).find({"task_id": task_id}, {"round": 1, "weights_id": 1, "_id": 0})
     docs = [doc async for doc in cursor]
     filed = sorted(doc["round"] for doc in docs if doc.get(CHECKPOINTS.id_field))

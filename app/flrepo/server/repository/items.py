@@ -196,6 +196,7 @@ async def attach(
     *,
     expect: dict[str, Any] | None = None,
     condition: FileCondition | None = None,
+    current: dict[str, Any] | None = None,
 ) -> StoredFile:
     """Store the file `receive()` yields, point the item at it, then delete the file it replaced.
 
@@ -205,10 +206,13 @@ async def attach(
     (as aerOS stored it) matches anything and is set to the expected value with the file.
     A `condition` on the current file is checked first (PreconditionFailed) and again, atomically,
     by the switch: a file replaced by someone else during the upload is never overwritten.
+    `current`: the item as the caller has just read it (checked, not read again).
     """
     expect = expect or {}
     condition = condition or FileCondition()
-    current = await attachable(db, kind, key, expect=expect, condition=condition)
+    if current is None:
+        current = await get(db, kind, key)
+    check_attachable(kind, key, current, expect=expect, condition=condition)
     incoming = await receive()
     named = {**current, **key, **expect}
     stored = await blobs.store(
@@ -244,12 +248,24 @@ async def attachable(
     """The item a file may be attached to now (what `attach` checks before it reads a byte): it exists
     (NotFound), matches `expect` (Conflict) and `condition` holds on its file (PreconditionFailed)."""
     current = await get(db, kind, key)
+    check_attachable(kind, key, current, expect=expect, condition=condition)
+    return current
+
+
+def check_attachable(
+    kind: Kind,
+    key: dict[str, Any],
+    current: dict[str, Any],
+    *,
+    expect: dict[str, Any] | None = None,
+    condition: FileCondition | None = None,
+) -> None:
+    """`attachable`'s checks on the item `current` as read."""
     for field_name, wanted in (expect or {}).items():
         if current.get(field_name) not in (None, wanted):
             raise Conflict(f"{kind.describe(key)} has {field_name}={current.get(field_name)!r}, not {wanted!r}")
     if not (condition or FileCondition()).holds(current, kind.id_field):
         raise _precondition_failed(kind, key, current)
-    return current
 
 
 async def rename_file(db: Database, file_id: Any, grid_name: str, fields: dict[str, Any]) -> bool:
