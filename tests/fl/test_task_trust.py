@@ -10,6 +10,7 @@ import logging
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -128,19 +129,27 @@ def test_a_local_execution_refuses_a_discovery_record_not_signed_as_the_task_req
     assert fl.repo.get_task("pinned").phase == "Running"  # a refused record fails nothing
 
 
+@contextmanager
+def _holding_collector(fl, tmp_path, task_id: str, rounds: int) -> Iterator[tuple[TaskLink, RoundReporter]]:
+    """A collector with a writer key that claimed and started the task; its reporter's writes each wait
+    their (capped) pause, so the rounds that end after the first are held and written together."""
+    register_model(fl.repo, "digits", "v1", "numpy", tmp_path)
+    fl.repo.create_task(digits_task(task_id, rounds=rounds, clients=1))
+    with RepositoryClient(fl.url, api_key=KEYS["collector"]) as collector:
+        claim(collector, task_id, "test:1")
+        link = TaskLink(collector, task_id)
+        started(link, fl.repo.get_task(task_id).model_dump(), None, None, "legacy", "127.0.0.1:9", None)
+        reporter = RoundReporter(link)
+        reporter.writes.share = 0.0001
+        yield link, reporter
+
+
 def test_a_collector_ends_its_task_with_the_last_round_in_the_end_report(keyed, tmp_path, caplog):
     """The final flush keeps the newest round's report for the task's end (one report fewer per task):
     its checkpoint goes first, which the service takes from a collector (no admin) one round past the
     reported progress, then one report carries the round and Succeeded."""
     fl, _ = keyed
-    register_model(fl.repo, "digits", "v1", "numpy", tmp_path)
-    fl.repo.create_task(digits_task("ending", rounds=3, clients=1))
-    with RepositoryClient(fl.url, api_key=KEYS["collector"]) as collector:
-        claim(collector, "ending", "test:1")
-        link = TaskLink(collector, "ending")
-        started(link, fl.repo.get_task("ending").model_dump(), None, None, "legacy", "127.0.0.1:9", None)
-        reporter = RoundReporter(link)
-        reporter.writes.share = 0.0001  # each write waits its (capped) pause: rounds 2 and 3 are held
+    with _holding_collector(fl, tmp_path, "ending", 3) as (link, reporter):  # rounds 2 and 3 are held
         with caplog.at_level(logging.WARNING, logger="flrepo.fl.core.reporting"):
             for n in (1, 2, 3):
                 reporter.trained(n, [("site-a", 10, {})], [])
@@ -163,14 +172,7 @@ def test_rounds_written_together_reach_the_task_with_their_checkpoints(keyed, tm
     round past the task's reported progress, so the earlier rounds are reported before the newest's
     checkpoint, and every round and both checkpoints (the newest, the best held) are taken."""
     fl, _ = keyed
-    register_model(fl.repo, "digits", "v1", "numpy", tmp_path)
-    fl.repo.create_task(digits_task("merged", rounds=5, clients=1))
-    with RepositoryClient(fl.url, api_key=KEYS["collector"]) as collector:
-        claim(collector, "merged", "test:1")
-        link = TaskLink(collector, "merged")
-        started(link, fl.repo.get_task("merged").model_dump(), None, None, "legacy", "127.0.0.1:9", None)
-        reporter = RoundReporter(link)
-        reporter.writes.share = 0.0001  # each write waits its (capped) pause: the rounds below are held
+    with _holding_collector(fl, tmp_path, "merged", 5) as (_, reporter):  # the rounds below are held
         losses = [0.9, 0.3, 0.5, 0.6, 0.4]  # round 2 is the best, held with later rounds
         with caplog.at_level(logging.WARNING, logger="flrepo.fl.core.reporting"):
             for n, loss in enumerate(losses, 1):
