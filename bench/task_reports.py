@@ -33,6 +33,9 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=100)
     parser.add_argument("--history", type=int, default=1000, help="FLREPO_TASK_HISTORY_ROUNDS")
     parser.add_argument("--checkpoints", type=int, default=0, help="checkpoints after the reports (<= --reports)")
+    parser.add_argument(
+        "--shown", type=int, default=0, help="round records in a report's answer (a collector: 0; default 100)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         mongo = EmbeddedMongo(Path(tmp) / "db", log_file=Path(tmp) / "ferretdb.log").start()
@@ -41,7 +44,7 @@ def main() -> None:
             with api_server(Path(tmp), mongo.url, **env) as (url, server), MongoClient(mongo.url) as raw:
                 pids = {"store": mongo.process.pid if mongo.process else None, "API server": server.pid}
                 before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-                token = run(url, raw["bench"]["tasks"], args.reports, args.block)
+                token = run(url, raw["bench"]["tasks"], args.reports, args.block, args.shown)
                 spent = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
                 each = ", ".join(f"{name} {1000 * s / args.reports:.1f} ms CPU" for name, s in spent.items())
                 print(f"{each} per report")
@@ -55,7 +58,7 @@ def main() -> None:
             mongo.stop()
 
 
-def run(url: str, tasks: object, reports: int, block: int) -> str:
+def run(url: str, tasks: object, reports: int, block: int, shown: int = 0) -> str:
     """The reports; the task token they were sent with."""
     with RepositoryClient(url, keyring=Keyring()) as repo:
         repo.create_model("bench", "v1", library="numpy")
@@ -79,6 +82,7 @@ def run(url: str, tasks: object, reports: int, block: int) -> str:
                 began = time.perf_counter()
                 repo.update_task_status(
                     "t",
+                    history=shown,
                     reason="Progress",
                     message="m" * 2000,
                     current_round=n,

@@ -152,6 +152,11 @@ def test_a_link_times_its_status_reports_and_shares_the_timing(fl, tmp_path):
     assert accounted.timing is link.timing  # the round reports under DP see the same timing
     reporter = RoundReporter(accounted)
     assert reporter.writes.first_cost() == 3 * link.timing.report_s
+    # Its reports ask for no round records in the answer (nothing reads them there); none is lost.
+    link.report(current_round=1, round={"round": 1, "loss": 0.5})
+    answer = link.heartbeat(active=1)
+    assert answer.history == [] and answer.history_total == 1
+    assert [h.round for h in fl.repo.get_task("timed").history] == [1]
 
 
 def test_flush_writes_at_once_and_drop_writes_nothing(monkeypatch):

@@ -189,3 +189,18 @@ async def test_a_report_holds_what_the_store_cannot_hold_to_its_rules(app, clien
         assert r.status_code == 422 and "arrays directly inside arrays" in r.json()["detail"], r.text
         assert task["current_round"] == 0 and task["strategy_settings"] is None
     assert [h["round"] for h in task["history"]] == [1, 2, 3]
+
+
+async def test_a_report_answers_with_as_many_round_records_as_asked(client):
+    await _running(client)
+    for n in (1, 2, 3):
+        record = {"round": n, "loss": 1.0 / n}
+        r = await client.put("/tasks/t1/status", json={"current_round": n, "round": record, "collector": "h:1"})
+        assert r.status_code == 200 and [h["round"] for h in r.json()["history"]] == list(range(1, n + 1))
+    lean = await client.put("/tasks/t1/status?history=0", json={"active": 3, "collector": "h:1"})
+    assert lean.status_code == 200, lean.text
+    assert lean.json()["history"] == [] and lean.json()["history_total"] == 3 and lean.json()["active"] == 3
+    one = (await client.put("/tasks/t1/status?history=1", json={"active": 2, "collector": "h:1"})).json()
+    assert [h["round"] for h in one["history"]] == [3]
+    assert (await client.put("/tasks/t1/status?history=-1", json={"active": 1})).status_code == 422
+    assert [h["round"] for h in (await client.get("/tasks/t1")).json()["history"]] == [1, 2, 3]  # nothing lost

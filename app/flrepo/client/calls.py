@@ -396,9 +396,11 @@ def task_body(plan: Mapping[str, Any]) -> dict[str, Any]:
     return checked.model_dump(mode="json", exclude_unset=True)
 
 
-def update_task_status(task_id: str, **fields: Any) -> Call[TaskOut]:
-    """Report a task's status (phase, round record, participants, result...); sent once."""
-    return Call("PUT", f"/tasks/{seg(task_id)}/status", _one(TaskOut), json=fields)
+def update_task_status(task_id: str, history: int | None = None, **fields: Any) -> Call[TaskOut]:
+    """Report a task's status (phase, round record, participants, result...); sent once. The answer shows
+    the `history` most recent round records (100 unless it says)."""
+    params: dict[str, Any] = {} if history is None else {"history": history}
+    return Call("PUT", f"/tasks/{seg(task_id)}/status", _one(TaskOut), params=params, json=fields)
 
 
 def claim_task(task_id: str, collector: str | None = None, token: str | None = None) -> Call[ClaimOut]:

@@ -49,7 +49,9 @@ class TaskLink:
         """`fields` as this collector's status report, timed (`timing`); the task as it left it."""
         started = time.monotonic()
         try:
-            return self.repo.update_task_status(self.task_id, **{"collector": IDENTITY, **fields})
+            # Without round records in the answer: nothing here reads them, and a hundred of them made
+            # the answer of every round's report ten times its size (bench/task_reports.py --shown).
+            return self.repo.update_task_status(self.task_id, history=0, **{"collector": IDENTITY, **fields})
         finally:
             self.timing.report_s = time.monotonic() - started
 

@@ -116,10 +116,17 @@ async def claim_task(
 
 @router.put("/tasks/{task_id}/status", response_model=TaskOut, responses=problems(404, 409, 413))
 async def update_task_status(
-    task_id: TaskId, body: StatusUpdate, db: DB, settings: SettingsDep, actor: TaskActor
+    task_id: TaskId,
+    body: StatusUpdate,
+    db: DB,
+    settings: SettingsDep,
+    actor: TaskActor,
+    history: History = SHOWN_ROUNDS,
 ) -> dict[str, Any]:
     """Report progress: a phase change, the current round, participants, a finished round, the result.
     Only the collector that claimed the task (its `X-Task-Token`) or an admin may (403 otherwise).
+    The answer is the task as the report left it, with its `history` most recent round records (a
+    collector that reads none of them asks for 0: the answer of every round is then a tenth of the size).
 
     Phases move Pending → Running → Succeeded | Failed (or Pending → Failed); anything else, and
     any change to a finished task, is 409.
@@ -133,7 +140,7 @@ async def update_task_status(
         report_bytes=settings.task_report_bytes,
         actor=actor,
     )
-    return loaded(db, await tasks.shown(db, reported, SHOWN_ROUNDS))
+    return loaded(db, await tasks.shown(db, reported, history))
 
 
 @router.put("/tasks/{task_id}/sites", response_model=TaskOut, responses=problems(404, 409))
