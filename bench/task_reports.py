@@ -4,9 +4,11 @@ message (a condition each, before conditions were coalesced) and a round record.
 reports, the median latency and the task document's size (BSON), the ratio of the last block's median
 to the first's, and the CPU each report cost the store and the API server (their processes' time over
 the run: on one machine, what a report takes from the cores the rounds need, #20). With `--checkpoints N`,
-then N checkpoints of the reported rounds (registered, then a 5 KB .npz uploaded, as a collector's round
-writes make them): their median latency and the CPU each cost the store and the API server.
-Usage: python bench/task_reports.py [--reports 1000] [--block 100] [--history 1000] [--checkpoints 0]"""
+then N checkpoints of the reported rounds, as a collector's round writes make them (a 3 KB .npz uploaded
+with its registration; `--checkpoint-requests 2`: registered first): their median latency and the CPU
+each cost the store and the API server. `--shown`: the round records a report's answer carries.
+Usage: python bench/task_reports.py [--reports 1000] [--block 100] [--history 1000] [--checkpoints 0]
+       [--checkpoint-requests 1|2] [--shown 0]"""
 
 from __future__ import annotations
 
@@ -34,6 +36,9 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=1000, help="FLREPO_TASK_HISTORY_ROUNDS")
     parser.add_argument("--checkpoints", type=int, default=0, help="checkpoints after the reports (<= --reports)")
     parser.add_argument(
+        "--checkpoint-requests", type=int, choices=(1, 2), default=1, help="1: registered by the upload; 2: POST, PUT"
+    )
+    parser.add_argument(
         "--shown", type=int, default=0, help="round records in a report's answer (a collector: 0; default 100)"
     )
     args = parser.parse_args()
@@ -50,7 +55,7 @@ def main() -> None:
                 print(f"{each} per report")
                 if args.checkpoints:
                     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-                    checkpoints(url, token, min(args.checkpoints, args.reports))
+                    checkpoints(url, token, min(args.checkpoints, args.reports), args.checkpoint_requests)
                     spent = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
                     each = ", ".join(f"{name} {1000 * s / args.checkpoints:.1f} ms CPU" for name, s in spent.items())
                     print(f"{each} per checkpoint (registered and uploaded)")
@@ -98,7 +103,7 @@ def run(url: str, tasks: object, reports: int, block: int, shown: int = 0) -> st
         return str(repo.task_token)
 
 
-def checkpoints(url: str, token: str, count: int) -> None:
+def checkpoints(url: str, token: str, count: int, requests: int = 1) -> None:
     """`count` checkpoints of task t's reported rounds, as a collector writes them (flrepo.fl.core.link)."""
     import numpy as np
 
@@ -110,10 +115,13 @@ def checkpoints(url: str, token: str, count: int) -> None:
         repo.task_token = token
         for n in range(1, count + 1):
             began = time.perf_counter()
-            repo.create_checkpoint("t", n, loss=1.0 / n, metrics={"acc": 0.9})
-            repo.upload_checkpoint("t", n, io.BytesIO(data), filename=f"round-{n}.npz")
+            if requests == 2:
+                repo.create_checkpoint("t", n, loss=1.0 / n, metrics={"acc": 0.9})
+            one = {"register": True, "loss": 1.0 / n, "metrics": {"acc": 0.9}} if requests == 1 else {}
+            repo.upload_checkpoint("t", n, io.BytesIO(data), filename=f"round-{n}.npz", **one)
             times.append((time.perf_counter() - began) * 1000)
-    print(f"checkpoints: {count}, median {statistics.median(times):.1f} ms (register + upload, {len(data)} bytes)")
+    how = "registered by the upload" if requests == 1 else "registered, then uploaded"
+    print(f"checkpoints: {count}, median {statistics.median(times):.1f} ms ({how}, {len(data)} bytes)")
 
 
 if __name__ == "__main__":

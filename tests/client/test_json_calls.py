@@ -326,6 +326,11 @@ async def test_checkpoints_register_upload_download_and_set_the_best(live_server
     listed = await run(c.list_checkpoints, "job")
     assert [cp.round for cp in listed] == [1] and listed[0].sha256 == hashlib.sha256(weights).hexdigest()
     assert (await run(c.get_task, "job")).best.round == 1
+    # Registered by its upload: one request.
+    await run(c.upload_checkpoint, "job", 2, io.BytesIO(weights), register=True, loss=0.25, metrics={"accuracy": 0.9})
+    second = [cp for cp in await run(c.list_checkpoints, "job") if cp.round == 2]
+    assert [(cp.loss, cp.metrics, cp.size) for cp in second] == [(0.25, {"accuracy": 0.9}, 3000)]
+    assert (await run(c.get_task, "job")).best.round == 2
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)

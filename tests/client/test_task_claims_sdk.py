@@ -59,6 +59,12 @@ async def test_a_collector_claims_and_steers_its_task_with_its_token(mongo_url, 
             assert stored.size == 7
             with pytest.raises(Conflict, match="immutable"):
                 await run(collector.upload_checkpoint, "job", 1, io.BytesIO(b"replaced"))
+            # Registered by the upload: above the tus threshold it is registered first, then sent by tus.
+            await run(collector.update_task_status, "job", current_round=1)
+            second = io.BytesIO(b"second")
+            registered = await run(collector.upload_checkpoint, "job", 2, second, register=True, loss=0.4)
+            assert registered.size == 6
+            assert [(c.round, c.loss) for c in await run(admin.list_checkpoints, "job")] == [(1, 0.5), (2, 0.4)]
             collector.client.task_token = None
             with pytest.raises(Forbidden):
                 await run(collector.create_checkpoint, "job", 2)

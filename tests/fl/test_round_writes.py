@@ -159,6 +159,39 @@ def test_a_link_times_its_status_reports_and_shares_the_timing(fl, tmp_path):
     assert [h.round for h in fl.repo.get_task("timed").history] == [1]
 
 
+def test_a_link_writes_a_checkpoint_in_one_request_or_two_for_an_older_service(fl, tmp_path, monkeypatch):
+    from flrepo.client import NotFound
+    from flrepo.fl.core.link import TaskLink
+    from flrepo.fl.demo import digits_task, register_model
+
+    register_model(fl.repo, "digits", "v1", "numpy", tmp_path)
+    fl.repo.create_task(digits_task("kept", rounds=3, clients=1))
+    link = TaskLink(fl.repo, "kept")
+    link.report(phase="Running")
+    sent: list[bool] = []
+    upload = fl.repo.upload_checkpoint
+
+    def recorded(task_id, round_, source, *, register=False, **options):
+        sent.append(register)
+        return upload(task_id, round_, source, register=register, **options)
+
+    monkeypatch.setattr(fl.repo, "upload_checkpoint", recorded)
+    link.checkpoint(1, 0.5, {"accuracy": 0.7}, [np.full(2, 1.0)])
+    assert sent == [True]  # registered by its upload
+
+    def older(task_id, round_, source, *, register=False, **options):  # a service from before register=true
+        sent.append(register)
+        if register:
+            raise NotFound("PUT: 404 checkpoint 2 of task 'kept' not found", status=404)
+        return upload(task_id, round_, source, **options)
+
+    monkeypatch.setattr(fl.repo, "upload_checkpoint", older)
+    link.checkpoint(2, 0.25, {"accuracy": 0.8}, [np.full(2, 2.0)])
+    assert sent == [True, True, False]  # registered first, then uploaded
+    filed = [(c.round, c.loss, c.metrics, c.size is not None) for c in fl.repo.list_checkpoints("kept")]
+    assert filed == [(1, 0.5, {"accuracy": 0.7}, True), (2, 0.25, {"accuracy": 0.8}, True)]
+
+
 def test_flush_writes_at_once_and_drop_writes_nothing(monkeypatch):
     monkeypatch.setattr(round_writes, "MAX_PAUSE_S", 3600.0)  # without the flush, the next write waits an hour
     recorder = Recorder(write_s=0.05)

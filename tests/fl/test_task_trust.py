@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from flrepo.client import Forbidden, RepositoryClient
+from flrepo.client import Conflict, Forbidden, RepositoryClient
 from flrepo.fl.catalogue import seed
 from flrepo.fl.core.claim import claim
 from flrepo.fl.core.lifecycle import started
@@ -61,6 +61,9 @@ def _tries(intruder: RepositoryClient, task_id: str) -> dict[str, int]:
         "discovery": lambda: intruder.update_task_status(task_id, server_address="evil:8080", server_ca=PEM),
         "checkpoint": lambda: intruder.create_checkpoint(task_id, 1, loss=-1e308),
         "checkpoint file": lambda: intruder.upload_checkpoint(task_id, 1, io.BytesIO(b"not yours")),
+        "registering checkpoint file": lambda: intruder.upload_checkpoint(
+            task_id, 1, io.BytesIO(b"not yours"), register=True, loss=-1e308
+        ),
         "output": lambda: intruder.create_model("digits", f"v1-{task_id}", "numpy", task_id=task_id),
     }
     answers = {}
@@ -78,7 +81,8 @@ def test_an_unrelated_writer_cannot_steer_a_task_and_the_collector_publishes_its
     register_model(fl.repo, "digits", "v1", "numpy", tmp_path)
     fl.repo.create_task(digits_task("t", rounds=2, clients=2, publish="best"))
     assert _tries(intruder, "t") == dict.fromkeys(
-        ("status", "heartbeat", "discovery", "checkpoint", "checkpoint file", "output"), 403
+        ("status", "heartbeat", "discovery", "checkpoint", "checkpoint file", "registering checkpoint file", "output"),
+        403,
     )
 
     attempts: list[dict[str, int]] = []
@@ -149,7 +153,7 @@ def test_a_collector_ends_its_task_with_the_last_round_in_the_end_report(keyed, 
     its checkpoint goes first, which the service takes from a collector (no admin) one round past the
     reported progress, then one report carries the round and Succeeded."""
     fl, _ = keyed
-    with _holding_collector(fl, tmp_path, "ending", 3) as (link, reporter):  # rounds 2 and 3 are held
+    with _holding_collector(fl, tmp_path, "ending", 5) as (link, reporter):  # rounds 2 and 3 are held
         with caplog.at_level(logging.WARNING, logger="flrepo.fl.core.reporting"):
             for n in (1, 2, 3):
                 reporter.trained(n, [("site-a", 10, {})], [])
@@ -158,6 +162,8 @@ def test_a_collector_ends_its_task_with_the_last_round_in_the_end_report(keyed, 
         assert "could not" not in caplog.text, caplog.text
         held = reporter.held()
         assert held["current_round"] == 3 and held["round"]["round"] == 3
+        with pytest.raises(Conflict, match="not done yet"):  # registering by upload: the same progress rule
+            link.repo.upload_checkpoint("ending", 4, io.BytesIO(b"ahead"), register=True, loss=0.1)
         before = fl.repo.get_task("ending")
         assert before.current_round == 2 and [h.round for h in before.history] == [1, 2]
         assert 3 in [c.round for c in fl.repo.list_checkpoints("ending") if c.size is not None]

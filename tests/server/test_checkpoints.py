@@ -81,3 +81,46 @@ async def test_a_checkpoint_racing_a_cancel_does_not_bring_the_task_back(app, cl
         task = (await client.get("/tasks/t1")).json()
         assert task["phase"] == "Failed", f"attempt {attempt}: {task['phase']}"
         assert task["best"]["loss"] == min(losses)
+
+
+async def test_one_upload_registers_the_checkpoint_and_stores_its_file(client, raw_db):
+    await _running_task(client)
+    data = payload(2000)
+    metrics = '{"accuracy":0.75}'
+    r = await upload(client, f"/tasks/t1/checkpoints/1?register=true&loss=0.25&metrics={metrics}", data, "w.npz")
+    assert r.status_code == 204, r.text
+    (listed,) = (await client.get("/tasks/t1/checkpoints")).json()
+    assert (listed["round"], listed["loss"], listed["metrics"], listed["size"]) == (1, 0.25, {"accuracy": 0.75}, 2000)
+    assert (await client.get("/tasks/t1")).json()["best"] == {"round": 1, "loss": 0.25, "metrics": {"accuracy": 0.75}}
+    assert (await client.get("/tasks/t1/checkpoints/1")).content == data
+    # The same checks as POST's: once only, rounds reached only, while the task runs.
+    again = await upload(client, "/tasks/t1/checkpoints/1?register=true&loss=0.1", b"y")
+    assert again.status_code == 409 and "immutable" in again.json()["detail"]
+    assert (await client.get("/tasks/t1/checkpoints/1")).content == data
+    assert (await upload(client, "/tasks/nope/checkpoints/1?register=true", b"z")).status_code == 404
+    await client.put("/tasks/t1/status", json={"phase": "Failed", "reason": "Test"})
+    ended = await upload(client, "/tasks/t1/checkpoints/2?register=true", b"z")
+    assert ended.status_code == 409 and "Failed" in ended.json()["detail"]
+    assert [c["round"] for c in (await client.get("/tasks/t1/checkpoints")).json()] == [1]
+
+
+async def test_a_registering_upload_with_bad_metrics_is_422_and_leaves_nothing(client, raw_db):
+    await _running_task(client)
+    files_before = grid_counts(raw_db)[0]
+    nested = "metrics=%7B%22a%22%3A%7B%22b%22%3A1%7D%7D"
+    deep = "metrics=" + "%5B" * 2000 + "%5D" * 2000  # past the JSON parser's depth
+    for query in ("metrics=%7Bnot-json", "metrics=%5B1%2C2%5D", nested, "loss=inf", deep):
+        r = await upload(client, f"/tasks/t1/checkpoints/1?register=true&{query}", b"x")
+        assert r.status_code == 422 and isinstance(r.json()["detail"], list), (query, r.text)
+        assert r.json()["detail"][0]["loc"][0] == "query", r.text
+    too_long = "metrics=" + "%20" * 5000
+    assert (await upload(client, f"/tasks/t1/checkpoints/1?register=true&{too_long}", b"x")).status_code == 422
+    assert (await client.get("/tasks/t1/checkpoints")).json() == [] and grid_counts(raw_db)[0] == files_before
+
+
+async def test_a_registering_upload_that_fails_leaves_no_checkpoint_without_its_file(app, client):
+    await _running_task(client)
+    app.state.settings.max_upload_bytes = 10  # the upload is refused as too large once read
+    r = await upload(client, "/tasks/t1/checkpoints/1?register=true&loss=0.5", payload(1000))
+    assert r.status_code == 413, r.text
+    assert (await client.get("/tasks/t1/checkpoints")).json() == []

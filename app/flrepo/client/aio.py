@@ -251,9 +251,25 @@ class AsyncRepositoryClient:
         dest = await self._into_folder(dest, item, f"{model_name}-{model_version}-{training_id}")
         return await self.download(calls.weights_download(model_name, model_version, training_id), dest, **options)
 
-    async def upload_checkpoint(self, task_id: str, round: int, source: Source, **options: Any) -> Stored:
-        """Upload a registered checkpoint's weights (.npz)."""
-        return await self.upload(calls.checkpoint_file(task_id, round), source, **options)
+    async def upload_checkpoint(
+        self,
+        task_id: str,
+        round: int,
+        source: Source,
+        *,
+        register: bool = False,
+        loss: float | None = None,
+        metrics: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Stored:
+        """Upload a checkpoint's weights (.npz): registered before (create_checkpoint) or, with `register`,
+        by this upload with `loss` and `metrics` (one request; two from the tus threshold up)."""
+        upload = await asyncio.to_thread(Upload, source, **options)
+        if register and tus.wanted(upload, self.tus_threshold):  # a tus upload's target takes no query
+            await self.send(calls.create_checkpoint(task_id, round, loss, metrics))
+        elif register:
+            return await self._put(calls.registering_checkpoint_file(task_id, round, loss, metrics), upload)
+        return await self._put(calls.checkpoint_file(task_id, round), upload)
 
     async def download_checkpoint(self, task_id: str, round: int, dest: Dest, **options: Any) -> Downloaded:
         """Download a checkpoint's weights, verified."""

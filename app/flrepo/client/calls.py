@@ -7,10 +7,11 @@ new endpoint is one function here plus one line in each client.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl, quote, urlencode
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -488,6 +489,17 @@ def transformation_file(transformation_id: str) -> str:
 
 def checkpoint_file(task_id: str, round: int) -> str:
     return f"/tasks/{seg(task_id)}/checkpoints/{int(round)}"
+
+
+def registering_checkpoint_file(task_id: str, round: int, loss: float | None, metrics: Mapping[str, Any] | None) -> str:
+    """checkpoint_file with the checkpoint's registration in the query (`register=true`, `loss`, `metrics`
+    as JSON): one PUT registers it and uploads its file."""
+    query: dict[str, str] = {"register": "true"}
+    if loss is not None:
+        query["loss"] = repr(float(loss))
+    if metrics:
+        query["metrics"] = json.dumps(dict(metrics), separators=(",", ":"))
+    return f"{checkpoint_file(task_id, round)}?{urlencode(query)}"
 
 
 def models_archive(filename: str) -> str:

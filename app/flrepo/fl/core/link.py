@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from flrepo.client import RepositoryClient
+from flrepo.client import NotFound, RepositoryClient
 from flrepo.fl.frameworks import Weights
 from flrepo.fl.weights import to_npz
 from flrepo.schemas.tasks import TaskOut
@@ -66,7 +66,15 @@ class TaskLink:
         return self._status(progress)
 
     def checkpoint(self, round_: int, loss: float | None, metrics: Mapping[str, Any], weights: Weights) -> None:
-        """A round's aggregated weights, with its loss and metrics."""
+        """A round's aggregated weights, with its loss and metrics: registered by their upload, one request
+        (a service from before `register=true` answers 404: then registered first, as it expects)."""
+        data, name = to_npz(weights), f"round-{round_}.npz"
+        try:
+            self.repo.upload_checkpoint(
+                self.task_id, round_, io.BytesIO(data), register=True, loss=loss, metrics=dict(metrics), filename=name
+            )
+            return
+        except NotFound:
+            pass
         self.repo.create_checkpoint(self.task_id, round_, loss=loss, metrics=dict(metrics))
-        data = to_npz(weights)
-        self.repo.upload_checkpoint(self.task_id, round_, io.BytesIO(data), filename=f"round-{round_}.npz")
+        self.repo.upload_checkpoint(self.task_id, round_, io.BytesIO(data), filename=name)

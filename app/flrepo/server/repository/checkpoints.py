@@ -52,9 +52,20 @@ async def create(db: Database, task_id: str, body: CheckpointIn, actor: Actor | 
     """Register round `body.round` of a running task (_writable, _check_round); the task's `best` follows the lowest
     loss once the file is there. A checkpoint with its file is immutable (Conflict); one registered without
     its file (a collector that died in between) is registered again."""
+    return (await _registered(db, task_id, body, actor))[1]
+
+
+async def _registered(
+    db: Database, task_id: str, body: CheckpointIn, actor: Actor | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`create`, with the task as read."""
     task = await _writable(db, task_id, actor)
     if actor is None or not actor.admin:  # an admin (repairing, importing) is not bound to the run's progress
         _check_round(task, body.round)
+    return task, await _register(db, task_id, body)
+
+
+async def _register(db: Database, task_id: str, body: CheckpointIn) -> dict[str, Any]:
     fields = {**key(task_id, body.round), **body.model_dump(exclude={"round"})}
     try:
         return await items.create(db, CHECKPOINTS, fields)
@@ -96,16 +107,26 @@ async def attach(
     max_bytes: int,
     condition: FileCondition | None = None,
     actor: Actor | None = None,
+    register: CheckpointIn | None = None,
 ) -> StoredFile:
     """The checkpoint's file, once (its sha256 and size are recorded with it); then the task's `best`
-    follows it and older checkpoints are pruned."""
-    task, current = await _attachable(db, task_id, round_number, actor)
+    follows it and older checkpoints are pruned. With `register`, the checkpoint is registered first, as
+    `create` would (one request instead of two: a collector's every round write has one)."""
+    if register is not None:
+        task, current = await _registered(db, task_id, register, actor)
+    else:
+        task, current = await _attachable(db, task_id, round_number, actor)
     # Only while it has none, checked again by the switch: two uploads cannot both land.
     # The client's own If-Match / If-None-Match still answer 412 as on any upload.
     asked = condition or FileCondition()
     once = FileCondition(exists=False, sha256=asked.sha256, not_sha256=asked.not_sha256)
     where = key(task_id, round_number)
-    stored = await items.attach(db, CHECKPOINTS, where, receive, max_bytes, condition=once, current=current)
+    try:
+        stored = await items.attach(db, CHECKPOINTS, where, receive, max_bytes, condition=once, current=current)
+    except BaseException:
+        if register is not None:  # registered by this request: not left behind without its file
+            await db.collection(CHECKPOINTS.collection).delete_one({**where, CHECKPOINTS.id_field: None})
+        raise
     best = (task.get("best") or {}).get("round")
     if current.get("loss") is not None:
         if await _better(db, task_id, round_number, float(current["loss"]), current.get("metrics") or {}):

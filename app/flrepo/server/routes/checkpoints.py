@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from flrepo.schemas.identifiers import Identifier
 from flrepo.schemas.tasks import CheckpointIn, CheckpointOut
@@ -20,6 +23,9 @@ router = APIRouter(tags=["tasks"], route_class=JsonBodyRoute)
 
 TaskId = Annotated[Identifier, Path(description="Task id")]
 Round = Annotated[int, Path(ge=1, le=10_000, description="Round number")]
+# The longest `metrics` a registering upload takes in its query string: well under proxies' URL limits
+# (nginx's 8 KB header buffers); a round's numeric metrics fit many times over.
+METRICS_QUERY_CHARS = 4096
 
 
 @router.post(
@@ -46,13 +52,44 @@ async def upload_checkpoint(
     settings: SettingsDep,
     condition: UploadCondition,
     actor: TaskActor,
+    register: Annotated[
+        bool,
+        Query(
+            description="Register the checkpoint with this upload, with `loss` and `metrics`, as "
+            "`POST /tasks/{task_id}/checkpoints` would (the same checks): one request instead of two."
+        ),
+    ] = False,
+    loss: Annotated[float | None, Query(description="With `register`: the round's validation loss.")] = None,
+    metrics: Annotated[
+        str | None,
+        Query(max_length=METRICS_QUERY_CHARS, description="With `register`: the round's metrics, a JSON object."),
+    ] = None,
 ) -> Response:
     """The checkpoint's weights (.npz), once: a checkpoint with its file is immutable (409). Only the
     collector that claimed the task (`X-Task-Token`) or an admin. Updates the task's `best`; older
-    checkpoints beyond the task's `checkpoints_kept` are removed."""
+    checkpoints beyond the task's `checkpoints_kept` are removed. Registered first (`POST
+    /tasks/{task_id}/checkpoints`), or by this request with `register=true`."""
+    registered = _registration(round, loss, metrics) if register else None
     limit = settings.max_upload_bytes
-    stored = await checkpoints.attach(db, task_id, round, receiver(request, limit), limit, condition, actor)
+    receive = receiver(request, limit)
+    stored = await checkpoints.attach(db, task_id, round, receive, limit, condition, actor, registered)
     return uploaded(stored)
+
+
+def _registration(round_number: int, loss: float | None, metrics: str | None) -> CheckpointIn:
+    """The checkpoint that `register=true` registers; 422 (as for POST's body) for a `metrics` that is not
+    a JSON object of metric values or a `loss` that is not finite."""
+    try:
+        found = json.loads(metrics) if metrics else {}
+    except (ValueError, RecursionError) as exc:  # not JSON, or nested past the parser's depth
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ("query", "metrics"), "msg": f"not JSON: {exc}", "input": metrics}]
+        ) from None
+    try:
+        return CheckpointIn.model_validate({"round": round_number, "loss": loss, "metrics": found})
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("query", *e["loc"])} for e in exc.errors(include_url=False, include_context=False)]
+        raise RequestValidationError(errors) from None
 
 
 @router.get("/tasks/{task_id}/checkpoints", response_model=list[CheckpointOut], responses=problems(404))
