@@ -491,6 +491,19 @@ def checkpoint_file(task_id: str, round: int) -> str:
     return f"/tasks/{seg(task_id)}/checkpoints/{int(round)}"
 
 
+def checkpoint_upload(
+    task_id: str, round: int, register: bool, by_tus: bool, loss: float | None, metrics: Mapping[str, Any] | None
+) -> tuple[Call[CheckpointOut] | None, str]:
+    """Where a checkpoint's file goes, and the registration to send before it (None: none). With `register`
+    the upload registers the checkpoint (in its query), unless it goes through tus, whose target takes no
+    query: then it is registered first."""
+    if register and by_tus:
+        return create_checkpoint(task_id, round, loss, dict(metrics or {})), checkpoint_file(task_id, round)
+    if register:
+        return None, registering_checkpoint_file(task_id, round, loss, metrics)
+    return None, checkpoint_file(task_id, round)
+
+
 def registering_checkpoint_file(task_id: str, round: int, loss: float | None, metrics: Mapping[str, Any] | None) -> str:
     """checkpoint_file with the checkpoint's registration in the query (`register=true`, `loss`, `metrics`
     as JSON): one PUT registers it and uploads its file."""

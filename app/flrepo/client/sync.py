@@ -264,11 +264,12 @@ class RepositoryClient:
         """Upload a checkpoint's weights (.npz): registered before (create_checkpoint) or, with `register`,
         by this upload with `loss` and `metrics` (one request; two from the tus threshold up)."""
         upload = Upload(source, **options)
-        if register and tus.wanted(upload, self.tus_threshold):  # a tus upload's target takes no query
-            self.send(calls.create_checkpoint(task_id, round, loss, metrics))
-        elif register:
-            return self._put(calls.registering_checkpoint_file(task_id, round, loss, metrics), upload)
-        return self._put(calls.checkpoint_file(task_id, round), upload)
+        first, path = calls.checkpoint_upload(
+            task_id, round, register, tus.wanted(upload, self.tus_threshold), loss, metrics
+        )
+        if first is not None:
+            self.send(first)
+        return self._put(path, upload)
 
     def download_checkpoint(self, task_id: str, round: int, dest: Dest, **options: Any) -> Downloaded:
         """Download a checkpoint's weights, verified."""
