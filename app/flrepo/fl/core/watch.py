@@ -247,7 +247,8 @@ class Heartbeat(_Watcher):
             with self.writing:
                 if self.stopped.is_set():
                     return None
-                return self.repo.update_task_status(self.task_id, phase="Failed", active=0, **failed)
+                fields: dict[str, Any] = {"phase": "Failed", "active": 0, **failed}
+                return self.repo.update_task_status(self.task_id, **fields)
         except Conflict:
             return self.repo.get_task(self.task_id)
 
