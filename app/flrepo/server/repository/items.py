@@ -211,8 +211,9 @@ async def attach(
     expect = expect or {}
     condition = condition or FileCondition()
     if current is None:
-        current = await get(db, kind, key)
-    check_attachable(kind, key, current, expect=expect, condition=condition)
+        current = await attachable(db, kind, key, expect=expect, condition=condition)
+    else:
+        check_attachable(kind, key, current, expect=expect, condition=condition)
     incoming = await receive()
     named = {**current, **key, **expect}
     stored = await blobs.store(
